@@ -1,0 +1,170 @@
+"""The base of every API model: camelCase on the wire, unknown fields rejected, cross-field rules.
+
+A cross-field rule is declared once, as a `Rule`: its CEL expression goes into the CRD (so the API
+server rejects a violating object) and its Python check runs when the operator validates a spec
+(so objects that predate a rule, or reach us some other way, are caught too). A test checks that
+both sides reject the same manifests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+GROUP = "scaleml.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A validation rule that spans fields, enforced by the API server (CEL) and by the operator."""
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+    # Relative JSONPath of the field to blame, so the API server's error names it.
+    field_path: str = ""
+
+    @property
+    def location(self) -> Location:
+        return tuple(part for part in self.field_path.split(".") if part)
+
+    def as_schema(self) -> dict[str, str]:
+        entry = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            entry["fieldPath"] = self.field_path
+        return entry
+
+
+Location = tuple[int | str, ...]
+
+
+class FieldProblems(ValueError):
+    """Problems with fields below the model being validated, each with its relative location.
+
+    pydantic would report a model-level error at the model itself; this keeps the field's name, so
+    the operator's message names the same field the API server's does.
+    """
+
+    def __init__(self, problems: list[tuple[Location, str]]) -> None:
+        super().__init__("; ".join(message for _, message in problems))
+        self.problems = problems
+
+
+def _add_rules(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    rules: tuple[Rule, ...] = getattr(model, "rules", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [rule.as_schema() for rule in rules]
+
+
+class ApiModel(BaseModel):
+    """A part of a ScaleML resource, as users write it in YAML."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        json_schema_extra=_add_rules,
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        problems = [(rule.location, rule.message) for rule in self.rules if not rule.check(self)]
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as it appears in the API: camelCase keys, unset optional sections left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+_QUANTITY = re.compile(
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+
+def _quantity_to_str(value: object) -> object:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+# A resource quantity ("500m", "4", 16Gi), written as a string or a number, the way the Pod API
+# accepts it; the schema is the one Kubernetes' own types generate.
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_to_str),
+    StringConstraints(pattern=_QUANTITY.pattern, max_length=64),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": _QUANTITY.pattern,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+
+# A Go-style duration made of whole units: "30s", "5m", "1h30m", "24h".
+Duration = Annotated[
+    str,
+    StringConstraints(pattern=r"^([0-9]{1,6}(s|m|h))+$", max_length=32),
+]
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+# The name of an object in the same namespace (a PersistentVolumeClaim, a TrainingJob, ...).
+ObjectName = Annotated[str, StringConstraints(pattern=_DNS_SUBDOMAIN, max_length=253)]
+OptionalObjectName = Annotated[str, StringConstraints(pattern=f"^$|{_DNS_SUBDOMAIN[1:]}", max_length=253)]
+DnsLabel = Annotated[str, StringConstraints(pattern=_DNS_LABEL, max_length=63)]
+
+# A column or feature name in a data set.
+ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+def _inside_volume(path: str) -> str:
+    if ".." in path.split("/"):
+        raise ValueError("a path inside a volume must not contain '..'")
+    return path
+
+
+# A path inside a mounted volume; "/" is the volume's root, ".." may not climb out of it.
+VolumePath = Annotated[
+    str,
+    StringConstraints(pattern=r"^/?([^/]+/)*[^/]+$", max_length=1024),
+    AfterValidator(_inside_volume),
+    Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "!self.split('/').exists(s, s == '..')", "message": "must not contain '..'"}
+            ]
+        }
+    ),
+]
+
+
+def duration_seconds(duration: str) -> int:
+    """The number of seconds a Duration stands for."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return sum(int(amount) * units[unit] for amount, unit in re.findall(r"([0-9]+)([smh])", duration))

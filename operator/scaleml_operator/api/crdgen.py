@@ -1,0 +1,194 @@
+"""CustomResourceDefinitions generated from the API models.
+
+pydantic emits JSON Schema 2020-12; the API server wants a *structural* OpenAPI v3.0 schema. The
+translation: inline every $ref, drop titles, turn Optional into "may be absent", exclusive bounds
+into the boolean form, free-form maps into x-kubernetes-preserve-unknown-fields, and give nested
+sections a default of {} so that the API server fills in their own defaults (and CEL rules can
+rely on them).
+
+Run `python -m scaleml_operator.api.crdgen crds/` (`make crds`) after changing a model.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scaleml_operator.api.base import GROUP, VERSION
+from scaleml_operator.api.kinds import CATEGORY, KINDS, Kind
+
+Schema = dict[str, Any]
+
+# Keywords a structural schema may not carry, or that only JSON Schema tools need.
+_DROPPED = ("title", "additionalProperties", "$defs", "discriminator")
+# Marks an unwrapped Optional[X] until its parent object sees it.
+_OPTIONAL = "x-scaleml-optional"
+
+
+def _resolve(schema: Schema, defs: dict[str, Schema]) -> Schema:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        # Keywords beside the $ref (a field's description, its default) win over the model's own.
+        merged = {**copy.deepcopy(defs[name]), **{k: v for k, v in schema.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    return schema
+
+
+def _is_null(schema: Schema) -> bool:
+    return schema.get("type") == "null"
+
+
+def _structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
+    schema = _resolve(copy.deepcopy(schema), defs)
+
+    variants = schema.get("anyOf")
+    if variants is not None and not schema.get("x-kubernetes-int-or-string"):
+        non_null = [v for v in variants if not _is_null(v)]
+        if len(non_null) != 1:
+            raise ValueError(f"unsupported union in schema: {variants}")
+        # Optional[X]: the field may be absent; the API never stores null.
+        del schema["anyOf"]
+        schema = {**_structural(non_null[0], defs), **schema, _OPTIONAL: True}
+        if schema.get("default", 0) is None:
+            del schema["default"]
+
+    out: Schema = {}
+    for key, value in schema.items():
+        if key in _DROPPED:
+            continue
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+        elif key == "const":
+            out["enum"] = [value]
+        elif key == "uniqueItems":
+            out.setdefault("x-kubernetes-list-type", "set")
+        elif key == "properties":
+            out[key] = {name: _structural(prop, defs) for name, prop in value.items()}
+        elif key == "items":
+            out[key] = _structural(value, defs)
+        else:
+            out[key] = value
+
+    if out.get("type") == "object":
+        extra = schema.get("additionalProperties")
+        if "properties" in out:
+            required = set(out.get("required", ()))
+            for name, prop in out["properties"].items():
+                optional = prop.pop(_OPTIONAL, False)
+                # Sections with defaults default to {} so that the API server fills in theirs; an
+                # Optional section stays absent, so that has() tells whether the user set it.
+                if prop.get("type") == "object" and "properties" in prop and name not in required and not optional:
+                    prop["default"] = {}
+        elif isinstance(extra, dict) and extra:
+            out["additionalProperties"] = _structural(extra, defs)
+        else:
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    if out.get("required") == []:
+        del out["required"]
+    return out
+
+
+def openapi_schema(model: type[Any]) -> Schema:
+    """The structural OpenAPI v3 schema of a pydantic model, camelCase keys."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return _structural(raw, raw.get("$defs", {}))
+
+
+def _printer_columns(kind: Kind) -> list[Schema]:
+    columns = []
+    for column in kind.columns:
+        entry: Schema = {"name": column.name, "type": column.type, "jsonPath": column.json_path}
+        if column.description:
+            entry["description"] = column.description
+        if column.priority:
+            entry["priority"] = column.priority
+        columns.append(entry)
+    return columns
+
+
+def crd(kind: Kind) -> Schema:
+    """The CustomResourceDefinition of one kind."""
+    root: Schema = {
+        "type": "object",
+        "description": kind.description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "APIVersion of this object."},
+            "kind": {"type": "string", "description": "Kind of this object."},
+            "metadata": {"type": "object"},
+            "spec": openapi_schema(kind.spec),
+            "status": openapi_schema(kind.status),
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": f"self.metadata.name.size() <= {kind.max_name_length}",
+                "message": f"metadata.name must be at most {kind.max_name_length} characters: "
+                "names of child objects derive from it",
+                "fieldPath": ".metadata.name",
+            }
+        ],
+    }
+    subresources: Schema = {"status": {}}
+    if kind.scale:
+        subresources["scale"] = {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": kind.crd_name},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": [kind.short_name],
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": root},
+                    "subresources": subresources,
+                    "additionalPrinterColumns": _printer_columns(kind),
+                }
+            ],
+        },
+    }
+
+
+def render(kind: Kind) -> str:
+    header = "# Generated from the API models by `make crds`; do not edit.\n"
+    return header + yaml.safe_dump(crd(kind), sort_keys=False, width=120)
+
+
+def crd_files() -> dict[str, str]:
+    """File name -> content for every CRD."""
+    return {f"{kind.crd_name}.yaml": render(kind) for kind in KINDS}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m scaleml_operator.api.crdgen OUTPUT_DIR", file=sys.stderr)
+        return 2
+    out = Path(argv[0])
+    out.mkdir(parents=True, exist_ok=True)
+    for name, content in crd_files().items():
+        (out / name).write_text(content)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

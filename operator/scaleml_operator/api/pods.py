@@ -1,0 +1,120 @@
+"""Pod-level settings that several kinds share: scheduling and environment variables."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from scaleml_operator.api.base import ApiModel, Rule
+
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
+
+
+class Toleration(ApiModel):
+    """Lets the pods schedule onto nodes with a matching taint (the core/v1 Toleration)."""
+
+    key: Annotated[str, StringConstraints(max_length=317)] = Field(
+        default="", description="Taint key; empty with operator Exists matches every taint."
+    )
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
+    value: LabelValue = Field(default="", description="Taint value to match when operator is Equal.")
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        default="", description="Taint effect to match; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="For NoExecute: how long the pod stays bound after the taint appears."
+    )
+
+    rules = (
+        Rule(
+            cel="self.operator != 'Exists' || self.value == ''",
+            message="value must be empty when operator is Exists",
+            check=lambda t: t.operator != "Exists" or t.value == "",
+            field_path=".value",
+        ),
+    )
+
+
+class Scheduling(ApiModel):
+    """Where the pods may run and in which queue they wait."""
+
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Node labels the pods require.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=64, description="Tolerations added to the pods."
+    )
+    priority_class_name: Annotated[str, StringConstraints(max_length=253)] = Field(
+        default="", description="PriorityClass of the pods."
+    )
+    queue_name: Annotated[str, StringConstraints(max_length=63)] = Field(
+        default="",
+        description="Kueue LocalQueue to submit the workload to (sets the kueue.x-k8s.io/queue-name label).",
+    )
+
+
+# Names the operator sets itself for torch.distributed and its own wiring; a user value would
+# silently break rendezvous.
+RESERVED_ENV_NAMES = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "NODE_RANK",
+    "PET_NNODES",
+    "PET_NPROC_PER_NODE",
+    "PET_RDZV_ENDPOINT",
+    "PET_RDZV_BACKEND",
+    "PET_RDZV_ID",
+    "PET_MAX_RESTARTS",
+    "TORCHELASTIC_RESTART_COUNT",
+    "SCALEML_CONFIG",
+)
+_RESERVED_CEL = "[" + ", ".join(f"'{name}'" for name in RESERVED_ENV_NAMES) + "]"
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the workload container."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=256)] = Field(
+        description="Variable name."
+    )
+    value: Annotated[str, StringConstraints(max_length=32768)] = Field(
+        default="", description="Literal value. Use valueFrom for anything secret."
+    )
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description="A core/v1 EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef).",
+    )
+
+    rules = (
+        Rule(
+            cel=f"!(self.name in {_RESERVED_CEL})",
+            message="is reserved: ScaleML sets it for torch.distributed",
+            check=lambda e: e.name not in RESERVED_ENV_NAMES,
+            field_path=".name",
+        ),
+        Rule(
+            cel="!has(self.valueFrom) || self.value == ''",
+            message="set value or valueFrom, not both",
+            check=lambda e: e.value_from is None or e.value == "",
+        ),
+    )
+
+
+EnvList = Annotated[
+    list[EnvVar],
+    Field(
+        default_factory=list,
+        max_length=128,
+        description="Extra environment variables for the workload container.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    ),
+]

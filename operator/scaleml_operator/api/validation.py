@@ -1,0 +1,43 @@
+"""Turning a spec from the API into a typed model, with errors that name the field."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from scaleml_operator.api.base import FieldProblems, Location
+from scaleml_operator.api.kinds import Kind
+
+
+class InvalidSpecError(ValueError):
+    """The spec passed the CRD schema but not the operator's own validation."""
+
+
+def _location(loc: Location) -> str:
+    path = "spec"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def describe(error: ValidationError) -> str:
+    """One line per problem: "spec.model.params.hiddenSizes: Input should be a valid list"."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        cause = problem.get("ctx", {}).get("error")
+        if isinstance(cause, FieldProblems):
+            for location, message in cause.problems:
+                lines.append(f"{_location((*problem['loc'], *location))}: {message.removeprefix('Value error, ')}")
+        else:
+            lines.append(f"{_location(problem['loc'])}: {problem['msg'].removeprefix('Value error, ')}")
+    return "; ".join(lines)
+
+
+def parse_spec(kind: Kind, spec: Mapping[str, Any]) -> BaseModel:
+    """The typed spec of an object of `kind`; InvalidSpecError says what is wrong and where."""
+    try:
+        return kind.spec.model_validate(dict(spec))
+    except ValidationError as error:
+        raise InvalidSpecError(describe(error)) from error

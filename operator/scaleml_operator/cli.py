@@ -1,0 +1,86 @@
+"""The `scaleml` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# The peering object (KopfPeering) the operator replicas share; manifests/ creates it.
+PEERING_NAME = "scaleml"
+
+
+def _operator(args: argparse.Namespace) -> int:
+    # Imported here so that subcommands which need no kopf work where it is not installed.
+    import kopf
+    from prometheus_client import start_http_server
+
+    import scaleml_operator.handlers  # noqa: F401  (registers the handlers)
+    from scaleml_operator.handlers.settings import default_priority
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
+    )
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.bind_address)
+    liveness = f"http://{args.bind_address}:{args.liveness_port}/healthz" if args.liveness_port else None
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace or (),
+            standalone=args.standalone,
+            priority=args.priority if args.priority is not None else default_priority(),
+            peering_name=args.peering,
+            liveness_endpoint=liveness,
+        )
+    )
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from scaleml_operator.api.crdgen import crd_files
+
+    files = crd_files()
+    if args.output is None:
+        sys.stdout.write("---\n".join(files.values()))
+        return 0
+    args.output.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (args.output / name).write_text(content)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="scaleml", description="Train, serve and monitor models on Kubernetes.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    operator = commands.add_parser("operator", help="Run the operator against the current kubeconfig or cluster.")
+    operator.add_argument(
+        "-n", "--namespace", action="append", help="Serve only this namespace (repeatable; globs allowed)."
+    )
+    operator.add_argument("--standalone", action="store_true", help="Run without peering (a single replica).")
+    operator.add_argument("--peering", default=PEERING_NAME, help="Peering object shared by the replicas.")
+    operator.add_argument("--priority", type=int, help="Peering priority; default: derived from the pod name.")
+    operator.add_argument("--bind-address", default="0.0.0.0", help="Address of the probe and metrics servers.")
+    operator.add_argument("--liveness-port", type=int, default=8080, help="Port of /healthz; 0 turns it off.")
+    operator.add_argument("--metrics-port", type=int, default=8081, help="Port of /metrics; 0 turns it off.")
+    operator.add_argument("-v", "--verbose", action="store_true", help="Log at debug level.")
+    operator.set_defaults(run=_operator)
+
+    crds = commands.add_parser("crds", help="Print the CustomResourceDefinitions, or write them to a directory.")
+    crds.add_argument("output", nargs="?", type=Path, help="Directory to write one YAML file per CRD into.")
+    crds.set_defaults(run=_crds)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""kopf handlers. Importing this package registers them (`kopf run -m scaleml_operator.handlers`)."""
+
+from scaleml_operator.handlers import acceptance, inventory, settings
+
+__all__ = ["acceptance", "inventory", "settings"]

@@ -1,0 +1,103 @@
+"""Manifests the API must refuse, each with the field its error has to name.
+
+The API server rejects every one of them (schema and CEL), and the operator's models reject every
+one that concerns the spec, so the two never disagree about what is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tests.support.manifests import Manifest, example, merged
+
+
+@dataclass(frozen=True)
+class InvalidCase:
+    id: str
+    kind: str
+    changes: Manifest
+    # The path the error message must name, as the API server prints it.
+    field: str
+
+    def manifest(self) -> Manifest:
+        return merged(example(self.kind), self.changes)
+
+
+TJ, MD, DM = "TrainingJob", "ModelDeployment", "DriftMonitor"
+
+CASES = (
+    InvalidCase("workers-zero", TJ, {"spec": {"resources": {"workers": 0}}}, "spec.resources.workers"),
+    InvalidCase("workers-not-a-number", TJ, {"spec": {"resources": {"workers": "two"}}}, "spec.resources.workers"),
+    InvalidCase(
+        "workers-outside-elastic-range",
+        TJ,
+        {"spec": {"resources": {"workers": 5}, "elastic": {"minWorkers": 1, "maxWorkers": 4}}},
+        "spec.resources.workers",
+    ),
+    InvalidCase(
+        "elastic-min-above-max",
+        TJ,
+        {"spec": {"resources": {"workers": 2}, "elastic": {"minWorkers": 3, "maxWorkers": 2}}},
+        "spec.elastic.minWorkers",
+    ),
+    InvalidCase("unknown-architecture", TJ, {"spec": {"model": {"architecture": "lstm"}}}, "spec.model.architecture"),
+    InvalidCase(
+        "custom-without-entrypoint", TJ, {"spec": {"model": {"architecture": "custom"}}}, "spec.model.entrypoint"
+    ),
+    InvalidCase("unknown-precision", TJ, {"spec": {"precision": "fp8"}}, "spec.precision"),
+    InvalidCase(
+        "fp16-without-gpu", TJ, {"spec": {"precision": "fp16", "resources": {"gpusPerWorker": 0}}}, "spec.precision"
+    ),
+    InvalidCase("missing-target", TJ, {"spec": {"data": {"target": None}}}, "spec.data.target"),
+    InvalidCase(
+        "zero-learning-rate",
+        TJ,
+        {"spec": {"hyperparameters": {"learningRate": 0}}},
+        "spec.hyperparameters.learningRate",
+    ),
+    InvalidCase("validation-split-one", TJ, {"spec": {"data": {"validationSplit": 1.0}}}, "spec.data.validationSplit"),
+    InvalidCase("memory-not-a-quantity", TJ, {"spec": {"resources": {"memory": "lots"}}}, "spec.resources.memory"),
+    InvalidCase(
+        "procs-differ-from-gpus",
+        TJ,
+        {"spec": {"resources": {"gpusPerWorker": 2, "procsPerWorker": 1}}},
+        "spec.resources.procsPerWorker",
+    ),
+    InvalidCase("reserved-env", TJ, {"spec": {"env": [{"name": "MASTER_ADDR", "value": "x"}]}}, "spec.env[0].name"),
+    InvalidCase(
+        "source-escapes-volume", TJ, {"spec": {"data": {"source": "churn/../../etc/passwd"}}}, "spec.data.source"
+    ),
+    InvalidCase("unknown-field", TJ, {"spec": {"resources": {"gpu": 1}}}, "spec.resources.gpu"),
+    InvalidCase("target-is-a-feature", TJ, {"spec": {"data": {"features": ["churned", "age"]}}}, "spec.data.features"),
+    InvalidCase("name-too-long", TJ, {"metadata": {"name": "a" * 60}}, "metadata.name"),
+    InvalidCase(
+        "two-model-sources",
+        MD,
+        {"spec": {"model": {"repository": {"volumeClaim": "models", "modelName": "churn"}}}},
+        "spec.model",
+    ),
+    InvalidCase("no-model-source", MD, {"spec": {"model": {"fromTrainingJob": None}}}, "spec.model"),
+    InvalidCase("version-not-latest", MD, {"spec": {"model": {"version": "newest"}}}, "spec.model.version"),
+    InvalidCase(
+        "preferred-batch-above-max",
+        MD,
+        {"spec": {"batching": {"maxBatchSize": 64, "preferredBatchSizes": [16, 128]}}},
+        "spec.batching.preferredBatchSizes",
+    ),
+    InvalidCase("gpu-instances-without-gpus", MD, {"spec": {"resources": {"gpus": 0}}}, "spec.instances.kind"),
+    InvalidCase(
+        "autoscaling-min-above-max",
+        MD,
+        {"spec": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
+        "spec.autoscaling.minReplicas",
+    ),
+    InvalidCase("capture-without-volume", MD, {"spec": {"capture": {"volumeClaim": None}}}, "spec.capture.volumeClaim"),
+    InvalidCase("replicas-negative", MD, {"spec": {"replicas": -1}}, "spec.replicas"),
+    InvalidCase("duration-in-words", DM, {"spec": {"window": {"every": "5 minutes"}}}, "spec.window.every"),
+    InvalidCase("p-value-above-one", DM, {"spec": {"thresholds": {"pValue": 1.5}}}, "spec.thresholds.pValue"),
+    InvalidCase("unknown-test", DM, {"spec": {"tests": {"numeric": "t-test"}}}, "spec.tests.numeric"),
+    InvalidCase(
+        "two-references", DM, {"spec": {"reference": {"path": "p.json", "volumeClaim": "models"}}}, "spec.reference"
+    ),
+    InvalidCase("missing-target", DM, {"spec": {"target": None}}, "spec.target"),
+)

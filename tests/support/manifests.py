@@ -1,0 +1,41 @@
+"""Example manifests and variations of them, for tests that state only the fields they care about."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "manifests" / "examples"
+CRDS = ROOT / "crds"
+
+Manifest = dict[str, Any]
+
+
+def load_all(path: Path) -> list[Manifest]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def example(kind: str) -> Manifest:
+    """The first example object of `kind` in manifests/examples/."""
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for doc in load_all(path):
+            if doc["kind"] == kind:
+                return doc
+    raise LookupError(f"no example of kind {kind}")
+
+
+def merged(base: Manifest, changes: Manifest) -> Manifest:
+    """`base` with `changes` merged in, recursively; a None value removes the key."""
+    result = copy.deepcopy(base)
+    for key, value in changes.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result

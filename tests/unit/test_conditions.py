@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from scaleml_operator.status.acceptance import MAX_EVENT_MESSAGE_BYTES, accepted, event_message, rejected
+from scaleml_operator.status.conditions import find_condition, set_condition
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+T1 = T0 + timedelta(minutes=5)
+
+
+def test_a_new_condition_is_added_with_the_current_time() -> None:
+    conditions = set_condition([], type="Ready", status="False", reason="Waiting", message="m", generation=3, now=T0)
+    assert conditions == [
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "Waiting",
+            "message": "m",
+            "lastTransitionTime": "2026-01-02T03:04:05Z",
+            "observedGeneration": 3,
+        }
+    ]
+
+
+def test_transition_time_moves_only_when_the_status_flips() -> None:
+    first = set_condition([], type="Ready", status="False", reason="A", message="", generation=1, now=T0)
+    same = set_condition(first, type="Ready", status="False", reason="B", message="new", generation=2, now=T1)
+    assert same[0]["lastTransitionTime"] == "2026-01-02T03:04:05Z"
+    assert (same[0]["reason"], same[0]["message"], same[0]["observedGeneration"]) == ("B", "new", 2)
+    flipped = set_condition(same, type="Ready", status="True", reason="C", message="", generation=2, now=T1)
+    assert flipped[0]["lastTransitionTime"] == "2026-01-02T03:09:05Z"
+
+
+def test_other_conditions_are_kept_in_order() -> None:
+    conditions = set_condition([], type="A", status="True", reason="R", message="", generation=1, now=T0)
+    conditions = set_condition(conditions, type="B", status="True", reason="R", message="", generation=1, now=T0)
+    conditions = set_condition(conditions, type="A", status="False", reason="R", message="", generation=1, now=T1)
+    assert [c["type"] for c in conditions] == ["A", "B"]
+    assert find_condition(conditions, "B") == conditions[1]
+    assert find_condition(conditions, "C") is None
+
+
+def test_accepted_sets_generation_condition_and_first_phase_only_once() -> None:
+    patch = accepted({}, generation=4, initial_phase="Pending", now=T0)
+    assert patch["observedGeneration"] == 4
+    assert patch["phase"] == "Pending"
+    assert find_condition(patch["conditions"], "Accepted") is not None
+    later = accepted({"phase": "Running", **patch}, generation=5, initial_phase="Pending", now=T1)
+    assert "phase" not in later
+
+
+def test_rejected_says_why_and_marks_the_object_not_ready() -> None:
+    patch = rejected({}, generation=2, problem="spec.precision: bad", now=T0)
+    accepted_condition = find_condition(patch["conditions"], "Accepted")
+    ready = find_condition(patch["conditions"], "Ready")
+    assert accepted_condition is not None and ready is not None
+    assert (accepted_condition["status"], accepted_condition["reason"]) == ("False", "InvalidSpec")
+    assert accepted_condition["message"] == "spec.precision: bad"
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+
+
+def test_event_messages_are_cut_to_a_kibibyte_without_breaking_characters() -> None:
+    assert event_message("short") == "short"
+    long = "é" * 2000
+    cut = event_message(long)
+    assert len(cut.encode()) <= MAX_EVENT_MESSAGE_BYTES
+    assert cut.endswith("...")
