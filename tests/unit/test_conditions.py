@@ -54,7 +54,8 @@ def test_rejected_says_why_and_marks_the_object_not_ready() -> None:
     patch = rejected({}, generation=2, problem="spec.precision: bad", now=T0)
     accepted_condition = find_condition(patch["conditions"], "Accepted")
     ready = find_condition(patch["conditions"], "Ready")
-    assert accepted_condition is not None and ready is not None
+    assert accepted_condition is not None
+    assert ready is not None
     assert (accepted_condition["status"], accepted_condition["reason"]) == ("False", "InvalidSpec")
     assert accepted_condition["message"] == "spec.precision: bad"
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")

@@ -38,7 +38,8 @@ def _schema(kind: Kind) -> dict[str, Any]:
 def test_schema_is_structural(kind: Kind) -> None:
     """Every node has a type (or is int-or-string) and none uses JSON-Schema-only keywords."""
     for path, node in _nodes(_schema(kind)):
-        assert "$ref" not in node and "title" not in node and "const" not in node, path
+        for keyword in ("$ref", "title", "const"):
+            assert keyword not in node, f"{kind.kind}{path} has {keyword}"
         assert node.get("type") or node.get("x-kubernetes-int-or-string"), f"{kind.kind}{path} has no type"
         if "anyOf" in node:
             assert node.get("x-kubernetes-int-or-string"), f"{kind.kind}{path}: only int-or-string may use anyOf"

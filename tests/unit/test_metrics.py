@@ -24,7 +24,8 @@ def test_last_outside_change_ignores_the_operators_own_writes() -> None:
         ],
     }
     changed = last_outside_change(meta, frozenset({"scaleml-operator"}))
-    assert changed is not None and changed.isoformat() == "2026-01-01T00:05:00+00:00"
+    assert changed is not None
+    assert changed.isoformat() == "2026-01-01T00:05:00+00:00"
 
 
 def test_instrumented_counts_errors_retries_and_durations() -> None:

@@ -54,7 +54,7 @@ class Rule:
 Location = tuple[int | str, ...]
 
 
-class FieldProblems(ValueError):
+class NestedFieldError(ValueError):
     """Problems with fields below the model being validated, each with its relative location.
 
     pydantic would report a model-level error at the model itself; this keeps the field's name, so
@@ -89,7 +89,7 @@ class ApiModel(BaseModel):
     def _check_rules(self) -> Self:
         problems = [(rule.location, rule.message) for rule in self.rules if not rule.check(self)]
         if problems:
-            raise FieldProblems(problems)
+            raise NestedFieldError(problems)
         return self
 
     def to_wire(self) -> dict[str, Any]:

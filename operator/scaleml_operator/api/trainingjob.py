@@ -10,7 +10,7 @@ from pydantic import Field, StringConstraints, ValidationError, model_validator
 from scaleml_operator.api.base import (
     ApiModel,
     ColumnName,
-    FieldProblems,
+    NestedFieldError,
     ObjectName,
     Quantity,
     Rule,
@@ -75,7 +75,7 @@ class ModelSpec(ApiModel):
         try:
             parse_params(self.architecture, self.params)
         except ValidationError as error:
-            raise FieldProblems(
+            raise NestedFieldError(
                 [(("params", *problem["loc"]), problem["msg"]) for problem in error.errors(include_url=False)]
             ) from None
         return self

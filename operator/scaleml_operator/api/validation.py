@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from scaleml_operator.api.base import FieldProblems, Location
+from scaleml_operator.api.base import Location, NestedFieldError
 from scaleml_operator.api.kinds import Kind
 
 
@@ -27,7 +27,7 @@ def describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors(include_url=False):
         cause = problem.get("ctx", {}).get("error")
-        if isinstance(cause, FieldProblems):
+        if isinstance(cause, NestedFieldError):
             for location, message in cause.problems:
                 lines.append(f"{_location((*problem['loc'], *location))}: {message.removeprefix('Value error, ')}")
         else:
