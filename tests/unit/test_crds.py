@@ -78,7 +78,7 @@ def test_cross_field_rules_of_the_issue_are_in_the_schema() -> None:
 
 def test_nested_sections_default_so_their_fields_default() -> None:
     spec = _schema(KINDS[0])["properties"]["spec"]["properties"]
-    assert spec["resources"]["default"] == {}
+    assert spec["resources"]["default"] == {"workers": 1, "gpusPerWorker": 0, "cpu": "1", "memory": "2Gi"}
     assert spec["resources"]["properties"]["workers"]["default"] == 1
     assert "default" not in spec["elastic"], "an absent elastic section must stay absent"
 
@@ -95,6 +95,9 @@ def test_names_subresources_and_columns(kind: Kind) -> None:
 
 
 def test_crd_files_are_valid_yaml_with_a_header() -> None:
-    for content in crd_files().values():
+    files = crd_files()
+    for kind in KINDS:
+        content = files[f"{kind.crd_name}.yaml"]
         assert content.startswith("# Generated")
         assert yaml.safe_load(content)["kind"] == "CustomResourceDefinition"
+    assert yaml.safe_load(files["kustomization.yaml"])["resources"] == sorted(f"{k.crd_name}.yaml" for k in KINDS)

@@ -57,7 +57,7 @@ class Condition(ApiModel):
 Conditions = Annotated[
     list[Condition],
     Field(
-        default_factory=list,
+        default=[],
         max_length=32,
         description="The latest observations of the object's state.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

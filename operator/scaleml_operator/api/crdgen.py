@@ -24,7 +24,7 @@ from scaleml_operator.api.kinds import CATEGORY, KINDS, Kind
 Schema = dict[str, Any]
 
 # Keywords a structural schema may not carry, or that only JSON Schema tools need.
-_DROPPED = ("title", "additionalProperties", "$defs", "discriminator")
+_DROPPED = ("title", "additionalProperties", "$defs", "discriminator", "propertyNames")
 # Marks an unwrapped Optional[X] until its parent object sees it.
 _OPTIONAL = "x-scaleml-optional"
 
@@ -80,10 +80,11 @@ def _structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
             required = set(out.get("required", ()))
             for name, prop in out["properties"].items():
                 optional = prop.pop(_OPTIONAL, False)
-                # Sections with defaults default to {} so that the API server fills in theirs; an
-                # Optional section stays absent, so that has() tells whether the user set it.
+                # A section with defaults of its own is defaulted as a whole, so the API server fills
+                # in its fields (and CEL rules may rely on them); an Optional section stays absent,
+                # so that has() tells whether the user set it.
                 if prop.get("type") == "object" and "properties" in prop and name not in required and not optional:
-                    prop["default"] = {}
+                    prop["default"] = _default_of(prop)
         elif isinstance(extra, dict) and extra:
             out["additionalProperties"] = _structural(extra, defs)
         else:
@@ -91,6 +92,12 @@ def _structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
     if out.get("required") == []:
         del out["required"]
     return out
+
+
+def _default_of(section: Schema) -> Schema:
+    # Spelled out in full rather than {}: the API server checks a default against the section's CEL
+    # rules as written, without defaulting inside it first.
+    return {name: prop["default"] for name, prop in section["properties"].items() if "default" in prop}
 
 
 def openapi_schema(model: type[Any]) -> Schema:
@@ -120,18 +127,16 @@ def crd(kind: Kind) -> Schema:
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},
-            "metadata": {"type": "object"},
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    # Names of child objects derive from it.
+                    "name": {"type": "string", "maxLength": kind.max_name_length},
+                },
+            },
             "spec": openapi_schema(kind.spec),
             "status": openapi_schema(kind.status),
         },
-        "x-kubernetes-validations": [
-            {
-                "rule": f"self.metadata.name.size() <= {kind.max_name_length}",
-                "message": f"metadata.name must be at most {kind.max_name_length} characters: "
-                "names of child objects derive from it",
-                "fieldPath": ".metadata.name",
-            }
-        ],
     }
     subresources: Schema = {"status": {}}
     if kind.scale:
@@ -175,8 +180,18 @@ def render(kind: Kind) -> str:
 
 
 def crd_files() -> dict[str, str]:
-    """File name -> content for every CRD."""
-    return {f"{kind.crd_name}.yaml": render(kind) for kind in KINDS}
+    """File name -> content for every CRD, and the kustomization that lists them."""
+    files = {f"{kind.crd_name}.yaml": render(kind) for kind in KINDS}
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": sorted(files),
+    }
+    files["kustomization.yaml"] = (
+        "# The CRDs as a kustomize base of their own, so that GitOps tools can sync them separately.\n"
+        + yaml.safe_dump(kustomization, sort_keys=False)
+    )
+    return files
 
 
 def main(argv: list[str]) -> int:

@@ -95,7 +95,7 @@ class RetrainPolicy(ApiModel):
         default=False, description="Train on the newest captured data instead of the original data source."
     )
     training_job_overrides: dict[str, Any] = Field(
-        default_factory=dict,
+        default={},
         description="Fields merged into the spec of the TrainingJob that produced the served model.",
     )
 
@@ -106,7 +106,7 @@ class DriftMonitorSpec(ApiModel):
     target: MonitorTarget = Field(description="What to monitor.")
     reference: ReferenceSource = Field(description="What to compare with.")
     features: list[ColumnName] = Field(
-        default_factory=list,
+        default=[],
         max_length=4096,
         description="Features to test; empty: every feature of the reference profile.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -126,7 +126,7 @@ class DriftMonitorStatus(ApiModel):
     drift_detected: bool | None = Field(default=None, description="Whether the last window drifted.")
     drift_score: float | None = Field(default=None, ge=0.0, description="Share of drifted features in the last window.")
     drifted_features: list[str] = Field(
-        default_factory=list, max_length=4096, description="Features that drifted in the last window."
+        default=[], max_length=4096, description="Features that drifted in the last window."
     )
     window_size: int | None = Field(default=None, ge=0, description="Rows in the last window.")
     consecutive_drifted_windows: int | None = Field(default=None, ge=0, description="Drifted windows in a row.")

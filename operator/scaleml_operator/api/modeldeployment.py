@@ -61,7 +61,7 @@ class Batching(ApiModel):
         default=64, ge=0, le=65536, description="Largest batch Triton forms; 0 turns batching off."
     )
     preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=list,
+        default=[],
         max_length=16,
         description="Batch sizes the scheduler aims for; each at most maxBatchSize.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -110,7 +110,7 @@ class Autoscaling(ApiModel):
         description="Target average CPU utilisation, percent of the request.",
     )
     metrics: list[dict[str, Any]] = Field(
-        default_factory=list,
+        default=[],
         max_length=16,
         description="Extra autoscaling/v2 MetricSpecs (Pods or External), e.g. Triton queue time per "
         "compute time through a Prometheus adapter.",

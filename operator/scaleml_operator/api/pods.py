@@ -41,13 +41,11 @@ class Scheduling(ApiModel):
     """Where the pods may run and in which queue they wait."""
 
     node_selector: dict[LabelKey, LabelValue] = Field(
-        default_factory=dict,
+        default={},
         max_length=64,
         description="Node labels the pods require.",
     )
-    tolerations: list[Toleration] = Field(
-        default_factory=list, max_length=64, description="Tolerations added to the pods."
-    )
+    tolerations: list[Toleration] = Field(default=[], max_length=64, description="Tolerations added to the pods.")
     priority_class_name: Annotated[str, StringConstraints(max_length=253)] = Field(
         default="", description="PriorityClass of the pods."
     )
@@ -112,7 +110,7 @@ class EnvVar(ApiModel):
 EnvList = Annotated[
     list[EnvVar],
     Field(
-        default_factory=list,
+        default=[],
         max_length=128,
         description="Extra environment variables for the workload container.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},

@@ -36,7 +36,7 @@ class ModelSpec(ApiModel):
         description="classification (cross-entropy over the target's classes) or regression (MSE).",
     )
     params: dict[str, Any] = Field(
-        default_factory=dict,
+        default={},
         description="Architecture parameters, e.g. {hiddenSizes: [64, 64], dropout: 0.1} for mlp; "
         "keyword arguments of the entrypoint for custom. Checked by the operator before any pod starts.",
     )
@@ -98,7 +98,7 @@ class DataSpec(ApiModel):
     format: Literal["parquet", "csv", "npz"] = Field(default="parquet", description="parquet, csv or npz.")
     target: ColumnName = Field(description="Column (or npz array) to predict.")
     features: list[ColumnName] = Field(
-        default_factory=list,
+        default=[],
         max_length=4096,
         description="Feature columns; empty means every column but the target.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -203,7 +203,7 @@ class OutputSpec(ApiModel):
     volume_claim: ObjectName = Field(description="PersistentVolumeClaim holding the Triton model repository.")
     model_name: ModelName = Field(description="Model directory in the repository; versions are numbered inside it.")
     formats: list[ExportFormat] = Field(
-        default_factory=lambda: list[ExportFormat](["torchscript"]),
+        default=["torchscript"],
         min_length=1,
         max_length=2,
         description="Serialised forms to export: torchscript and/or onnx.",

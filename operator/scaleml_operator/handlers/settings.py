@@ -10,6 +10,8 @@ from typing import Any
 import kopf
 
 from scaleml_operator.api.base import GROUP
+from scaleml_operator.kube.client import api_client
+from scaleml_operator.kube.peering import ensure_cluster_peering
 
 FIELD_MANAGER = "scaleml-operator"
 
@@ -28,7 +30,7 @@ def default_priority() -> int:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
     # The CRD schemas are strict, so anything kopf kept in .status would be pruned away: its
     # bookkeeping lives in annotations under our own prefix instead.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -46,3 +48,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.event_name_prefix = "scaleml-"
     # Peering name and priority come from the command line (see cli.py); keep-alives stay out of the log.
     settings.peering.stealth = True
+    if not settings.peering.standalone:
+        # One cluster-wide peering whether the operator serves all namespaces or some: a single
+        # object to create, and replicas serving overlapping namespace sets still see each other.
+        settings.peering.clusterwide = True
+        if ensure_cluster_peering(api_client(), settings.peering.name):
+            logger.info("Created the ClusterKopfPeering %r.", settings.peering.name)
