@@ -35,8 +35,9 @@ control-plane: ## Build etcd, kube-apiserver, kube-controller-manager, kube-sche
 		OUT=$(CONTROL_PLANE_DIR) hack/build-control-plane.sh
 
 .PHONY: crds
-crds: venv ## Regenerate crds/ from the API models
+crds: venv ## Regenerate crds/ and the README field reference from the API models
 	$(BIN)/scaleml crds crds/
+	$(BIN)/python -m scaleml_operator.api.reference README.md
 
 .PHONY: lint
 lint: venv ## ruff, mypy and the import layering contracts

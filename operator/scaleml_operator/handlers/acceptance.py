@@ -23,9 +23,9 @@ _OWN_MANAGERS = frozenset({FIELD_MANAGER, "kopf"})
 
 
 def _register(kind: Kind) -> None:
-    @kopf.on.resume(*kind.group_version)
-    @kopf.on.create(*kind.group_version)
-    @kopf.on.update(*kind.group_version, field="spec")
+    @kopf.on.resume(*kind.group_version, id="accept")
+    @kopf.on.create(*kind.group_version, id="accept")
+    @kopf.on.update(*kind.group_version, id="accept", field="spec")
     @instrumented(kind.kind, _OWN_MANAGERS)
     async def accept(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
         generation = meta.get("generation")

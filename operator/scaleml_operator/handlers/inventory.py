@@ -11,7 +11,7 @@ from scaleml_operator.handlers.metrics import OBJECTS
 
 
 def _register(kind: Kind) -> None:
-    @kopf.on.event(*kind.group_version)
+    @kopf.on.event(*kind.group_version, id="inventory")
     async def track(type: str, name: str, namespace: str | None, status: kopf.Status, **_: Any) -> None:
         # kopf passes type None for the objects of the initial listing.
         if type == "DELETED":
