@@ -52,7 +52,7 @@ unit: venv ## Unit tests only: no control plane needed
 
 .PHONY: test
 test: venv control-plane lint ## Everything: set-up, lint and the whole test suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+	SCALEML_REQUIRE_CONTROL_PLANE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (the control-plane cache stays)

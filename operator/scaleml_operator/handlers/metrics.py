@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,7 +58,7 @@ def last_outside_change(meta: Mapping[str, Any], own_managers: frozenset[str]) -
     return max(times, default=None)
 
 
-Handler = Callable[..., Awaitable[Any]]
+Handler = Callable[..., Coroutine[Any, Any, Any]]
 
 
 def instrumented(kind: str, own_managers: frozenset[str]) -> Callable[[Handler], Handler]:

