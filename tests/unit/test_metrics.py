@@ -38,6 +38,7 @@ def test_instrumented_counts_errors_retries_and_durations() -> None:
     )
     before_retries = _value("scaleml_operator_handler_retries_total", kind="Widget", handler="handle")
     before_count = _value("scaleml_operator_handler_duration_seconds_count", kind="Widget", handler="handle")
+    before_lags = _value("scaleml_operator_reaction_lag_seconds_count", kind="Widget")
     for retry in (0, 1):
         with pytest.raises(kopf.TemporaryError):
             asyncio.run(handle(retry=retry, meta={"creationTimestamp": "2026-01-01T00:00:00Z"}))
@@ -49,7 +50,17 @@ def test_instrumented_counts_errors_retries_and_durations() -> None:
     assert (
         _value("scaleml_operator_handler_duration_seconds_count", kind="Widget", handler="handle") == before_count + 2
     )
-    assert _value("scaleml_operator_reaction_lag_seconds_count", kind="Widget") >= 1
+    assert _value("scaleml_operator_reaction_lag_seconds_count", kind="Widget") == before_lags + 1
+
+
+def test_reaction_lag_leaves_out_objects_resumed_after_a_restart() -> None:
+    @instrumented("Resumed", frozenset())
+    async def handle(**_: Any) -> None:
+        return None
+
+    asyncio.run(handle(retry=0, reason="resume", meta={"creationTimestamp": "2020-01-01T00:00:00Z"}))
+    asyncio.run(handle(retry=0, reason="update", meta={"creationTimestamp": "2020-01-01T00:00:00Z"}))
+    assert _value("scaleml_operator_reaction_lag_seconds_count", kind="Resumed") == 1
 
 
 def test_object_inventory_counts_by_kind_and_phase() -> None:

@@ -35,8 +35,8 @@ HANDLER_RETRIES = Counter(
 )
 REACTION_LAG = Histogram(
     "scaleml_operator_reaction_lag_seconds",
-    "Time from the last change of an object by anyone else to the start of its handler: queueing, "
-    "watch delay and back-off together.",
+    "Time from the last change of an object by anyone else to the start of its handler (first attempts "
+    "on create and update): watch delay and queueing together.",
     ["kind"],
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
 )
@@ -71,7 +71,8 @@ def instrumented(kind: str, own_managers: frozenset[str]) -> Callable[[Handler],
         async def wrapper(**kwargs: Any) -> Any:
             if kwargs.get("retry", 0):
                 HANDLER_RETRIES.labels(kind, name).inc()
-            else:
+            # After an operator restart, the last change may be days old: not a reaction to wait for.
+            elif kwargs.get("reason") != "resume":
                 changed = last_outside_change(kwargs.get("meta", {}), own_managers)
                 if changed is not None:
                     REACTION_LAG.labels(kind).observe(max(0.0, (datetime.now(UTC) - changed).total_seconds()))
