@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from scaleml_operator.api.base import ApiModel
+from scaleml_workloads.contract.base import ApiModel
 
 # Condition types.
 READY = "Ready"

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from scaleml_operator.api.base import GROUP, VERSION
 from scaleml_operator.api.kinds import CATEGORY, KINDS, Kind
+from scaleml_workloads.contract.base import GROUP, VERSION
 
 Schema = dict[str, Any]
 

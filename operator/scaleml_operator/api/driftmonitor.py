@@ -1,120 +1,16 @@
-"""DriftMonitor: compares live traffic with the training data and can trigger retraining."""
+"""DriftMonitor: its status; the spec lives in the workload contract, which the monitor shares."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
-from scaleml_operator.api.base import (
-    ApiModel,
-    ColumnName,
-    Duration,
-    ObjectName,
-    OptionalObjectName,
-    Rule,
-)
 from scaleml_operator.api.conditions import Conditions
+from scaleml_workloads.contract.base import ApiModel
+from scaleml_workloads.contract.monitoring import DriftMonitorSpec
 
-
-class MonitorTarget(ApiModel):
-    """The deployment whose captured traffic is monitored."""
-
-    model_deployment: ObjectName = Field(description="ModelDeployment (same namespace) with capture enabled.")
-
-
-class ReferenceSource(ApiModel):
-    """The reference profile live data is compared with."""
-
-    from_training_job: OptionalObjectName = Field(
-        default="", description="Use the profile exported by this TrainingJob (same namespace)."
-    )
-    path: Annotated[str, StringConstraints(max_length=1024)] = Field(
-        default="", description="Path of a reference profile inside volumeClaim."
-    )
-    volume_claim: OptionalObjectName = Field(default="", description="PersistentVolumeClaim that holds path.")
-
-    rules = (
-        Rule(
-            cel="(self.fromTrainingJob != '') != (self.path != '')",
-            message="exactly one of fromTrainingJob and path must be set",
-            check=lambda r: (r.from_training_job != "") != (r.path != ""),
-        ),
-        Rule(
-            cel="(self.path == '') == (self.volumeClaim == '')",
-            message="path and volumeClaim go together",
-            check=lambda r: (r.path == "") == (r.volume_claim == ""),
-            field_path=".volumeClaim",
-        ),
-    )
-
-
-class Tests(ApiModel):
-    """Statistical tests per kind of feature."""
-
-    numeric: Literal["ks", "psi", "wasserstein", "js"] = Field(
-        default="ks", description="Test for numeric features: ks, psi, wasserstein or js."
-    )
-    categorical: Literal["chi2", "psi", "js"] = Field(
-        default="chi2", description="Test for categorical features: chi2, psi or js."
-    )
-    multivariate: Literal["mmd", "none"] = Field(
-        default="mmd", description="Test over all features together: mmd (maximum mean discrepancy) or none."
-    )
-
-
-class Thresholds(ApiModel):
-    """When a test counts as drift."""
-
-    p_value: float = Field(default=0.01, gt=0.0, lt=1.0, description="Drift when a test's p-value is below this.")
-    psi: float = Field(default=0.2, gt=0.0, description="Drift when PSI is above this.")
-    wasserstein: float = Field(
-        default=0.1, gt=0.0, description="Drift when Wasserstein-1, in reference standard deviations, is above this."
-    )
-    js: float = Field(default=0.1, gt=0.0, le=1.0, description="Drift when the Jensen-Shannon distance is above this.")
-    share_of_drifted_features: float = Field(
-        default=0.3, gt=0.0, le=1.0, description="The window drifts when at least this share of features drift."
-    )
-
-
-class Window(ApiModel):
-    """How much live data one check looks at, and how often."""
-
-    size: int = Field(default=5000, ge=10, le=10_000_000, description="Newest captured rows per check.")
-    every: Duration = Field(default="5m", description='Time between checks, e.g. "30s", "5m", "1h".')
-
-
-class RetrainPolicy(ApiModel):
-    """Creating a TrainingJob when drift persists."""
-
-    enabled: bool = Field(default=False, description="Create a TrainingJob when drift persists.")
-    after: int = Field(default=3, ge=1, le=1000, description="Consecutive drifted windows before retraining.")
-    cooldown: Duration = Field(default="24h", description="Least time between two retraining jobs.")
-    use_captured_data: bool = Field(
-        default=False, description="Train on the newest captured data instead of the original data source."
-    )
-    training_job_overrides: dict[str, Any] = Field(
-        default={},
-        description="Fields merged into the spec of the TrainingJob that produced the served model.",
-    )
-
-
-class DriftMonitorSpec(ApiModel):
-    """The desired monitoring."""
-
-    target: MonitorTarget = Field(description="What to monitor.")
-    reference: ReferenceSource = Field(description="What to compare with.")
-    features: list[ColumnName] = Field(
-        default=[],
-        max_length=4096,
-        description="Features to test; empty: every feature of the reference profile.",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
-    )
-    tests: Tests = Field(default_factory=Tests, description="Statistical tests.")
-    thresholds: Thresholds = Field(default_factory=Thresholds, description="Drift thresholds.")
-    window: Window = Field(default_factory=Window, description="Window size and cadence.")
-    retrain: RetrainPolicy = Field(default_factory=RetrainPolicy, description="Retraining policy.")
+__all__ = ["DriftMonitorSpec", "DriftMonitorStatus"]
 
 
 class DriftMonitorStatus(ApiModel):

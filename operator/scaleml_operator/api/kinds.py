@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from scaleml_operator.api.base import GROUP, VERSION
 from scaleml_operator.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus
 from scaleml_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from scaleml_operator.api.trainingjob import TrainingJobSpec, TrainingJobStatus
+from scaleml_workloads.contract.base import GROUP, VERSION
 
 CATEGORY = "scaleml"
 

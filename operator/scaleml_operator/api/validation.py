@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from scaleml_operator.api.base import Location, NestedFieldError
 from scaleml_operator.api.kinds import Kind
+from scaleml_workloads.contract.base import Location, NestedFieldError
 
 
 class InvalidSpecError(ValueError):

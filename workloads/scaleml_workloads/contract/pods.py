@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from scaleml_operator.api.base import ApiModel, Rule
+from scaleml_workloads.contract.base import ApiModel, Rule
 
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]

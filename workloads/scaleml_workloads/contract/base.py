@@ -1,4 +1,4 @@
-"""The base of every API model: camelCase on the wire, unknown fields rejected, cross-field rules.
+"""The base of every ScaleML model: camelCase on the wire, unknown fields rejected, cross-field rules.
 
 A cross-field rule is declared once, as a `Rule`: its CEL expression goes into the CRD (so the API
 server rejects a violating object) and its Python check runs when the operator validates a spec

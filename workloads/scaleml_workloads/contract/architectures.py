@@ -1,4 +1,4 @@
-"""What the operator and the workloads agree on, free of torch and kopf.
+"""Parameters of the built-in architectures.
 
 The operator validates a TrainingJob's `model.params` against these models before it starts any
 pod, and the training workload builds its network from the same models, so a typo in a
@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
+
+from scaleml_workloads.contract.base import ApiModel
 
 Architecture = Literal["mlp", "cnn", "resnet", "transformer", "custom"]
 Activation = Literal["relu", "gelu", "silu", "tanh"]
 
 
-class ContractModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
-
-
-class MLPParams(ContractModel):
+class MLPParams(ApiModel):
     """A multilayer perceptron for tabular features."""
 
     hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64], min_length=1, max_length=32)
@@ -35,7 +32,7 @@ class MLPParams(ContractModel):
         return self
 
 
-class CNNParams(ContractModel):
+class CNNParams(ApiModel):
     """A plain convolutional network for images (NCHW)."""
 
     channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1, max_length=16)
@@ -51,7 +48,7 @@ class CNNParams(ContractModel):
         return self
 
 
-class ResNetParams(ContractModel):
+class ResNetParams(ApiModel):
     """A residual network for images: basic blocks per stage, width doubling per stage."""
 
     blocks: list[int] = Field(default_factory=lambda: [2, 2, 2, 2], min_length=1, max_length=8)
@@ -59,7 +56,7 @@ class ResNetParams(ContractModel):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
-class TransformerParams(ContractModel):
+class TransformerParams(ApiModel):
     """A transformer encoder over token ids (vocabSize > 0) or feature sequences (vocabSize 0)."""
 
     d_model: int = Field(default=128, ge=8, le=8192)
@@ -77,7 +74,7 @@ class TransformerParams(ContractModel):
         return self
 
 
-ARCHITECTURE_PARAMS: dict[str, type[ContractModel]] = {
+ARCHITECTURE_PARAMS: dict[str, type[ApiModel]] = {
     "mlp": MLPParams,
     "cnn": CNNParams,
     "resnet": ResNetParams,
@@ -85,7 +82,7 @@ ARCHITECTURE_PARAMS: dict[str, type[ContractModel]] = {
 }
 
 
-def parse_params(architecture: Architecture, params: dict[str, Any]) -> ContractModel | dict[str, Any]:
+def parse_params(architecture: Architecture, params: dict[str, Any]) -> ApiModel | dict[str, Any]:
     """The typed parameters of a built-in architecture; a custom model's keyword arguments as given.
 
     Raises pydantic.ValidationError naming the offending parameter.

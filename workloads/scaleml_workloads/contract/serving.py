@@ -1,0 +1,172 @@
+"""The ModelDeployment spec: what users write and what the serving pods read."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from scaleml_workloads.contract.base import ApiModel, ObjectName, OptionalObjectName, Quantity, Rule
+from scaleml_workloads.contract.training import ModelName
+
+
+class RepositoryRef(ApiModel):
+    """A Triton model repository on a volume."""
+
+    volume_claim: ObjectName = Field(description="PersistentVolumeClaim holding the model repository.")
+    model_name: ModelName = Field(description="Model directory inside the repository.")
+
+
+def _valid_version(version: int | str) -> bool:
+    return version == "latest" if isinstance(version, str) else version >= 1
+
+
+class ModelSource(ApiModel):
+    """Which model to serve: the output of a TrainingJob, or a repository given directly."""
+
+    from_training_job: OptionalObjectName = Field(
+        default="", description="Serve what this TrainingJob (same namespace) exports."
+    )
+    repository: RepositoryRef | None = Field(default=None, description="Serve this repository instead.")
+    version: Annotated[
+        int | str,
+        Field(
+            json_schema_extra={
+                "anyOf": [{"type": "integer"}, {"type": "string"}],
+                "x-kubernetes-int-or-string": True,
+            }
+        ),
+    ] = Field(default="latest", description='"latest" (follow new versions) or a version number to pin.')
+
+    rules = (
+        Rule(
+            cel="(self.fromTrainingJob != '') != has(self.repository)",
+            message="exactly one of fromTrainingJob and repository must be set",
+            check=lambda m: (m.from_training_job != "") != (m.repository is not None),
+        ),
+        Rule(
+            cel="type(self.version) == string ? self.version == 'latest' : self.version >= 1",
+            message='version must be "latest" or a number >= 1',
+            check=lambda m: _valid_version(m.version),
+            field_path=".version",
+        ),
+    )
+
+
+class Batching(ApiModel):
+    """Triton dynamic batching."""
+
+    max_batch_size: int = Field(
+        default=64, ge=0, le=65536, description="Largest batch Triton forms; 0 turns batching off."
+    )
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default=[],
+        max_length=16,
+        description="Batch sizes the scheduler aims for; each at most maxBatchSize.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    max_queue_delay_microseconds: int = Field(
+        default=500, ge=0, le=10_000_000, description="How long a request may wait for a batch to fill."
+    )
+
+    rules = (
+        Rule(
+            cel="self.preferredBatchSizes.all(s, s <= self.maxBatchSize)",
+            message="each of preferredBatchSizes must be at most maxBatchSize",
+            check=lambda b: all(s <= b.max_batch_size for s in b.preferred_batch_sizes),
+            field_path=".preferredBatchSizes",
+        ),
+    )
+
+
+class Instances(ApiModel):
+    """Triton instance_group: model copies per server."""
+
+    count: int = Field(default=1, ge=1, le=64, description="Model instances per server.")
+    kind: Literal["auto", "gpu", "cpu"] = Field(
+        default="auto", description="gpu (KIND_GPU), cpu (KIND_CPU), or auto: gpu when resources.gpus > 0."
+    )
+
+
+class ServingResources(ApiModel):
+    """What each Triton pod gets."""
+
+    gpus: int = Field(default=0, ge=0, le=16, description="nvidia.com/gpu per pod.")
+    cpu: Quantity = Field(default="1", description="CPU request per pod (and limit).")
+    memory: Quantity = Field(default="2Gi", description="Memory request (and limit) per pod.")
+
+
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler (autoscaling/v2) for the Triton Deployment. Absent: fixed replicas."""
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas.")
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="Most replicas.")
+    target_cpu_utilization: int | None = Field(
+        default=70,
+        alias="targetCPUUtilization",
+        ge=1,
+        le=100,
+        description="Target average CPU utilisation, percent of the request.",
+    )
+    metrics: list[dict[str, Any]] = Field(
+        default=[],
+        max_length=16,
+        description="Extra autoscaling/v2 MetricSpecs (Pods or External), e.g. Triton queue time per "
+        "compute time through a Prometheus adapter.",
+    )
+
+    rules = (
+        Rule(
+            cel="self.minReplicas <= self.maxReplicas",
+            message="minReplicas must not exceed maxReplicas",
+            check=lambda a: a.min_replicas <= a.max_replicas,
+            field_path=".minReplicas",
+        ),
+    )
+
+
+class Capture(ApiModel):
+    """Capture of a sample of live requests and responses, for drift monitoring."""
+
+    enabled: bool = Field(default=False, description="Put the capture proxy in front of Triton.")
+    sample_rate: float = Field(default=0.1, ge=0.0, le=1.0, description="Fraction of requests written.")
+    volume_claim: OptionalObjectName = Field(default="", description="PersistentVolumeClaim for captured samples.")
+    format: Literal["parquet", "npz"] = Field(default="parquet", description="File format: parquet or npz.")
+
+    rules = (
+        Rule(
+            cel="!self.enabled || self.volumeClaim != ''",
+            message="volumeClaim is required when capture is enabled",
+            check=lambda c: not c.enabled or c.volume_claim != "",
+            field_path=".volumeClaim",
+        ),
+    )
+
+
+class ModelDeploymentSpec(ApiModel):
+    """The desired serving setup."""
+
+    model: ModelSource = Field(description="The model to serve.")
+    backend: Literal["pytorch", "onnx", "python"] = Field(
+        default="pytorch", description="Triton backend: pytorch (libtorch), onnx (onnxruntime) or python."
+    )
+    triton_image: Annotated[str, StringConstraints(max_length=512)] = Field(
+        default="", description="Triton server image; empty selects the operator's pinned default."
+    )
+    batching: Batching = Field(default_factory=Batching, description="Dynamic batching.")
+    instances: Instances = Field(default_factory=Instances, description="Model instances per server.")
+    resources: ServingResources = Field(default_factory=ServingResources, description="Per-pod resources.")
+    replicas: int = Field(
+        default=1, ge=0, le=1000, description="Replicas when autoscaling is off (the scale subresource)."
+    )
+    autoscaling: Autoscaling | None = Field(default=None, description="Autoscaling; absent: fixed replicas.")
+    capture: Capture = Field(default_factory=Capture, description="Request capture for drift monitoring.")
+
+    rules = (
+        Rule(
+            cel="self.instances.kind != 'gpu' || self.resources.gpus > 0",
+            message="instances.kind gpu needs resources.gpus > 0",
+            check=lambda s: s.instances.kind != "gpu" or s.resources.gpus > 0,
+            field_path=".instances.kind",
+        ),
+    )

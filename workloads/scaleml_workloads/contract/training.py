@@ -1,0 +1,257 @@
+"""The TrainingJob spec: what users write and what the training pods read."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field, StringConstraints, ValidationError, model_validator
+
+from scaleml_workloads.contract.architectures import Architecture, parse_params
+from scaleml_workloads.contract.base import (
+    ApiModel,
+    ColumnName,
+    NestedFieldError,
+    ObjectName,
+    Quantity,
+    Rule,
+    VolumePath,
+)
+from scaleml_workloads.contract.pods import EnvList, Scheduling
+
+ExportFormat = Literal["torchscript", "onnx"]
+ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)]
+
+
+class ModelSpec(ApiModel):
+    """The network to train."""
+
+    architecture: Architecture = Field(
+        default="mlp",
+        description="mlp (tabular), cnn or resnet (images), transformer (sequences), or custom.",
+    )
+    task: Literal["classification", "regression"] = Field(
+        default="classification",
+        description="classification (cross-entropy over the target's classes) or regression (MSE).",
+    )
+    params: dict[str, Any] = Field(
+        default={},
+        description="Architecture parameters, e.g. {hiddenSizes: [64, 64], dropout: 0.1} for mlp; "
+        "keyword arguments of the entrypoint for custom. Checked by the operator before any pod starts.",
+    )
+    entrypoint: Annotated[
+        str,
+        StringConstraints(
+            pattern=r"^$|^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+            max_length=256,
+        ),
+    ] = Field(
+        default="",
+        description='custom only: "package.module:function", a function that returns a torch.nn.Module.',
+    )
+    init_from: Annotated[
+        str,
+        StringConstraints(
+            pattern=r"^$|^latest$|^[1-9][0-9]*$|^[A-Za-z0-9][A-Za-z0-9_.-]*/(latest|[1-9][0-9]*)$", max_length=140
+        ),
+    ] = Field(
+        default="",
+        description="Warm start (fine-tuning) from an exported version in the output repository: "
+        'a version number, "latest", or "MODEL/VERSION" for another model there. Empty: random initialisation.',
+    )
+
+    rules = (
+        Rule(
+            cel="(self.architecture == 'custom') == (self.entrypoint != '')",
+            message="entrypoint is required for architecture custom and only allowed there",
+            check=lambda m: (m.architecture == "custom") == (m.entrypoint != ""),
+            field_path=".entrypoint",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _params_match_architecture(self) -> Self:
+        try:
+            parse_params(self.architecture, self.params)
+        except ValidationError as error:
+            raise NestedFieldError(
+                [(("params", *problem["loc"]), problem["msg"]) for problem in error.errors(include_url=False)]
+            ) from None
+        return self
+
+
+class DataChecks(ApiModel):
+    """Checks run on the data before training starts; a failure ends the job with a clear message."""
+
+    max_missing_fraction: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Largest allowed fraction of missing values in any column."
+    )
+    min_rows: int = Field(default=1, ge=1, description="Fewest rows the data set may have.")
+
+
+class DataSpec(ApiModel):
+    """Where the training data lives and how to read it."""
+
+    source: VolumePath = Field(description="Path of the data file inside the data volume.")
+    volume_claim: ObjectName = Field(description="PersistentVolumeClaim that holds the data.")
+    format: Literal["parquet", "csv", "npz"] = Field(default="parquet", description="parquet, csv or npz.")
+    target: ColumnName = Field(description="Column (or npz array) to predict.")
+    features: list[ColumnName] = Field(
+        default=[],
+        max_length=4096,
+        description="Feature columns; empty means every column but the target.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    validation_split: float = Field(
+        default=0.1, ge=0.0, lt=1.0, description="Fraction of rows held out for validation, split by seed."
+    )
+    checks: DataChecks = Field(default_factory=DataChecks, description="Validation before training starts.")
+
+    rules = (
+        Rule(
+            cel="!(self.target in self.features)",
+            message="target must not also be a feature",
+            check=lambda d: d.target not in d.features,
+            field_path=".features",
+        ),
+    )
+
+
+class Hyperparameters(ApiModel):
+    """Optimisation settings."""
+
+    epochs: int = Field(default=10, ge=1, le=100_000, description="Passes over the training data.")
+    batch_size: int = Field(default=256, ge=1, le=1_048_576, description="Samples per step on each process.")
+    learning_rate: float = Field(default=0.001, gt=0.0, le=10.0, description="Peak learning rate.")
+    optimizer: Literal["adamw", "adam", "sgd"] = Field(default="adamw", description="adamw, adam or sgd.")
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="Decoupled weight decay.")
+    scheduler: Literal["constant", "cosine", "linear"] = Field(
+        default="cosine", description="Learning-rate schedule after warm-up: constant, cosine or linear decay."
+    )
+    warmup_steps: int = Field(default=0, ge=0, description="Steps of linear warm-up.")
+    gradient_clip_norm: float = Field(
+        default=1.0, ge=0.0, description="Clip the global gradient norm to this value; 0 turns clipping off."
+    )
+    seed: int = Field(default=42, ge=0, le=2**32 - 1, description="Seed for initialisation, split and shuffling.")
+    compile: bool = Field(default=False, description="Compile the model with torch.compile.")
+
+
+class Resources(ApiModel):
+    """How many pods and processes, and what each pod gets."""
+
+    workers: int = Field(default=1, ge=1, le=1024, description="Pods (nodes) in the torch.distributed group.")
+    procs_per_worker: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Processes per pod. Defaults to gpusPerWorker, or 1 without GPUs; "
+        "with GPUs it must equal gpusPerWorker (one process per GPU).",
+    )
+    gpus_per_worker: int = Field(default=0, ge=0, le=16, description="nvidia.com/gpu per pod.")
+    cpu: Quantity = Field(default="1", description="CPU request (and limit) per pod.")
+    memory: Quantity = Field(default="2Gi", description="Memory request (and limit) per pod.")
+
+    rules = (
+        Rule(
+            cel="!has(self.procsPerWorker) || self.gpusPerWorker == 0 || self.procsPerWorker == self.gpusPerWorker",
+            message="procsPerWorker must equal gpusPerWorker when GPUs are requested",
+            check=lambda r: (
+                r.procs_per_worker is None or r.gpus_per_worker == 0 or r.procs_per_worker == r.gpus_per_worker
+            ),
+            field_path=".procsPerWorker",
+        ),
+    )
+
+    @property
+    def processes_per_worker(self) -> int:
+        if self.procs_per_worker is not None:
+            return self.procs_per_worker
+        return self.gpus_per_worker or 1
+
+
+class ElasticPolicy(ApiModel):
+    """Elastic membership through torchrun: the group runs with any size in [minWorkers, maxWorkers]."""
+
+    min_workers: int = Field(default=1, ge=1, le=1024, description="Fewest pods the group may shrink to.")
+    max_workers: int = Field(default=1, ge=1, le=1024, description="Most pods the group may grow to.")
+    max_restarts: int = Field(
+        default=3, ge=0, le=100, description="Times torchrun restarts the group after a failure or membership change."
+    )
+
+    rules = (
+        Rule(
+            cel="self.minWorkers <= self.maxWorkers",
+            message="minWorkers must not exceed maxWorkers",
+            check=lambda e: e.min_workers <= e.max_workers,
+            field_path=".minWorkers",
+        ),
+    )
+
+
+class CheckpointSpec(ApiModel):
+    """Periodic checkpoints, so that a restarted pod resumes instead of starting over."""
+
+    volume_claim: ObjectName = Field(description="PersistentVolumeClaim for checkpoints.")
+    every_steps: int = Field(default=500, ge=1, description="Save a checkpoint every this many optimizer steps.")
+    keep: int = Field(default=3, ge=1, le=100, description="Number of newest checkpoints to keep.")
+
+
+class OutputSpec(ApiModel):
+    """Where the trained model is exported, as a new version of a Triton model repository."""
+
+    volume_claim: ObjectName = Field(description="PersistentVolumeClaim holding the Triton model repository.")
+    model_name: ModelName = Field(description="Model directory in the repository; versions are numbered inside it.")
+    formats: list[ExportFormat] = Field(
+        default=["torchscript"],
+        min_length=1,
+        max_length=2,
+        description="Serialised forms to export: torchscript and/or onnx.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class RunPolicy(ApiModel):
+    """Lifecycle of the underlying batch Job."""
+
+    backoff_limit: int = Field(default=3, ge=0, le=100, description="Pod failures tolerated before the job fails.")
+    active_deadline_seconds: int | None = Field(default=None, ge=1, description="Wall-clock limit for the whole job.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the finished job's pods after this many seconds."
+    )
+    suspend: bool = Field(default=False, description="Suspend the job: running pods are stopped, none are created.")
+
+
+class TrainingJobSpec(ApiModel):
+    """The desired training run."""
+
+    image: Annotated[str, StringConstraints(max_length=512)] = Field(
+        default="", description="Workload image; empty selects the operator's default."
+    )
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The network to train.")
+    data: DataSpec = Field(description="The training data.")
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="Optimisation settings.")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        default="fp32", description="fp32, or automatic mixed precision in fp16 (CUDA) or bf16."
+    )
+    resources: Resources = Field(default_factory=Resources, description="Pods, processes and their resources.")
+    elastic: ElasticPolicy | None = Field(default=None, description="Elastic membership; absent: fixed size.")
+    checkpoint: CheckpointSpec | None = Field(default=None, description="Checkpointing; absent: none.")
+    output: OutputSpec = Field(description="Where the trained model is exported.")
+    run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Retries, deadlines and suspension.")
+    scheduling: Scheduling = Field(default_factory=Scheduling, description="Node selection and queueing.")
+    env: EnvList
+
+    rules = (
+        Rule(
+            cel="!has(self.elastic) || (self.elastic.minWorkers <= self.resources.workers "
+            "&& self.resources.workers <= self.elastic.maxWorkers)",
+            message="resources.workers must lie within [elastic.minWorkers, elastic.maxWorkers]",
+            check=lambda s: s.elastic is None or s.elastic.min_workers <= s.resources.workers <= s.elastic.max_workers,
+            field_path=".resources.workers",
+        ),
+        Rule(
+            cel="self.precision != 'fp16' || self.resources.gpusPerWorker > 0",
+            message="fp16 mixed precision needs GPUs (resources.gpusPerWorker > 0); use bf16 on CPU",
+            check=lambda s: s.precision != "fp16" or s.resources.gpus_per_worker > 0,
+            field_path=".precision",
+        ),
+    )
