@@ -1,0 +1,54 @@
+"""How the operator hands a run to a training pod, and how the pod answers.
+
+The operator renders a `TrainingRun` as JSON into the environment variable `SCALEML_CONFIG` of
+every worker container and starts `torchrun ... -m scaleml_workloads.training`. The pod reports
+progress by patching the `status.progress` of its TrainingJob, and ends with one of the exit codes
+below, which the operator's Job podFailurePolicy maps to "fail now" or "retry".
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pydantic import Field
+
+from scaleml_workloads.contract.base import ApiModel, ObjectName
+from scaleml_workloads.contract.training import TrainingJobSpec
+
+CONFIG_ENV: Final = "SCALEML_CONFIG"
+
+# Where the volumes of a training pod are mounted.
+DATA_DIR: Final = "/data"
+CHECKPOINT_DIR: Final = "/checkpoints"
+OUTPUT_DIR: Final = "/output"
+# Writable scratch space on a read-only root filesystem (torch.compile caches, temporary files).
+SCRATCH_DIR: Final = "/tmp"
+
+# Exit codes of the training program.
+EXIT_SUCCEEDED: Final = 0
+# The data or the spec is wrong (a column is missing, a custom entrypoint does not import, ...):
+# retrying cannot help, so the job fails at once. The reason is in the termination message.
+EXIT_INVALID_INPUT: Final = 2
+# Where the container writes the reason for its exit (the Pod's terminationMessagePath).
+TERMINATION_LOG: Final = "/dev/termination-log"
+
+# c10d rendezvous port on worker 0.
+RENDEZVOUS_PORT: Final = 29400
+METRICS_PORT: Final = 9090
+
+
+class TrainingRun(ApiModel):
+    """Everything a training pod needs besides its volumes."""
+
+    namespace: ObjectName = Field(description="Namespace of the TrainingJob.")
+    name: ObjectName = Field(description="Name of the TrainingJob, whose status the pod reports to.")
+    spec: TrainingJobSpec = Field(description="The TrainingJob's spec, as accepted by the operator.")
+    data_dir: str = Field(default=DATA_DIR, description="Mount of spec.data.volumeClaim.")
+    checkpoint_dir: str | None = Field(
+        default=CHECKPOINT_DIR, description="Mount of spec.checkpoint.volumeClaim; None without checkpoints."
+    )
+    output_dir: str = Field(default=OUTPUT_DIR, description="Mount of the model repository (spec.output).")
+    metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 turns it off.")
+    report_status: bool = Field(
+        default=True, description="Patch the TrainingJob's status.progress through the Kubernetes API."
+    )
