@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# The peering object (KopfPeering) the operator replicas share; manifests/ creates it.
+from scaleml_operator.config import DEFAULT_WORKLOAD_IMAGE
+
+# The peering object (ClusterKopfPeering) the operator replicas share; the operator creates it.
 PEERING_NAME = "scaleml"
 
 
@@ -19,6 +22,7 @@ def _operator(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     import scaleml_operator.handlers  # noqa: F401  (registers the handlers)
+    from scaleml_operator.config import OperatorConfig
     from scaleml_operator.handlers.settings import default_priority
 
     logging.basicConfig(
@@ -36,8 +40,10 @@ def _operator(args: argparse.Namespace) -> int:
             namespaces=args.namespace or (),
             standalone=args.standalone,
             priority=args.priority if args.priority is not None else default_priority(),
-            peering_name=args.peering,
+            # A peering name makes peering mandatory in kopf, which --standalone must not be.
+            peering_name=None if args.standalone else args.peering,
             liveness_endpoint=liveness,
+            memo=kopf.Memo(config=OperatorConfig(workload_image=args.workload_image)),
         )
     )
     return 0
@@ -70,6 +76,11 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument("--bind-address", default="0.0.0.0", help="Address of the probe and metrics servers.")
     operator.add_argument("--liveness-port", type=int, default=8080, help="Port of /healthz; 0 turns it off.")
     operator.add_argument("--metrics-port", type=int, default=8081, help="Port of /metrics; 0 turns it off.")
+    operator.add_argument(
+        "--workload-image",
+        default=os.environ.get("SCALEML_WORKLOAD_IMAGE", DEFAULT_WORKLOAD_IMAGE),
+        help="Image of training pods whose TrainingJob names none (env SCALEML_WORKLOAD_IMAGE).",
+    )
     operator.add_argument("-v", "--verbose", action="store_true", help="Log at debug level.")
     operator.set_defaults(run=_operator)
 

@@ -69,7 +69,8 @@ def test_operator_works_with_only_its_own_rbac(
 
     metrics = wait_for(metrics_with_monitor, timeout=10, message="the objects metric")
     assert (
-        _sample(metrics, "scaleml_operator_handler_duration_seconds_count", kind="TrainingJob", handler="accept") >= 1
+        _sample(metrics, "scaleml_operator_handler_duration_seconds_count", kind="TrainingJob", handler="reconcile")
+        >= 1
     )
     assert _sample(metrics, "scaleml_operator_objects", kind="TrainingJob", phase="Pending") >= 1
     assert _sample(metrics, "scaleml_operator_reaction_lag_seconds_count", kind="ModelDeployment") >= 1
@@ -85,8 +86,12 @@ def test_operator_rbac_is_least_privilege(scaleml_installed: Kubectl) -> None:
     assert can("create", "events")
     for verb, resource in [
         ("get", "secrets"),
-        ("delete", "trainingjobs.scaleml.dev"),
+        ("delete", "modeldeployments.scaleml.dev"),
         ("create", "trainingjobs.scaleml.dev"),
+        ("delete", "jobs.batch"),
+        ("escalate", "roles.rbac.authorization.k8s.io"),
+        ("bind", "roles.rbac.authorization.k8s.io"),
+        ("delete", "pods"),
         ("update", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "pods"),
         ("delete", "clusterkopfpeerings.kopf.dev"),

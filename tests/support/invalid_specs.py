@@ -69,6 +69,12 @@ CASES = (
     ),
     InvalidCase("unknown-field", TJ, {"spec": {"resources": {"gpu": 1}}}, "spec.resources.gpu"),
     InvalidCase("target-is-a-feature", TJ, {"spec": {"data": {"features": ["churned", "age"]}}}, "spec.data.features"),
+    InvalidCase(
+        "reserved-pod-label",
+        TJ,
+        {"spec": {"podMetadata": {"labels": {"app.kubernetes.io/name": "mine"}}}},
+        "spec.podMetadata.labels",
+    ),
     InvalidCase("name-too-long", TJ, {"metadata": {"name": "a" * 60}}, "metadata.name"),
     InvalidCase(
         "two-model-sources",

@@ -63,7 +63,8 @@ class OperatorProcess:
         return body
 
     def output(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log.read_text()
 
     def stop(self) -> int:

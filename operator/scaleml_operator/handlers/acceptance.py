@@ -1,46 +1,51 @@
 """Checks every spec with the API models and records the verdict in status and Events.
 
-The full reconcile of each kind builds on this; a spec the models reject never reaches it.
+Kinds with a full reconcile run `accept` as their first step; the others only get this.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import kopf
+from pydantic import BaseModel
 
 from scaleml_operator.api.conditions import INVALID_SPEC, SPEC_ACCEPTED
-from scaleml_operator.api.kinds import KINDS, MODEL_DEPLOYMENT, TRAINING_JOB, Kind
+from scaleml_operator.api.kinds import DRIFT_MONITOR, MODEL_DEPLOYMENT, Kind
 from scaleml_operator.api.validation import InvalidSpecError, parse_spec
 from scaleml_operator.handlers.metrics import instrumented
-from scaleml_operator.handlers.settings import FIELD_MANAGER
+from scaleml_operator.kube.apply import FIELD_MANAGER
 from scaleml_operator.status.acceptance import accepted, event_message, rejected
 
-_INITIAL_PHASE = {TRAINING_JOB.kind: "Pending", MODEL_DEPLOYMENT.kind: "Pending"}
 # Changes the operator makes itself do not count as reactions to wait for.
-_OWN_MANAGERS = frozenset({FIELD_MANAGER, "kopf"})
+OWN_MANAGERS: Final = frozenset({FIELD_MANAGER, "kopf"})
+
+
+def accept(kind: Kind, body: kopf.Body, status: kopf.Status, patch: kopf.Patch) -> BaseModel | None:
+    """The typed spec, with the Accepted condition patched; None (and a Warning Event) if invalid."""
+    generation = body.get("metadata", {}).get("generation")
+    now = datetime.now(UTC)
+    try:
+        spec = parse_spec(kind, body.get("spec") or {})
+    except InvalidSpecError as error:
+        patch.status.update(rejected(status, generation=generation, problem=str(error), now=now))
+        kopf.warn(body, reason=INVALID_SPEC, message=event_message(str(error)))
+        return None
+    phase = "Pending" if "phase" in kind.status.model_fields else None
+    patch.status.update(accepted(status, generation=generation, initial_phase=phase, now=now))
+    kopf.info(body, reason=SPEC_ACCEPTED, message=f"{kind.kind} spec accepted (generation {generation}).")
+    return spec
 
 
 def _register(kind: Kind) -> None:
     @kopf.on.resume(*kind.group_version, id="accept")
     @kopf.on.create(*kind.group_version, id="accept")
     @kopf.on.update(*kind.group_version, id="accept", field="spec")
-    @instrumented(kind.kind, _OWN_MANAGERS)
-    async def accept(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
-        generation = meta.get("generation")
-        now = datetime.now(UTC)
-        try:
-            parse_spec(kind, body.get("spec") or {})
-        except InvalidSpecError as error:
-            patch.status.update(rejected(status, generation=generation, problem=str(error), now=now))
-            kopf.warn(body, reason=INVALID_SPEC, message=event_message(str(error)))
-            return
-        patch.status.update(
-            accepted(status, generation=generation, initial_phase=_INITIAL_PHASE.get(kind.kind), now=now)
-        )
-        kopf.info(body, reason=SPEC_ACCEPTED, message=f"{kind.kind} spec accepted (generation {generation}).")
+    @instrumented(kind.kind, OWN_MANAGERS)
+    async def accept_only(body: kopf.Body, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
+        accept(kind, body, status, patch)
 
 
-for _kind in KINDS:
+for _kind in (MODEL_DEPLOYMENT, DRIFT_MONITOR):
     _register(_kind)

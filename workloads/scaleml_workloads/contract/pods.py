@@ -37,6 +37,29 @@ class Toleration(ApiModel):
     )
 
 
+_RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", "scaleml.dev/")
+
+
+class PodMetadata(ApiModel):
+    """Extra labels and annotations for the pods (service mesh, cost allocation, log routing...)."""
+
+    labels: dict[LabelKey, LabelValue] = Field(
+        default={}, max_length=64, description="Labels added to the pods; app.kubernetes.io/ and scaleml.dev/ are ours."
+    )
+    annotations: dict[LabelKey, Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        default={}, max_length=64, description="Annotations added to the pods."
+    )
+
+    rules = (
+        Rule(
+            cel="!self.labels.exists(k, " + " || ".join(f"k.startsWith('{p}')" for p in _RESERVED_LABEL_PREFIXES) + ")",
+            message="labels under app.kubernetes.io/ and scaleml.dev/ are set by ScaleML",
+            check=lambda m: not any(k.startswith(_RESERVED_LABEL_PREFIXES) for k in m.labels),
+            field_path=".labels",
+        ),
+    )
+
+
 class Scheduling(ApiModel):
     """Where the pods may run and in which queue they wait."""
 

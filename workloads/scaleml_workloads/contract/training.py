@@ -16,7 +16,7 @@ from scaleml_workloads.contract.base import (
     Rule,
     VolumePath,
 )
-from scaleml_workloads.contract.pods import EnvList, Scheduling
+from scaleml_workloads.contract.pods import EnvList, PodMetadata, Scheduling
 
 ExportFormat = Literal["torchscript", "onnx"]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)]
@@ -215,7 +215,9 @@ class RunPolicy(ApiModel):
     backoff_limit: int = Field(default=3, ge=0, le=100, description="Pod failures tolerated before the job fails.")
     active_deadline_seconds: int | None = Field(default=None, ge=1, description="Wall-clock limit for the whole job.")
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0, description="Delete the finished job's pods after this many seconds."
+        default=None,
+        ge=0,
+        description="Delete the finished TrainingJob, and with it its pods, after this many seconds.",
     )
     suspend: bool = Field(default=False, description="Suspend the job: running pods are stopped, none are created.")
 
@@ -238,6 +240,7 @@ class TrainingJobSpec(ApiModel):
     output: OutputSpec = Field(description="Where the trained model is exported.")
     run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Retries, deadlines and suspension.")
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Node selection and queueing.")
+    pod_metadata: PodMetadata = Field(default_factory=PodMetadata, description="Extra labels and annotations.")
     env: EnvList
 
     rules = (

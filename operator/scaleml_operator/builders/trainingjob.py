@@ -1,0 +1,314 @@
+"""TrainingJob -> ServiceAccount, Role, RoleBinding, headless Service and an Indexed batch Job.
+
+Why an Indexed Job rather than bare pods: the Job controller already gives stable per-index pod
+hostnames for rendezvous, retries with a backoff limit, a podFailurePolicy by exit code,
+activeDeadlineSeconds and suspend (which Kueue uses to admit workloads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Final
+
+from scaleml_operator.builders.meta import (
+    CONTAINER_SECURITY_CONTEXT,
+    POD_SECURITY_CONTEXT,
+    Owner,
+    labels,
+    metadata,
+)
+from scaleml_workloads.contract import runtime
+from scaleml_workloads.contract.base import GROUP
+from scaleml_workloads.contract.training import RunPolicy, TrainingJobSpec
+
+COMPONENT: Final = "scaleml-trainer"
+CONTAINER: Final = "trainer"
+TEMPLATE_HASH: Final = "scaleml.dev/pod-template-hash"
+GPU: Final = "nvidia.com/gpu"
+KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
+# Exit codes that mean "the program or its input is wrong": retrying cannot help.
+USER_ERROR_EXIT_CODES: Final = (1, runtime.EXIT_INVALID_INPUT, 126, 127)
+# SIGKILL and SIGTERM from outside (preemption, eviction, node drain): retry without counting.
+KILLED_EXIT_CODES: Final = (137, 143)
+SHM_SIZE: Final = "2Gi"
+
+
+def service_name(job: str) -> str:
+    return f"{job}-workers"
+
+
+def service_account_name(job: str) -> str:
+    return f"{job}-trainer"
+
+
+def rendezvous_endpoint(owner: Owner) -> str:
+    # Pods of an Indexed Job with a subdomain resolve as <job>-<index>.<subdomain>.
+    return f"{owner.name}-0.{service_name(owner.name)}.{owner.namespace}.svc:{runtime.RENDEZVOUS_PORT}"
+
+
+def torchrun_command(owner: Owner, spec: TrainingJobSpec) -> list[str]:
+    nnodes = f"{spec.elastic.min_workers}:{spec.elastic.max_workers}" if spec.elastic else str(spec.resources.workers)
+    # Without elastic membership a failed pod is replaced by the Job controller and resumes from
+    # its checkpoint; restarting the whole group in place would only repeat the failure.
+    max_restarts = spec.elastic.max_restarts if spec.elastic else 0
+    return [
+        "torchrun",
+        f"--nnodes={nnodes}",
+        f"--nproc-per-node={spec.resources.processes_per_worker}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={rendezvous_endpoint(owner)}",
+        f"--rdzv-id={owner.uid}",
+        # Pods start at different times (image pulls, scheduling): give them time to meet.
+        "--rdzv-conf=join_timeout=900",
+        f"--max-restarts={max_restarts}",
+        "-m",
+        "scaleml_workloads.training",
+    ]
+
+
+def training_run(owner: Owner, spec: TrainingJobSpec) -> runtime.TrainingRun:
+    # The run policy is the Job's business, not the pods': left out, changing it (suspend, say)
+    # leaves the pod template as it is.
+    return runtime.TrainingRun(
+        namespace=owner.namespace,
+        name=owner.name,
+        spec=spec.model_copy(update={"run_policy": RunPolicy()}),
+        checkpoint_dir=runtime.CHECKPOINT_DIR if spec.checkpoint else None,
+    )
+
+
+def _resources(spec: TrainingJobSpec) -> dict[str, Any]:
+    amounts: dict[str, Any] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+    if spec.resources.gpus_per_worker:
+        amounts[GPU] = spec.resources.gpus_per_worker
+    # Requests equal limits: training throughput should not depend on what neighbours do.
+    return {"requests": amounts, "limits": dict(amounts)}
+
+
+def _volumes(spec: TrainingJobSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "data", "persistentVolumeClaim": {"claimName": spec.data.volume_claim, "readOnly": True}},
+        {"name": "output", "persistentVolumeClaim": {"claimName": spec.output.volume_claim}},
+        # DataLoader workers pass batches through shared memory; the default 64 MiB is too small.
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "data", "mountPath": runtime.DATA_DIR, "readOnly": True},
+        {"name": "output", "mountPath": runtime.OUTPUT_DIR},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "scratch", "mountPath": runtime.SCRATCH_DIR},
+    ]
+    if spec.checkpoint:
+        volumes.append({"name": "checkpoints", "persistentVolumeClaim": {"claimName": spec.checkpoint.volume_claim}})
+        mounts.append({"name": "checkpoints", "mountPath": runtime.CHECKPOINT_DIR})
+    return volumes, mounts
+
+
+def _tolerations(spec: TrainingJobSpec) -> list[dict[str, Any]]:
+    tolerations = [t.to_wire() for t in spec.scheduling.tolerations]
+    if spec.resources.gpus_per_worker and not any(t.get("key") == GPU for t in tolerations):
+        tolerations.append({"key": GPU, "operator": "Exists", "effect": "NoSchedule"})
+    return tolerations
+
+
+def pod_template(owner: Owner, spec: TrainingJobSpec, image: str) -> dict[str, Any]:
+    volumes, mounts = _volumes(spec)
+    env = [
+        {"name": runtime.CONFIG_ENV, "value": training_run(owner, spec).model_dump_json(by_alias=True)},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        # The root filesystem is read-only: caches and home go to the scratch volume.
+        {"name": "HOME", "value": runtime.SCRATCH_DIR},
+        {"name": "TORCHINDUCTOR_CACHE_DIR", "value": f"{runtime.SCRATCH_DIR}/inductor"},
+        *(e.to_wire() for e in spec.env),
+    ]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "subdomain": service_name(owner.name),
+        "serviceAccountName": service_account_name(owner.name),
+        "securityContext": POD_SECURITY_CONTEXT,
+        "containers": [
+            {
+                "name": CONTAINER,
+                "image": image,
+                "command": torchrun_command(owner, spec),
+                "env": env,
+                "ports": [
+                    {"name": "rendezvous", "containerPort": runtime.RENDEZVOUS_PORT},
+                    {"name": "metrics", "containerPort": runtime.METRICS_PORT},
+                ],
+                "resources": _resources(spec),
+                "volumeMounts": mounts,
+                "securityContext": CONTAINER_SECURITY_CONTEXT,
+                "terminationMessagePath": runtime.TERMINATION_LOG,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        ],
+        "volumes": volumes,
+    }
+    if spec.scheduling.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.scheduling.node_selector)
+    if tolerations := _tolerations(spec):
+        pod_spec["tolerations"] = tolerations
+    if spec.scheduling.priority_class_name:
+        pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
+    return {
+        "metadata": {
+            "labels": {**spec.pod_metadata.labels, **labels(owner, COMPONENT)},
+            "annotations": {
+                **spec.pod_metadata.annotations,
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(runtime.METRICS_PORT),
+            },
+        },
+        "spec": pod_spec,
+    }
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def batch_job(owner: Owner, spec: TrainingJobSpec, image: str) -> dict[str, Any]:
+    template = pod_template(owner, spec, image)
+    meta = metadata(owner, owner.name, COMPONENT)
+    meta["annotations"] = {TEMPLATE_HASH: template_hash(template)}
+    if spec.scheduling.queue_name:
+        meta["labels"][KUEUE_QUEUE_LABEL] = spec.scheduling.queue_name
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": spec.resources.workers,
+        "parallelism": spec.resources.workers,
+        "backoffLimit": spec.run_policy.backoff_limit,
+        "suspend": spec.run_policy.suspend,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": list(USER_ERROR_EXIT_CODES),
+                    },
+                },
+                {
+                    "action": "Ignore",
+                    "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": list(KILLED_EXIT_CODES)},
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]
+        },
+        "template": template,
+    }
+    if spec.run_policy.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.run_policy.active_deadline_seconds
+    if spec.run_policy.ttl_seconds_after_finished is not None:
+        # Kubernetes' TTL controller deletes the finished Job; the operator then deletes the
+        # TrainingJob, so no timer of ours has to survive restarts.
+        job_spec["ttlSecondsAfterFinished"] = spec.run_policy.ttl_seconds_after_finished
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
+
+
+def headless_service(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, service_name(owner.name), COMPONENT),
+        "spec": {
+            "clusterIP": "None",
+            # Workers must find each other before any of them is ready.
+            "publishNotReadyAddresses": True,
+            "selector": labels(owner, COMPONENT),
+            "ports": [{"name": "rendezvous", "port": runtime.RENDEZVOUS_PORT, "targetPort": "rendezvous"}],
+        },
+    }
+
+
+def service_account(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(owner, service_account_name(owner.name), COMPONENT),
+    }
+
+
+def status_role(owner: Owner) -> dict[str, Any]:
+    """Lets the pods report progress on their own TrainingJob and nothing else."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(owner, service_account_name(owner.name), COMPONENT),
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "resources": ["trainingjobs/status"],
+                "resourceNames": [owner.name],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+
+
+def status_role_binding(owner: Owner) -> dict[str, Any]:
+    name = service_account_name(owner.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(owner, name, COMPONENT),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+    }
+
+
+def children(owner: Owner, spec: TrainingJobSpec, image: str) -> list[dict[str, Any]]:
+    """Every object a TrainingJob needs, in the order to apply them (the Job last)."""
+    return [
+        service_account(owner),
+        status_role(owner),
+        status_role_binding(owner),
+        headless_service(owner),
+        batch_job(owner, spec, image),
+    ]
+
+
+# Fields of a Job that the API server refuses to change once the Job exists.
+_IMMUTABLE_JOB_FIELDS: Final = ("template", "completions", "completionMode", "podFailurePolicy", "parallelism")
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in job.get("status", {}).get("conditions") or ()
+    )
+
+
+def job_to_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
+    """The Job manifest to apply given the live Job, and what of the spec could not be applied.
+
+    A Job's pod template and size are fixed once it exists: such changes are kept out (and named),
+    while suspend, the deadline and the backoff limit still reach it. A finished Job is left alone.
+    """
+    if live is None:
+        return desired, ""
+    if _finished(live):
+        return None, ""
+    live_hash = live.get("metadata", {}).get("annotations", {}).get(TEMPLATE_HASH)
+    changed = [
+        name
+        for name in _IMMUTABLE_JOB_FIELDS
+        if (name == "template" and live_hash != desired["metadata"]["annotations"][TEMPLATE_HASH])
+        or (name != "template" and live["spec"].get(name) != desired["spec"].get(name))
+    ]
+    if not changed:
+        return desired, ""
+    kept = json.loads(json.dumps(desired))
+    for name in _IMMUTABLE_JOB_FIELDS:
+        if name in live["spec"]:
+            kept["spec"][name] = live["spec"][name]
+    kept["metadata"]["annotations"][TEMPLATE_HASH] = live_hash
+    fields = ", ".join(f"spec.{name}" for name in changed)
+    return kept, (
+        f"The running Job keeps its {fields}: a started Job's pods and size cannot change. "
+        "Delete and recreate the TrainingJob to run with the new spec (it resumes from its checkpoints)."
+    )

@@ -1,0 +1,109 @@
+"""TrainingJob: accept the spec, apply its children, report status from its Job."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import kopf
+
+from scaleml_operator.api.kinds import TRAINING_JOB
+from scaleml_operator.builders import trainingjob as build
+from scaleml_operator.builders.meta import MANAGED_BY, Owner
+from scaleml_operator.config import OperatorConfig
+from scaleml_operator.handlers.acceptance import OWN_MANAGERS, accept
+from scaleml_operator.handlers.metrics import instrumented
+from scaleml_operator.kube import apply as kube
+from scaleml_operator.status.conditions import set_condition
+from scaleml_operator.status.trainingjob import SPEC_APPLIED, observed
+from scaleml_workloads.contract.base import API_VERSION
+from scaleml_workloads.contract.training import TrainingJobSpec
+
+OWNER_LABEL: Final = "scaleml.dev/trainingjob"
+_STATUS_ATTEMPTS: Final = 5
+_WORKER_SELECTOR: Final = {"app.kubernetes.io/name": build.COMPONENT, "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def _selector(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in {**_WORKER_SELECTOR, OWNER_LABEL: name}.items())
+
+
+def _observe(name: str, namespace: str, status: dict[str, Any], generation: int | None) -> dict[str, Any]:
+    job = kube.get("batch/v1", "Job", name, namespace)
+    pods = kube.list_objects("v1", "Pod", namespace, _selector(name)) if job else []
+    return observed(status, job=job, pods=pods, generation=generation, now=datetime.now(UTC))
+
+
+def _apply_children(owner: Owner, spec: TrainingJobSpec, image: str) -> str:
+    """Applies every child; returns what of the spec could not reach the running Job."""
+    *others, desired_job = build.children(owner, spec, image)
+    for manifest in others:
+        kube.apply(manifest)
+    live = kube.get("batch/v1", "Job", owner.name, owner.namespace)
+    job, problem = build.job_to_apply(desired_job, live)
+    if job is not None:
+        kube.apply(job)
+    return problem
+
+
+@kopf.on.resume(*TRAINING_JOB.group_version, id="reconcile")
+@kopf.on.create(*TRAINING_JOB.group_version, id="reconcile")
+@kopf.on.update(*TRAINING_JOB.group_version, id="reconcile", field="spec")
+@instrumented(TRAINING_JOB.kind, OWN_MANAGERS)
+async def reconcile(
+    body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    spec = accept(TRAINING_JOB, body, status, patch)
+    if not isinstance(spec, TrainingJobSpec):
+        return
+    config: OperatorConfig = memo.get("config", OperatorConfig())
+    owner = Owner(TRAINING_JOB.kind, meta["name"], meta["namespace"], meta["uid"])
+    problem = await asyncio.to_thread(_apply_children, owner, spec, spec.image or config.workload_image)
+    current = {**status, **patch.status}
+    generation = meta.get("generation")
+    now = datetime.now(UTC)
+    current["conditions"] = set_condition(
+        current.get("conditions", []),
+        type=SPEC_APPLIED,
+        status="False" if problem else "True",
+        reason="ImmutableWhileRunning" if problem else "Applied",
+        message=problem,
+        generation=generation,
+        now=now,
+    )
+    if problem:
+        kopf.warn(body, reason="SpecNotApplied", message=problem)
+    patch.status.update(await asyncio.to_thread(_observe, owner.name, owner.namespace, current, generation))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={**_WORKER_SELECTOR, OWNER_LABEL: kopf.PRESENT}, id="job-status")
+@instrumented("Job", OWN_MANAGERS)
+async def job_changed(type: str, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+    await asyncio.to_thread(_follow_job, type, labels[OWNER_LABEL], namespace or "")
+
+
+def _follow_job(event: str, name: str, namespace: str) -> None:
+    """Brings the TrainingJob's status up to date with its Job (which just changed)."""
+    for _attempt in range(_STATUS_ATTEMPTS):
+        training_job = kube.get(API_VERSION, TRAINING_JOB.kind, name, namespace)
+        if training_job is None or training_job["metadata"].get("deletionTimestamp"):
+            return
+        status = training_job.get("status") or {}
+        if event == "DELETED":
+            ttl = training_job["spec"].get("runPolicy", {}).get("ttlSecondsAfterFinished")
+            if ttl is not None and status.get("phase") in ("Succeeded", "Failed"):
+                # The TTL controller removed the finished Job: the TrainingJob's time is up too.
+                kube.delete(API_VERSION, TRAINING_JOB.kind, name, namespace)
+            return
+        update = _observe(name, namespace, status, training_job["metadata"].get("generation"))
+        if all(status.get(key) == value for key, value in update.items()):
+            return
+        try:
+            kube.patch_status(
+                API_VERSION, TRAINING_JOB.kind, name, namespace, update, training_job["metadata"]["resourceVersion"]
+            )
+        except kube.ConflictError:
+            continue
+        return
+    raise kopf.TemporaryError(f"TrainingJob {namespace}/{name} kept changing while its status was updated", delay=1)

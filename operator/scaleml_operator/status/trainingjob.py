@@ -1,0 +1,139 @@
+"""A TrainingJob's status, derived from its batch Job and that Job's pods (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from scaleml_operator.api.conditions import FAILED, SUCCEEDED
+from scaleml_operator.status.conditions import set_condition, timestamp
+
+CREATED: Final = "Created"
+RUNNING: Final = "Running"
+RESTARTING: Final = "Restarting"
+SUSPENDED: Final = "Suspended"
+SPEC_APPLIED: Final = "SpecApplied"
+
+GPU: Final = "nvidia.com/gpu"
+
+
+def _parse(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _job_condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for condition in job.get("status", {}).get("conditions") or ():
+        if condition.get("type") == type_ and condition.get("status") == "True":
+            return condition  # type: ignore[no-any-return]
+    return None
+
+
+def _pod_end(pod: Mapping[str, Any]) -> datetime | None:
+    ends = [
+        _parse(status.get("state", {}).get("terminated", {}).get("finishedAt"))
+        for status in pod.get("status", {}).get("containerStatuses") or ()
+    ]
+    return max((end for end in ends if end), default=None)
+
+
+def gpu_hours(pods: Iterable[Mapping[str, Any]], now: datetime) -> float:
+    """GPU time the pods held: GPUs requested times the time from start to end (or now)."""
+    total = 0.0
+    for pod in pods:
+        gpus = sum(
+            int(container.get("resources", {}).get("limits", {}).get(GPU, 0))
+            for container in pod.get("spec", {}).get("containers", ())
+        )
+        start = _parse(pod.get("status", {}).get("startTime"))
+        if not gpus or start is None:
+            continue
+        end = _pod_end(pod) or now
+        total += gpus * max(0.0, (end - start).total_seconds()) / 3600
+    return round(total, 4)
+
+
+def termination_message(pods: Iterable[Mapping[str, Any]]) -> str:
+    """What the newest failed trainer container said on its way out."""
+    failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"]
+    failed.sort(key=lambda pod: _pod_end(pod) or datetime.min.replace(tzinfo=UTC))
+    for pod in reversed(failed):
+        for status in pod.get("status", {}).get("containerStatuses") or ():
+            terminated = status.get("state", {}).get("terminated", {})
+            if terminated.get("message"):
+                return f"exit code {terminated.get('exitCode')}: {terminated['message'].strip()}"
+            if terminated:
+                return f"exit code {terminated.get('exitCode')} ({terminated.get('reason', 'Error')})"
+    return ""
+
+
+def observed(
+    status: Mapping[str, Any],
+    *,
+    job: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Status fields to patch, from the Job and its pods (None: the Job does not exist yet)."""
+    conditions: list[dict[str, Any]] = list(status.get("conditions", []))
+
+    def mark(type_: str, value: bool, reason: str, message: str = "") -> None:
+        nonlocal conditions
+        conditions = set_condition(
+            conditions,
+            type=type_,
+            status="True" if value else "False",
+            reason=reason,
+            message=message,
+            generation=generation,
+            now=now,
+        )
+
+    patch: dict[str, Any] = {}
+    if job is None:
+        mark(CREATED, False, "Creating", "The workers' Job does not exist yet.")
+        patch.update(phase="Pending", conditions=conditions)
+        return patch
+
+    job_status = job.get("status", {})
+    workers = job.get("spec", {}).get("parallelism") or 0
+    active, ready = job_status.get("active") or 0, job_status.get("ready") or 0
+    restarts = sum(1 for pod in pods if pod.get("status", {}).get("phase") == "Failed")
+    complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
+    suspended = _job_condition(job, "Suspended")
+
+    mark(CREATED, True, "JobCreated", f"Job {job['metadata']['name']} runs {workers} worker pod(s).")
+    if complete:
+        phase = "Succeeded"
+        mark(SUCCEEDED, True, "Completed", "Every worker finished.")
+    elif failed:
+        phase = "Failed"
+        reason = failed.get("reason") or "JobFailed"
+        detail = termination_message(pods) or failed.get("message", "")
+        mark(FAILED, True, reason, detail)
+    elif suspended:
+        phase = "Suspended"
+    elif active:
+        phase = "Running"
+    else:
+        phase = "Pending"
+    finished = bool(complete or failed)
+    if not complete:
+        mark(SUCCEEDED, False, "Failed" if failed else "NotFinished")
+    if not failed:
+        mark(FAILED, False, "NoFailure")
+    mark(SUSPENDED, bool(suspended), "JobSuspended" if suspended else "NotSuspended")
+    mark(RUNNING, phase == "Running", "WorkersRunning" if phase == "Running" else phase, f"{ready}/{workers} ready.")
+    restarting = not finished and restarts > 0 and ready < workers
+    mark(RESTARTING, restarting, "WorkerFailed" if restarting else "NotRestarting", termination_message(pods))
+
+    patch.update(phase=phase, conditions=conditions, restarts=restarts, gpuHours=gpu_hours(pods, now))
+    if job_status.get("startTime"):
+        patch["startTime"] = job_status["startTime"]
+    if finished:
+        end = job_status.get("completionTime") or (failed or {}).get("lastTransitionTime") or timestamp(now)
+        patch["completionTime"] = end
+    return patch

@@ -1,0 +1,238 @@
+"""TrainingJob on a cluster with controllers, a scheduler and KWOK nodes, the operator as its ServiceAccount."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+
+from tests.support.controlplane import EXIT_CODE_ANNOTATION, ControlPlane
+from tests.support.fixtures import NamespaceFactory
+from tests.support.kubectl import Kubectl
+from tests.support.manifests import example, merged
+from tests.support.operator_process import OperatorProcess
+from tests.support.polling import wait_for
+
+pytestmark = pytest.mark.e2e
+
+CLAIMS = ("datasets", "checkpoints", "models")
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: ControlPlane, scaleml_installed: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    token = cluster.request_token("scaleml-system", "scaleml-operator")
+    process = OperatorProcess(
+        cluster.kubeconfig_for_token(token, name="e2e-operator"),
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        "--standalone",
+    )
+    process.wait_alive()
+    yield
+    process.stop()
+    assert "is forbidden" not in process.output(), "the operator lacks a permission"
+
+
+@pytest.fixture
+def ml_namespace(make_namespace: NamespaceFactory, kubectl: Kubectl, operator: None) -> Iterator[str]:
+    """A restricted namespace with the example's claims bound to volumes."""
+    namespace = make_namespace(labels=RESTRICTED)
+    for claim in CLAIMS:
+        volume = f"{namespace}-{claim}"[:63]
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": volume},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "hostPath": {"path": f"/srv/{volume}"},
+                    "claimRef": {"namespace": namespace, "name": claim},
+                },
+            }
+        )
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": namespace},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }
+        )
+    yield namespace
+    for claim in CLAIMS:
+        kubectl.run("delete", "pv", f"{namespace}-{claim}"[:63], "--wait=false", check=False)
+
+
+def _training_job(**changes: Any) -> dict[str, Any]:
+    # The fake nodes carry no GPU-pool label: drop the example's node selector.
+    job = merged(example("TrainingJob"), {"spec": {"scheduling": {"nodeSelector": None}}})
+    return merged(job, {"spec": changes})
+
+
+def _get(kubectl: Kubectl, resource: str, name: str, namespace: str) -> dict[str, Any] | None:
+    result = kubectl.run("get", resource, name, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def _gone(kubectl: Kubectl, resource: str, name: str, namespace: str) -> bool:
+    return _get(kubectl, resource, name, namespace) is None
+
+
+def _phase(kubectl: Kubectl, namespace: str, phase: str) -> dict[str, Any] | None:
+    job = _get(kubectl, "trainingjob", "churn", namespace)
+    return job if job and job.get("status", {}).get("phase") == phase else None
+
+
+def _condition(job: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in job["status"]["conditions"] if c["type"] == type_)
+
+
+def test_training_job_gets_its_children_and_succeeds(kubectl: Kubectl, ml_namespace: str) -> None:
+    kubectl.apply(_training_job(), "-n", ml_namespace)
+    done = wait_for(lambda: _phase(kubectl, ml_namespace, "Succeeded"), 90, "the TrainingJob to succeed")
+    assert _condition(done, "Succeeded")["status"] == "True"
+    assert _condition(done, "Created")["status"] == "True"
+    assert done["status"]["startTime"]
+    assert done["status"]["completionTime"]
+    assert done["status"]["restarts"] == 0
+    # One GPU per pod, two pods, for however long KWOK kept them running.
+    assert done["status"]["gpuHours"] >= 0
+
+    service = _get(kubectl, "service", "churn-workers", ml_namespace)
+    assert service is not None
+    assert service["spec"]["clusterIP"] == "None"
+    role = _get(kubectl, "role", "churn-trainer", ml_namespace)
+    assert role is not None
+    assert role["rules"][0]["resourceNames"] == ["churn"]
+    assert _get(kubectl, "serviceaccount", "churn-trainer", ml_namespace) is not None
+    assert _get(kubectl, "rolebinding", "churn-trainer", ml_namespace) is not None
+    job = _get(kubectl, "job", "churn", ml_namespace)
+    assert job is not None
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["status"]["succeeded"] == 2
+
+    # The pods' ServiceAccount may patch this TrainingJob's status and nothing else.
+    account = f"--as=system:serviceaccount:{ml_namespace}:churn-trainer"
+    can = kubectl.run(
+        "auth",
+        "can-i",
+        "patch",
+        "trainingjobs.scaleml.dev/churn",
+        "--subresource=status",
+        "-n",
+        ml_namespace,
+        account,
+        check=False,
+    )
+    assert can.stdout.strip() == "yes"
+    other = kubectl.run(
+        "auth",
+        "can-i",
+        "patch",
+        "trainingjobs.scaleml.dev/other",
+        "--subresource=status",
+        "-n",
+        ml_namespace,
+        account,
+        check=False,
+    )
+    assert other.stdout.strip() == "no"
+
+
+def test_failing_workers_restart_then_fail_after_the_backoff_limit(kubectl: Kubectl, ml_namespace: str) -> None:
+    spec = _training_job(runPolicy={"backoffLimit": 1}, podMetadata={"annotations": {EXIT_CODE_ANNOTATION: "3"}})
+    kubectl.apply(merged(spec, {"spec": {"resources": {"workers": 1}, "elastic": None}}), "-n", ml_namespace)
+    failed = wait_for(lambda: _phase(kubectl, ml_namespace, "Failed"), 90, "the TrainingJob to fail")
+    assert failed["status"]["restarts"] == 2
+    condition = _condition(failed, "Failed")
+    assert condition["reason"] == "BackoffLimitExceeded"
+    assert "exit code 3" in condition["message"]
+
+
+def test_invalid_input_exit_code_fails_at_once_without_retries(kubectl: Kubectl, ml_namespace: str) -> None:
+    spec = _training_job(runPolicy={"backoffLimit": 5}, podMetadata={"annotations": {EXIT_CODE_ANNOTATION: "2"}})
+    kubectl.apply(merged(spec, {"spec": {"resources": {"workers": 1}, "elastic": None}}), "-n", ml_namespace)
+    failed = wait_for(lambda: _phase(kubectl, ml_namespace, "Failed"), 90, "the TrainingJob to fail")
+    assert failed["status"]["restarts"] == 1
+    assert _condition(failed, "Failed")["reason"] == "PodFailurePolicy"
+
+
+def test_suspend_and_resume(kubectl: Kubectl, ml_namespace: str) -> None:
+    kubectl.apply(_training_job(runPolicy={"suspend": True}), "-n", ml_namespace)
+    suspended = wait_for(lambda: _phase(kubectl, ml_namespace, "Suspended"), 60, "the TrainingJob to be suspended")
+    assert _condition(suspended, "Suspended")["status"] == "True"
+    pods = kubectl.run("get", "pods", "-n", ml_namespace, "-o", "name").stdout
+    assert pods.strip() == ""
+    kubectl.run(
+        "patch",
+        "trainingjob",
+        "churn",
+        "-n",
+        ml_namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"runPolicy":{"suspend":false}}}',
+    )
+    resumed = wait_for(lambda: _phase(kubectl, ml_namespace, "Succeeded"), 90, "the resumed TrainingJob to succeed")
+    assert _condition(resumed, "Suspended")["status"] == "False"
+    spec_applied = _condition(resumed, "SpecApplied")
+    assert spec_applied["status"] == "True", spec_applied["message"]
+
+
+def test_a_change_the_running_job_cannot_take_is_explained(kubectl: Kubectl, ml_namespace: str) -> None:
+    kubectl.apply(_training_job(runPolicy={"suspend": True}), "-n", ml_namespace)
+    wait_for(lambda: _phase(kubectl, ml_namespace, "Suspended"), 60, "the TrainingJob to be suspended")
+    kubectl.run(
+        "patch",
+        "trainingjob",
+        "churn",
+        "-n",
+        ml_namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"hyperparameters":{"epochs":99}}}',
+    )
+
+    def explained() -> dict[str, Any] | None:
+        job = _get(kubectl, "trainingjob", "churn", ml_namespace)
+        conditions = (job or {}).get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == "SpecApplied" and c["status"] == "False"), None)
+
+    condition = wait_for(explained, 30, "the SpecApplied condition")
+    assert condition["reason"] == "ImmutableWhileRunning"
+    assert "spec.template" in condition["message"]
+
+
+def test_ttl_deletes_the_finished_training_job(kubectl: Kubectl, ml_namespace: str) -> None:
+    kubectl.apply(_training_job(runPolicy={"ttlSecondsAfterFinished": 1}), "-n", ml_namespace)
+    wait_for(lambda: _get(kubectl, "trainingjob", "churn", ml_namespace) is None, 120, "the TrainingJob to be deleted")
+
+
+def test_deleting_the_training_job_removes_every_child(kubectl: Kubectl, ml_namespace: str) -> None:
+    kubectl.apply(_training_job(runPolicy={"suspend": True}), "-n", ml_namespace)
+    wait_for(lambda: _get(kubectl, "job", "churn", ml_namespace), 60, "the Job")
+    kubectl.run("delete", "trainingjob", "churn", "-n", ml_namespace)
+    children = [
+        ("job", "churn"),
+        ("service", "churn-workers"),
+        ("serviceaccount", "churn-trainer"),
+        ("role", "churn-trainer"),
+        ("rolebinding", "churn-trainer"),
+    ]
+    for resource, name in children:
+        wait_for(partial(_gone, kubectl, resource, name, ml_namespace), 90, f"{resource}/{name} to be collected")

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from scaleml_operator.builders import trainingjob as build
+from scaleml_operator.builders.meta import Owner
+from scaleml_workloads.contract.runtime import TrainingRun
+from scaleml_workloads.contract.training import TrainingJobSpec
+from tests.support.manifests import example, merged
+
+OWNER = Owner("TrainingJob", "churn", "ml", "0b7c-uid")
+IMAGE = "registry.example/scaleml/workloads:1"
+
+
+def _spec(**changes: Any) -> TrainingJobSpec:
+    return TrainingJobSpec.model_validate(merged(example("TrainingJob"), {"spec": changes})["spec"])
+
+
+def _by_kind(spec: TrainingJobSpec) -> dict[str, dict[str, Any]]:
+    return {m["kind"]: m for m in build.children(OWNER, spec, IMAGE)}
+
+
+def test_children_are_owned_labelled_and_the_job_comes_last() -> None:
+    children = build.children(OWNER, _spec(), IMAGE)
+    assert [c["kind"] for c in children] == ["ServiceAccount", "Role", "RoleBinding", "Service", "Job"]
+    for child in children:
+        (reference,) = child["metadata"]["ownerReferences"]
+        assert reference == {
+            "apiVersion": "scaleml.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "name": "churn",
+            "uid": "0b7c-uid",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        assert child["metadata"]["namespace"] == "ml"
+        assert child["metadata"]["labels"]["scaleml.dev/trainingjob"] == "churn"
+
+
+def test_role_lets_pods_patch_only_their_own_status() -> None:
+    role = _by_kind(_spec())["Role"]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["scaleml.dev"],
+            "resources": ["trainingjobs/status"],
+            "resourceNames": ["churn"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    binding = _by_kind(_spec())["RoleBinding"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "churn-trainer", "namespace": "ml"}]
+
+
+def test_job_runs_torchrun_with_c10d_rendezvous_on_worker_zero() -> None:
+    job = _by_kind(_spec())["Job"]
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == "churn-workers"
+    command = pod["containers"][0]["command"]
+    assert command[0] == "torchrun"
+    assert "--nnodes=1:4" in command  # elastic
+    assert "--nproc-per-node=1" in command
+    assert "--rdzv-endpoint=churn-0.churn-workers.ml.svc:29400" in command
+    assert "--rdzv-id=0b7c-uid" in command
+    assert "--max-restarts=3" in command
+    assert command[-2:] == ["-m", "scaleml_workloads.training"]
+
+
+def test_fixed_size_job_does_not_restart_in_place() -> None:
+    command = _by_kind(_spec(elastic=None))["Job"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--nnodes=2" in command
+    assert "--max-restarts=0" in command
+
+
+def test_gpu_workers_request_gpus_and_tolerate_gpu_nodes() -> None:
+    spec = _spec(resources={"gpusPerWorker": 4, "workers": 2}, scheduling={"tolerations": []})
+    pod = _by_kind(spec)["Job"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == 4
+    assert "--nproc-per-node=4" in container["command"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+
+
+def test_cpu_workers_request_no_gpus() -> None:
+    pod = _by_kind(_spec(resources={"gpusPerWorker": 0}, precision="bf16", scheduling={"tolerations": []}))["Job"]
+    container = pod["spec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert "tolerations" not in pod["spec"]["template"]["spec"]
+
+
+def test_pods_meet_restricted_pod_security_with_writable_volumes() -> None:
+    pod = _by_kind(_spec())["Job"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/data"]["readOnly"] is True
+    assert {"/output", "/checkpoints", "/dev/shm", "/tmp"} <= set(mounts)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    assert volumes["checkpoints"]["persistentVolumeClaim"]["claimName"] == "checkpoints"
+
+
+def test_pods_get_the_spec_as_their_run_config() -> None:
+    container = _by_kind(_spec())["Job"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    run = TrainingRun.model_validate(json.loads(env["SCALEML_CONFIG"]["value"]))
+    assert (run.namespace, run.name) == ("ml", "churn")
+    assert run.spec.data.target == "churned"
+    assert run.checkpoint_dir == "/checkpoints"
+    assert run.spec.run_policy.active_deadline_seconds is None, "the run policy stays with the Job"
+    without = _by_kind(_spec(checkpoint=None))["Job"]["spec"]["template"]["spec"]["containers"][0]
+    config = next(e["value"] for e in without["env"] if e["name"] == "SCALEML_CONFIG")
+    assert TrainingRun.model_validate(json.loads(config)).checkpoint_dir is None
+
+
+def test_exit_codes_decide_between_failing_now_and_retrying() -> None:
+    rules = _by_kind(_spec())["Job"]["spec"]["podFailurePolicy"]["rules"]
+    fail, killed, disrupted = rules
+    assert fail["action"] == "FailJob"
+    assert set(fail["onExitCodes"]["values"]) == {1, 2, 126, 127}
+    assert killed["action"] == "Ignore"
+    assert set(killed["onExitCodes"]["values"]) == {137, 143}
+    assert disrupted == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+
+
+def test_run_policy_and_scheduling_reach_the_job() -> None:
+    spec = _spec(
+        runPolicy={"backoffLimit": 5, "activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 30, "suspend": True},
+        scheduling={"queueName": "gpu-queue", "priorityClassName": "high", "nodeSelector": {"pool": "a100"}},
+    )
+    job = _by_kind(spec)["Job"]
+    assert job["spec"]["backoffLimit"] == 5
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    assert job["spec"]["ttlSecondsAfterFinished"] == 30
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "high"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true", "pool": "a100"}
+
+
+def test_suspending_does_not_change_the_pod_template() -> None:
+    running = _by_kind(_spec())["Job"]
+    suspended = _by_kind(_spec(runPolicy={"suspend": True}))["Job"]
+    assert running["metadata"]["annotations"] == suspended["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(
+    ("change", "kept"),
+    [
+        ({"hyperparameters": {"epochs": 99}}, "spec.template"),
+        ({"resources": {"workers": 3}}, "spec.completions"),
+    ],
+)
+def test_a_started_job_keeps_what_cannot_change_and_says_so(change: dict[str, Any], kept: str) -> None:
+    live = _by_kind(_spec())["Job"]
+    desired = _by_kind(_spec(runPolicy={"suspend": True}, **change))["Job"]
+    job, problem = build.job_to_apply(desired, live)
+    assert job is not None
+    assert job["spec"]["template"] == live["spec"]["template"]
+    assert job["spec"]["completions"] == live["spec"]["completions"]
+    assert job["spec"]["suspend"] is True  # what can change still does
+    assert kept in problem
+
+
+def test_an_unchanged_job_is_applied_as_desired_and_a_finished_one_left_alone() -> None:
+    desired = _by_kind(_spec())["Job"]
+    assert build.job_to_apply(desired, None) == (desired, "")
+    assert build.job_to_apply(desired, desired) == (desired, "")
+    finished = {**desired, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    assert build.job_to_apply(desired, finished) == (None, "")

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from scaleml_operator.status.conditions import find_condition
+from scaleml_operator.status.trainingjob import gpu_hours, observed, termination_message
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _job(*conditions: str, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "churn"},
+        "spec": {"parallelism": 2},
+        "status": {
+            **status,
+            "conditions": [
+                {"type": c, "status": "True", "reason": f"{c}Reason", "lastTransitionTime": "2026-01-01T11:00:00Z"}
+                for c in conditions
+            ],
+        },
+    }
+
+
+def _pod(phase: str, *, gpus: int = 0, start: str = "2026-01-01T10:00:00Z", **terminated: Any) -> dict[str, Any]:
+    state = {"terminated": {"finishedAt": "2026-01-01T11:00:00Z", **terminated}} if terminated else {"running": {}}
+    return {
+        "spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": gpus}}}]},
+        "status": {"phase": phase, "startTime": start, "containerStatuses": [{"state": state}]},
+    }
+
+
+def _status(patch: dict[str, Any], type_: str) -> str:
+    condition = find_condition(patch["conditions"], type_)
+    assert condition is not None
+    return str(condition["status"])
+
+
+def test_without_a_job_the_training_job_is_pending() -> None:
+    patch = observed({}, job=None, pods=[], generation=1, now=NOW)
+    assert patch["phase"] == "Pending"
+    assert _status(patch, "Created") == "False"
+
+
+def test_active_workers_mean_running() -> None:
+    patch = observed({}, job=_job(active=2, ready=2, startTime="2026-01-01T10:00:00Z"), pods=[], generation=1, now=NOW)
+    assert patch["phase"] == "Running"
+    assert _status(patch, "Running") == "True"
+    assert _status(patch, "Restarting") == "False"
+    assert patch["startTime"] == "2026-01-01T10:00:00Z"
+    assert "completionTime" not in patch
+
+
+def test_a_failed_pod_while_not_all_ready_is_a_restart() -> None:
+    pods = [_pod("Failed", exitCode=137, reason="OOMKilled"), _pod("Running"), _pod("Pending")]
+    patch = observed({}, job=_job(active=2, ready=1), pods=pods, generation=1, now=NOW)
+    assert patch["restarts"] == 1
+    assert _status(patch, "Restarting") == "True"
+    restarting = find_condition(patch["conditions"], "Restarting")
+    assert restarting is not None
+    assert "137" in restarting["message"]
+
+
+def test_complete_job_means_succeeded_with_completion_time() -> None:
+    job = _job("Complete", succeeded=2, completionTime="2026-01-01T11:30:00Z")
+    patch = observed({}, job=job, pods=[], generation=1, now=NOW)
+    assert patch["phase"] == "Succeeded"
+    assert _status(patch, "Succeeded") == "True"
+    assert _status(patch, "Failed") == "False"
+    assert patch["completionTime"] == "2026-01-01T11:30:00Z"
+
+
+def test_failed_job_carries_the_workers_last_words() -> None:
+    pods = [_pod("Failed", exitCode=2, message="column 'age' is missing from churn/train.parquet")]
+    patch = observed({}, job=_job("Failed", failed=1), pods=pods, generation=3, now=NOW)
+    assert patch["phase"] == "Failed"
+    failed = find_condition(patch["conditions"], "Failed")
+    assert failed is not None
+    assert failed["reason"] == "FailedReason"
+    assert failed["message"] == "exit code 2: column 'age' is missing from churn/train.parquet"
+    assert failed["observedGeneration"] == 3
+    assert patch["completionTime"] == "2026-01-01T11:00:00Z"
+
+
+def test_suspended_job_means_suspended() -> None:
+    patch = observed({}, job=_job("Suspended"), pods=[], generation=1, now=NOW)
+    assert patch["phase"] == "Suspended"
+    assert _status(patch, "Suspended") == "True"
+
+
+def test_gpu_hours_count_gpus_times_time_held() -> None:
+    pods = [
+        _pod("Succeeded", gpus=2, exitCode=0),
+        _pod("Running", gpus=4, start="2026-01-01T11:30:00Z"),
+        _pod("Running"),
+    ]
+    # 2 GPUs for 1 h, finished; 4 GPUs for 0.5 h, still running.
+    assert gpu_hours(pods, NOW) == 4.0
+
+
+def test_termination_message_falls_back_to_the_exit_code() -> None:
+    assert termination_message([_pod("Failed", exitCode=137, reason="OOMKilled")]) == "exit code 137 (OOMKilled)"
+    assert termination_message([_pod("Running")]) == ""
