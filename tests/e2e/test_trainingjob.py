@@ -93,6 +93,11 @@ def _gone(kubectl: Kubectl, resource: str, name: str, namespace: str) -> bool:
     return _get(kubectl, resource, name, namespace) is None
 
 
+def _patch_spec(kubectl: Kubectl, namespace: str, changes: dict[str, Any]) -> None:
+    patch = json.dumps({"spec": changes})
+    kubectl.run("patch", "trainingjob", "churn", "-n", namespace, "--type=merge", "-p", patch)
+
+
 def _phase(kubectl: Kubectl, namespace: str, phase: str) -> dict[str, Any] | None:
     job = _get(kubectl, "trainingjob", "churn", namespace)
     return job if job and job.get("status", {}).get("phase") == phase else None
@@ -178,16 +183,7 @@ def test_suspend_and_resume(kubectl: Kubectl, ml_namespace: str) -> None:
     assert _condition(suspended, "Suspended")["status"] == "True"
     pods = kubectl.run("get", "pods", "-n", ml_namespace, "-o", "name").stdout
     assert pods.strip() == ""
-    kubectl.run(
-        "patch",
-        "trainingjob",
-        "churn",
-        "-n",
-        ml_namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"runPolicy":{"suspend":false}}}',
-    )
+    _patch_spec(kubectl, ml_namespace, {"runPolicy": {"suspend": False}})
     resumed = wait_for(lambda: _phase(kubectl, ml_namespace, "Succeeded"), 90, "the resumed TrainingJob to succeed")
     assert _condition(resumed, "Suspended")["status"] == "False"
     spec_applied = _condition(resumed, "SpecApplied")
@@ -197,16 +193,7 @@ def test_suspend_and_resume(kubectl: Kubectl, ml_namespace: str) -> None:
 def test_a_change_the_running_job_cannot_take_is_explained(kubectl: Kubectl, ml_namespace: str) -> None:
     kubectl.apply(_training_job(runPolicy={"suspend": True}), "-n", ml_namespace)
     wait_for(lambda: _phase(kubectl, ml_namespace, "Suspended"), 60, "the TrainingJob to be suspended")
-    kubectl.run(
-        "patch",
-        "trainingjob",
-        "churn",
-        "-n",
-        ml_namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"hyperparameters":{"epochs":99}}}',
-    )
+    _patch_spec(kubectl, ml_namespace, {"hyperparameters": {"epochs": 99}})
 
     def explained() -> dict[str, Any] | None:
         job = _get(kubectl, "trainingjob", "churn", ml_namespace)
