@@ -124,10 +124,21 @@ def test_pods_get_the_spec_as_their_run_config() -> None:
     assert TrainingRun.model_validate(json.loads(config)).checkpoint_dir is None
 
 
+def test_input_is_checked_before_torchrun_starts() -> None:
+    pod = _by_kind(_spec())["Job"]["spec"]["template"]["spec"]
+    (check,) = pod["initContainers"]
+    (trainer,) = pod["containers"]
+    assert check["command"] == ["python", "-m", "scaleml_workloads.training", "--check"]
+    assert (check["env"], check["volumeMounts"], check["image"]) == (trainer["env"], trainer["volumeMounts"], IMAGE)
+    assert "nvidia.com/gpu" not in check["resources"]["limits"]
+    assert check["securityContext"] == trainer["securityContext"]
+
+
 def test_exit_codes_decide_between_failing_now_and_retrying() -> None:
     rules = _by_kind(_spec())["Job"]["spec"]["podFailurePolicy"]["rules"]
     fail, killed, disrupted = rules
     assert fail["action"] == "FailJob"
+    assert "containerName" not in fail["onExitCodes"], "the check init container's exit 2 must fail the job too"
     assert set(fail["onExitCodes"]["values"]) == {1, 2, 126, 127}
     assert killed["action"] == "Ignore"
     assert set(killed["onExitCodes"]["values"]) == {137, 143}

@@ -102,3 +102,11 @@ def test_gpu_hours_count_gpus_times_time_held() -> None:
 def test_termination_message_falls_back_to_the_exit_code() -> None:
     assert termination_message([_pod("Failed", exitCode=137, reason="OOMKilled")]) == "exit code 137 (OOMKilled)"
     assert termination_message([_pod("Running")]) == ""
+
+
+def test_model_version_comes_from_the_workers_last_words_when_the_patch_was_lost() -> None:
+    pods = [_pod("Succeeded", exitCode=0, message='{"modelVersion": 4}'), _pod("Succeeded", exitCode=0)]
+    patch = observed({}, job=_job("Complete"), pods=pods, generation=1, now=NOW)
+    assert patch["modelVersion"] == 4
+    reported = observed({"modelVersion": 5}, job=_job("Complete"), pods=pods, generation=1, now=NOW)
+    assert "modelVersion" not in reported

@@ -24,6 +24,7 @@ from scaleml_workloads.contract.training import RunPolicy, TrainingJobSpec
 
 COMPONENT: Final = "scaleml-trainer"
 CONTAINER: Final = "trainer"
+CHECK_CONTAINER: Final = "check"
 TEMPLATE_HASH: Final = "scaleml.dev/pod-template-hash"
 GPU: Final = "nvidia.com/gpu"
 KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
@@ -78,9 +79,9 @@ def training_run(owner: Owner, spec: TrainingJobSpec) -> runtime.TrainingRun:
     )
 
 
-def _resources(spec: TrainingJobSpec) -> dict[str, Any]:
+def _resources(spec: TrainingJobSpec, *, gpus: bool = True) -> dict[str, Any]:
     amounts: dict[str, Any] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
-    if spec.resources.gpus_per_worker:
+    if gpus and spec.resources.gpus_per_worker:
         amounts[GPU] = spec.resources.gpus_per_worker
     # Requests equal limits: training throughput should not depend on what neighbours do.
     return {"requests": amounts, "limits": dict(amounts)}
@@ -128,6 +129,21 @@ def pod_template(owner: Owner, spec: TrainingJobSpec, image: str) -> dict[str, A
         "subdomain": service_name(owner.name),
         "serviceAccountName": service_account_name(owner.name),
         "securityContext": POD_SECURITY_CONTEXT,
+        # torchrun reports any failed worker as its own exit code 1, so bad input is caught first,
+        # outside torchrun, where its exit code (2) and message reach the Job and the status.
+        "initContainers": [
+            {
+                "name": CHECK_CONTAINER,
+                "image": image,
+                "command": ["python", "-m", "scaleml_workloads.training", "--check"],
+                "env": env,
+                "resources": _resources(spec, gpus=False),
+                "volumeMounts": mounts,
+                "securityContext": CONTAINER_SECURITY_CONTEXT,
+                "terminationMessagePath": runtime.TERMINATION_LOG,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        ],
         "containers": [
             {
                 "name": CONTAINER,
@@ -184,14 +200,8 @@ def batch_job(owner: Owner, spec: TrainingJobSpec, image: str) -> dict[str, Any]
         "suspend": spec.run_policy.suspend,
         "podFailurePolicy": {
             "rules": [
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": CONTAINER,
-                        "operator": "In",
-                        "values": list(USER_ERROR_EXIT_CODES),
-                    },
-                },
+                # No containerName: the rule covers the check init container too.
+                {"action": "FailJob", "onExitCodes": {"operator": "In", "values": list(USER_ERROR_EXIT_CODES)}},
                 {
                     "action": "Ignore",
                     "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": list(KILLED_EXIT_CODES)},

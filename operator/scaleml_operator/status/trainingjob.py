@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -69,6 +70,22 @@ def termination_message(pods: Iterable[Mapping[str, Any]]) -> str:
     return ""
 
 
+def exported_version(pods: Iterable[Mapping[str, Any]]) -> int | None:
+    """The model version a succeeded worker announced in its termination message, if any."""
+    for pod in pods:
+        if pod.get("status", {}).get("phase") != "Succeeded":
+            continue
+        for status in pod.get("status", {}).get("containerStatuses") or ():
+            message = status.get("state", {}).get("terminated", {}).get("message", "")
+            try:
+                version = json.loads(message).get("modelVersion") if message.startswith("{") else None
+            except json.JSONDecodeError:
+                continue
+            if isinstance(version, int):
+                return version
+    return None
+
+
 def observed(
     status: Mapping[str, Any],
     *,
@@ -133,6 +150,9 @@ def observed(
     patch.update(phase=phase, conditions=conditions, restarts=restarts, gpuHours=gpu_hours(pods, now))
     if job_status.get("startTime"):
         patch["startTime"] = job_status["startTime"]
+    # The worker patches modelVersion itself; its termination message covers a lost patch.
+    if complete and not status.get("modelVersion") and (version := exported_version(pods)):
+        patch["modelVersion"] = version
     if finished:
         end = job_status.get("completionTime") or (failed or {}).get("lastTransitionTime") or timestamp(now)
         patch["completionTime"] = end
