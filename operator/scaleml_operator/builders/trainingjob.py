@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any, Final
 
 from scaleml_operator.builders.meta import (
@@ -122,6 +123,7 @@ def pod_template(owner: Owner, spec: TrainingJobSpec, image: str) -> dict[str, A
         # The root filesystem is read-only: caches and home go to the scratch volume.
         {"name": "HOME", "value": runtime.SCRATCH_DIR},
         {"name": "TORCHINDUCTOR_CACHE_DIR", "value": f"{runtime.SCRATCH_DIR}/inductor"},
+        *({"name": name, "value": value} for name, value in runtime.TORCHRUN_ENV.items()),
         *(e.to_wire() for e in spec.env),
     ]
     pod_spec: dict[str, Any] = {
@@ -286,7 +288,8 @@ def children(owner: Owner, spec: TrainingJobSpec, image: str) -> list[dict[str, 
 _IMMUTABLE_JOB_FIELDS: Final = ("template", "completions", "completionMode", "podFailurePolicy", "parallelism")
 
 
-def _finished(job: dict[str, Any]) -> bool:
+def job_finished(job: Mapping[str, Any]) -> bool:
+    """Whether a Job completed or failed for good."""
     return any(
         c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
         for c in job.get("status", {}).get("conditions") or ()
@@ -301,7 +304,7 @@ def job_to_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> tuple[
     """
     if live is None:
         return desired, ""
-    if _finished(live):
+    if job_finished(live):
         return None, ""
     live_hash = live.get("metadata", {}).get("annotations", {}).get(TEMPLATE_HASH)
     changed = [

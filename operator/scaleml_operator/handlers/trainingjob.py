@@ -79,23 +79,24 @@ async def reconcile(
 
 @kopf.on.event("batch", "v1", "jobs", labels={**_WORKER_SELECTOR, OWNER_LABEL: kopf.PRESENT}, id="job-status")
 @instrumented("Job", OWN_MANAGERS)
-async def job_changed(type: str, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
-    await asyncio.to_thread(_follow_job, type, labels[OWNER_LABEL], namespace or "")
+async def job_changed(type: str, body: kopf.Body, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+    # A Job that was finished when it went away was removed by the TTL controller (or by hand).
+    expired = type == "DELETED" and build.job_finished(body)
+    await asyncio.to_thread(_follow_job, type, expired, labels[OWNER_LABEL], namespace or "")
 
 
-def _follow_job(event: str, name: str, namespace: str) -> None:
+def _follow_job(event: str, expired: bool, name: str, namespace: str) -> None:
     """Brings the TrainingJob's status up to date with its Job (which just changed)."""
     for _attempt in range(_STATUS_ATTEMPTS):
         training_job = kube.get(API_VERSION, TRAINING_JOB.kind, name, namespace)
         if training_job is None or training_job["metadata"].get("deletionTimestamp"):
             return
-        status = training_job.get("status") or {}
         if event == "DELETED":
-            ttl = training_job["spec"].get("runPolicy", {}).get("ttlSecondsAfterFinished")
-            if ttl is not None and status.get("phase") in ("Succeeded", "Failed"):
-                # The TTL controller removed the finished Job: the TrainingJob's time is up too.
+            if expired and training_job["spec"].get("runPolicy", {}).get("ttlSecondsAfterFinished") is not None:
+                # The finished Job's time to live is over: the TrainingJob's is too.
                 kube.delete(API_VERSION, TRAINING_JOB.kind, name, namespace)
             return
+        status = training_job.get("status") or {}
         update = _observe(name, namespace, status, training_job["metadata"].get("generation"))
         if all(status.get(key) == value for key, value in update.items()):
             return
