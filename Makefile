@@ -23,7 +23,7 @@ help: ## List the targets
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[operator,dev]'
+	$(BIN)/pip install --quiet -e '.[operator,workloads,dev]'
 	touch $@
 
 .PHONY: venv
@@ -53,6 +53,10 @@ unit: venv ## Unit tests only: no control plane needed
 .PHONY: test
 test: venv control-plane lint ## Everything: set-up, lint and the whole test suite
 	SCALEML_REQUIRE_CONTROL_PLANE=1 $(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: venv ## Training throughput: the ScaleML loop against a hand-written PyTorch loop, and checkpoint costs
+	$(BIN)/python bench/training.py
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (the control-plane cache stays)

@@ -32,6 +32,11 @@ EXIT_INVALID_INPUT: Final = 2
 # Where the container writes the reason for its exit (the Pod's terminationMessagePath).
 TERMINATION_LOG: Final = "/dev/termination-log"
 
+# Environment of the torchrun agent. By default torchrun shares its rendezvous store with the
+# workers, and a restarted group then reads the previous group's gloo/NCCL addresses from it and
+# fails to connect (pytorch/pytorch#135712); with sharing off, rank 0 of each group hosts a new store.
+TORCHRUN_ENV: Final = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
 # c10d rendezvous port on worker 0.
 RENDEZVOUS_PORT: Final = 29400
 METRICS_PORT: Final = 9090

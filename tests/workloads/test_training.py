@@ -1,0 +1,99 @@
+"""A whole run of the training workload in one process: it learns, exports, and can warm-start from its export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scaleml_workloads.contract.profile import DataProfile
+from scaleml_workloads.export.card import ModelCard
+from tests.workloads.runs import (
+    MODEL_NAME,
+    churn_table,
+    run,
+    training_run,
+    version_dir,
+    workload,
+    workload_env,
+    write_config,
+    write_parquet,
+)
+
+pytestmark = pytest.mark.workloads
+
+
+def test_a_single_process_run_learns_and_exports_a_complete_version(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "data" / "train.parquet", churn_table(3000, missing=0.05))
+    config = write_config(
+        tmp_path / "run.json",
+        training_run(
+            tmp_path,
+            {"data": {"checks": {"maxMissingFraction": 0.1}}, "output": {"formats": ["torchscript", "onnx"]}},
+        ),
+    )
+    termination_log = tmp_path / "termination-log"
+
+    result = run(workload(config), workload_env(termination_log))
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(termination_log.read_text()) == {"modelVersion": 1}
+    version = version_dir(tmp_path, 1)
+    assert sorted(path.name for path in version.iterdir()) == [
+        "labels.json",
+        "model.onnx",
+        "model.pt",
+        "model_card.json",
+        "profile.json",
+        "state_dict.pt",
+    ]
+    card = ModelCard.model_validate_json((version / "model_card.json").read_text())
+    history = card.training.metrics.history
+    assert [entry.epoch for entry in history] == [0, 1, 2]
+    assert history[-1].loss < history[0].loss
+    # The classes are balanced-ish (about 45/55): chance is at most 0.6.
+    assert card.training.metrics.validation_metric is not None
+    assert card.training.metrics.validation_metric > 0.85
+    assert card.labels == ["no", "yes"]
+    assert card.training.data.categories == {"plan": ["basic", "max", "pro"]}
+    assert [(tensor.name, tensor.data_type, tensor.dims) for tensor in card.inputs] == [("INPUT__0", "TYPE_FP32", [5])]
+    assert [(tensor.name, tensor.data_type, tensor.dims) for tensor in card.outputs] == [
+        ("OUTPUT__0", "TYPE_FP32", [2])
+    ]
+    assert json.loads((version / "labels.json").read_text()) == {"target": "churned", "labels": ["no", "yes"]}
+    profile = DataProfile.model_validate_json((version / "profile.json").read_text())
+    assert profile.sha256 == card.training.data.sha256
+    assert [feature.name for feature in profile.features] == ["a", "b", "c", "tenure", "plan"]
+    assert profile.features[1].missing > 0
+    assert profile.sample.rows == 3000
+    config_pbtxt = (tmp_path / "models" / MODEL_NAME / "config.pbtxt").read_text()
+    assert 'platform: "pytorch_libtorch"' in config_pbtxt
+    assert "dims: [ 5 ]" in config_pbtxt
+
+
+def test_a_second_run_warm_starts_from_the_latest_version_and_writes_the_next(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "data" / "train.parquet", churn_table(1000))
+    env = workload_env(tmp_path / "termination-log")
+    first = write_config(tmp_path / "first.json", training_run(tmp_path, {"checkpoint": None}))
+    assert run(workload(first), env).returncode == 0
+    second = write_config(
+        tmp_path / "second.json",
+        training_run(
+            tmp_path,
+            {
+                "model": {"initFrom": "latest"},
+                "hyperparameters": {"epochs": 1, "learningRate": 0.001},
+                "checkpoint": None,
+            },
+        ),
+    )
+
+    result = run(workload(second), env)
+
+    assert result.returncode == 0, result.stderr
+    card = ModelCard.model_validate_json((version_dir(tmp_path, 2) / "model_card.json").read_text())
+    assert card.training.parent == f"{MODEL_NAME}/1"
+    first_card = ModelCard.model_validate_json((version_dir(tmp_path, 1) / "model_card.json").read_text())
+    # Fine-tuning starts from the trained weights: its first epoch is already as good as the end of the first run.
+    assert card.training.metrics.history[0].loss < first_card.training.metrics.history[0].loss

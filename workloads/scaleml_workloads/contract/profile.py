@@ -1,0 +1,136 @@
+"""The reference profile of a model's training data, written next to each exported version.
+
+The training workload writes `profile.json` into every version directory of the model repository;
+the drift monitor reads it and compares windows of captured live requests with it. Both sides
+parse it with these models, so a change here is a change of the file format (bump
+`PROFILE_SCHEMA_VERSION`).
+
+What a feature is. The served model takes one tensor, `INPUT__0` (see `DataProfile.input`), and
+every feature says how to read its values out of a captured batch of that tensor:
+
+- `reduction: none` — the feature is the column `INPUT__0[:, index]` of a two-dimensional input
+  (tabular data): one value per row.
+- `reduction: mean` — the feature is, per row, the mean of `INPUT__0[:, ..., index, ...]` with
+  `index` taken on `axis` and every other non-batch axis averaged (a channel of an image, a
+  feature of a sequence): one value per row.
+- `reduction: pool` — every element of `INPUT__0` is an observation of this categorical feature
+  (the token ids of a text model): counts only, no per-row value and no place in the sample.
+
+Categorical features were strings in the data file. The model sees their integer code (the index
+of the category in `categories`, which are sorted); the profile keeps both the category and its
+code, so the monitor can compare either captured codes or raw strings. A missing value is NaN in
+the input tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from pydantic import Field
+
+from scaleml_workloads.contract.base import ApiModel
+
+PROFILE_SCHEMA_VERSION: Final = 1
+# Bounds that keep a profile small whatever the data: categories listed per feature, sampled rows.
+MAX_PROFILED_CATEGORIES: Final = 1000
+MAX_SAMPLE_ROWS: Final = 5000
+
+# Triton's data types of the tensors a ScaleML model takes and gives.
+TritonDataType = Literal["TYPE_FP32", "TYPE_INT64"]
+
+
+class TensorSpec(ApiModel):
+    """One input or output tensor of the served model, as Triton declares it."""
+
+    name: str = Field(description="Tensor name in the served model (INPUT__0, OUTPUT__0).")
+    data_type: TritonDataType = Field(description="Triton data type.")
+    dims: list[int] = Field(description="Shape of one row, without the batch dimension.")
+
+
+class Histogram(ApiModel):
+    """Equal-width histogram over [min, max] of the non-missing values."""
+
+    edges: list[float] = Field(description="Bin edges, one more than counts; the last bin includes its right edge.")
+    counts: list[int] = Field(description="Values per bin.")
+
+
+class NumericSummary(ApiModel):
+    """Distribution of a numeric feature's non-missing values. Absent when every value is missing."""
+
+    mean: float
+    std: float = Field(description="Population standard deviation.")
+    min: float
+    max: float
+    quantile_levels: list[float] = Field(description="Probabilities, ascending from 0 to 1.")
+    quantiles: list[float] = Field(description="Value at each of quantileLevels (linear interpolation).")
+    histogram: Histogram
+
+
+class CategoryCount(ApiModel):
+    """How often one category occurs."""
+
+    value: str = Field(description="The category as written in the data file (token ids as decimal strings).")
+    code: int = Field(description="The integer the model sees for it.")
+    count: int
+    frequency: float = Field(description="count divided by the feature's non-missing observations.")
+
+
+class CategoricalSummary(ApiModel):
+    """Frequencies of a categorical feature, most frequent first, ties by code."""
+
+    categories: list[CategoryCount] = Field(description="At most MAX_PROFILED_CATEGORIES entries.")
+    other_count: int = Field(default=0, description="Observations of categories left out of the list.")
+    cardinality: int = Field(description="Distinct categories seen.")
+
+
+class FeatureProfile(ApiModel):
+    """One feature: where it sits in the model input and how its values are distributed."""
+
+    name: str = Field(description="Column name; array features are named ARRAY[INDEX].")
+    kind: Literal["numeric", "categorical"]
+    reduction: Literal["none", "mean", "pool"] = Field(
+        description="How a row's value is read from INPUT__0 (see the module documentation)."
+    )
+    axis: int | None = Field(description="Axis of INPUT__0 (0 is the batch) that index applies to; None for pool.")
+    index: int | None = Field(description="Position on axis; None for pool.")
+    count: int = Field(description="Observations: rows, or elements for pool.")
+    missing: int = Field(description="Observations that are missing (null or NaN).")
+    numeric: NumericSummary | None = Field(default=None, description="For numeric features with any value.")
+    categorical: CategoricalSummary | None = Field(default=None, description="For categorical features.")
+
+
+class TargetProfile(ApiModel):
+    """The predicted column, for label drift: classes and their frequencies, or the value distribution."""
+
+    name: str
+    task: Literal["classification", "regression"]
+    count: int
+    numeric: NumericSummary | None = Field(default=None, description="For regression.")
+    categorical: CategoricalSummary | None = Field(
+        default=None, description="For classification: the original labels, coded as the model's output index."
+    )
+
+
+class DataSample(ApiModel):
+    """A uniform random sample of rows, for tests that need raw values (KS, MMD)."""
+
+    seed: int
+    rows: int = Field(description="Rows in the sample: min(data rows, MAX_SAMPLE_ROWS).")
+    columns: dict[str, list[float | str | None]] = Field(
+        description="Per feature (except pool features) and the target: the sampled rows' values, "
+        "aligned across columns; categories as their original strings, missing values as null."
+    )
+
+
+class DataProfile(ApiModel):
+    """The reference profile of a training data set."""
+
+    schema_version: int = Field(default=PROFILE_SCHEMA_VERSION, description="Version of this format.")
+    source: str = Field(description="Path of the data file inside its volume.")
+    format: Literal["parquet", "csv", "npz"]
+    sha256: str = Field(description="SHA-256 of the data file, hex.")
+    rows: int = Field(description="Rows profiled (rows of the file with a target value).")
+    input: TensorSpec = Field(description="The model input the features are read from.")
+    features: list[FeatureProfile]
+    target: TargetProfile
+    sample: DataSample

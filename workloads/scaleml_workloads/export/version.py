@@ -1,0 +1,107 @@
+"""Writing a trained model as a new version of a Triton model repository."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import platform
+import shutil
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from scaleml_workloads.contract.profile import DataProfile, TensorSpec, TritonDataType
+from scaleml_workloads.contract.training import ExportFormat
+from scaleml_workloads.export.card import Label, ModelCard, TrainingSummary
+from scaleml_workloads.export.formats import INPUT_NAME, OUTPUT_NAME, save_onnx, save_torchscript
+from scaleml_workloads.export.repository import (
+    LABELS_FILE,
+    MODEL_CARD_FILE,
+    ONNX_FILE,
+    PROFILE_FILE,
+    STATE_DICT_FILE,
+    TORCHSCRIPT_FILE,
+    TRITON_CONFIG_FILE,
+    publish,
+    staging_dir,
+    write_once,
+)
+from scaleml_workloads.export.triton import torchscript_config
+
+log = logging.getLogger(__name__)
+
+_TRITON_TYPES: dict[torch.dtype, TritonDataType] = {torch.float32: "TYPE_FP32", torch.int64: "TYPE_INT64"}
+
+
+def export_version(
+    root: Path,
+    model_name: str,
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    formats: Sequence[ExportFormat],
+    training: TrainingSummary,
+    labels: Sequence[Label],
+    profile: DataProfile,
+) -> int:
+    """Write `model` as version N = highest + 1 of `<root>/<model_name>/` and return N.
+
+    `example` is a batch of real inputs (at least two rows): it fixes the traced graph and the
+    tensor shapes of the Triton config. The directory holds the formats asked for, the state dict
+    (for initFrom), labels.json, model_card.json and profile.json, and appears complete or not at
+    all. `<root>/<model_name>/config.pbtxt` is written only when there is none.
+    """
+    started = time.monotonic()
+    model = copy.deepcopy(model).cpu().eval()
+    example = example.cpu()
+    with torch.no_grad():
+        output = model(example)
+    inputs = [tensor_spec(INPUT_NAME, example)]
+    outputs = [tensor_spec(OUTPUT_NAME, output)]
+    model_dir = root / model_name
+    staging = staging_dir(model_dir)
+    try:
+        if "torchscript" in formats:
+            save_torchscript(model, example, staging / TORCHSCRIPT_FILE)
+        if "onnx" in formats:
+            save_onnx(model, example, staging / ONNX_FILE)
+        torch.save(model.state_dict(), staging / STATE_DICT_FILE)
+        (staging / LABELS_FILE).write_text(json.dumps({"target": training.data.target, "labels": list(labels)}))
+        (staging / PROFILE_FILE).write_text(profile.model_dump_json(by_alias=True))
+        files = sorted([entry.name for entry in staging.iterdir()] + [MODEL_CARD_FILE])
+        card = ModelCard(
+            model_name=model_name,
+            created=datetime.now(UTC),
+            training=training,
+            labels=list(labels),
+            inputs=inputs,
+            outputs=outputs,
+            output_kind="logits" if training.task == "classification" else "value",
+            files=files,
+            export_seconds=round(time.monotonic() - started, 3),
+            torch_version=torch.__version__,
+            python_version=platform.python_version(),
+        )
+        (staging / MODEL_CARD_FILE).write_text(card.model_dump_json(by_alias=True, indent=2))
+        if "torchscript" in formats and write_once(
+            model_dir / TRITON_CONFIG_FILE, torchscript_config(model_name, inputs, outputs)
+        ):
+            log.info("wrote %s", model_dir / TRITON_CONFIG_FILE)
+        version = publish(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("exported %s version %d (%s) in %.1f s", model_name, version, ", ".join(files), time.monotonic() - started)
+    return version
+
+
+def tensor_spec(name: str, batch: torch.Tensor) -> TensorSpec:
+    data_type = _TRITON_TYPES.get(batch.dtype)
+    if data_type is None:
+        raise TypeError(f"{name} has dtype {batch.dtype}; the export supports {', '.join(map(str, _TRITON_TYPES))}")
+    return TensorSpec(name=name, data_type=data_type, dims=list(batch.shape[1:]))

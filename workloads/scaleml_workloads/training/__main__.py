@@ -1,0 +1,91 @@
+"""`python -m scaleml_workloads.training`: one worker of a TrainingJob, started by torchrun.
+
+    torchrun --nnodes=MIN:MAX --nproc-per-node=N --rdzv-backend=c10d --rdzv-endpoint=HOST:29400 \\
+        --rdzv-id=UID --max-restarts=R -m scaleml_workloads.training
+
+The run comes from $SCALEML_CONFIG (a TrainingRun as JSON), or from --config FILE for local runs.
+`--check` validates the config, the data, the model and its warm start without training, for an
+init container: torchrun turns a worker's exit code into its own 1 and retries it, so only a
+check outside torchrun can end the pod with EXIT_INVALID_INPUT.
+
+Exit codes (contract.runtime): 0 on success (rank 0 then writes {"modelVersion": N} to the
+termination log), EXIT_INVALID_INPUT (2) when the data or the spec is wrong (the reason goes to the
+termination log), 1 for anything else, which is worth a retry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from scaleml_workloads.contract.runtime import EXIT_INVALID_INPUT, EXIT_SUCCEEDED, TERMINATION_LOG
+from scaleml_workloads.training.config import load_run
+from scaleml_workloads.training.data import load_run_data
+from scaleml_workloads.training.errors import InvalidInputError
+
+# Tests and local runs point the termination log elsewhere.
+TERMINATION_LOG_ENV = "SCALEML_TERMINATION_LOG"
+# Kubernetes keeps the first 4096 bytes of a termination message.
+_TERMINATION_LIMIT = 4096
+
+log = logging.getLogger("scaleml_workloads.training")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scaleml_workloads.training", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, help="a TrainingRun as JSON or YAML, instead of $SCALEML_CONFIG")
+    parser.add_argument("--check", action="store_true", help="check the config, data and model, then exit")
+    args = parser.parse_args(argv)
+    _configure_logging()
+    try:
+        run = load_run(args.config)
+        data = load_run_data(run)
+        # Imported only now, so that bad input is reported without waiting for torch's import.
+        from scaleml_workloads.training.job import check, run_job
+
+        if args.check:
+            check(run, data)
+            log.info("config, data and model are valid")
+            return EXIT_SUCCEEDED
+        version = run_job(run, data)
+    except InvalidInputError as error:
+        log.error("invalid input: %s", error)
+        _terminate_with(str(error))
+        return EXIT_INVALID_INPUT
+    except Exception as error:
+        _terminate_with(f"{type(error).__name__}: {error}")
+        raise
+    if version is not None:
+        _terminate_with(json.dumps({"modelVersion": version}))
+    return EXIT_SUCCEEDED
+
+
+def _configure_logging() -> None:
+    rank = os.environ.get("RANK", "0")
+    world = os.environ.get("WORLD_SIZE", "1")
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s [rank {rank}/{world}] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # The ONNX exporter logs each of its passes at INFO, and warns that torchvision's operators are
+    # missing, which no ScaleML model uses.
+    for name in ("onnx_ir", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+
+def _terminate_with(message: str) -> None:
+    path = Path(os.environ.get(TERMINATION_LOG_ENV, TERMINATION_LOG))
+    try:
+        path.write_text(message[:_TERMINATION_LIMIT])
+    except OSError as error:
+        log.warning("cannot write the termination log %s: %s", path, error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""One training job from a worker's point of view: check, join the group, train, and (rank 0) export."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scaleml_workloads.contract.runtime import TrainingRun
+from scaleml_workloads.export.card import DataSummary, EpochMetrics, Metrics, TrainingSummary
+from scaleml_workloads.export.formats import INPUT_NAME
+from scaleml_workloads.export.version import export_version, tensor_spec
+from scaleml_workloads.training import distributed
+from scaleml_workloads.training.data import TrainingData, file_sha256, split_rows
+from scaleml_workloads.training.distributed import Topology
+from scaleml_workloads.training.loop import TrainingResult, train
+from scaleml_workloads.training.models import build_model, warm_start
+from scaleml_workloads.training.profile import profile_data
+from scaleml_workloads.training.report import ProgressReporter, StatusPatcher
+
+log = logging.getLogger(__name__)
+
+# Rows of real data the export traces the model with and checks the formats on.
+_EXAMPLE_ROWS = 8
+
+
+def check(run: TrainingRun, data: TrainingData) -> None:
+    """What else can fail on bad input before training, once the data is read: the model and its warm start."""
+    train_rows, _ = split_rows(data.rows, run.spec.data.validation_split, run.spec.hyperparameters.seed)
+    model = build_model(run.spec.model, data, train_rows)
+    warm_start(model, run.spec.model, Path(run.output_dir), run.spec.output.model_name)
+
+
+def run_job(run: TrainingRun, data: TrainingData) -> int | None:
+    """Train as one rank of the group; rank 0 exports and returns the new version, the others None."""
+    topology = distributed.join()
+    try:
+        log.info(
+            "rank %d of %d on %s; %d rows, sample shape %s",
+            topology.rank,
+            topology.world_size,
+            topology.device,
+            data.rows,
+            data.sample_shape,
+        )
+        patcher = StatusPatcher(run.namespace, run.name) if run.report_status and topology.leader else None
+        reporter = ProgressReporter(patcher, leader=topology.leader, metrics_port=run.metrics_port)
+        result = train(run, data, topology, reporter)
+        if not topology.leader:
+            return None
+        version = export_result(run, data, result, topology)
+        reporter.finish(version)
+        return version
+    finally:
+        distributed.leave()
+
+
+def export_result(run: TrainingRun, data: TrainingData, result: TrainingResult, topology: Topology) -> int:
+    """Export the trained model with its model card and the data's reference profile; returns the version."""
+    spec = run.spec
+    rows = np.arange(max(2, min(_EXAMPLE_ROWS, data.rows))) % data.rows
+    example = torch.from_numpy(data.features[rows])
+    sha256 = file_sha256(data.source)
+    profile = profile_data(
+        data, spec.data, spec.model.task, sha256, tensor_spec(INPUT_NAME, example), spec.hyperparameters.seed
+    )
+    history = [EpochMetrics.model_validate(entry) for entry in result.progress.history]
+    training = TrainingSummary(
+        job=f"{run.namespace}/{run.name}",
+        task=spec.model.task,
+        architecture=spec.model.architecture,
+        params=spec.model.params,
+        entrypoint=spec.model.entrypoint,
+        hyperparameters=spec.hyperparameters,
+        precision=spec.precision,
+        parent=result.parent,
+        data=DataSummary(
+            source=spec.data.source,
+            format=spec.data.format,
+            sha256=sha256,
+            rows=data.rows,
+            training_rows=len(result.train_rows),
+            validation_rows=len(result.validation_rows),
+            target=data.target_name,
+            features=list(data.feature_names),
+            categories={name: list(values) for name, values in data.categories.items()},
+        ),
+        metrics=Metrics(
+            validation_metric_name="accuracy" if spec.model.task == "classification" else "rmse",
+            loss=result.loss,
+            validation_metric=result.validation_metric,
+            history=history,
+        ),
+        world_size=topology.world_size,
+        device=topology.device.type,
+        steps=result.progress.step,
+        started=result.started,
+        finished=result.finished,
+        training_seconds=round(result.seconds, 3),
+    )
+    return export_version(
+        Path(run.output_dir),
+        spec.output.model_name,
+        result.model,
+        example,
+        formats=spec.output.formats,
+        training=training,
+        labels=data.labels,
+        profile=profile,
+    )

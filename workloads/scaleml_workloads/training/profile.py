@@ -1,0 +1,176 @@
+"""The reference profile of the training data (contract.profile.DataProfile), for drift monitoring."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from scaleml_workloads.contract.profile import (
+    MAX_PROFILED_CATEGORIES,
+    MAX_SAMPLE_ROWS,
+    CategoricalSummary,
+    CategoryCount,
+    DataProfile,
+    DataSample,
+    FeatureProfile,
+    Histogram,
+    NumericSummary,
+    TargetProfile,
+    TensorSpec,
+)
+from scaleml_workloads.contract.training import DataSpec
+from scaleml_workloads.training.data import Task, TrainingData
+from scaleml_workloads.training.models import feature_axis
+
+Floats = npt.NDArray[np.float64]
+Reduction = Literal["none", "mean", "pool"]
+
+QUANTILE_LEVELS = np.linspace(0.0, 1.0, 101)
+HISTOGRAM_BINS = 50
+
+
+def profile_data(
+    data: TrainingData, spec: DataSpec, task: Task, sha256: str, model_input: TensorSpec, seed: int
+) -> DataProfile:
+    """Summaries of every feature and the target over all rows, and a seeded sample of at most MAX_SAMPLE_ROWS rows."""
+    generator = np.random.default_rng(seed)
+    sampled = np.sort(generator.choice(data.rows, size=min(data.rows, MAX_SAMPLE_ROWS), replace=False))
+    features: list[FeatureProfile] = []
+    columns: dict[str, list[float | str | None]] = {}
+    if data.tokens:
+        features.append(_pooled_tokens(data))
+    elif data.features.ndim == 2:
+        for index, name in enumerate(data.feature_names):
+            values = data.features[:, index].astype(np.float64)
+            categories = data.categories.get(name)
+            features.append(_feature(name, values, "none", index, categories))
+            columns[name] = _sample_values(values[sampled], categories)
+    else:
+        axis = feature_axis(data.features.ndim - 1)
+        others = tuple(dim for dim in range(1, data.features.ndim) if dim != axis)
+        (array,) = data.feature_names
+        with np.errstate(invalid="ignore"):
+            per_row = np.nanmean(data.features, axis=others, dtype=np.float64)
+        for index in range(per_row.shape[1]):
+            name = f"{array}[{index}]"
+            features.append(_feature(name, per_row[:, index], "mean", index, None, axis=axis))
+            columns[name] = _sample_values(per_row[sampled, index], None)
+    target = _target(data, task)
+    if task == "classification":
+        columns[data.target_name] = [str(data.labels[code]) for code in data.target[sampled]]
+    else:
+        columns[data.target_name] = _sample_values(data.target[sampled].astype(np.float64), None)
+    return DataProfile(
+        source=spec.source,
+        format=spec.format,
+        sha256=sha256,
+        rows=data.rows,
+        input=model_input,
+        features=features,
+        target=target,
+        sample=DataSample(seed=seed, rows=len(sampled), columns=columns),
+    )
+
+
+def numeric_summary(values: Floats) -> NumericSummary | None:
+    """Moments, quantiles and a histogram of the non-missing values; None when there are none."""
+    present = values[~np.isnan(values)].astype(np.float64)
+    if present.size == 0:
+        return None
+    counts, edges = np.histogram(present, bins=HISTOGRAM_BINS)
+    return NumericSummary(
+        mean=float(present.mean()),
+        std=float(present.std()),
+        min=float(present.min()),
+        max=float(present.max()),
+        quantile_levels=[round(float(level), 2) for level in QUANTILE_LEVELS],
+        quantiles=[float(value) for value in np.quantile(present, QUANTILE_LEVELS)],
+        histogram=Histogram(edges=[float(edge) for edge in edges], counts=[int(count) for count in counts]),
+    )
+
+
+def categorical_summary(codes: npt.NDArray[np.int64], names: Sequence[str]) -> CategoricalSummary:
+    """Frequencies of integer codes 0..len(names)-1, most frequent first, at most MAX_PROFILED_CATEGORIES."""
+    counts = np.bincount(codes, minlength=len(names))
+    total = int(counts.sum())
+    # Most frequent first; a stable sort keeps ties in code order.
+    order = np.argsort(-counts, kind="stable")
+    listed = [code for code in order[:MAX_PROFILED_CATEGORIES] if counts[code] > 0]
+    return CategoricalSummary(
+        categories=[
+            CategoryCount(value=names[code], code=int(code), count=int(counts[code]), frequency=counts[code] / total)
+            for code in listed
+        ],
+        other_count=total - int(counts[listed].sum()),
+        cardinality=int(np.count_nonzero(counts)),
+    )
+
+
+def _feature(
+    name: str,
+    values: Floats,
+    reduction: Reduction,
+    index: int,
+    categories: Sequence[str] | None,
+    *,
+    axis: int = 1,
+) -> FeatureProfile:
+    missing = np.isnan(values)
+    if categories is None:
+        return FeatureProfile(
+            name=name,
+            kind="numeric",
+            reduction=reduction,
+            axis=axis,
+            index=index,
+            count=len(values),
+            missing=int(missing.sum()),
+            numeric=numeric_summary(values),
+        )
+    return FeatureProfile(
+        name=name,
+        kind="categorical",
+        reduction=reduction,
+        axis=axis,
+        index=index,
+        count=len(values),
+        missing=int(missing.sum()),
+        categorical=categorical_summary(values[~missing].astype(np.int64), categories),
+    )
+
+
+def _pooled_tokens(data: TrainingData) -> FeatureProfile:
+    tokens = data.features.reshape(-1).astype(np.int64)
+    vocabulary = int(tokens.max()) + 1 if tokens.size else 0
+    return FeatureProfile(
+        name=data.feature_names[0],
+        kind="categorical",
+        reduction="pool",
+        axis=None,
+        index=None,
+        count=int(tokens.size),
+        missing=0,
+        categorical=categorical_summary(tokens, [str(token) for token in range(vocabulary)]),
+    )
+
+
+def _target(data: TrainingData, task: Task) -> TargetProfile:
+    if task == "classification":
+        return TargetProfile(
+            name=data.target_name,
+            task=task,
+            count=data.rows,
+            categorical=categorical_summary(data.target.astype(np.int64), [str(label) for label in data.labels]),
+        )
+    return TargetProfile(
+        name=data.target_name, task=task, count=data.rows, numeric=numeric_summary(data.target.astype(np.float64))
+    )
+
+
+def _sample_values(values: Floats, categories: Sequence[str] | None) -> list[float | str | None]:
+    if categories is None:
+        return [None if np.isnan(value) else float(value) for value in values]
+    return [None if np.isnan(value) else categories[int(value)] for value in values]
