@@ -117,7 +117,7 @@ def test_pods_get_the_spec_as_their_run_config() -> None:
     run = TrainingRun.model_validate(json.loads(env["SCALEML_CONFIG"]["value"]))
     assert (run.namespace, run.name) == ("ml", "churn")
     assert run.spec.data.target == "churned"
-    assert run.checkpoint_dir == "/checkpoints"
+    assert run.checkpoint_dir == "/checkpoints/churn-0b7c-uid", "one directory per TrainingJob object"
     assert run.spec.run_policy.active_deadline_seconds is None, "the run policy stays with the Job"
     without = _by_kind(_spec(checkpoint=None))["Job"]["spec"]["template"]["spec"]["containers"][0]
     config = next(e["value"] for e in without["env"] if e["name"] == "SCALEML_CONFIG")

@@ -97,3 +97,18 @@ def test_a_second_run_warm_starts_from_the_latest_version_and_writes_the_next(tm
     first_card = ModelCard.model_validate_json((version_dir(tmp_path, 1) / "model_card.json").read_text())
     # Fine-tuning starts from the trained weights: its first epoch is already as good as the end of the first run.
     assert card.training.metrics.history[0].loss < first_card.training.metrics.history[0].loss
+
+
+def test_a_restart_after_the_export_does_not_export_again(tmp_path: Path) -> None:
+    """A worker stopped between its export and its exit is run again by the Job: it must not train a second version."""
+    write_parquet(tmp_path / "data" / "train.parquet", churn_table(400))
+    config = write_config(tmp_path / "run.json", training_run(tmp_path, {"hyperparameters": {"epochs": 1}}))
+    log = tmp_path / "termination-log"
+    assert run(workload(config), workload_env(log)).returncode == 0
+    log.unlink()
+
+    again = run(workload(config), workload_env(log))
+
+    assert again.returncode == 0, again.stderr
+    assert json.loads(log.read_text()) == {"modelVersion": 1}
+    assert not version_dir(tmp_path, 2).exists()

@@ -76,7 +76,9 @@ def training_run(owner: Owner, spec: TrainingJobSpec) -> runtime.TrainingRun:
         namespace=owner.namespace,
         name=owner.name,
         spec=spec.model_copy(update={"run_policy": RunPolicy()}),
-        checkpoint_dir=runtime.CHECKPOINT_DIR if spec.checkpoint else None,
+        # One directory per TrainingJob object: jobs share a claim, and a TrainingJob recreated
+        # under the same name (perhaps with another model) must not resume its predecessor.
+        checkpoint_dir=f"{runtime.CHECKPOINT_DIR}/{owner.name}-{owner.uid}" if spec.checkpoint else None,
     )
 
 
@@ -323,5 +325,5 @@ def job_to_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> tuple[
     fields = ", ".join(f"spec.{name}" for name in changed)
     return kept, (
         f"The running Job keeps its {fields}: a started Job's pods and size cannot change. "
-        "Delete and recreate the TrainingJob to run with the new spec (it resumes from its checkpoints)."
+        "Create a new TrainingJob to run with the new spec (model.initFrom warm-starts it from an exported version)."
     )

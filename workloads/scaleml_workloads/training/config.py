@@ -37,3 +37,8 @@ def load_run(config_file: Path | None = None) -> TrainingRun:
             for problem in error.errors(include_url=False)
         )
         raise InvalidInputError(f"{origin} is not a valid TrainingRun: {problems}") from None
+
+
+def checkpoint_directory(run: TrainingRun) -> Path | None:
+    """Where this run keeps its state (checkpoints, the export marker); None when it does not checkpoint."""
+    return Path(run.checkpoint_dir) if run.spec.checkpoint is not None and run.checkpoint_dir else None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from scaleml_workloads.export.card import DataSummary, EpochMetrics, Metrics, Tr
 from scaleml_workloads.export.formats import INPUT_NAME
 from scaleml_workloads.export.version import export_version, tensor_spec
 from scaleml_workloads.training import distributed
+from scaleml_workloads.training.config import checkpoint_directory
 from scaleml_workloads.training.data import TrainingData, file_sha256, split_rows
 from scaleml_workloads.training.distributed import Topology
 from scaleml_workloads.training.loop import TrainingResult, train
@@ -22,6 +25,8 @@ from scaleml_workloads.training.report import ProgressReporter, StatusPatcher
 
 log = logging.getLogger(__name__)
 
+# In the checkpoint directory: the version this run exported, so that a restart does not export again.
+EXPORTED_MARKER = "exported.json"
 # Rows of real data the export traces the model with and checks the formats on.
 _EXAMPLE_ROWS = 8
 
@@ -33,8 +38,31 @@ def check(run: TrainingRun, data: TrainingData) -> None:
     warm_start(model, run.spec.model, Path(run.output_dir), run.spec.output.model_name)
 
 
+def previous_export(run: TrainingRun) -> int | None:
+    """The version this run exported already, if a worker was stopped between export and exit."""
+    directory = checkpoint_directory(run)
+    if directory is None or not (directory / EXPORTED_MARKER).exists():
+        return None
+    return int(json.loads((directory / EXPORTED_MARKER).read_text())["modelVersion"])
+
+
+def _record_export(run: TrainingRun, version: int) -> None:
+    directory = checkpoint_directory(run)
+    if directory is None:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = directory / f".{EXPORTED_MARKER}.tmp"
+    temporary.write_text(json.dumps({"modelVersion": version}))
+    os.replace(temporary, directory / EXPORTED_MARKER)
+
+
 def run_job(run: TrainingRun, data: TrainingData) -> int | None:
     """Train as one rank of the group; rank 0 exports and returns the new version, the others None."""
+    done = previous_export(run)
+    if done is not None:
+        # Training again would export the same model as a second version.
+        log.info("this run exported version %d already; nothing left to do", done)
+        return done if int(os.environ.get("RANK", "0")) == 0 else None
     topology = distributed.join()
     try:
         log.info(
@@ -51,6 +79,7 @@ def run_job(run: TrainingRun, data: TrainingData) -> int | None:
         if not topology.leader:
             return None
         version = export_result(run, data, result, topology)
+        _record_export(run, version)
         reporter.finish(version)
         return version
     finally:

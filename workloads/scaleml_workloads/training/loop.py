@@ -30,6 +30,7 @@ from scaleml_workloads.contract.runtime import TrainingRun
 from scaleml_workloads.training import distributed
 from scaleml_workloads.training.batches import training_batches, validation_batches
 from scaleml_workloads.training.checkpoint import Checkpointer, Progress, TrainingState
+from scaleml_workloads.training.config import checkpoint_directory
 from scaleml_workloads.training.data import TrainingData, split_rows
 from scaleml_workloads.training.distributed import Topology
 from scaleml_workloads.training.models import PredictionModel, Rescale, build_model, warm_start
@@ -100,7 +101,7 @@ def train(run: TrainingRun, data: TrainingData, topology: Topology, reporter: Pr
     )
     checkpoint = spec.checkpoint
     checkpointer = Checkpointer(
-        Path(run.checkpoint_dir) if checkpoint is not None and run.checkpoint_dir else None,
+        checkpoint_directory(run),
         checkpoint.every_steps if checkpoint else 1,
         checkpoint.keep if checkpoint else 1,
         topology,
