@@ -131,6 +131,18 @@ def test_training_job_gets_its_children_and_succeeds(kubectl: Kubectl, ml_namesp
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["status"]["succeeded"] == 2
 
+    events = kubectl.run(
+        "get",
+        "events",
+        "-n",
+        ml_namespace,
+        "--field-selector",
+        "involvedObject.kind=TrainingJob",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    )
+    assert {"SpecAccepted", "TrainingSucceeded"} <= set(events.stdout.split())
+
     # The pods' ServiceAccount may patch this TrainingJob's status and nothing else.
     account = f"--as=system:serviceaccount:{ml_namespace}:churn-trainer"
     can = kubectl.run(

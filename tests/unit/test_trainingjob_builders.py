@@ -61,7 +61,7 @@ def test_job_runs_torchrun_with_c10d_rendezvous_on_worker_zero() -> None:
     pod = job["spec"]["template"]["spec"]
     assert pod["subdomain"] == "churn-workers"
     command = pod["containers"][0]["command"]
-    assert command[0] == "torchrun"
+    assert command[:3] == ["python", "-m", "scaleml_workloads.training.launch"], "torchrun, with the pod's exit code"
     assert "--nnodes=1:4" in command  # elastic
     assert "--nproc-per-node=1" in command
     assert "--rdzv-endpoint=churn-0.churn-workers.ml.svc:29400" in command

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scaleml_operator.status.conditions import find_condition
-from scaleml_operator.status.trainingjob import gpu_hours, observed, termination_message
+from scaleml_operator.status.trainingjob import gpu_hours, observed, phase_event, termination_message
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -110,3 +110,21 @@ def test_model_version_comes_from_the_workers_last_words_when_the_patch_was_lost
     assert patch["modelVersion"] == 4
     reported = observed({"modelVersion": 5}, job=_job("Complete"), pods=pods, generation=1, now=NOW)
     assert "modelVersion" not in reported
+
+
+def test_phase_changes_come_with_events() -> None:
+    failed = observed(
+        {}, job=_job("Failed"), pods=[_pod("Failed", exitCode=2, message="no column 'age'")], generation=1, now=NOW
+    )
+    event = phase_event("Failed", failed)
+    assert event is not None
+    assert (event.type, event.reason) == ("Warning", "TrainingFailed")
+    assert "no column 'age'" in event.message
+    succeeded = phase_event("Succeeded", {"modelVersion": 3})
+    assert succeeded is not None
+    assert succeeded.reason == "TrainingSucceeded"
+    assert "version 3" in succeeded.message
+    started = phase_event("Running", observed({}, job=_job(active=2, ready=2), pods=[], generation=1, now=NOW))
+    assert started is not None
+    assert (started.reason, started.message) == ("TrainingStarted", "2/2 ready.")
+    assert phase_event("Pending", {}) is None

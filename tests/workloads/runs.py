@@ -87,11 +87,11 @@ def workload(config: Path, *args: str) -> list[str]:
 
 
 def torchrun(config: Path, *options: str) -> list[str]:
-    """The command of a torchrun agent starting the workload."""
+    """The command of a torchrun agent starting the workload, through the launcher pods use."""
     return [
         PYTHON,
         "-m",
-        "torch.distributed.run",
+        "scaleml_workloads.training.launch",
         *options,
         "-m",
         "scaleml_workloads.training",

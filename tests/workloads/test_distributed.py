@@ -110,10 +110,20 @@ def _agent(command: list[str], env: dict[str, str], log: Path) -> Iterator[subpr
                 agent.wait()
 
 
-def _workers(agent: int) -> list[int]:
-    """The pids of the training workers an agent started."""
-    children = Path(f"/proc/{agent}/task/{agent}/children").read_text().split()
-    return [int(pid) for pid in children if b"scaleml_workloads.training" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+def _workers(launcher: int) -> list[int]:
+    """The pids of the training workers below a launcher (launcher -> torchrun agent -> workers)."""
+    workers, pending = [], [launcher]
+    while pending:
+        pid = pending.pop()
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            # The module a python process runs: the launcher's, torchrun's or the worker's.
+            module = argv[argv.index(b"-m") + 1] if b"-m" in argv else b""
+            if module == b"scaleml_workloads.training":
+                workers.append(int(child))
+            else:
+                pending.append(int(child))
+    return workers
 
 
 def _checkpoint_steps(directory: Path) -> list[int]:

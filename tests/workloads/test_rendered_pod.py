@@ -72,10 +72,8 @@ def _local(command: list[str]) -> list[str]:
     """The command with this interpreter, and worker 0's DNS name as loopback."""
     port = free_port()
     local = [arg.replace(build.rendezvous_endpoint(OWNER), f"127.0.0.1:{port}") for arg in command]
-    if local[0] == "python":
-        return [sys.executable, *local[1:]]
-    assert local[0] == "torchrun"
-    return [sys.executable, "-m", "torch.distributed.run", *local[1:]]
+    assert local[0] == "python"
+    return [sys.executable, *local[1:]]
 
 
 def test_the_rendered_pod_checks_its_input_then_trains_and_exports(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from tests.workloads.runs import (
     MODEL_NAME,
     churn_table,
     run,
+    torchrun,
     training_run,
     version_dir,
     workload,
@@ -112,3 +113,13 @@ def test_a_restart_after_the_export_does_not_export_again(tmp_path: Path) -> Non
     assert again.returncode == 0, again.stderr
     assert json.loads(log.read_text()) == {"modelVersion": 1}
     assert not version_dir(tmp_path, 2).exists()
+
+
+def test_the_launcher_passes_a_failed_run_on(tmp_path: Path) -> None:
+    """The launcher forgives torchrun's teardown only when every local worker finished: a failure stays one."""
+    config = write_config(tmp_path / "run.json", training_run(tmp_path))  # no data file written
+
+    result = run(torchrun(config, "--standalone", "--nproc-per-node=2"), workload_env(tmp_path / "termination-log"))
+
+    assert result.returncode == 1, result.stderr
+    assert "local workers finished" not in result.stderr

@@ -55,7 +55,9 @@ def torchrun_command(owner: Owner, spec: TrainingJobSpec) -> list[str]:
     # its checkpoint; restarting the whole group in place would only repeat the failure.
     max_restarts = spec.elastic.max_restarts if spec.elastic else 0
     return [
-        "torchrun",
+        "python",
+        "-m",
+        "scaleml_workloads.training.launch",
         f"--nnodes={nnodes}",
         f"--nproc-per-node={spec.resources.processes_per_worker}",
         "--rdzv-backend=c10d",

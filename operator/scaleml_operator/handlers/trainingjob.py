@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import kopf
 
@@ -15,8 +15,9 @@ from scaleml_operator.config import OperatorConfig
 from scaleml_operator.handlers.acceptance import OWN_MANAGERS, accept
 from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.kube import apply as kube
+from scaleml_operator.status.acceptance import event_message
 from scaleml_operator.status.conditions import set_condition
-from scaleml_operator.status.trainingjob import SPEC_APPLIED, observed
+from scaleml_operator.status.trainingjob import SPEC_APPLIED, observed, phase_event
 from scaleml_workloads.contract.base import API_VERSION
 from scaleml_workloads.contract.training import TrainingJobSpec
 
@@ -82,29 +83,43 @@ async def reconcile(
 async def job_changed(type: str, body: kopf.Body, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
     # A Job that was finished when it went away was removed by the TTL controller (or by hand).
     expired = type == "DELETED" and build.job_finished(body)
-    await asyncio.to_thread(_follow_job, type, expired, labels[OWNER_LABEL], namespace or "")
+    moved = await asyncio.to_thread(_follow_job, type, expired, labels[OWNER_LABEL], namespace or "")
+    if moved is not None:
+        training_job, phase = moved
+        event = phase_event(phase, training_job.get("status", {}))
+        if event is not None:
+            kopf.event(
+                kopf.Body(cast(kopf.RawBody, training_job)),
+                type=event.type,
+                reason=event.reason,
+                message=event_message(event.message),
+            )
 
 
-def _follow_job(event: str, expired: bool, name: str, namespace: str) -> None:
-    """Brings the TrainingJob's status up to date with its Job (which just changed)."""
+def _follow_job(event: str, expired: bool, name: str, namespace: str) -> tuple[dict[str, Any], str] | None:
+    """Brings the TrainingJob's status up to date with its Job (which just changed).
+
+    Returns the TrainingJob and its new phase when the phase changed.
+    """
     for _attempt in range(_STATUS_ATTEMPTS):
         training_job = kube.get(API_VERSION, TRAINING_JOB.kind, name, namespace)
         if training_job is None or training_job["metadata"].get("deletionTimestamp"):
-            return
+            return None
         if event == "DELETED":
             if expired and training_job["spec"].get("runPolicy", {}).get("ttlSecondsAfterFinished") is not None:
                 # The finished Job's time to live is over: the TrainingJob's is too.
                 kube.delete(API_VERSION, TRAINING_JOB.kind, name, namespace)
-            return
+            return None
         status = training_job.get("status") or {}
         update = _observe(name, namespace, status, training_job["metadata"].get("generation"))
         if all(status.get(key) == value for key, value in update.items()):
-            return
+            return None
         try:
             kube.patch_status(
                 API_VERSION, TRAINING_JOB.kind, name, namespace, update, training_job["metadata"]["resourceVersion"]
             )
         except kube.ConflictError:
             continue
-        return
+        changed = update.get("phase") != status.get("phase")
+        return ({**training_job, "status": {**status, **update}}, update["phase"]) if changed else None
     raise kopf.TemporaryError(f"TrainingJob {namespace}/{name} kept changing while its status was updated", delay=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -17,6 +18,30 @@ SUSPENDED: Final = "Suspended"
 SPEC_APPLIED: Final = "SpecApplied"
 
 GPU: Final = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+def phase_event(phase: str, status: Mapping[str, Any]) -> Event | None:
+    """The Event to post when a TrainingJob enters `phase`."""
+    conditions = {c["type"]: c for c in status.get("conditions", ())}
+    if phase == "Running":
+        return Event("Normal", "TrainingStarted", conditions.get(RUNNING, {}).get("message", "Workers are running."))
+    if phase == "Succeeded":
+        version = status.get("modelVersion")
+        exported = f" Exported model version {version}." if version else ""
+        return Event("Normal", "TrainingSucceeded", f"Every worker finished.{exported}")
+    if phase == "Failed":
+        failed = conditions.get(FAILED, {})
+        return Event("Warning", "TrainingFailed", f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}")
+    if phase == "Suspended":
+        return Event("Normal", "TrainingSuspended", "The Job is suspended (runPolicy.suspend, or a queue).")
+    return None
 
 
 def _parse(value: str | None) -> datetime | None:

@@ -26,6 +26,7 @@ from scaleml_workloads.contract.runtime import EXIT_INVALID_INPUT, EXIT_SUCCEEDE
 from scaleml_workloads.training.config import load_run
 from scaleml_workloads.training.data import load_run_data
 from scaleml_workloads.training.errors import InvalidInputError
+from scaleml_workloads.training.launch import mark_done
 
 # Tests and local runs point the termination log elsewhere.
 TERMINATION_LOG_ENV = "SCALEML_TERMINATION_LOG"
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     if version is not None:
         _terminate_with(json.dumps({"modelVersion": version}))
+    if not args.check:
+        mark_done()
     return EXIT_SUCCEEDED
 
 
