@@ -21,6 +21,12 @@ DEGRADED = "Degraded"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 DRIFT_DETECTED = "DriftDetected"
+# TrainingJob.
+CREATED = "Created"
+RUNNING = "Running"
+RESTARTING = "Restarting"
+SUSPENDED = "Suspended"
+SPEC_APPLIED = "SpecApplied"
 
 # Reasons.
 SPEC_ACCEPTED = "SpecAccepted"

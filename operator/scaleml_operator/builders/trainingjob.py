@@ -21,13 +21,13 @@ from scaleml_operator.builders.meta import (
 )
 from scaleml_workloads.contract import runtime
 from scaleml_workloads.contract.base import GROUP
+from scaleml_workloads.contract.pods import GPU_RESOURCE
 from scaleml_workloads.contract.training import RunPolicy, TrainingJobSpec
 
 COMPONENT: Final = "scaleml-trainer"
 CONTAINER: Final = "trainer"
 CHECK_CONTAINER: Final = "check"
 TEMPLATE_HASH: Final = "scaleml.dev/pod-template-hash"
-GPU: Final = "nvidia.com/gpu"
 KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
 # Exit codes that mean "the program or its input is wrong": retrying cannot help.
 USER_ERROR_EXIT_CODES: Final = (1, runtime.EXIT_INVALID_INPUT, 126, 127)
@@ -87,7 +87,7 @@ def training_run(owner: Owner, spec: TrainingJobSpec) -> runtime.TrainingRun:
 def _resources(spec: TrainingJobSpec, *, gpus: bool = True) -> dict[str, Any]:
     amounts: dict[str, Any] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
     if gpus and spec.resources.gpus_per_worker:
-        amounts[GPU] = spec.resources.gpus_per_worker
+        amounts[GPU_RESOURCE] = spec.resources.gpus_per_worker
     # Requests equal limits: training throughput should not depend on what neighbours do.
     return {"requests": amounts, "limits": dict(amounts)}
 
@@ -114,8 +114,8 @@ def _volumes(spec: TrainingJobSpec) -> tuple[list[dict[str, Any]], list[dict[str
 
 def _tolerations(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     tolerations = [t.to_wire() for t in spec.scheduling.tolerations]
-    if spec.resources.gpus_per_worker and not any(t.get("key") == GPU for t in tolerations):
-        tolerations.append({"key": GPU, "operator": "Exists", "effect": "NoSchedule"})
+    if spec.resources.gpus_per_worker and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
     return tolerations
 
 

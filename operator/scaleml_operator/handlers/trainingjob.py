@@ -8,6 +8,7 @@ from typing import Any, Final, cast
 
 import kopf
 
+from scaleml_operator.api.conditions import SPEC_APPLIED
 from scaleml_operator.api.kinds import TRAINING_JOB
 from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import MANAGED_BY, Owner
@@ -17,7 +18,7 @@ from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.kube import apply as kube
 from scaleml_operator.status.acceptance import event_message
 from scaleml_operator.status.conditions import set_condition
-from scaleml_operator.status.trainingjob import SPEC_APPLIED, observed, phase_event
+from scaleml_operator.status.trainingjob import observed, phase_event
 from scaleml_workloads.contract.base import API_VERSION
 from scaleml_workloads.contract.training import TrainingJobSpec
 

@@ -6,18 +6,11 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
-from scaleml_operator.api.conditions import FAILED, SUCCEEDED
+from scaleml_operator.api.conditions import CREATED, FAILED, RESTARTING, RUNNING, SUCCEEDED, SUSPENDED
 from scaleml_operator.status.conditions import set_condition, timestamp
-
-CREATED: Final = "Created"
-RUNNING: Final = "Running"
-RESTARTING: Final = "Restarting"
-SUSPENDED: Final = "Suspended"
-SPEC_APPLIED: Final = "SpecApplied"
-
-GPU: Final = "nvidia.com/gpu"
+from scaleml_workloads.contract.pods import GPU_RESOURCE
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,7 @@ def gpu_hours(pods: Iterable[Mapping[str, Any]], now: datetime) -> float:
     total = 0.0
     for pod in pods:
         gpus = sum(
-            int(container.get("resources", {}).get("limits", {}).get(GPU, 0))
+            int(container.get("resources", {}).get("limits", {}).get(GPU_RESOURCE, 0))
             for container in pod.get("spec", {}).get("containers", ())
         )
         start = _parse(pod.get("status", {}).get("startTime"))

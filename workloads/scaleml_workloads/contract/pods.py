@@ -8,6 +8,9 @@ from pydantic import Field, StringConstraints
 
 from scaleml_workloads.contract.base import ApiModel, Rule
 
+# The extended resource NVIDIA's device plugin advertises, and the taint key of GPU node pools.
+GPU_RESOURCE = "nvidia.com/gpu"
+
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
 
