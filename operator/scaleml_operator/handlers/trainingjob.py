@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 import kopf
 
-from scaleml_operator.api.conditions import SPEC_APPLIED
+from scaleml_operator.api.conditions import ACCEPTED, READY, SPEC_APPLIED
 from scaleml_operator.api.kinds import TRAINING_JOB
 from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import MANAGED_BY, Owner
@@ -57,48 +58,87 @@ async def reconcile(
     body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
     spec = accept(TRAINING_JOB, body, status, patch)
-    if not isinstance(spec, TrainingJobSpec):
-        return
-    config: OperatorConfig = memo.get("config", OperatorConfig())
-    owner = Owner(TRAINING_JOB.kind, meta["name"], meta["namespace"], meta["uid"])
-    problem = await asyncio.to_thread(_apply_children, owner, spec, spec.image or config.workload_image)
-    current = {**status, **patch.status}
+    # The verdict is written below with everything else, against the freshest status: kopf's own
+    # patch has no precondition and could undo what the Job-event handler wrote meanwhile.
+    verdict: dict[str, Any] = dict(patch.pop("status", {}))
+    problem = ""
+    if isinstance(spec, TrainingJobSpec):
+        config: OperatorConfig = memo.get("config", OperatorConfig())
+        owner = Owner(TRAINING_JOB.kind, meta["name"], meta["namespace"], meta["uid"])
+        problem = await asyncio.to_thread(_apply_children, owner, spec, spec.image or config.workload_image)
+        if problem:
+            kopf.warn(body, reason="SpecNotApplied", message=problem)
     generation = meta.get("generation")
-    now = datetime.now(UTC)
-    current["conditions"] = set_condition(
-        current.get("conditions", []),
-        type=SPEC_APPLIED,
-        status="False" if problem else "True",
-        reason="ImmutableWhileRunning" if problem else "Applied",
-        message=problem,
-        generation=generation,
-        now=now,
-    )
-    if problem:
-        kopf.warn(body, reason="SpecNotApplied", message=problem)
-    patch.status.update(await asyncio.to_thread(_observe, owner.name, owner.namespace, current, generation))
+
+    def compose(training_job: dict[str, Any]) -> dict[str, Any]:
+        fresh: dict[str, Any] = training_job.get("status") or {}
+        current = {**fresh, **{key: value for key, value in verdict.items() if key != "conditions"}}
+        if "phase" in verdict and fresh.get("phase"):
+            current["phase"] = fresh["phase"]
+        decided = {ACCEPTED} if isinstance(spec, TrainingJobSpec) else {ACCEPTED, READY}
+        current["conditions"] = [
+            *(c for c in fresh.get("conditions", []) if c["type"] not in decided),
+            *(c for c in verdict.get("conditions", []) if c["type"] in decided),
+        ]
+        if not isinstance(spec, TrainingJobSpec):
+            return current
+        current["conditions"] = set_condition(
+            current["conditions"],
+            type=SPEC_APPLIED,
+            status="False" if problem else "True",
+            reason="ImmutableWhileRunning" if problem else "Applied",
+            message=problem,
+            generation=generation,
+            now=datetime.now(UTC),
+        )
+        return {**current, **_observe(meta["name"], meta["namespace"], current, generation)}
+
+    await _report(await asyncio.to_thread(_write_status, meta["name"], meta["namespace"], compose))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={**_WORKER_SELECTOR, OWNER_LABEL: kopf.PRESENT}, id="job-status")
 @instrumented("Job", OWN_MANAGERS)
 async def job_changed(type: str, body: kopf.Body, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
-    # A Job that was finished when it went away was removed by the TTL controller (or by hand).
-    expired = type == "DELETED" and build.job_finished(body)
-    moved = await asyncio.to_thread(_follow_job, type, expired, labels[OWNER_LABEL], namespace or "")
-    if moved is not None:
-        training_job, phase = moved
-        event = phase_event(phase, training_job.get("status", {}))
-        if event is not None:
-            kopf.event(
-                kopf.Body(cast(kopf.RawBody, training_job)),
-                type=event.type,
-                reason=event.reason,
-                message=event_message(event.message),
-            )
+    name, namespace = labels[OWNER_LABEL], namespace or ""
+    if type == "DELETED":
+        # A Job that was finished when it went away was removed by the TTL controller (or by hand).
+        if build.job_finished(body):
+            await asyncio.to_thread(_expire, name, namespace)
+        return
+
+    def compose(training_job: dict[str, Any]) -> dict[str, Any]:
+        status = training_job.get("status") or {}
+        return _observe(name, namespace, status, training_job["metadata"].get("generation"))
+
+    await _report(await asyncio.to_thread(_write_status, name, namespace, compose))
 
 
-def _follow_job(event: str, expired: bool, name: str, namespace: str) -> tuple[dict[str, Any], str] | None:
-    """Brings the TrainingJob's status up to date with its Job (which just changed).
+async def _report(moved: tuple[dict[str, Any], str] | None) -> None:
+    """Posts the Event of a phase change."""
+    if moved is None:
+        return
+    training_job, phase = moved
+    event = phase_event(phase, training_job.get("status", {}))
+    if event is not None:
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, training_job)),
+            type=event.type,
+            reason=event.reason,
+            message=event_message(event.message),
+        )
+
+
+def _expire(name: str, namespace: str) -> None:
+    training_job = kube.get(API_VERSION, TRAINING_JOB.kind, name, namespace)
+    if training_job and training_job["spec"].get("runPolicy", {}).get("ttlSecondsAfterFinished") is not None:
+        # The finished Job's time to live is over: the TrainingJob's is too.
+        kube.delete(API_VERSION, TRAINING_JOB.kind, name, namespace)
+
+
+def _write_status(
+    name: str, namespace: str, compose: Callable[[dict[str, Any]], dict[str, Any]]
+) -> tuple[dict[str, Any], str] | None:
+    """Patches the status `compose` makes of the freshest TrainingJob, retrying when another writer came first.
 
     Returns the TrainingJob and its new phase when the phase changed.
     """
@@ -106,14 +146,10 @@ def _follow_job(event: str, expired: bool, name: str, namespace: str) -> tuple[d
         training_job = kube.get(API_VERSION, TRAINING_JOB.kind, name, namespace)
         if training_job is None or training_job["metadata"].get("deletionTimestamp"):
             return None
-        if event == "DELETED":
-            if expired and training_job["spec"].get("runPolicy", {}).get("ttlSecondsAfterFinished") is not None:
-                # The finished Job's time to live is over: the TrainingJob's is too.
-                kube.delete(API_VERSION, TRAINING_JOB.kind, name, namespace)
-            return None
         status = training_job.get("status") or {}
-        update = _observe(name, namespace, status, training_job["metadata"].get("generation"))
-        if all(status.get(key) == value for key, value in update.items()):
+        update = compose(training_job)
+        update = {key: value for key, value in update.items() if status.get(key) != value}
+        if not update:
             return None
         try:
             kube.patch_status(
@@ -121,6 +157,6 @@ def _follow_job(event: str, expired: bool, name: str, namespace: str) -> tuple[d
             )
         except kube.ConflictError:
             continue
-        changed = update.get("phase") != status.get("phase")
-        return ({**training_job, "status": {**status, **update}}, update["phase"]) if changed else None
+        phase = update.get("phase")
+        return ({**training_job, "status": {**status, **update}}, phase) if phase else None
     raise kopf.TemporaryError(f"TrainingJob {namespace}/{name} kept changing while its status was updated", delay=1)
