@@ -119,24 +119,12 @@ def _feature(
     axis: int = 1,
 ) -> FeatureProfile:
     missing = np.isnan(values)
+    common = {"name": name, "reduction": reduction, "axis": axis, "index": index, "count": len(values)}
     if categories is None:
-        return FeatureProfile(
-            name=name,
-            kind="numeric",
-            reduction=reduction,
-            axis=axis,
-            index=index,
-            count=len(values),
-            missing=int(missing.sum()),
-            numeric=numeric_summary(values),
-        )
+        return FeatureProfile(**common, kind="numeric", missing=int(missing.sum()), numeric=numeric_summary(values))
     return FeatureProfile(
-        name=name,
+        **common,
         kind="categorical",
-        reduction=reduction,
-        axis=axis,
-        index=index,
-        count=len(values),
         missing=int(missing.sum()),
         categorical=categorical_summary(values[~missing].astype(np.int64), categories),
     )
