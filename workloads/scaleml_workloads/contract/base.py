@@ -23,7 +23,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 
 GROUP = "scaleml.dev"
 VERSION = "v1alpha1"
@@ -64,6 +64,17 @@ class NestedFieldError(ValueError):
     def __init__(self, problems: list[tuple[Location, str]]) -> None:
         super().__init__("; ".join(message for _, message in problems))
         self.problems = problems
+
+
+def not_above(low: str, high: str) -> Rule:
+    """The rule that field `low` (camelCase) is at most field `high`, blaming `low`."""
+    low_attr, high_attr = to_snake(low), to_snake(high)
+    return Rule(
+        cel=f"self.{low} <= self.{high}",
+        message=f"{low} must not exceed {high}",
+        check=lambda model: getattr(model, low_attr) <= getattr(model, high_attr),
+        field_path=f".{low}",
+    )
 
 
 def _add_rules(schema: dict[str, Any], model: type[BaseModel]) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from scaleml_workloads.contract.base import ApiModel, ObjectName, OptionalObjectName, Quantity, Rule
+from scaleml_workloads.contract.base import ApiModel, ObjectName, OptionalObjectName, Quantity, Rule, not_above
 from scaleml_workloads.contract.training import ModelName
 
 
@@ -115,14 +115,7 @@ class Autoscaling(ApiModel):
         "compute time through a Prometheus adapter.",
     )
 
-    rules = (
-        Rule(
-            cel="self.minReplicas <= self.maxReplicas",
-            message="minReplicas must not exceed maxReplicas",
-            check=lambda a: a.min_replicas <= a.max_replicas,
-            field_path=".minReplicas",
-        ),
-    )
+    rules = (not_above("minReplicas", "maxReplicas"),)
 
 
 class Capture(ApiModel):

@@ -15,6 +15,7 @@ from scaleml_workloads.contract.base import (
     Quantity,
     Rule,
     VolumePath,
+    not_above,
 )
 from scaleml_workloads.contract.pods import EnvList, PodMetadata, Scheduling
 
@@ -177,14 +178,7 @@ class ElasticPolicy(ApiModel):
         default=3, ge=0, le=100, description="Times torchrun restarts the group after a failure or membership change."
     )
 
-    rules = (
-        Rule(
-            cel="self.minWorkers <= self.maxWorkers",
-            message="minWorkers must not exceed maxWorkers",
-            check=lambda e: e.min_workers <= e.max_workers,
-            field_path=".minWorkers",
-        ),
-    )
+    rules = (not_above("minWorkers", "maxWorkers"),)
 
 
 class CheckpointSpec(ApiModel):
