@@ -1,4 +1,4 @@
-"""How the operator hands a run to a training pod, and how the pod answers.
+"""How the operator hands work to its pods, and how they answer: training runs and serving pods.
 
 The operator renders a `TrainingRun` as JSON into the environment variable `SCALEML_CONFIG` of
 every worker container and starts `torchrun ... -m scaleml_workloads.training`. The pod reports
@@ -13,7 +13,8 @@ from typing import Final
 from pydantic import Field
 
 from scaleml_workloads.contract.base import ApiModel, ObjectName
-from scaleml_workloads.contract.training import TrainingJobSpec
+from scaleml_workloads.contract.serving import ModelDeploymentSpec
+from scaleml_workloads.contract.training import ModelName, TrainingJobSpec
 
 CONFIG_ENV: Final = "SCALEML_CONFIG"
 
@@ -57,3 +58,53 @@ class TrainingRun(ApiModel):
     report_status: bool = Field(
         default=True, description="Patch the TrainingJob's status.progress through the Kubernetes API."
     )
+
+
+# Serving pods: where the model agent finds the exported versions and builds Triton's repository.
+REPOSITORY_DIR: Final = "/repository"
+SERVING_DIR: Final = "/serving"
+CAPTURE_DIR: Final = "/captures"
+TRITON_HTTP_PORT: Final = 8000
+TRITON_GRPC_PORT: Final = 8001
+TRITON_METRICS_PORT: Final = 8002
+# The capture proxy, when on, takes the inference traffic on these ports.
+CAPTURE_HTTP_PORT: Final = 8080
+CAPTURE_GRPC_PORT: Final = 8081
+CAPTURE_METRICS_PORT: Final = 9091
+AGENT_HEALTH_PORT: Final = 8090
+# Triton polls its repository for versions the agent links; a rollout waits for in-flight requests this long.
+REPOSITORY_POLL_SECONDS: Final = 5
+EXIT_TIMEOUT_SECONDS: Final = 20
+
+
+def triton_options(repository: str) -> list[str]:
+    """Options of every tritonserver a ModelDeployment runs, in a pod or locally (ports apart)."""
+    return [
+        f"--model-repository={repository}",
+        # New versions load in place; the repository holds only what the agent linked.
+        "--model-control-mode=poll",
+        f"--repository-poll-secs={REPOSITORY_POLL_SECONDS}",
+        # Ready only when the model is: a pod takes traffic once it can answer.
+        "--strict-readiness=true",
+        "--disable-auto-complete-config",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
+        "--log-format=ISO8601",
+    ]
+
+
+class ServingRun(ApiModel):
+    """What the model agent of a serving pod needs: which versions to link into Triton's repository, and how."""
+
+    namespace: ObjectName = Field(description="Namespace of the ModelDeployment.")
+    name: ObjectName = Field(description="Name of the ModelDeployment.")
+    spec: ModelDeploymentSpec = Field(description="The ModelDeployment's spec, as accepted by the operator.")
+    model_name: ModelName = Field(description="Name of the model directory, and of the model in Triton.")
+    source_dir: str = Field(description="The model directory with the exported versions (read only).")
+    serving_dir: str = Field(default=SERVING_DIR, description="Triton's model repository, which the agent builds.")
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        description="The version to serve; None follows the newest. The operator resolves a TrainingJob's version.",
+    )
+    poll_seconds: float = Field(default=5.0, gt=0, description="How often the agent looks for new versions.")
+    health_port: int = Field(default=AGENT_HEALTH_PORT, ge=0, le=65535, description="Health endpoint; 0: none.")

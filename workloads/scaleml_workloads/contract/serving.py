@@ -9,6 +9,8 @@ from pydantic import Field, StringConstraints
 from scaleml_workloads.contract.base import ApiModel, ObjectName, OptionalObjectName, Quantity, Rule, not_above
 from scaleml_workloads.contract.training import ModelName
 
+Backend = Literal["pytorch", "onnx", "python"]
+
 
 class RepositoryRef(ApiModel):
     """A Triton model repository on a volume."""
@@ -140,7 +142,7 @@ class ModelDeploymentSpec(ApiModel):
     """The desired serving setup."""
 
     model: ModelSource = Field(description="The model to serve.")
-    backend: Literal["pytorch", "onnx", "python"] = Field(
+    backend: Backend = Field(
         default="pytorch", description="Triton backend: pytorch (libtorch), onnx (onnxruntime) or python."
     )
     triton_image: Annotated[str, StringConstraints(max_length=512)] = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from scaleml_workloads.contract.architectures import Architecture
 from scaleml_workloads.contract.base import ApiModel
@@ -87,3 +87,12 @@ class ModelCard(ApiModel):
     export_seconds: float
     torch_version: str
     python_version: str
+
+
+class CardTensors(ApiModel):
+    """The tensors of a model card: all that serving reads, so that cards may grow without breaking it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]

@@ -19,6 +19,8 @@ from typing import Final
 # Files of a version directory.
 TORCHSCRIPT_FILE: Final = "model.pt"
 ONNX_FILE: Final = "model.onnx"
+# The Python-backend model that runs model.pt.
+TRITON_PYTHON_MODEL_FILE: Final = "model.py"
 STATE_DICT_FILE: Final = "state_dict.pt"
 LABELS_FILE: Final = "labels.json"
 MODEL_CARD_FILE: Final = "model_card.json"

@@ -10,7 +10,9 @@ import shutil
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
+from typing import Final
 
 import torch
 from torch import nn
@@ -27,13 +29,17 @@ from scaleml_workloads.export.repository import (
     STATE_DICT_FILE,
     TORCHSCRIPT_FILE,
     TRITON_CONFIG_FILE,
+    TRITON_PYTHON_MODEL_FILE,
     publish,
     staging_dir,
     write_once,
 )
-from scaleml_workloads.export.triton import torchscript_config
+from scaleml_workloads.serving.config import ModelConfig
 
 log = logging.getLogger(__name__)
+
+# Not imported: it runs only inside Triton's Python stub.
+PYTHON_BACKEND_MODEL: Final = resources.files("scaleml_workloads.serving") / "torchscript_model.py"
 
 _TRITON_TYPES: dict[torch.dtype, TritonDataType] = {torch.float32: "TYPE_FP32", torch.int64: "TYPE_INT64"}
 
@@ -68,6 +74,8 @@ def export_version(
     try:
         if "torchscript" in formats:
             save_torchscript(model, example, staging / TORCHSCRIPT_FILE)
+            # Servable by Triton's python backend too, where the libtorch backend is missing.
+            (staging / TRITON_PYTHON_MODEL_FILE).write_bytes(PYTHON_BACKEND_MODEL.read_bytes())
         if "onnx" in formats:
             save_onnx(model, example, staging / ONNX_FILE)
         torch.save(model.state_dict(), staging / STATE_DICT_FILE)
@@ -88,9 +96,8 @@ def export_version(
             python_version=platform.python_version(),
         )
         (staging / MODEL_CARD_FILE).write_text(card.model_dump_json(by_alias=True, indent=2))
-        if "torchscript" in formats and write_once(
-            model_dir / TRITON_CONFIG_FILE, torchscript_config(model_name, inputs, outputs)
-        ):
+        default_config = ModelConfig(name=model_name, backend="pytorch", inputs=inputs, outputs=outputs)
+        if "torchscript" in formats and write_once(model_dir / TRITON_CONFIG_FILE, default_config.render()):
             log.info("wrote %s", model_dir / TRITON_CONFIG_FILE)
         version = publish(staging)
     except BaseException:

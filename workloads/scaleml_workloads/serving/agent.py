@@ -1,0 +1,144 @@
+"""The model agent: keeps a serving pod's Triton repository in step with the exported versions.
+
+Triton reads a repository that the agent builds in the pod (an emptyDir): the model's
+config.pbtxt, generated from the ModelDeployment's spec and the served version's model card, and
+one symbolic link per served version into the read-only model directory of the TrainingJob's
+volume. Triton runs in poll mode, so a version linked later is loaded in place and takes over once
+it is ready, with no restart and no failed request. The agent is a native sidecar: the pod's main
+containers start once its health endpoint answers, that is once a version is linked.
+
+Links are only ever added (or removed when their target disappears): with the `latest` version
+policy Triton serves the newest link and ignores the others, so none has to go away while it
+might still be serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from scaleml_workloads.contract.runtime import CONFIG_ENV, EXIT_INVALID_INPUT, ServingRun
+from scaleml_workloads.export.card import CardTensors
+from scaleml_workloads.export.repository import MODEL_CARD_FILE, TRITON_CONFIG_FILE, versions
+from scaleml_workloads.serving.config import MODEL_FILES, deployment_config
+
+log = logging.getLogger(__name__)
+
+
+class NotServableError(Exception):
+    """The version to serve cannot be served (no model card, no file for the backend); says why."""
+
+
+def chosen_version(source: Path, pinned: int | None) -> int | None:
+    """The version to serve: the pinned one once it exists, else the newest; None while there is none."""
+    present = versions(source)
+    if pinned is not None:
+        return pinned if pinned in present else None
+    return present[-1] if present else None
+
+
+def sync(run: ServingRun) -> int | None:
+    """Brings the serving repository up to date; returns the version linked last (None: nothing to serve yet)."""
+    source, model_dir = Path(run.source_dir), Path(run.serving_dir) / run.model_name
+    version = chosen_version(source, run.version)
+    if version is None:
+        return None
+    version_dir = source / str(version)
+    model_file = MODEL_FILES[run.spec.backend]
+    if not (version_dir / model_file).exists():
+        raise NotServableError(f"{version_dir} has no {model_file}, which the {run.spec.backend} backend loads")
+    try:
+        card = CardTensors.model_validate_json((version_dir / MODEL_CARD_FILE).read_text())
+    except (OSError, ValidationError) as error:
+        raise NotServableError(f"{version_dir / MODEL_CARD_FILE} is missing or unreadable: {error}") from error
+    model_dir.mkdir(parents=True, exist_ok=True)
+    config = deployment_config(run.spec, run.model_name, card.inputs, card.outputs, run.version)
+    _replace(model_dir / TRITON_CONFIG_FILE, config.render())
+    link = model_dir / str(version)
+    if not link.is_symlink():
+        # Config first, then the version: Triton never sees a version without the tensors it has.
+        link.symlink_to(version_dir.resolve(), target_is_directory=True)
+        log.info("linked version %d of %s", version, run.model_name)
+    for entry in model_dir.iterdir():
+        if entry.is_symlink() and not entry.exists():
+            log.warning("version %s of %s disappeared from %s; unlinking it", entry.name, run.model_name, source)
+            entry.unlink()
+    return version
+
+
+def _replace(path: Path, content: str) -> None:
+    """Writes `path` atomically, and only when its content changes (Triton reloads on every change)."""
+    if path.exists() and path.read_text() == content:
+        return
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    temporary.write_text(content)
+    os.replace(temporary, path)
+
+
+class _Health(BaseHTTPRequestHandler):
+    linked = threading.Event()
+
+    def do_GET(self) -> None:
+        ok = self.path == "/healthz" and self.linked.is_set()
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+        self.wfile.write(b"ok\n" if ok else b"waiting for a model version\n")
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Probes every few seconds would drown the log."""
+
+
+def serve_health(port: int) -> threading.Event:
+    server = ThreadingHTTPServer(("", port), _Health)
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return _Health.linked
+
+
+def watch(run: ServingRun, stop: threading.Event | None = None) -> None:
+    """Syncs every `poll_seconds` until `stop` is set; logs (once) while there is nothing to serve."""
+    stop = stop or threading.Event()
+    linked = serve_health(run.health_port) if run.health_port else threading.Event()
+    waiting_said = False
+    last_problem = ""
+    while not stop.is_set():
+        try:
+            version = sync(run)
+            last_problem = ""
+        except NotServableError as error:
+            version = None
+            if str(error) != last_problem:
+                log.error("%s", error)
+                last_problem = str(error)
+        if version is not None:
+            linked.set()
+        elif not linked.is_set() and not waiting_said and not last_problem:
+            wanted = f"version {run.version}" if run.version else "a first version"
+            log.info("waiting for %s of %s in %s", wanted, run.model_name, run.source_dir)
+            waiting_said = True
+        stop.wait(run.poll_seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scaleml_workloads.serving.agent", description=__doc__)
+    parser.add_argument("--config", type=Path, help=f"ServingRun JSON file (default: the {CONFIG_ENV} variable)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        raw = args.config.read_text() if args.config else os.environ[CONFIG_ENV]
+        run = ServingRun.model_validate_json(raw)
+    except (OSError, KeyError, ValidationError) as error:
+        log.error("no valid ServingRun: %s", error)
+        return EXIT_INVALID_INPUT
+    watch(run)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

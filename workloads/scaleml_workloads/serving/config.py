@@ -1,0 +1,102 @@
+"""A model's Triton configuration (config.pbtxt, protobuf text format) from a ModelDeployment spec and a model card.
+
+The text is written by hand rather than through Triton's protobuf classes so that the workload
+image needs no Triton package; Triton's own parser checks it in the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from scaleml_workloads.contract.profile import TensorSpec
+from scaleml_workloads.contract.serving import Backend, Batching, ModelDeploymentSpec
+from scaleml_workloads.export.repository import ONNX_FILE, TORCHSCRIPT_FILE, TRITON_PYTHON_MODEL_FILE
+
+# The model file Triton loads from a version directory, per backend.
+MODEL_FILES: Final[dict[Backend, str]] = {
+    "pytorch": TORCHSCRIPT_FILE,
+    "onnx": ONNX_FILE,
+    "python": TRITON_PYTHON_MODEL_FILE,
+}
+_PLATFORMS: Final[dict[Backend, str]] = {
+    "pytorch": 'platform: "pytorch_libtorch"',
+    "onnx": 'platform: "onnxruntime_onnx"',
+}
+
+InstanceKind = Literal["KIND_GPU", "KIND_CPU"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What config.pbtxt says, independent of its text form."""
+
+    name: str
+    backend: Backend
+    inputs: Sequence[TensorSpec]
+    outputs: Sequence[TensorSpec]
+    batching: Batching = field(default_factory=Batching)
+    instance_count: int = 1
+    instance_kind: InstanceKind = "KIND_CPU"
+    # None: the newest version; a number: exactly that one.
+    version: int | None = None
+
+    def render(self) -> str:
+        lines = [
+            f'name: "{self.name}"',
+            _PLATFORMS.get(self.backend, f'backend: "{self.backend}"'),
+            f'default_model_filename: "{MODEL_FILES[self.backend]}"',
+            f"max_batch_size: {self.batching.max_batch_size}",
+            "version_policy: "
+            + (
+                "{ latest: { num_versions: 1 } }"
+                if self.version is None
+                else f"{{ specific: {{ versions: [ {self.version} ] }} }}"
+            ),
+            *_tensors("input", self.inputs),
+            *_tensors("output", self.outputs),
+            f"instance_group [ {{ count: {self.instance_count}, kind: {self.instance_kind} }} ]",
+        ]
+        if self.batching.max_batch_size > 0:
+            preferred = ", ".join(map(str, self.batching.preferred_batch_sizes))
+            lines.append(
+                "dynamic_batching {"
+                + (f" preferred_batch_size: [ {preferred} ]" if preferred else "")
+                + f" max_queue_delay_microseconds: {self.batching.max_queue_delay_microseconds} }}"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def instance_kind(spec: ModelDeploymentSpec) -> InstanceKind:
+    if spec.instances.kind == "auto":
+        return "KIND_GPU" if spec.resources.gpus > 0 else "KIND_CPU"
+    return "KIND_GPU" if spec.instances.kind == "gpu" else "KIND_CPU"
+
+
+def deployment_config(
+    spec: ModelDeploymentSpec,
+    model_name: str,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    version: int | None,
+) -> ModelConfig:
+    """The configuration a ModelDeployment asks for, with the tensors of the version it serves."""
+    return ModelConfig(
+        name=model_name,
+        backend=spec.backend,
+        inputs=inputs,
+        outputs=outputs,
+        batching=spec.batching,
+        instance_count=spec.instances.count,
+        instance_kind=instance_kind(spec),
+        version=version,
+    )
+
+
+def _tensors(section: str, tensors: Sequence[TensorSpec]) -> list[str]:
+    entries = ",\n".join(
+        f'  {{ name: "{tensor.name}", data_type: {tensor.data_type}, dims: [ {", ".join(map(str, tensor.dims))} ] }}'
+        for tensor in tensors
+    )
+    return [f"{section} [\n{entries}\n]"]
