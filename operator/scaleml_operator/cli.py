@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scaleml_operator.config import DEFAULT_WORKLOAD_IMAGE
+from scaleml_operator.config import DEFAULT_TRITON_IMAGE, DEFAULT_WORKLOAD_IMAGE
 
 # The peering object (ClusterKopfPeering) the operator replicas share; the operator creates it.
 PEERING_NAME = "scaleml"
@@ -43,7 +43,7 @@ def _operator(args: argparse.Namespace) -> int:
             # A peering name makes peering mandatory in kopf, which --standalone must not be.
             peering_name=None if args.standalone else args.peering,
             liveness_endpoint=liveness,
-            memo=kopf.Memo(config=OperatorConfig(workload_image=args.workload_image)),
+            memo=kopf.Memo(config=OperatorConfig(workload_image=args.workload_image, triton_image=args.triton_image)),
         )
     )
     return 0
@@ -79,7 +79,13 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "--workload-image",
         default=os.environ.get("SCALEML_WORKLOAD_IMAGE", DEFAULT_WORKLOAD_IMAGE),
-        help="Image of training pods whose TrainingJob names none (env SCALEML_WORKLOAD_IMAGE).",
+        help="Image of training pods, model agents, capture proxies and monitors, where a spec names none "
+        "(env SCALEML_WORKLOAD_IMAGE).",
+    )
+    operator.add_argument(
+        "--triton-image",
+        default=os.environ.get("SCALEML_TRITON_IMAGE", DEFAULT_TRITON_IMAGE),
+        help="Triton server image of ModelDeployments whose spec names none (env SCALEML_TRITON_IMAGE).",
     )
     operator.add_argument("-v", "--verbose", action="store_true", help="Log at debug level.")
     operator.set_defaults(run=_operator)

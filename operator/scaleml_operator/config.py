@@ -6,8 +6,11 @@ from dataclasses import dataclass
 from typing import Final
 
 DEFAULT_WORKLOAD_IMAGE: Final = "scaleml/workloads:0.1.0"
+# Triton 2.51, the server version the tests run (nvidia-pytriton 0.7 ships it).
+DEFAULT_TRITON_IMAGE: Final = "nvcr.io/nvidia/tritonserver:24.10-py3"
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
     workload_image: str = DEFAULT_WORKLOAD_IMAGE
+    triton_image: str = DEFAULT_TRITON_IMAGE

@@ -9,6 +9,9 @@ import pytest
 from kubernetes.client import ApiClient
 
 from tests.support.controlplane import NODES_TIER, ControlPlane, MissingBinariesError, find_binaries
+from tests.support.fixtures import NamespaceFactory
+from tests.support.kubectl import Kubectl
+from tests.support.operator_process import OperatorProcess
 from tests.support.requirements import skip_or_fail
 
 
@@ -40,3 +43,62 @@ def k8s_client(cluster: ControlPlane) -> Iterator[ApiClient]:
         yield client
     finally:
         client.close()  # type: ignore[no-untyped-call]
+
+
+CLAIMS = ("datasets", "checkpoints", "models", "captures")
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: ControlPlane, scaleml_installed: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    token = cluster.request_token("scaleml-system", "scaleml-operator")
+    process = OperatorProcess(
+        cluster.kubeconfig_for_token(token, name="e2e-operator"),
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        "--standalone",
+    )
+    process.wait_alive()
+    yield
+    process.stop()
+    # (Not just "forbidden": namespaces other tests left terminating refuse new Events too.)
+    assert 'User "system:serviceaccount:scaleml-system:scaleml-operator" cannot' not in process.output()
+
+
+@pytest.fixture
+def ml_namespace(make_namespace: NamespaceFactory, kubectl: Kubectl, operator: None) -> Iterator[str]:
+    """A restricted namespace with the example's claims bound to volumes."""
+    namespace = make_namespace(labels=RESTRICTED)
+    for claim in CLAIMS:
+        volume = f"{namespace}-{claim}"[:63]
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": volume},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "hostPath": {"path": f"/srv/{volume}"},
+                    "claimRef": {"namespace": namespace, "name": claim},
+                },
+            }
+        )
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": namespace},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }
+        )
+    yield namespace
+    for claim in CLAIMS:
+        kubectl.run("delete", "pv", f"{namespace}-{claim}"[:63], "--wait=false", check=False)

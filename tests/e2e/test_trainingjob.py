@@ -3,78 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 import pytest
 
-from tests.support.controlplane import EXIT_CODE_ANNOTATION, ControlPlane
-from tests.support.fixtures import NamespaceFactory
+from tests.support.controlplane import EXIT_CODE_ANNOTATION
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import example, merged
-from tests.support.operator_process import OperatorProcess
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.e2e
-
-CLAIMS = ("datasets", "checkpoints", "models")
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: ControlPlane, scaleml_installed: Kubectl, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[None]:
-    token = cluster.request_token("scaleml-system", "scaleml-operator")
-    process = OperatorProcess(
-        cluster.kubeconfig_for_token(token, name="e2e-operator"),
-        tmp_path_factory.mktemp("operator") / "operator.log",
-        "--standalone",
-    )
-    process.wait_alive()
-    yield
-    process.stop()
-    # (Not just "forbidden": namespaces other tests left terminating refuse new Events too.)
-    assert 'User "system:serviceaccount:scaleml-system:scaleml-operator" cannot' not in process.output()
-
-
-@pytest.fixture
-def ml_namespace(make_namespace: NamespaceFactory, kubectl: Kubectl, operator: None) -> Iterator[str]:
-    """A restricted namespace with the example's claims bound to volumes."""
-    namespace = make_namespace(labels=RESTRICTED)
-    for claim in CLAIMS:
-        volume = f"{namespace}-{claim}"[:63]
-        kubectl.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": volume},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteMany"],
-                    "storageClassName": "",
-                    "hostPath": {"path": f"/srv/{volume}"},
-                    "claimRef": {"namespace": namespace, "name": claim},
-                },
-            }
-        )
-        kubectl.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": claim, "namespace": namespace},
-                "spec": {
-                    "accessModes": ["ReadWriteMany"],
-                    "storageClassName": "",
-                    "volumeName": volume,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            }
-        )
-    yield namespace
-    for claim in CLAIMS:
-        kubectl.run("delete", "pv", f"{namespace}-{claim}"[:63], "--wait=false", check=False)
 
 
 def _training_job(**changes: Any) -> dict[str, Any]:
@@ -83,24 +22,13 @@ def _training_job(**changes: Any) -> dict[str, Any]:
     return merged(job, {"spec": changes})
 
 
-def _get(kubectl: Kubectl, resource: str, name: str, namespace: str) -> dict[str, Any] | None:
-    result = kubectl.run("get", resource, name, "-n", namespace, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
-
-
-def _gone(kubectl: Kubectl, resource: str, name: str, namespace: str) -> bool:
-    return _get(kubectl, resource, name, namespace) is None
-
-
 def _patch_spec(kubectl: Kubectl, namespace: str, changes: dict[str, Any]) -> None:
     patch = json.dumps({"spec": changes})
     kubectl.run("patch", "trainingjob", "churn", "-n", namespace, "--type=merge", "-p", patch)
 
 
 def _phase(kubectl: Kubectl, namespace: str, phase: str) -> dict[str, Any] | None:
-    job = _get(kubectl, "trainingjob", "churn", namespace)
+    job = kubectl.find("trainingjob", "churn", namespace)
     return job if job and job.get("status", {}).get("phase") == phase else None
 
 
@@ -119,15 +47,15 @@ def test_training_job_gets_its_children_and_succeeds(kubectl: Kubectl, ml_namesp
     # One GPU per pod, two pods, for however long KWOK kept them running.
     assert done["status"]["gpuHours"] >= 0
 
-    service = _get(kubectl, "service", "churn-workers", ml_namespace)
+    service = kubectl.find("service", "churn-workers", ml_namespace)
     assert service is not None
     assert service["spec"]["clusterIP"] == "None"
-    role = _get(kubectl, "role", "churn-trainer", ml_namespace)
+    role = kubectl.find("role", "churn-trainer", ml_namespace)
     assert role is not None
     assert role["rules"][0]["resourceNames"] == ["churn"]
-    assert _get(kubectl, "serviceaccount", "churn-trainer", ml_namespace) is not None
-    assert _get(kubectl, "rolebinding", "churn-trainer", ml_namespace) is not None
-    job = _get(kubectl, "job", "churn", ml_namespace)
+    assert kubectl.find("serviceaccount", "churn-trainer", ml_namespace) is not None
+    assert kubectl.find("rolebinding", "churn-trainer", ml_namespace) is not None
+    job = kubectl.find("job", "churn", ml_namespace)
     assert job is not None
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["status"]["succeeded"] == 2
@@ -209,7 +137,7 @@ def test_a_change_the_running_job_cannot_take_is_explained(kubectl: Kubectl, ml_
     _patch_spec(kubectl, ml_namespace, {"hyperparameters": {"epochs": 99}})
 
     def explained() -> dict[str, Any] | None:
-        job = _get(kubectl, "trainingjob", "churn", ml_namespace)
+        job = kubectl.find("trainingjob", "churn", ml_namespace)
         conditions = (job or {}).get("status", {}).get("conditions", [])
         return next((c for c in conditions if c["type"] == "SpecApplied" and c["status"] == "False"), None)
 
@@ -220,12 +148,12 @@ def test_a_change_the_running_job_cannot_take_is_explained(kubectl: Kubectl, ml_
 
 def test_ttl_deletes_the_finished_training_job(kubectl: Kubectl, ml_namespace: str) -> None:
     kubectl.apply(_training_job(runPolicy={"ttlSecondsAfterFinished": 1}), "-n", ml_namespace)
-    wait_for(lambda: _get(kubectl, "trainingjob", "churn", ml_namespace) is None, 120, "the TrainingJob to be deleted")
+    wait_for(lambda: kubectl.find("trainingjob", "churn", ml_namespace) is None, 120, "the TrainingJob to be deleted")
 
 
 def test_deleting_the_training_job_removes_every_child(kubectl: Kubectl, ml_namespace: str) -> None:
     kubectl.apply(_training_job(runPolicy={"suspend": True}), "-n", ml_namespace)
-    wait_for(lambda: _get(kubectl, "job", "churn", ml_namespace), 60, "the Job")
+    wait_for(lambda: kubectl.find("job", "churn", ml_namespace), 60, "the Job")
     kubectl.run("delete", "trainingjob", "churn", "-n", ml_namespace)
     children = [
         ("job", "churn"),
@@ -235,4 +163,4 @@ def test_deleting_the_training_job_removes_every_child(kubectl: Kubectl, ml_name
         ("rolebinding", "churn-trainer"),
     ]
     for resource, name in children:
-        wait_for(partial(_gone, kubectl, resource, name, ml_namespace), 90, f"{resource}/{name} to be collected")
+        wait_for(partial(kubectl.gone, resource, name, ml_namespace), 90, f"{resource}/{name} to be collected")

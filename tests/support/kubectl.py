@@ -36,3 +36,13 @@ class Kubectl:
     def get(self, resource: str, name: str, namespace: str) -> dict[str, Any]:
         out = self.run("get", resource, name, "-n", namespace, "-o", "json").stdout
         return json.loads(out)  # type: ignore[no-any-return]
+
+    def find(self, resource: str, name: str, namespace: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        result = self.run("get", resource, name, "-n", namespace, "-o", "json", check=False)
+        if result.returncode != 0:
+            return None
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    def gone(self, resource: str, name: str, namespace: str) -> bool:
+        return self.find(resource, name, namespace) is None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Final, Literal
 
 from pydantic import Field
 
@@ -10,7 +11,20 @@ from scaleml_operator.api.conditions import Conditions
 from scaleml_workloads.contract.base import ApiModel
 from scaleml_workloads.contract.serving import ModelDeploymentSpec
 
-__all__ = ["ModelDeploymentSpec", "ModelDeploymentStatus"]
+__all__ = ["MODEL_VERSION_ANNOTATION", "TRITON_CONTAINER", "ModelDeploymentSpec", "ModelDeploymentStatus", "Waiting"]
+
+# On the Triton Deployment and its pod template: the model version the pods serve.
+MODEL_VERSION_ANNOTATION: Final = "scaleml.dev/model-version"
+# The Triton container of a serving pod, whose failures say why a model does not load.
+TRITON_CONTAINER: Final = "triton"
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Why a ModelDeployment has nothing to serve yet: the reason of its Ready condition, and a message."""
+
+    reason: str
+    message: str
 
 
 DeploymentPhase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]

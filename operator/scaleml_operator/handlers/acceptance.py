@@ -12,7 +12,7 @@ import kopf
 from pydantic import BaseModel
 
 from scaleml_operator.api.conditions import INVALID_SPEC, SPEC_ACCEPTED
-from scaleml_operator.api.kinds import DRIFT_MONITOR, MODEL_DEPLOYMENT, Kind
+from scaleml_operator.api.kinds import DRIFT_MONITOR, Kind
 from scaleml_operator.api.validation import InvalidSpecError, parse_spec
 from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.kube.apply import FIELD_MANAGER
@@ -47,5 +47,4 @@ def _register(kind: Kind) -> None:
         accept(kind, body, status, patch)
 
 
-for _kind in (MODEL_DEPLOYMENT, DRIFT_MONITOR):
-    _register(_kind)
+_register(DRIFT_MONITOR)

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 import kopf
 
-from scaleml_operator.api.conditions import ACCEPTED, READY, SPEC_APPLIED
+from scaleml_operator.api.conditions import SPEC_APPLIED
 from scaleml_operator.api.kinds import TRAINING_JOB
 from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import MANAGED_BY, Owner
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.handlers.acceptance import OWN_MANAGERS, accept
 from scaleml_operator.handlers.metrics import instrumented
+from scaleml_operator.handlers.status import Written, with_verdict, write_status
 from scaleml_operator.kube import apply as kube
 from scaleml_operator.status.acceptance import event_message
 from scaleml_operator.status.conditions import set_condition
@@ -24,7 +24,6 @@ from scaleml_workloads.contract.base import API_VERSION
 from scaleml_workloads.contract.training import TrainingJobSpec
 
 OWNER_LABEL: Final = "scaleml.dev/trainingjob"
-_STATUS_ATTEMPTS: Final = 5
 _WORKER_SELECTOR: Final = {"app.kubernetes.io/name": build.COMPONENT, "app.kubernetes.io/managed-by": MANAGED_BY}
 
 
@@ -71,15 +70,7 @@ async def reconcile(
     generation = meta.get("generation")
 
     def compose(training_job: dict[str, Any]) -> dict[str, Any]:
-        fresh: dict[str, Any] = training_job.get("status") or {}
-        current = {**fresh, **{key: value for key, value in verdict.items() if key != "conditions"}}
-        if "phase" in verdict and fresh.get("phase"):
-            current["phase"] = fresh["phase"]
-        decided = {ACCEPTED} if isinstance(spec, TrainingJobSpec) else {ACCEPTED, READY}
-        current["conditions"] = [
-            *(c for c in fresh.get("conditions", []) if c["type"] not in decided),
-            *(c for c in verdict.get("conditions", []) if c["type"] in decided),
-        ]
+        current = with_verdict(training_job.get("status") or {}, verdict, valid=isinstance(spec, TrainingJobSpec))
         if not isinstance(spec, TrainingJobSpec):
             return current
         current["conditions"] = set_condition(
@@ -93,7 +84,7 @@ async def reconcile(
         )
         return {**current, **_observe(meta["name"], meta["namespace"], current, generation)}
 
-    await _report(await asyncio.to_thread(_write_status, meta["name"], meta["namespace"], compose))
+    await _report(await asyncio.to_thread(write_status, TRAINING_JOB, meta["name"], meta["namespace"], compose))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={**_WORKER_SELECTOR, OWNER_LABEL: kopf.PRESENT}, id="job-status")
@@ -110,15 +101,15 @@ async def job_changed(type: str, body: kopf.Body, labels: kopf.Labels, namespace
         status = training_job.get("status") or {}
         return _observe(name, namespace, status, training_job["metadata"].get("generation"))
 
-    await _report(await asyncio.to_thread(_write_status, name, namespace, compose))
+    await _report(await asyncio.to_thread(write_status, TRAINING_JOB, name, namespace, compose))
 
 
-async def _report(moved: tuple[dict[str, Any], str] | None) -> None:
+async def _report(written: Written | None) -> None:
     """Posts the Event of a phase change."""
-    if moved is None:
+    if written is None or "phase" not in written.changed:
         return
-    training_job, phase = moved
-    event = phase_event(phase, training_job.get("status", {}))
+    training_job = written.body
+    event = phase_event(written.changed["phase"], training_job.get("status", {}))
     if event is not None:
         kopf.event(
             kopf.Body(cast(kopf.RawBody, training_job)),
@@ -133,30 +124,3 @@ def _expire(name: str, namespace: str) -> None:
     if training_job and training_job["spec"].get("runPolicy", {}).get("ttlSecondsAfterFinished") is not None:
         # The finished Job's time to live is over: the TrainingJob's is too.
         kube.delete(API_VERSION, TRAINING_JOB.kind, name, namespace)
-
-
-def _write_status(
-    name: str, namespace: str, compose: Callable[[dict[str, Any]], dict[str, Any]]
-) -> tuple[dict[str, Any], str] | None:
-    """Patches the status `compose` makes of the freshest TrainingJob, retrying when another writer came first.
-
-    Returns the TrainingJob and its new phase when the phase changed.
-    """
-    for _attempt in range(_STATUS_ATTEMPTS):
-        training_job = kube.get(API_VERSION, TRAINING_JOB.kind, name, namespace)
-        if training_job is None or training_job["metadata"].get("deletionTimestamp"):
-            return None
-        status = training_job.get("status") or {}
-        update = compose(training_job)
-        update = {key: value for key, value in update.items() if status.get(key) != value}
-        if not update:
-            return None
-        try:
-            kube.patch_status(
-                API_VERSION, TRAINING_JOB.kind, name, namespace, update, training_job["metadata"]["resourceVersion"]
-            )
-        except kube.ConflictError:
-            continue
-        phase = update.get("phase")
-        return ({**training_job, "status": {**status, **update}}, phase) if phase else None
-    raise kopf.TemporaryError(f"TrainingJob {namespace}/{name} kept changing while its status was updated", delay=1)

@@ -98,3 +98,14 @@ def patch_status(
         if error.status == HTTP_CONFLICT:
             raise ConflictError(f"{kind} {namespace}/{name} changed since resourceVersion {resource_version}") from None
         raise
+
+
+def delete_owned(api_version: str, kind: str, name: str, namespace: str, owner_uid: str) -> bool:
+    """Deletes the object if `owner_uid` controls it: one of the same name made by someone else stays."""
+    live = get(api_version, kind, name, namespace)
+    if live is None:
+        return False
+    owners = live.get("metadata", {}).get("ownerReferences") or ()
+    if not any(reference.get("uid") == owner_uid and reference.get("controller") for reference in owners):
+        return False
+    return delete(api_version, kind, name, namespace)

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from scaleml_operator.api.conditions import ConditionStatus
 
 ConditionDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post about an object."""
+
+    type: str
+    reason: str
+    message: str
 
 
 def timestamp(moment: datetime) -> str:

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from scaleml_operator.api.conditions import CREATED, FAILED, RESTARTING, RUNNING, SUCCEEDED, SUSPENDED
-from scaleml_operator.status.conditions import set_condition, timestamp
+from scaleml_operator.status.conditions import Event, set_condition, timestamp
 from scaleml_workloads.contract.pods import GPU_RESOURCE
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str
-    reason: str
-    message: str
 
 
 def phase_event(phase: str, status: Mapping[str, Any]) -> Event | None:

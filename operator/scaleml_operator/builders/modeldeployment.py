@@ -1,0 +1,368 @@
+"""ModelDeployment -> Triton Deployment, Service, HorizontalPodAutoscaler and PodDisruptionBudget.
+
+Each pod runs three containers: the model agent (a native sidecar that builds Triton's repository
+from the exported versions and holds Triton back until a version is there), Triton itself, and,
+with capture on, the capture proxy (a native sidecar too, so it starts before Triton takes traffic
+and stops after it). The version to serve is part of the pod template: a new version rolls the
+Deployment, one pod at a time, never below the desired number of ready pods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from scaleml_operator.api.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER, Waiting
+from scaleml_operator.builders.meta import (
+    CONTAINER_SECURITY_CONTEXT,
+    POD_SECURITY_CONTEXT,
+    Owner,
+    labels,
+    metadata,
+)
+from scaleml_workloads.contract import runtime
+from scaleml_workloads.contract.pods import GPU_RESOURCE
+from scaleml_workloads.contract.serving import ModelDeploymentSpec
+
+COMPONENT: Final = "scaleml-triton"
+AGENT_CONTAINER: Final = "model-agent"
+CAPTURE_CONTAINER: Final = "capture"
+# Endpoints controllers and load balancers need a moment to stop sending to a terminating pod.
+DRAIN_SECONDS: Final = 10
+SHM_SIZE: Final = "1Gi"
+# The agent waits this long for a first version before its startup probe gives up on the pod.
+FIRST_VERSION_WAIT_SECONDS: Final = 3600
+MODEL_LOAD_SECONDS: Final = 600
+SIDECAR_RESOURCES: Final = {
+    "requests": {"cpu": "50m", "memory": "128Mi"},
+    "limits": {"cpu": "500m", "memory": "256Mi"},
+}
+CAPTURE_RESOURCES: Final = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the versions of the served model are: a claim, the model directory in it, and the version."""
+
+    volume_claim: str
+    model_name: str
+    # None: follow the newest version (the agent picks it up in place).
+    version: int | None
+
+
+def deployment_name(name: str) -> str:
+    return f"{name}-triton"
+
+
+def service_name(name: str) -> str:
+    return name
+
+
+def endpoints(owner: Owner) -> dict[str, str]:
+    host = f"{service_name(owner.name)}.{owner.namespace}.svc"
+    return {"http": f"http://{host}:{runtime.TRITON_HTTP_PORT}", "grpc": f"{host}:{runtime.TRITON_GRPC_PORT}"}
+
+
+def selector(owner: Owner) -> dict[str, str]:
+    return labels(owner, COMPONENT)
+
+
+def serving_run(owner: Owner, spec: ModelDeploymentSpec, source: ModelSource) -> runtime.ServingRun:
+    return runtime.ServingRun(
+        namespace=owner.namespace,
+        name=owner.name,
+        # Replica counts are the Deployment's business: left out, scaling does not roll the pods.
+        spec=spec.model_copy(update={"replicas": 1, "autoscaling": None}),
+        model_name=source.model_name,
+        source_dir=f"{runtime.REPOSITORY_DIR}/{source.model_name}",
+        version=source.version,
+    )
+
+
+def _http_probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 2,
+    }
+
+
+def _triton_resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    amounts: dict[str, Any] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+    if spec.resources.gpus:
+        amounts[GPU_RESOURCE] = spec.resources.gpus
+    # Requests equal limits: latency should not depend on what neighbours do.
+    return {"requests": amounts, "limits": dict(amounts)}
+
+
+def _agent(spec: ModelDeploymentSpec, owner: Owner, source: ModelSource, image: str) -> dict[str, Any]:
+    return {
+        "name": AGENT_CONTAINER,
+        "image": image,
+        # A native sidecar: it runs for the pod's life, and Triton starts once its startup probe passes.
+        "restartPolicy": "Always",
+        "command": ["python", "-m", "scaleml_workloads.serving.agent"],
+        "env": [
+            {"name": runtime.CONFIG_ENV, "value": serving_run(owner, spec, source).model_dump_json(by_alias=True)},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "ports": [{"name": "agent-health", "containerPort": runtime.AGENT_HEALTH_PORT}],
+        "startupProbe": _http_probe("/healthz", "agent-health", 2, FIRST_VERSION_WAIT_SECONDS // 2),
+        "livenessProbe": _http_probe("/healthz", "agent-health", 10, 3),
+        "resources": SIDECAR_RESOURCES,
+        "volumeMounts": [
+            {"name": "repository", "mountPath": runtime.REPOSITORY_DIR, "readOnly": True},
+            {"name": "serving", "mountPath": runtime.SERVING_DIR},
+        ],
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+    }
+
+
+def _capture(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
+    return {
+        "name": CAPTURE_CONTAINER,
+        "image": image,
+        "restartPolicy": "Always",
+        "command": [
+            "python",
+            "-m",
+            "scaleml_workloads.capture",
+            f"--upstream-http=127.0.0.1:{runtime.TRITON_HTTP_PORT}",
+            f"--upstream-grpc=127.0.0.1:{runtime.TRITON_GRPC_PORT}",
+            f"--http-port={runtime.CAPTURE_HTTP_PORT}",
+            f"--grpc-port={runtime.CAPTURE_GRPC_PORT}",
+            f"--metrics-port={runtime.CAPTURE_METRICS_PORT}",
+            f"--directory={runtime.CAPTURE_DIR}",
+            f"--sample-rate={spec.capture.sample_rate}",
+            f"--format={spec.capture.format}",
+        ],
+        # Files of several pods share the volume: the pod name keeps their names apart.
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "ports": [
+            {"name": "capture-http", "containerPort": runtime.CAPTURE_HTTP_PORT},
+            {"name": "capture-grpc", "containerPort": runtime.CAPTURE_GRPC_PORT},
+            {"name": "capture-metrics", "containerPort": runtime.CAPTURE_METRICS_PORT},
+        ],
+        # Proxied to Triton: the pod takes traffic through the proxy only once Triton is ready too.
+        "readinessProbe": _http_probe("/v2/health/ready", "capture-http", 5, 2),
+        "livenessProbe": {"tcpSocket": {"port": "capture-http"}, "periodSeconds": 10, "failureThreshold": 3},
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
+        "resources": CAPTURE_RESOURCES,
+        "volumeMounts": [{"name": "captures", "mountPath": runtime.CAPTURE_DIR}],
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+    }
+
+
+def _triton(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
+    return {
+        "name": TRITON_CONTAINER,
+        "image": image,
+        "command": ["tritonserver", *runtime.triton_options(runtime.SERVING_DIR)],
+        "env": [{"name": "HOME", "value": runtime.SCRATCH_DIR}],
+        "ports": [
+            {"name": "http", "containerPort": runtime.TRITON_HTTP_PORT},
+            {"name": "grpc", "containerPort": runtime.TRITON_GRPC_PORT},
+            {"name": "metrics", "containerPort": runtime.TRITON_METRICS_PORT},
+        ],
+        "startupProbe": _http_probe("/v2/health/ready", "http", 5, MODEL_LOAD_SECONDS // 5),
+        "readinessProbe": _http_probe("/v2/health/ready", "http", 5, 2),
+        "livenessProbe": _http_probe("/v2/health/live", "http", 10, 3),
+        # Requests already routed here still arrive for a moment after the pod starts terminating.
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
+        "resources": _triton_resources(spec),
+        "volumeMounts": [
+            {"name": "serving", "mountPath": runtime.SERVING_DIR, "readOnly": True},
+            {"name": "repository", "mountPath": runtime.REPOSITORY_DIR, "readOnly": True},
+            # The python backend passes tensors through shared memory.
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "scratch", "mountPath": runtime.SCRATCH_DIR},
+        ],
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def pod_template(
+    owner: Owner, spec: ModelDeploymentSpec, source: ModelSource, images: tuple[str, str]
+) -> dict[str, Any]:
+    """`images` is (Triton's image, the workload image of the agent and the capture proxy)."""
+    triton_image, workload_image = images
+    sidecars = [_agent(spec, owner, source, workload_image)]
+    volumes: list[dict[str, Any]] = [
+        {"name": "repository", "persistentVolumeClaim": {"claimName": source.volume_claim, "readOnly": True}},
+        {"name": "serving", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    if spec.capture.enabled:
+        sidecars.append(_capture(spec, workload_image))
+        volumes.append({"name": "captures", "persistentVolumeClaim": {"claimName": spec.capture.volume_claim}})
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": POD_SECURITY_CONTEXT,
+        "initContainers": sidecars,
+        "containers": [_triton(spec, triton_image)],
+        "volumes": volumes,
+        # Drain, then Triton's own wait for in-flight requests.
+        "terminationGracePeriodSeconds": DRAIN_SECONDS + runtime.EXIT_TIMEOUT_SECONDS + 5,
+    }
+    if spec.resources.gpus:
+        pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(runtime.TRITON_METRICS_PORT),
+    }
+    if source.version is not None:
+        annotations[MODEL_VERSION_ANNOTATION] = str(source.version)
+    return {"metadata": {"labels": selector(owner), "annotations": annotations}, "spec": pod_spec}
+
+
+def deployment(owner: Owner, spec: ModelDeploymentSpec, source: ModelSource, images: tuple[str, str]) -> dict[str, Any]:
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector(owner)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "revisionHistoryLimit": 5,
+        "progressDeadlineSeconds": MODEL_LOAD_SECONDS,
+        "template": pod_template(owner, spec, source, images),
+    }
+    if spec.autoscaling is None:
+        # With an autoscaler the HPA owns the replica count; applying one here would fight it.
+        deployment_spec["replicas"] = spec.replicas
+    meta = metadata(owner, deployment_name(owner.name), COMPONENT)
+    if source.version is not None:
+        meta["annotations"] = {MODEL_VERSION_ANNOTATION: str(source.version)}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": deployment_spec}
+
+
+def service(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any]:
+    capture = spec.capture.enabled
+    ports = [
+        {
+            "name": "http",
+            "port": runtime.TRITON_HTTP_PORT,
+            "targetPort": "capture-http" if capture else "http",
+            "appProtocol": "http",
+        },
+        {
+            "name": "grpc",
+            "port": runtime.TRITON_GRPC_PORT,
+            "targetPort": "capture-grpc" if capture else "grpc",
+            "appProtocol": "kubernetes.io/h2c",
+        },
+        {"name": "metrics", "port": runtime.TRITON_METRICS_PORT, "targetPort": "metrics", "appProtocol": "http"},
+    ]
+    if capture:
+        ports.append(
+            {
+                "name": "capture-metrics",
+                "port": runtime.CAPTURE_METRICS_PORT,
+                "targetPort": "capture-metrics",
+                "appProtocol": "http",
+            }
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, service_name(owner.name), COMPONENT),
+        "spec": {"type": "ClusterIP", "selector": selector(owner), "ports": ports},
+    }
+
+
+def autoscaler(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any] | None:
+    """The HPA, or None when autoscaling is off (an existing one is then deleted)."""
+    if spec.autoscaling is None:
+        return None
+    metrics: list[dict[str, Any]] = []
+    if spec.autoscaling.target_cpu_utilization is not None:
+        metrics.append(
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": spec.autoscaling.target_cpu_utilization},
+                },
+            }
+        )
+    metrics.extend(spec.autoscaling.metrics)
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(owner, owner.name, COMPONENT),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(owner.name)},
+            "minReplicas": spec.autoscaling.min_replicas,
+            "maxReplicas": spec.autoscaling.max_replicas,
+            "metrics": metrics,
+        },
+    }
+
+
+def disruption_budget(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any] | None:
+    """A PDB keeping all but one pod through voluntary disruptions; None with at most one replica."""
+    fewest = spec.autoscaling.min_replicas if spec.autoscaling else spec.replicas
+    if fewest <= 1:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(owner, owner.name, COMPONENT),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector(owner)},
+            # A pod that never became ready may go, or a bad rollout could block node drains.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Children:
+    """What to apply (in order) and which optional kinds must not exist."""
+
+    apply: list[dict[str, Any]]
+    absent: list[tuple[str, str, str]]
+
+
+def children(owner: Owner, spec: ModelDeploymentSpec, source: ModelSource | None, images: tuple[str, str]) -> Children:
+    """Every child; the Deployment only once there is a source to serve (a TrainingJob may not have exported yet)."""
+    apply = [service(owner, spec)]
+    absent: list[tuple[str, str, str]] = []
+    if source is not None:
+        apply.append(deployment(owner, spec, source, images))
+    for api_version, kind, manifest in (
+        ("autoscaling/v2", "HorizontalPodAutoscaler", autoscaler(owner, spec)),
+        ("policy/v1", "PodDisruptionBudget", disruption_budget(owner, spec)),
+    ):
+        if manifest is None:
+            absent.append((api_version, kind, owner.name))
+        else:
+            apply.append(manifest)
+    return Children(apply, absent)
+
+
+def resolve_source(
+    spec: ModelDeploymentSpec, training_job: Mapping[str, Any] | None, newest_exported: int | None
+) -> ModelSource | Waiting:
+    """Where the model comes from. `training_job` is the one `model.fromTrainingJob` names; `newest_exported`
+    the highest version any TrainingJob of the namespace exported into the same model directory (a
+    retraining run writes the next version of the model it retrains)."""
+    pinned = spec.model.version if isinstance(spec.model.version, int) else None
+    if spec.model.repository is not None:
+        return ModelSource(spec.model.repository.volume_claim, spec.model.repository.model_name, pinned)
+    name = spec.model.from_training_job
+    if training_job is None:
+        return Waiting("TrainingJobNotFound", f"TrainingJob {name} does not exist (yet).")
+    output = training_job["spec"]["output"]
+    own = (training_job.get("status") or {}).get("modelVersion")
+    version = pinned or max(filter(None, (own, newest_exported)), default=None)
+    if version is None:
+        return Waiting("WaitingForModel", f"TrainingJob {name} has not exported a model version yet.")
+    return ModelSource(output["volumeClaim"], output["modelName"], version)

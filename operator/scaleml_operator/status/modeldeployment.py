@@ -1,0 +1,149 @@
+"""A ModelDeployment's status, derived from its Triton Deployment and that Deployment's pods (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from scaleml_operator.api.conditions import DEGRADED, PROGRESSING, READY
+from scaleml_operator.api.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER, Waiting
+from scaleml_operator.status.conditions import Event, set_condition
+
+# Enough of Triton's log to say why a model did not load, short enough for a condition.
+MAX_REASON_CHARS: Final = 2000
+
+
+def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
+    """The Events to post when a ModelDeployment's status moves from `previous` to `status`."""
+    phase = status.get("phase")
+    posted: list[Event] = []
+    version = status.get("servedVersion")
+    if version and version != previous.get("servedVersion"):
+        posted.append(Event("Normal", "ModelVersionServed", f"Every ready replica serves model version {version}."))
+    if phase != previous.get("phase"):
+        conditions = {c["type"]: c for c in status.get("conditions", ())}
+        if phase == "Ready":
+            posted.append(Event("Normal", "ModelDeploymentReady", conditions.get(READY, {}).get("message", "")))
+        elif phase in ("Degraded", "Failed"):
+            degraded = conditions.get(DEGRADED, {})
+            posted.append(Event("Warning", degraded.get("reason", phase), degraded.get("message", "")))
+    return posted
+
+
+def _deployment_condition(deployment: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    for condition in deployment.get("status", {}).get("conditions") or ():
+        if condition.get("type") == type_:
+            return condition  # type: ignore[no-any-return]
+    return {}
+
+
+def server_failure(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) when a Triton container keeps failing: the model did not load, or the server crashed."""
+    for pod in pods:
+        for container in pod.get("status", {}).get("containerStatuses") or ():
+            if container.get("name") != TRITON_CONTAINER:
+                continue
+            waiting = container.get("state", {}).get("waiting", {})
+            terminated = container.get("lastState", {}).get("terminated") or container.get("state", {}).get(
+                "terminated"
+            )
+            if not terminated or terminated.get("exitCode", 0) == 0:
+                continue
+            if waiting.get("reason") != "CrashLoopBackOff" and not container.get("restartCount"):
+                continue
+            message = (terminated.get("message") or "").strip()
+            reason = "ModelLoadFailed" if "failed to load" in message else "ServerCrashing"
+            detail = message[-MAX_REASON_CHARS:] or f"exit code {terminated.get('exitCode')}"
+            return reason, f"Pod {pod['metadata']['name']}: Triton exited ({detail})"
+    return None
+
+
+def _rollout(deployment: Mapping[str, Any], version: int | None) -> tuple[bool, str]:
+    """Whether the rollout of the current template is complete, and if not, what it waits for."""
+    spec, status = deployment.get("spec", {}), deployment.get("status", {})
+    desired = spec.get("replicas", 1)
+    updated, total = status.get("updatedReplicas") or 0, status.get("replicas") or 0
+    available = status.get("availableReplicas") or 0
+    annotated = deployment.get("metadata", {}).get("annotations", {}).get(MODEL_VERSION_ANNOTATION)
+    if version is not None and annotated != str(version):
+        return False, f"Rolling out model version {version}."
+    if (status.get("observedGeneration") or 0) < (deployment.get("metadata", {}).get("generation") or 0):
+        return False, "The Deployment controller has not seen the newest template yet."
+    if updated < desired:
+        return False, f"{updated} of {desired} replicas run the newest template."
+    if total > updated:
+        return False, f"{total - updated} replica(s) of the previous template are still terminating."
+    if available < updated:
+        return False, f"{available} of {updated} updated replicas are available."
+    return True, f"{available} replica(s) up to date and available."
+
+
+def observed(
+    status: Mapping[str, Any],
+    *,
+    deployment: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+    waiting: Waiting | None,
+    version: int | None,
+    endpoints: Mapping[str, str],
+    selector: str,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Status fields to patch. `version` is the version the Deployment should serve (None: the newest on disk)."""
+    conditions: list[dict[str, Any]] = list(status.get("conditions", []))
+
+    def mark(type_: str, value: bool, reason: str, message: str = "") -> None:
+        nonlocal conditions
+        conditions = set_condition(
+            conditions,
+            type=type_,
+            status="True" if value else "False",
+            reason=reason,
+            message=message,
+            generation=generation,
+            now=now,
+        )
+
+    patch: dict[str, Any] = {"endpoints": dict(endpoints), "selector": selector}
+    if waiting is not None or deployment is None:
+        reason, message = (waiting.reason, waiting.message) if waiting else ("Creating", "Creating the Deployment.")
+        mark(READY, False, reason, message)
+        mark(PROGRESSING, True, reason, message)
+        mark(DEGRADED, False, "NoFailure")
+        patch.update(phase="Pending", conditions=conditions, replicas=0, readyReplicas=0)
+        return patch
+
+    deployment_status = deployment.get("status", {})
+    ready = deployment_status.get("readyReplicas") or 0
+    desired = deployment.get("spec", {}).get("replicas", 1)
+    complete, progress = _rollout(deployment, version)
+    failure = server_failure(pods)
+    stalled = _deployment_condition(deployment, "Progressing")
+    replica_failure = _deployment_condition(deployment, "ReplicaFailure")
+    if failure is None and stalled.get("reason") == "ProgressDeadlineExceeded":
+        failure = ("ProgressDeadlineExceeded", stalled.get("message", ""))
+    if failure is None and replica_failure.get("status") == "True":
+        failure = (replica_failure.get("reason") or "ReplicaFailure", replica_failure.get("message", ""))
+
+    mark(PROGRESSING, not complete, "RolloutInProgress" if not complete else "RolloutComplete", progress)
+    if failure:
+        mark(DEGRADED, True, *failure)
+    else:
+        mark(DEGRADED, False, "NoFailure")
+    if desired == 0:
+        phase = "Pending"
+        mark(READY, False, "ScaledToZero", "The Deployment is scaled to zero replicas.")
+    elif ready == 0:
+        phase = "Failed" if failure else "Progressing"
+        mark(READY, False, failure[0] if failure else "NoReadyReplica", failure[1] if failure else progress)
+    else:
+        phase = "Degraded" if failure else ("Ready" if complete else "Progressing")
+        serving = f" serving model version {version}" if version and complete else ""
+        mark(READY, True, "ReplicasReady", f"{ready}/{desired} replicas ready{serving}.")
+    patch.update(phase=phase, conditions=conditions, replicas=deployment_status.get("replicas") or 0)
+    patch["readyReplicas"] = ready
+    if complete and version is not None:
+        patch["servedVersion"] = version
+    return patch
