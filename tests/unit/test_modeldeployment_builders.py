@@ -1,0 +1,161 @@
+"""What a ModelDeployment becomes: which model version, and the Triton pods, Service, HPA and PDB around it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from scaleml_operator.api.modeldeployment import Waiting
+from scaleml_operator.builders import modeldeployment as build
+from scaleml_operator.builders.meta import Owner
+from scaleml_workloads.contract.runtime import ServingRun
+from scaleml_workloads.contract.serving import ModelDeploymentSpec
+from tests.support.manifests import example, merged
+
+OWNER = Owner("ModelDeployment", "churn", "ml", "5e1f-uid")
+IMAGES = ("registry.example/tritonserver:24.10-py3", "registry.example/scaleml/workloads:1")
+SOURCE = build.ModelSource("models", "churn", 3)
+
+
+def _spec(**changes: Any) -> ModelDeploymentSpec:
+    return ModelDeploymentSpec.model_validate(merged(example("ModelDeployment"), {"spec": changes})["spec"])
+
+
+def _kinds(spec: ModelDeploymentSpec, source: build.ModelSource | None = SOURCE) -> dict[str, dict[str, Any]]:
+    return {manifest["kind"]: manifest for manifest in build.children(OWNER, spec, source, IMAGES).apply}
+
+
+def _training_job(version: int | None) -> dict[str, Any]:
+    status = {"modelVersion": version} if version else {}
+    return {"spec": {"output": {"volumeClaim": "models", "modelName": "churn"}}, "status": status}
+
+
+def test_a_training_job_source_serves_the_newest_export_of_its_model() -> None:
+    spec = _spec()
+    assert build.resolve_source(spec, _training_job(2), 2) == build.ModelSource("models", "churn", 2)
+    # A retraining run (another TrainingJob) exported version 5 into the same model directory.
+    assert build.resolve_source(spec, _training_job(2), 5) == build.ModelSource("models", "churn", 5)
+    assert build.resolve_source(_spec(model={"version": 1}), _training_job(2), 5).version == 1  # type: ignore[union-attr]
+
+
+def test_nothing_is_deployed_before_the_training_job_exports() -> None:
+    assert build.resolve_source(_spec(), None, None) == Waiting(
+        "TrainingJobNotFound", "TrainingJob churn does not exist (yet)."
+    )
+    waiting = build.resolve_source(_spec(), _training_job(None), None)
+    assert isinstance(waiting, Waiting)
+    assert waiting.reason == "WaitingForModel"
+    assert "Deployment" not in _kinds(_spec(), None)
+    assert "Service" in _kinds(_spec(), None)
+
+
+def test_a_repository_source_follows_its_newest_version_in_place_unless_pinned() -> None:
+    repository = {"fromTrainingJob": "", "repository": {"volumeClaim": "shared", "modelName": "fraud"}}
+    latest = build.resolve_source(_spec(model=repository), None, None)
+    assert latest == build.ModelSource("shared", "fraud", None)
+    assert isinstance(latest, build.ModelSource)
+    pod = _kinds(_spec(model=repository), latest)["Deployment"]["spec"]["template"]
+    assert "scaleml.dev/model-version" not in pod["metadata"]["annotations"]
+    pinned = build.resolve_source(_spec(model={**repository, "version": 4}), None, None)
+    assert pinned == build.ModelSource("shared", "fraud", 4)
+
+
+def test_every_container_meets_the_restricted_pod_security_standard() -> None:
+    pod = _kinds(_spec())["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    containers = pod["initContainers"] + pod["containers"]
+    assert [c["name"] for c in containers] == ["model-agent", "capture", "triton"]
+    for container in containers:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["readOnlyRootFilesystem"] is True
+
+
+def test_the_model_agent_gets_the_version_and_the_spec_but_not_the_replica_count() -> None:
+    pod = _kinds(_spec())["Deployment"]["spec"]["template"]
+    agent = pod["spec"]["initContainers"][0]
+    run = ServingRun.model_validate_json(agent["env"][0]["value"])
+    assert (run.model_name, run.source_dir, run.version) == ("churn", "/repository/churn", 3)
+    assert agent["image"] == IMAGES[1]
+    assert agent["restartPolicy"] == "Always"
+    assert agent["startupProbe"]["httpGet"]["path"] == "/healthz"
+
+    def template(**changes: Any) -> str:
+        return json.dumps(_kinds(_spec(**changes))["Deployment"]["spec"]["template"], sort_keys=True)
+
+    # Scaling must not roll the pods; everything the agent renders into config.pbtxt must.
+    assert template(replicas=5, autoscaling=None) == template(replicas=2, autoscaling=None)
+    assert template() != template(batching={"maxBatchSize": 8, "preferredBatchSizes": [8]})
+
+
+def test_triton_runs_the_spec_options_with_gpus_and_drains_before_it_stops() -> None:
+    deployment = _kinds(_spec())["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    triton = pod["containers"][0]
+    assert triton["image"] == IMAGES[0]
+    assert triton["command"][0] == "tritonserver"
+    assert "--model-repository=/serving" in triton["command"]
+    assert triton["resources"]["limits"] == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": 1}
+    assert triton["resources"]["requests"] == triton["resources"]["limits"]
+    assert triton["lifecycle"]["preStop"] == {"sleep": {"seconds": build.DRAIN_SECONDS}}
+    assert pod["terminationGracePeriodSeconds"] > build.DRAIN_SECONDS
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+
+    cpu_only = _kinds(_spec(resources={"gpus": 0}, instances={"kind": "auto"}))["Deployment"]
+    cpu_pod = cpu_only["spec"]["template"]["spec"]
+    assert "tolerations" not in cpu_pod
+    assert "nvidia.com/gpu" not in cpu_pod["containers"][0]["resources"]["limits"]
+
+
+def test_without_capture_the_service_targets_triton_and_no_proxy_runs() -> None:
+    kinds = _kinds(_spec(capture={"enabled": False}))
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["model-agent"]
+    assert "captures" not in {v["name"] for v in pod["volumes"]}
+    ports = {p["name"]: p["targetPort"] for p in kinds["Service"]["spec"]["ports"]}
+    assert ports == {"http": "http", "grpc": "grpc", "metrics": "metrics"}
+
+
+def test_autoscaling_owns_the_replicas_and_lists_cpu_and_extra_metrics() -> None:
+    queue_time = {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "triton_queue_compute_ratio"},
+            "target": {"type": "AverageValue", "averageValue": "1"},
+        },
+    }
+    kinds = _kinds(_spec(autoscaling={"minReplicas": 2, "maxReplicas": 8, "metrics": [queue_time]}))
+    assert "replicas" not in kinds["Deployment"]["spec"]
+    hpa = kinds["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "churn-triton"}
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 8)
+    assert hpa["metrics"][0]["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
+    assert hpa["metrics"][1] == queue_time
+    assert kinds["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "hpa", "pdb"),
+    [
+        ({"autoscaling": None, "replicas": 1}, False, False),
+        ({"autoscaling": None, "replicas": 3}, False, True),
+        ({"autoscaling": {"minReplicas": 1, "maxReplicas": 3}}, True, False),
+    ],
+)
+def test_optional_children_that_should_not_exist_are_listed_for_deletion(
+    changes: dict[str, Any], hpa: bool, pdb: bool
+) -> None:
+    children = build.children(OWNER, _spec(**changes), SOURCE, IMAGES)
+    applied = {manifest["kind"] for manifest in children.apply}
+    absent = {kind for _, kind, _ in children.absent}
+    assert ("HorizontalPodAutoscaler" in applied, "PodDisruptionBudget" in applied) == (hpa, pdb)
+    assert absent == {"HorizontalPodAutoscaler", "PodDisruptionBudget"} - applied
+    if not hpa:
+        deployment = next(m for m in children.apply if m["kind"] == "Deployment")
+        assert deployment["spec"]["replicas"] == changes["replicas"]
