@@ -1,0 +1,120 @@
+"""The serving pod the operator renders for a ModelDeployment, run for real: the model agent, then Triton.
+
+What the kubelet would do is done by hand: the mount paths become local directories and the
+sidecar's startup probe becomes a poll of its /healthz. The commands, options and the agent's
+config are the operator's own output; the Triton binary is the one from nvidia-pytriton.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from scaleml_operator.builders import modeldeployment as build
+from scaleml_operator.builders.meta import Owner
+from scaleml_workloads.contract import runtime
+from scaleml_workloads.contract.serving import ModelDeploymentSpec
+from scaleml_workloads.serving import tritonserver
+from tests.support.polling import wait_for
+from tests.workloads.runs import MODEL_NAME, free_port
+from tests.workloads.serving import expected_outputs, feature_batch
+
+pytestmark = pytest.mark.workloads
+
+OWNER = Owner("ModelDeployment", "churn", "ml", "77aa-uid")
+
+
+def _pod(version: int) -> dict[str, Any]:
+    spec = ModelDeploymentSpec.model_validate({"model": {"fromTrainingJob": "churn"}, "backend": "python"})
+    source = build.ModelSource("models", MODEL_NAME, version)
+    pod: dict[str, Any] = build.pod_template(OWNER, spec, source, ("tritonserver", "workloads"))["spec"]
+    return pod
+
+
+def _local(value: str, mounts: dict[str, Path]) -> str:
+    for mount, directory in mounts.items():
+        value = value.replace(mount, str(directory))
+    return value
+
+
+def test_the_rendered_agent_and_triton_serve_the_exported_version(exported_model: Path, tmp_path: Path) -> None:
+    pod = _pod(version=1)
+    (agent,) = pod["initContainers"]
+    (triton,) = pod["containers"]
+    mounts = {runtime.REPOSITORY_DIR: exported_model.parent, runtime.SERVING_DIR: tmp_path / "serving"}
+    config = json.loads(_local(agent["env"][0]["value"], mounts))
+    health = free_port()
+    config["healthPort"] = health
+    agent_env = {**os.environ, runtime.CONFIG_ENV: json.dumps(config)}
+    assert agent["command"][:3] == ["python", "-m", "scaleml_workloads.serving.agent"]
+
+    sidecar = subprocess.Popen([sys.executable, *agent["command"][1:]], env=agent_env)
+    server = None
+    try:
+        wait_for(lambda: _status(health) == 200, 30, "the agent's startup probe")
+        ports = tritonserver.Ports(free_port(), free_port(), free_port())
+        _binary, *options = tritonserver.command(tmp_path / "serving", ports, tmp_path / "cache")
+        rendered = [_local(option, mounts) for option in triton["command"][1:]]
+        assert set(rendered) <= set(options), "the local server runs the options the pod runs"
+        with (tmp_path / "triton.log").open("wb") as log:
+            server = tritonserver.start(tmp_path / "serving", ports, tmp_path / "cache", log=log)
+            tritonserver.wait_ready(server, ports.http)
+        batch = feature_batch(8, seed=3)
+        tensor = httpclient.InferInput("INPUT__0", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        result = httpclient.InferenceServerClient(f"127.0.0.1:{ports.http}").infer(MODEL_NAME, [tensor])
+    finally:
+        for process in (server, sidecar):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+
+    assert result.get_response()["model_version"] == "1"
+    np.testing.assert_allclose(
+        result.as_numpy("OUTPUT__0"), expected_outputs(exported_model / "1", batch), rtol=1e-5, atol=1e-6
+    )
+    served_config = (tmp_path / "serving" / MODEL_NAME / "config.pbtxt").read_text()
+    assert "specific: { versions: [ 1 ] }" in served_config
+
+
+def test_the_agent_holds_the_pod_back_until_the_pinned_version_exists(exported_model: Path, tmp_path: Path) -> None:
+    pod = _pod(version=9)
+    (agent,) = pod["initContainers"]
+    mounts = {runtime.REPOSITORY_DIR: exported_model.parent, runtime.SERVING_DIR: tmp_path / "serving"}
+    config = json.loads(_local(agent["env"][0]["value"], mounts))
+    health = free_port()
+    config["healthPort"] = health
+    sidecar = subprocess.Popen(
+        [sys.executable, *agent["command"][1:]],
+        env={**os.environ, runtime.CONFIG_ENV: json.dumps(config)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _status(health) == 503, 30, "the agent's health endpoint")
+    finally:
+        sidecar.terminate()
+        _, log = sidecar.communicate(timeout=30)
+
+    assert "waiting for version 9 of churn" in log
+    assert not (tmp_path / "serving" / MODEL_NAME / "9").exists()
+
+
+def _status(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (urllib.error.URLError, ConnectionError):
+        return 0
