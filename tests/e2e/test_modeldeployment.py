@@ -166,7 +166,12 @@ def test_spec_edits_and_kubectl_scale_reach_the_children(kubectl: Kubectl, ml_na
     service = kubectl.get("service", "churn", ml_namespace)
     assert {port["targetPort"] for port in service["spec"]["ports"]} == {"http", "grpc", "metrics"}
 
-    patch = {"spec": {"autoscaling": {"minReplicas": 1, "maxReplicas": 2}, "batching": {"maxBatchSize": 8, "preferredBatchSizes": [4, 8]}}}
+    patch = {
+        "spec": {
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
+            "batching": {"maxBatchSize": 8, "preferredBatchSizes": [4, 8]},
+        }
+    }
     kubectl.run("patch", "modeldeployment", "churn", "-n", ml_namespace, "--type=merge", "-p", json.dumps(patch))
 
     hpa = wait_for(lambda: kubectl.find("hpa", "churn", ml_namespace), 30, "the HorizontalPodAutoscaler")
@@ -223,3 +228,32 @@ def test_deleting_the_model_deployment_removes_every_child(kubectl: Kubectl, ml_
     for resource, name in children:
         wait_for(partial(kubectl.gone, resource, name, ml_namespace), 90, f"{resource}/{name} to be collected")
     wait_for(lambda: not kubectl.run("get", "pods", "-n", ml_namespace, "-o", "name").stdout.strip(), 90, "the pods")
+
+
+def test_a_child_the_api_server_refuses_is_reported_and_the_rest_still_applies(
+    kubectl: Kubectl, ml_namespace: str
+) -> None:
+    _training_job(kubectl, ml_namespace)
+    _export(kubectl, ml_namespace, 1)
+    # A Pods metric without its "pods" block passes the CRD (metrics are free-form) but not HPA validation.
+    broken = {"minReplicas": 1, "maxReplicas": 3, "metrics": [{"type": "Pods"}]}
+    kubectl.apply(_model_deployment(autoscaling=broken), "-n", ml_namespace)
+
+    def reported() -> dict[str, Any] | None:
+        conditions = _status(kubectl, ml_namespace).get("conditions", [])
+        return next((c for c in conditions if c["type"] == "SpecApplied" and c["status"] == "False"), None)
+
+    condition = wait_for(reported, 60, "the SpecApplied condition")
+    assert condition["reason"] == "ChildRejected"
+    assert "HorizontalPodAutoscaler churn" in condition["message"]
+    assert "spec.metrics[1].pods" in condition["message"]
+    wait_for(partial(_ready_with, kubectl, ml_namespace, 1), 90, "version 1 to be served all the same")
+    assert "SpecNotApplied" in _reasons(kubectl, ml_namespace)
+
+    fixed = {"metrics": [], "minReplicas": 1, "maxReplicas": 3}
+    kubectl.run(
+        "patch", "md", "churn", "-n", ml_namespace, "--type=merge", "-p", json.dumps({"spec": {"autoscaling": fixed}})
+    )
+    applied = wait_for(lambda: _condition(_status(kubectl, ml_namespace), "SpecApplied")["status"] == "True", 60)
+    assert applied
+    assert kubectl.find("hpa", "churn", ml_namespace) is not None

@@ -160,3 +160,18 @@ def test_events_announce_a_new_served_version_once_and_failures_as_warnings() ->
 
     failed = _observe(_deployment(1, updated=1, ready=0, replicas=1), version=1, pods=[_crashing_pod("failed to load")])
     assert [(e.type, e.reason) for e in events(ready, failed)] == [("Warning", "ModelLoadFailed")]
+
+
+def test_a_refused_child_is_announced_once_per_reason() -> None:
+    ready = _observe(_deployment(2))
+    refused = {
+        **ready,
+        "conditions": [
+            *ready["conditions"],
+            {"type": "SpecApplied", "status": "False", "reason": "ChildRejected", "message": "HPA churn: invalid"},
+        ],
+    }
+    assert [(e.type, e.reason, e.message) for e in events(ready, refused)] == [
+        ("Warning", "SpecNotApplied", "HPA churn: invalid")
+    ]
+    assert events(refused, refused) == []

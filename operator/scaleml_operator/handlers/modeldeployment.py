@@ -13,6 +13,7 @@ from typing import Any, Final, cast
 
 import kopf
 
+from scaleml_operator.api.conditions import SPEC_APPLIED
 from scaleml_operator.api.kinds import MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_operator.api.modeldeployment import MODEL_VERSION_ANNOTATION, Waiting
 from scaleml_operator.api.validation import InvalidSpecError, parse_spec
@@ -24,6 +25,7 @@ from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.handlers.status import Written, with_verdict, write_status
 from scaleml_operator.kube import apply as kube
 from scaleml_operator.status.acceptance import event_message
+from scaleml_operator.status.conditions import set_condition
 from scaleml_operator.status.modeldeployment import events, observed
 from scaleml_workloads.contract.base import API_VERSION
 from scaleml_workloads.contract.serving import ModelDeploymentSpec
@@ -100,21 +102,19 @@ def _refresh(
     owner = Owner(MODEL_DEPLOYMENT.kind, name, namespace, meta["uid"])
     source = _resolve(spec, namespace, exported)
     deployment = kube.get("apps/v1", "Deployment", build.deployment_name(name), namespace)
+    rejected: list[str] | None = None
     if apply_all or _stale(deployment, source):
         images = (spec.triton_image or config.triton_image, config.workload_image)
-        children = build.children(owner, spec, None if isinstance(source, Waiting) else source, images)
-        for manifest in children.apply:
-            kube.apply(manifest)
-        for api_version, kind, child in children.absent:
-            kube.delete_owned(api_version, kind, child, namespace, owner.uid)
+        rejected = _apply(owner, build.children(owner, spec, None if isinstance(source, Waiting) else source, images))
         deployment = kube.get("apps/v1", "Deployment", build.deployment_name(name), namespace)
     pods = kube.list_objects("v1", "Pod", namespace, _selector(name)) if deployment else []
 
     def compose(fresh: dict[str, Any]) -> dict[str, Any]:
         current = with_verdict(fresh.get("status") or {}, verdict or {}, valid=True)
-        return {
-            **current,
-            **observed(
+        generation = fresh["metadata"].get("generation")
+        now = datetime.now(UTC)
+        current.update(
+            observed(
                 current,
                 deployment=deployment,
                 pods=pods,
@@ -122,19 +122,44 @@ def _refresh(
                 version=None if isinstance(source, Waiting) else source.version,
                 endpoints=build.endpoints(owner),
                 selector=_selector(name),
-                generation=fresh["metadata"].get("generation"),
-                now=datetime.now(UTC),
-            ),
-        }
+                generation=generation,
+                now=now,
+            )
+        )
+        if rejected is not None:
+            current["conditions"] = set_condition(
+                current["conditions"],
+                type=SPEC_APPLIED,
+                status="False" if rejected else "True",
+                reason="ChildRejected" if rejected else "Applied",
+                message=" ".join(rejected),
+                generation=generation,
+                now=now,
+            )
+        return current
 
     return write_status(MODEL_DEPLOYMENT, name, namespace, compose)
+
+
+def _apply(owner: Owner, children: build.Children) -> list[str]:
+    """Applies every child it can; returns what the API server refused, and why (the spec must change)."""
+    rejected = []
+    for manifest in children.apply:
+        try:
+            kube.apply(manifest)
+        except kube.RejectedError as error:
+            rejected.append(f"{manifest['kind']} {manifest['metadata']['name']}: {error}")
+    for api_version, kind, child in children.absent:
+        kube.delete_owned(api_version, kind, child, owner.namespace, owner.uid)
+    return rejected
 
 
 def _post_events(written: Written | None) -> None:
     if written is None:
         return
     body = kopf.Body(cast(kopf.RawBody, written.body))
-    for event in events(written.previous, written.body.get("status", {})):
+    status = written.body.get("status", {})
+    for event in events(written.previous, status):
         kopf.event(body, type=event.type, reason=event.reason, message=event_message(event.message))
 
 

@@ -7,6 +7,7 @@ objects, and a changed spec reaches objects that already exist.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -19,6 +20,11 @@ from scaleml_operator.kube.client import api_client
 FIELD_MANAGER: Final = "scaleml-operator"
 HTTP_NOT_FOUND: Final = 404
 HTTP_CONFLICT: Final = 409
+HTTP_UNPROCESSABLE: Final = 422
+
+
+class RejectedError(Exception):
+    """The API server refused an object as invalid: applying it again cannot help until the spec changes."""
 
 
 @functools.cache
@@ -31,15 +37,27 @@ def apply(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Applies `manifest` (force: the operator owns these fields) and returns the live object."""
     dynamic = dynamic_client()
     resource = dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
-    live = dynamic.server_side_apply(
-        resource,
-        body=dict(manifest),
-        name=manifest["metadata"]["name"],
-        namespace=manifest["metadata"].get("namespace"),
-        field_manager=FIELD_MANAGER,
-        force_conflicts=True,
-    )
+    try:
+        live = dynamic.server_side_apply(
+            resource,
+            body=dict(manifest),
+            name=manifest["metadata"]["name"],
+            namespace=manifest["metadata"].get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+    except ApiException as error:
+        if error.status == HTTP_UNPROCESSABLE:
+            raise RejectedError(_message(error)) from None
+        raise
     return live.to_dict()  # type: ignore[no-any-return]
+
+
+def _message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(error.reason)
 
 
 def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from scaleml_operator.api.conditions import DEGRADED, PROGRESSING, READY
+from scaleml_operator.api.conditions import DEGRADED, PROGRESSING, READY, SPEC_APPLIED
 from scaleml_operator.api.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER, Waiting
 from scaleml_operator.status.conditions import Event, set_condition
 
@@ -18,6 +18,13 @@ def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event
     """The Events to post when a ModelDeployment's status moves from `previous` to `status`."""
     phase = status.get("phase")
     posted: list[Event] = []
+    applied = _condition(status, SPEC_APPLIED)
+    before = _condition(previous, SPEC_APPLIED)
+    if applied.get("status") == "False" and (before.get("status"), before.get("message")) != (
+        "False",
+        applied["message"],
+    ):
+        posted.append(Event("Warning", "SpecNotApplied", applied["message"]))
     version = status.get("servedVersion")
     if version and version != previous.get("servedVersion"):
         posted.append(Event("Normal", "ModelVersionServed", f"Every ready replica serves model version {version}."))
@@ -31,11 +38,9 @@ def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event
     return posted
 
 
-def _deployment_condition(deployment: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
-    for condition in deployment.get("status", {}).get("conditions") or ():
-        if condition.get("type") == type_:
-            return condition  # type: ignore[no-any-return]
-    return {}
+def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    """The condition of `type_` in an object's status (ours or a Deployment's); empty when there is none."""
+    return next((c for c in status.get("conditions") or () if c.get("type") == type_), {})
 
 
 def server_failure(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
@@ -120,8 +125,8 @@ def observed(
     desired = deployment.get("spec", {}).get("replicas", 1)
     complete, progress = _rollout(deployment, version)
     failure = server_failure(pods)
-    stalled = _deployment_condition(deployment, "Progressing")
-    replica_failure = _deployment_condition(deployment, "ReplicaFailure")
+    stalled = _condition(deployment_status, "Progressing")
+    replica_failure = _condition(deployment_status, "ReplicaFailure")
     if failure is None and stalled.get("reason") == "ProgressDeadlineExceeded":
         failure = ("ProgressDeadlineExceeded", stalled.get("message", ""))
     if failure is None and replica_failure.get("status") == "True":
