@@ -67,7 +67,13 @@ def operator(
 
 
 @pytest.fixture
-def ml_namespace(make_namespace: NamespaceFactory, kubectl: Kubectl, operator: None) -> Iterator[str]:
+def ml_namespace(claims_namespace: str, operator: None) -> str:
+    """A restricted namespace with the example's claims, and an operator (of this test module) at work."""
+    return claims_namespace
+
+
+@pytest.fixture
+def claims_namespace(make_namespace: NamespaceFactory, kubectl: Kubectl) -> Iterator[str]:
     """A restricted namespace with the example's claims bound to volumes."""
     namespace = make_namespace(labels=RESTRICTED)
     for claim in CLAIMS:

@@ -14,45 +14,15 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.scenario import condition, event_reasons, export, model_deployment, status, training_job
 from tests.support.kubectl import Kubectl
-from tests.support.manifests import example, merged
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-def _training_job(kubectl: Kubectl, namespace: str) -> None:
-    """The example TrainingJob, held suspended: the tests play its pods' part and report exported versions."""
-    job = merged(
-        example("TrainingJob"), {"spec": {"scheduling": {"nodeSelector": None}, "runPolicy": {"suspend": True}}}
-    )
-    kubectl.apply(job, "-n", namespace)
-    wait_for(lambda: (kubectl.find("trainingjob", "churn", namespace) or {}).get("status", {}).get("phase"), 60)
-
-
-def _export(kubectl: Kubectl, namespace: str, version: int) -> None:
-    """What a trainer pod does at the end of a run: patch modelVersion, as the ServiceAccount the operator gave it."""
-    kubectl.run(
-        "patch",
-        "trainingjob",
-        "churn",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"modelVersion": version}}),
-        f"--as=system:serviceaccount:{namespace}:churn-trainer",
-    )
-
-
-def _model_deployment(**changes: Any) -> dict[str, Any]:
-    return merged(example("ModelDeployment"), {"spec": changes})
-
-
 def _status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
-    status: dict[str, Any] = (kubectl.find("modeldeployment", "churn", namespace) or {}).get("status", {})
-    return status
+    return status(kubectl, "modeldeployment", "churn", namespace)
 
 
 def _ready_with(kubectl: Kubectl, namespace: str, version: int) -> dict[str, Any] | None:
@@ -60,35 +30,21 @@ def _ready_with(kubectl: Kubectl, namespace: str, version: int) -> dict[str, Any
     return status if status.get("phase") == "Ready" and status.get("servedVersion") == version else None
 
 
-def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in status["conditions"] if c["type"] == type_)
-
-
 def _reasons(kubectl: Kubectl, namespace: str) -> set[str]:
-    out = kubectl.run(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        "involvedObject.kind=ModelDeployment",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ).stdout
-    return set(out.split())
+    return event_reasons(kubectl, namespace, "ModelDeployment")
 
 
 def test_a_deployment_waits_for_its_training_job_then_serves_it(kubectl: Kubectl, ml_namespace: str) -> None:
-    _training_job(kubectl, ml_namespace)
-    kubectl.apply(_model_deployment(), "-n", ml_namespace)
+    training_job(kubectl, ml_namespace)
+    kubectl.apply(model_deployment(), "-n", ml_namespace)
 
     waiting = wait_for(
         lambda: _status(kubectl, ml_namespace).get("phase") == "Pending" and _status(kubectl, ml_namespace), 60
     )
-    assert _condition(waiting, "Ready")["reason"] == "WaitingForModel"
+    assert condition(waiting, "Ready")["reason"] == "WaitingForModel"
     assert kubectl.find("deployment", "churn-triton", ml_namespace) is None
 
-    _export(kubectl, ml_namespace, 1)
+    export(kubectl, ml_namespace, 1)
     ready = wait_for(partial(_ready_with, kubectl, ml_namespace, 1), 90, "version 1 to be served")
 
     assert ready["readyReplicas"] == ready["replicas"] == 1
@@ -96,8 +52,8 @@ def test_a_deployment_waits_for_its_training_job_then_serves_it(kubectl: Kubectl
         "http": f"http://churn.{ml_namespace}.svc:8000",
         "grpc": f"churn.{ml_namespace}.svc:8001",
     }
-    assert _condition(ready, "Progressing")["status"] == "False"
-    assert _condition(ready, "Degraded")["status"] == "False"
+    assert condition(ready, "Progressing")["status"] == "False"
+    assert condition(ready, "Degraded")["status"] == "False"
     assert {"SpecAccepted", "ModelVersionServed", "ModelDeploymentReady"} <= _reasons(kubectl, ml_namespace)
 
     deployment = json.loads(
@@ -147,9 +103,9 @@ def test_a_deployment_waits_for_its_training_job_then_serves_it(kubectl: Kubectl
 
 
 def test_spec_edits_and_kubectl_scale_reach_the_children(kubectl: Kubectl, ml_namespace: str) -> None:
-    _training_job(kubectl, ml_namespace)
-    _export(kubectl, ml_namespace, 1)
-    kubectl.apply(_model_deployment(autoscaling=None, replicas=1, capture={"enabled": False}), "-n", ml_namespace)
+    training_job(kubectl, ml_namespace)
+    export(kubectl, ml_namespace, 1)
+    kubectl.apply(model_deployment(autoscaling=None, replicas=1, capture={"enabled": False}), "-n", ml_namespace)
     wait_for(partial(_ready_with, kubectl, ml_namespace, 1), 90, "version 1 to be served")
     assert kubectl.find("hpa", "churn", ml_namespace) is None
 
@@ -187,13 +143,13 @@ def test_spec_edits_and_kubectl_scale_reach_the_children(kubectl: Kubectl, ml_na
 
 
 def test_a_new_training_job_version_rolls_the_deployment(kubectl: Kubectl, ml_namespace: str) -> None:
-    _training_job(kubectl, ml_namespace)
-    _export(kubectl, ml_namespace, 1)
-    kubectl.apply(_model_deployment(autoscaling=None, replicas=2), "-n", ml_namespace)
+    training_job(kubectl, ml_namespace)
+    export(kubectl, ml_namespace, 1)
+    kubectl.apply(model_deployment(autoscaling=None, replicas=2), "-n", ml_namespace)
     wait_for(partial(_ready_with, kubectl, ml_namespace, 1), 90, "version 1 to be served")
     first = kubectl.get("deployment", "churn-triton", ml_namespace)["metadata"]["generation"]
 
-    _export(kubectl, ml_namespace, 2)
+    export(kubectl, ml_namespace, 2)
 
     ready = wait_for(partial(_ready_with, kubectl, ml_namespace, 2), 120, "version 2 to be served")
     deployment = kubectl.get("deployment", "churn-triton", ml_namespace)
@@ -215,9 +171,9 @@ def test_a_new_training_job_version_rolls_the_deployment(kubectl: Kubectl, ml_na
 
 
 def test_deleting_the_model_deployment_removes_every_child(kubectl: Kubectl, ml_namespace: str) -> None:
-    _training_job(kubectl, ml_namespace)
-    _export(kubectl, ml_namespace, 1)
-    kubectl.apply(_model_deployment(autoscaling={"minReplicas": 2, "maxReplicas": 3}), "-n", ml_namespace)
+    training_job(kubectl, ml_namespace)
+    export(kubectl, ml_namespace, 1)
+    kubectl.apply(model_deployment(autoscaling={"minReplicas": 2, "maxReplicas": 3}), "-n", ml_namespace)
     wait_for(partial(_ready_with, kubectl, ml_namespace, 1), 90, "version 1 to be served")
     children = [("deployment", "churn-triton"), ("service", "churn"), ("hpa", "churn"), ("pdb", "churn")]
     for resource, name in children:
@@ -233,20 +189,20 @@ def test_deleting_the_model_deployment_removes_every_child(kubectl: Kubectl, ml_
 def test_a_child_the_api_server_refuses_is_reported_and_the_rest_still_applies(
     kubectl: Kubectl, ml_namespace: str
 ) -> None:
-    _training_job(kubectl, ml_namespace)
-    _export(kubectl, ml_namespace, 1)
+    training_job(kubectl, ml_namespace)
+    export(kubectl, ml_namespace, 1)
     # A Pods metric without its "pods" block passes the CRD (metrics are free-form) but not HPA validation.
     broken = {"minReplicas": 1, "maxReplicas": 3, "metrics": [{"type": "Pods"}]}
-    kubectl.apply(_model_deployment(autoscaling=broken), "-n", ml_namespace)
+    kubectl.apply(model_deployment(autoscaling=broken), "-n", ml_namespace)
 
     def reported() -> dict[str, Any] | None:
         conditions = _status(kubectl, ml_namespace).get("conditions", [])
         return next((c for c in conditions if c["type"] == "SpecApplied" and c["status"] == "False"), None)
 
-    condition = wait_for(reported, 60, "the SpecApplied condition")
-    assert condition["reason"] == "ChildRejected"
-    assert "HorizontalPodAutoscaler churn" in condition["message"]
-    assert "spec.metrics[1].pods" in condition["message"]
+    refused = wait_for(reported, 60, "the SpecApplied condition")
+    assert refused["reason"] == "ChildRejected"
+    assert "HorizontalPodAutoscaler churn" in refused["message"]
+    assert "spec.metrics[1].pods" in refused["message"]
     wait_for(partial(_ready_with, kubectl, ml_namespace, 1), 90, "version 1 to be served all the same")
     assert "SpecNotApplied" in _reasons(kubectl, ml_namespace)
 
@@ -254,6 +210,5 @@ def test_a_child_the_api_server_refuses_is_reported_and_the_rest_still_applies(
     kubectl.run(
         "patch", "md", "churn", "-n", ml_namespace, "--type=merge", "-p", json.dumps({"spec": {"autoscaling": fixed}})
     )
-    applied = wait_for(lambda: _condition(_status(kubectl, ml_namespace), "SpecApplied")["status"] == "True", 60)
-    assert applied
+    wait_for(lambda: condition(_status(kubectl, ml_namespace), "SpecApplied").get("status") == "True", 60)
     assert kubectl.find("hpa", "churn", ml_namespace) is not None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from scaleml_workloads.contract.merge import merge_patch
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "manifests" / "examples"
@@ -30,12 +31,4 @@ def example(kind: str) -> Manifest:
 
 def merged(base: Manifest, changes: Manifest) -> Manifest:
     """`base` with `changes` merged in, recursively; a None value removes the key."""
-    result = copy.deepcopy(base)
-    for key, value in changes.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
+    return merge_patch(base, changes)

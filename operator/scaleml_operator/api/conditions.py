@@ -27,6 +27,8 @@ RUNNING = "Running"
 RESTARTING = "Restarting"
 SUSPENDED = "Suspended"
 SPEC_APPLIED = "SpecApplied"
+# DriftMonitor.
+RETRAINING = "Retraining"
 
 # Reasons.
 SPEC_ACCEPTED = "SpecAccepted"

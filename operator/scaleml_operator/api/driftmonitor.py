@@ -20,7 +20,15 @@ class DriftMonitorStatus(ApiModel):
     observed_generation: int | None = Field(default=None, ge=0, description="Generation last acted on.")
     last_check_time: datetime | None = Field(default=None, description="When the last window was tested.")
     drift_detected: bool | None = Field(default=None, description="Whether the last window drifted.")
-    drift_score: float | None = Field(default=None, ge=0.0, description="Share of drifted features in the last window.")
+    drift_score: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Overall drift score of the last window, from 0 to 1."
+    )
+    drift_since: datetime | None = Field(
+        default=None, description="When the current run of drifted windows began; empty while there is no drift."
+    )
+    reference_version: int | None = Field(
+        default=None, ge=1, description="The model version whose training-data profile is the reference."
+    )
     drifted_features: list[str] = Field(
         default=[], max_length=4096, description="Features that drifted in the last window."
     )

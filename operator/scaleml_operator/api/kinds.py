@@ -103,7 +103,7 @@ DRIFT_MONITOR = Kind(
     columns=(
         PrinterColumn("Target", ".spec.target.modelDeployment", description="Monitored ModelDeployment."),
         PrinterColumn("Drift", ".status.driftDetected", "boolean", "Whether the last window drifted."),
-        PrinterColumn("Score", ".status.driftScore", "number", "Share of drifted features."),
+        PrinterColumn("Score", ".status.driftScore", "number", "Overall drift score of the last window."),
         PrinterColumn("Retrains", ".status.retrainsTriggered", "integer", "TrainingJobs created."),
         PrinterColumn("Last-Check", ".status.lastCheckTime", "date", "When the last window was tested."),
         _AGE,

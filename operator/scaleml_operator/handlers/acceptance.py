@@ -1,20 +1,19 @@
 """Checks every spec with the API models and records the verdict in status and Events.
 
-Kinds with a full reconcile run `accept` as their first step; the others only get this.
+Every kind's reconcile runs `accept` as its first step.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 import kopf
 from pydantic import BaseModel
 
 from scaleml_operator.api.conditions import INVALID_SPEC, SPEC_ACCEPTED
-from scaleml_operator.api.kinds import DRIFT_MONITOR, Kind
+from scaleml_operator.api.kinds import Kind
 from scaleml_operator.api.validation import InvalidSpecError, parse_spec
-from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.kube.apply import FIELD_MANAGER
 from scaleml_operator.status.acceptance import accepted, event_message, rejected
 
@@ -36,15 +35,3 @@ def accept(kind: Kind, body: kopf.Body, status: kopf.Status, patch: kopf.Patch) 
     patch.status.update(accepted(status, generation=generation, initial_phase=phase, now=now))
     kopf.info(body, reason=SPEC_ACCEPTED, message=f"{kind.kind} spec accepted (generation {generation}).")
     return spec
-
-
-def _register(kind: Kind) -> None:
-    @kopf.on.resume(*kind.group_version, id="accept")
-    @kopf.on.create(*kind.group_version, id="accept")
-    @kopf.on.update(*kind.group_version, id="accept", field="spec")
-    @instrumented(kind.kind, OWN_MANAGERS)
-    async def accept_only(body: kopf.Body, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
-        accept(kind, body, status, patch)
-
-
-_register(DRIFT_MONITOR)

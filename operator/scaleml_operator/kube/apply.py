@@ -127,3 +127,20 @@ def delete_owned(api_version: str, kind: str, name: str, namespace: str, owner_u
     if not any(reference.get("uid") == owner_uid and reference.get("controller") for reference in owners):
         return False
     return delete(api_version, kind, name, namespace)
+
+
+def create(manifest: Mapping[str, Any]) -> bool:
+    """Creates the object; False when one of that name exists already (the caller chose the name to mean that)."""
+    dynamic = dynamic_client()
+    resource = dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+    try:
+        dynamic.create(
+            resource, body=dict(manifest), namespace=manifest["metadata"].get("namespace"), field_manager=FIELD_MANAGER
+        )
+    except ApiException as error:
+        if error.status == HTTP_CONFLICT:
+            return False
+        if error.status == HTTP_UNPROCESSABLE:
+            raise RejectedError(_message(error)) from None
+        raise
+    return True

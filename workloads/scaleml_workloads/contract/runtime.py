@@ -13,6 +13,7 @@ from typing import Final
 from pydantic import Field
 
 from scaleml_workloads.contract.base import ApiModel, ObjectName
+from scaleml_workloads.contract.monitoring import DriftMonitorSpec
 from scaleml_workloads.contract.serving import ModelDeploymentSpec
 from scaleml_workloads.contract.training import ModelName, TrainingJobSpec
 
@@ -108,3 +109,24 @@ class ServingRun(ApiModel):
     )
     poll_seconds: float = Field(default=5.0, gt=0, description="How often the agent looks for new versions.")
     health_port: int = Field(default=AGENT_HEALTH_PORT, ge=0, le=65535, description="Health endpoint; 0: none.")
+
+
+# Drift monitor pods.
+REFERENCE_DIR: Final = "/reference"
+REPORTS_DIR: Final = "/reports"
+REPORT_PORT: Final = 8080
+
+
+class MonitorRun(ApiModel):
+    """What a drift monitor pod needs: the spec, where the reference profile and the captures are, and its ports."""
+
+    namespace: ObjectName = Field(description="Namespace of the DriftMonitor.")
+    name: ObjectName = Field(description="Name of the DriftMonitor, whose status the monitor reports to.")
+    spec: DriftMonitorSpec = Field(description="The DriftMonitor's spec, as accepted by the operator.")
+    profile_path: str = Field(description="The reference profile (profile.json) the operator resolved.")
+    model_version: int | None = Field(default=None, description="The served model version the profile belongs to.")
+    captures_dir: str = Field(default=CAPTURE_DIR, description="Where the capture proxies write (read only).")
+    reports_dir: str = Field(default=REPORTS_DIR, description="Where the HTML reports go.")
+    metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 turns it off.")
+    report_port: int = Field(default=REPORT_PORT, ge=0, le=65535, description="Report and health port; 0: none.")
+    report_status: bool = Field(default=True, description="Patch the DriftMonitor's status and post Events.")

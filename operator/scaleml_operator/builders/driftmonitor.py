@@ -1,0 +1,207 @@
+"""DriftMonitor -> the monitor's Deployment, Service, ServiceAccount, and a Role for its own status.
+
+One monitor pod per DriftMonitor (the Deployment recreates rather than surges): two would test the
+same windows twice and announce the same drift twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from scaleml_operator.api.modeldeployment import Waiting
+from scaleml_operator.builders.meta import (
+    CONTAINER_SECURITY_CONTEXT,
+    POD_SECURITY_CONTEXT,
+    Owner,
+    labels,
+    metadata,
+)
+from scaleml_workloads.contract import runtime
+from scaleml_workloads.contract.base import GROUP
+from scaleml_workloads.contract.monitoring import DriftMonitorSpec
+
+COMPONENT: Final = "scaleml-monitor"
+CONTAINER: Final = "monitor"
+PROFILE_FILE: Final = "profile.json"
+RESOURCES: Final = {
+    "requests": {"cpu": "500m", "memory": "1Gi"},
+    "limits": {"cpu": "2", "memory": "2Gi"},
+}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the monitor reads: the captures' claim, and the reference profile's claim, path and model version."""
+
+    captures_claim: str
+    reference_claim: str
+    profile_path: str
+    reference_version: int | None
+
+
+def monitor_name(name: str) -> str:
+    return f"{name}-monitor"
+
+
+def resolve_inputs(
+    spec: DriftMonitorSpec, model_deployment: Mapping[str, Any] | None, training_job: Mapping[str, Any] | None
+) -> Inputs | Waiting:
+    """The claims and the profile to read; `training_job` is the one `reference.fromTrainingJob` names.
+
+    The reference follows the served model: a retrained version was trained on other data, so live
+    traffic is compared with that version's profile once it serves.
+    """
+    target = spec.target.model_deployment
+    if model_deployment is None:
+        return Waiting("ModelDeploymentNotFound", f"ModelDeployment {target} does not exist (yet).")
+    capture = model_deployment["spec"].get("capture") or {}
+    if not capture.get("enabled") or not capture.get("volumeClaim"):
+        return Waiting("CaptureDisabled", f"ModelDeployment {target} does not capture requests (spec.capture).")
+    if not spec.reference.from_training_job:
+        return Inputs(capture["volumeClaim"], spec.reference.volume_claim, spec.reference.path, None)
+    name = spec.reference.from_training_job
+    if training_job is None:
+        return Waiting("TrainingJobNotFound", f"TrainingJob {name} does not exist (yet).")
+    output = training_job["spec"]["output"]
+    version = (model_deployment.get("status") or {}).get("servedVersion") or (training_job.get("status") or {}).get(
+        "modelVersion"
+    )
+    if not version:
+        return Waiting("WaitingForModel", f"Neither ModelDeployment {target} nor TrainingJob {name} has a version yet.")
+    path = f"{output['modelName']}/{version}/{PROFILE_FILE}"
+    return Inputs(capture["volumeClaim"], output["volumeClaim"], path, int(version))
+
+
+def monitor_run(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs) -> runtime.MonitorRun:
+    return runtime.MonitorRun(
+        namespace=owner.namespace,
+        name=owner.name,
+        spec=spec,
+        profile_path=f"{runtime.REFERENCE_DIR}/{inputs.profile_path}",
+        model_version=inputs.reference_version,
+    )
+
+
+def pod_template(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, image: str) -> dict[str, Any]:
+    probe = {"httpGet": {"path": "/healthz", "port": "report"}, "periodSeconds": 10, "failureThreshold": 3}
+    container = {
+        "name": CONTAINER,
+        "image": image,
+        "command": ["python", "-m", "scaleml_workloads.monitor"],
+        "env": [
+            {"name": runtime.CONFIG_ENV, "value": monitor_run(owner, spec, inputs).model_dump_json(by_alias=True)},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "HOME", "value": runtime.SCRATCH_DIR},
+        ],
+        "ports": [
+            {"name": "metrics", "containerPort": runtime.METRICS_PORT},
+            {"name": "report", "containerPort": runtime.REPORT_PORT},
+        ],
+        "readinessProbe": probe,
+        "livenessProbe": probe,
+        "resources": RESOURCES,
+        "volumeMounts": [
+            {"name": "captures", "mountPath": runtime.CAPTURE_DIR, "readOnly": True},
+            {"name": "reference", "mountPath": runtime.REFERENCE_DIR, "readOnly": True},
+            {"name": "reports", "mountPath": runtime.REPORTS_DIR},
+            {"name": "scratch", "mountPath": runtime.SCRATCH_DIR},
+        ],
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return {
+        "metadata": {
+            "labels": labels(owner, COMPONENT),
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(runtime.METRICS_PORT)},
+        },
+        "spec": {
+            "serviceAccountName": monitor_name(owner.name),
+            "securityContext": POD_SECURITY_CONTEXT,
+            "containers": [container],
+            "volumes": [
+                {"name": "captures", "persistentVolumeClaim": {"claimName": inputs.captures_claim, "readOnly": True}},
+                {
+                    "name": "reference",
+                    "persistentVolumeClaim": {"claimName": inputs.reference_claim, "readOnly": True},
+                },
+                {"name": "reports", "emptyDir": {"sizeLimit": "1Gi"}},
+                {"name": "scratch", "emptyDir": {}},
+            ],
+        },
+    }
+
+
+def deployment(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, image: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner, monitor_name(owner.name), COMPONENT),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": labels(owner, COMPONENT)},
+            "template": pod_template(owner, spec, inputs, image),
+        },
+    }
+
+
+def service(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, monitor_name(owner.name), COMPONENT),
+        "spec": {
+            "selector": labels(owner, COMPONENT),
+            "ports": [
+                {"name": "metrics", "port": runtime.METRICS_PORT, "targetPort": "metrics", "appProtocol": "http"},
+                {"name": "report", "port": runtime.REPORT_PORT, "targetPort": "report", "appProtocol": "http"},
+            ],
+        },
+    }
+
+
+def service_account(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(owner, monitor_name(owner.name), COMPONENT),
+    }
+
+
+def status_role(owner: Owner) -> dict[str, Any]:
+    """Lets the monitor report on its own DriftMonitor and announce drift in Events, nothing else."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(owner, monitor_name(owner.name), COMPONENT),
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "resources": ["driftmonitors/status"],
+                "resourceNames": [owner.name],
+                "verbs": ["get", "patch"],
+            },
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        ],
+    }
+
+
+def status_role_binding(owner: Owner) -> dict[str, Any]:
+    name = monitor_name(owner.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(owner, name, COMPONENT),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+    }
+
+
+def children(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs | None, image: str) -> list[dict[str, Any]]:
+    """Every child in the order to apply them; the Deployment only once there is something to read."""
+    objects = [service_account(owner), status_role(owner), status_role_binding(owner), service(owner)]
+    if inputs is not None:
+        objects.append(deployment(owner, spec, inputs, image))
+    return objects

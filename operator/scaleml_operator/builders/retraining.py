@@ -1,0 +1,106 @@
+"""Retraining: when a DriftMonitor creates a TrainingJob, which one, and under what name.
+
+The name is derived from the monitor's uid and the moment the current drift began, so an operator
+restarted at any point (even between creating the job and recording it) derives the same name
+again, and the API server refuses a second job: one drift episode, at most one TrainingJob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from scaleml_workloads.contract.base import API_VERSION, duration_seconds
+from scaleml_workloads.contract.merge import merge_patch
+from scaleml_workloads.contract.monitoring import RetrainPolicy
+
+RETRAINED_BY_LABEL: Final = "scaleml.dev/retrained-by"
+RETRAIN_OF_LABEL: Final = "scaleml.dev/retrain-of"
+DRIFT_SINCE_ANNOTATION: Final = "scaleml.dev/drift-since"
+TRAINING_JOB_MAX_NAME: Final = 48
+_SUFFIX: Final = "-retrain-"
+_DIGEST_CHARS: Final = 8
+_FINISHED: Final = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to create a TrainingJob now, and why (the reason and message of the Retraining condition)."""
+
+    create: bool
+    reason: str
+    message: str
+
+
+def job_name(source: str, monitor_uid: str, drift_since: str) -> str:
+    digest = hashlib.sha256(f"{monitor_uid}/{drift_since}".encode()).hexdigest()[:_DIGEST_CHARS]
+    base = source[: TRAINING_JOB_MAX_NAME - len(_SUFFIX) - _DIGEST_CHARS].rstrip("-.")
+    return f"{base}{_SUFFIX}{digest}"
+
+
+def _parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def decide(
+    policy: RetrainPolicy, status: Mapping[str, Any], last_job: Mapping[str, Any] | None, now: datetime
+) -> Decision:
+    """Create a TrainingJob after `policy.after` drifted windows in a row, unless one runs or the cooldown holds."""
+    if not policy.enabled:
+        return Decision(False, "Disabled", "spec.retrain.enabled is false.")
+    drifted = int(status.get("consecutiveDriftedWindows") or 0)
+    if not status.get("driftDetected") or not status.get("driftSince"):
+        return Decision(False, "NoDrift", "The last window did not drift.")
+    if drifted < policy.after:
+        return Decision(False, "DriftNotPersistent", f"{drifted} of {policy.after} drifted windows in a row.")
+    if last_job is not None and (last_job.get("status") or {}).get("phase") not in _FINISHED:
+        return Decision(False, "RetrainRunning", f"TrainingJob {last_job['metadata']['name']} is still running.")
+    if last := status.get("lastRetrainTime"):
+        until = _parse(last) + timedelta(seconds=duration_seconds(policy.cooldown))
+        if now < until:
+            # A stable message: each status write re-runs this, and a changing one would write again.
+            return Decision(
+                False,
+                "CooldownActive",
+                f"Drift persists; the cooldown of {policy.cooldown} ends at {until:%Y-%m-%dT%H:%M:%SZ}.",
+            )
+    return Decision(True, "RetrainTriggered", f"Drift persisted for {drifted} windows.")
+
+
+def retraining_job(
+    source: Mapping[str, Any], policy: RetrainPolicy, *, name: str, monitor: str, drift_since: str
+) -> dict[str, Any]:
+    """The TrainingJob that retrains `source` (the job that produced the served model), with the overrides.
+
+    It writes the next version of the same model, which the ModelDeployment then rolls to. Not owned
+    by the monitor: deleting a monitor must not delete the record of what trained a served model.
+    """
+    meta = source["metadata"]
+    spec = merge_patch(source["spec"], policy.training_job_overrides)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TrainingJob",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {RETRAINED_BY_LABEL: monitor, RETRAIN_OF_LABEL: meta["name"]},
+            "annotations": {DRIFT_SINCE_ANNOTATION: drift_since},
+        },
+        "spec": spec,
+    }
+
+
+def producer(training_jobs: Sequence[Mapping[str, Any]], output: Mapping[str, Any], version: int | None) -> str | None:
+    """The TrainingJob that exported `version` into `output`'s model directory, if it still exists."""
+    for job in training_jobs:
+        job_output = job["spec"].get("output", {})
+        same_model = (job_output.get("volumeClaim"), job_output.get("modelName")) == (
+            output.get("volumeClaim"),
+            output.get("modelName"),
+        )
+        if same_model and version is not None and (job.get("status") or {}).get("modelVersion") == version:
+            return str(job["metadata"]["name"])
+    return None

@@ -1,0 +1,62 @@
+"""The operator's part of a DriftMonitor's status: is the monitor running, and the retraining verdict (pure).
+
+The monitor pod writes the drift results itself (lastCheckTime, driftDetected, driftScore, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from scaleml_operator.api.conditions import READY, RETRAINING
+from scaleml_operator.api.modeldeployment import Waiting
+from scaleml_operator.status.conditions import set_condition
+
+
+def observed(
+    status: Mapping[str, Any],
+    *,
+    deployment: Mapping[str, Any] | None,
+    waiting: Waiting | None,
+    reference_version: int | None,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Status fields to patch from the monitor's Deployment (None: not created yet)."""
+    if waiting is not None:
+        ready, reason, message = False, waiting.reason, waiting.message
+    elif deployment is None:
+        ready, reason, message = False, "Creating", "Creating the monitor's Deployment."
+    elif (deployment.get("status") or {}).get("availableReplicas"):
+        ready, reason, message = True, "MonitorRunning", "The monitor is running."
+    else:
+        ready, reason, message = False, "MonitorStarting", "The monitor's pod is not ready yet."
+    conditions = set_condition(
+        status.get("conditions", []),
+        type=READY,
+        status="True" if ready else "False",
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    patch: dict[str, Any] = {"conditions": conditions}
+    if reference_version is not None:
+        patch["referenceVersion"] = reference_version
+    return patch
+
+
+def retraining(
+    status: Mapping[str, Any], *, active: bool, reason: str, message: str, generation: int | None, now: datetime
+) -> list[dict[str, Any]]:
+    """The conditions with Retraining set: True while a retraining TrainingJob runs."""
+    return set_condition(
+        status.get("conditions", []),
+        type=RETRAINING,
+        status="True" if active else "False",
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )

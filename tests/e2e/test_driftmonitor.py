@@ -1,0 +1,172 @@
+"""DriftMonitor on a cluster with controllers and KWOK nodes, the operator as its ServiceAccount.
+
+The monitor's pod runs no code under KWOK: the tests write its drift results the way it does, as
+its ServiceAccount, and check what the operator makes of them. The workload tests run the monitor.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.e2e.scenario import condition, event_reasons, export, model_deployment, patch_status, status, training_job
+from tests.support.kubectl import Kubectl
+from tests.support.manifests import example, merged
+from tests.support.polling import wait_for
+
+pytestmark = pytest.mark.e2e
+
+MONITOR_ACCOUNT = "churn-monitor"
+
+
+def drift_monitor(**changes: Any) -> dict[str, Any]:
+    return merged(example("DriftMonitor"), {"spec": changes})
+
+
+def serving(kubectl: Kubectl, namespace: str, **monitor: Any) -> None:
+    """A TrainingJob with version 1, a ModelDeployment capturing its traffic, and the DriftMonitor."""
+    training_job(kubectl, namespace)
+    export(kubectl, namespace, 1)
+    kubectl.apply(model_deployment(autoscaling=None), "-n", namespace)
+    kubectl.apply(drift_monitor(**monitor), "-n", namespace)
+
+
+def drifted(kubectl: Kubectl, namespace: str, windows: int, since: str) -> None:
+    """The monitor's report of a window that drifted, `windows` in a row since `since`."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    results = {
+        "lastCheckTime": now,
+        "driftDetected": True,
+        "driftScore": 0.6,
+        "driftedFeatures": ["a", "c", "plan"],
+        "windowSize": 5000,
+        "consecutiveDriftedWindows": windows,
+        "driftSince": since,
+    }
+    patch_status(kubectl, "driftmonitor", "churn", namespace, results, MONITOR_ACCOUNT)
+
+
+def retrain_jobs(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
+    out = kubectl.run("get", "trainingjobs", "-n", namespace, "-l", "scaleml.dev/retrained-by=churn", "-o", "json")
+    jobs: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+    return jobs
+
+
+def _monitor(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    return status(kubectl, "driftmonitor", "churn", namespace)
+
+
+def test_the_monitor_gets_its_children_and_reads_the_served_versions_profile(
+    kubectl: Kubectl, ml_namespace: str
+) -> None:
+    serving(kubectl, ml_namespace)
+
+    ready = wait_for(lambda: condition(_monitor(kubectl, ml_namespace), "Ready").get("status") == "True", 90)
+    assert ready
+    assert _monitor(kubectl, ml_namespace)["referenceVersion"] == 1
+    deployment = kubectl.get("deployment", "churn-monitor", ml_namespace)
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    run = json.loads(container["env"][0]["value"])
+    assert run["profilePath"] == "/reference/churn/1/profile.json"
+    claims = {v["name"]: v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {
+        "captures": {"claimName": "captures", "readOnly": True},
+        "reference": {"claimName": "models", "readOnly": True},
+    }
+    assert pod["serviceAccountName"] == MONITOR_ACCOUNT
+    service = kubectl.get("service", "churn-monitor", ml_namespace)
+    assert {p["name"] for p in service["spec"]["ports"]} == {"metrics", "report"}
+
+    # The monitor may report on this DriftMonitor and nothing else.
+    account = f"--as=system:serviceaccount:{ml_namespace}:{MONITOR_ACCOUNT}"
+    for name, allowed in (("churn", "yes"), ("other", "no")):
+        can = kubectl.run(
+            "auth",
+            "can-i",
+            "patch",
+            f"driftmonitors.scaleml.dev/{name}",
+            "--subresource=status",
+            "-n",
+            ml_namespace,
+            account,
+            check=False,
+        )
+        assert can.stdout.strip() == allowed
+    secrets = kubectl.run("auth", "can-i", "get", "secrets", "-n", ml_namespace, account, check=False)
+    assert secrets.stdout.strip() == "no"
+
+    # The served model moves to version 2: the monitor compares with version 2's training data.
+    export(kubectl, ml_namespace, 2)
+    wait_for(lambda: _monitor(kubectl, ml_namespace).get("referenceVersion") == 2, 120, "reference version 2")
+    run = json.loads(
+        kubectl.get("deployment", "churn-monitor", ml_namespace)["spec"]["template"]["spec"]["containers"][0]["env"][0][
+            "value"
+        ]
+    )
+    assert run["profilePath"] == "/reference/churn/2/profile.json"
+
+
+def test_a_monitor_without_captured_traffic_waits_and_says_why(kubectl: Kubectl, ml_namespace: str) -> None:
+    training_job(kubectl, ml_namespace)
+    export(kubectl, ml_namespace, 1)
+    kubectl.apply(model_deployment(autoscaling=None, capture={"enabled": False}), "-n", ml_namespace)
+    kubectl.apply(drift_monitor(), "-n", ml_namespace)
+
+    waiting = wait_for(
+        lambda: condition(_monitor(kubectl, ml_namespace), "Ready").get("reason") == "CaptureDisabled", 60
+    )
+    assert waiting
+    assert kubectl.find("deployment", "churn-monitor", ml_namespace) is None
+
+
+def test_persistent_drift_creates_exactly_one_training_job_and_the_cooldown_holds(
+    kubectl: Kubectl, ml_namespace: str
+) -> None:
+    overrides = {"hyperparameters": {"epochs": 10}, "runPolicy": {"suspend": False}}
+    serving(
+        kubectl,
+        ml_namespace,
+        retrain={"enabled": True, "after": 3, "cooldown": "1h", "trainingJobOverrides": overrides},
+    )
+    wait_for(lambda: condition(_monitor(kubectl, ml_namespace), "Ready").get("status") == "True", 90)
+    since = "2026-11-23T10:00:00Z"
+
+    drifted(kubectl, ml_namespace, 2, since)
+    retraining = wait_for(lambda: condition(_monitor(kubectl, ml_namespace), "Retraining") or None, 30)
+    assert (retraining["status"], retraining["reason"]) == ("False", "DriftNotPersistent")
+    assert retrain_jobs(kubectl, ml_namespace) == []
+
+    for windows in (3, 4, 5):
+        drifted(kubectl, ml_namespace, windows, since)
+    (job,) = wait_for(lambda: retrain_jobs(kubectl, ml_namespace), 30, "the retraining TrainingJob")
+    assert job["metadata"]["name"].startswith("churn-retrain-")
+    assert job["metadata"]["labels"]["scaleml.dev/retrain-of"] == "churn"
+    assert job["spec"]["hyperparameters"]["epochs"] == 10
+    assert job["spec"]["output"] == kubectl.get("trainingjob", "churn", ml_namespace)["spec"]["output"]
+    monitor = wait_for(
+        lambda: _monitor(kubectl, ml_namespace).get("retrainsTriggered") == 1 and _monitor(kubectl, ml_namespace), 30
+    )
+    assert monitor["lastRetrainJob"] == job["metadata"]["name"]
+    assert "RetrainTriggered" in event_reasons(kubectl, ml_namespace, "DriftMonitor")
+
+    # The job runs (KWOK completes it); drift goes on, then a new episode begins: the cooldown holds.
+    wait_for(
+        lambda: status(kubectl, "trainingjob", job["metadata"]["name"], ml_namespace).get("phase") == "Succeeded", 120
+    )
+    drifted(kubectl, ml_namespace, 6, since)
+    drifted(kubectl, ml_namespace, 3, "2026-11-23T11:00:00Z")
+    cooling = wait_for(
+        lambda: (
+            condition(_monitor(kubectl, ml_namespace), "Retraining").get("reason") == "CooldownActive"
+            and _monitor(kubectl, ml_namespace)
+        ),
+        30,
+    )
+    assert "cooldown of 1h" in condition(cooling, "Retraining")["message"]
+    assert len(retrain_jobs(kubectl, ml_namespace)) == 1
+    assert _monitor(kubectl, ml_namespace)["retrainsTriggered"] == 1
