@@ -1,0 +1,159 @@
+"""What a DriftMonitor becomes, what it reads, and when and how it retrains."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from scaleml_operator.api.modeldeployment import Waiting
+from scaleml_operator.builders import driftmonitor as build
+from scaleml_operator.builders import retraining
+from scaleml_operator.builders.meta import Owner
+from scaleml_workloads.contract.monitoring import DriftMonitorSpec, RetrainPolicy
+from scaleml_workloads.contract.runtime import MonitorRun
+from tests.support.manifests import example, merged
+
+OWNER = Owner("DriftMonitor", "churn", "ml", "9c0d-uid")
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def _spec(**changes: Any) -> DriftMonitorSpec:
+    return DriftMonitorSpec.model_validate(merged(example("DriftMonitor"), {"spec": changes})["spec"])
+
+
+def _deployment(served: int | None = 2, capture: bool = True) -> dict[str, Any]:
+    return {
+        "spec": {"capture": {"enabled": capture, "volumeClaim": "captures"}},
+        "status": {"servedVersion": served} if served else {},
+    }
+
+
+TRAINING_JOB = {"spec": {"output": {"volumeClaim": "models", "modelName": "churn"}}, "status": {"modelVersion": 3}}
+
+
+def test_the_reference_is_the_profile_of_the_served_version() -> None:
+    inputs = build.resolve_inputs(_spec(), _deployment(served=2), TRAINING_JOB)
+    assert inputs == build.Inputs("captures", "models", "churn/2/profile.json", 2)
+    # Nothing served yet: the TrainingJob's newest export.
+    assert build.resolve_inputs(_spec(), _deployment(served=None), TRAINING_JOB).reference_version == 3  # type: ignore[union-attr]
+
+
+def test_a_profile_given_by_path_is_read_from_its_claim() -> None:
+    spec = _spec(reference={"fromTrainingJob": "", "path": "profiles/churn.json", "volumeClaim": "refs"})
+    assert build.resolve_inputs(spec, _deployment(), None) == build.Inputs(
+        "captures", "refs", "profiles/churn.json", None
+    )
+
+
+@pytest.mark.parametrize(
+    ("deployment", "training_job", "reason"),
+    [
+        (None, TRAINING_JOB, "ModelDeploymentNotFound"),
+        (_deployment(capture=False), TRAINING_JOB, "CaptureDisabled"),
+        (_deployment(), None, "TrainingJobNotFound"),
+        (_deployment(served=None), {"spec": TRAINING_JOB["spec"], "status": {}}, "WaitingForModel"),
+    ],
+)
+def test_the_monitor_waits_for_what_it_needs(
+    deployment: dict[str, Any] | None, training_job: dict[str, Any] | None, reason: str
+) -> None:
+    waiting = build.resolve_inputs(_spec(), deployment, training_job)
+    assert isinstance(waiting, Waiting)
+    assert waiting.reason == reason
+    assert [c["kind"] for c in build.children(OWNER, _spec(), None, "img")] == [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Service",
+    ]
+
+
+def test_the_monitor_pod_is_restricted_reads_read_only_and_reports_as_itself() -> None:
+    inputs = build.Inputs("captures", "models", "churn/2/profile.json", 2)
+    deployment = build.children(OWNER, _spec(), inputs, "img")[-1]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert all(m["readOnly"] for m in container["volumeMounts"] if m["name"] in ("captures", "reference"))
+    run = MonitorRun.model_validate_json(container["env"][0]["value"])
+    assert (run.profile_path, run.model_version, run.name) == ("/reference/churn/2/profile.json", 2, "churn")
+    role = build.status_role(OWNER)
+    assert role["rules"][0]["resourceNames"] == ["churn"]
+    assert role["rules"][0]["verbs"] == ["get", "patch"]
+    assert role["rules"][1] == {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
+
+
+def _status(windows: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "driftDetected": True,
+        "consecutiveDriftedWindows": windows,
+        "driftSince": "2026-11-23T10:00:00Z",
+        **extra,
+    }
+
+
+POLICY = RetrainPolicy(enabled=True, after=3, cooldown="2h")
+
+
+def test_retraining_waits_for_persistent_drift() -> None:
+    assert retraining.decide(POLICY, _status(2), None, NOW).reason == "DriftNotPersistent"
+    assert retraining.decide(POLICY, {"driftDetected": False}, None, NOW).reason == "NoDrift"
+    assert retraining.decide(POLICY.model_copy(update={"enabled": False}), _status(9), None, NOW).reason == "Disabled"
+    assert retraining.decide(POLICY, _status(3), None, NOW).create
+
+
+def test_no_retraining_while_one_runs_or_within_the_cooldown() -> None:
+    running = {"metadata": {"name": "churn-retrain-1"}, "status": {"phase": "Running"}}
+    assert retraining.decide(POLICY, _status(5), running, NOW).reason == "RetrainRunning"
+    finished = {"metadata": {"name": "churn-retrain-1"}, "status": {"phase": "Succeeded"}}
+    recent = (NOW - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cooling = retraining.decide(POLICY, _status(5, lastRetrainTime=recent), finished, NOW)
+    assert (cooling.create, cooling.reason) == (False, "CooldownActive")
+    assert "ends at 2026-11-23T13:30:00Z" in cooling.message
+    # The message does not change as time passes: each status write re-runs the decision.
+    assert (
+        retraining.decide(POLICY, _status(6, lastRetrainTime=recent), finished, NOW + timedelta(minutes=5)) == cooling
+    )
+    old = (NOW - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert retraining.decide(POLICY, _status(5, lastRetrainTime=old), finished, NOW).create
+
+
+def test_the_job_name_is_the_same_for_one_drift_and_fits_the_kind() -> None:
+    first = retraining.job_name("churn", "9c0d-uid", "2026-11-23T10:00:00Z")
+    assert first == retraining.job_name("churn", "9c0d-uid", "2026-11-23T10:00:00Z")
+    assert first != retraining.job_name("churn", "9c0d-uid", "2026-11-23T11:00:00Z")
+    assert first != retraining.job_name("churn", "other-uid", "2026-11-23T10:00:00Z")
+    long = retraining.job_name("a" * 48, "9c0d-uid", "x")
+    assert len(long) <= retraining.TRAINING_JOB_MAX_NAME
+    assert long.startswith("aaaa")
+    assert "-retrain-" in long
+
+
+def test_the_retraining_job_is_the_source_with_the_overrides_and_no_owner() -> None:
+    source = merged(example("TrainingJob"), {"metadata": {"namespace": "ml"}})
+    policy = RetrainPolicy(enabled=True, training_job_overrides={"hyperparameters": {"epochs": 9}, "elastic": None})
+    job = retraining.retraining_job(source, policy, name="churn-retrain-ab", monitor="churn", drift_since="t0")
+    assert job["metadata"]["labels"] == {"scaleml.dev/retrained-by": "churn", "scaleml.dev/retrain-of": "churn"}
+    assert "ownerReferences" not in job["metadata"]
+    assert job["spec"]["hyperparameters"]["epochs"] == 9
+    assert job["spec"]["hyperparameters"]["batchSize"] == source["spec"]["hyperparameters"]["batchSize"]
+    assert "elastic" not in job["spec"]
+    assert job["spec"]["output"] == source["spec"]["output"]
+
+
+def test_the_producer_of_the_served_version_is_found_among_retraining_jobs() -> None:
+    output = {"volumeClaim": "models", "modelName": "churn"}
+    jobs = [
+        {"metadata": {"name": "churn"}, "spec": {"output": output}, "status": {"modelVersion": 1}},
+        {"metadata": {"name": "churn-retrain-ab"}, "spec": {"output": output}, "status": {"modelVersion": 2}},
+        {
+            "metadata": {"name": "fraud"},
+            "spec": {"output": {**output, "modelName": "fraud"}},
+            "status": {"modelVersion": 2},
+        },
+    ]
+    assert retraining.producer(jobs, output, 2) == "churn-retrain-ab"
+    assert retraining.producer(jobs, output, 7) is None
