@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scaleml_workloads.training.report import ProgressReporter, Snapshot, StatusPatcher
+from scaleml_workloads.kubeapi import StatusPatcher
+from scaleml_workloads.training.report import ProgressReporter, Snapshot
 from tests.support.controlplane import ControlPlane, generate_pki
 from tests.support.fixtures import NamespaceFactory
 from tests.support.kubectl import Kubectl
@@ -65,7 +66,9 @@ def test_progress_and_version_are_patched_into_the_training_job_status(
     credentials = _service_account(
         tmp_path, control_plane.request_token(namespace, "trainer"), control_plane.ca_file.read_bytes()
     )
-    reporter = ProgressReporter(StatusPatcher(namespace, "churn", credentials), leader=True, metrics_port=0)
+    reporter = ProgressReporter(
+        StatusPatcher(namespace, "trainingjobs", "churn", credentials), leader=True, metrics_port=0
+    )
 
     reporter.report(SNAPSHOT)
     reporter.finish(model_version=4)
@@ -88,7 +91,7 @@ def test_an_unreachable_api_server_neither_fails_nor_stalls_the_run(
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(free_port()))
     credentials = _service_account(tmp_path, "token", generate_pki(tmp_path / "pki").ca_cert.read_bytes())
-    reporter = ProgressReporter(StatusPatcher("ml", "churn", credentials), leader=True, metrics_port=0)
+    reporter = ProgressReporter(StatusPatcher("ml", "trainingjobs", "churn", credentials), leader=True, metrics_port=0)
 
     started = time.monotonic()
     reporter.report(SNAPSHOT)

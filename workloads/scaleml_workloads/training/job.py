@@ -14,6 +14,7 @@ from scaleml_workloads.contract.runtime import TrainingRun
 from scaleml_workloads.export.card import DataSummary, EpochMetrics, Metrics, TrainingSummary
 from scaleml_workloads.export.formats import INPUT_NAME
 from scaleml_workloads.export.version import export_version, tensor_spec
+from scaleml_workloads.kubeapi import StatusPatcher
 from scaleml_workloads.training import distributed
 from scaleml_workloads.training.config import checkpoint_directory
 from scaleml_workloads.training.data import TrainingData, file_sha256, split_rows
@@ -21,7 +22,7 @@ from scaleml_workloads.training.distributed import Topology
 from scaleml_workloads.training.loop import TrainingResult, train
 from scaleml_workloads.training.models import build_model, warm_start
 from scaleml_workloads.training.profile import profile_data
-from scaleml_workloads.training.report import ProgressReporter, StatusPatcher
+from scaleml_workloads.training.report import ProgressReporter
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ def run_job(run: TrainingRun, data: TrainingData) -> int | None:
             data.rows,
             data.sample_shape,
         )
-        patcher = StatusPatcher(run.namespace, run.name) if run.report_status and topology.leader else None
+        patcher = (
+            StatusPatcher(run.namespace, "trainingjobs", run.name) if run.report_status and topology.leader else None
+        )
         reporter = ProgressReporter(patcher, leader=topology.leader, metrics_port=run.metrics_port)
         result = train(run, data, topology, reporter)
         if not topology.leader:

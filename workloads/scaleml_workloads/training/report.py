@@ -1,34 +1,23 @@
 """Progress reporting from rank 0: the TrainingJob's status.progress, Prometheus metrics and the log.
 
-The status is patched through the Kubernetes API with the pod's ServiceAccount, using only the
-standard library, from a background thread that always sends the newest progress: a slow or
-unreachable API server delays nothing and fails nothing, it only leaves the status behind.
+The status goes through `kubeapi.StatusPatcher`: a slow or unreachable API server delays nothing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import ssl
-import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from prometheus_client import Gauge, Histogram, start_http_server
 
-from scaleml_workloads.contract.base import API_VERSION
+from scaleml_workloads.kubeapi import StatusPatcher
 
 log = logging.getLogger(__name__)
 
-SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # At most one status patch per interval, besides epoch ends and the end of the run.
 REPORT_INTERVAL_SECONDS: Final = 10.0
-_REQUEST_TIMEOUT_SECONDS: Final = 5.0
 
 STEP = Gauge("scaleml_training_step", "Optimizer steps taken.")
 TOTAL_STEPS = Gauge("scaleml_training_total_steps", "Optimizer steps the run will take.")
@@ -63,83 +52,6 @@ class Snapshot:
             "validationMetric": self.validation_metric,
             "samplesPerSecond": round(self.samples_per_second, 1),
         }
-
-
-class StatusPatcher:
-    """Sends JSON merge patches to the TrainingJob's /status from a background thread, newest first."""
-
-    def __init__(self, namespace: str, name: str, credentials: Path = SERVICE_ACCOUNT_DIR) -> None:
-        host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
-        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        host = f"[{host}]" if ":" in host else host
-        self.url = f"https://{host}:{port}/apis/{API_VERSION}/namespaces/{namespace}/trainingjobs/{name}/status"
-        self.enabled = bool(host)
-        if not self.enabled:
-            log.warning("KUBERNETES_SERVICE_HOST is not set: the TrainingJob's status will not be updated")
-        self.credentials = credentials
-        self._pending: dict[str, Any] | None = None
-        self._busy = False
-        self._closed = False
-        self._condition = threading.Condition()
-        self._thread = threading.Thread(target=self._send_loop, name="status-patcher", daemon=True)
-        self._thread.start()
-
-    def patch(self, status: dict[str, Any]) -> None:
-        """Queue `status` (merged into any patch not yet sent)."""
-        if not self.enabled:
-            return
-        with self._condition:
-            self._pending = {**(self._pending or {}), **status}
-            self._condition.notify()
-
-    def close(self, timeout: float = _REQUEST_TIMEOUT_SECONDS * 2) -> None:
-        """Send what is queued, waiting at most `timeout` seconds, and stop the thread."""
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while (self._pending is not None or self._busy) and (remaining := deadline - time.monotonic()) > 0:
-                self._condition.wait(remaining)
-            self._closed = True
-            self._condition.notify_all()
-
-    def _send_loop(self) -> None:
-        while True:
-            with self._condition:
-                while self._pending is None and not self._closed:
-                    self._condition.wait()
-                if self._closed:
-                    return
-                body, self._pending, self._busy = self._pending, None, True
-            assert body is not None
-            try:
-                self._send(body)
-            finally:
-                with self._condition:
-                    self._busy = False
-                    self._condition.notify_all()
-
-    def _send(self, status: dict[str, Any]) -> None:
-        try:
-            # Read at every request: the kubelet rotates projected ServiceAccount tokens.
-            token = (self.credentials / "token").read_text().strip()
-            context = ssl.create_default_context(cafile=str(self.credentials / "ca.crt"))
-            request = urllib.request.Request(
-                self.url,
-                data=json.dumps({"status": status}).encode(),
-                method="PATCH",
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/merge-patch+json",
-                    "Accept": "application/json",
-                },
-            )
-            with urllib.request.urlopen(request, context=context, timeout=_REQUEST_TIMEOUT_SECONDS) as response:
-                response.read()
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode(errors="replace")[:300]
-            log.warning("status patch refused by %s: HTTP %d %s", self.url, error.code, detail)
-        except (OSError, ssl.SSLError) as error:
-            # URLError, timeouts, refused connections and missing credentials are all OSErrors.
-            log.warning("status patch to %s failed: %s", self.url, error)
 
 
 class ProgressReporter:

@@ -1,0 +1,151 @@
+"""The Kubernetes API as a workload pod uses it: its own object's status and Events, with the standard library.
+
+Pods report on the object that started them (a TrainingJob's progress, a DriftMonitor's results)
+with the ServiceAccount the operator gave them, allowed to do exactly that. Patches go out from a
+background thread that always sends the newest state: a slow or unreachable API server delays
+nothing and fails nothing, it only leaves the status behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from scaleml_workloads.contract.base import API_VERSION
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+REQUEST_TIMEOUT_SECONDS: Final = 5.0
+
+
+class InClusterClient:
+    """Requests to the API server of the pod's cluster; `enabled` is False outside a cluster."""
+
+    def __init__(self, credentials: Path = SERVICE_ACCOUNT_DIR) -> None:
+        host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        self.base = f"https://{f'[{host}]' if ':' in host else host}:{port}"
+        self.enabled = bool(host)
+        self.credentials = credentials
+
+    def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        """The decoded response; raises urllib.error.HTTPError or OSError."""
+        # Read at every request: the kubelet rotates projected ServiceAccount tokens.
+        token = (self.credentials / "token").read_text().strip()
+        context = ssl.create_default_context(cafile=str(self.credentials / "ca.crt"))
+        request = urllib.request.Request(
+            self.base + path,
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": content_type, "Accept": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=context, timeout=REQUEST_TIMEOUT_SECONDS) as response:
+            return json.loads(response.read() or b"null")
+
+
+def object_path(namespace: str, plural: str, name: str) -> str:
+    return f"/apis/{API_VERSION}/namespaces/{namespace}/{plural}/{name}"
+
+
+class StatusPatcher:
+    """Sends JSON merge patches to an object's /status from a background thread, newest first."""
+
+    def __init__(self, namespace: str, plural: str, name: str, credentials: Path = SERVICE_ACCOUNT_DIR) -> None:
+        self.client = InClusterClient(credentials)
+        self.path = object_path(namespace, plural, name) + "/status"
+        self.enabled = self.client.enabled
+        if not self.enabled:
+            log.warning("KUBERNETES_SERVICE_HOST is not set: the %s status will not be updated", plural)
+        self._pending: dict[str, Any] | None = None
+        self._busy = False
+        self._closed = False
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(target=self._send_loop, name="status-patcher", daemon=True)
+        self._thread.start()
+
+    def patch(self, status: dict[str, Any]) -> None:
+        """Queue `status` (merged into any patch not yet sent)."""
+        if not self.enabled:
+            return
+        with self._condition:
+            self._pending = {**(self._pending or {}), **status}
+            self._condition.notify()
+
+    def close(self, timeout: float = REQUEST_TIMEOUT_SECONDS * 2) -> None:
+        """Send what is queued, waiting at most `timeout` seconds, and stop the thread."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while (self._pending is not None or self._busy) and (remaining := deadline - time.monotonic()) > 0:
+                self._condition.wait(remaining)
+            self._closed = True
+            self._condition.notify_all()
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._condition:
+                while self._pending is None and not self._closed:
+                    self._condition.wait()
+                if self._closed:
+                    return
+                body, self._pending, self._busy = self._pending, None, True
+            assert body is not None
+            try:
+                self._send(body)
+            finally:
+                with self._condition:
+                    self._busy = False
+                    self._condition.notify_all()
+
+    def _send(self, status: dict[str, Any]) -> None:
+        try:
+            self.client.request("PATCH", self.path, {"status": status}, "application/merge-patch+json")
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")[:300]
+            log.warning("status patch refused by %s: HTTP %d %s", self.path, error.code, detail)
+        except (OSError, ssl.SSLError, ValueError) as error:
+            # URLError, timeouts, refused connections and missing credentials are all OSErrors.
+            log.warning("status patch to %s failed: %s", self.path, error)
+
+
+def read_status(client: InClusterClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    """The object's current status; empty when it cannot be read."""
+    try:
+        body = client.request("GET", object_path(namespace, plural, name) + "/status")
+    except (urllib.error.HTTPError, OSError, ssl.SSLError, ValueError) as error:
+        log.warning("could not read the status of %s/%s: %s", plural, name, error)
+        return {}
+    status: dict[str, Any] = (body or {}).get("status") or {}
+    return status
+
+
+def post_event(client: InClusterClient, involved: dict[str, str], *, type: str, reason: str, message: str) -> None:
+    """Posts an Event about `involved` (kind, name, namespace, uid); failures are logged, not raised."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    namespace = involved["namespace"]
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
+        "involvedObject": {"apiVersion": API_VERSION, **involved},
+        "type": type,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "scaleml-monitor"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        client.request("POST", f"/api/v1/namespaces/{namespace}/events", event)
+    except (urllib.error.HTTPError, OSError, ssl.SSLError, ValueError) as error:
+        log.warning("could not post the %s Event: %s", reason, error)
