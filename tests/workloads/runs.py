@@ -15,8 +15,7 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from scaleml_workloads.contract.runtime import TORCHRUN_ENV
-from scaleml_workloads.training.__main__ import TERMINATION_LOG_ENV
+from scaleml_workloads.contract.runtime import TERMINATION_LOG_ENV, TORCHRUN_ENV
 from tests.support.manifests import merged
 
 PYTHON = sys.executable

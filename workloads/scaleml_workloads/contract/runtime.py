@@ -8,6 +8,9 @@ below, which the operator's Job podFailurePolicy maps to "fail now" or "retry".
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
 from typing import Final
 
 from pydantic import Field
@@ -31,8 +34,12 @@ EXIT_SUCCEEDED: Final = 0
 # The data or the spec is wrong (a column is missing, a custom entrypoint does not import, ...):
 # retrying cannot help, so the job fails at once. The reason is in the termination message.
 EXIT_INVALID_INPUT: Final = 2
-# Where the container writes the reason for its exit (the Pod's terminationMessagePath).
+# Where the container writes the reason for its exit (the Pod's terminationMessagePath); tests and
+# local runs point it elsewhere with the variable.
 TERMINATION_LOG: Final = "/dev/termination-log"
+TERMINATION_LOG_ENV: Final = "SCALEML_TERMINATION_LOG"
+# Kubernetes keeps the first 4096 bytes of a termination message.
+TERMINATION_LIMIT: Final = 4096
 
 # Environment of the torchrun agent. By default torchrun shares its rendezvous store with the
 # workers, and a restarted group then reads the previous group's gloo/NCCL addresses from it and
@@ -130,3 +137,12 @@ class MonitorRun(ApiModel):
     metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 turns it off.")
     report_port: int = Field(default=REPORT_PORT, ge=0, le=65535, description="Report and health port; 0: none.")
     report_status: bool = Field(default=True, description="Patch the DriftMonitor's status and post Events.")
+
+
+def write_termination_message(message: str) -> None:
+    """Leaves `message` where Kubernetes reads the reason a container ended; best effort."""
+    path = Path(os.environ.get(TERMINATION_LOG_ENV, TERMINATION_LOG))
+    try:
+        path.write_text(message[:TERMINATION_LIMIT])
+    except OSError as error:
+        logging.getLogger(__name__).warning("cannot write the termination log %s: %s", path, error)

@@ -22,16 +22,11 @@ import os
 import sys
 from pathlib import Path
 
-from scaleml_workloads.contract.runtime import EXIT_INVALID_INPUT, EXIT_SUCCEEDED, TERMINATION_LOG
+from scaleml_workloads.contract.runtime import EXIT_INVALID_INPUT, EXIT_SUCCEEDED, write_termination_message
 from scaleml_workloads.training.config import load_run
 from scaleml_workloads.training.data import load_run_data
 from scaleml_workloads.training.errors import InvalidInputError
 from scaleml_workloads.training.launch import mark_done
-
-# Tests and local runs point the termination log elsewhere.
-TERMINATION_LOG_ENV = "SCALEML_TERMINATION_LOG"
-# Kubernetes keeps the first 4096 bytes of a termination message.
-_TERMINATION_LIMIT = 4096
 
 log = logging.getLogger("scaleml_workloads.training")
 
@@ -55,13 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         version = run_job(run, data)
     except InvalidInputError as error:
         log.error("invalid input: %s", error)
-        _terminate_with(str(error))
+        write_termination_message(str(error))
         return EXIT_INVALID_INPUT
     except Exception as error:
-        _terminate_with(f"{type(error).__name__}: {error}")
+        write_termination_message(f"{type(error).__name__}: {error}")
         raise
     if version is not None:
-        _terminate_with(json.dumps({"modelVersion": version}))
+        write_termination_message(json.dumps({"modelVersion": version}))
     if not args.check:
         mark_done()
     return EXIT_SUCCEEDED
@@ -80,14 +75,6 @@ def _configure_logging() -> None:
     for name in ("onnx_ir", "onnxscript"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-
-
-def _terminate_with(message: str) -> None:
-    path = Path(os.environ.get(TERMINATION_LOG_ENV, TERMINATION_LOG))
-    try:
-        path.write_text(message[:_TERMINATION_LIMIT])
-    except OSError as error:
-        log.warning("cannot write the termination log %s: %s", path, error)
 
 
 if __name__ == "__main__":
