@@ -152,6 +152,9 @@ def test_persistent_drift_creates_exactly_one_training_job_and_the_cooldown_hold
         lambda: _monitor(kubectl, ml_namespace).get("retrainsTriggered") == 1 and _monitor(kubectl, ml_namespace), 30
     )
     assert monitor["lastRetrainJob"] == job["metadata"]["name"]
+    detected = condition(monitor, "DriftDetected")
+    assert (detected["status"], detected["reason"]) == ("True", "DriftDetected")
+    assert "a, c, plan" in detected["message"]
     assert "RetrainTriggered" in event_reasons(kubectl, ml_namespace, "DriftMonitor")
 
     # The job runs (KWOK completes it); drift goes on, then a new episode begins: the cooldown holds.

@@ -11,6 +11,7 @@ from scaleml_operator.api.modeldeployment import Waiting
 from scaleml_operator.builders import driftmonitor as build
 from scaleml_operator.builders import retraining
 from scaleml_operator.builders.meta import Owner
+from scaleml_operator.status.driftmonitor import drift_condition
 from scaleml_workloads.contract.monitoring import DriftMonitorSpec, RetrainPolicy
 from scaleml_workloads.contract.runtime import MonitorRun
 from tests.support.manifests import example, merged
@@ -157,3 +158,13 @@ def test_the_producer_of_the_served_version_is_found_among_retraining_jobs() -> 
     ]
     assert retraining.producer(jobs, output, 2) == "churn-retrain-ab"
     assert retraining.producer(jobs, output, 7) is None
+
+
+def test_the_drift_condition_follows_the_monitors_results() -> None:
+    def state(status: dict[str, Any]) -> tuple[str, str]:
+        (found,) = drift_condition(status, generation=1, now=NOW)
+        return found["status"], found["reason"]
+
+    assert state({}) == ("Unknown", "NotChecked")
+    assert state({"driftDetected": False, "windowSize": 100}) == ("False", "NoDrift")
+    assert state(_status(2, driftedFeatures=["a"], driftScore=0.5)) == ("True", "DriftDetected")

@@ -26,7 +26,7 @@ from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.handlers.status import with_verdict, write_status
 from scaleml_operator.kube import apply as kube
 from scaleml_operator.status.acceptance import event_message
-from scaleml_operator.status.driftmonitor import observed
+from scaleml_operator.status.driftmonitor import drift_condition, observed
 from scaleml_operator.status.driftmonitor import retraining as retraining_conditions
 from scaleml_workloads.contract.base import API_VERSION
 from scaleml_workloads.contract.monitoring import DriftMonitorSpec
@@ -108,9 +108,12 @@ def _refresh(
 def _retrain(monitor: dict[str, Any]) -> tuple[str, str, str] | None:
     """Applies the retraining policy once; returns the Event (type, reason, message) to post, if any."""
     spec = _parse(monitor)
-    if spec is None or not spec.retrain.enabled:
+    if spec is None:
         return None
     meta, status = monitor["metadata"], monitor.get("status") or {}
+    if not spec.retrain.enabled:
+        _record(monitor, False, "Disabled", "spec.retrain.enabled is false.", None)
+        return None
     namespace = meta["namespace"]
     last_name = status.get("lastRetrainJob")
     last_job = kube.get(API_VERSION, TRAINING_JOB.kind, last_name, namespace) if last_name else None
@@ -174,15 +177,12 @@ def _record(monitor: dict[str, Any], active: bool, reason: str, message: str, cr
 
     def compose(fresh: dict[str, Any]) -> dict[str, Any]:
         status = fresh.get("status") or {}
+        generation, now = fresh["metadata"].get("generation"), datetime.now(UTC)
+        conditions = retraining_conditions(
+            status, active=active, reason=reason, message=message, generation=generation, now=now
+        )
         update: dict[str, Any] = {
-            "conditions": retraining_conditions(
-                status,
-                active=active,
-                reason=reason,
-                message=message,
-                generation=fresh["metadata"].get("generation"),
-                now=datetime.now(UTC),
-            )
+            "conditions": drift_condition({**status, "conditions": conditions}, generation=generation, now=now)
         }
         if created and status.get("lastRetrainJob") != created:
             update.update(

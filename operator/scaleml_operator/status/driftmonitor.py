@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from scaleml_operator.api.conditions import READY, RETRAINING
+from scaleml_operator.api.conditions import DRIFT_DETECTED, READY, RETRAINING, ConditionStatus
 from scaleml_operator.api.modeldeployment import Waiting
 from scaleml_operator.status.conditions import set_condition
 
@@ -55,6 +55,37 @@ def retraining(
         status.get("conditions", []),
         type=RETRAINING,
         status="True" if active else "False",
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+
+
+def drift_condition(status: Mapping[str, Any], *, generation: int | None, now: datetime) -> list[dict[str, Any]]:
+    """The conditions with DriftDetected set from the results the monitor wrote.
+
+    The monitor writes plain fields only: a merge patch of `conditions` would replace the
+    operator's. The condition is derived here, for `kubectl wait` and Argo CD.
+    """
+    value: ConditionStatus
+    if status.get("driftDetected") is None:
+        value, reason, message = "Unknown", "NotChecked", "No window has been tested yet."
+    elif status["driftDetected"]:
+        features = ", ".join(status.get("driftedFeatures") or []) or "the multivariate test"
+        windows = status.get("consecutiveDriftedWindows") or 1
+        value, reason = "True", "DriftDetected"
+        message = f"Drift in {features}; score {status.get('driftScore', 0):.2f}; {windows} window(s) in a row."
+    else:
+        value, reason, message = (
+            "False",
+            "NoDrift",
+            f"The last window ({status.get('windowSize', 0)} rows) did not drift.",
+        )
+    return set_condition(
+        status.get("conditions", []),
+        type=DRIFT_DETECTED,
+        status=value,
         reason=reason,
         message=message,
         generation=generation,
