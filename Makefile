@@ -55,8 +55,9 @@ test: venv control-plane lint ## Everything: set-up, lint and the whole test sui
 	SCALEML_REQUIRE_CONTROL_PLANE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: venv ## Training throughput: the ScaleML loop against a hand-written PyTorch loop, and checkpoint costs
+bench: venv ## Benchmarks: training loop vs a hand-written one; Triton serving vs a baseline, and the capture proxy
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/serving.py
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (the control-plane cache stays)

@@ -159,3 +159,14 @@ def test_optional_children_that_should_not_exist_are_listed_for_deletion(
     if not hpa:
         deployment = next(m for m in children.apply if m["kind"] == "Deployment")
         assert deployment["spec"]["replicas"] == changes["replicas"]
+
+
+@pytest.mark.parametrize(
+    ("cpu", "instances", "threads"),
+    [("1", 1, 1), ("4", 1, 4), ("4", 2, 2), ("500m", 1, 1), ("2500m", 1, 2), ("1.5", 1, 1), (8, 3, 2)],
+)
+def test_each_model_instance_gets_its_share_of_the_cpu_limit_as_threads(cpu: Any, instances: int, threads: int) -> None:
+    spec = _spec(resources={"cpu": cpu, "gpus": 0}, instances={"count": instances, "kind": "cpu"})
+    assert build.threads_per_instance(spec) == threads
+    triton = _kinds(spec)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "OMP_NUM_THREADS", "value": str(threads)} in triton["env"]

@@ -31,7 +31,15 @@ from tests.workloads.runs import training_run
 
 EXPORTS_PER_PROCESS = 2
 COPIES_PER_PROCESS = 20
-COMPLETE_VERSION = ["labels.json", "model.pt", "model_card.json", "profile.json", "state_dict.pt"]
+COMPLETE_VERSION = [
+    "__pycache__",
+    "labels.json",
+    "model.pt",
+    "model.py",
+    "model_card.json",
+    "profile.json",
+    "state_dict.pt",
+]
 
 
 def main(root: Path, processes: int) -> None:

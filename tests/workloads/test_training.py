@@ -42,9 +42,11 @@ def test_a_single_process_run_learns_and_exports_a_complete_version(tmp_path: Pa
     assert json.loads(termination_log.read_text()) == {"modelVersion": 1}
     version = version_dir(tmp_path, 1)
     assert sorted(path.name for path in version.iterdir()) == [
+        "__pycache__",
         "labels.json",
         "model.onnx",
         "model.pt",
+        "model.py",
         "model_card.json",
         "profile.json",
         "state_dict.pt",

@@ -9,6 +9,7 @@ Deployment, one pod at a time, never below the desired number of ready pods.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -161,12 +162,44 @@ def _capture(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
     }
 
 
+def threads_per_instance(spec: ModelDeploymentSpec) -> int:
+    """Intra-op threads of each model instance: the CPU limit shared among the instances.
+
+    PyTorch and ONNX Runtime otherwise start one thread per core of the node, however small the
+    limit, and a throttled pod answers many times slower.
+    """
+    return max(1, math.floor(_cores(str(spec.resources.cpu)) / spec.instances.count))
+
+
+_DECIMAL_SUFFIXES: Final = {
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+}
+
+
+def _cores(quantity: str) -> float:
+    """A CPU quantity ("2", "1.5", "500m", "2e3") in cores; binary suffixes make no sense for CPUs."""
+    if quantity[-1:] in _DECIMAL_SUFFIXES:
+        return float(quantity[:-1]) * _DECIMAL_SUFFIXES[quantity[-1]]
+    return float(quantity)
+
+
 def _triton(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
     return {
         "name": TRITON_CONTAINER,
         "image": image,
         "command": ["tritonserver", *runtime.triton_options(runtime.SERVING_DIR)],
-        "env": [{"name": "HOME", "value": runtime.SCRATCH_DIR}],
+        "env": [
+            {"name": "HOME", "value": runtime.SCRATCH_DIR},
+            {"name": "OMP_NUM_THREADS", "value": str(threads_per_instance(spec))},
+        ],
         "ports": [
             {"name": "http", "containerPort": runtime.TRITON_HTTP_PORT},
             {"name": "grpc", "containerPort": runtime.TRITON_GRPC_PORT},

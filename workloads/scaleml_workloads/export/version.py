@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import logging
 import platform
+import py_compile
 import shutil
 import time
 from collections.abc import Sequence
@@ -75,13 +77,13 @@ def export_version(
         if "torchscript" in formats:
             save_torchscript(model, example, staging / TORCHSCRIPT_FILE)
             # Servable by Triton's python backend too, where the libtorch backend is missing.
-            (staging / TRITON_PYTHON_MODEL_FILE).write_bytes(PYTHON_BACKEND_MODEL.read_bytes())
+            _write_python_backend_model(staging / TRITON_PYTHON_MODEL_FILE)
         if "onnx" in formats:
             save_onnx(model, example, staging / ONNX_FILE)
         torch.save(model.state_dict(), staging / STATE_DICT_FILE)
         (staging / LABELS_FILE).write_text(json.dumps({"target": training.data.target, "labels": list(labels)}))
         (staging / PROFILE_FILE).write_text(profile.model_dump_json(by_alias=True))
-        files = sorted([entry.name for entry in staging.iterdir()] + [MODEL_CARD_FILE])
+        files = sorted([entry.name for entry in staging.iterdir() if entry.is_file()] + [MODEL_CARD_FILE])
         card = ModelCard(
             model_name=model_name,
             created=datetime.now(UTC),
@@ -105,6 +107,14 @@ def export_version(
         raise
     log.info("exported %s version %d (%s) in %.1f s", model_name, version, ", ".join(files), time.monotonic() - started)
     return version
+
+
+def _write_python_backend_model(path: Path) -> None:
+    path.write_bytes(PYTHON_BACKEND_MODEL.read_bytes())
+    # Compiled now: Triton's stub would otherwise write __pycache__ into the version directory on
+    # its first load, and Triton in poll mode takes that change for a new model and reloads it.
+    # (A stub of another Python version cannot use it, but in a pod the volume is read-only.)
+    py_compile.compile(str(path), cfile=importlib.util.cache_from_source(str(path)), doraise=True)
 
 
 def tensor_spec(name: str, batch: torch.Tensor) -> TensorSpec:

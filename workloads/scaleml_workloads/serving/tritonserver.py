@@ -76,22 +76,30 @@ def command(repository: Path, ports: Ports, cache: Path, extra: Sequence[str] = 
     ]
 
 
-def environment() -> dict[str, str]:
+def environment(threads: int | None = 1) -> dict[str, str]:
+    """The server's environment; `threads` is each model instance's intra-op thread count, as the operator
+    sets it in a pod (None: the libraries' default, one per core)."""
     site = sysconfig.get_paths()["purelib"]
     libraries = str(Path(site) / "nvidia_pytriton.libs")
     loader_path = os.pathsep.join(filter(None, [libraries, os.environ.get("LD_LIBRARY_PATH", "")]))
     # The stub's embedded interpreter finds its environment (sys.prefix, site-packages) from the
     # first `python` on PATH, as pytriton's own launcher arranges.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, "LD_LIBRARY_PATH": loader_path, "PATH": path}
+    threading = {} if threads is None else {"OMP_NUM_THREADS": str(threads)}
+    return {**os.environ, "LD_LIBRARY_PATH": loader_path, "PATH": path, **threading}
 
 
 def start(
-    repository: Path, ports: Ports, cache: Path, extra: Sequence[str] = (), log: IO[bytes] | None = None
+    repository: Path,
+    ports: Ports,
+    cache: Path,
+    extra: Sequence[str] = (),
+    log: IO[bytes] | None = None,
+    threads: int | None = 1,
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         command(repository, ports, cache, extra),
-        env=environment(),
+        env=environment(threads),
         stdout=log or subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
