@@ -1,0 +1,220 @@
+"""`python -m scaleml_workloads.capture`: the capture proxy, a sidecar in front of a ModelDeployment's Triton.
+
+    python -m scaleml_workloads.capture --directory /captures --sample-rate 0.1 --format parquet
+
+Clients call the proxy's ports (--http-port, --grpc-port) as they would call Triton: every
+request goes to the local Triton server (--upstream-http, --upstream-grpc) and every answer comes
+back exactly as Triton gave it. A --sample-rate fraction of the successful inferences is written
+into rotated capture files in --directory, one row per batch row with the inputs and outputs
+(format: scaleml_workloads.capture.files), from a background thread behind a bounded queue. A
+full, read-only or slow volume drops samples and never fails a request: the drops are counted in
+scaleml_capture_samples_dropped_total on the metrics port.
+
+SIGTERM (or SIGINT) stops accepting connections, lets requests in flight finish, then writes the
+open capture file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Final
+
+from prometheus_client import start_http_server
+
+from scaleml_workloads.capture.files import DEFAULT_MAX_FILE_BYTES, CaptureFiles
+from scaleml_workloads.capture.proxy import Proxy
+from scaleml_workloads.capture.writer import DEFAULT_MAX_QUEUE_BYTES, CaptureWriter
+from scaleml_workloads.contract.runtime import (
+    CAPTURE_DIR,
+    CAPTURE_GRPC_PORT,
+    CAPTURE_HTTP_PORT,
+    CAPTURE_METRICS_PORT,
+    EXIT_TIMEOUT_SECONDS,
+    TRITON_GRPC_PORT,
+    TRITON_HTTP_PORT,
+)
+from scaleml_workloads.contract.serving import Capture
+
+log = logging.getLogger("scaleml_workloads.capture")
+
+# Requests in flight get as long as Triton gives them after its own SIGTERM (--exit-timeout-secs).
+_DRAIN_SECONDS: Final = float(EXIT_TIMEOUT_SECONDS)
+# Then the last file; both fit in Kubernetes' default grace period of 30 s.
+_FLUSH_SECONDS: Final = 5.0
+MIB: Final = 1024 * 1024
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not within [0, 1]")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    defaults = Capture()
+    parser = argparse.ArgumentParser(
+        prog="python -m scaleml_workloads.capture",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    upstream = parser.add_argument_group("Triton, where requests go")
+    upstream.add_argument(
+        "--upstream-http",
+        default=f"127.0.0.1:{TRITON_HTTP_PORT}",
+        metavar="HOST:PORT",
+        help="Triton's HTTP endpoint (default: %(default)s)",
+    )
+    upstream.add_argument(
+        "--upstream-grpc",
+        default=f"127.0.0.1:{TRITON_GRPC_PORT}",
+        metavar="HOST:PORT",
+        help="Triton's gRPC endpoint (default: %(default)s)",
+    )
+    listen = parser.add_argument_group("where clients call, on every interface")
+    listen.add_argument(
+        "--http-port",
+        type=int,
+        default=CAPTURE_HTTP_PORT,
+        metavar="PORT",
+        help="KServe v2 over HTTP (default: %(default)s)",
+    )
+    listen.add_argument(
+        "--grpc-port",
+        type=int,
+        default=CAPTURE_GRPC_PORT,
+        metavar="PORT",
+        help="KServe v2 over gRPC (default: %(default)s)",
+    )
+    listen.add_argument(
+        "--metrics-port",
+        type=int,
+        default=CAPTURE_METRICS_PORT,
+        metavar="PORT",
+        help="Prometheus metrics at /metrics; 0 turns them off (default: %(default)s)",
+    )
+    capture = parser.add_argument_group("capture")
+    capture.add_argument(
+        "--directory",
+        type=Path,
+        default=Path(CAPTURE_DIR),
+        metavar="DIR",
+        help="where capture files go: the capture volume's mount (default: %(default)s)",
+    )
+    capture.add_argument(
+        "--sample-rate",
+        type=_fraction,
+        default=defaults.sample_rate,
+        metavar="RATE",
+        help="fraction of the successful inferences captured, 0 for none, 1 for all (default: %(default)s)",
+    )
+    capture.add_argument(
+        "--format",
+        choices=["parquet", "npz"],
+        default=defaults.format,
+        help="capture file format (default: %(default)s)",
+    )
+    capture.add_argument(
+        "--rows-per-file",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="rows after which a file is completed; a request's batch is never split (default: %(default)s)",
+    )
+    capture.add_argument(
+        "--seconds-per-file",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="age of its first row after which a file is completed (default: %(default)s)",
+    )
+    capture.add_argument(
+        "--max-queue",
+        type=_positive_int,
+        default=1024,
+        metavar="N",
+        help="sampled inferences that may wait for the writer; more are dropped and counted (default: %(default)s)",
+    )
+    capture.add_argument(
+        "--max-queue-mib",
+        type=_positive_int,
+        default=DEFAULT_MAX_QUEUE_BYTES // MIB,
+        metavar="MIB",
+        help="size of the messages of the waiting inferences together; more are dropped and counted "
+        "(default: %(default)s)",
+    )
+    capture.add_argument(
+        "--max-file-mib",
+        type=_positive_int,
+        default=DEFAULT_MAX_FILE_BYTES // MIB,
+        metavar="MIB",
+        help="tensor data after which a file is completed; the open file waits in memory (default: %(default)s)",
+    )
+    capture.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed of the sampling decisions, for reproducible runs (default: a different one on every start)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    files = CaptureFiles(
+        args.directory, args.format, args.rows_per_file, args.seconds_per_file, args.max_file_mib * MIB
+    )
+    writer = CaptureWriter(files, args.sample_rate, args.max_queue, args.max_queue_mib * MIB, args.seed)
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+    writer.start()
+    asyncio.run(_serve(args, writer))
+    writer.close(_FLUSH_SECONDS)
+    log.info("stopped")
+    return 0
+
+
+async def _serve(args: argparse.Namespace, writer: CaptureWriter) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    proxy = Proxy(args.upstream_http, args.upstream_grpc, writer, _DRAIN_SECONDS)
+    await proxy.start(args.http_port, args.grpc_port)
+    log.info(
+        "proxying HTTP :%d to %s and gRPC :%d to %s; capturing %g of the inferences into %s (%s)",
+        args.http_port,
+        args.upstream_http,
+        args.grpc_port,
+        args.upstream_grpc,
+        args.sample_rate,
+        args.directory,
+        args.format,
+    )
+    await stop.wait()
+    log.info("stopping: no new connections, waiting up to %.0f s for requests in flight", _DRAIN_SECONDS)
+    await proxy.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
