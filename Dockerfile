@@ -1,11 +1,19 @@
 # The operator image: the operator extra only (no torch), running as an unprivileged user.
-FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# `make images` builds it as scaleml/operator:<version>, the image manifests/ deploys.
+FROM python:3.11.14-slim-trixie AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/scaleml
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator operator
 COPY workloads workloads
-RUN pip install '.[operator]' && rm -rf /src
+RUN /opt/scaleml/bin/pip install '.[operator]'
+
+# The build stage's compilers and sources stay behind: only the environment is copied.
+FROM python:3.11.14-slim-trixie
+ENV PATH=/opt/scaleml/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY --from=build /opt/scaleml /opt/scaleml
+# The uid the operator's Deployment runs as (manifests/base/operator.yaml).
 USER 65532:65532
 ENTRYPOINT ["scaleml"]
 CMD ["operator"]

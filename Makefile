@@ -14,6 +14,26 @@ KWOK_VERSION ?= v0.8.0
 CONTROL_PLANE_DIR ?= $(HOME)/.cache/scaleml/control-plane/k8s-$(K8S_VERSION)
 export SCALEML_CONTROL_PLANE_DIR := $(CONTROL_PLANE_DIR)
 
+# Tools the monitoring tests run, pinned and cached outside the repository.
+TOOLS_DIR ?= $(HOME)/.cache/scaleml/tools
+# promtool from Debian's prometheus source package (trixie); a new version needs its new checksums.
+PROMTOOL_VERSION ?= 2.53.3+ds1-2
+PROMTOOL_SHA256_amd64 ?= ff27654eacc95abd846d344e91fe4ba3b4f0588a50d606ed1d2f09ad3408722f
+PROMTOOL_SHA256_arm64 ?= cc1d5889b4d2e2ef92a6984039d88c11993ad3c73f5e74acd3ee15adaefb764c
+PROMTOOL := $(TOOLS_DIR)/promtool-$(PROMTOOL_VERSION)/promtool
+export SCALEML_PROMTOOL := $(PROMTOOL)
+# The Prometheus Operator's CRDs, generated from its Go API types as its own release does.
+PROMETHEUS_OPERATOR_VERSION ?= v0.95.1
+CONTROLLER_TOOLS_VERSION ?= v0.20.0
+PROMETHEUS_CRDS_DIR ?= $(TOOLS_DIR)/prometheus-operator-$(PROMETHEUS_OPERATOR_VERSION)
+export SCALEML_PROMETHEUS_CRDS := $(PROMETHEUS_CRDS_DIR)
+
+# Image tags: the operator's defaults (operator/scaleml_operator/config.py) and manifests/ name the same.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+OPERATOR_IMAGE ?= scaleml/operator:$(VERSION)
+WORKLOADS_IMAGE ?= scaleml/workloads:$(VERSION)
+DOCKER ?= docker
+
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -34,6 +54,21 @@ control-plane: ## Build etcd, kube-apiserver, kube-controller-manager, kube-sche
 	K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) KWOK_VERSION=$(KWOK_VERSION) \
 		OUT=$(CONTROL_PLANE_DIR) hack/build-control-plane.sh
 
+.PHONY: promtool
+promtool: ## Install promtool from Debian's prometheus package into ~/.cache/scaleml/tools (cached)
+	VERSION=$(PROMTOOL_VERSION) SHA256_amd64=$(PROMTOOL_SHA256_amd64) SHA256_arm64=$(PROMTOOL_SHA256_arm64) \
+		OUT=$(PROMTOOL) hack/install-promtool.sh
+
+.PHONY: prometheus-crds
+prometheus-crds: ## Generate the Prometheus Operator's CRDs into ~/.cache/scaleml/tools (cached)
+	VERSION=$(PROMETHEUS_OPERATOR_VERSION) CONTROLLER_TOOLS_VERSION=$(CONTROLLER_TOOLS_VERSION) \
+		OUT=$(PROMETHEUS_CRDS_DIR) hack/prometheus-crds.sh
+
+.PHONY: images
+images: ## Build the operator and workload container images
+	$(DOCKER) build -f Dockerfile -t $(OPERATOR_IMAGE) .
+	$(DOCKER) build -f workloads.Dockerfile -t $(WORKLOADS_IMAGE) .
+
 .PHONY: crds
 crds: venv ## Regenerate crds/ and the README field reference from the API models
 	$(BIN)/scaleml crds crds/
@@ -47,17 +82,18 @@ lint: venv ## ruff, mypy and the import layering contracts
 	$(BIN)/lint-imports
 
 .PHONY: unit
-unit: venv ## Unit tests only: no control plane needed
+unit: venv promtool ## Unit tests only: no control plane needed
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: venv control-plane lint ## Everything: set-up, lint and the whole test suite
+test: venv control-plane promtool prometheus-crds lint ## Everything: set-up, lint and the whole test suite
 	SCALEML_REQUIRE_CONTROL_PLANE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: venv ## Benchmarks: training loop vs a hand-written one; Triton serving vs a baseline, and the capture proxy
+bench: venv ## Benchmarks: training loop vs a hand-written one; Triton serving vs a baseline, and the capture proxy; drift statistics vs SciPy and Evidently
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/drift.py
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (the control-plane cache stays)

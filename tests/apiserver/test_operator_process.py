@@ -77,28 +77,6 @@ def test_operator_works_with_only_its_own_rbac(
     assert f'User "{SERVICE_ACCOUNT}" cannot' not in operator.output()
 
 
-def test_operator_rbac_is_least_privilege(scaleml_installed: Kubectl) -> None:
-    def can(verb: str, resource: str) -> bool:
-        result = scaleml_installed.run("auth", "can-i", verb, resource, f"--as={SERVICE_ACCOUNT}", "-A", check=False)
-        return result.stdout.strip() == "yes"
-
-    assert can("patch", "trainingjobs.scaleml.dev/status")
-    assert can("create", "events")
-    for verb, resource in [
-        ("get", "secrets"),
-        ("delete", "modeldeployments.scaleml.dev"),
-        ("create", "trainingjobs.scaleml.dev"),
-        ("delete", "jobs.batch"),
-        ("escalate", "roles.rbac.authorization.k8s.io"),
-        ("bind", "roles.rbac.authorization.k8s.io"),
-        ("delete", "pods"),
-        ("update", "customresourcedefinitions.apiextensions.k8s.io"),
-        ("create", "pods"),
-        ("delete", "clusterkopfpeerings.kopf.dev"),
-    ]:
-        assert not can(verb, resource), f"the operator may {verb} {resource}"
-
-
 def test_replicas_peer_and_the_standby_takes_over(
     start_operator: StartOperator, scaleml_installed: Kubectl, namespace: str
 ) -> None:

@@ -1,0 +1,68 @@
+-- Argo CD health of a ScaleML ModelDeployment (resource.customizations.health.scaleml.dev_ModelDeployment).
+-- Argo CD runs it without Lua's string library: only base and table functions here.
+local hs = {status = "Progressing", message = "Waiting for the operator to act on the ModelDeployment."}
+
+local function condition(status, kind)
+  for _, c in ipairs(status.conditions or {}) do
+    if c.type == kind then
+      return c
+    end
+  end
+  return nil
+end
+
+local function said(c, fallback)
+  if c ~= nil and c.message ~= nil and c.message ~= "" then
+    return c.message
+  end
+  return fallback
+end
+
+local status = obj.status
+if status == nil or status.observedGeneration == nil then
+  return hs
+end
+if status.observedGeneration < (obj.metadata.generation or 0) then
+  hs.message = "Waiting for the operator to act on generation " .. tostring(obj.metadata.generation) .. "."
+  return hs
+end
+
+local accepted = condition(status, "Accepted")
+if accepted ~= nil and accepted.status == "False" then
+  hs.status = "Degraded"
+  hs.message = said(accepted, "The spec is invalid.")
+  return hs
+end
+-- The API server refused a child (an autoscaler metric, say): the spec is not in effect.
+local applied = condition(status, "SpecApplied")
+if applied ~= nil and applied.status == "False" then
+  hs.status = "Degraded"
+  hs.message = said(applied, "The spec is not applied.")
+  return hs
+end
+
+local phase = status.phase
+local ready = condition(status, "Ready")
+if phase == "Failed" or phase == "Degraded" then
+  hs.status = "Degraded"
+  hs.message = said(condition(status, "Degraded"), "Triton replicas are failing.")
+  return hs
+end
+if phase == "Ready" then
+  hs.status = "Healthy"
+  hs.message = said(ready, "Serving.")
+  return hs
+end
+-- Scaled to zero on purpose, as Argo CD deems a Deployment of zero replicas.
+if ready ~= nil and ready.reason == "ScaledToZero" then
+  hs.status = "Healthy"
+  hs.message = said(ready, "Scaled to zero replicas.")
+  return hs
+end
+if phase == "Progressing" then
+  hs.message = said(condition(status, "Progressing"), "Rolling out.")
+  return hs
+end
+-- Pending: no model version yet, or the Deployment is being created.
+hs.message = said(ready, "Waiting for a model version to serve.")
+return hs
