@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import threading
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,8 +52,12 @@ def test_triton_answers_over_http_and_grpc_with_the_trained_models_outputs(
         tensor = grpcclient.InferInput("INPUT__0", list(batch.shape), "FP32")
         tensor.set_data_from_numpy(batch)
         over_grpc = grpc.infer(MODEL_NAME, [tensor]).as_numpy("OUTPUT__0")
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
 
     assert version == "1"
+    # Latency quantiles, for dashboards and alerts on p99 rather than means.
+    assert 'nv_inference_request_summary_us{model="churn",version="1",quantile="0.99"}' in metrics
     np.testing.assert_allclose(over_http, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(over_grpc, expected, rtol=1e-5, atol=1e-6)
 

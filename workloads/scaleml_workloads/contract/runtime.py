@@ -96,6 +96,8 @@ def triton_options(repository: str) -> list[str]:
         "--strict-readiness=true",
         "--disable-auto-complete-config",
         f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
+        # Request and queue latency quantiles (nv_inference_*_summary_us), not only cumulative sums.
+        "--metrics-config=summary_latencies=true",
         "--log-format=ISO8601",
     ]
 
