@@ -64,6 +64,10 @@ prometheus-crds: ## Generate the Prometheus Operator's CRDs into ~/.cache/scalem
 	VERSION=$(PROMETHEUS_OPERATOR_VERSION) CONTROLLER_TOOLS_VERSION=$(CONTROLLER_TOOLS_VERSION) \
 		OUT=$(PROMETHEUS_CRDS_DIR) hack/prometheus-crds.sh
 
+.PHONY: chromium
+chromium: ## Install Debian's headless-capable Chromium, in which a test renders the drift report (needs root)
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+
 .PHONY: images
 images: ## Build the operator and workload container images
 	$(DOCKER) build -f Dockerfile -t $(OPERATOR_IMAGE) .
@@ -86,7 +90,7 @@ unit: venv promtool ## Unit tests only: no control plane needed
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: venv control-plane promtool prometheus-crds lint ## Everything: set-up, lint and the whole test suite
+test: venv control-plane promtool prometheus-crds chromium lint ## Everything: set-up, lint and the whole test suite
 	SCALEML_REQUIRE_CONTROL_PLANE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench

@@ -1,0 +1,148 @@
+"""The drift tests are calibrated and have power: false alarms at the configured rate, stated shifts found.
+
+Calibration: windows drawn from the reference's own distribution, a fresh reference per trial
+(so the trials are independent), many independent features per window. The count of false
+alarms out of N tests is then Binomial(N, alpha); each check allows 3.5 binomial standard
+deviations around N alpha (a chance of about 1 in 2000 to fail for a calibrated test).
+
+Power: stated shifts at stated window sizes against references of MAX_SAMPLE_ROWS rows (what a
+profile holds), detected at least at the stated rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from scaleml_workloads.contract import monitoring
+from scaleml_workloads.contract.profile import MAX_SAMPLE_ROWS
+from scaleml_workloads.drift.detector import DriftDetector, DriftResult
+from scaleml_workloads.drift.reference import Reference
+
+pytestmark = pytest.mark.workloads
+
+Floats = npt.NDArray[np.float64]
+Draw = Callable[[np.random.Generator, int, int], Floats]
+FEATURES = 25
+PLANS = [0.5, 0.3, 0.2]
+
+
+def mixed(rng: np.random.Generator, rows: int, features: int) -> Floats:
+    """Independent features of four shapes in turn: normal, heavy-tailed, skewed, bounded."""
+    shapes: list[Callable[[], Floats]] = [
+        lambda: rng.normal(size=rows),
+        lambda: rng.standard_t(3, size=rows),
+        lambda: rng.exponential(size=rows),
+        lambda: rng.uniform(size=rows),
+    ]
+    return np.stack([shapes[feature % 4]() for feature in range(features)], axis=1)
+
+
+def normal(mean: float = 0.0, variance: float = 1.0) -> Draw:
+    return lambda rng, rows, features: rng.normal(mean, math.sqrt(variance), size=(rows, features))
+
+
+def categories(frequencies: Sequence[float]) -> Draw:
+    return lambda rng, rows, features: rng.choice(len(frequencies), size=(rows, features), p=frequencies).astype(
+        np.float64
+    )
+
+
+def checks(
+    trials: int,
+    reference: Draw,
+    window: Draw,
+    reference_rows: int,
+    window_rows: int,
+    tests: monitoring.Tests,
+    p_value: float,
+    *,
+    features: int = FEATURES,
+    categorical: bool = False,
+    mmd_rows: int = 1000,
+    mmd_permutations: int = 500,
+) -> list[DriftResult]:
+    """One check per trial, each against a fresh reference; windows as the capture files hold them (float32)."""
+    names = [f"x{index}" for index in range(features)]
+    kinds: Mapping[str, Sequence[str]] = {name: ["a", "b", "c"] for name in names} if categorical else {}
+    results = []
+    for trial in range(trials):
+        rng = np.random.default_rng(trial)
+        detector = DriftDetector(
+            Reference.from_arrays(reference(rng, reference_rows, features), names, kinds),
+            tests,
+            monitoring.Thresholds(p_value=p_value),
+            seed=trial,
+            mmd_rows=mmd_rows,
+            mmd_permutations=mmd_permutations,
+        )
+        results.append(detector.check({"INPUT__0": window(rng, window_rows, features).astype(np.float32)}))
+    return results
+
+
+def feature_alarms(results: list[DriftResult]) -> tuple[int, int]:
+    return sum(len(result.drifted_features) for result in results), sum(len(result.features) for result in results)
+
+
+def assert_calibrated(alarms: int, tests: int, alpha: float) -> None:
+    expected = tests * alpha
+    tolerance = 3.5 * math.sqrt(tests * alpha * (1 - alpha))
+    assert abs(alarms - expected) <= tolerance, (
+        f"{alarms} false alarms in {tests} tests, expected {expected:.0f} ± {tolerance:.0f}"
+    )
+
+
+KS = monitoring.Tests(numeric="ks", multivariate="none")
+CHI2 = monitoring.Tests(categorical="chi2", multivariate="none")
+MMD = monitoring.Tests(numeric="ks", multivariate="mmd")
+
+
+@pytest.mark.parametrize(
+    ("window_rows", "trials"),
+    [
+        (1000, 40),  # exact p-values (no sample over 10,000 values)
+        (20_000, 20),  # asymptotic p-values
+    ],
+)
+def test_ks_false_alarms_match_the_p_value_threshold(window_rows: int, trials: int) -> None:
+    results = checks(trials, mixed, mixed, MAX_SAMPLE_ROWS, window_rows, KS, 0.05)
+    assert_calibrated(*feature_alarms(results), 0.05)
+
+
+def test_ks_finds_a_mean_shift_of_a_fifth_of_a_standard_deviation_in_1000_rows() -> None:
+    alarms, tests = feature_alarms(checks(8, normal(), normal(mean=0.2), MAX_SAMPLE_ROWS, 1000, KS, 0.01))
+    assert alarms / tests >= 0.9
+
+
+def test_ks_finds_a_variance_half_as_large_again_in_5000_rows() -> None:
+    alarms, tests = feature_alarms(checks(8, normal(), normal(variance=1.5), MAX_SAMPLE_ROWS, 5000, KS, 0.01))
+    assert alarms / tests >= 0.9
+
+
+def test_chi2_false_alarms_match_the_p_value_threshold() -> None:
+    results = checks(40, categories(PLANS), categories(PLANS), 20_000, 2000, CHI2, 0.05, categorical=True)
+    assert_calibrated(*feature_alarms(results), 0.05)
+
+
+def test_chi2_finds_three_points_of_frequency_moved_in_5000_rows() -> None:
+    moved = categories([0.47, 0.3, 0.23])
+    alarms, tests = feature_alarms(checks(8, categories(PLANS), moved, 20_000, 5000, CHI2, 0.01, categorical=True))
+    assert alarms / tests >= 0.9
+
+
+def test_mmd_false_alarms_match_the_p_value_threshold() -> None:
+    results = checks(40, normal(), normal(), 2000, 500, MMD, 0.05, features=5, mmd_rows=500, mmd_permutations=200)
+    alarms = sum(result.multivariate is not None and result.multivariate.drifted for result in results)
+    assert_calibrated(alarms, len(results), 0.05)
+
+
+def test_mmd_finds_a_joint_shift_of_a_fifth_of_a_standard_deviation_in_500_rows() -> None:
+    results = checks(
+        20, normal(), normal(mean=0.2), 2000, 500, MMD, 0.01, features=5, mmd_rows=500, mmd_permutations=200
+    )
+    detected = sum(result.multivariate is not None and result.multivariate.drifted for result in results)
+    assert detected / len(results) >= 0.9

@@ -1,0 +1,202 @@
+"""One monitor: every `window.every`, test the newest captured rows, then report them everywhere.
+
+A window is only tested when it holds rows newer than the last one tested: the same rows twice
+would count as two drifted windows and bring retraining forward. The run of drifted windows and
+when it began are resumed from the DriftMonitor's status after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from scaleml_workloads.capture.files import read_captures
+from scaleml_workloads.contract.base import duration_seconds
+from scaleml_workloads.contract.runtime import MonitorRun
+from scaleml_workloads.drift.detector import DriftDetector, DriftResult
+from scaleml_workloads.kubeapi import InClusterClient, StatusSink, post_event, read_status, status_sink
+from scaleml_workloads.monitor import metrics
+from scaleml_workloads.monitor.report import TrendPoint, render
+
+log = logging.getLogger(__name__)
+
+PLURAL: Final = "driftmonitors"
+LATEST_REPORT: Final = "latest.html"
+KEPT_REPORTS: Final = 100
+TREND_POINTS: Final = 200
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Episode:
+    """The run of drifted windows the monitor is in (none: consecutive 0)."""
+
+    consecutive: int = 0
+    since: str | None = None
+
+    def advance(self, drifted: bool, now: datetime) -> tuple[bool, bool]:
+        """Counts one window; returns (drift started, drift ended)."""
+        was = self.consecutive > 0
+        if drifted:
+            self.consecutive += 1
+            self.since = self.since or _timestamp(now)
+        else:
+            self.consecutive, self.since = 0, None
+        return drifted and not was, was and not drifted
+
+
+@dataclass
+class Reporter:
+    """Where results go besides metrics: the DriftMonitor's status and its Events (off outside a cluster)."""
+
+    run: MonitorRun
+    patcher: StatusSink | None = None
+    client: InClusterClient | None = None
+    uid: str = ""
+
+    @classmethod
+    def for_run(cls, run: MonitorRun) -> Reporter:
+        if not run.report_status:
+            return cls(run)
+        patcher = status_sink(run.status_file, run.namespace, PLURAL, run.name)
+        # A local run has no API server to post Events to or resume from.
+        client = None if run.status_file else InClusterClient()
+        return cls(run, patcher, client if client is not None and client.enabled else None)
+
+    def resume(self) -> Episode:
+        if self.client is None:
+            return Episode()
+        status = read_status(self.client, self.run.namespace, PLURAL, self.run.name)
+        return Episode(int(status.get("consecutiveDriftedWindows") or 0), status.get("driftSince"))
+
+    def status(self, fields: dict[str, Any]) -> None:
+        if self.patcher is not None:
+            self.patcher.patch(fields)
+
+    def event(self, type: str, reason: str, message: str) -> None:
+        if self.client is None:
+            return
+        involved = {"kind": "DriftMonitor", "name": self.run.name, "namespace": self.run.namespace}
+        post_event(self.client, involved, type=type, reason=reason, message=message)
+
+    def close(self) -> None:
+        if self.patcher is not None:
+            self.patcher.close()
+
+
+@dataclass
+class Monitor:
+    run: MonitorRun
+    detector: DriftDetector
+    reporter: Reporter
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    episode: Episode = field(default_factory=Episode)
+    trend: deque[TrendPoint] = field(default_factory=lambda: deque(maxlen=TREND_POINTS))
+    last_tested: float | None = None
+    last_result: DriftResult | None = None
+
+    def check(self) -> DriftResult | None:
+        """Tests the newest window if it holds new rows; returns its result (None: nothing new to test)."""
+        started = time.monotonic()
+        window = read_captures(self.run.captures_dir, self.run.spec.window.size)
+        newest = (
+            float(np.max(window["timestamp"]))
+            if window.get("timestamp") is not None and len(window["timestamp"])
+            else None
+        )
+        if newest is None:
+            metrics.CHECKS.labels("no_data").inc()
+            log.info("no captured rows in %s yet", self.run.captures_dir)
+            return None
+        if newest == self.last_tested:
+            metrics.CHECKS.labels("no_new_data").inc()
+            log.info("no rows captured since the last check; not testing the same window again")
+            return None
+        result = self.detector.check(window, expected_rows=self.run.spec.window.size)
+        self.last_tested, self.last_result = newest, result
+        now = self.clock()
+        started_drift, ended_drift = self.episode.advance(result.drift_detected, now)
+        metrics.record(result, self.episode.consecutive)
+        metrics.CHECKS.labels("drift" if result.drift_detected else "no_drift").inc()
+        metrics.CHECK_SECONDS.observe(time.monotonic() - started)
+        self.trend.append(TrendPoint(now, result.score, result.drift_detected))
+        self.reporter.status(
+            {
+                "lastCheckTime": _timestamp(now),
+                "driftDetected": result.drift_detected,
+                "driftScore": round(min(max(result.score, 0.0), 1.0), 6),
+                "driftedFeatures": result.drifted_features,
+                "windowSize": result.rows,
+                "consecutiveDriftedWindows": self.episode.consecutive,
+                # A merge patch with null removes the field: no drift, no start of one.
+                "driftSince": self.episode.since,
+            }
+        )
+        if started_drift:
+            features = ", ".join(result.drifted_features) or "the multivariate test"
+            self.reporter.event(
+                "Warning", "DriftDetected", f"Drift in {features} (score {result.score:.2f}, {result.rows} rows)."
+            )
+        elif ended_drift:
+            self.reporter.event("Normal", "DriftResolved", f"The window of {result.rows} rows no longer drifts.")
+        self._write_report(result, now)
+        log.info(
+            "window of %d rows: %s, score %.3f, drifted: %s",
+            result.rows,
+            "drift" if result.drift_detected else "no drift",
+            result.score,
+            ", ".join(result.drifted_features) or "none",
+        )
+        return result
+
+    def _write_report(self, result: DriftResult, now: datetime) -> None:
+        directory = Path(self.run.reports_dir)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            page = render(
+                result,
+                monitor=f"{self.run.namespace}/{self.run.name}",
+                checked_at=now,
+                reference_version=self.run.model_version,
+                trend=list(self.trend),
+            )
+            name = f"report-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.html"
+            _write_atomically(directory / name, page)
+            _write_atomically(directory / LATEST_REPORT, page)
+            for old in sorted(directory.glob("report-*.html"))[:-KEPT_REPORTS]:
+                old.unlink(missing_ok=True)
+        except OSError as error:
+            # A full or read-only report volume must not stop the monitoring itself.
+            log.warning("could not write the drift report to %s: %s", directory, error)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        every = duration_seconds(self.run.spec.window.every)
+        while not stop.is_set():
+            try:
+                self.check()
+            except Exception:
+                # One bad window (or volume hiccup) must not end the monitor: log it and try the next.
+                metrics.CHECKS.labels("error").inc()
+                log.exception("the check failed")
+            stop.wait(every)
+        self.reporter.close()
+
+
+def _write_atomically(path: Path, content: str) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    temporary.write_text(content)
+    os.replace(temporary, path)

@@ -1,0 +1,54 @@
+"""The monitor's Prometheus metrics. Per-feature series carry the feature and the test as labels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from scaleml_workloads.drift.detector import DriftResult
+
+STATISTIC = Gauge("scaleml_drift_statistic", "Test statistic of a feature in the last window.", ["feature", "test"])
+P_VALUE = Gauge(
+    "scaleml_drift_p_value", "p-value of a feature's test in the last window (ks, chi2).", ["feature", "test"]
+)
+FEATURE_DRIFTED = Gauge("scaleml_drift_feature_drifted", "1 when the feature drifted in the last window.", ["feature"])
+MISSING_FRACTION = Gauge(
+    "scaleml_drift_missing_fraction", "Share of missing values of a feature in the last window.", ["feature"]
+)
+SCORE = Gauge("scaleml_drift_score", "Overall drift score of the last window, from 0 to 1.")
+SHARE_DRIFTED = Gauge("scaleml_drift_share_of_drifted_features", "Share of features that drifted in the last window.")
+DETECTED = Gauge("scaleml_drift_detected", "1 when the last window drifted.")
+MULTIVARIATE_P_VALUE = Gauge("scaleml_drift_multivariate_p_value", "p-value of the multivariate (MMD) test.")
+CONSECUTIVE = Gauge("scaleml_drift_consecutive_drifted_windows", "Drifted windows in a row.")
+WINDOW_ROWS = Gauge("scaleml_drift_window_rows", "Rows in the last window.")
+ROWS_SEEN = Counter("scaleml_drift_rows_seen", "Captured rows tested.")
+ROWS_REJECTED = Counter(
+    "scaleml_drift_rows_rejected", "Captured rows that could not be used (wrong shape, no valid value)."
+)
+CHECKS = Counter("scaleml_drift_checks", "Windows tested, by outcome.", ["outcome"])
+CHECK_SECONDS = Histogram(
+    "scaleml_drift_check_seconds",
+    "Time to read and test one window.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+REFERENCE_AVAILABLE = Gauge("scaleml_drift_reference_available", "0 while the reference profile cannot be read.")
+REFERENCE_VERSION = Gauge("scaleml_drift_reference_version", "Model version whose training data is the reference.")
+
+
+def record(result: DriftResult, consecutive: int) -> None:
+    REFERENCE_AVAILABLE.set(1)
+    for feature in result.features:
+        if feature.statistic is not None:
+            STATISTIC.labels(feature.name, feature.test).set(feature.statistic)
+        if feature.p_value is not None:
+            P_VALUE.labels(feature.name, feature.test).set(feature.p_value)
+        FEATURE_DRIFTED.labels(feature.name).set(int(feature.drifted))
+        MISSING_FRACTION.labels(feature.name).set(feature.missing_fraction)
+    if result.multivariate is not None:
+        MULTIVARIATE_P_VALUE.set(result.multivariate.p_value)
+    SCORE.set(result.score)
+    SHARE_DRIFTED.set(result.share_drifted)
+    DETECTED.set(int(result.drift_detected))
+    CONSECUTIVE.set(consecutive)
+    WINDOW_ROWS.set(result.rows)
+    ROWS_SEEN.inc(result.rows)
+    ROWS_REJECTED.inc(result.rows_rejected)
