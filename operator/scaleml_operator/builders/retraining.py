@@ -24,6 +24,12 @@ TRAINING_JOB_MAX_NAME: Final = 48
 _SUFFIX: Final = "-retrain-"
 _DIGEST_CHARS: Final = 8
 _FINISHED: Final = ("Succeeded", "Failed")
+# Captures hold inputs and the model's own outputs, never the true labels: training on them would
+# teach the model its own mistakes.
+CAPTURED_DATA_NOTE: Final = (
+    "retrain.useCapturedData is not applied: captured requests carry no labels; the job trains on its "
+    "data.source, where newly labelled data belongs."
+)
 
 
 @dataclass(frozen=True)

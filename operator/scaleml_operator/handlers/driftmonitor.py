@@ -152,6 +152,8 @@ def _retrain(monitor: dict[str, Any]) -> tuple[str, str, str] | None:
         reason, message = "TrainingJobRunning", f"TrainingJob {last_job['metadata']['name']} retrains the model."
     else:
         reason, message = decision.reason, decision.message
+    if spec.retrain.use_captured_data:
+        message += f" {retraining.CAPTURED_DATA_NOTE}"
     _record(monitor, running, reason, message, created)
     return event
 
