@@ -54,6 +54,10 @@ control-plane: ## Build etcd, kube-apiserver, kube-controller-manager, kube-sche
 	K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) KWOK_VERSION=$(KWOK_VERSION) \
 		OUT=$(CONTROL_PLANE_DIR) hack/build-control-plane.sh
 
+.PHONY: cluster
+cluster: venv control-plane ## Run the test control plane with KWOK nodes, the CRDs and the operator until Ctrl-C; prints the KUBECONFIG
+	$(BIN)/python -m tests.support.cluster
+
 .PHONY: promtool
 promtool: ## Install promtool from Debian's prometheus package into ~/.cache/scaleml/tools (cached)
 	VERSION=$(PROMTOOL_VERSION) SHA256_amd64=$(PROMTOOL_SHA256_amd64) SHA256_arm64=$(PROMTOOL_SHA256_arm64) \
