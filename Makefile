@@ -43,11 +43,15 @@ help: ## List the targets
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[operator,workloads,dev]'
+	$(BIN)/pip install --quiet -e '.[operator,workloads,dev,demo]'
 	touch $@
 
 .PHONY: venv
 venv: $(BIN)/.installed ## Create the virtual environment with the operator and the dev tools
+
+.PHONY: demo
+demo: venv ## Train, serve, monitor and retrain on this machine (CPU, no cluster), in a few minutes
+	$(BIN)/scaleml demo
 
 .PHONY: control-plane
 control-plane: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (cached)

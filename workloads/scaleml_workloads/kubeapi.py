@@ -3,7 +3,8 @@
 Pods report on the object that started them (a TrainingJob's progress, a DriftMonitor's results)
 with the ServiceAccount the operator gave them, allowed to do exactly that. Patches go out from a
 background thread that always sends the newest state: a slow or unreachable API server delays
-nothing and fails nothing, it only leaves the status behind.
+nothing and fails nothing, it only leaves the status behind. Outside a cluster (`scaleml local`)
+the same patches merge into a JSON file instead: `status_sink` picks one.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from scaleml_workloads.contract.base import API_VERSION
+from scaleml_workloads.contract.merge import merge_patch
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,48 @@ class StatusPatcher:
         except (OSError, ssl.SSLError, ValueError) as error:
             # URLError, timeouts, refused connections and missing credentials are all OSErrors.
             log.warning("status patch to %s failed: %s", self.path, error)
+
+
+class StatusSink(Protocol):
+    """Where a workload's status patches go."""
+
+    def patch(self, status: dict[str, Any]) -> None: ...
+
+    def close(self, timeout: float = ...) -> None: ...
+
+
+class StatusFile:
+    """JSON merge patches into a file, applied at once and atomically: readers never see half a status."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def read(self) -> dict[str, Any]:
+        """The status written so far; empty before the first patch."""
+        try:
+            status: dict[str, Any] = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        return status
+
+    def patch(self, status: dict[str, Any]) -> None:
+        with self._lock:
+            merged = merge_patch(self.read(), status)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}")
+            temporary.write_text(json.dumps(merged))
+            os.replace(temporary, self.path)
+
+    def close(self, timeout: float = 0.0) -> None:
+        """Every patch is written when `patch` returns: nothing to wait for."""
+
+
+def status_sink(status_file: str | None, namespace: str, plural: str, name: str) -> StatusSink:
+    """The file when one is given (local runs), else the object's /status in the cluster."""
+    if status_file:
+        return StatusFile(status_file)
+    return StatusPatcher(namespace, plural, name)
 
 
 def read_status(client: InClusterClient, namespace: str, plural: str, name: str) -> dict[str, Any]:

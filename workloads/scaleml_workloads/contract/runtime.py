@@ -66,6 +66,12 @@ class TrainingRun(ApiModel):
     report_status: bool = Field(
         default=True, description="Patch the TrainingJob's status.progress through the Kubernetes API."
     )
+    # Left out of the JSON when unset: the pods' config, and so their template hash, stays as it was.
+    status_file: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Merge the status into this JSON file instead of the API (local runs).",
+    )
 
 
 # Serving pods: where the model agent finds the exported versions and builds Triton's repository.
@@ -139,6 +145,11 @@ class MonitorRun(ApiModel):
     metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 turns it off.")
     report_port: int = Field(default=REPORT_PORT, ge=0, le=65535, description="Report and health port; 0: none.")
     report_status: bool = Field(default=True, description="Patch the DriftMonitor's status and post Events.")
+    status_file: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Merge the status into this JSON file instead of the API, and post no Events.",
+    )
 
 
 def write_termination_message(message: str) -> None:

@@ -25,7 +25,7 @@ from scaleml_workloads.capture.files import read_captures
 from scaleml_workloads.contract.base import duration_seconds
 from scaleml_workloads.contract.runtime import MonitorRun
 from scaleml_workloads.drift.detector import DriftDetector, DriftResult
-from scaleml_workloads.kubeapi import InClusterClient, StatusPatcher, post_event, read_status
+from scaleml_workloads.kubeapi import InClusterClient, StatusSink, post_event, read_status, status_sink
 from scaleml_workloads.monitor import metrics
 from scaleml_workloads.monitor.report import TrendPoint, render
 
@@ -64,7 +64,7 @@ class Reporter:
     """Where results go besides metrics: the DriftMonitor's status and its Events (off outside a cluster)."""
 
     run: MonitorRun
-    patcher: StatusPatcher | None = None
+    patcher: StatusSink | None = None
     client: InClusterClient | None = None
     uid: str = ""
 
@@ -72,8 +72,10 @@ class Reporter:
     def for_run(cls, run: MonitorRun) -> Reporter:
         if not run.report_status:
             return cls(run)
-        client = InClusterClient()
-        return cls(run, StatusPatcher(run.namespace, PLURAL, run.name), client if client.enabled else None)
+        patcher = status_sink(run.status_file, run.namespace, PLURAL, run.name)
+        # A local run has no API server to post Events to or resume from.
+        client = None if run.status_file else InClusterClient()
+        return cls(run, patcher, client if client is not None and client.enabled else None)
 
     def resume(self) -> Episode:
         if self.client is None:

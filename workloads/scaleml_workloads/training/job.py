@@ -14,7 +14,7 @@ from scaleml_workloads.contract.runtime import TrainingRun
 from scaleml_workloads.export.card import DataSummary, EpochMetrics, Metrics, TrainingSummary
 from scaleml_workloads.export.formats import INPUT_NAME
 from scaleml_workloads.export.version import export_version, tensor_spec
-from scaleml_workloads.kubeapi import StatusPatcher
+from scaleml_workloads.kubeapi import status_sink
 from scaleml_workloads.training import distributed
 from scaleml_workloads.training.config import checkpoint_directory
 from scaleml_workloads.training.data import TrainingData, file_sha256, split_rows
@@ -75,7 +75,9 @@ def run_job(run: TrainingRun, data: TrainingData) -> int | None:
             data.sample_shape,
         )
         patcher = (
-            StatusPatcher(run.namespace, "trainingjobs", run.name) if run.report_status and topology.leader else None
+            status_sink(run.status_file, run.namespace, "trainingjobs", run.name)
+            if run.report_status and topology.leader
+            else None
         )
         reporter = ProgressReporter(patcher, leader=topology.leader, metrics_port=run.metrics_port)
         result = train(run, data, topology, reporter)

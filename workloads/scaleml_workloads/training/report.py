@@ -1,6 +1,7 @@
 """Progress reporting from rank 0: the TrainingJob's status.progress, Prometheus metrics and the log.
 
-The status goes through `kubeapi.StatusPatcher`: a slow or unreachable API server delays nothing.
+The status goes through a `kubeapi.StatusSink` (the API server in a pod, a file in local mode): a slow or
+unreachable API server delays nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Final
 
 from prometheus_client import Gauge, Histogram, start_http_server
 
-from scaleml_workloads.kubeapi import StatusPatcher
+from scaleml_workloads.kubeapi import StatusSink
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class ProgressReporter:
 
     def __init__(
         self,
-        patcher: StatusPatcher | None,
+        patcher: StatusSink | None,
         *,
         leader: bool,
         metrics_port: int,

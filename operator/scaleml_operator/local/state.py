@@ -1,0 +1,190 @@
+"""The state directory of local mode: the applied objects, their status, the volumes and the logs.
+
+    objects/<plural>/<name>.yaml   what `scaleml local apply` accepted (with a uid and a creation time)
+    status/<plural>/<name>.json    the status the supervisor writes (phase, versions, retraining)
+    status/<plural>/<name>.workload.json   the status the workload writes (progress, drift results)
+    volumes/<claim>/               one folder per PersistentVolumeClaim
+    supervisor.pid, supervisor.log, processes.json, logs/, run/
+
+Two status files, one writer each: a read-merge-write from two processes could lose an update.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from scaleml_operator.api.kinds import KINDS, Kind
+from scaleml_operator.api.validation import parse_spec
+from scaleml_workloads.contract.base import API_VERSION
+from scaleml_workloads.kubeapi import StatusFile
+
+DEFAULT_STATE: Final = Path(".scaleml")
+DEFAULT_NAMESPACE: Final = "default"
+PID_FILE: Final = "supervisor.pid"
+PROCESSES_FILE: Final = "processes.json"
+
+Manifest = dict[str, Any]
+
+
+class LocalError(Exception):
+    """What the user asked for cannot be done; the message says why."""
+
+
+def kind_named(name: str) -> Kind:
+    """The kind by kind name, plural, singular or short name, as kubectl accepts them."""
+    for kind in KINDS:
+        if name.lower() in (kind.kind.lower(), kind.plural, kind.singular, kind.short_name):
+            return kind
+    raise LocalError(f'unknown kind "{name}": one of {", ".join(k.kind for k in KINDS)}')
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_manifests(paths: Iterable[Path]) -> list[Manifest]:
+    """Every document of the YAML files given, directories read non-recursively like `kubectl apply -f`."""
+    documents: list[Manifest] = []
+    for path in paths:
+        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
+        if not files:
+            raise LocalError(f"{path} holds no YAML file")
+        for file in files:
+            try:
+                documents.extend(doc for doc in yaml.safe_load_all(file.read_text()) if doc)
+            except (OSError, yaml.YAMLError) as error:
+                raise LocalError(f"cannot read {file}: {error}") from error
+    return documents
+
+
+class State:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def directory(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def volume(self, claim: str) -> Path:
+        return self.directory("volumes", claim)
+
+    def _object_path(self, kind: Kind, name: str) -> Path:
+        return self.root / "objects" / kind.plural / f"{name}.yaml"
+
+    def status_file(self, kind: Kind, name: str) -> StatusFile:
+        """The supervisor's part of the status."""
+        return StatusFile(self.root / "status" / kind.plural / f"{name}.json")
+
+    def workload_status_file(self, kind: Kind, name: str) -> StatusFile:
+        """The workload's part of the status (TrainingRun.statusFile, MonitorRun.statusFile)."""
+        return StatusFile(self.root / "status" / kind.plural / f"{name}.workload.json")
+
+    def status(self, kind: Kind, name: str) -> dict[str, Any]:
+        return {**self.workload_status_file(kind, name).read(), **self.status_file(kind, name).read()}
+
+    def objects(self, kind: Kind) -> Iterator[Manifest]:
+        """The objects of `kind`, with their status, oldest first."""
+        found = []
+        for path in sorted((self.root / "objects" / kind.plural).glob("*.yaml")):
+            try:
+                manifest: Manifest = yaml.safe_load(path.read_text())
+            except FileNotFoundError:
+                continue
+            manifest["status"] = self.status(kind, manifest["metadata"]["name"])
+            found.append(manifest)
+        yield from sorted(found, key=lambda m: (m["metadata"]["creationTimestamp"], m["metadata"]["name"]))
+
+    def get(self, kind: Kind, name: str) -> Manifest | None:
+        return next((m for m in self.objects(kind) if m["metadata"]["name"] == name), None)
+
+    def validate(self, manifest: Manifest) -> Kind | None:
+        """The kind of a valid ScaleML object, None for a volume claim; LocalError says what is wrong."""
+        api_version, kind_name = manifest.get("apiVersion"), manifest.get("kind", "")
+        name = (manifest.get("metadata") or {}).get("name", "")
+        if api_version == "v1" and kind_name == "PersistentVolumeClaim":
+            return None
+        if api_version != API_VERSION:
+            raise LocalError(f"{kind_name}/{name}: local mode runs {API_VERSION} objects and volume claims only")
+        kind = kind_named(kind_name)
+        try:
+            parse_spec(kind, manifest.get("spec") or {})
+        except ValueError as error:
+            raise LocalError(f"{kind.singular}/{name} is invalid: {error}") from error
+        return kind
+
+    def apply(self, manifest: Manifest) -> str:
+        """Validates and stores one document; returns what kubectl would print ("trainingjob/churn created")."""
+        kind, name = self.validate(manifest), manifest["metadata"]["name"]
+        if kind is None:
+            return f"persistentvolumeclaim/{name} created (folder {self.volume(name)})"
+        path = self._object_path(kind, name)
+        existing = self.get(kind, name)
+        metadata = {
+            **manifest["metadata"],
+            "namespace": manifest["metadata"].get("namespace") or DEFAULT_NAMESPACE,
+            "uid": existing["metadata"]["uid"] if existing else str(uuid.uuid4()),
+            "creationTimestamp": existing["metadata"]["creationTimestamp"] if existing else timestamp(),
+        }
+        stored = {"apiVersion": API_VERSION, "kind": kind.kind, "metadata": metadata, "spec": manifest["spec"]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(yaml.safe_dump(stored, sort_keys=False))
+        os.replace(temporary, path)
+        return f"{kind.singular}/{name} {'configured' if existing else 'created'}"
+
+    def delete(self, kind: Kind, name: str) -> bool:
+        """Removes the object and its status; the supervisor then stops its processes. False if absent."""
+        path = self._object_path(kind, name)
+        if not path.exists():
+            return False
+        path.unlink()
+        for status in (self.status_file(kind, name), self.workload_status_file(kind, name)):
+            status.path.unlink(missing_ok=True)
+        return True
+
+    # The supervisor's bookkeeping.
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / PID_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "supervisor.log"
+
+    def supervisor_pid(self) -> int | None:
+        """The pid of the running supervisor of this state directory, if any."""
+        try:
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def stop_supervisor(self) -> None:
+        if (pid := self.supervisor_pid()) is not None:
+            os.kill(pid, signal.SIGTERM)
+
+    def processes(self) -> dict[str, Any]:
+        """What the supervisor runs: per object, its process ids and local ports."""
+        try:
+            running: dict[str, Any] = json.loads((self.root / PROCESSES_FILE).read_text())
+        except FileNotFoundError:
+            return {}
+        return running
+
+    def write_processes(self, running: dict[str, Any]) -> None:
+        path = self.root / PROCESSES_FILE
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(running, indent=1))
+        os.replace(temporary, path)

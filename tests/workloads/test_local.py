@@ -1,0 +1,140 @@
+"""Local mode for real: `scaleml local apply/get/delete`, the demo's stages on a reduced size, and Ctrl-C."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import pytest
+import yaml
+from rich.console import Console
+
+from scaleml_operator.api.kinds import TRAINING_JOB
+from scaleml_operator.local import demo
+from scaleml_operator.local.state import State
+from tests.support.polling import wait_for
+
+pytestmark = pytest.mark.workloads
+
+SCALEML = [sys.executable, "-m", "scaleml_operator.cli"]
+SMALL = demo.Settings(epochs=4, window_size=100, every="3s", calm_windows=2, drift_within=2, live=False)
+
+
+def _scaleml(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SCALEML, "local", "--state", str(state), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead but not yet reaped by its parent.
+    return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_apply_get_and_delete_a_training_job(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    data = state / "volumes" / "datasets" / "cancer"
+    data.mkdir(parents=True)
+    pq.write_table(demo.dataset(), data / "train.parquet")
+    manifest = yaml.safe_load((demo.MANIFESTS / "trainingjob-cancer.yaml").read_text())
+    manifest["spec"]["hyperparameters"]["epochs"] = 2
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+
+    applied = _scaleml(state, "apply", "-f", str(path))
+    assert applied.returncode == 0, applied.stderr
+    assert "trainingjob/cancer created" in applied.stdout
+    local = State(state)
+    wait_for(
+        lambda: (local.get(TRAINING_JOB, "cancer") or {}).get("status", {}).get("phase") == "Succeeded", 120, "training"
+    )
+    shown = _scaleml(state, "get", "tj")
+    assert shown.stdout.split("\n")[0].split() == [
+        "NAME",
+        "PHASE",
+        "WORKERS",
+        "EPOCH",
+        "STEP",
+        "TOTAL",
+        "LOSS",
+        "VERSION",
+        "AGE",
+    ]
+    row = shown.stdout.split("\n")[1].split()
+    assert row[:3] == ["cancer", "Succeeded", "2"]
+    assert row[7] == "1"
+    assert (state / "volumes" / "models" / "cancer" / "1" / "model.pt").exists()
+    supervisor = local.supervisor_pid()
+    assert supervisor is not None
+
+    deleted = _scaleml(state, "delete", "--all")
+    assert deleted.returncode == 0, deleted.stderr
+    assert "trainingjob/cancer deleted" in deleted.stdout
+    assert not _alive(supervisor)
+    assert _scaleml(state, "get").stdout.startswith("No resources found")
+
+
+def test_the_demo_catches_the_shift_retrains_and_rolls_without_failures(tmp_path: Path) -> None:
+    state = State(tmp_path / "state")
+    result = demo.run(state, settings=SMALL, console=Console(file=io.StringIO()))
+
+    calm = [w for w in result.windows if not w.shifted]
+    assert len(calm) >= SMALL.calm_windows
+    assert not any(w.drift for w in calm), "no drift before the shift"
+    assert 1 <= result.drift_after_windows <= SMALL.drift_within
+    assert result.new_version == 2
+    assert result.by_version.get("2", 0) > 0, "the retrained version answers afterwards"
+    assert result.failed == 0
+    assert result.report is not None
+    assert result.report.exists()
+    assert set(result.accuracy) == {1, 2}
+    assert state.processes() == {}
+    assert state.supervisor_pid() is None
+
+
+def test_ctrl_c_stops_every_process_and_leaves_no_port_listening(tmp_path: Path) -> None:
+    state = State(tmp_path / "state")
+    process = subprocess.Popen(
+        [*SCALEML, "demo", "--state", str(state.root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            lambda: (
+                {"modeldeployments/cancer", "driftmonitors/cancer"} <= set(state.processes())
+                and "capture-http" in state.processes()["modeldeployments/cancer"]["ports"]
+            ),
+            180,
+            "the demo to serve and monitor",
+        )
+        running = json.loads((state.root / "processes.json").read_text())
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130, stderr.decode()[-2000:]
+    pids = [pid for entry in running.values() for pid in entry["pids"]]
+    ports = [port for entry in running.values() for port in entry["ports"].values()]
+    # The agent, Triton, the capture proxy and the monitor, and perhaps the trainer, still finishing.
+    assert len(pids) >= 4, running
+    assert len(ports) == 5, running
+    assert not [pid for pid in pids if _alive(pid)]
+    assert not [port for port in ports if _listening(port)]
