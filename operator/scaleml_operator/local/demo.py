@@ -364,8 +364,9 @@ def _without_none(mapping: dict[str, Any]) -> dict[str, Any]:
 
 def summary(result: Result, state: State) -> Table:
     table = Table(title="ScaleML demo", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    # Paths are folded, never cut: they are meant to be copied.
+    table.add_column(overflow="fold")
     for version, accuracy in sorted(result.accuracy.items()):
         table.add_row(f"version {version} accuracy", f"{accuracy:.3f} (validation rows, from its model card)")
     versions = ", ".join(f"v{v}: {n}" for v, n in sorted(result.by_version.items()))
