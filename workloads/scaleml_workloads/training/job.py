@@ -81,11 +81,20 @@ def run_job(run: TrainingRun, data: TrainingData) -> int | None:
         )
         reporter = ProgressReporter(patcher, leader=topology.leader, metrics_port=run.metrics_port)
         result = train(run, data, topology, reporter)
-        if not topology.leader:
-            return None
-        version = export_result(run, data, result, topology)
-        _record_export(run, version)
-        reporter.finish(version)
+        version: int | None = None
+        failure: BaseException | None = None
+        if topology.leader:
+            try:
+                version = export_result(run, data, result, topology)
+                _record_export(run, version)
+                reporter.finish(version)
+            except BaseException as error:  # re-raised below, once every rank has met
+                failure = error
+        # Every rank leaves the group together, after the export: a rank that tears the group down
+        # while the leader still exports can abort the leader's side of it (gloo), or hang it.
+        distributed.broadcast(version)
+        if failure is not None:
+            raise failure
         return version
     finally:
         distributed.leave()
