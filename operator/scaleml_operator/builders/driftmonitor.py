@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from scaleml_operator.api.modeldeployment import Waiting
+from scaleml_operator.builders import meta
 from scaleml_operator.builders.meta import (
     CONTAINER_SECURITY_CONTEXT,
     POD_SECURITY_CONTEXT,
@@ -19,7 +20,6 @@ from scaleml_operator.builders.meta import (
     metadata,
 )
 from scaleml_workloads.contract import runtime
-from scaleml_workloads.contract.base import GROUP
 from scaleml_workloads.contract.monitoring import DriftMonitorSpec
 
 COMPONENT: Final = "scaleml-monitor"
@@ -163,40 +163,22 @@ def service(owner: Owner) -> dict[str, Any]:
 
 
 def service_account(owner: Owner) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": metadata(owner, monitor_name(owner.name), COMPONENT),
-    }
+    return meta.service_account(owner, monitor_name(owner.name), COMPONENT)
 
 
 def status_role(owner: Owner) -> dict[str, Any]:
     """Lets the monitor report on its own DriftMonitor and announce drift in Events, nothing else."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": metadata(owner, monitor_name(owner.name), COMPONENT),
-        "rules": [
-            {
-                "apiGroups": [GROUP],
-                "resources": ["driftmonitors/status"],
-                "resourceNames": [owner.name],
-                "verbs": ["get", "patch"],
-            },
-            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-        ],
-    }
+    return meta.own_status_role(
+        owner,
+        monitor_name(owner.name),
+        COMPONENT,
+        "driftmonitors",
+        ({"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},),
+    )
 
 
 def status_role_binding(owner: Owner) -> dict[str, Any]:
-    name = monitor_name(owner.name)
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": metadata(owner, name, COMPONENT),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
-    }
+    return meta.role_binding(owner, monitor_name(owner.name), COMPONENT)
 
 
 def children(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs | None, image: str) -> list[dict[str, Any]]:

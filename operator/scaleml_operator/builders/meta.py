@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from scaleml_workloads.contract.base import API_VERSION
+from scaleml_workloads.contract.base import API_VERSION, GROUP
 
 MANAGED_BY: Final = "scaleml-operator"
 PART_OF: Final = "scaleml"
@@ -64,4 +64,37 @@ def metadata(owner: Owner, name: str, component: str) -> dict[str, Any]:
         "namespace": owner.namespace,
         "labels": labels(owner, component),
         "ownerReferences": [owner.reference],
+    }
+
+
+def service_account(owner: Owner, name: str, component: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(owner, name, component)}
+
+
+def own_status_role(
+    owner: Owner, name: str, component: str, plural: str, extra_rules: tuple[dict[str, Any], ...] = ()
+) -> dict[str, Any]:
+    """A Role that lets a pod read and patch the status of the one object that owns it (and `extra_rules`)."""
+    rule = {
+        "apiGroups": [GROUP],
+        "resources": [f"{plural}/status"],
+        "resourceNames": [owner.name],
+        "verbs": ["get", "patch"],
+    }
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(owner, name, component),
+        "rules": [rule, *extra_rules],
+    }
+
+
+def role_binding(owner: Owner, name: str, component: str) -> dict[str, Any]:
+    """Binds the Role `name` to the ServiceAccount `name` of the owner's namespace."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(owner, name, component),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
     }

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from scaleml_operator.builders import meta
 from scaleml_operator.builders.meta import (
     CONTAINER_SECURITY_CONTEXT,
     POD_SECURITY_CONTEXT,
@@ -20,7 +21,6 @@ from scaleml_operator.builders.meta import (
     metadata,
 )
 from scaleml_workloads.contract import runtime
-from scaleml_workloads.contract.base import GROUP
 from scaleml_workloads.contract.pods import GPU_RESOURCE
 from scaleml_workloads.contract.training import RunPolicy, TrainingJobSpec
 
@@ -242,39 +242,16 @@ def headless_service(owner: Owner) -> dict[str, Any]:
 
 
 def service_account(owner: Owner) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": metadata(owner, service_account_name(owner.name), COMPONENT),
-    }
+    return meta.service_account(owner, service_account_name(owner.name), COMPONENT)
 
 
 def status_role(owner: Owner) -> dict[str, Any]:
     """Lets the pods report progress on their own TrainingJob and nothing else."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": metadata(owner, service_account_name(owner.name), COMPONENT),
-        "rules": [
-            {
-                "apiGroups": [GROUP],
-                "resources": ["trainingjobs/status"],
-                "resourceNames": [owner.name],
-                "verbs": ["get", "patch"],
-            }
-        ],
-    }
+    return meta.own_status_role(owner, service_account_name(owner.name), COMPONENT, "trainingjobs")
 
 
 def status_role_binding(owner: Owner) -> dict[str, Any]:
-    name = service_account_name(owner.name)
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": metadata(owner, name, COMPONENT),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
-    }
+    return meta.role_binding(owner, service_account_name(owner.name), COMPONENT)
 
 
 def children(owner: Owner, spec: TrainingJobSpec, image: str) -> list[dict[str, Any]]:
