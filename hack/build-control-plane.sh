@@ -77,5 +77,6 @@ build_etcd
 build_kwok
 build_kubernetes
 "$BIN/kube-apiserver" --version
-"$BIN/etcd" --version | head -1
+# sed, not head: head exits after one line and SIGPIPEs etcd, which pipefail turns into a failure.
+"$BIN/etcd" --version | sed -n 1p
 echo "control plane ready in $BIN"

@@ -26,4 +26,5 @@ mkdir -p "$(dirname "$OUT")"
 # Moved into place last, so that an interrupted run leaves nothing that looks installed.
 install -m 0755 "$work/usr/bin/promtool" "$OUT.partial"
 mv "$OUT.partial" "$OUT"
-"$OUT" --version | head -n 1
+# sed, not head: head exits after one line and SIGPIPEs promtool, which pipefail turns into a failure.
+"$OUT" --version | sed -n 1p
