@@ -66,7 +66,10 @@ def test_the_monitor_gets_its_children_and_reads_the_served_versions_profile(
 
     ready = wait_for(lambda: condition(_monitor(kubectl, ml_namespace), "Ready").get("status") == "True", 90)
     assert ready
-    assert _monitor(kubectl, ml_namespace)["referenceVersion"] == 1
+    monitor = _monitor(kubectl, ml_namespace)
+    assert monitor["referenceVersion"] == 1
+    # Written by the reconcile, and kept by every status refresh the Deployment's events cause since.
+    assert condition(monitor, "Accepted")["status"] == "True"
     deployment = kubectl.get("deployment", "churn-monitor", ml_namespace)
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]

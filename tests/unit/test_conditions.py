@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from scaleml_operator.status.acceptance import MAX_EVENT_MESSAGE_BYTES, accepted, event_message, rejected
-from scaleml_operator.status.conditions import find_condition, set_condition
+from pydantic import BaseModel
+
+from scaleml_operator.status.acceptance import MAX_EVENT_MESSAGE_BYTES, Verdict, accepted, event_message, rejected
+from scaleml_operator.status.conditions import Conditions, find_condition, set_condition
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -39,6 +42,64 @@ def test_other_conditions_are_kept_in_order() -> None:
     assert [c["type"] for c in conditions] == ["A", "B"]
     assert find_condition(conditions, "B") == conditions[1]
     assert find_condition(conditions, "C") is None
+
+
+def test_conditions_mark_one_generation_at_one_moment() -> None:
+    conditions = Conditions([{"type": "Old", "status": "True"}], generation=7, now=T0)
+    conditions.mark("Ready", False, "Waiting", "for the model")
+    conditions.mark("Degraded", "Unknown", "NotChecked")
+    assert conditions.mark("Ready", True, "ReplicasReady") is conditions.items
+    ready, degraded = find_condition(conditions.items, "Ready"), find_condition(conditions.items, "Degraded")
+    assert [c["type"] for c in conditions.items] == ["Old", "Ready", "Degraded"]
+    assert ready == {
+        "type": "Ready",
+        "status": "True",
+        "reason": "ReplicasReady",
+        "message": "",
+        "lastTransitionTime": "2026-01-02T03:04:05Z",
+        "observedGeneration": 7,
+    }
+    assert degraded is not None
+    assert degraded["status"] == "Unknown"
+
+
+class _Spec(BaseModel):
+    pass
+
+
+def _live_status() -> dict[str, Any]:
+    """A status as the event handlers left it: Ready, with the phase they set."""
+    conditions = Conditions([], generation=1, now=T0)
+    conditions.mark("Accepted", True, "SpecAccepted")
+    conditions.mark("Ready", True, "ReplicasReady")
+    conditions.mark("Progressing", False, "RolloutComplete")
+    return {"phase": "Ready", "observedGeneration": 1, "conditions": conditions.items}
+
+
+def test_a_valid_verdict_decides_accepted_and_keeps_what_the_event_handlers_wrote() -> None:
+    # The verdict was computed from kopf's (older) copy of the status, where Ready was still False.
+    stale = {"phase": "Pending", "conditions": Conditions([], generation=1, now=T0).mark("Ready", False, "Creating")}
+    verdict = Verdict(_Spec(), accepted(stale, generation=2, initial_phase="Pending", now=T1))
+    laid = verdict.over(_live_status())
+    assert laid["phase"] == "Ready"
+    assert laid["observedGeneration"] == 2
+    assert {c["type"]: c["status"] for c in laid["conditions"]} == {
+        "Accepted": "True",
+        "Ready": "True",
+        "Progressing": "False",
+    }
+    assert find_condition(laid["conditions"], "Accepted") == find_condition(verdict.fields["conditions"], "Accepted")
+
+
+def test_an_invalid_verdict_decides_accepted_and_ready() -> None:
+    verdict = Verdict(None, rejected(_live_status(), generation=2, problem="spec.model: missing", now=T1))
+    laid = verdict.over(_live_status())
+    assert laid["phase"] == "Ready"
+    assert {c["type"]: (c["status"], c["reason"]) for c in laid["conditions"]} == {
+        "Accepted": ("False", "InvalidSpec"),
+        "Ready": ("False", "InvalidSpec"),
+        "Progressing": ("False", "RolloutComplete"),
+    }
 
 
 def test_accepted_sets_generation_condition_and_first_phase_only_once() -> None:

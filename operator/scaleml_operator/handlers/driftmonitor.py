@@ -21,11 +21,11 @@ from scaleml_operator.builders import driftmonitor as build
 from scaleml_operator.builders import retraining
 from scaleml_operator.builders.meta import MANAGED_BY, Owner
 from scaleml_operator.config import OperatorConfig
-from scaleml_operator.handlers.acceptance import OWN_MANAGERS, accept
+from scaleml_operator.handlers.acceptance import OWN_MANAGERS, accept, record_rejection
 from scaleml_operator.handlers.metrics import instrumented
-from scaleml_operator.handlers.status import with_verdict, write_status
+from scaleml_operator.handlers.status import write_status
 from scaleml_operator.kube import apply as kube
-from scaleml_operator.status.acceptance import event_message
+from scaleml_operator.status.acceptance import Verdict, event_message
 from scaleml_operator.status.driftmonitor import drift_condition, observed
 from scaleml_operator.status.driftmonitor import retraining as retraining_conditions
 from scaleml_workloads.contract.base import API_VERSION
@@ -66,7 +66,7 @@ def _reference(inputs: build.Inputs) -> str:
 
 
 def _refresh(
-    name: str, namespace: str, config: OperatorConfig, *, apply_all: bool, verdict: dict[str, Any] | None = None
+    name: str, namespace: str, config: OperatorConfig, *, apply_all: bool, verdict: Verdict | None = None
 ) -> None:
     """Re-applies the children if `apply_all` or the reference moved, then writes the operator's status fields."""
     monitor = kube.get(API_VERSION, DRIFT_MONITOR.kind, name, namespace)
@@ -89,7 +89,8 @@ def _refresh(
         deployment = kube.get("apps/v1", "Deployment", build.monitor_name(name), namespace)
 
     def compose(fresh: dict[str, Any]) -> dict[str, Any]:
-        current = with_verdict(fresh.get("status") or {}, verdict or {}, valid=True)
+        status = fresh.get("status") or {}
+        current = verdict.over(status) if verdict else dict(status)
         current.update(
             observed(
                 current,
@@ -201,21 +202,12 @@ def _record(monitor: dict[str, Any], active: bool, reason: str, message: str, cr
 @kopf.on.create(*DRIFT_MONITOR.group_version, id="reconcile")
 @kopf.on.update(*DRIFT_MONITOR.group_version, id="reconcile", field="spec")
 @instrumented(DRIFT_MONITOR.kind, OWN_MANAGERS)
-async def reconcile(
-    body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
-) -> None:
-    spec = accept(DRIFT_MONITOR, body, status, patch)
-    verdict: dict[str, Any] = dict(patch.pop("status", {}))
-    name, namespace = meta["name"], meta["namespace"]
-    if not isinstance(spec, DriftMonitorSpec):
-        await asyncio.to_thread(
-            write_status,
-            DRIFT_MONITOR,
-            name,
-            namespace,
-            lambda fresh: with_verdict(fresh.get("status") or {}, verdict, valid=False),
-        )
+async def reconcile(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
+    verdict = accept(DRIFT_MONITOR, body, status)
+    if not isinstance(verdict.spec, DriftMonitorSpec):
+        await record_rejection(DRIFT_MONITOR, meta, verdict)
         return
+    name, namespace = meta["name"], meta["namespace"]
     config: OperatorConfig = memo.get("config", OperatorConfig())
     await asyncio.to_thread(_refresh, name, namespace, config, apply_all=True, verdict=verdict)
 

@@ -20,12 +20,12 @@ from scaleml_operator.api.validation import InvalidSpecError, parse_spec
 from scaleml_operator.builders import modeldeployment as build
 from scaleml_operator.builders.meta import MANAGED_BY, Owner
 from scaleml_operator.config import OperatorConfig
-from scaleml_operator.handlers.acceptance import OWN_MANAGERS, accept
+from scaleml_operator.handlers.acceptance import OWN_MANAGERS, accept, record_rejection
 from scaleml_operator.handlers.metrics import instrumented
-from scaleml_operator.handlers.status import Written, with_verdict, write_status
+from scaleml_operator.handlers.status import Written, write_status
 from scaleml_operator.kube import apply as kube
-from scaleml_operator.status.acceptance import event_message
-from scaleml_operator.status.conditions import set_condition
+from scaleml_operator.status.acceptance import Verdict, event_message
+from scaleml_operator.status.conditions import Conditions
 from scaleml_operator.status.modeldeployment import events, observed
 from scaleml_workloads.contract.base import API_VERSION
 from scaleml_workloads.contract.serving import ModelDeploymentSpec
@@ -84,7 +84,7 @@ def _refresh(
     exported: Exports,
     *,
     apply_all: bool,
-    verdict: dict[str, Any] | None = None,
+    verdict: Verdict | None = None,
 ) -> Written | None:
     """Re-applies the children if `apply_all` or they are stale, then writes the status they show.
 
@@ -110,7 +110,8 @@ def _refresh(
     pods = kube.list_objects("v1", "Pod", namespace, _selector(name)) if deployment else []
 
     def compose(fresh: dict[str, Any]) -> dict[str, Any]:
-        current = with_verdict(fresh.get("status") or {}, verdict or {}, valid=True)
+        status = fresh.get("status") or {}
+        current = verdict.over(status) if verdict else dict(status)
         generation = fresh["metadata"].get("generation")
         now = datetime.now(UTC)
         current.update(
@@ -127,14 +128,8 @@ def _refresh(
             )
         )
         if rejected is not None:
-            current["conditions"] = set_condition(
-                current["conditions"],
-                type=SPEC_APPLIED,
-                status="False" if rejected else "True",
-                reason="ChildRejected" if rejected else "Applied",
-                message=" ".join(rejected),
-                generation=generation,
-                now=now,
+            current["conditions"] = Conditions(current["conditions"], generation=generation, now=now).mark(
+                SPEC_APPLIED, not rejected, "ChildRejected" if rejected else "Applied", " ".join(rejected)
             )
         return current
 
@@ -171,24 +166,15 @@ async def reconcile(
     body: kopf.Body,
     meta: kopf.Meta,
     status: kopf.Status,
-    patch: kopf.Patch,
     memo: kopf.Memo,
     exported_versions: Exports,
     **_: Any,
 ) -> None:
-    spec = accept(MODEL_DEPLOYMENT, body, status, patch)
-    # Written below with everything else, against the freshest status (kopf's patch has no precondition).
-    verdict: dict[str, Any] = dict(patch.pop("status", {}))
-    name, namespace = meta["name"], meta["namespace"]
-    if not isinstance(spec, ModelDeploymentSpec):
-        await asyncio.to_thread(
-            write_status,
-            MODEL_DEPLOYMENT,
-            name,
-            namespace,
-            lambda fresh: with_verdict(fresh.get("status") or {}, verdict, valid=False),
-        )
+    verdict = accept(MODEL_DEPLOYMENT, body, status)
+    if not isinstance(verdict.spec, ModelDeploymentSpec):
+        await record_rejection(MODEL_DEPLOYMENT, meta, verdict)
         return
+    name, namespace = meta["name"], meta["namespace"]
     config: OperatorConfig = memo.get("config", OperatorConfig())
     written = await asyncio.to_thread(
         _refresh, name, namespace, config, exported_versions, apply_all=True, verdict=verdict

@@ -8,7 +8,6 @@ from typing import Any, Final
 
 import kopf
 
-from scaleml_operator.api.conditions import ACCEPTED, READY
 from scaleml_operator.api.kinds import Kind
 from scaleml_operator.kube import apply as kube
 from scaleml_workloads.contract.base import API_VERSION
@@ -47,20 +46,3 @@ def write_status(
             continue
         return Written({**body, "status": {**status, **update}}, status, update)
     raise kopf.TemporaryError(f"{kind.kind} {namespace}/{name} kept changing while its status was updated", delay=1)
-
-
-def with_verdict(fresh: dict[str, Any], verdict: dict[str, Any], *, valid: bool) -> dict[str, Any]:
-    """The freshest status with the acceptance verdict (from `accept`) laid over it.
-
-    The verdict decides Accepted, and for an invalid spec Ready too; other conditions, and a phase
-    that someone already set, stay as they are.
-    """
-    current = {**fresh, **{key: value for key, value in verdict.items() if key != "conditions"}}
-    if "phase" in verdict and fresh.get("phase"):
-        current["phase"] = fresh["phase"]
-    decided = {ACCEPTED} if valid else {ACCEPTED, READY}
-    current["conditions"] = [
-        *(c for c in fresh.get("conditions", []) if c["type"] not in decided),
-        *(c for c in verdict.get("conditions", []) if c["type"] in decided),
-    ]
-    return current

@@ -15,10 +15,10 @@ from scaleml_operator.builders.meta import MANAGED_BY, Owner
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.handlers.acceptance import OWN_MANAGERS, accept
 from scaleml_operator.handlers.metrics import instrumented
-from scaleml_operator.handlers.status import Written, with_verdict, write_status
+from scaleml_operator.handlers.status import Written, write_status
 from scaleml_operator.kube import apply as kube
 from scaleml_operator.status.acceptance import event_message
-from scaleml_operator.status.conditions import set_condition
+from scaleml_operator.status.conditions import Conditions
 from scaleml_operator.status.trainingjob import observed, phase_event
 from scaleml_workloads.contract.base import API_VERSION
 from scaleml_workloads.contract.training import TrainingJobSpec
@@ -53,13 +53,9 @@ def _apply_children(owner: Owner, spec: TrainingJobSpec, image: str) -> str:
 @kopf.on.create(*TRAINING_JOB.group_version, id="reconcile")
 @kopf.on.update(*TRAINING_JOB.group_version, id="reconcile", field="spec")
 @instrumented(TRAINING_JOB.kind, OWN_MANAGERS)
-async def reconcile(
-    body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
-) -> None:
-    spec = accept(TRAINING_JOB, body, status, patch)
-    # The verdict is written below with everything else, against the freshest status: kopf's own
-    # patch has no precondition and could undo what the Job-event handler wrote meanwhile.
-    verdict: dict[str, Any] = dict(patch.pop("status", {}))
+async def reconcile(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
+    verdict = accept(TRAINING_JOB, body, status)
+    spec = verdict.spec
     problem = ""
     if isinstance(spec, TrainingJobSpec):
         config: OperatorConfig = memo.get("config", OperatorConfig())
@@ -70,17 +66,11 @@ async def reconcile(
     generation = meta.get("generation")
 
     def compose(training_job: dict[str, Any]) -> dict[str, Any]:
-        current = with_verdict(training_job.get("status") or {}, verdict, valid=isinstance(spec, TrainingJobSpec))
+        current = verdict.over(training_job.get("status") or {})
         if not isinstance(spec, TrainingJobSpec):
             return current
-        current["conditions"] = set_condition(
-            current["conditions"],
-            type=SPEC_APPLIED,
-            status="False" if problem else "True",
-            reason="ImmutableWhileRunning" if problem else "Applied",
-            message=problem,
-            generation=generation,
-            now=datetime.now(UTC),
+        current["conditions"] = Conditions(current["conditions"], generation=generation, now=datetime.now(UTC)).mark(
+            SPEC_APPLIED, not problem, "ImmutableWhileRunning" if problem else "Applied", problem
         )
         return {**current, **_observe(meta["name"], meta["namespace"], current, generation)}
 

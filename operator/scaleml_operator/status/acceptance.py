@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from scaleml_operator.api.conditions import ACCEPTED, INVALID_SPEC, READY, SPEC_ACCEPTED
-from scaleml_operator.status.conditions import set_condition
+from scaleml_operator.status.conditions import Conditions
 
 # Event messages are kept short: the API server truncates larger ones and they flood `kubectl describe`.
 MAX_EVENT_MESSAGE_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The typed spec (None when invalid) and the status fields that say whether it was accepted."""
+
+    spec: BaseModel | None
+    fields: dict[str, Any]
+
+    def over(self, fresh: Mapping[str, Any]) -> dict[str, Any]:
+        """The freshest status with this verdict laid over it.
+
+        The verdict decides Accepted, and for an invalid spec Ready too; other conditions, and a
+        phase that someone already set, stay as they are.
+        """
+        current = {**fresh, **{key: value for key, value in self.fields.items() if key != "conditions"}}
+        if "phase" in self.fields and fresh.get("phase"):
+            current["phase"] = fresh["phase"]
+        decided = {ACCEPTED} if self.spec is not None else {ACCEPTED, READY}
+        current["conditions"] = [
+            *(c for c in fresh.get("conditions", []) if c["type"] not in decided),
+            *(c for c in self.fields.get("conditions", []) if c["type"] in decided),
+        ]
+        return current
 
 
 def accepted(
@@ -19,14 +46,8 @@ def accepted(
     """Status fields to patch when the spec is valid."""
     patch: dict[str, Any] = {
         "observedGeneration": generation,
-        "conditions": set_condition(
-            status.get("conditions", []),
-            type=ACCEPTED,
-            status="True",
-            reason=SPEC_ACCEPTED,
-            message="The spec is valid.",
-            generation=generation,
-            now=now,
+        "conditions": Conditions(status.get("conditions", []), generation=generation, now=now).mark(
+            ACCEPTED, True, SPEC_ACCEPTED, "The spec is valid."
         ),
     }
     if initial_phase and not status.get("phase"):
@@ -39,25 +60,10 @@ def rejected(status: Mapping[str, Any], *, generation: int | None, problem: str,
 
     Nothing is retried: the object waits, with the reason in plain sight, for a corrected spec.
     """
-    conditions = set_condition(
-        status.get("conditions", []),
-        type=ACCEPTED,
-        status="False",
-        reason=INVALID_SPEC,
-        message=problem,
-        generation=generation,
-        now=now,
-    )
-    conditions = set_condition(
-        conditions,
-        type=READY,
-        status="False",
-        reason=INVALID_SPEC,
-        message="The spec is invalid; see the Accepted condition.",
-        generation=generation,
-        now=now,
-    )
-    return {"observedGeneration": generation, "conditions": conditions}
+    conditions = Conditions(status.get("conditions", []), generation=generation, now=now)
+    conditions.mark(ACCEPTED, False, INVALID_SPEC, problem)
+    conditions.mark(READY, False, INVALID_SPEC, "The spec is invalid; see the Accepted condition.")
+    return {"observedGeneration": generation, "conditions": conditions.items}
 
 
 def event_message(text: str) -> str:

@@ -60,6 +60,29 @@ def set_condition(
     return result
 
 
+class Conditions:
+    """A status's conditions as one reconcile sets them: one observed generation, one moment."""
+
+    def __init__(self, conditions: Iterable[Mapping[str, Any]], *, generation: int | None, now: datetime) -> None:
+        self.items: list[ConditionDict] = [dict(condition) for condition in conditions]
+        self._generation = generation
+        self._now = now
+
+    def mark(self, type: str, value: bool | ConditionStatus, reason: str, message: str = "") -> list[ConditionDict]:
+        """Sets `type` (a bool is True or False; "Unknown" passes as is); returns the conditions so far."""
+        status: ConditionStatus = value if isinstance(value, str) else ("True" if value else "False")
+        self.items = set_condition(
+            self.items,
+            type=type,
+            status=status,
+            reason=reason,
+            message=message,
+            generation=self._generation,
+            now=self._now,
+        )
+        return self.items
+
+
 def find_condition(conditions: Iterable[Mapping[str, Any]], type: str) -> Mapping[str, Any] | None:
     return next((c for c in conditions if c.get("type") == type), None)
 

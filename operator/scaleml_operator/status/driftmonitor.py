@@ -11,7 +11,7 @@ from typing import Any
 
 from scaleml_operator.api.conditions import DRIFT_DETECTED, READY, RETRAINING, ConditionStatus
 from scaleml_operator.api.modeldeployment import Waiting
-from scaleml_operator.status.conditions import set_condition
+from scaleml_operator.status.conditions import Conditions
 
 
 def observed(
@@ -32,14 +32,8 @@ def observed(
         ready, reason, message = True, "MonitorRunning", "The monitor is running."
     else:
         ready, reason, message = False, "MonitorStarting", "The monitor's pod is not ready yet."
-    conditions = set_condition(
-        status.get("conditions", []),
-        type=READY,
-        status="True" if ready else "False",
-        reason=reason,
-        message=message,
-        generation=generation,
-        now=now,
+    conditions = Conditions(status.get("conditions", []), generation=generation, now=now).mark(
+        READY, ready, reason, message
     )
     patch: dict[str, Any] = {"conditions": conditions}
     if reference_version is not None:
@@ -51,14 +45,8 @@ def retraining(
     status: Mapping[str, Any], *, active: bool, reason: str, message: str, generation: int | None, now: datetime
 ) -> list[dict[str, Any]]:
     """The conditions with Retraining set: True while a retraining TrainingJob runs."""
-    return set_condition(
-        status.get("conditions", []),
-        type=RETRAINING,
-        status="True" if active else "False",
-        reason=reason,
-        message=message,
-        generation=generation,
-        now=now,
+    return Conditions(status.get("conditions", []), generation=generation, now=now).mark(
+        RETRAINING, active, reason, message
     )
 
 
@@ -82,12 +70,6 @@ def drift_condition(status: Mapping[str, Any], *, generation: int | None, now: d
             "NoDrift",
             f"The last window ({status.get('windowSize', 0)} rows) did not drift.",
         )
-    return set_condition(
-        status.get("conditions", []),
-        type=DRIFT_DETECTED,
-        status=value,
-        reason=reason,
-        message=message,
-        generation=generation,
-        now=now,
+    return Conditions(status.get("conditions", []), generation=generation, now=now).mark(
+        DRIFT_DETECTED, value, reason, message
     )

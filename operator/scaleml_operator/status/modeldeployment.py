@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from scaleml_operator.api.conditions import DEGRADED, PROGRESSING, READY, SPEC_APPLIED
 from scaleml_operator.api.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER, Waiting
-from scaleml_operator.status.conditions import Event, set_condition
+from scaleml_operator.status.conditions import Conditions, Event
 
 # Enough of Triton's log to say why a model did not load, short enough for a condition.
 MAX_REASON_CHARS: Final = 2000
@@ -97,19 +97,8 @@ def observed(
     now: datetime,
 ) -> dict[str, Any]:
     """Status fields to patch. `version` is the version the Deployment should serve (None: the newest on disk)."""
-    conditions: list[dict[str, Any]] = list(status.get("conditions", []))
-
-    def mark(type_: str, value: bool, reason: str, message: str = "") -> None:
-        nonlocal conditions
-        conditions = set_condition(
-            conditions,
-            type=type_,
-            status="True" if value else "False",
-            reason=reason,
-            message=message,
-            generation=generation,
-            now=now,
-        )
+    conditions = Conditions(status.get("conditions", []), generation=generation, now=now)
+    mark = conditions.mark
 
     patch: dict[str, Any] = {"endpoints": dict(endpoints), "selector": selector}
     if waiting is not None or deployment is None:
@@ -117,7 +106,7 @@ def observed(
         mark(READY, False, reason, message)
         mark(PROGRESSING, True, reason, message)
         mark(DEGRADED, False, "NoFailure")
-        patch.update(phase="Pending", conditions=conditions, replicas=0, readyReplicas=0)
+        patch.update(phase="Pending", conditions=conditions.items, replicas=0, readyReplicas=0)
         return patch
 
     deployment_status = deployment.get("status", {})
@@ -147,7 +136,7 @@ def observed(
         phase = "Degraded" if failure else ("Ready" if complete else "Progressing")
         serving = f" serving model version {version}" if version and complete else ""
         mark(READY, True, "ReplicasReady", f"{ready}/{desired} replicas ready{serving}.")
-    patch.update(phase=phase, conditions=conditions, replicas=deployment_status.get("replicas") or 0)
+    patch.update(phase=phase, conditions=conditions.items, replicas=deployment_status.get("replicas") or 0)
     patch["readyReplicas"] = ready
     if complete and version is not None:
         patch["servedVersion"] = version

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scaleml_operator.api.conditions import CREATED, FAILED, RESTARTING, RUNNING, SUCCEEDED, SUSPENDED
-from scaleml_operator.status.conditions import Event, set_condition, timestamp
+from scaleml_operator.status.conditions import Conditions, Event, timestamp
 from scaleml_workloads.contract.pods import GPU_RESOURCE
 
 
@@ -105,24 +105,13 @@ def observed(
     now: datetime,
 ) -> dict[str, Any]:
     """Status fields to patch, from the Job and its pods (None: the Job does not exist yet)."""
-    conditions: list[dict[str, Any]] = list(status.get("conditions", []))
-
-    def mark(type_: str, value: bool, reason: str, message: str = "") -> None:
-        nonlocal conditions
-        conditions = set_condition(
-            conditions,
-            type=type_,
-            status="True" if value else "False",
-            reason=reason,
-            message=message,
-            generation=generation,
-            now=now,
-        )
+    conditions = Conditions(status.get("conditions", []), generation=generation, now=now)
+    mark = conditions.mark
 
     patch: dict[str, Any] = {}
     if job is None:
         mark(CREATED, False, "Creating", "The workers' Job does not exist yet.")
-        patch.update(phase="Pending", conditions=conditions)
+        patch.update(phase="Pending", conditions=conditions.items)
         return patch
 
     job_status = job.get("status", {})
@@ -157,7 +146,7 @@ def observed(
     restarting = not finished and restarts > 0 and ready < workers
     mark(RESTARTING, restarting, "WorkerFailed" if restarting else "NotRestarting", termination_message(pods))
 
-    patch.update(phase=phase, conditions=conditions, restarts=restarts, gpuHours=gpu_hours(pods, now))
+    patch.update(phase=phase, conditions=conditions.items, restarts=restarts, gpuHours=gpu_hours(pods, now))
     if job_status.get("startTime"):
         patch["startTime"] = job_status["startTime"]
     # The worker patches modelVersion itself; its termination message covers a lost patch.
