@@ -36,7 +36,7 @@ import scipy  # type: ignore[import-untyped]
 import torch
 from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset  # type: ignore[import-untyped]
-from scipy import stats  # type: ignore[import-untyped]
+from scipy import stats
 
 from scaleml_workloads.contract.monitoring import Tests, Thresholds
 from scaleml_workloads.drift.detector import DriftDetector, DriftResult

@@ -48,6 +48,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from synthetic import write_classification_data
 
 from scaleml_workloads.contract.runtime import TERMINATION_LOG_ENV, TORCHRUN_ENV, ServingRun
 from scaleml_workloads.export.card import ModelCard
@@ -156,18 +157,9 @@ class Totals:
 # --- the model -------------------------------------------------------------------------------
 
 
-def write_data(directory: Path) -> None:
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(ROWS, FEATURES)).astype(np.float32)
-    label = (features[:, :4].sum(axis=1) + 0.5 * rng.normal(size=ROWS) > 0).astype(np.int64)
-    table = pa.table({**{f"x{index}": features[:, index] for index in range(FEATURES)}, "label": label})
-    directory.mkdir(parents=True)
-    pq.write_table(table, directory / "train.parquet")
-
-
 def train(root: Path) -> Path:
     """Trains and exports the model with the training workload, as a training pod would; returns its model directory."""
-    write_data(root / "data")
+    write_classification_data(root / "data", ROWS, FEATURES)
     run = {
         "namespace": "bench",
         "name": "bench",

@@ -15,12 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from prometheus_client import REGISTRY
+from synthetic import write_classification_data
 
 from scaleml_workloads.contract.runtime import TrainingRun
 from scaleml_workloads.training import distributed
@@ -37,15 +35,6 @@ EPOCHS = 3
 HIDDEN = [64, 64]
 CHECKPOINT_EVERY = 100
 REPEATS = 9
-
-
-def write_data(directory: Path) -> None:
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(ROWS, FEATURES)).astype(np.float32)
-    label = (features[:, :4].sum(axis=1) + 0.5 * rng.normal(size=ROWS) > 0).astype(np.int64)
-    table = pa.table({**{f"x{index}": features[:, index] for index in range(FEATURES)}, "label": label})
-    directory.mkdir(parents=True)
-    pq.write_table(table, directory / "train.parquet")
 
 
 def training_run(root: Path, *, checkpoints: bool) -> TrainingRun:
@@ -119,7 +108,7 @@ def main() -> None:
     topology = distributed.join()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        write_data(root / "data")
+        write_classification_data(root / "data", ROWS, FEATURES)
         data = load_run_data(training_run(root, checkpoints=False))
         samples = EPOCHS * data.rows
         timings: dict[str, list[float]] = {"scaleml": [], "hand": [], "checkpointed": []}
