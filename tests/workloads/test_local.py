@@ -104,6 +104,10 @@ def test_the_demo_catches_the_shift_retrains_and_rolls_without_failures(tmp_path
     assert result.report is not None
     assert result.report.exists()
     assert set(result.accuracy) == {1, 2}
+    # What the loop is for: on the shifted traffic, the retrained version answers better than the first.
+    scores = {(score.version, score.shifted): score for score in result.scores}
+    assert scores[1, False].accuracy > 0.9
+    assert scores[2, True].accuracy > scores[1, True].accuracy + 0.15
     assert state.processes() == {}
     assert state.supervisor_pid() is None
 

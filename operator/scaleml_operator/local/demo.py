@@ -5,7 +5,9 @@ is downloaded), serves it with Triton behind the capture proxy, and sends traffi
 rows of the data set, resampled, with a little noise. Then the traffic shifts (a new scanner
 measures the size features 40% larger) and a newly labelled training set of shifted rows arrives;
 the drift monitor catches the shift, its retraining policy creates a TrainingJob, and the
-deployment serves the new version in place. Every stage is checked, and any failure ends the demo
+deployment serves the new version in place. Every answer is scored against the row's true diagnosis,
+so the summary shows what the loop is for: the old version's accuracy falling on the shifted
+traffic and the retrained one's restoring it. Every stage is checked, and any failure ends the demo
 with a non-zero exit code.
 """
 
@@ -41,6 +43,7 @@ from scaleml_operator.local.state import LocalError, Manifest, State, read_manif
 from scaleml_operator.local.supervisor import Supervisor
 from scaleml_workloads.contract.merge import merge_patch
 from scaleml_workloads.contract.profile import DataProfile
+from scaleml_workloads.export.card import ModelCard
 
 MANIFESTS: Final = Path(__file__).resolve().parents[3] / "manifests" / "examples" / "local"
 NAME: Final = "cancer"
@@ -84,9 +87,33 @@ class Window:
     shifted: bool
 
 
+@dataclass(frozen=True)
+class Pool:
+    """The rows clients draw requests from: the model's inputs and each row's true label."""
+
+    inputs: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.str_]
+    shifted: bool
+
+
+@dataclass(frozen=True)
+class Score:
+    """How many rows a version answered on calm or shifted traffic, and how many of them rightly."""
+
+    version: int
+    shifted: bool
+    rows: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.rows
+
+
 @dataclass
 class Result:
     accuracy: dict[int, float] = field(default_factory=dict)
+    scores: list[Score] = field(default_factory=list)
     served: int = 0
     failed: int = 0
     by_version: dict[str, int] = field(default_factory=dict)
@@ -112,25 +139,50 @@ def dataset(shifted: bool = False) -> pa.Table:
     return pa.table(columns)
 
 
-def model_inputs(profile: DataProfile, table: pa.Table) -> npt.NDArray[np.float32]:
-    """INPUT__0 of the model for the rows of `table`, each feature where the profile says it goes."""
+def pool(profile: DataProfile, table: pa.Table, *, shifted: bool) -> Pool:
+    """The rows of `table` as the model takes them (each feature where the profile says it goes), with their labels."""
     inputs = np.zeros((table.num_rows, *profile.input.dims), dtype=np.float32)
     for feature in profile.features:
         inputs[:, feature.index] = table.column(feature.name).to_numpy()
-    return inputs
+    return Pool(inputs, np.asarray(table.column(TARGET).to_pylist(), dtype=np.str_), shifted)
 
 
 class Traffic(threading.Thread):
-    """Clients calling the capture proxy over gRPC at a steady rate; counts answers by version and failures."""
+    """Clients calling the capture proxy over gRPC at a steady rate.
 
-    def __init__(self, endpoint: str, profile: DataProfile, pool: npt.NDArray[np.float32], settings: Settings) -> None:
+    Counts answers by version, failures, and right answers by version and traffic.
+    """
+
+    def __init__(self, endpoint: str, models: Path, profile: DataProfile, pool: Pool, settings: Settings) -> None:
         super().__init__(name="traffic", daemon=True)
-        self.endpoint, self.profile, self.pool, self.settings = endpoint, profile, pool, settings
+        self.endpoint, self.models, self.profile, self.settings = endpoint, models, profile, settings
+        # Swapped whole by the demo when the traffic shifts: a request never mixes two pools.
+        self.pool = pool
         self.stop = threading.Event()
         self.served = self.failed = 0
         self.by_version: Counter[str] = Counter()
+        self.rows: Counter[tuple[int, bool]] = Counter()
+        self.correct: Counter[tuple[int, bool]] = Counter()
         self.last_error = ""
         self.rng = np.random.default_rng(11)
+        self._cards: dict[int, ModelCard] = {}
+
+    def _card(self, version: int) -> ModelCard:
+        """The card of the version that answered: its labels decode the output (each version has its own)."""
+        if version not in self._cards:
+            path = self.models / str(version) / "model_card.json"
+            self._cards[version] = ModelCard.model_validate_json(path.read_text())
+        return self._cards[version]
+
+    def _score(self, version: int, pool: Pool, picks: npt.NDArray[np.int64], result: Any) -> None:
+        card = self._card(version)
+        logits = result.as_numpy(card.outputs[0].name)
+        predicted = np.asarray([str(label) for label in card.labels], dtype=np.str_)[logits.argmax(axis=1)]
+        self.rows[version, pool.shifted] += len(picks)
+        self.correct[version, pool.shifted] += int((predicted == pool.labels[picks]).sum())
+
+    def scores(self) -> list[Score]:
+        return [Score(v, shifted, rows, self.correct[v, shifted]) for (v, shifted), rows in sorted(self.rows.items())]
 
     def run(self) -> None:
         client = grpcclient.InferenceServerClient(self.endpoint)
@@ -139,18 +191,22 @@ class Traffic(threading.Thread):
         while not self.stop.is_set():
             started = time.monotonic()
             pool = self.pool
-            rows = pool[self.rng.integers(len(pool), size=self.settings.rows_per_request)]
-            batch = (rows + self.rng.normal(0, NOISE, rows.shape) * pool.std(axis=0)).astype(np.float32)
+            picks = self.rng.integers(len(pool.inputs), size=self.settings.rows_per_request)
+            rows = pool.inputs[picks]
+            batch = (rows + self.rng.normal(0, NOISE, rows.shape) * pool.inputs.std(axis=0)).astype(np.float32)
             tensor = grpcclient.InferInput(name, list(batch.shape), "FP32")
             tensor.set_data_from_numpy(batch)
             try:
                 result = client.infer(NAME, [tensor])
-                self.by_version[str(result.get_response(as_json=True)["model_version"])] += 1
+                version = result.get_response(as_json=True)["model_version"]
+                self.by_version[str(version)] += 1
                 self.served += 1
             except Exception as error:
                 # Every failure counts: the demo promises none across the rollout.
                 self.failed += 1
                 self.last_error = str(error)
+            else:
+                self._score(int(version), pool, picks, result)
             self.stop.wait(max(0.0, interval - (time.monotonic() - started)))
         client.close()
 
@@ -299,7 +355,10 @@ class Demo:
                 profile_path = self.state.volume("models") / NAME / str(first) / "profile.json"
                 profile = DataProfile.model_validate_json(profile_path.read_text())
                 self._say(f"serving version {first}; traffic through the capture proxy at {endpoint}")
-                self.traffic = Traffic(endpoint, profile, model_inputs(profile, dataset()), self.settings)
+                models = self.state.volume("models") / NAME
+                self.traffic = Traffic(
+                    endpoint, models, profile, pool(profile, dataset(), shifted=False), self.settings
+                )
                 self.traffic.start()
             with self.stage("calm"):
                 calm = self.windows(self.settings.calm_windows, lambda w: w.reference == first)
@@ -308,7 +367,7 @@ class Demo:
             with self.stage("detect"):
                 shifted = dataset(shifted=True)
                 pq.write_table(shifted, self.state.volume("datasets") / NAME / "train.parquet")
-                self.traffic.pool = model_inputs(profile, shifted)
+                self.traffic.pool = pool(profile, shifted, shifted=True)
                 self.shifted = True
                 self._say(
                     f"[yellow]traffic shifts[/]: {', '.join(SHIFTED_PREFIXES)}* features x{SHIFT_FACTOR}; "
@@ -341,6 +400,7 @@ class Demo:
             self._observe()
         self.result.served, self.result.failed = self.traffic.served, self.traffic.failed
         self.result.by_version = dict(self.traffic.by_version)
+        self.result.scores = self.traffic.scores()
         self.result.report = reports_dir(self.state, NAME) / "latest.html"
         if self.result.failed:
             raise DemoError(f"{self.result.failed} request(s) failed: {self.traffic.last_error}")
@@ -368,7 +428,15 @@ def summary(result: Result, state: State) -> Table:
     # Paths are folded, never cut: they are meant to be copied.
     table.add_column(overflow="fold")
     for version, accuracy in sorted(result.accuracy.items()):
-        table.add_row(f"version {version} accuracy", f"{accuracy:.3f} (validation rows, from its model card)")
+        answers = [
+            f"{score.accuracy:.3f} on {'shifted' if score.shifted else 'calm'} traffic ({score.rows} rows)"
+            for score in result.scores
+            if score.version == version
+        ]
+        table.add_row(
+            f"version {version} accuracy",
+            "; ".join([f"{accuracy:.3f} on its validation rows", *answers]),
+        )
     versions = ", ".join(f"v{v}: {n}" for v, n in sorted(result.by_version.items()))
     table.add_row("requests", f"{result.served} served ({versions}), {result.failed} failed")
     calm = [w for w in result.windows if not w.shifted]
