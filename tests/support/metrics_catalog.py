@@ -46,9 +46,11 @@ EXPORTED: Final[Mapping[str, frozenset[str]]] = {
             "nv_inference_exec_count",
             "nv_inference_pending_request_count",
             "nv_inference_queue_duration_us",
+            "nv_inference_queue_summary_us",
             "nv_inference_request_duration_us",
             "nv_inference_request_failure",
             "nv_inference_request_success",
+            "nv_inference_request_summary_us",
         }
     ),
     # The capture proxy, port 9091 (scaleml_workloads.capture.metrics).
