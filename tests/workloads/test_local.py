@@ -47,15 +47,21 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_apply_get_and_delete_a_training_job(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def _training_job(tmp_path: Path, state: Path, epochs: int) -> Path:
+    """The demo's TrainingJob with `epochs`, its data in place under `state`; returns the YAML's path."""
     data = state / "volumes" / "datasets" / "cancer"
     data.mkdir(parents=True)
     pq.write_table(demo.dataset(), data / "train.parquet")
     manifest = yaml.safe_load((demo.MANIFESTS / "trainingjob-cancer.yaml").read_text())
-    manifest["spec"]["hyperparameters"]["epochs"] = 2
+    manifest["spec"]["hyperparameters"]["epochs"] = epochs
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+def test_apply_get_and_delete_a_training_job(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    path = _training_job(tmp_path, state, epochs=2)
 
     applied = _scaleml(state, "apply", "-f", str(path))
     assert applied.returncode == 0, applied.stderr
@@ -88,6 +94,36 @@ def test_apply_get_and_delete_a_training_job(tmp_path: Path) -> None:
     assert "trainingjob/cancer deleted" in deleted.stdout
     assert not _alive(supervisor)
     assert _scaleml(state, "get").stdout.startswith("No resources found")
+
+
+def test_the_next_supervisor_stops_what_a_killed_one_left_running_and_carries_on(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    path = _training_job(tmp_path, state, epochs=1000)
+    local = State(state)
+    assert _scaleml(state, "apply", "-f", str(path)).returncode == 0
+
+    def trainer() -> int | None:
+        pids = local.processes().get("trainingjobs/cancer", {}).get("pids", [])
+        return pids[0] if pids and _alive(pids[0]) else None
+
+    first = wait_for(trainer, 60, "the trainer to start")
+    supervisor = local.supervisor_pid()
+    assert supervisor is not None
+    os.kill(supervisor, signal.SIGKILL)
+    wait_for(lambda: not _alive(supervisor), 10, "the supervisor to die")
+    assert _alive(first), "the trainer outlives a SIGKILLed supervisor"
+
+    # Any command that needs a supervisor starts a new one, which stops the orphan and runs the job again.
+    assert _scaleml(state, "apply", "-f", str(path)).returncode == 0
+    wait_for(lambda: not _alive(first), 60, "the orphaned trainer to stop")
+    second = wait_for(trainer, 60, "the job to run again")
+    assert second != first
+    job = local.get(TRAINING_JOB, "cancer")
+    assert job is not None
+    assert job["status"]["phase"] == "Running"
+
+    assert _scaleml(state, "delete", "--all").returncode == 0
+    assert not _alive(second)
 
 
 def test_the_demo_catches_the_shift_retrains_and_rolls_without_failures(tmp_path: Path) -> None:

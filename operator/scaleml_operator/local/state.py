@@ -35,6 +35,23 @@ PROCESSES_FILE: Final = "processes.json"
 Manifest = dict[str, Any]
 
 
+def running(pid: int) -> bool:
+    """Whether `pid` runs: a killed process whose parent has not reaped it yet (a zombie) does not.
+
+    A detached supervisor's parent is init, and not every init reaps (a container's often does not).
+    """
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        # No /proc (not Linux): the signal check has to do.
+        return True
+    except OSError:
+        return False
+    # The state follows the command name, which is in parentheses and may hold spaces.
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 class LocalError(Exception):
     """What the user asked for cannot be done; the message says why."""
 
@@ -166,10 +183,9 @@ class State:
         """The pid of the running supervisor of this state directory, if any."""
         try:
             pid = int(self.pid_file.read_text())
-            os.kill(pid, 0)
         except (OSError, ValueError):
             return None
-        return pid
+        return pid if running(pid) else None
 
     def stop_supervisor(self) -> None:
         if (pid := self.supervisor_pid()) is not None:

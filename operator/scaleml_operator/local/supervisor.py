@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
@@ -39,7 +39,7 @@ from scaleml_operator.api.modeldeployment import Waiting
 from scaleml_operator.api.validation import InvalidSpecError, parse_spec
 from scaleml_operator.builders import driftmonitor, modeldeployment, retraining
 from scaleml_operator.local import runs
-from scaleml_operator.local.state import LocalError, Manifest, State, timestamp
+from scaleml_operator.local.state import LocalError, Manifest, State, running, timestamp
 from scaleml_workloads.contract import runtime
 from scaleml_workloads.contract.monitoring import DriftMonitorSpec
 from scaleml_workloads.contract.serving import ModelDeploymentSpec
@@ -54,6 +54,9 @@ TICK_SECONDS: Final = 1.0
 STOP_SECONDS: Final = runtime.EXIT_TIMEOUT_SECONDS + 10
 # Clears the drift episode of the previous reference: the new version is judged by its own windows.
 EPISODE_RESET: Final = {"driftDetected": False, "consecutiveDriftedWindows": 0, "driftSince": None}
+
+# What every workload process's command line holds; anything else under a recorded pid is not ours.
+_WORKLOAD_MARKERS: Final = (b"scaleml_workloads", b"tritonserver")
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -92,6 +95,36 @@ def served_version(http_port: int, model: str) -> int | None:
     return max(ready, default=None)
 
 
+def orphans(recorded: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The recorded workload processes that still run: a supervisor killed with SIGKILL leaves them behind.
+
+    Each was started as the leader of its own session; a pid that was reused since is not one, or
+    runs something else, and is left alone.
+    """
+    found = []
+    for key, entry in recorded.items():
+        for pid in entry.get("pids", []):
+            try:
+                leads_session = os.getsid(pid) == pid
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if running(pid) and leads_session and any(marker in command for marker in _WORKLOAD_MARKERS):
+                found.append((key, pid))
+    return found
+
+
+def stop_group(leader: int) -> None:
+    """SIGTERM to the process group of `leader`; SIGKILL to what is left once it has exited, or after STOP_SECONDS."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
+    while running(leader) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signal.SIGKILL)
+
+
 class Supervisor:
     def __init__(self, state: State) -> None:
         self.state = state
@@ -102,11 +135,15 @@ class Supervisor:
     # Life cycle.
 
     def claim(self) -> None:
-        """Becomes the state directory's one supervisor."""
+        """Becomes the state directory's one supervisor, stopping what a killed predecessor left running."""
         if (pid := self.state.supervisor_pid()) is not None and pid != os.getpid():
             raise LocalError(f"{self.state.root} is supervised by process {pid} already")
         self.state.root.mkdir(parents=True, exist_ok=True)
         self.state.pid_file.write_text(str(os.getpid()))
+        for key, pid in orphans(self.state.processes()):
+            log.warning("%s: process %d outlived its supervisor; stopping it", key, pid)
+            stop_group(pid)
+        self.state.write_processes({})
 
     def run(self, stop: threading.Event) -> None:
         try:
