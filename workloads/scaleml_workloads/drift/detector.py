@@ -40,7 +40,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -169,6 +169,15 @@ class _Observed:
         return (self.missing + self.invalid) / self.total if self.total else 0.0
 
 
+class DetectorOptions(TypedDict, total=False):
+    """The keyword options of `DriftDetector`, for constructors that pass them through."""
+
+    device: str
+    seed: int
+    mmd_rows: int
+    mmd_permutations: int
+
+
 class DriftDetector:
     """Compares windows of captured model inputs with a reference; build once, `check` every window."""
 
@@ -215,23 +224,10 @@ class DriftDetector:
         tests: Tests,
         thresholds: Thresholds,
         features: Sequence[str] = (),
-        *,
-        device: str = "cpu",
-        seed: int = 0,
-        mmd_rows: int = 1000,
-        mmd_permutations: int = 500,
+        **options: Unpack[DetectorOptions],
     ) -> DriftDetector:
         """A detector against a reference profile as training writes it."""
-        return cls(
-            Reference.from_profile(profile),
-            tests,
-            thresholds,
-            features,
-            device=device,
-            seed=seed,
-            mmd_rows=mmd_rows,
-            mmd_permutations=mmd_permutations,
-        )
+        return cls(Reference.from_profile(profile), tests, thresholds, features, **options)
 
     def check(self, window: Mapping[str, npt.NDArray[np.generic]], expected_rows: int | None = None) -> DriftResult:
         """Test one window: arrays by tensor name, rows first. `expected_rows`: the window size asked for."""
