@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
+import uvloop
 from prometheus_client import start_http_server
 
 from scaleml_workloads.capture.files import DEFAULT_MAX_FILE_BYTES, CaptureFiles
@@ -188,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port)
     writer.start()
-    asyncio.run(_serve(args, writer))
+    # libuv's loop: on a small node the proxy shares the CPUs with Triton, and spends less of them.
+    uvloop.run(_serve(args, writer))
     writer.close(_FLUSH_SECONDS)
     log.info("stopped")
     return 0
