@@ -102,6 +102,22 @@ def test_an_invalid_verdict_decides_accepted_and_ready() -> None:
     }
 
 
+def test_a_corrected_spec_takes_back_the_ready_that_the_invalid_one_set() -> None:
+    # A TrainingJob has no Ready of its own: nothing else would ever clear this one.
+    invalid = Verdict(None, rejected({}, generation=1, problem="spec.data: missing", now=T0)).over({})
+    assert find_condition(invalid["conditions"], "Ready") is not None
+    corrected = Verdict(_Spec(), accepted(invalid, generation=2, initial_phase="Pending", now=T1)).over(invalid)
+    assert find_condition(corrected["conditions"], "Ready") is None
+    accepted_condition = find_condition(corrected["conditions"], "Accepted")
+    assert accepted_condition is not None
+    assert (accepted_condition["status"], accepted_condition["observedGeneration"]) == ("True", 2)
+    # A Ready for another reason (a kind's own) stays.
+    live = Verdict(_Spec(), accepted({}, generation=2, initial_phase=None, now=T1)).over(_live_status())
+    ready = find_condition(live["conditions"], "Ready")
+    assert ready is not None
+    assert ready["reason"] == "ReplicasReady"
+
+
 def test_accepted_sets_generation_condition_and_first_phase_only_once() -> None:
     patch = accepted({}, generation=4, initial_phase="Pending", now=T0)
     assert patch["observedGeneration"] == 4

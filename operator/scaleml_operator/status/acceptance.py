@@ -26,18 +26,22 @@ class Verdict:
     def over(self, fresh: Mapping[str, Any]) -> dict[str, Any]:
         """The freshest status with this verdict laid over it.
 
-        The verdict decides Accepted, and for an invalid spec Ready too; other conditions, and a
-        phase that someone already set, stay as they are.
+        The verdict decides Accepted, and for an invalid spec Ready too; a valid one takes back the
+        Ready that an invalid spec set (the kind's own status sets it again, if it has one). Other
+        conditions, and a phase that someone already set, stay as they are.
         """
         current = {**fresh, **{key: value for key, value in self.fields.items() if key != "conditions"}}
         if "phase" in self.fields and fresh.get("phase"):
             current["phase"] = fresh["phase"]
         decided = {ACCEPTED} if self.spec is not None else {ACCEPTED, READY}
         current["conditions"] = [
-            *(c for c in fresh.get("conditions", []) if c["type"] not in decided),
+            *(c for c in fresh.get("conditions", []) if c["type"] not in decided and not self._withdrawn(c)),
             *(c for c in self.fields.get("conditions", []) if c["type"] in decided),
         ]
         return current
+
+    def _withdrawn(self, condition: Mapping[str, Any]) -> bool:
+        return self.spec is not None and condition["type"] == READY and condition.get("reason") == INVALID_SPEC
 
 
 def accepted(
