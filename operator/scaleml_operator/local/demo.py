@@ -40,7 +40,7 @@ from scaleml_operator.api.kinds import DRIFT_MONITOR, KINDS, MODEL_DEPLOYMENT, T
 from scaleml_operator.local import commands
 from scaleml_operator.local.runs import reports_dir
 from scaleml_operator.local.state import LocalError, Manifest, State, read_manifests
-from scaleml_operator.local.supervisor import Supervisor
+from scaleml_operator.local.supervisor import Supervisor, stop_orphans
 from scaleml_workloads.contract.merge import merge_patch
 from scaleml_workloads.contract.profile import DataProfile
 from scaleml_workloads.export.card import ModelCard
@@ -159,7 +159,7 @@ class Traffic(threading.Thread):
         # Swapped whole by the demo when the traffic shifts: a request never mixes two pools.
         self.pool = pool
         self.stop = threading.Event()
-        self.served = self.failed = 0
+        self.served = self.failed = self.unscored = 0
         self.by_version: Counter[str] = Counter()
         self.rows: Counter[tuple[int, bool]] = Counter()
         self.correct: Counter[tuple[int, bool]] = Counter()
@@ -206,7 +206,12 @@ class Traffic(threading.Thread):
                 self.failed += 1
                 self.last_error = str(error)
             else:
-                self._score(int(version), pool, picks, result)
+                try:
+                    self._score(int(version), pool, picks, result)
+                except Exception as error:
+                    # The request succeeded; a broken score must not stop the traffic, but it ends the demo.
+                    self.unscored += 1
+                    self.last_error = f"scoring an answer of version {version}: {error!r}"
             self.stop.wait(max(0.0, interval - (time.monotonic() - started)))
         client.close()
 
@@ -263,6 +268,8 @@ class Demo:
                 raise DemoError(f"timed out after {self.settings.stage_timeout:.0f} s waiting for {what}")
             if self.traffic is not None and self.traffic.failed:
                 raise DemoError(f"{self.traffic.failed} request(s) failed: {self.traffic.last_error}")
+            if self.traffic is not None and self.traffic.unscored:
+                raise DemoError(f"{self.traffic.unscored} answer(s) could not be scored: {self.traffic.last_error}")
             time.sleep(POLL_SECONDS)
         self._observe()
 
@@ -462,6 +469,8 @@ def run(
     if state.supervisor_pid() is not None:
         raise LocalError(f"{state.root} is in use by a supervisor: `scaleml local delete --all --state {state.root}`")
     if state.root.exists():
+        # A demo killed with SIGKILL left its servers running: stop them before their record goes.
+        stop_orphans(state)
         shutil.rmtree(state.root)
     supervisor = Supervisor(state)
     supervisor.claim()

@@ -44,8 +44,8 @@ def running(pid: int) -> bool:
         os.kill(pid, 0)
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
-        # No /proc (not Linux): the signal check has to do.
-        return True
+        # Either it exited just now, or there is no /proc (not Linux) and the signal check has to do.
+        return not Path("/proc/self").exists()
     except OSError:
         return False
     # The state follows the command name, which is in parentheses and may hold spaces.

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 from pydantic import BaseModel
 
@@ -54,9 +54,6 @@ TICK_SECONDS: Final = 1.0
 STOP_SECONDS: Final = runtime.EXIT_TIMEOUT_SECONDS + 10
 # Clears the drift episode of the previous reference: the new version is judged by its own windows.
 EPISODE_RESET: Final = {"driftDetected": False, "consecutiveDriftedWindows": 0, "driftSince": None}
-
-# What every workload process's command line holds; anything else under a recorded pid is not ours.
-_WORKLOAD_MARKERS: Final = (b"scaleml_workloads", b"tritonserver")
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -95,34 +92,36 @@ def served_version(http_port: int, model: str) -> int | None:
     return max(ready, default=None)
 
 
-def orphans(recorded: Mapping[str, Any]) -> list[tuple[str, int]]:
-    """The recorded workload processes that still run: a supervisor killed with SIGKILL leaves them behind.
+def stop_orphans(state: State) -> list[tuple[str, int]]:
+    """Stops the workload processes that a supervisor of `state` recorded and that still run.
 
-    Each was started as the leader of its own session; a pid that was reused since is not one, or
-    runs something else, and is left alone.
+    A supervisor killed with SIGKILL leaves them behind. Each was started as the leader of its own
+    session with the state directory in its command line; a pid reused since by anything else is
+    left alone. Returns what was stopped, by object.
     """
+    root = os.fsencode(state.root)
     found = []
-    for key, entry in recorded.items():
+    for key, entry in state.processes().items():
         for pid in entry.get("pids", []):
             try:
                 leads_session = os.getsid(pid) == pid
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if running(pid) and leads_session and any(marker in command for marker in _WORKLOAD_MARKERS):
+            if running(pid) and leads_session and root in command:
                 found.append((key, pid))
-    return found
-
-
-def stop_group(leader: int) -> None:
-    """SIGTERM to the process group of `leader`; SIGKILL to what is left once it has exited, or after STOP_SECONDS."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(leader, signal.SIGTERM)
+    # Every group at once, then one deadline for all, as the supervisor stops an object's processes.
+    for _, pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_SECONDS
-    while running(leader) and time.monotonic() < deadline:
+    while any(running(pid) for _, pid in found) and time.monotonic() < deadline:
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(leader, signal.SIGKILL)
+    for _, pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    state.write_processes({})
+    return found
 
 
 class Supervisor:
@@ -140,10 +139,8 @@ class Supervisor:
             raise LocalError(f"{self.state.root} is supervised by process {pid} already")
         self.state.root.mkdir(parents=True, exist_ok=True)
         self.state.pid_file.write_text(str(os.getpid()))
-        for key, pid in orphans(self.state.processes()):
-            log.warning("%s: process %d outlived its supervisor; stopping it", key, pid)
-            stop_group(pid)
-        self.state.write_processes({})
+        for key, pid in stop_orphans(self.state):
+            log.warning("%s: stopped process %d, which had outlived its supervisor", key, pid)
 
     def run(self, stop: threading.Event) -> None:
         try:
