@@ -41,3 +41,11 @@ def parse_spec(kind: Kind, spec: Mapping[str, Any]) -> BaseModel:
         return kind.spec.model_validate(dict(spec))
     except ValidationError as error:
         raise InvalidSpecError(describe(error)) from error
+
+
+def parse_spec_or_none(kind: Kind, spec: Mapping[str, Any]) -> BaseModel | None:
+    """The typed spec, or None when it is invalid (the reconcile that accepts specs reports why)."""
+    try:
+        return parse_spec(kind, spec)
+    except InvalidSpecError:
+        return None

@@ -23,6 +23,8 @@ from scaleml_workloads.contract import runtime
 from scaleml_workloads.contract.monitoring import DriftMonitorSpec
 
 COMPONENT: Final = "scaleml-monitor"
+# The reference a monitor Deployment was built to read; the operator rebuilds it when that moves.
+REFERENCE_ANNOTATION: Final = "scaleml.dev/reference"
 CONTAINER: Final = "monitor"
 PROFILE_FILE: Final = "profile.json"
 RESOURCES: Final = {
@@ -133,11 +135,19 @@ def pod_template(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, image: st
     }
 
 
+def reference(inputs: Inputs) -> str:
+    """What the monitor reads as its reference: a Deployment annotated otherwise is stale."""
+    return f"{inputs.reference_claim}/{inputs.profile_path}"
+
+
 def deployment(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, image: str) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(owner, monitor_name(owner.name), COMPONENT),
+        "metadata": {
+            **metadata(owner, monitor_name(owner.name), COMPONENT),
+            "annotations": {REFERENCE_ANNOTATION: reference(inputs)},
+        },
         "spec": {
             "replicas": 1,
             "strategy": {"type": "Recreate"},

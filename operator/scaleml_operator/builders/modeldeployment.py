@@ -23,7 +23,7 @@ from scaleml_operator.builders.meta import (
     metadata,
 )
 from scaleml_workloads.contract import runtime
-from scaleml_workloads.contract.pods import GPU_RESOURCE
+from scaleml_workloads.contract.pods import GPU_RESOURCE, GPU_TOLERATION
 from scaleml_workloads.contract.serving import ModelDeploymentSpec
 
 COMPONENT: Final = "scaleml-triton"
@@ -248,7 +248,7 @@ def pod_template(
         "terminationGracePeriodSeconds": DRAIN_SECONDS + runtime.EXIT_TIMEOUT_SECONDS + 5,
     }
     if spec.resources.gpus:
-        pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+        pod_spec["tolerations"] = [dict(GPU_TOLERATION)]
     annotations = {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(runtime.TRITON_METRICS_PORT),

@@ -23,7 +23,6 @@ DRIFT_SINCE_ANNOTATION: Final = "scaleml.dev/drift-since"
 TRAINING_JOB_MAX_NAME: Final = 48
 _SUFFIX: Final = "-retrain-"
 _DIGEST_CHARS: Final = 8
-_FINISHED: Final = ("Succeeded", "Failed")
 # Captures hold inputs and the model's own outputs, never the true labels: training on them would
 # teach the model its own mistakes.
 CAPTURED_DATA_NOTE: Final = (
@@ -51,6 +50,11 @@ def _parse(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def running(training_job: Mapping[str, Any]) -> bool:
+    """Whether a TrainingJob has yet to finish (it neither succeeded nor failed)."""
+    return (training_job.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
 def decide(
     policy: RetrainPolicy, status: Mapping[str, Any], last_job: Mapping[str, Any] | None, now: datetime
 ) -> Decision:
@@ -62,7 +66,7 @@ def decide(
         return Decision(False, "NoDrift", "The last window did not drift.")
     if drifted < policy.after:
         return Decision(False, "DriftNotPersistent", f"{drifted} of {policy.after} drifted windows in a row.")
-    if last_job is not None and (last_job.get("status") or {}).get("phase") not in _FINISHED:
+    if last_job is not None and running(last_job):
         return Decision(False, "RetrainRunning", f"TrainingJob {last_job['metadata']['name']} is still running.")
     if last := status.get("lastRetrainTime"):
         until = _parse(last) + timedelta(seconds=duration_seconds(policy.cooldown))

@@ -21,7 +21,7 @@ from scaleml_operator.builders.meta import (
     metadata,
 )
 from scaleml_workloads.contract import runtime
-from scaleml_workloads.contract.pods import GPU_RESOURCE
+from scaleml_workloads.contract.pods import GPU_RESOURCE, GPU_TOLERATION
 from scaleml_workloads.contract.training import RunPolicy, TrainingJobSpec
 
 COMPONENT: Final = "scaleml-trainer"
@@ -115,7 +115,7 @@ def _volumes(spec: TrainingJobSpec) -> tuple[list[dict[str, Any]], list[dict[str
 def _tolerations(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     tolerations = [t.to_wire() for t in spec.scheduling.tolerations]
     if spec.resources.gpus_per_worker and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
-        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+        tolerations.append(dict(GPU_TOLERATION))
     return tolerations
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import kopf
 
 from scaleml_operator.api.kinds import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_operator.api.modeldeployment import Waiting
-from scaleml_operator.api.validation import InvalidSpecError, parse_spec
+from scaleml_operator.api.validation import InvalidSpecError, parse_spec, parse_spec_or_none
 from scaleml_operator.builders import driftmonitor as build
 from scaleml_operator.builders import retraining
 from scaleml_operator.builders.meta import MANAGED_BY, Owner
@@ -26,6 +26,7 @@ from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.handlers.status import write_status
 from scaleml_operator.kube import apply as kube
 from scaleml_operator.status.acceptance import Verdict, event_message
+from scaleml_operator.status.conditions import timestamp
 from scaleml_operator.status.driftmonitor import drift_condition, observed
 from scaleml_operator.status.driftmonitor import retraining as retraining_conditions
 from scaleml_workloads.contract.base import API_VERSION
@@ -34,7 +35,6 @@ from scaleml_workloads.contract.monitoring import DriftMonitorSpec
 log = logging.getLogger(__name__)
 
 OWNER_LABEL: Final = "scaleml.dev/driftmonitor"
-REFERENCE_ANNOTATION: Final = "scaleml.dev/reference"
 _MONITOR_SELECTOR: Final = {"app.kubernetes.io/name": build.COMPONENT, "app.kubernetes.io/managed-by": MANAGED_BY}
 
 # (namespace, ModelDeployment) -> the DriftMonitors watching it.
@@ -46,23 +46,12 @@ def drift_monitors_by_target(namespace: str | None, name: str, spec: kopf.Spec, 
     return {(namespace or "", (spec.get("target") or {}).get("modelDeployment", "")): name}
 
 
-def _parse(body: dict[str, Any]) -> DriftMonitorSpec | None:
-    try:
-        return cast(DriftMonitorSpec, parse_spec(DRIFT_MONITOR, body.get("spec") or {}))
-    except InvalidSpecError:
-        return None
-
-
 def _inputs(spec: DriftMonitorSpec, namespace: str) -> build.Inputs | Waiting:
     model_deployment = kube.get(API_VERSION, MODEL_DEPLOYMENT.kind, spec.target.model_deployment, namespace)
     training_job = None
     if spec.reference.from_training_job:
         training_job = kube.get(API_VERSION, TRAINING_JOB.kind, spec.reference.from_training_job, namespace)
     return build.resolve_inputs(spec, model_deployment, training_job)
-
-
-def _reference(inputs: build.Inputs) -> str:
-    return f"{inputs.reference_claim}/{inputs.profile_path}"
 
 
 def _refresh(
@@ -72,19 +61,17 @@ def _refresh(
     monitor = kube.get(API_VERSION, DRIFT_MONITOR.kind, name, namespace)
     if monitor is None or monitor["metadata"].get("deletionTimestamp"):
         return
-    spec = _parse(monitor)
-    if spec is None:
+    spec = parse_spec_or_none(DRIFT_MONITOR, monitor.get("spec") or {})
+    if not isinstance(spec, DriftMonitorSpec):
         return
     owner = Owner(DRIFT_MONITOR.kind, name, namespace, monitor["metadata"]["uid"])
     inputs = _inputs(spec, namespace)
     deployment = kube.get("apps/v1", "Deployment", build.monitor_name(name), namespace)
-    live_reference = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(REFERENCE_ANNOTATION)
-    stale = isinstance(inputs, build.Inputs) and live_reference != _reference(inputs)
+    live_reference = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(build.REFERENCE_ANNOTATION)
+    stale = isinstance(inputs, build.Inputs) and live_reference != build.reference(inputs)
     if apply_all or stale:
         ready = inputs if isinstance(inputs, build.Inputs) else None
         for manifest in build.children(owner, spec, ready, config.workload_image):
-            if manifest["kind"] == "Deployment" and ready is not None:
-                manifest["metadata"]["annotations"] = {REFERENCE_ANNOTATION: _reference(ready)}
             kube.apply(manifest)
         deployment = kube.get("apps/v1", "Deployment", build.monitor_name(name), namespace)
 
@@ -108,8 +95,8 @@ def _refresh(
 
 def _retrain(monitor: dict[str, Any]) -> tuple[str, str, str] | None:
     """Applies the retraining policy once; returns the Event (type, reason, message) to post, if any."""
-    spec = _parse(monitor)
-    if spec is None:
+    spec = parse_spec_or_none(DRIFT_MONITOR, monitor.get("spec") or {})
+    if not isinstance(spec, DriftMonitorSpec):
         return None
     meta, status = monitor["metadata"], monitor.get("status") or {}
     if not spec.retrain.enabled:
@@ -148,7 +135,7 @@ def _retrain(monitor: dict[str, Any]) -> tuple[str, str, str] | None:
                         f"Created TrainingJob {name} from {origin}: {decision.message}",
                     )
                 created, last_job = name, job
-    running = last_job is not None and (last_job.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    running = last_job is not None and retraining.running(last_job)
     if running and last_job is not None:
         reason, message = "TrainingJobRunning", f"TrainingJob {last_job['metadata']['name']} retrains the model."
     else:
@@ -190,7 +177,7 @@ def _record(monitor: dict[str, Any], active: bool, reason: str, message: str, cr
         if created and status.get("lastRetrainJob") != created:
             update.update(
                 lastRetrainJob=created,
-                lastRetrainTime=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                lastRetrainTime=timestamp(now),
                 retrainsTriggered=int(status.get("retrainsTriggered") or 0) + 1,
             )
         return update

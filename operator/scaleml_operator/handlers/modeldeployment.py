@@ -16,7 +16,7 @@ import kopf
 from scaleml_operator.api.conditions import SPEC_APPLIED
 from scaleml_operator.api.kinds import MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_operator.api.modeldeployment import MODEL_VERSION_ANNOTATION, Waiting
-from scaleml_operator.api.validation import InvalidSpecError, parse_spec
+from scaleml_operator.api.validation import parse_spec_or_none
 from scaleml_operator.builders import modeldeployment as build
 from scaleml_operator.builders.meta import MANAGED_BY, Owner
 from scaleml_operator.config import OperatorConfig
@@ -93,9 +93,8 @@ def _refresh(
     model_deployment = kube.get(API_VERSION, MODEL_DEPLOYMENT.kind, name, namespace)
     if model_deployment is None or model_deployment["metadata"].get("deletionTimestamp"):
         return None
-    try:
-        spec = cast(ModelDeploymentSpec, parse_spec(MODEL_DEPLOYMENT, model_deployment.get("spec") or {}))
-    except InvalidSpecError:
+    spec = parse_spec_or_none(MODEL_DEPLOYMENT, model_deployment.get("spec") or {})
+    if not isinstance(spec, ModelDeploymentSpec):
         # The reconcile handler reported it; nothing is applied for a spec that was not accepted.
         return None
     meta = model_deployment["metadata"]

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from scaleml_operator.api.conditions import DEGRADED, PROGRESSING, READY, SPEC_APPLIED
 from scaleml_operator.api.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER, Waiting
-from scaleml_operator.status.conditions import Conditions, Event
+from scaleml_operator.status.conditions import Conditions, Event, find_condition
 
 # Enough of Triton's log to say why a model did not load, short enough for a condition.
 MAX_REASON_CHARS: Final = 2000
@@ -29,18 +29,17 @@ def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event
     if version and version != previous.get("servedVersion"):
         posted.append(Event("Normal", "ModelVersionServed", f"Every ready replica serves model version {version}."))
     if phase != previous.get("phase"):
-        conditions = {c["type"]: c for c in status.get("conditions", ())}
         if phase == "Ready":
-            posted.append(Event("Normal", "ModelDeploymentReady", conditions.get(READY, {}).get("message", "")))
+            posted.append(Event("Normal", "ModelDeploymentReady", _condition(status, READY).get("message", "")))
         elif phase in ("Degraded", "Failed"):
-            degraded = conditions.get(DEGRADED, {})
+            degraded = _condition(status, DEGRADED)
             posted.append(Event("Warning", degraded.get("reason", phase), degraded.get("message", "")))
     return posted
 
 
 def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
     """The condition of `type_` in an object's status (ours or a Deployment's); empty when there is none."""
-    return next((c for c in status.get("conditions") or () if c.get("type") == type_), {})
+    return find_condition(status.get("conditions") or (), type_) or {}
 
 
 def server_failure(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:

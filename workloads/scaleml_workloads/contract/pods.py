@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -10,6 +10,8 @@ from scaleml_workloads.contract.base import ApiModel, Rule
 
 # The extended resource NVIDIA's device plugin advertises, and the taint key of GPU node pools.
 GPU_RESOURCE = "nvidia.com/gpu"
+# Tolerates that taint, for pods that request GPUs.
+GPU_TOLERATION: Final = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
