@@ -39,6 +39,7 @@ from tests.support.controlplane import (
     ControlPlane,
     ControlPlaneError,
     find_binaries,
+    tail,
 )
 from tests.support.kubectl import KUBECTL, Kubectl
 from tests.support.manifests import EXAMPLES, ROOT, load_all
@@ -171,13 +172,6 @@ def _dead_components(plane: ControlPlane) -> list[str]:
     return [name for name in COMPONENTS if name not in alive]
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError as error:
-        return f"<cannot read {path}: {error}>"
-
-
 def _kubectl_hint() -> str:
     if shutil.which("kubectl"):
         return ""
@@ -235,13 +229,13 @@ def _serve(plane: ControlPlane, operator: OperatorProcess) -> int:
         time.sleep(1)
         if operator.process.poll() is not None:
             say(f"The operator exited with {operator.process.returncode}; last lines of {operator.log}:")
-            say(_tail(operator.log))
+            say(tail(operator.log, 30))
             return 1
         dead = _dead_components(plane)
         if dead:
             for name in dead:
                 say(f"{name} exited; last lines of {plane.log_path(name)}:")
-                say(_tail(plane.log_path(name)))
+                say(tail(plane.log_path(name), 30))
             return 1
 
 

@@ -418,7 +418,8 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+def tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of a log, or why it cannot be read."""
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
@@ -456,9 +457,7 @@ class _Component:
     def failure(self, what: str) -> ControlPlaneError:
         code = self.process.poll()
         state = f"exited with code {code}" if code is not None else "still running"
-        return ControlPlaneError(
-            f"{self.name} {what} ({state}); last lines of {self.log_path}:\n{_tail(self.log_path)}"
-        )
+        return ControlPlaneError(f"{self.name} {what} ({state}); last lines of {self.log_path}:\n{tail(self.log_path)}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from scaleml_operator.api.kinds import TRAINING_JOB
 from scaleml_operator.local import demo
-from scaleml_operator.local.state import State
+from scaleml_operator.local.state import State, running
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.workloads
@@ -31,15 +31,6 @@ def _scaleml(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*SCALEML, "local", "--state", str(state), *args], capture_output=True, text=True, timeout=120, check=False
     )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead but not yet reaped by its parent.
-    return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
 
 
 def _listening(port: int) -> bool:
@@ -92,7 +83,7 @@ def test_apply_get_and_delete_a_training_job(tmp_path: Path) -> None:
     deleted = _scaleml(state, "delete", "--all")
     assert deleted.returncode == 0, deleted.stderr
     assert "trainingjob/cancer deleted" in deleted.stdout
-    assert not _alive(supervisor)
+    assert not running(supervisor)
     assert _scaleml(state, "get").stdout.startswith("No resources found")
 
 
@@ -104,18 +95,18 @@ def test_the_next_supervisor_stops_what_a_killed_one_left_running_and_carries_on
 
     def trainer() -> int | None:
         pids = local.processes().get("trainingjobs/cancer", {}).get("pids", [])
-        return pids[0] if pids and _alive(pids[0]) else None
+        return pids[0] if pids and running(pids[0]) else None
 
     first = wait_for(trainer, 60, "the trainer to start")
     supervisor = local.supervisor_pid()
     assert supervisor is not None
     os.kill(supervisor, signal.SIGKILL)
-    wait_for(lambda: not _alive(supervisor), 10, "the supervisor to die")
-    assert _alive(first), "the trainer outlives a SIGKILLed supervisor"
+    wait_for(lambda: not running(supervisor), 10, "the supervisor to die")
+    assert running(first), "the trainer outlives a SIGKILLed supervisor"
 
     # Any command that needs a supervisor starts a new one, which stops the orphan and runs the job again.
     assert _scaleml(state, "apply", "-f", str(path)).returncode == 0
-    wait_for(lambda: not _alive(first), 60, "the orphaned trainer to stop")
+    wait_for(lambda: not running(first), 60, "the orphaned trainer to stop")
     second = wait_for(trainer, 60, "the job to run again")
     assert second != first
     job = local.get(TRAINING_JOB, "cancer")
@@ -123,7 +114,7 @@ def test_the_next_supervisor_stops_what_a_killed_one_left_running_and_carries_on
     assert job["status"]["phase"] == "Running"
 
     assert _scaleml(state, "delete", "--all").returncode == 0
-    assert not _alive(second)
+    assert not running(second)
 
 
 def test_the_demo_catches_the_shift_retrains_and_rolls_without_failures(tmp_path: Path) -> None:
@@ -165,16 +156,16 @@ def test_ctrl_c_stops_every_process_and_leaves_no_port_listening(tmp_path: Path)
             180,
             "the demo to serve and monitor",
         )
-        running = json.loads((state.root / "processes.json").read_text())
+        recorded = json.loads((state.root / "processes.json").read_text())
     finally:
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
 
     assert process.returncode == 130, stderr.decode()[-2000:]
-    pids = [pid for entry in running.values() for pid in entry["pids"]]
-    ports = [port for entry in running.values() for port in entry["ports"].values()]
+    pids = [pid for entry in recorded.values() for pid in entry["pids"]]
+    ports = [port for entry in recorded.values() for port in entry["ports"].values()]
     # The agent, Triton, the capture proxy and the monitor, and perhaps the trainer, still finishing.
-    assert len(pids) >= 4, running
-    assert len(ports) == 5, running
-    assert not [pid for pid in pids if _alive(pid)]
+    assert len(pids) >= 4, recorded
+    assert len(ports) == 5, recorded
+    assert not [pid for pid in pids if running(pid)]
     assert not [port for port in ports if _listening(port)]

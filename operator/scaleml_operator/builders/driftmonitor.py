@@ -21,12 +21,12 @@ from scaleml_operator.builders.meta import (
 )
 from scaleml_workloads.contract import runtime
 from scaleml_workloads.contract.monitoring import DriftMonitorSpec
+from scaleml_workloads.export.repository import PROFILE_FILE
 
 COMPONENT: Final = "scaleml-monitor"
 # The reference a monitor Deployment was built to read; the operator rebuilds it when that moves.
 REFERENCE_ANNOTATION: Final = "scaleml.dev/reference"
 CONTAINER: Final = "monitor"
-PROFILE_FILE: Final = "profile.json"
 RESOURCES: Final = {
     "requests": {"cpu": "500m", "memory": "1Gi"},
     "limits": {"cpu": "2", "memory": "2Gi"},

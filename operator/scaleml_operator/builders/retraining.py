@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from scaleml_workloads.contract.base import API_VERSION, duration_seconds
 from scaleml_workloads.contract.merge import merge_patch
-from scaleml_workloads.contract.monitoring import RetrainPolicy
+from scaleml_workloads.contract.monitoring import DriftMonitorSpec, RetrainPolicy
 
 RETRAINED_BY_LABEL: Final = "scaleml.dev/retrained-by"
 RETRAIN_OF_LABEL: Final = "scaleml.dev/retrain-of"
@@ -114,3 +114,20 @@ def producer(training_jobs: Sequence[Mapping[str, Any]], output: Mapping[str, An
         if same_model and version is not None and (job.get("status") or {}).get("modelVersion") == version:
             return str(job["metadata"]["name"])
     return None
+
+
+def source_job(
+    spec: DriftMonitorSpec, model_deployment: Mapping[str, Any] | None, jobs: Mapping[str, Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The TrainingJob to retrain: the one that produced the served model, else the one the reference
+    or the deployment names. `jobs` are the namespace's TrainingJobs by name."""
+    deployment = model_deployment or {}
+    named = spec.reference.from_training_job or (deployment.get("spec") or {}).get("model", {}).get(
+        "fromTrainingJob", ""
+    )
+    anchor = jobs.get(named) if named else None
+    if anchor is None:
+        return None
+    served = (deployment.get("status") or {}).get("servedVersion")
+    name = producer(list(jobs.values()), anchor["spec"]["output"], served)
+    return jobs[name] if name is not None else anchor

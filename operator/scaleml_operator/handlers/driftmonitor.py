@@ -147,19 +147,10 @@ def _retrain(monitor: dict[str, Any]) -> tuple[str, str, str] | None:
 
 
 def _source_job(spec: DriftMonitorSpec, namespace: str) -> dict[str, Any] | None:
-    """The TrainingJob that produced the served model, else the one the reference or the deployment names."""
-    model_deployment = kube.get(API_VERSION, MODEL_DEPLOYMENT.kind, spec.target.model_deployment, namespace) or {}
-    named = spec.reference.from_training_job or (model_deployment.get("spec") or {}).get("model", {}).get(
-        "fromTrainingJob", ""
-    )
-    anchor = kube.get(API_VERSION, TRAINING_JOB.kind, named, namespace) if named else None
-    served = (model_deployment.get("status") or {}).get("servedVersion")
-    if anchor is not None:
-        jobs = kube.list_objects(API_VERSION, TRAINING_JOB.kind, namespace, "")
-        producer = retraining.producer(jobs, anchor["spec"]["output"], served)
-        if producer is not None:
-            return next(job for job in jobs if job["metadata"]["name"] == producer)
-    return anchor
+    model_deployment = kube.get(API_VERSION, MODEL_DEPLOYMENT.kind, spec.target.model_deployment, namespace)
+    jobs = {job["metadata"]["name"]: job for job in kube.list_objects(API_VERSION, TRAINING_JOB.kind, namespace, "")}
+    source = retraining.source_job(spec, model_deployment, jobs)
+    return dict(source) if source is not None else None
 
 
 def _record(monitor: dict[str, Any], active: bool, reason: str, message: str, created: str | None) -> None:

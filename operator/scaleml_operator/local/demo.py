@@ -44,6 +44,7 @@ from scaleml_operator.local.supervisor import Supervisor, stop_orphans
 from scaleml_workloads.contract.merge import merge_patch
 from scaleml_workloads.contract.profile import DataProfile
 from scaleml_workloads.export.card import ModelCard
+from scaleml_workloads.export.repository import MODEL_CARD_FILE, PROFILE_FILE
 
 MANIFESTS: Final = Path(__file__).resolve().parents[3] / "manifests" / "examples" / "local"
 NAME: Final = "cancer"
@@ -170,7 +171,7 @@ class Traffic(threading.Thread):
     def _card(self, version: int) -> ModelCard:
         """The card of the version that answered: its labels decode the output (each version has its own)."""
         if version not in self._cards:
-            path = self.models / str(version) / "model_card.json"
+            path = self.models / str(version) / MODEL_CARD_FILE
             self._cards[version] = ModelCard.model_validate_json(path.read_text())
         return self._cards[version]
 
@@ -324,9 +325,11 @@ class Demo:
         self.wait(f"TrainingJob {name} to succeed", lambda: self._job(name)["status"].get("phase") == "Succeeded")
         job = self._job(name)
         version = int(job["status"]["modelVersion"])
-        card = self.state.volume("models") / NAME / str(version) / "model_card.json"
-        accuracy = json.loads(card.read_text())["training"]["metrics"]["validationMetric"]
-        self.result.accuracy[version] = float(accuracy)
+        card = self.state.volume("models") / NAME / str(version) / MODEL_CARD_FILE
+        accuracy = ModelCard.model_validate_json(card.read_text()).training.metrics.validation_metric
+        if accuracy is None:
+            raise DemoError(f"version {version} has no validation accuracy: the demo's YAML sets validationSplit")
+        self.result.accuracy[version] = accuracy
         self._say(f"TrainingJob {name} exported version {version} (validation accuracy {accuracy:.3f})")
         return version
 
@@ -359,7 +362,7 @@ class Demo:
                 deployment = self.state.get(MODEL_DEPLOYMENT, NAME)
                 assert deployment is not None
                 endpoint = deployment["status"]["endpoints"]["grpc"]
-                profile_path = self.state.volume("models") / NAME / str(first) / "profile.json"
+                profile_path = self.state.volume("models") / NAME / str(first) / PROFILE_FILE
                 profile = DataProfile.model_validate_json(profile_path.read_text())
                 self._say(f"serving version {first}; traffic through the capture proxy at {endpoint}")
                 models = self.state.volume("models") / NAME

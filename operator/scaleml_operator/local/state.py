@@ -24,10 +24,10 @@ import yaml
 
 from scaleml_operator.api.kinds import KINDS, Kind
 from scaleml_operator.api.validation import parse_spec
+from scaleml_operator.status import conditions
 from scaleml_workloads.contract.base import API_VERSION
 from scaleml_workloads.kubeapi import StatusFile
 
-DEFAULT_STATE: Final = Path(".scaleml")
 DEFAULT_NAMESPACE: Final = "default"
 PID_FILE: Final = "supervisor.pid"
 PROCESSES_FILE: Final = "processes.json"
@@ -65,7 +65,7 @@ def kind_named(name: str) -> Kind:
 
 
 def timestamp(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return conditions.timestamp(moment or datetime.now(UTC))
 
 
 def read_manifests(paths: Iterable[Path]) -> list[Manifest]:

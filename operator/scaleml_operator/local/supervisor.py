@@ -328,7 +328,7 @@ class Supervisor:
             log.error("%s: %s", key, problem)
             return
         serving = self.state.root / "serving" / name / model
-        linked = serving.is_dir() and any(entry.name.isdigit() for entry in serving.iterdir())
+        linked = bool(versions(serving))
         if "triton" not in group.processes and linked:
             self._start_triton(key, name, spec, group)
         if "triton" in group.processes:
@@ -411,7 +411,7 @@ class Supervisor:
         decision = retraining.decide(spec.retrain, status, last, datetime.now(UTC))
         if not decision.create:
             return
-        source = self._source_job(spec, deployment, jobs)
+        source = retraining.source_job(spec, deployment, jobs)
         if source is None:
             return
         drift_since = str(status["driftSince"])
@@ -438,21 +438,6 @@ class Supervisor:
                     "retrainsTriggered": int(status.get("retrainsTriggered") or 0) + 1,
                 }
             )
-
-    @staticmethod
-    def _source_job(
-        spec: DriftMonitorSpec, deployment: Manifest | None, jobs: Mapping[str, Manifest]
-    ) -> Manifest | None:
-        """The TrainingJob that produced the served model, else the one the reference or the deployment names."""
-        named = spec.reference.from_training_job or ((deployment or {}).get("spec") or {}).get("model", {}).get(
-            "fromTrainingJob", ""
-        )
-        anchor = jobs.get(named)
-        if anchor is None:
-            return None
-        served = ((deployment or {}).get("status") or {}).get("servedVersion")
-        producer = retraining.producer(list(jobs.values()), anchor["spec"]["output"], served)
-        return jobs[producer] if producer is not None else anchor
 
 
 def main(argv: list[str] | None = None) -> int:
