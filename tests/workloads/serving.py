@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ def triton(run: ServingRun, root: Path) -> Iterator[Server]:
             process.terminate()
             try:
                 process.wait(timeout=30)
-            except TimeoutError:
+            except subprocess.TimeoutExpired:
                 process.kill()
 
 

@@ -31,7 +31,6 @@ from tritonclient.utils import InferenceServerException
 from scaleml_workloads.capture.files import (
     DATATYPES,
     CaptureFiles,
-    Format,
     Sample,
     Tensor,
     TensorSpec,
@@ -44,6 +43,7 @@ from scaleml_workloads.capture.files import (
 )
 from scaleml_workloads.capture.kserve import HEADER_LENGTH, GrpcExchange
 from scaleml_workloads.capture.writer import CaptureWriter
+from scaleml_workloads.contract.serving import CaptureFormat
 from tests.support.polling import wait_for
 from tests.workloads.runs import MODEL_NAME, PYTHON, free_port
 from tests.workloads.serving import Server, feature_batch, serving_run, triton
@@ -570,7 +570,7 @@ def _values(datatype: str, shape: tuple[int, ...], seed: int) -> Array:
 
 
 @pytest.mark.parametrize("file_format", ["parquet", "npz"])
-def test_every_datatype_reads_back_as_written(tmp_path: Path, file_format: Format) -> None:
+def test_every_datatype_reads_back_as_written(tmp_path: Path, file_format: CaptureFormat) -> None:
     files = CaptureFiles(tmp_path, file_format, rows_per_file=1000, seconds_per_file=60)
     samples = []
     for n in range(3):

@@ -21,10 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.contract.base import API_VERSION
 from scaleml_workloads.contract.merge import merge_patch
 
 log = logging.getLogger(__name__)
+
+# What a request to the API server can fail with: HTTP errors, TLS errors, timeouts, refused
+# connections and missing credentials are all OSErrors; a malformed answer is a ValueError.
+REQUEST_ERRORS: Final = (OSError, ValueError)
 
 SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 REQUEST_TIMEOUT_SECONDS: Final = 5.0
@@ -114,8 +119,7 @@ class StatusPatcher:
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")[:300]
             log.warning("status patch refused by %s: HTTP %d %s", self.path, error.code, detail)
-        except (OSError, ssl.SSLError, ValueError) as error:
-            # URLError, timeouts, refused connections and missing credentials are all OSErrors.
+        except REQUEST_ERRORS as error:
             log.warning("status patch to %s failed: %s", self.path, error)
 
 
@@ -146,9 +150,7 @@ class StatusFile:
         with self._lock:
             merged = merge_patch(self.read(), status)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}")
-            temporary.write_text(json.dumps(merged))
-            os.replace(temporary, self.path)
+            write_text_atomically(self.path, json.dumps(merged))
 
     def close(self, timeout: float = 0.0) -> None:
         """Every patch is written when `patch` returns: nothing to wait for."""
@@ -165,7 +167,7 @@ def read_status(client: InClusterClient, namespace: str, plural: str, name: str)
     """The object's current status; empty when it cannot be read."""
     try:
         body = client.request("GET", object_path(namespace, plural, name) + "/status")
-    except (urllib.error.HTTPError, OSError, ssl.SSLError, ValueError) as error:
+    except REQUEST_ERRORS as error:
         log.warning("could not read the status of %s/%s: %s", plural, name, error)
         return {}
     status: dict[str, Any] = (body or {}).get("status") or {}
@@ -191,5 +193,5 @@ def post_event(client: InClusterClient, involved: dict[str, str], *, type: str, 
     }
     try:
         client.request("POST", f"/api/v1/namespaces/{namespace}/events", event)
-    except (urllib.error.HTTPError, OSError, ssl.SSLError, ValueError) as error:
+    except REQUEST_ERRORS as error:
         log.warning("could not post the %s Event: %s", reason, error)

@@ -22,7 +22,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Final
+from typing import Final, get_args
 
 import uvloop
 from prometheus_client import start_http_server
@@ -39,7 +39,7 @@ from scaleml_workloads.contract.runtime import (
     TRITON_GRPC_PORT,
     TRITON_HTTP_PORT,
 )
-from scaleml_workloads.contract.serving import Capture
+from scaleml_workloads.contract.serving import Capture, CaptureFormat
 
 log = logging.getLogger("scaleml_workloads.capture")
 
@@ -130,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
     )
     capture.add_argument(
         "--format",
-        choices=["parquet", "npz"],
+        choices=get_args(CaptureFormat),
         default=defaults.format,
         help="capture file format (default: %(default)s)",
     )

@@ -66,9 +66,10 @@ import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
+from scaleml_workloads.contract.serving import CaptureFormat
+
 log = logging.getLogger(__name__)
 
-Format = Literal["parquet", "npz"]
 Role = Literal["input", "output"]
 Array = npt.NDArray[Any]
 
@@ -86,7 +87,7 @@ INSTANCE_ENV: Final = "POD_NAME"
 # The open file's rows wait in memory, and encoding them takes about twice as much again.
 DEFAULT_MAX_FILE_BYTES: Final = 32 * 1024 * 1024
 PREFIX: Final = "captures-"
-SUFFIXES: Final[dict[Format, str]] = {"parquet": ".parquet", "npz": ".npz"}
+SUFFIXES: Final[dict[CaptureFormat, str]] = {"parquet": ".parquet", "npz": ".npz"}
 _TIME_FORMAT: Final = "%Y%m%dT%H%M%S.%fZ"
 _NAME: Final = re.compile(r"captures-\d{8}T\d{6}\.\d{6}Z-(?P<instance>.+)-\d{6}\.(parquet|npz)")
 
@@ -198,7 +199,7 @@ class Flushed:
     error: Exception | None = None
 
 
-def file_name(first_timestamp: float, instance: str, sequence: int, format: Format) -> str:
+def file_name(first_timestamp: float, instance: str, sequence: int, format: CaptureFormat) -> str:
     moment = datetime.fromtimestamp(first_timestamp, tz=UTC).strftime(_TIME_FORMAT)
     return f"{PREFIX}{moment}-{instance}-{sequence:06d}{SUFFIXES[format]}"
 
@@ -229,7 +230,7 @@ class CaptureFiles:
     def __init__(
         self,
         directory: Path,
-        format: Format,
+        format: CaptureFormat,
         rows_per_file: int,
         seconds_per_file: float,
         max_bytes: int = DEFAULT_MAX_FILE_BYTES,
@@ -237,7 +238,7 @@ class CaptureFiles:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = directory
-        self.format: Format = format
+        self.format: CaptureFormat = format
         self.rows_per_file = rows_per_file
         self.seconds_per_file = seconds_per_file
         self.max_bytes = max_bytes
@@ -360,7 +361,7 @@ def _write_npz(sink: IO[bytes], samples: list[Sample]) -> None:
     np.savez_compressed(sink, **columns, **{METADATA_KEY: np.array(_metadata(layout))})
 
 
-_WRITERS: Final[dict[Format, Callable[[IO[bytes], list[Sample]], None]]] = {
+_WRITERS: Final[dict[CaptureFormat, Callable[[IO[bytes], list[Sample]], None]]] = {
     "parquet": _write_parquet,
     "npz": _write_npz,
 }

@@ -10,6 +10,7 @@ from scaleml_workloads.contract.base import ApiModel, ObjectName, OptionalObject
 from scaleml_workloads.contract.training import ModelName
 
 Backend = Literal["pytorch", "onnx", "python"]
+CaptureFormat = Literal["parquet", "npz"]
 
 
 class RepositoryRef(ApiModel):
@@ -126,7 +127,7 @@ class Capture(ApiModel):
     enabled: bool = Field(default=False, description="Put the capture proxy in front of Triton.")
     sample_rate: float = Field(default=0.1, ge=0.0, le=1.0, description="Fraction of requests written.")
     volume_claim: OptionalObjectName = Field(default="", description="PersistentVolumeClaim for captured samples.")
-    format: Literal["parquet", "npz"] = Field(default="parquet", description="File format: parquet or npz.")
+    format: CaptureFormat = Field(default="parquet", description="File format: parquet or npz.")
 
     rules = (
         Rule(

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from scaleml_workloads.contract.profile import DataProfile, FeatureProfile, TensorSpec
 from scaleml_workloads.export.formats import INPUT_NAME
-from scaleml_workloads.training.profile import categorical_summary, numeric_summary
+from scaleml_workloads.training.profile import feature_profile
 
 Floats = npt.NDArray[np.float64]
 
@@ -74,19 +74,9 @@ class Reference:
         values: dict[str, Floats] = {}
         for index, name in enumerate(labels):
             column = table[:, index]
-            missing = np.isnan(column)
-            common = {"name": name, "reduction": "none", "axis": 1, "index": index, "count": len(column)}
-            if name in categories:
-                codes = column[~missing].astype(np.int64)
-                summary = categorical_summary(codes, list(categories[name]))
-                features.append(
-                    FeatureProfile(**common, kind="categorical", missing=int(missing.sum()), categorical=summary)
-                )
-            else:
-                summary_numeric = numeric_summary(column)
-                features.append(
-                    FeatureProfile(**common, kind="numeric", missing=int(missing.sum()), numeric=summary_numeric)
-                )
+            named = categories.get(name)
+            features.append(feature_profile(name, column, "none", index, list(named) if named is not None else None))
+            if named is None:
                 values[name] = column
         model_input = TensorSpec(name=INPUT_NAME, data_type="TYPE_FP32", dims=[table.shape[1]])
         return cls(model_input, tuple(features), values)

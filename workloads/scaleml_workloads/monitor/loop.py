@@ -8,7 +8,6 @@ when it began are resumed from the DriftMonitor's status after a restart.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -21,6 +20,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.capture.files import read_captures
 from scaleml_workloads.contract.base import duration_seconds
 from scaleml_workloads.contract.runtime import MonitorRun
@@ -66,7 +66,6 @@ class Reporter:
     run: MonitorRun
     patcher: StatusSink | None = None
     client: InClusterClient | None = None
-    uid: str = ""
 
     @classmethod
     def for_run(cls, run: MonitorRun) -> Reporter:
@@ -175,8 +174,8 @@ class Monitor:
                 trend=list(self.trend),
             )
             name = f"report-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.html"
-            _write_atomically(directory / name, page)
-            _write_atomically(directory / LATEST_REPORT, page)
+            write_text_atomically(directory / name, page)
+            write_text_atomically(directory / LATEST_REPORT, page)
             for old in sorted(directory.glob("report-*.html"))[:-KEPT_REPORTS]:
                 old.unlink(missing_ok=True)
         except OSError as error:
@@ -194,9 +193,3 @@ class Monitor:
                 log.exception("the check failed")
             stop.wait(every)
         self.reporter.close()
-
-
-def _write_atomically(path: Path, content: str) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    temporary.write_text(content)
-    os.replace(temporary, path)

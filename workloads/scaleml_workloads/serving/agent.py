@@ -18,12 +18,12 @@ import argparse
 import logging
 import os
 import threading
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.contract.runtime import CONFIG_ENV, EXIT_INVALID_INPUT, ServingRun
 from scaleml_workloads.export.card import CardTensors
 from scaleml_workloads.export.repository import MODEL_CARD_FILE, TRITON_CONFIG_FILE, versions
@@ -77,9 +77,7 @@ def _replace(path: Path, content: str) -> None:
     """Writes `path` atomically, and only when its content changes (Triton reloads on every change)."""
     if path.exists() and path.read_text() == content:
         return
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    temporary.write_text(content)
-    os.replace(temporary, path)
+    write_text_atomically(path, content)
 
 
 class _Health(BaseHTTPRequestHandler):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.contract.runtime import TrainingRun
 from scaleml_workloads.export.card import DataSummary, EpochMetrics, Metrics, TrainingSummary
 from scaleml_workloads.export.formats import INPUT_NAME
@@ -52,9 +53,7 @@ def _record_export(run: TrainingRun, version: int) -> None:
     if directory is None:
         return
     directory.mkdir(parents=True, exist_ok=True)
-    temporary = directory / f".{EXPORTED_MARKER}.tmp"
-    temporary.write_text(json.dumps({"modelVersion": version}))
-    os.replace(temporary, directory / EXPORTED_MARKER)
+    write_text_atomically(directory / EXPORTED_MARKER, json.dumps({"modelVersion": version}))
 
 
 def run_job(run: TrainingRun, data: TrainingData) -> int | None:

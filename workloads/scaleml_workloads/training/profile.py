@@ -46,7 +46,7 @@ def profile_data(
         for index, name in enumerate(data.feature_names):
             values = data.features[:, index].astype(np.float64)
             categories = data.categories.get(name)
-            features.append(_feature(name, values, "none", index, categories))
+            features.append(feature_profile(name, values, "none", index, categories))
             columns[name] = _sample_values(values[sampled], categories)
     else:
         axis = feature_axis(data.features.ndim - 1)
@@ -56,7 +56,7 @@ def profile_data(
             per_row = np.nanmean(data.features, axis=others, dtype=np.float64)
         for index in range(per_row.shape[1]):
             name = f"{array}[{index}]"
-            features.append(_feature(name, per_row[:, index], "mean", index, None, axis=axis))
+            features.append(feature_profile(name, per_row[:, index], "mean", index, None, axis=axis))
             columns[name] = _sample_values(per_row[sampled, index], None)
     target = _target(data, task)
     if task == "classification":
@@ -109,7 +109,7 @@ def categorical_summary(codes: npt.NDArray[np.int64], names: Sequence[str]) -> C
     )
 
 
-def _feature(
+def feature_profile(
     name: str,
     values: Floats,
     reduction: Reduction,
@@ -118,6 +118,7 @@ def _feature(
     *,
     axis: int = 1,
 ) -> FeatureProfile:
+    """The profile of one feature's values (NaN for missing); `categories` in code order for a categorical one."""
     missing = np.isnan(values)
     common = {"name": name, "reduction": reduction, "axis": axis, "index": index, "count": len(values)}
     if categories is None:
