@@ -5,6 +5,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/scaleml
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY api api
 COPY operator operator
 COPY workloads workloads
 RUN /opt/scaleml/bin/pip install '.[operator]'

@@ -43,7 +43,7 @@ help: ## List the targets
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[operator,workloads,dev,demo]'
+	$(BIN)/pip install --quiet -e '.[operator,workloads,local,dev]'
 	touch $@
 
 .PHONY: venv
@@ -84,7 +84,7 @@ images: ## Build the operator and workload container images
 .PHONY: crds
 crds: venv ## Regenerate crds/ and the README field reference from the API models
 	$(BIN)/scaleml crds crds/
-	$(BIN)/python -m scaleml_operator.api.reference README.md
+	$(BIN)/python -m scaleml_api.reference README.md
 
 .PHONY: lint
 lint: venv ## ruff, mypy and the import layering contracts

@@ -5,6 +5,7 @@ FROM pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY api api
 COPY operator operator
 COPY workloads workloads
 # The base image's torch satisfies the extra, so pip keeps it (and its CUDA build).

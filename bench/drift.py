@@ -38,7 +38,7 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset  # type: ignore[import-untyped]
 from scipy import stats
 
-from scaleml_workloads.contract.monitoring import Tests, Thresholds
+from scaleml_api.v1alpha1.driftmonitor import Tests, Thresholds
 from scaleml_workloads.drift.detector import DriftDetector, DriftResult
 from scaleml_workloads.drift.reference import Reference
 

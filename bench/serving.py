@@ -50,10 +50,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from synthetic import write_classification_data
 
-from scaleml_workloads.contract.runtime import TERMINATION_LOG_ENV, TORCHRUN_ENV, ServingRun
-from scaleml_workloads.export.card import ModelCard
+from scaleml_api.card import ModelCard
+from scaleml_api.repository import MODEL_CARD_FILE, TORCHSCRIPT_FILE, TRITON_CONFIG_FILE
+from scaleml_api.runtime import TERMINATION_LOG_ENV, TORCHRUN_ENV, ServingRun
 from scaleml_workloads.export.formats import INPUT_NAME, OUTPUT_NAME
-from scaleml_workloads.export.repository import MODEL_CARD_FILE, TORCHSCRIPT_FILE, TRITON_CONFIG_FILE, versions
+from scaleml_workloads.export.repository import versions
 from scaleml_workloads.serving import agent, tritonserver
 
 ROWS = 20_000

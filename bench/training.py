@@ -20,7 +20,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual name
 from prometheus_client import REGISTRY
 from synthetic import write_classification_data
 
-from scaleml_workloads.contract.runtime import TrainingRun
+from scaleml_api.runtime import TrainingRun
 from scaleml_workloads.training import distributed
 from scaleml_workloads.training.data import TrainingData, load_run_data, split_rows
 from scaleml_workloads.training.distributed import Topology

@@ -8,12 +8,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from scaleml_operator.config import DEFAULT_TRITON_IMAGE, DEFAULT_WORKLOAD_IMAGE
 
 # The peering object (ClusterKopfPeering) the operator replicas share; the operator creates it.
 PEERING_NAME = "scaleml"
+# Entry points that add subcommands: each is a function taking the subparsers.
+COMMANDS_GROUP = "scaleml.commands"
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -50,7 +53,7 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _crds(args: argparse.Namespace) -> int:
-    from scaleml_operator.api.crdgen import crd_files
+    from scaleml_api.crdgen import crd_files
 
     files = crd_files()
     if args.output is None:
@@ -60,34 +63,6 @@ def _crds(args: argparse.Namespace) -> int:
     for name, content in files.items():
         (args.output / name).write_text(content)
     return 0
-
-
-def _local(args: argparse.Namespace) -> int:
-    from scaleml_operator.local import commands
-    from scaleml_operator.local.state import LocalError, State
-
-    state = State(args.state.resolve())
-    try:
-        if args.action == "apply":
-            print("\n".join(commands.apply(state, args.filename)))
-            pid = commands.start_supervisor(state)
-            print(f"supervisor {pid} runs the objects of {state.root} (log: {state.log_file})")
-        elif args.action == "get":
-            print(commands.get(state, args.kind))
-        else:
-            if not args.all and not args.filename:
-                raise LocalError("say what to delete: -f FILE_OR_DIR or --all")
-            print("\n".join(commands.delete(state, args.filename or (), everything=args.all)) or "nothing to delete")
-    except LocalError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from scaleml_operator.local.demo import main
-
-    return main(args.state.resolve(), args.manifests)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -122,29 +97,14 @@ def parser() -> argparse.ArgumentParser:
     crds.add_argument("output", nargs="?", type=Path, help="Directory to write one YAML file per CRD into.")
     crds.set_defaults(run=_crds)
 
-    local = commands.add_parser(
-        "local", help="Run TrainingJobs, ModelDeployments and DriftMonitors as local processes."
-    )
-    local.add_argument(
-        "--state",
-        type=Path,
-        default=Path(".scaleml"),
-        help="State directory: volumes, status, logs (default: .scaleml).",
-    )
-    actions = local.add_subparsers(dest="action", required=True)
-    local_apply = actions.add_parser("apply", help="Validate and run the objects of YAML files, as kubectl apply.")
-    local_apply.add_argument("-f", "--filename", type=Path, action="append", required=True, help="File or directory.")
-    local_get = actions.add_parser("get", help="The objects with kubectl's columns.")
-    local_get.add_argument("kind", nargs="?", help="trainingjobs (tj), modeldeployments (md) or driftmonitors (dm).")
-    local_delete = actions.add_parser("delete", help="Stop the objects' processes and forget them.")
-    local_delete.add_argument("-f", "--filename", type=Path, action="append", help="File or directory.")
-    local_delete.add_argument("--all", action="store_true", help="Every object; the supervisor stops too.")
-    local.set_defaults(run=_local)
-
-    demo = commands.add_parser("demo", help="Train, serve, monitor and retrain on this machine, in a few minutes.")
-    demo.add_argument("--state", type=Path, default=Path(".scaleml/demo"), help="State directory, emptied first.")
-    demo.add_argument("--manifests", type=Path, help="The demo's YAML (default: manifests/examples/local).")
-    demo.set_defaults(run=_demo)
+    # Other components add their subcommands (local mode: `scaleml local`, `scaleml demo`) where installed.
+    for entry in entry_points(group=COMMANDS_GROUP):
+        try:
+            register = entry.load()
+        except ImportError as error:
+            commands.add_parser(entry.name, help=f"Not installed here ({error.name} is missing).")
+            continue
+        register(commands)
     return root
 
 

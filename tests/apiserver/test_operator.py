@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kopf.testing import KopfRunner
 
-from scaleml_operator.api.kinds import KINDS
+from scaleml_api.v1alpha1 import KINDS
 from tests.support.controlplane import ControlPlane
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import example, merged

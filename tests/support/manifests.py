@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from scaleml_workloads.contract.merge import merge_patch
+from scaleml_api.merge import merge_patch
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "manifests" / "examples"

@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
-from scaleml_operator.api.kinds import KINDS, MODEL_DEPLOYMENT, TRAINING_JOB
-from scaleml_operator.api.trainingjob import TrainingJobSpec
-from scaleml_operator.api.validation import InvalidSpecError, parse_spec
+from scaleml_api.v1alpha1 import KINDS, MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
+from scaleml_api.validation import InvalidSpecError, parse_spec
 from tests.support.invalid_specs import CASES, InvalidCase
 from tests.support.manifests import example, merged
 

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from lupa import lua51
 
-from scaleml_operator.api.conditions import SPEC_APPLIED, ConditionStatus
-from scaleml_operator.api.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER, Waiting
+from scaleml_api.conditions import SPEC_APPLIED, ConditionStatus, Waiting
+from scaleml_api.v1alpha1.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER
 from scaleml_operator.status import acceptance
 from scaleml_operator.status import driftmonitor as drift_status
 from scaleml_operator.status import modeldeployment as serving_status

@@ -79,7 +79,7 @@ def _live_status() -> dict[str, Any]:
 def test_a_valid_verdict_decides_accepted_and_keeps_what_the_event_handlers_wrote() -> None:
     # The verdict was computed from kopf's (older) copy of the status, where Ready was still False.
     stale = {"phase": "Pending", "conditions": Conditions([], generation=1, now=T0).mark("Ready", False, "Creating")}
-    verdict = Verdict(_Spec(), accepted(stale, generation=2, initial_phase="Pending", now=T1))
+    verdict: Verdict[_Spec] = Verdict(_Spec(), accepted(stale, generation=2, initial_phase="Pending", now=T1))
     laid = verdict.over(_live_status())
     assert laid["phase"] == "Ready"
     assert laid["observedGeneration"] == 2
@@ -92,7 +92,9 @@ def test_a_valid_verdict_decides_accepted_and_keeps_what_the_event_handlers_wrot
 
 
 def test_an_invalid_verdict_decides_accepted_and_ready() -> None:
-    verdict = Verdict(None, rejected(_live_status(), generation=2, problem="spec.model: missing", now=T1))
+    verdict: Verdict[_Spec] = Verdict(
+        None, rejected(_live_status(), generation=2, problem="spec.model: missing", now=T1)
+    )
     laid = verdict.over(_live_status())
     assert laid["phase"] == "Ready"
     assert {c["type"]: (c["status"], c["reason"]) for c in laid["conditions"]} == {

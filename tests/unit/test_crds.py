@@ -6,9 +6,10 @@ from typing import Any
 import pytest
 import yaml
 
-from scaleml_operator.api.crdgen import crd, crd_files
-from scaleml_operator.api.kinds import KINDS, MODEL_DEPLOYMENT, Kind
-from scaleml_operator.api.reference import with_reference
+from scaleml_api.crdgen import crd, crd_files
+from scaleml_api.kind import AnyKind
+from scaleml_api.reference import with_reference
+from scaleml_api.v1alpha1 import KINDS, MODEL_DEPLOYMENT
 from tests.support.manifests import CRDS, ROOT
 
 
@@ -31,12 +32,12 @@ def _nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[s
         yield from _nodes(schema["additionalProperties"], f"{path}{{}}")
 
 
-def _schema(kind: Kind) -> dict[str, Any]:
+def _schema(kind: AnyKind) -> dict[str, Any]:
     return crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
-def test_schema_is_structural(kind: Kind) -> None:
+def test_schema_is_structural(kind: AnyKind) -> None:
     """Every node has a type (or is int-or-string) and none uses JSON-Schema-only keywords."""
     for path, node in _nodes(_schema(kind)):
         for keyword in ("$ref", "title", "const"):
@@ -49,7 +50,7 @@ def test_schema_is_structural(kind: Kind) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
-def test_every_user_field_is_described(kind: Kind) -> None:
+def test_every_user_field_is_described(kind: AnyKind) -> None:
     spec = _schema(kind)["properties"]["spec"]
     undocumented = [path for path, node in _nodes(spec, ".spec") if path and not node.get("description")]
     # Items of a list are described by the list itself.
@@ -57,7 +58,7 @@ def test_every_user_field_is_described(kind: Kind) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
-def test_strings_and_lists_are_bounded_so_cel_cost_is_bounded(kind: Kind) -> None:
+def test_strings_and_lists_are_bounded_so_cel_cost_is_bounded(kind: AnyKind) -> None:
     for path, node in _nodes(_schema(kind)["properties"]["spec"], ".spec"):
         if node.get("type") == "string" and "enum" not in node:
             assert "maxLength" in node, f"{kind.kind}{path} has no maxLength"
@@ -85,7 +86,7 @@ def test_nested_sections_default_so_their_fields_default() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
-def test_names_subresources_and_columns(kind: Kind) -> None:
+def test_names_subresources_and_columns(kind: AnyKind) -> None:
     definition = crd(kind)["spec"]
     assert definition["names"]["shortNames"] == [kind.short_name]
     assert definition["names"]["categories"] == ["scaleml"]

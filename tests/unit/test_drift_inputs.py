@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from scaleml_workloads.contract import monitoring
-from scaleml_workloads.contract.profile import DataProfile, TensorSpec
-from scaleml_workloads.contract.training import DataSpec
+from scaleml_api.profile import DataProfile, TensorSpec
+from scaleml_api.v1alpha1 import driftmonitor as monitoring
+from scaleml_api.v1alpha1.trainingjob import DataSpec
 from scaleml_workloads.drift.detector import MISSING_SHIFT, UNSEEN, DriftDetector, DriftResult, FeatureResult
 from scaleml_workloads.training.data import TrainingData
 from scaleml_workloads.training.profile import profile_data

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from scaleml_operator.api.modeldeployment import Waiting
+from scaleml_api.conditions import Waiting
+from scaleml_api.runtime import MonitorRun
+from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec, RetrainPolicy
 from scaleml_operator.builders import driftmonitor as build
 from scaleml_operator.builders import retraining
 from scaleml_operator.builders.meta import Owner
 from scaleml_operator.status.driftmonitor import drift_condition
-from scaleml_workloads.contract.monitoring import DriftMonitorSpec, RetrainPolicy
-from scaleml_workloads.contract.runtime import MonitorRun
 from tests.support.manifests import example, merged
 
 OWNER = Owner("DriftMonitor", "churn", "ml", "9c0d-uid")
@@ -63,7 +63,7 @@ def test_the_monitor_waits_for_what_it_needs(
     waiting = build.resolve_inputs(_spec(), deployment, training_job)
     assert isinstance(waiting, Waiting)
     assert waiting.reason == reason
-    assert [c["kind"] for c in build.children(OWNER, _spec(), None, "img")] == [
+    assert [c["kind"] for c in build.children(OWNER, _spec(), None, "img").apply] == [
         "ServiceAccount",
         "Role",
         "RoleBinding",
@@ -73,7 +73,7 @@ def test_the_monitor_waits_for_what_it_needs(
 
 def test_the_monitor_pod_is_restricted_reads_read_only_and_reports_as_itself() -> None:
     inputs = build.Inputs("captures", "models", "churn/2/profile.json", 2)
-    deployment = build.children(OWNER, _spec(), inputs, "img")[-1]
+    deployment = build.children(OWNER, _spec(), inputs, "img").apply[-1]
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from scaleml_operator.api.modeldeployment import Waiting
+from scaleml_api.conditions import Waiting
+from scaleml_api.runtime import ServingRun
+from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from scaleml_operator.builders import modeldeployment as build
 from scaleml_operator.builders.meta import Owner
-from scaleml_workloads.contract.runtime import ServingRun
-from scaleml_workloads.contract.serving import ModelDeploymentSpec
 from tests.support.manifests import example, merged
 
 OWNER = Owner("ModelDeployment", "churn", "ml", "5e1f-uid")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from scaleml_operator.api.modeldeployment import Waiting
+from scaleml_api.conditions import Waiting
 from scaleml_operator.status.modeldeployment import events, observed, server_failure
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
+from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
+from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
+from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_operator.builders import driftmonitor, modeldeployment, trainingjob
 from scaleml_operator.builders.meta import Owner
-from scaleml_workloads.contract.monitoring import DriftMonitorSpec
-from scaleml_workloads.contract.serving import ModelDeploymentSpec
-from scaleml_workloads.contract.training import TrainingJobSpec
 from tests.support import tools
 from tests.support.kustomize import BASE, COMPONENTS, build, find, overlay
 from tests.support.manifests import ROOT, Manifest, example

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from scaleml_workloads.contract.profile import TensorSpec
-from scaleml_workloads.contract.runtime import ServingRun
-from scaleml_workloads.contract.serving import ModelDeploymentSpec
-from scaleml_workloads.export.card import CardTensors
+from scaleml_api.card import CardTensors
+from scaleml_api.profile import TensorSpec
+from scaleml_api.runtime import ServingRun
+from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from scaleml_workloads.serving.agent import NotServableError, sync
 from scaleml_workloads.serving.config import deployment_config
 

@@ -5,10 +5,10 @@ from typing import Any
 
 import pytest
 
+from scaleml_api.runtime import TrainingRun
+from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import Owner
-from scaleml_workloads.contract.runtime import TrainingRun
-from scaleml_workloads.contract.training import TrainingJobSpec
 from tests.support.manifests import example, merged
 
 OWNER = Owner("TrainingJob", "churn", "ml", "0b7c-uid")
@@ -20,11 +20,11 @@ def _spec(**changes: Any) -> TrainingJobSpec:
 
 
 def _by_kind(spec: TrainingJobSpec) -> dict[str, dict[str, Any]]:
-    return {m["kind"]: m for m in build.children(OWNER, spec, IMAGE)}
+    return {m["kind"]: m for m in build.children(OWNER, spec, IMAGE).apply}
 
 
 def test_children_are_owned_labelled_and_the_job_comes_last() -> None:
-    children = build.children(OWNER, _spec(), IMAGE)
+    children = build.children(OWNER, _spec(), IMAGE).apply
     assert [c["kind"] for c in children] == ["ServiceAccount", "Role", "RoleBinding", "Service", "Job"]
     for child in children:
         (reference,) = child["metadata"]["ownerReferences"]

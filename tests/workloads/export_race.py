@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from scaleml_workloads.contract.runtime import TrainingRun
+from scaleml_api.runtime import TrainingRun
 from scaleml_workloads.export.repository import publish, staging_dir
 from scaleml_workloads.training.checkpoint import Progress
 from scaleml_workloads.training.data import load_run_data, split_rows

@@ -8,8 +8,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 
+from scaleml_api.profile import DataProfile
 from scaleml_workloads.capture.files import CaptureFiles, Sample, Tensor
-from scaleml_workloads.contract.profile import DataProfile
 
 
 def model_inputs(profile: DataProfile, table: pa.Table) -> npt.NDArray[np.float32]:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from scaleml_workloads.contract.runtime import TERMINATION_LOG_ENV, TORCHRUN_ENV
+from scaleml_api.runtime import TERMINATION_LOG_ENV, TORCHRUN_ENV
 from tests.support.manifests import merged
 
 PYTHON = sys.executable

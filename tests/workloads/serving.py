@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from scaleml_workloads.contract.runtime import ServingRun
+from scaleml_api.runtime import ServingRun
 from scaleml_workloads.serving import agent, tritonserver
 from tests.support.requirements import skip_or_fail
 from tests.workloads.runs import (

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
+from scaleml_api.v1alpha1.modeldeployment import CaptureFormat
 from scaleml_workloads.capture.files import (
     DATATYPES,
     CaptureFiles,
@@ -43,7 +44,6 @@ from scaleml_workloads.capture.files import (
 )
 from scaleml_workloads.capture.kserve import HEADER_LENGTH, GrpcExchange
 from scaleml_workloads.capture.writer import CaptureWriter
-from scaleml_workloads.contract.serving import CaptureFormat
 from tests.support.polling import wait_for
 from tests.workloads.runs import MODEL_NAME, PYTHON, free_port
 from tests.workloads.serving import Server, feature_batch, serving_run, triton

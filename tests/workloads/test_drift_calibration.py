@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from scaleml_workloads.contract import monitoring
-from scaleml_workloads.contract.profile import MAX_SAMPLE_ROWS
+from scaleml_api.profile import MAX_SAMPLE_ROWS
+from scaleml_api.v1alpha1 import driftmonitor as monitoring
 from scaleml_workloads.drift.detector import DriftDetector, DriftResult
 from scaleml_workloads.drift.reference import Reference
 

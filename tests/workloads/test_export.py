@@ -14,7 +14,7 @@ import onnxruntime  # type: ignore[import-untyped]
 import pytest
 import torch
 
-from scaleml_workloads.contract.runtime import TrainingRun
+from scaleml_api.runtime import TrainingRun
 from scaleml_workloads.export.repository import versions
 from scaleml_workloads.training.data import load_run_data
 from scaleml_workloads.training.distributed import Topology

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from scaleml_workloads.contract.monitoring import DriftMonitorSpec
-from scaleml_workloads.contract.runtime import MonitorRun
+from scaleml_api.runtime import MonitorRun
+from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
 from scaleml_workloads.serving import tritonserver
 from scaleml_workloads.training.report import ProgressReporter, Snapshot
 from tests.support.manifests import example

@@ -12,7 +12,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 import pytest
 
-from scaleml_workloads.contract.runtime import EXIT_INVALID_INPUT
+from scaleml_api.runtime import EXIT_INVALID_INPUT
 from tests.workloads.runs import churn_table, run, training_run, workload, workload_env, write_config, write_parquet
 
 pytestmark = pytest.mark.workloads

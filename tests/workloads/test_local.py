@@ -16,9 +16,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from scaleml_operator.api.kinds import TRAINING_JOB
-from scaleml_operator.local import demo
-from scaleml_operator.local.state import State, running
+from scaleml_api.v1alpha1 import TRAINING_JOB
+from scaleml_local import demo
+from scaleml_local.state import State, running
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.workloads

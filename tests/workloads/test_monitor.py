@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
+from scaleml_api.profile import DataProfile
+from scaleml_api.runtime import CONFIG_ENV, TERMINATION_LOG_ENV, MonitorRun
 from scaleml_operator.builders import driftmonitor as build
 from scaleml_operator.builders.meta import Owner
-from scaleml_workloads.contract.profile import DataProfile
-from scaleml_workloads.contract.runtime import CONFIG_ENV, TERMINATION_LOG_ENV, MonitorRun
 from scaleml_workloads.drift.detector import DriftDetector
 from scaleml_workloads.kubeapi import InClusterClient, StatusPatcher
 from scaleml_workloads.monitor.loop import LATEST_REPORT, Monitor, Reporter

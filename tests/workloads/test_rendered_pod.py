@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from scaleml_api.runtime import CONFIG_ENV, EXIT_INVALID_INPUT, TERMINATION_LOG_ENV
+from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import Owner
-from scaleml_workloads.contract.runtime import CONFIG_ENV, EXIT_INVALID_INPUT, TERMINATION_LOG_ENV
-from scaleml_workloads.contract.training import TrainingJobSpec
 from tests.workloads.runs import churn_table, free_port, run, version_dir, write_parquet
 
 pytestmark = pytest.mark.workloads

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from scaleml_api import runtime
+from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from scaleml_operator.builders import modeldeployment as build
 from scaleml_operator.builders.meta import Owner
-from scaleml_workloads.contract import runtime
-from scaleml_workloads.contract.serving import ModelDeploymentSpec
 from scaleml_workloads.serving import tritonserver
 from tests.support.polling import wait_for
 from tests.workloads.runs import MODEL_NAME, free_port

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scaleml_workloads.contract.profile import DataProfile
-from scaleml_workloads.export.card import ModelCard
+from scaleml_api.card import ModelCard
+from scaleml_api.profile import DataProfile
 from tests.workloads.runs import (
     MODEL_NAME,
     churn_table,

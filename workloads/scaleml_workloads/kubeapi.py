@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from scaleml_api.base import API_VERSION
+from scaleml_api.merge import merge_patch
 from scaleml_workloads.atomic import write_text_atomically
-from scaleml_workloads.contract.base import API_VERSION
-from scaleml_workloads.contract.merge import merge_patch
 
 log = logging.getLogger(__name__)
 

@@ -10,18 +10,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from scaleml_operator.api.modeldeployment import Waiting
+from scaleml_api import runtime
+from scaleml_api.conditions import Waiting
+from scaleml_api.repository import PROFILE_FILE
+from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
 from scaleml_operator.builders import meta
 from scaleml_operator.builders.meta import (
     CONTAINER_SECURITY_CONTEXT,
     POD_SECURITY_CONTEXT,
+    Children,
     Owner,
     labels,
     metadata,
 )
-from scaleml_workloads.contract import runtime
-from scaleml_workloads.contract.monitoring import DriftMonitorSpec
-from scaleml_workloads.export.repository import PROFILE_FILE
 
 COMPONENT: Final = "scaleml-monitor"
 # The reference a monitor Deployment was built to read; the operator rebuilds it when that moves.
@@ -191,9 +192,19 @@ def status_role_binding(owner: Owner) -> dict[str, Any]:
     return meta.role_binding(owner, monitor_name(owner.name), COMPONENT)
 
 
-def children(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs | None, image: str) -> list[dict[str, Any]]:
-    """Every child in the order to apply them; the Deployment only once there is something to read."""
+def children(
+    owner: Owner,
+    spec: DriftMonitorSpec,
+    inputs: Inputs | None,
+    image: str,
+    *,
+    retraining_job: dict[str, Any] | None = None,
+) -> Children:
+    """Every child in the order to apply them; the Deployment only once there is something to read.
+
+    A retraining TrainingJob is created, never applied: it is not the monitor's to own or update.
+    """
     objects = [service_account(owner), status_role(owner), status_role_binding(owner), service(owner)]
     if inputs is not None:
         objects.append(deployment(owner, spec, inputs, image))
-    return objects
+    return Children(apply=objects, create=[retraining_job] if retraining_job is not None else [])

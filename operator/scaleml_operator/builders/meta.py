@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from scaleml_workloads.contract.base import API_VERSION, GROUP
+from scaleml_api.base import API_VERSION, GROUP
 
 MANAGED_BY: Final = "scaleml-operator"
 PART_OF: Final = "scaleml"
@@ -45,6 +45,20 @@ class Owner:
             "controller": True,
             "blockOwnerDeletion": True,
         }
+
+
+@dataclass(frozen=True)
+class Children:
+    """What a reconcile does to the objects around its parent, as a pure builder decides it."""
+
+    # Applied server-side, in this order, and owned by the parent.
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    # (apiVersion, kind, name) of owned children that must not exist (an HPA when autoscaling is off).
+    absent: list[tuple[str, str, str]] = field(default_factory=list)
+    # Created once and never updated, nor owned: a retraining TrainingJob outlives its DriftMonitor.
+    create: list[dict[str, Any]] = field(default_factory=list)
+    # What of the spec cannot reach the live children (a running Job's pod template), to report.
+    kept_back: str = ""
 
 
 def labels(owner: Owner, component: str) -> dict[str, str]:

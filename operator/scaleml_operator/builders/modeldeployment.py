@@ -14,17 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from scaleml_operator.api.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER, Waiting
+from scaleml_api import runtime
+from scaleml_api.conditions import Waiting
+from scaleml_api.v1alpha1.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER, ModelDeploymentSpec
+from scaleml_api.v1alpha1.pods import GPU_RESOURCE, GPU_TOLERATION
 from scaleml_operator.builders.meta import (
     CONTAINER_SECURITY_CONTEXT,
     POD_SECURITY_CONTEXT,
+    Children,
     Owner,
     labels,
     metadata,
 )
-from scaleml_workloads.contract import runtime
-from scaleml_workloads.contract.pods import GPU_RESOURCE, GPU_TOLERATION
-from scaleml_workloads.contract.serving import ModelDeploymentSpec
 
 COMPONENT: Final = "scaleml-triton"
 AGENT_CONTAINER: Final = "model-agent"
@@ -356,14 +357,6 @@ def disruption_budget(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any]
     }
 
 
-@dataclass(frozen=True)
-class Children:
-    """What to apply (in order) and which optional kinds must not exist."""
-
-    apply: list[dict[str, Any]]
-    absent: list[tuple[str, str, str]]
-
-
 def children(owner: Owner, spec: ModelDeploymentSpec, source: ModelSource | None, images: tuple[str, str]) -> Children:
     """Every child; the Deployment only once there is a source to serve (a TrainingJob may not have exported yet)."""
     apply = [service(owner, spec)]
@@ -378,7 +371,7 @@ def children(owner: Owner, spec: ModelDeploymentSpec, source: ModelSource | None
             absent.append((api_version, kind, owner.name))
         else:
             apply.append(manifest)
-    return Children(apply, absent)
+    return Children(apply=apply, absent=absent)
 
 
 def resolve_source(

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from scaleml_workloads.contract.base import API_VERSION, duration_seconds
-from scaleml_workloads.contract.merge import merge_patch
-from scaleml_workloads.contract.monitoring import DriftMonitorSpec, RetrainPolicy
+from scaleml_api.base import API_VERSION, duration_seconds
+from scaleml_api.merge import merge_patch
+from scaleml_api.v1alpha1 import TRAINING_JOB
+from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec, RetrainPolicy
+from scaleml_api.validation import InvalidSpecError, parse_spec
 
 RETRAINED_BY_LABEL: Final = "scaleml.dev/retrained-by"
 RETRAIN_OF_LABEL: Final = "scaleml.dev/retrain-of"
@@ -131,3 +133,61 @@ def source_job(
     served = (deployment.get("status") or {}).get("servedVersion")
     name = producer(list(jobs.values()), anchor["spec"]["output"], served)
     return jobs[name] if name is not None else anchor
+
+
+@dataclass(frozen=True)
+class Retraining:
+    """The retraining step's verdict: the Retraining condition, and the TrainingJob to create, if any."""
+
+    active: bool
+    reason: str
+    message: str
+    job: dict[str, Any] | None = None
+
+
+def retrain(
+    spec: DriftMonitorSpec,
+    monitor: Mapping[str, Any],
+    status: Mapping[str, Any],
+    last_job: Mapping[str, Any] | None,
+    source: Mapping[str, Any] | None,
+    now: datetime,
+) -> Retraining:
+    """The whole retraining step of a DriftMonitor (`monitor` is its metadata), pure.
+
+    `last_job` is the TrainingJob it created last, `source` the one to retrain (see `source_job`;
+    needed only when `decide` says create). The job's name derives from the monitor and the start
+    of the drift, so a restart that repeats the step finds the job it created instead of a second.
+    """
+    if not spec.retrain.enabled:
+        return Retraining(False, "Disabled", "spec.retrain.enabled is false.")
+    decision = decide(spec.retrain, status, last_job, now)
+    job = None
+    if decision.create:
+        drift_since = str(status["driftSince"])
+        if source is None:
+            decision = Decision(False, "NoSourceTrainingJob", "The served model's TrainingJob is gone.")
+        else:
+            name = job_name(source["metadata"]["name"], monitor["uid"], drift_since)
+            candidate = retraining_job(
+                source, spec.retrain, name=name, monitor=monitor["name"], drift_since=drift_since
+            )
+            try:
+                parse_spec(TRAINING_JOB, candidate["spec"])
+            except InvalidSpecError as error:
+                message = f"spec.retrain.trainingJobOverrides make an invalid TrainingJob: {error}"
+                decision = Decision(False, "InvalidOverrides", message)
+            else:
+                job = last_job = candidate
+    if last_job is not None and running(last_job):
+        origin = (last_job["metadata"].get("labels") or {}).get(RETRAIN_OF_LABEL, "its source")
+        active, reason, message = (
+            True,
+            "TrainingJobRunning",
+            f"TrainingJob {last_job['metadata']['name']} retrains {origin}.",
+        )
+    else:
+        active, reason, message = False, decision.reason, decision.message
+    if spec.retrain.use_captured_data:
+        message += f" {CAPTURED_DATA_NOTE}"
+    return Retraining(active, reason, message, job)

@@ -12,17 +12,18 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from scaleml_api import runtime
+from scaleml_api.v1alpha1.pods import GPU_RESOURCE, GPU_TOLERATION
+from scaleml_api.v1alpha1.trainingjob import RunPolicy, TrainingJobSpec
 from scaleml_operator.builders import meta
 from scaleml_operator.builders.meta import (
     CONTAINER_SECURITY_CONTEXT,
     POD_SECURITY_CONTEXT,
+    Children,
     Owner,
     labels,
     metadata,
 )
-from scaleml_workloads.contract import runtime
-from scaleml_workloads.contract.pods import GPU_RESOURCE, GPU_TOLERATION
-from scaleml_workloads.contract.training import RunPolicy, TrainingJobSpec
 
 COMPONENT: Final = "scaleml-trainer"
 CONTAINER: Final = "trainer"
@@ -254,15 +255,14 @@ def status_role_binding(owner: Owner) -> dict[str, Any]:
     return meta.role_binding(owner, service_account_name(owner.name), COMPONENT)
 
 
-def children(owner: Owner, spec: TrainingJobSpec, image: str) -> list[dict[str, Any]]:
-    """Every object a TrainingJob needs, in the order to apply them (the Job last)."""
-    return [
-        service_account(owner),
-        status_role(owner),
-        status_role_binding(owner),
-        headless_service(owner),
-        batch_job(owner, spec, image),
-    ]
+def children(owner: Owner, spec: TrainingJobSpec, image: str, *, live_job: Mapping[str, Any] | None = None) -> Children:
+    """Every object a TrainingJob needs, in the order to apply them (the Job last).
+
+    `live_job` is the Job as it runs: what of the spec cannot reach it is kept back and named.
+    """
+    job, kept_back = job_to_apply(batch_job(owner, spec, image), dict(live_job) if live_job is not None else None)
+    objects = [service_account(owner), status_role(owner), status_role_binding(owner), headless_service(owner)]
+    return Children(apply=[*objects, *([job] if job is not None else [])], kept_back=kept_back)
 
 
 # Fields of a Job that the API server refuses to change once the Job exists.

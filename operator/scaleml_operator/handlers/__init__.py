@@ -1,7 +1,6 @@
 """kopf handlers. Importing this package registers them (`kopf run -m scaleml_operator.handlers`)."""
 
 from scaleml_operator.handlers import (
-    acceptance,
     driftmonitor,
     inventory,
     login,
@@ -10,4 +9,4 @@ from scaleml_operator.handlers import (
     trainingjob,
 )
 
-__all__ = ["acceptance", "driftmonitor", "inventory", "login", "modeldeployment", "settings", "trainingjob"]
+__all__ = ["driftmonitor", "inventory", "login", "modeldeployment", "settings", "trainingjob"]

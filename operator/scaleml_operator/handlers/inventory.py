@@ -6,11 +6,12 @@ from typing import Any
 
 import kopf
 
-from scaleml_operator.api.kinds import KINDS, Kind
+from scaleml_api.kind import AnyKind
+from scaleml_api.v1alpha1 import KINDS
 from scaleml_operator.handlers.metrics import OBJECTS
 
 
-def _register(kind: Kind) -> None:
+def _register(kind: AnyKind) -> None:
     @kopf.on.event(*kind.group_version, id="inventory")
     async def track(type: str, name: str, namespace: str | None, status: kopf.Status, **_: Any) -> None:
         # kopf passes type None for the objects of the initial listing.

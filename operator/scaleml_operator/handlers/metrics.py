@@ -10,12 +10,14 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import kopf
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from scaleml_operator.kube.apply import FIELD_MANAGER
 
 HANDLER_DURATION = Histogram(
     "scaleml_operator_handler_duration_seconds",
@@ -59,9 +61,11 @@ def last_outside_change(meta: Mapping[str, Any], own_managers: frozenset[str]) -
 
 
 Handler = Callable[..., Coroutine[Any, Any, Any]]
+# Changes the operator makes itself do not count as reactions to wait for.
+OWN_MANAGERS: Final = frozenset({FIELD_MANAGER, "kopf"})
 
 
-def instrumented(kind: str, own_managers: frozenset[str]) -> Callable[[Handler], Handler]:
+def instrumented(kind: str, own_managers: frozenset[str] = OWN_MANAGERS) -> Callable[[Handler], Handler]:
     """Wraps an async kopf handler with duration, error, retry and lag metrics."""
 
     def decorate(handler: Handler) -> Handler:

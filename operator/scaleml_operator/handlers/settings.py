@@ -9,10 +9,10 @@ from typing import Any
 
 import kopf
 
+from scaleml_api.base import GROUP
 from scaleml_operator.kube.apply import FIELD_MANAGER
 from scaleml_operator.kube.client import api_client
 from scaleml_operator.kube.peering import ensure_cluster_peering
-from scaleml_workloads.contract.base import GROUP
 
 
 def default_priority() -> int:

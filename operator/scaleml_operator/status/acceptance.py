@@ -1,26 +1,26 @@
-"""The status an object gets once its spec has been checked."""
+"""The verdict on a spec, the status it gives, whether the children took the spec, and the Events of both (pure)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic
 
-from pydantic import BaseModel
-
-from scaleml_operator.api.conditions import ACCEPTED, INVALID_SPEC, READY, SPEC_ACCEPTED
-from scaleml_operator.status.conditions import Conditions
+from scaleml_api.conditions import ACCEPTED, INVALID_SPEC, READY, SPEC_ACCEPTED, SPEC_APPLIED
+from scaleml_api.kind import Kind, SpecT
+from scaleml_api.validation import InvalidSpecError, parse_spec
+from scaleml_operator.status.conditions import Conditions, Event, find_condition
 
 # Event messages are kept short: the API server truncates larger ones and they flood `kubectl describe`.
 MAX_EVENT_MESSAGE_BYTES = 1024
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Verdict(Generic[SpecT]):
     """The typed spec (None when invalid) and the status fields that say whether it was accepted."""
 
-    spec: BaseModel | None
+    spec: SpecT | None
     fields: dict[str, Any]
 
     def over(self, fresh: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,6 +42,18 @@ class Verdict:
 
     def _withdrawn(self, condition: Mapping[str, Any]) -> bool:
         return self.spec is not None and condition["type"] == READY and condition.get("reason") == INVALID_SPEC
+
+
+def judge(kind: Kind[SpecT, Any], parent: Mapping[str, Any], now: datetime) -> Verdict[SpecT]:
+    """The verdict on an object's spec, as the API returned the object."""
+    generation = parent["metadata"].get("generation")
+    status = parent.get("status") or {}
+    try:
+        spec = parse_spec(kind, parent.get("spec") or {})
+    except InvalidSpecError as error:
+        return Verdict(None, rejected(status, generation=generation, problem=str(error), now=now))
+    phase = "Pending" if "phase" in kind.status.model_fields else None
+    return Verdict(spec, accepted(status, generation=generation, initial_phase=phase, now=now))
 
 
 def accepted(
@@ -68,6 +80,50 @@ def rejected(status: Mapping[str, Any], *, generation: int | None, problem: str,
     conditions.mark(ACCEPTED, False, INVALID_SPEC, problem)
     conditions.mark(READY, False, INVALID_SPEC, "The spec is invalid; see the Accepted condition.")
     return {"observedGeneration": generation, "conditions": conditions.items}
+
+
+def applied(
+    status: Mapping[str, Any], *, rejected: list[str], kept_back: str, generation: int | None, now: datetime
+) -> list[dict[str, Any]]:
+    """The conditions with SpecApplied set: did the children take the spec as written?"""
+    if rejected:
+        value, reason, message = False, "ChildRejected", " ".join(rejected)
+    elif kept_back:
+        value, reason, message = False, "ImmutableWhileRunning", kept_back
+    else:
+        value, reason, message = True, "Applied", ""
+    return Conditions(status.get("conditions", []), generation=generation, now=now).mark(
+        SPEC_APPLIED, value, reason, message
+    )
+
+
+def _changed(previous: Mapping[str, Any], status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    """The condition `type_` of `status` when its status, message or generation moved since `previous`."""
+    now = find_condition(status.get("conditions") or (), type_)
+    before = find_condition(previous.get("conditions") or (), type_) or {}
+    keys = ("status", "message", "observedGeneration")
+    if now is None or all(now.get(key) == before.get(key) for key in keys):
+        return None
+    return now
+
+
+def acceptance_events(kind: str, previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
+    """The Event of a new verdict on the spec, if the status move from `previous` to `status` holds one."""
+    verdict = _changed(previous, status, ACCEPTED)
+    if verdict is None:
+        return []
+    if verdict["status"] == "True":
+        generation = verdict.get("observedGeneration")
+        return [Event("Normal", SPEC_ACCEPTED, f"{kind} spec accepted (generation {generation}).")]
+    return [Event("Warning", INVALID_SPEC, verdict.get("message", ""))]
+
+
+def applied_events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
+    """A Warning when the children newly refuse or keep back part of the spec."""
+    taken = _changed(previous, status, SPEC_APPLIED)
+    if taken is None or taken["status"] != "False":
+        return []
+    return [Event("Warning", "SpecNotApplied", taken.get("message", ""))]
 
 
 def event_message(text: str) -> str:

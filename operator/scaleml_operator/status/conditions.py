@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scaleml_operator.api.conditions import ConditionStatus
+from scaleml_api.conditions import ConditionStatus
 
 ConditionDict = dict[str, Any]
 

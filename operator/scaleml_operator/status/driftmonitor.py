@@ -9,9 +9,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from scaleml_operator.api.conditions import DRIFT_DETECTED, READY, RETRAINING, ConditionStatus
-from scaleml_operator.api.modeldeployment import Waiting
-from scaleml_operator.status.conditions import Conditions
+from scaleml_api.conditions import DRIFT_DETECTED, READY, RETRAINING, ConditionStatus, Waiting
+from scaleml_operator.status.acceptance import applied_events
+from scaleml_operator.status.conditions import Conditions, Event, find_condition
+
+# Retraining reasons that need a person: the policy wants a job and cannot make one.
+_REFUSED = frozenset({"InvalidOverrides", "NoSourceTrainingJob", "RetrainRejected"})
 
 
 def observed(
@@ -73,3 +76,28 @@ def drift_condition(status: Mapping[str, Any], *, generation: int | None, now: d
     return Conditions(status.get("conditions", []), generation=generation, now=now).mark(
         DRIFT_DETECTED, value, reason, message
     )
+
+
+def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
+    """The operator's Events when a DriftMonitor's status moves from `previous` to `status`.
+
+    The monitor pod announces drift itself (DriftDetected, DriftResolved); these are the retraining's.
+    """
+    posted = applied_events(previous, status)
+    created = status.get("lastRetrainJob")
+    if created and created != previous.get("lastRetrainJob"):
+        windows = status.get("consecutiveDriftedWindows") or 0
+        posted.append(
+            Event(
+                "Normal", "RetrainTriggered", f"Created TrainingJob {created}: drift persisted for {windows} windows."
+            )
+        )
+    retraining_now = find_condition(status.get("conditions") or (), RETRAINING) or {}
+    retraining_before = find_condition(previous.get("conditions") or (), RETRAINING) or {}
+    refused = retraining_now.get("reason") in _REFUSED
+    if refused and (retraining_now.get("reason"), retraining_now.get("message")) != (
+        retraining_before.get("reason"),
+        retraining_before.get("message"),
+    ):
+        posted.append(Event("Warning", retraining_now["reason"], retraining_now.get("message", "")))
+    return posted

@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from scaleml_operator.api.conditions import DEGRADED, PROGRESSING, READY, SPEC_APPLIED
-from scaleml_operator.api.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER, Waiting
+from scaleml_api.conditions import DEGRADED, PROGRESSING, READY, Waiting
+from scaleml_api.v1alpha1.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER
+from scaleml_operator.status.acceptance import applied_events
 from scaleml_operator.status.conditions import Conditions, Event, find_condition
 
 # Enough of Triton's log to say why a model did not load, short enough for a condition.
@@ -17,14 +18,7 @@ MAX_REASON_CHARS: Final = 2000
 def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
     """The Events to post when a ModelDeployment's status moves from `previous` to `status`."""
     phase = status.get("phase")
-    posted: list[Event] = []
-    applied = _condition(status, SPEC_APPLIED)
-    before = _condition(previous, SPEC_APPLIED)
-    if applied.get("status") == "False" and (before.get("status"), before.get("message")) != (
-        "False",
-        applied["message"],
-    ):
-        posted.append(Event("Warning", "SpecNotApplied", applied["message"]))
+    posted = applied_events(previous, status)
     version = status.get("servedVersion")
     if version and version != previous.get("servedVersion"):
         posted.append(Event("Normal", "ModelVersionServed", f"Every ready replica serves model version {version}."))

@@ -7,9 +7,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from scaleml_operator.api.conditions import CREATED, FAILED, RESTARTING, RUNNING, SUCCEEDED, SUSPENDED
+from scaleml_api.conditions import CREATED, FAILED, RESTARTING, RUNNING, SUCCEEDED, SUSPENDED
+from scaleml_api.v1alpha1.pods import GPU_RESOURCE
+from scaleml_operator.status.acceptance import applied_events
 from scaleml_operator.status.conditions import Conditions, Event, timestamp
-from scaleml_workloads.contract.pods import GPU_RESOURCE
+
+
+def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
+    """The Events to post when a TrainingJob's status moves from `previous` to `status`."""
+    posted = applied_events(previous, status)
+    phase = status.get("phase")
+    if phase and phase != previous.get("phase") and (event := phase_event(phase, status)) is not None:
+        posted.append(event)
+    return posted
 
 
 def phase_event(phase: str, status: Mapping[str, Any]) -> Event | None:

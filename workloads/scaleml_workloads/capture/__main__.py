@@ -27,10 +27,7 @@ from typing import Final, get_args
 import uvloop
 from prometheus_client import start_http_server
 
-from scaleml_workloads.capture.files import DEFAULT_MAX_FILE_BYTES, CaptureFiles
-from scaleml_workloads.capture.proxy import Proxy
-from scaleml_workloads.capture.writer import DEFAULT_MAX_QUEUE_BYTES, CaptureWriter
-from scaleml_workloads.contract.runtime import (
+from scaleml_api.runtime import (
     CAPTURE_DIR,
     CAPTURE_GRPC_PORT,
     CAPTURE_HTTP_PORT,
@@ -39,7 +36,10 @@ from scaleml_workloads.contract.runtime import (
     TRITON_GRPC_PORT,
     TRITON_HTTP_PORT,
 )
-from scaleml_workloads.contract.serving import Capture, CaptureFormat
+from scaleml_api.v1alpha1.modeldeployment import Capture, CaptureFormat
+from scaleml_workloads.capture.files import DEFAULT_MAX_FILE_BYTES, CaptureFiles
+from scaleml_workloads.capture.proxy import Proxy
+from scaleml_workloads.capture.writer import DEFAULT_MAX_QUEUE_BYTES, CaptureWriter
 
 log = logging.getLogger("scaleml_workloads.capture")
 

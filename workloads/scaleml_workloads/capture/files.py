@@ -66,7 +66,7 @@ import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from scaleml_workloads.contract.serving import CaptureFormat
+from scaleml_api.v1alpha1.modeldeployment import CaptureFormat
 
 log = logging.getLogger(__name__)
 

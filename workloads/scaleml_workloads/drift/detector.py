@@ -47,8 +47,8 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from scaleml_workloads.contract.monitoring import Tests, Thresholds
-from scaleml_workloads.contract.profile import DataProfile, FeatureProfile, Histogram, NumericSummary
+from scaleml_api.profile import DataProfile, FeatureProfile, Histogram, NumericSummary
+from scaleml_api.v1alpha1.driftmonitor import Tests, Thresholds
 from scaleml_workloads.drift.reference import Reference
 from scaleml_workloads.drift.statistics import (
     SortedColumns,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from scaleml_workloads.contract.profile import DataProfile, FeatureProfile, TensorSpec
+from scaleml_api.profile import DataProfile, FeatureProfile, TensorSpec
 from scaleml_workloads.export.formats import INPUT_NAME
 from scaleml_workloads.training.profile import feature_profile
 

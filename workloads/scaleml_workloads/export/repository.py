@@ -16,18 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Final
 
-# Files of a version directory.
-TORCHSCRIPT_FILE: Final = "model.pt"
-ONNX_FILE: Final = "model.onnx"
-# The Python-backend model that runs model.pt.
-TRITON_PYTHON_MODEL_FILE: Final = "model.py"
-STATE_DICT_FILE: Final = "state_dict.pt"
-LABELS_FILE: Final = "labels.json"
-MODEL_CARD_FILE: Final = "model_card.json"
-PROFILE_FILE: Final = "profile.json"
-# At the model level, shared by its versions.
-TRITON_CONFIG_FILE: Final = "config.pbtxt"
-
 log = logging.getLogger(__name__)
 
 _STAGING_PREFIX: Final = ".staging-"

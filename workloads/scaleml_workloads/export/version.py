@@ -19,11 +19,9 @@ from typing import Final
 import torch
 from torch import nn
 
-from scaleml_workloads.contract.profile import DataProfile, TensorSpec, TritonDataType
-from scaleml_workloads.contract.training import ExportFormat
-from scaleml_workloads.export.card import Label, ModelCard, TrainingSummary
-from scaleml_workloads.export.formats import INPUT_NAME, OUTPUT_NAME, save_onnx, save_torchscript
-from scaleml_workloads.export.repository import (
+from scaleml_api.card import Label, ModelCard, TrainingSummary
+from scaleml_api.profile import DataProfile, TensorSpec, TritonDataType
+from scaleml_api.repository import (
     LABELS_FILE,
     MODEL_CARD_FILE,
     ONNX_FILE,
@@ -32,10 +30,10 @@ from scaleml_workloads.export.repository import (
     TORCHSCRIPT_FILE,
     TRITON_CONFIG_FILE,
     TRITON_PYTHON_MODEL_FILE,
-    publish,
-    staging_dir,
-    write_once,
 )
+from scaleml_api.v1alpha1.trainingjob import ExportFormat
+from scaleml_workloads.export.formats import INPUT_NAME, OUTPUT_NAME, save_onnx, save_torchscript
+from scaleml_workloads.export.repository import publish, staging_dir, write_once
 from scaleml_workloads.serving.config import ModelConfig
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from typing import Final
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
-from scaleml_workloads.contract.profile import DataProfile
-from scaleml_workloads.contract.runtime import CONFIG_ENV, EXIT_INVALID_INPUT, MonitorRun, write_termination_message
+from scaleml_api.profile import DataProfile
+from scaleml_api.runtime import CONFIG_ENV, EXIT_INVALID_INPUT, MonitorRun, write_termination_message
 from scaleml_workloads.drift.detector import DriftDetector
 from scaleml_workloads.monitor import metrics
 from scaleml_workloads.monitor.loop import LATEST_REPORT, Monitor, Reporter

@@ -20,10 +20,10 @@ from typing import Any, Final
 
 import numpy as np
 
+from scaleml_api.base import duration_seconds
+from scaleml_api.runtime import MonitorRun
 from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.capture.files import read_captures
-from scaleml_workloads.contract.base import duration_seconds
-from scaleml_workloads.contract.runtime import MonitorRun
 from scaleml_workloads.drift.detector import DriftDetector, DriftResult
 from scaleml_workloads.kubeapi import InClusterClient, StatusSink, post_event, read_status, status_sink
 from scaleml_workloads.monitor import metrics

@@ -23,10 +23,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from scaleml_api.card import CardTensors
+from scaleml_api.repository import MODEL_CARD_FILE, TRITON_CONFIG_FILE
+from scaleml_api.runtime import CONFIG_ENV, EXIT_INVALID_INPUT, ServingRun
 from scaleml_workloads.atomic import write_text_atomically
-from scaleml_workloads.contract.runtime import CONFIG_ENV, EXIT_INVALID_INPUT, ServingRun
-from scaleml_workloads.export.card import CardTensors
-from scaleml_workloads.export.repository import MODEL_CARD_FILE, TRITON_CONFIG_FILE, versions
+from scaleml_workloads.export.repository import versions
 from scaleml_workloads.serving.config import MODEL_FILES, deployment_config
 
 log = logging.getLogger(__name__)

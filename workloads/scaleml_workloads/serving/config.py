@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from scaleml_workloads.contract.profile import TensorSpec
-from scaleml_workloads.contract.serving import Backend, Batching, ModelDeploymentSpec
-from scaleml_workloads.export.repository import ONNX_FILE, TORCHSCRIPT_FILE, TRITON_PYTHON_MODEL_FILE
+from scaleml_api.profile import TensorSpec
+from scaleml_api.repository import ONNX_FILE, TORCHSCRIPT_FILE, TRITON_PYTHON_MODEL_FILE
+from scaleml_api.v1alpha1.modeldeployment import Backend, Batching, ModelDeploymentSpec
 
 # The model file Triton loads from a version directory, per backend.
 MODEL_FILES: Final[dict[Backend, str]] = {

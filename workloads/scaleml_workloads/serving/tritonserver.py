@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
-from scaleml_workloads.contract.runtime import triton_options
+from scaleml_api.runtime import triton_options
 
 _PACKAGE: Final = "pytriton"
 _STUB: Final = "triton_python_backend_stub"

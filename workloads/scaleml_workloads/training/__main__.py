@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from scaleml_workloads.contract.runtime import EXIT_INVALID_INPUT, EXIT_SUCCEEDED, write_termination_message
+from scaleml_api.runtime import EXIT_INVALID_INPUT, EXIT_SUCCEEDED, write_termination_message
 from scaleml_workloads.training.config import load_run
 from scaleml_workloads.training.data import load_run_data
 from scaleml_workloads.training.errors import InvalidInputError

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from scaleml_workloads.contract.runtime import CONFIG_ENV, TrainingRun
+from scaleml_api.runtime import CONFIG_ENV, TrainingRun
 from scaleml_workloads.training.errors import InvalidInputError
 
 

@@ -34,9 +34,9 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from scaleml_workloads.contract.architectures import TransformerParams, parse_params
-from scaleml_workloads.contract.runtime import TrainingRun
-from scaleml_workloads.contract.training import DataSpec
+from scaleml_api.runtime import TrainingRun
+from scaleml_api.v1alpha1.architectures import TransformerParams, parse_params
+from scaleml_api.v1alpha1.trainingjob import DataSpec
 from scaleml_workloads.training.errors import InvalidInputError
 
 Label = str | int | float | bool

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scaleml_api.card import DataSummary, EpochMetrics, Metrics, TrainingSummary
+from scaleml_api.runtime import TrainingRun
 from scaleml_workloads.atomic import write_text_atomically
-from scaleml_workloads.contract.runtime import TrainingRun
-from scaleml_workloads.export.card import DataSummary, EpochMetrics, Metrics, TrainingSummary
 from scaleml_workloads.export.formats import INPUT_NAME
 from scaleml_workloads.export.version import export_version, tensor_spec
 from scaleml_workloads.kubeapi import status_sink

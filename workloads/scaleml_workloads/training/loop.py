@@ -26,7 +26,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual name
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from scaleml_workloads.contract.runtime import TrainingRun
+from scaleml_api.runtime import TrainingRun
 from scaleml_workloads.training import distributed
 from scaleml_workloads.training.batches import training_batches, validation_batches
 from scaleml_workloads.training.checkpoint import Checkpointer, Progress, TrainingState

@@ -19,7 +19,8 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from scaleml_workloads.contract.architectures import (
+from scaleml_api.repository import STATE_DICT_FILE
+from scaleml_api.v1alpha1.architectures import (
     Activation,
     CNNParams,
     MLPParams,
@@ -27,8 +28,8 @@ from scaleml_workloads.contract.architectures import (
     TransformerParams,
     parse_params,
 )
-from scaleml_workloads.contract.training import ModelSpec
-from scaleml_workloads.export.repository import STATE_DICT_FILE, resolve_version
+from scaleml_api.v1alpha1.trainingjob import ModelSpec
+from scaleml_workloads.export.repository import resolve_version
 from scaleml_workloads.training.data import TrainingData
 from scaleml_workloads.training.errors import InvalidInputError
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from scaleml_workloads.contract.training import Hyperparameters
+from scaleml_api.v1alpha1.trainingjob import Hyperparameters
 
 # Plain SGD without momentum barely moves on most problems; 0.9 is the usual choice.
 SGD_MOMENTUM = 0.9

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from scaleml_workloads.contract.profile import (
+from scaleml_api.profile import (
     MAX_PROFILED_CATEGORIES,
     MAX_SAMPLE_ROWS,
     CategoricalSummary,
@@ -21,7 +21,7 @@ from scaleml_workloads.contract.profile import (
     TargetProfile,
     TensorSpec,
 )
-from scaleml_workloads.contract.training import DataSpec
+from scaleml_api.v1alpha1.trainingjob import DataSpec
 from scaleml_workloads.training.data import Task, TrainingData
 from scaleml_workloads.training.models import feature_axis
 

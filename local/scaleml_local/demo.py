@@ -36,15 +36,15 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from scaleml_operator.api.kinds import DRIFT_MONITOR, KINDS, MODEL_DEPLOYMENT, TRAINING_JOB
-from scaleml_operator.local import commands
-from scaleml_operator.local.runs import reports_dir
-from scaleml_operator.local.state import LocalError, Manifest, State, read_manifests
-from scaleml_operator.local.supervisor import Supervisor, stop_orphans
-from scaleml_workloads.contract.merge import merge_patch
-from scaleml_workloads.contract.profile import DataProfile
-from scaleml_workloads.export.card import ModelCard
-from scaleml_workloads.export.repository import MODEL_CARD_FILE, PROFILE_FILE
+from scaleml_api.card import ModelCard
+from scaleml_api.merge import merge_patch
+from scaleml_api.profile import DataProfile
+from scaleml_api.repository import MODEL_CARD_FILE, PROFILE_FILE
+from scaleml_api.v1alpha1 import DRIFT_MONITOR, KINDS, MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_local import commands
+from scaleml_local.runs import reports_dir
+from scaleml_local.state import LocalError, Manifest, State, read_manifests
+from scaleml_local.supervisor import Supervisor, stop_orphans
 
 MANIFESTS: Final = Path(__file__).resolve().parents[3] / "manifests" / "examples" / "local"
 NAME: Final = "cancer"

@@ -6,12 +6,13 @@ health checks and alerts match on them, so they are constants here and documente
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from scaleml_workloads.contract.base import ApiModel
+from scaleml_api.base import ApiModel
 
 # Condition types.
 READY = "Ready"
@@ -36,6 +37,14 @@ INVALID_SPEC = "InvalidSpec"
 RECONCILING = "Reconciling"
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Why an object has nothing to run yet: the reason of its Ready condition, and a message."""
+
+    reason: str
+    message: str
 
 
 class Condition(ApiModel):

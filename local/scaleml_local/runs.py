@@ -12,14 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from scaleml_operator.api.kinds import DRIFT_MONITOR, TRAINING_JOB
+from scaleml_api import runtime
+from scaleml_api.v1alpha1 import DRIFT_MONITOR, TRAINING_JOB
+from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
+from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
+from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
+from scaleml_local.state import State
 from scaleml_operator.builders import driftmonitor, modeldeployment, trainingjob
 from scaleml_operator.builders.meta import Owner
-from scaleml_operator.local.state import State
-from scaleml_workloads.contract import runtime
-from scaleml_workloads.contract.monitoring import DriftMonitorSpec
-from scaleml_workloads.contract.serving import ModelDeploymentSpec
-from scaleml_workloads.contract.training import TrainingJobSpec
 
 PYTHON: Final = sys.executable
 # Capture files become readable when complete; a minute (the pod default) is longer than a local window.

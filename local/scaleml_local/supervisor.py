@@ -7,7 +7,7 @@ changes) and applies the retraining policy with the operator's own `retraining` 
 workload process leads a process group of its own, so stopping one stops its children too
 (torchrun's workers, Triton's Python backend stubs); SIGTERM or SIGINT stops every group.
 
-    python -m scaleml_operator.local.supervisor --state DIR
+    python -m scaleml_local.supervisor --state DIR
 """
 
 from __future__ import annotations
@@ -34,20 +34,21 @@ from typing import Final, TypeVar
 
 from pydantic import BaseModel
 
-from scaleml_operator.api.kinds import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB, Kind
-from scaleml_operator.api.modeldeployment import Waiting
-from scaleml_operator.api.validation import InvalidSpecError, parse_spec
+from scaleml_api import runtime
+from scaleml_api.conditions import Waiting
+from scaleml_api.kind import AnyKind
+from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
+from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
+from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
+from scaleml_api.validation import InvalidSpecError, parse_spec
+from scaleml_local import runs
+from scaleml_local.state import LocalError, Manifest, State, running, timestamp
 from scaleml_operator.builders import driftmonitor, modeldeployment, retraining
-from scaleml_operator.local import runs
-from scaleml_operator.local.state import LocalError, Manifest, State, running, timestamp
-from scaleml_workloads.contract import runtime
-from scaleml_workloads.contract.monitoring import DriftMonitorSpec
-from scaleml_workloads.contract.serving import ModelDeploymentSpec
-from scaleml_workloads.contract.training import TrainingJobSpec
 from scaleml_workloads.export.repository import versions
 from scaleml_workloads.serving import tritonserver
 
-log = logging.getLogger("scaleml_operator.local")
+log = logging.getLogger("scaleml_local")
 
 TICK_SECONDS: Final = 1.0
 # Triton waits up to EXIT_TIMEOUT_SECONDS for requests in flight; then the group is killed.
@@ -74,7 +75,7 @@ class Group:
     reference_version: int | None = None
 
 
-def _key(kind: Kind, name: str) -> str:
+def _key(kind: AnyKind, name: str) -> str:
     return f"{kind.plural}/{name}"
 
 
@@ -191,7 +192,7 @@ class Supervisor:
             }
         )
 
-    def _spec(self, kind: Kind, manifest: Manifest, model: type[SpecT]) -> SpecT | None:
+    def _spec(self, kind: AnyKind, manifest: Manifest, model: type[SpecT]) -> SpecT | None:
         name = manifest["metadata"]["name"]
         try:
             spec = parse_spec(kind, manifest["spec"])
@@ -441,7 +442,7 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scaleml_operator.local.supervisor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m scaleml_local.supervisor", description=__doc__)
     parser.add_argument("--state", type=Path, required=True, help="The state directory to supervise.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

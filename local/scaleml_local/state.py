@@ -22,10 +22,11 @@ from typing import Any, Final
 
 import yaml
 
-from scaleml_operator.api.kinds import KINDS, Kind
-from scaleml_operator.api.validation import parse_spec
+from scaleml_api.base import API_VERSION
+from scaleml_api.kind import AnyKind
+from scaleml_api.v1alpha1 import KINDS
+from scaleml_api.validation import parse_spec
 from scaleml_operator.status import conditions
-from scaleml_workloads.contract.base import API_VERSION
 from scaleml_workloads.kubeapi import StatusFile
 
 DEFAULT_NAMESPACE: Final = "default"
@@ -56,7 +57,7 @@ class LocalError(Exception):
     """What the user asked for cannot be done; the message says why."""
 
 
-def kind_named(name: str) -> Kind:
+def kind_named(name: str) -> AnyKind:
     """The kind by kind name, plural, singular or short name, as kubectl accepts them."""
     for kind in KINDS:
         if name.lower() in (kind.kind.lower(), kind.plural, kind.singular, kind.short_name):
@@ -95,21 +96,21 @@ class State:
     def volume(self, claim: str) -> Path:
         return self.directory("volumes", claim)
 
-    def _object_path(self, kind: Kind, name: str) -> Path:
+    def _object_path(self, kind: AnyKind, name: str) -> Path:
         return self.root / "objects" / kind.plural / f"{name}.yaml"
 
-    def status_file(self, kind: Kind, name: str) -> StatusFile:
+    def status_file(self, kind: AnyKind, name: str) -> StatusFile:
         """The supervisor's part of the status."""
         return StatusFile(self.root / "status" / kind.plural / f"{name}.json")
 
-    def workload_status_file(self, kind: Kind, name: str) -> StatusFile:
+    def workload_status_file(self, kind: AnyKind, name: str) -> StatusFile:
         """The workload's part of the status (TrainingRun.statusFile, MonitorRun.statusFile)."""
         return StatusFile(self.root / "status" / kind.plural / f"{name}.workload.json")
 
-    def status(self, kind: Kind, name: str) -> dict[str, Any]:
+    def status(self, kind: AnyKind, name: str) -> dict[str, Any]:
         return {**self.workload_status_file(kind, name).read(), **self.status_file(kind, name).read()}
 
-    def objects(self, kind: Kind) -> Iterator[Manifest]:
+    def objects(self, kind: AnyKind) -> Iterator[Manifest]:
         """The objects of `kind`, with their status, oldest first."""
         found = []
         for path in sorted((self.root / "objects" / kind.plural).glob("*.yaml")):
@@ -121,10 +122,10 @@ class State:
             found.append(manifest)
         yield from sorted(found, key=lambda m: (m["metadata"]["creationTimestamp"], m["metadata"]["name"]))
 
-    def get(self, kind: Kind, name: str) -> Manifest | None:
+    def get(self, kind: AnyKind, name: str) -> Manifest | None:
         return next((m for m in self.objects(kind) if m["metadata"]["name"] == name), None)
 
-    def validate(self, manifest: Manifest) -> Kind | None:
+    def validate(self, manifest: Manifest) -> AnyKind | None:
         """The kind of a valid ScaleML object, None for a volume claim; LocalError says what is wrong."""
         api_version, kind_name = manifest.get("apiVersion"), manifest.get("kind", "")
         name = (manifest.get("metadata") or {}).get("name", "")
@@ -159,7 +160,7 @@ class State:
         os.replace(temporary, path)
         return f"{kind.singular}/{name} {'configured' if existing else 'created'}"
 
-    def delete(self, kind: Kind, name: str) -> bool:
+    def delete(self, kind: AnyKind, name: str) -> bool:
         """Removes the object and its status; the supervisor then stops its processes. False if absent."""
         path = self._object_path(kind, name)
         if not path.exists():

@@ -1,13 +1,13 @@
-"""The TrainingJob spec: what users write and what the training pods read."""
+"""TrainingJob: the spec users write (and the training pods read), its status, and how kubectl shows it."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, StringConstraints, ValidationError, model_validator
 
-from scaleml_workloads.contract.architectures import Architecture, parse_params
-from scaleml_workloads.contract.base import (
+from scaleml_api.base import (
     ApiModel,
     ColumnName,
     NestedFieldError,
@@ -17,7 +17,10 @@ from scaleml_workloads.contract.base import (
     VolumePath,
     not_above,
 )
-from scaleml_workloads.contract.pods import EnvList, PodMetadata, Scheduling
+from scaleml_api.conditions import Conditions
+from scaleml_api.kind import AGE_COLUMN, PHASE_COLUMN, Kind, PrinterColumn
+from scaleml_api.v1alpha1.architectures import Architecture, parse_params
+from scaleml_api.v1alpha1.pods import EnvList, PodMetadata, Scheduling
 
 ExportFormat = Literal["torchscript", "onnx"]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)]
@@ -252,3 +255,55 @@ class TrainingJobSpec(ApiModel):
             field_path=".precision",
         ),
     )
+
+
+Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+
+
+class Progress(ApiModel):
+    """Training progress reported by rank 0."""
+
+    epoch: int | None = Field(default=None, ge=0, description="Current epoch (0-based).")
+    step: int | None = Field(default=None, ge=0, description="Optimizer steps taken.")
+    total_steps: int | None = Field(default=None, ge=0, description="Optimizer steps the run will take.")
+    loss: float | None = Field(default=None, description="Latest training loss.")
+    validation_metric: float | None = Field(
+        default=None, description="Latest validation metric: accuracy (classification) or RMSE (regression)."
+    )
+    samples_per_second: float | None = Field(default=None, ge=0.0, description="Training throughput, all ranks.")
+
+
+class TrainingJobStatus(ApiModel):
+    """The observed state of a TrainingJob."""
+
+    phase: Phase | None = Field(default=None, description="Pending, Running, Succeeded, Failed or Suspended.")
+    conditions: Conditions
+    observed_generation: int | None = Field(default=None, ge=0, description="Generation last acted on.")
+    progress: Progress | None = Field(default=None, description="Training progress.")
+    restarts: int | None = Field(default=None, ge=0, description="Times the process group restarted.")
+    model_version: int | None = Field(default=None, ge=1, description="Version directory written on success.")
+    gpu_hours: float | None = Field(default=None, ge=0.0, description="GPU time used so far, in hours.")
+    start_time: datetime | None = Field(default=None, description="When the first worker started.")
+    completion_time: datetime | None = Field(default=None, description="When the job finished.")
+
+
+TRAINING_JOB = Kind(
+    kind="TrainingJob",
+    plural="trainingjobs",
+    short_name="tj",
+    description="A PyTorch training run on one or many pods that exports a new version of a Triton model.",
+    spec=TrainingJobSpec,
+    status=TrainingJobStatus,
+    columns=(
+        PHASE_COLUMN,
+        PrinterColumn("Workers", ".spec.resources.workers", "integer", "Pods in the process group."),
+        PrinterColumn("Epoch", ".status.progress.epoch", "integer", "Current epoch."),
+        PrinterColumn("Step", ".status.progress.step", "integer", "Optimizer steps taken."),
+        PrinterColumn("Total", ".status.progress.totalSteps", "integer", "Optimizer steps planned."),
+        PrinterColumn("Loss", ".status.progress.loss", "number", "Latest training loss."),
+        PrinterColumn("Version", ".status.modelVersion", "integer", "Exported model version."),
+        AGE_COLUMN,
+    ),
+    # Pods of an indexed Job are named <job>-<index>-<5 chars>, and must fit a DNS label.
+    max_name_length=48,
+)

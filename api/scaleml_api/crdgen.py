@@ -6,7 +6,7 @@ into the boolean form, free-form maps into x-kubernetes-preserve-unknown-fields,
 sections a default of {} so that the API server fills in their own defaults (and CEL rules can
 rely on them).
 
-Run `python -m scaleml_operator.api.crdgen crds/` (`make crds`) after changing a model.
+Run `python -m scaleml_api.crdgen crds/` (`make crds`) after changing a model.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
-from scaleml_operator.api.kinds import CATEGORY, KINDS, Kind
-from scaleml_workloads.contract.base import GROUP, VERSION
+from scaleml_api.base import GROUP, VERSION
+from scaleml_api.kind import CATEGORY, AnyKind
+from scaleml_api.v1alpha1 import KINDS
 
 Schema = dict[str, Any]
 
@@ -106,7 +107,7 @@ def openapi_schema(model: type[Any]) -> Schema:
     return _structural(raw, raw.get("$defs", {}))
 
 
-def _printer_columns(kind: Kind) -> list[Schema]:
+def _printer_columns(kind: AnyKind) -> list[Schema]:
     columns = []
     for column in kind.columns:
         entry: Schema = {"name": column.name, "type": column.type, "jsonPath": column.json_path}
@@ -118,7 +119,7 @@ def _printer_columns(kind: Kind) -> list[Schema]:
     return columns
 
 
-def crd(kind: Kind) -> Schema:
+def crd(kind: AnyKind) -> Schema:
     """The CustomResourceDefinition of one kind."""
     root: Schema = {
         "type": "object",
@@ -174,7 +175,7 @@ def crd(kind: Kind) -> Schema:
     }
 
 
-def render(kind: Kind) -> str:
+def render(kind: AnyKind) -> str:
     header = "# Generated from the API models by `make crds`; do not edit.\n"
     return header + yaml.safe_dump(crd(kind), sort_keys=False, width=120)
 
@@ -196,7 +197,7 @@ def crd_files() -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m scaleml_operator.api.crdgen OUTPUT_DIR", file=sys.stderr)
+        print("usage: python -m scaleml_api.crdgen OUTPUT_DIR", file=sys.stderr)
         return 2
     out = Path(argv[0])
     out.mkdir(parents=True, exist_ok=True)

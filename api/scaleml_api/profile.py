@@ -28,7 +28,7 @@ from typing import Final, Literal
 
 from pydantic import Field
 
-from scaleml_workloads.contract.base import ApiModel
+from scaleml_api.base import ApiModel
 
 PROFILE_SCHEMA_VERSION: Final = 1
 # Bounds that keep a profile small whatever the data: categories listed per feature, sampled rows.

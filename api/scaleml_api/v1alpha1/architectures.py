@@ -11,7 +11,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from scaleml_workloads.contract.base import ApiModel
+from scaleml_api.base import ApiModel
 
 Architecture = Literal["mlp", "cnn", "resnet", "transformer", "custom"]
 Activation = Literal["relu", "gelu", "silu", "tanh"]

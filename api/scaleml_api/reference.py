@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from scaleml_operator.api.crdgen import openapi_schema
-from scaleml_operator.api.kinds import KINDS, Kind
+from scaleml_api.crdgen import openapi_schema
+from scaleml_api.kind import AnyKind
+from scaleml_api.v1alpha1 import KINDS
 
 BEGIN = "<!-- BEGIN GENERATED FIELD REFERENCE (make crds) -->"
 END = "<!-- END GENERATED FIELD REFERENCE -->"
@@ -68,7 +69,7 @@ def _rows(node: dict[str, Any], path: str, required: bool) -> Iterator[str]:
         yield from _rows(child, f"{path}.{name}", name in node.get("required", ()))
 
 
-def _kind_section(kind: Kind) -> str:
+def _kind_section(kind: AnyKind) -> str:
     lines = [
         f"### {kind.kind} (`{kind.short_name}`)",
         "",
@@ -98,7 +99,7 @@ def with_reference(readme: str) -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m scaleml_operator.api.reference README.md", file=sys.stderr)
+        print("usage: python -m scaleml_api.reference README.md", file=sys.stderr)
         return 2
     path = Path(argv[0])
     path.write_text(with_reference(path.read_text()))

@@ -1,12 +1,13 @@
-"""The DriftMonitor spec: what users write and what the monitor reads."""
+"""DriftMonitor: the spec users write (and the monitor reads), its status, and how kubectl shows it."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from scaleml_workloads.contract.base import (
+from scaleml_api.base import (
     ApiModel,
     ColumnName,
     Duration,
@@ -14,6 +15,8 @@ from scaleml_workloads.contract.base import (
     OptionalObjectName,
     Rule,
 )
+from scaleml_api.conditions import Conditions
+from scaleml_api.kind import AGE_COLUMN, Kind, PrinterColumn
 
 
 class MonitorTarget(ApiModel):
@@ -113,3 +116,48 @@ class DriftMonitorSpec(ApiModel):
     thresholds: Thresholds = Field(default_factory=Thresholds, description="Drift thresholds.")
     window: Window = Field(default_factory=Window, description="Window size and cadence.")
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy, description="Retraining policy.")
+
+
+class DriftMonitorStatus(ApiModel):
+    """The observed state of a DriftMonitor."""
+
+    conditions: Conditions
+    observed_generation: int | None = Field(default=None, ge=0, description="Generation last acted on.")
+    last_check_time: datetime | None = Field(default=None, description="When the last window was tested.")
+    drift_detected: bool | None = Field(default=None, description="Whether the last window drifted.")
+    drift_score: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Overall drift score of the last window, from 0 to 1."
+    )
+    drift_since: datetime | None = Field(
+        default=None, description="When the current run of drifted windows began; empty while there is no drift."
+    )
+    reference_version: int | None = Field(
+        default=None, ge=1, description="The model version whose training-data profile is the reference."
+    )
+    drifted_features: list[str] = Field(
+        default=[], max_length=4096, description="Features that drifted in the last window."
+    )
+    window_size: int | None = Field(default=None, ge=0, description="Rows in the last window.")
+    consecutive_drifted_windows: int | None = Field(default=None, ge=0, description="Drifted windows in a row.")
+    retrains_triggered: int | None = Field(default=None, ge=0, description="TrainingJobs created so far.")
+    last_retrain_job: str | None = Field(default=None, description="Name of the last TrainingJob created.")
+    last_retrain_time: datetime | None = Field(default=None, description="When it was created.")
+
+
+DRIFT_MONITOR = Kind(
+    kind="DriftMonitor",
+    plural="driftmonitors",
+    short_name="dm",
+    description="Compares captured live traffic with the training data and can trigger retraining.",
+    spec=DriftMonitorSpec,
+    status=DriftMonitorStatus,
+    columns=(
+        PrinterColumn("Target", ".spec.target.modelDeployment", description="Monitored ModelDeployment."),
+        PrinterColumn("Drift", ".status.driftDetected", "boolean", "Whether the last window drifted."),
+        PrinterColumn("Score", ".status.driftScore", "number", "Overall drift score of the last window."),
+        PrinterColumn("Retrains", ".status.retrainsTriggered", "integer", "TrainingJobs created."),
+        PrinterColumn("Last-Check", ".status.lastCheckTime", "date", "When the last window was tested."),
+        AGE_COLUMN,
+    ),
+    max_name_length=52,
+)

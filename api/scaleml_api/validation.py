@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from scaleml_operator.api.kinds import Kind
-from scaleml_workloads.contract.base import Location, NestedFieldError
+from scaleml_api.base import Location, NestedFieldError
+from scaleml_api.kind import Kind, SpecT
 
 
 class InvalidSpecError(ValueError):
@@ -35,7 +35,7 @@ def describe(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def parse_spec(kind: Kind, spec: Mapping[str, Any]) -> BaseModel:
+def parse_spec(kind: Kind[SpecT, Any], spec: Mapping[str, Any]) -> SpecT:
     """The typed spec of an object of `kind`; InvalidSpecError says what is wrong and where."""
     try:
         return kind.spec.model_validate(dict(spec))
@@ -43,7 +43,7 @@ def parse_spec(kind: Kind, spec: Mapping[str, Any]) -> BaseModel:
         raise InvalidSpecError(describe(error)) from error
 
 
-def parse_spec_or_none(kind: Kind, spec: Mapping[str, Any]) -> BaseModel | None:
+def parse_spec_or_none(kind: Kind[SpecT, Any], spec: Mapping[str, Any]) -> SpecT | None:
     """The typed spec, or None when it is invalid (the reconcile that accepts specs reports why)."""
     try:
         return parse_spec(kind, spec)

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from scaleml_operator.api.kinds import KINDS, Kind, PrinterColumn
-from scaleml_operator.local.state import LocalError, Manifest, State, kind_named, read_manifests
+from scaleml_api.kind import AnyKind, PrinterColumn
+from scaleml_api.v1alpha1 import KINDS
+from scaleml_local.state import LocalError, Manifest, State, kind_named, read_manifests
 
 SUPERVISOR_START_SECONDS: Final = 30.0
 STOP_SECONDS: Final = 60.0
@@ -24,7 +25,7 @@ def start_supervisor(state: State) -> int:
     state.root.mkdir(parents=True, exist_ok=True)
     with state.log_file.open("ab") as log:
         subprocess.Popen(
-            [sys.executable, "-m", "scaleml_operator.local.supervisor", "--state", str(state.root)],
+            [sys.executable, "-m", "scaleml_local.supervisor", "--state", str(state.root)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -99,7 +100,7 @@ def cell(value: Any, column: PrinterColumn, now: datetime) -> str:
     return str(value)
 
 
-def rows(state: State, kind: Kind, now: datetime | None = None) -> tuple[list[str], list[list[str]]]:
+def rows(state: State, kind: AnyKind, now: datetime | None = None) -> tuple[list[str], list[list[str]]]:
     """The header and the rows `kubectl get` prints for `kind` (priority-0 printer columns)."""
     now = now or datetime.now(UTC)
     columns = [c for c in kind.columns if c.priority == 0]

@@ -15,10 +15,10 @@ from typing import Final
 
 from pydantic import Field
 
-from scaleml_workloads.contract.base import ApiModel, ObjectName
-from scaleml_workloads.contract.monitoring import DriftMonitorSpec
-from scaleml_workloads.contract.serving import ModelDeploymentSpec
-from scaleml_workloads.contract.training import ModelName, TrainingJobSpec
+from scaleml_api.base import ApiModel, ObjectName
+from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
+from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
+from scaleml_api.v1alpha1.trainingjob import ModelName, TrainingJobSpec
 
 CONFIG_ENV: Final = "SCALEML_CONFIG"
 

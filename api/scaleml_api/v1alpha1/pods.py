@@ -6,7 +6,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, StringConstraints
 
-from scaleml_workloads.contract.base import ApiModel, Rule
+from scaleml_api.base import ApiModel, Rule
 
 # The extended resource NVIDIA's device plugin advertises, and the taint key of GPU node pools.
 GPU_RESOURCE = "nvidia.com/gpu"

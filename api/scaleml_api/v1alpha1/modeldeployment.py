@@ -1,13 +1,15 @@
-"""The ModelDeployment spec: what users write and what the serving pods read."""
+"""ModelDeployment: the spec users write (and the serving pods read), its status, and how kubectl shows it."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, StringConstraints
 
-from scaleml_workloads.contract.base import ApiModel, ObjectName, OptionalObjectName, Quantity, Rule, not_above
-from scaleml_workloads.contract.training import ModelName
+from scaleml_api.base import ApiModel, ObjectName, OptionalObjectName, Quantity, Rule, not_above
+from scaleml_api.conditions import Conditions
+from scaleml_api.kind import AGE_COLUMN, PHASE_COLUMN, Kind, PrinterColumn
+from scaleml_api.v1alpha1.trainingjob import ModelName
 
 Backend = Literal["pytorch", "onnx", "python"]
 CaptureFormat = Literal["parquet", "npz"]
@@ -166,3 +168,52 @@ class ModelDeploymentSpec(ApiModel):
             field_path=".instances.kind",
         ),
     )
+
+
+# On the Triton Deployment and its pod template: the model version the pods serve.
+MODEL_VERSION_ANNOTATION: Final = "scaleml.dev/model-version"
+# The Triton container of a serving pod, whose failures say why a model does not load.
+TRITON_CONTAINER: Final = "triton"
+
+
+DeploymentPhase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
+
+
+class Endpoints(ApiModel):
+    """In-cluster URLs of the inference service."""
+
+    http: str = Field(default="", description="KServe v2 HTTP endpoint.")
+    grpc: str = Field(default="", description="KServe v2 gRPC endpoint.")
+
+
+class ModelDeploymentStatus(ApiModel):
+    """The observed state of a ModelDeployment."""
+
+    phase: DeploymentPhase | None = Field(default=None, description="Pending, Progressing, Ready, Degraded or Failed.")
+    conditions: Conditions
+    observed_generation: int | None = Field(default=None, ge=0, description="Generation last acted on.")
+    replicas: int | None = Field(default=None, ge=0, description="Triton pods that exist.")
+    ready_replicas: int | None = Field(default=None, ge=0, description="Triton pods that are ready.")
+    served_version: int | None = Field(default=None, ge=1, description="Model version being served.")
+    endpoints: Endpoints | None = Field(default=None, description="Where to send inference requests.")
+    selector: str | None = Field(default=None, description="Label selector of the pods (for the scale subresource).")
+
+
+MODEL_DEPLOYMENT = Kind(
+    kind="ModelDeployment",
+    plural="modeldeployments",
+    short_name="md",
+    description="A Triton Inference Server deployment serving a model repository, with autoscaling.",
+    spec=ModelDeploymentSpec,
+    status=ModelDeploymentStatus,
+    columns=(
+        PHASE_COLUMN,
+        PrinterColumn("Model", ".spec.model.fromTrainingJob", description="Source TrainingJob."),
+        PrinterColumn("Served", ".status.servedVersion", "integer", "Model version being served."),
+        PrinterColumn("Ready", ".status.readyReplicas", "integer", "Ready Triton pods."),
+        PrinterColumn("Replicas", ".status.replicas", "integer", "Triton pods."),
+        AGE_COLUMN,
+    ),
+    max_name_length=52,
+    scale=True,
+)

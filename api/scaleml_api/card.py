@@ -7,10 +7,10 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from scaleml_workloads.contract.architectures import Architecture
-from scaleml_workloads.contract.base import ApiModel
-from scaleml_workloads.contract.profile import TensorSpec
-from scaleml_workloads.contract.training import Hyperparameters
+from scaleml_api.base import ApiModel
+from scaleml_api.profile import TensorSpec
+from scaleml_api.v1alpha1.architectures import Architecture
+from scaleml_api.v1alpha1.trainingjob import Hyperparameters
 
 Label = str | int | float | bool
 

@@ -1,0 +1,12 @@
+"""The scaleml.dev/v1alpha1 API: the three kinds."""
+
+from __future__ import annotations
+
+from scaleml_api.kind import AnyKind
+from scaleml_api.v1alpha1.driftmonitor import DRIFT_MONITOR
+from scaleml_api.v1alpha1.modeldeployment import MODEL_DEPLOYMENT
+from scaleml_api.v1alpha1.trainingjob import TRAINING_JOB
+
+KINDS: tuple[AnyKind, ...] = (TRAINING_JOB, MODEL_DEPLOYMENT, DRIFT_MONITOR)
+
+__all__ = ["DRIFT_MONITOR", "KINDS", "MODEL_DEPLOYMENT", "TRAINING_JOB"]

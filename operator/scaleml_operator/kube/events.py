@@ -1,0 +1,67 @@
+"""Posting Events on the objects the operator reconciles: the one way every Event goes out.
+
+Core v1 Events, as `kubectl describe` and `kubectl get events` show them, with the operator as
+their reporting component. A failure to post is logged and swallowed: an Event is a notice, and
+losing one must not undo or repeat the reconcile that caused it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from kubernetes.client.exceptions import ApiException
+
+from scaleml_operator.kube.apply import FIELD_MANAGER, dynamic_client
+from scaleml_operator.status.acceptance import event_message
+from scaleml_operator.status.conditions import Event
+
+log = logging.getLogger(__name__)
+
+NAME_PREFIX: Final = "scaleml-"
+
+
+def event_body(involved: Mapping[str, Any], event: Event, now: datetime, instance: str) -> dict[str, Any]:
+    """The Event object about `involved` (an object as the API returns it)."""
+    meta = involved["metadata"]
+    moment = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"namespace": meta["namespace"], "generateName": NAME_PREFIX},
+        "involvedObject": {
+            "apiVersion": involved["apiVersion"],
+            "kind": involved["kind"],
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": event.type,
+        "reason": event.reason,
+        "message": event_message(event.message),
+        "action": event.reason,
+        "reportingComponent": FIELD_MANAGER,
+        "reportingInstance": instance,
+        # The "From" column of `kubectl describe`.
+        "source": {"component": FIELD_MANAGER},
+        "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventTime": moment,
+        "count": 1,
+    }
+
+
+def post(involved: Mapping[str, Any], events: Iterable[Event]) -> None:
+    """Posts each of `events` about `involved`."""
+    dynamic = dynamic_client()
+    resource = dynamic.resources.get(api_version="v1", kind="Event")
+    for event in events:
+        body = event_body(involved, event, datetime.now(UTC), socket.gethostname())
+        try:
+            dynamic.create(resource, body=body, namespace=body["metadata"]["namespace"])
+        except ApiException as error:
+            log.warning("Could not post Event %s on %s: %s", event.reason, involved["metadata"]["name"], error.reason)

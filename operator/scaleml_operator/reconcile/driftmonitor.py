@@ -1,0 +1,119 @@
+"""DriftMonitor's part of the loop: it reads what the monitor compares, its Deployment, and what retraining needs.
+
+The monitor pod writes each window's results into the status; a new result (`lastCheckTime`) is a
+trigger, as are the target ModelDeployment, the monitor's Deployment and the end of a retraining
+TrainingJob. The served model's version decides the reference profile, so a ModelDeployment that
+rolls to a new version moves its monitors along.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from scaleml_api.base import API_VERSION
+from scaleml_api.conditions import Waiting
+from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
+from scaleml_operator.builders import driftmonitor as build
+from scaleml_operator.builders import retraining
+from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
+from scaleml_operator.config import OperatorConfig
+from scaleml_operator.kube import apply as kube
+from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
+from scaleml_operator.status import driftmonitor as status
+from scaleml_operator.status.conditions import timestamp
+
+OWNER_LABEL: Final = "scaleml.dev/driftmonitor"
+MONITOR_SELECTOR: Final = {"app.kubernetes.io/name": build.COMPONENT, "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the monitor reads (or why it waits), its Deployment as it runs, and the retraining step's verdict."""
+
+    reference: build.Inputs | Waiting
+    deployment: Mapping[str, Any] | None
+    retraining: retraining.Retraining
+
+
+def _source_job(spec: DriftMonitorSpec, target: Mapping[str, Any] | None, namespace: str) -> Mapping[str, Any] | None:
+    jobs = {job["metadata"]["name"]: job for job in kube.list_objects(API_VERSION, TRAINING_JOB.kind, namespace, "")}
+    return retraining.source_job(spec, target, jobs)
+
+
+def read(owner: Owner, spec: DriftMonitorSpec, parent: Mapping[str, Any], context: Context) -> Inputs:
+    namespace, current = owner.namespace, parent.get("status") or {}
+    target = kube.get(API_VERSION, MODEL_DEPLOYMENT.kind, spec.target.model_deployment, namespace)
+    training_job = None
+    if spec.reference.from_training_job:
+        training_job = kube.get(API_VERSION, TRAINING_JOB.kind, spec.reference.from_training_job, namespace)
+    deployment = kube.get("apps/v1", "Deployment", build.monitor_name(owner.name), namespace)
+    last_name = current.get("lastRetrainJob") if spec.retrain.enabled else None
+    last_job = kube.get(API_VERSION, TRAINING_JOB.kind, last_name, namespace) if last_name else None
+    now = datetime.now(UTC)
+    # The namespace's TrainingJobs are listed only when the policy wants a job now.
+    wanted = spec.retrain.enabled and retraining.decide(spec.retrain, current, last_job, now).create
+    source = _source_job(spec, target, namespace) if wanted else None
+    verdict = retraining.retrain(spec, parent["metadata"], current, last_job, source, now)
+    return Inputs(build.resolve_inputs(spec, target, training_job), deployment, verdict)
+
+
+def children(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, config: OperatorConfig) -> Children:
+    reference = inputs.reference if isinstance(inputs.reference, build.Inputs) else None
+    return build.children(owner, spec, reference, config.workload_image, retraining_job=inputs.retraining.job)
+
+
+def stale(inputs: Inputs) -> bool:
+    """The monitor's Deployment is missing or reads another reference than the one the target now serves."""
+    if isinstance(inputs.reference, Waiting):
+        return False
+    live = ((inputs.deployment or {}).get("metadata", {}).get("annotations") or {}).get(build.REFERENCE_ANNOTATION)
+    return live != build.reference(inputs.reference)
+
+
+def observed(
+    current: Mapping[str, Any],
+    owner: Owner,
+    spec: DriftMonitorSpec,
+    inputs: Inputs,
+    applied: Applied,
+    *,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    reference = inputs.reference
+    patch = status.observed(
+        current,
+        deployment=applied.get("Deployment", build.monitor_name(owner.name), inputs.deployment),
+        waiting=reference if isinstance(reference, Waiting) else None,
+        reference_version=reference.reference_version if isinstance(reference, build.Inputs) else None,
+        generation=generation,
+        now=now,
+    )
+    verdict, job = inputs.retraining, inputs.retraining.job
+    active, reason, message = verdict.active, verdict.reason, verdict.message
+    created = job["metadata"]["name"] if job is not None and job["metadata"]["name"] in applied.created else None
+    if job is not None and created is None:
+        refused = [problem for problem in applied.rejected if job["metadata"]["name"] in problem]
+        active, reason, message = False, "RetrainRejected", " ".join(refused)
+    conditions = status.retraining(
+        {**current, **patch}, active=active, reason=reason, message=message, generation=generation, now=now
+    )
+    patch["conditions"] = status.drift_condition(
+        {**current, **patch, "conditions": conditions}, generation=generation, now=now
+    )
+    if created and current.get("lastRetrainJob") != created:
+        patch.update(
+            lastRetrainJob=created,
+            lastRetrainTime=timestamp(now),
+            retrainsTriggered=int(current.get("retrainsTriggered") or 0) + 1,
+        )
+    return patch
+
+
+RECONCILER: Final = Reconciler(
+    kind=DRIFT_MONITOR, read=read, children=children, stale=stale, observed=observed, events=status.events
+)

@@ -1,0 +1,214 @@
+"""The one reconcile loop: every kind runs it, on every trigger.
+
+    read the parent once ─▶ verdict on its spec (full runs) or the typed spec (refreshes)
+    read(owner, spec, parent, context)         the kind's only reads: its inputs and live children
+    children(owner, spec, inputs, config)      pure: what to apply, what must be absent, what to create
+    apply / delete / create                    skipped on a refresh unless stale(inputs)
+    observed(status, owner, spec, inputs, applied, generation=, now=)    pure: the kind's status fields
+    one status write, conditional on the resourceVersion read (re-composed, purely, on a conflict)
+    acceptance_events + events(previous, status)   pure, from what the write changed ─▶ kube.events.post
+
+A full run (create, resume, a spec change) applies every child and records the verdict on the
+spec; a refresh (a child, an input or a driving status field changed) re-applies only what
+`stale` says no longer matches. Events come from the status the write changed, so a retried run
+that changes nothing posts nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Generic, Protocol, TypeVar
+
+from scaleml_api.base import API_VERSION
+from scaleml_api.kind import Kind, SpecT
+from scaleml_api.validation import parse_spec_or_none
+from scaleml_operator.builders.meta import Children, Owner
+from scaleml_operator.config import OperatorConfig
+from scaleml_operator.kube import apply as kube
+from scaleml_operator.kube import events as kube_events
+from scaleml_operator.status.acceptance import Verdict, acceptance_events, applied, judge
+from scaleml_operator.status.conditions import Event
+
+InputsT = TypeVar("InputsT")
+InputsCo = TypeVar("InputsCo", covariant=True)
+InputsContra = TypeVar("InputsContra", contravariant=True)
+SpecContra = TypeVar("SpecContra", contravariant=True)
+Object = dict[str, Any]
+
+_ATTEMPTS: Final = 5
+
+
+class StatusConflictError(Exception):
+    """The object kept changing while its status was written: run again later."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a run knows besides the object: the operator's settings and the caches its reads may use."""
+
+    config: OperatorConfig
+    # kopf indexes by id, for reads that a cache answers (e.g. the versions exported per model).
+    indexes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What the apply step did: the children as the API server returned them, and what it refused."""
+
+    # Whether the children were applied this run (a refresh that was not stale applies nothing).
+    done: bool = False
+    live: Mapping[tuple[str, str], Object] = field(default_factory=dict)
+    rejected: Sequence[str] = ()
+    kept_back: str = ""
+    # Names of the objects created (or found already there, created by an earlier run).
+    created: Sequence[str] = ()
+
+    def get(self, kind: str, name: str, default: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """The child as applied this run, else `default` (as read before)."""
+        return self.live.get((kind, name), default)
+
+
+class Read(Protocol[SpecContra, InputsCo]):
+    def __call__(self, owner: Owner, spec: SpecContra, parent: Mapping[str, Any], context: Context) -> InputsCo: ...
+
+
+class Observe(Protocol[SpecContra, InputsContra]):
+    def __call__(
+        self,
+        current: Mapping[str, Any],
+        owner: Owner,
+        spec: SpecContra,
+        inputs: InputsContra,
+        applied: Applied,
+        *,
+        generation: int | None,
+        now: datetime,
+    ) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Reconciler(Generic[SpecT, InputsT]):
+    """One kind's part of the loop: its reads, and the pure functions that decide everything else."""
+
+    kind: Kind[SpecT, Any]
+    read: Read[SpecT, InputsT]
+    children: Callable[[Owner, SpecT, InputsT, OperatorConfig], Children]
+    stale: Callable[[InputsT], bool]
+    observed: Observe[SpecT, InputsT]
+    events: Callable[[Mapping[str, Any], Mapping[str, Any]], list[Event]]
+
+
+@dataclass(frozen=True)
+class Written:
+    """A status write that went through: the object as it now is, and its status before."""
+
+    body: Object
+    previous: Mapping[str, Any]
+
+
+def run(reconciler: Reconciler[SpecT, InputsT], name: str, namespace: str, context: Context, *, full: bool) -> None:
+    """One pass of the loop over the object `namespace/name`, which may have gone meanwhile."""
+    kind = reconciler.kind
+    parent = kube.get(API_VERSION, kind.kind, name, namespace)
+    if parent is None or parent["metadata"].get("deletionTimestamp"):
+        return
+    now = datetime.now(UTC)
+    verdict: Verdict[SpecT] | None = judge(kind, parent, now) if full else None
+    spec = verdict.spec if verdict is not None else parse_spec_or_none(kind, parent.get("spec") or {})
+
+    if spec is None:
+        # Nothing is applied until the spec is corrected; a refresh has nothing to add to the verdict.
+        if verdict is None:
+            return
+        rejection = verdict
+
+        def compose(status: Mapping[str, Any], generation: int | None, now: datetime) -> dict[str, Any]:
+            return rejection.over(status)
+
+    else:
+        owner = Owner(kind.kind, name, namespace, parent["metadata"]["uid"])
+        inputs = reconciler.read(owner, spec, parent, context)
+        done = apply_children(
+            owner, reconciler.children(owner, spec, inputs, context.config), full or reconciler.stale(inputs)
+        )
+        typed = spec
+
+        def compose(status: Mapping[str, Any], generation: int | None, now: datetime) -> dict[str, Any]:
+            current = verdict.over(status) if verdict is not None else dict(status)
+            if done.done:
+                current["conditions"] = applied(
+                    current, rejected=list(done.rejected), kept_back=done.kept_back, generation=generation, now=now
+                )
+            current.update(reconciler.observed(current, owner, typed, inputs, done, generation=generation, now=now))
+            return current
+
+    written = write_status(kind, parent, compose)
+    if written is not None:
+        status = written.body.get("status") or {}
+        kube_events.post(
+            written.body,
+            [*acceptance_events(kind.kind, written.previous, status), *reconciler.events(written.previous, status)],
+        )
+
+
+def apply_children(owner: Owner, children: Children, everything: bool) -> Applied:
+    """Applies the children (all of them, or only those to create when not `everything`).
+
+    What the API server refuses as invalid is collected, not raised: it cannot heal until the spec
+    changes, and the other children still apply.
+    """
+    live: dict[tuple[str, str], Object] = {}
+    rejected: list[str] = []
+    created: list[str] = []
+    if everything:
+        for manifest in children.apply:
+            kind, child = manifest["kind"], manifest["metadata"]["name"]
+            try:
+                live[(kind, child)] = kube.apply(manifest)
+            except kube.RejectedError as error:
+                rejected.append(f"{kind} {child}: {error}")
+        for api_version, kind, child in children.absent:
+            kube.delete_owned(api_version, kind, child, owner.namespace, owner.uid)
+    for manifest in children.create:
+        kind, child = manifest["kind"], manifest["metadata"]["name"]
+        try:
+            # False: it exists, created by an earlier run for the same reason. Recorded, not repeated.
+            kube.create(manifest)
+        except kube.RejectedError as error:
+            rejected.append(f"{kind} {child}: {error}")
+        else:
+            created.append(child)
+    return Applied(everything, live, rejected, children.kept_back if everything else "", created)
+
+
+Compose = Callable[[Mapping[str, Any], "int | None", datetime], dict[str, Any]]
+
+
+def write_status(kind: Kind[Any, Any], parent: Object, compose: Compose) -> Written | None:
+    """Patches the status `compose` makes of the freshest object, recomposing it when another writer came first.
+
+    The patch carries the resourceVersion it was composed from: status lists such as conditions
+    are replaced whole by a merge patch, so a writer that read an older status would otherwise
+    undo what another (a pod, another handler) wrote since. Returns None when nothing changed.
+    """
+    body: Object | None = parent
+    for _attempt in range(_ATTEMPTS):
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        meta = body["metadata"]
+        status = body.get("status") or {}
+        composed = compose(status, meta.get("generation"), datetime.now(UTC))
+        update = {key: value for key, value in composed.items() if status.get(key) != value}
+        if not update:
+            return None
+        try:
+            kube.patch_status(API_VERSION, kind.kind, meta["name"], meta["namespace"], update, meta["resourceVersion"])
+        except kube.ConflictError:
+            body = kube.get(API_VERSION, kind.kind, meta["name"], meta["namespace"])
+            continue
+        return Written({**body, "status": {**status, **update}}, status)
+    raise StatusConflictError(
+        f"{kind.kind} {parent['metadata']['namespace']}/{parent['metadata']['name']} kept changing"
+    )

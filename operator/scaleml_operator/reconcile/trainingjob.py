@@ -1,0 +1,66 @@
+"""TrainingJob's part of the loop: it reads its Job and the Job's pods; the rest is pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from scaleml_api.v1alpha1 import TRAINING_JOB
+from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
+from scaleml_operator.builders import trainingjob as build
+from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
+from scaleml_operator.config import OperatorConfig
+from scaleml_operator.kube import apply as kube
+from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
+from scaleml_operator.status import trainingjob as status
+
+OWNER_LABEL: Final = "scaleml.dev/trainingjob"
+WORKER_SELECTOR: Final = {"app.kubernetes.io/name": build.COMPONENT, "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The Job as it runs (None before it is created) and its pods."""
+
+    job: Mapping[str, Any] | None
+    pods: Sequence[Mapping[str, Any]]
+
+
+def selector(name: str) -> str:
+    return ",".join(f"{key}={value}" for key, value in {**WORKER_SELECTOR, OWNER_LABEL: name}.items())
+
+
+def read(owner: Owner, spec: TrainingJobSpec, parent: Mapping[str, Any], context: Context) -> Inputs:
+    job = kube.get("batch/v1", "Job", owner.name, owner.namespace)
+    pods = kube.list_objects("v1", "Pod", owner.namespace, selector(owner.name)) if job else []
+    return Inputs(job, pods)
+
+
+def children(owner: Owner, spec: TrainingJobSpec, inputs: Inputs, config: OperatorConfig) -> Children:
+    return build.children(owner, spec, spec.image or config.workload_image, live_job=inputs.job)
+
+
+def stale(inputs: Inputs) -> bool:
+    """Never: a Job's own changes are observed, not undone; only a spec change applies again."""
+    return False
+
+
+def observed(
+    current: Mapping[str, Any],
+    owner: Owner,
+    spec: TrainingJobSpec,
+    inputs: Inputs,
+    applied: Applied,
+    *,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    job = applied.get("Job", owner.name, inputs.job)
+    return status.observed(current, job=job, pods=inputs.pods, generation=generation, now=now)
+
+
+RECONCILER: Final = Reconciler(
+    kind=TRAINING_JOB, read=read, children=children, stale=stale, observed=observed, events=status.events
+)
