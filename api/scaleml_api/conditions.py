@@ -1,42 +1,96 @@
 """Status conditions in the shape of the rest of Kubernetes (metav1.Condition), and their vocabulary.
 
-Condition types and reasons are part of the API: `kubectl wait --for=condition=Ready`, Argo CD
-health checks and alerts match on them, so they are constants here and documented in the README.
+Condition types, their reasons and Event reasons are part of the API: `kubectl wait
+--for=condition=Ready`, Argo CD health checks and alerts match on them. Each is declared once, in
+a `Vocabulary` next to the kind that uses it (the terms every kind shares are here), as a constant
+the code uses and a sentence the docs print (docs/reference/conditions-events.md is generated).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, StringConstraints
 
 from scaleml_api.base import ApiModel
 
-# Condition types.
-READY = "Ready"
-ACCEPTED = "Accepted"
-PROGRESSING = "Progressing"
-DEGRADED = "Degraded"
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-DRIFT_DETECTED = "DriftDetected"
-# TrainingJob.
-CREATED = "Created"
-RUNNING = "Running"
-RESTARTING = "Restarting"
-SUSPENDED = "Suspended"
-SPEC_APPLIED = "SpecApplied"
-# DriftMonitor.
-RETRAINING = "Retraining"
-
-# Reasons.
-SPEC_ACCEPTED = "SpecAccepted"
-INVALID_SPEC = "InvalidSpec"
-RECONCILING = "Reconciling"
-
 ConditionStatus = Literal["True", "False", "Unknown"]
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class Term:
+    """One word of the vocabulary: a condition type, a reason (with the types it explains) or an Event reason."""
+
+    name: str
+    meaning: str
+    # For a reason: the condition types it is given on. For an Event reason: Normal or Warning.
+    conditions: tuple[str, ...] = ()
+    event_type: EventType | None = None
+
+
+class Vocabulary:
+    """The condition types, reasons and Event reasons of one kind ("" for those every kind shares).
+
+    Each declaration returns the name, so it is the constant the code uses and the docs' entry at once.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.conditions: list[Term] = []
+        self.reasons: list[Term] = []
+        self.events: list[Term] = []
+
+    def condition(self, name: str, meaning: str) -> str:
+        self.conditions.append(Term(name, meaning))
+        return name
+
+    def reason(self, name: str, meaning: str, *, on: tuple[str, ...]) -> str:
+        self.reasons.append(Term(name, meaning, conditions=on))
+        return name
+
+    def event(self, name: str, event_type: EventType, meaning: str) -> str:
+        self.events.append(Term(name, meaning, event_type=event_type))
+        return name
+
+
+SHARED: Final = Vocabulary("")
+
+READY: Final = SHARED.condition(
+    "Ready", "The object does what its spec asks (ModelDeployment: serving; DriftMonitor: monitoring)."
+)
+ACCEPTED: Final = SHARED.condition("Accepted", "The spec of the observed generation passed validation.")
+SPEC_APPLIED: Final = SHARED.condition(
+    "SpecApplied", "Every child took the spec as written (False: the message names what was refused or kept back)."
+)
+
+SPEC_ACCEPTED: Final = SHARED.reason("SpecAccepted", "The spec is valid.", on=(ACCEPTED,))
+INVALID_SPEC: Final = SHARED.reason(
+    "InvalidSpec",
+    "The spec passed the CRD schema but not the operator's checks; the message names the field. Nothing "
+    "is applied until the spec is corrected.",
+    on=(ACCEPTED, READY),
+)
+CREATING: Final = SHARED.reason("Creating", "The child that does the work does not exist yet.", on=(READY,))
+APPLIED: Final = SHARED.reason("Applied", "Every child was applied.", on=(SPEC_APPLIED,))
+CHILD_REJECTED: Final = SHARED.reason(
+    "ChildRejected",
+    "The API server refused a child (for example an HPA metric it cannot parse); the others still applied.",
+    on=(SPEC_APPLIED,),
+)
+IMMUTABLE_WHILE_RUNNING: Final = SHARED.reason(
+    "ImmutableWhileRunning",
+    "A running Job keeps its pod template and size; the rest of the spec reached it.",
+    on=(SPEC_APPLIED,),
+)
+
+SPEC_ACCEPTED_EVENT: Final = SHARED.event(SPEC_ACCEPTED, "Normal", "A new generation of the spec is valid.")
+INVALID_SPEC_EVENT: Final = SHARED.event(INVALID_SPEC, "Warning", "The spec is invalid; the message says where.")
+SPEC_NOT_APPLIED: Final = SHARED.event(
+    "SpecNotApplied", "Warning", "A child refused or kept back part of the spec (SpecApplied turned False)."
+)
 
 
 @dataclass(frozen=True)

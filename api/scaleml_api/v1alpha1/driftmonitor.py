@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -15,7 +15,7 @@ from scaleml_api.base import (
     OptionalObjectName,
     Rule,
 )
-from scaleml_api.conditions import Conditions
+from scaleml_api.conditions import READY, Conditions, Vocabulary
 from scaleml_api.kind import AGE_COLUMN, Kind, PrinterColumn
 
 
@@ -160,4 +160,60 @@ DRIFT_MONITOR = Kind(
         AGE_COLUMN,
     ),
     max_name_length=52,
+)
+
+
+VOCABULARY: Final = Vocabulary(DRIFT_MONITOR.kind)
+
+DRIFT_DETECTED: Final = VOCABULARY.condition("DriftDetected", "The last tested window drifted from the reference.")
+RETRAINING: Final = VOCABULARY.condition("Retraining", "A TrainingJob this monitor created is retraining the model.")
+
+MODEL_DEPLOYMENT_NOT_FOUND: Final = VOCABULARY.reason(
+    "ModelDeploymentNotFound", "The target ModelDeployment does not exist (yet).", on=(READY,)
+)
+CAPTURE_DISABLED: Final = VOCABULARY.reason(
+    "CaptureDisabled", "The target does not capture requests (its spec.capture).", on=(READY,)
+)
+TRAINING_JOB_NOT_FOUND: Final = VOCABULARY.reason(
+    "TrainingJobNotFound", "The TrainingJob in spec.reference.fromTrainingJob does not exist (yet).", on=(READY,)
+)
+WAITING_FOR_MODEL: Final = VOCABULARY.reason(
+    "WaitingForModel", "Neither the target nor the TrainingJob has a model version yet.", on=(READY,)
+)
+MONITOR_RUNNING: Final = VOCABULARY.reason("MonitorRunning", "The monitor's pod is available.", on=(READY,))
+MONITOR_STARTING: Final = VOCABULARY.reason("MonitorStarting", "The monitor's pod is not ready yet.", on=(READY,))
+NOT_CHECKED: Final = VOCABULARY.reason("NotChecked", "No window has been tested yet.", on=(DRIFT_DETECTED,))
+DRIFT_FOUND: Final = VOCABULARY.reason(
+    "DriftDetected", "The message names the drifted features, the score and the run of windows.", on=(DRIFT_DETECTED,)
+)
+NO_DRIFT: Final = VOCABULARY.reason("NoDrift", "The last window did not drift.", on=(DRIFT_DETECTED, RETRAINING))
+DISABLED: Final = VOCABULARY.reason("Disabled", "spec.retrain.enabled is false.", on=(RETRAINING,))
+DRIFT_NOT_PERSISTENT: Final = VOCABULARY.reason(
+    "DriftNotPersistent", "Fewer drifted windows in a row than spec.retrain.after.", on=(RETRAINING,)
+)
+RETRAIN_RUNNING: Final = VOCABULARY.reason("RetrainRunning", "The last retraining job still runs.", on=(RETRAINING,))
+COOLDOWN_ACTIVE: Final = VOCABULARY.reason(
+    "CooldownActive", "Drift persists, but spec.retrain.cooldown has not passed since the last job.", on=(RETRAINING,)
+)
+TRAINING_JOB_RUNNING: Final = VOCABULARY.reason(
+    "TrainingJobRunning", "The retraining TrainingJob runs (Retraining is True).", on=(RETRAINING,)
+)
+NO_SOURCE_TRAINING_JOB: Final = VOCABULARY.reason(
+    "NoSourceTrainingJob", "Retraining is due, but the TrainingJob of the served model is gone.", on=(RETRAINING,)
+)
+INVALID_OVERRIDES: Final = VOCABULARY.reason(
+    "InvalidOverrides", "Retraining is due, but the overrides make an invalid TrainingJob.", on=(RETRAINING,)
+)
+RETRAIN_REJECTED: Final = VOCABULARY.reason(
+    "RetrainRejected", "Retraining is due, but the API server refused the TrainingJob.", on=(RETRAINING,)
+)
+
+RETRAIN_TRIGGERED: Final = VOCABULARY.event("RetrainTriggered", "Normal", "A retraining TrainingJob was created.")
+for _refusal in (NO_SOURCE_TRAINING_JOB, INVALID_OVERRIDES, RETRAIN_REJECTED):
+    VOCABULARY.event(_refusal, "Warning", "Retraining is due and cannot start; the message says why.")
+DRIFT_DETECTED_EVENT: Final = VOCABULARY.event(
+    "DriftDetected", "Warning", "Posted by the monitor pod: a window drifted after one that did not."
+)
+DRIFT_RESOLVED: Final = VOCABULARY.event(
+    "DriftResolved", "Normal", "Posted by the monitor pod: a window no longer drifts after one that did."
 )

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field, StringConstraints
 
 from scaleml_api.base import ApiModel, ObjectName, OptionalObjectName, Quantity, Rule, not_above
-from scaleml_api.conditions import Conditions
+from scaleml_api.conditions import READY, Conditions, Vocabulary
 from scaleml_api.kind import AGE_COLUMN, PHASE_COLUMN, Kind, PrinterColumn
 from scaleml_api.v1alpha1.trainingjob import ModelName
 
@@ -217,3 +217,49 @@ MODEL_DEPLOYMENT = Kind(
     max_name_length=52,
     scale=True,
 )
+
+
+VOCABULARY: Final = Vocabulary(MODEL_DEPLOYMENT.kind)
+
+PROGRESSING: Final = VOCABULARY.condition("Progressing", "A rollout is under way; the message says what it waits for.")
+DEGRADED: Final = VOCABULARY.condition("Degraded", "Triton fails on some or all replicas; the message has its log.")
+
+TRAINING_JOB_NOT_FOUND: Final = VOCABULARY.reason(
+    "TrainingJobNotFound",
+    "The TrainingJob in spec.model.fromTrainingJob does not exist (yet).",
+    on=(READY, PROGRESSING),
+)
+WAITING_FOR_MODEL: Final = VOCABULARY.reason(
+    "WaitingForModel",
+    "The TrainingJob has not exported a version yet; no Deployment until then.",
+    on=(READY, PROGRESSING),
+)
+ROLLOUT_IN_PROGRESS: Final = VOCABULARY.reason(
+    "RolloutInProgress", "The newest template is rolling out.", on=(PROGRESSING,)
+)
+ROLLOUT_COMPLETE: Final = VOCABULARY.reason(
+    "RolloutComplete", "Every replica runs the newest template.", on=(PROGRESSING,)
+)
+NO_FAILURE: Final = VOCABULARY.reason("NoFailure", "No replica fails.", on=(DEGRADED,))
+MODEL_LOAD_FAILED: Final = VOCABULARY.reason(
+    "ModelLoadFailed", "Triton exited because the model did not load.", on=(DEGRADED, READY)
+)
+SERVER_CRASHING: Final = VOCABULARY.reason("ServerCrashing", "Triton keeps exiting.", on=(DEGRADED, READY))
+PROGRESS_DEADLINE_EXCEEDED: Final = VOCABULARY.reason(
+    "ProgressDeadlineExceeded", "The rollout made no progress within the Deployment's deadline.", on=(DEGRADED, READY)
+)
+VOCABULARY.reason(
+    "FailedCreate", "The Deployment cannot create pods (its ReplicaFailure reason is passed on).", on=(DEGRADED, READY)
+)
+SCALED_TO_ZERO: Final = VOCABULARY.reason("ScaledToZero", "The Deployment is scaled to zero replicas.", on=(READY,))
+NO_READY_REPLICA: Final = VOCABULARY.reason("NoReadyReplica", "No replica is ready yet.", on=(READY,))
+REPLICAS_READY: Final = VOCABULARY.reason(
+    "ReplicasReady", "At least one replica serves; the message says how many and which version.", on=(READY,)
+)
+
+MODEL_VERSION_SERVED: Final = VOCABULARY.event(
+    "ModelVersionServed", "Normal", "Every ready replica serves a new version."
+)
+MODEL_DEPLOYMENT_READY: Final = VOCABULARY.event("ModelDeploymentReady", "Normal", "The phase became Ready.")
+for _failure in (MODEL_LOAD_FAILED, SERVER_CRASHING, PROGRESS_DEADLINE_EXCEEDED):
+    VOCABULARY.event(_failure, "Warning", "The phase became Degraded or Failed for this reason (Degraded's).")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import Field, StringConstraints, ValidationError, model_validator
 
@@ -17,7 +17,7 @@ from scaleml_api.base import (
     VolumePath,
     not_above,
 )
-from scaleml_api.conditions import Conditions
+from scaleml_api.conditions import Conditions, Vocabulary
 from scaleml_api.kind import AGE_COLUMN, PHASE_COLUMN, Kind, PrinterColumn
 from scaleml_api.v1alpha1.architectures import Architecture, parse_params
 from scaleml_api.v1alpha1.pods import EnvList, PodMetadata, Scheduling
@@ -307,3 +307,44 @@ TRAINING_JOB = Kind(
     # Pods of an indexed Job are named <job>-<index>-<5 chars>, and must fit a DNS label.
     max_name_length=48,
 )
+
+
+VOCABULARY: Final = Vocabulary(TRAINING_JOB.kind)
+
+CREATED: Final = VOCABULARY.condition("Created", "The workers' Job exists.")
+RUNNING: Final = VOCABULARY.condition("Running", "Worker pods are running.")
+SUCCEEDED: Final = VOCABULARY.condition("Succeeded", "Every worker finished and the model was exported.")
+FAILED: Final = VOCABULARY.condition("Failed", "The Job failed for good; the message has the workers' own words.")
+SUSPENDED: Final = VOCABULARY.condition("Suspended", "The Job is suspended (runPolicy.suspend, or a queue).")
+RESTARTING: Final = VOCABULARY.condition("Restarting", "A worker failed and the process group is restarting.")
+
+JOB_CREATED: Final = VOCABULARY.reason(
+    "JobCreated", "The Job exists; the message says how many workers.", on=(CREATED,)
+)
+COMPLETED: Final = VOCABULARY.reason("Completed", "Every worker finished.", on=(SUCCEEDED,))
+NOT_FINISHED: Final = VOCABULARY.reason("NotFinished", "The Job has not finished yet.", on=(SUCCEEDED,))
+WORKERS_RUNNING: Final = VOCABULARY.reason("WorkersRunning", "The message says how many are ready.", on=(RUNNING,))
+# When the workers are not running, Running's reason is the phase ("Failed" also says why it did not succeed).
+for _phase in ("Pending", "Succeeded", "Suspended"):
+    VOCABULARY.reason(_phase, f"Not running: the TrainingJob is {_phase}.", on=(RUNNING,))
+VOCABULARY.reason("Failed", "Not running, and never will: the Job failed.", on=(RUNNING, SUCCEEDED))
+JOB_FAILED: Final = VOCABULARY.reason(
+    "JobFailed",
+    "The Job failed without a reason of its own (else its controller's reason is given: "
+    "BackoffLimitExceeded, DeadlineExceeded, PodFailurePolicy).",
+    on=(FAILED,),
+)
+NO_FAILURE: Final = VOCABULARY.reason("NoFailure", "Nothing failed.", on=(FAILED,))
+JOB_SUSPENDED: Final = VOCABULARY.reason("JobSuspended", "The Job is suspended.", on=(SUSPENDED,))
+NOT_SUSPENDED: Final = VOCABULARY.reason("NotSuspended", "The Job is not suspended.", on=(SUSPENDED,))
+WORKER_FAILED: Final = VOCABULARY.reason(
+    "WorkerFailed", "A worker pod failed; the message has its termination message.", on=(RESTARTING,)
+)
+NOT_RESTARTING: Final = VOCABULARY.reason("NotRestarting", "No worker failed since the group formed.", on=(RESTARTING,))
+
+TRAINING_STARTED: Final = VOCABULARY.event("TrainingStarted", "Normal", "The workers started.")
+TRAINING_SUCCEEDED: Final = VOCABULARY.event(
+    "TrainingSucceeded", "Normal", "Training finished; the message names the exported version."
+)
+TRAINING_FAILED: Final = VOCABULARY.event("TrainingFailed", "Warning", "Training failed; the message says why.")
+TRAINING_SUSPENDED: Final = VOCABULARY.event("TrainingSuspended", "Normal", "The Job was suspended.")

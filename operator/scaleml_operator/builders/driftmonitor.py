@@ -13,7 +13,13 @@ from typing import Any, Final
 from scaleml_api import runtime
 from scaleml_api.conditions import Waiting
 from scaleml_api.repository import PROFILE_FILE
-from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
+from scaleml_api.v1alpha1.driftmonitor import (
+    CAPTURE_DISABLED,
+    MODEL_DEPLOYMENT_NOT_FOUND,
+    TRAINING_JOB_NOT_FOUND,
+    WAITING_FOR_MODEL,
+    DriftMonitorSpec,
+)
 from scaleml_operator.builders import meta
 from scaleml_operator.builders.meta import (
     CONTAINER_SECURITY_CONTEXT,
@@ -58,21 +64,21 @@ def resolve_inputs(
     """
     target = spec.target.model_deployment
     if model_deployment is None:
-        return Waiting("ModelDeploymentNotFound", f"ModelDeployment {target} does not exist (yet).")
+        return Waiting(MODEL_DEPLOYMENT_NOT_FOUND, f"ModelDeployment {target} does not exist (yet).")
     capture = model_deployment["spec"].get("capture") or {}
     if not capture.get("enabled") or not capture.get("volumeClaim"):
-        return Waiting("CaptureDisabled", f"ModelDeployment {target} does not capture requests (spec.capture).")
+        return Waiting(CAPTURE_DISABLED, f"ModelDeployment {target} does not capture requests (spec.capture).")
     if not spec.reference.from_training_job:
         return Inputs(capture["volumeClaim"], spec.reference.volume_claim, spec.reference.path, None)
     name = spec.reference.from_training_job
     if training_job is None:
-        return Waiting("TrainingJobNotFound", f"TrainingJob {name} does not exist (yet).")
+        return Waiting(TRAINING_JOB_NOT_FOUND, f"TrainingJob {name} does not exist (yet).")
     output = training_job["spec"]["output"]
     version = (model_deployment.get("status") or {}).get("servedVersion") or (training_job.get("status") or {}).get(
         "modelVersion"
     )
     if not version:
-        return Waiting("WaitingForModel", f"Neither ModelDeployment {target} nor TrainingJob {name} has a version yet.")
+        return Waiting(WAITING_FOR_MODEL, f"Neither ModelDeployment {target} nor TrainingJob {name} has a version yet.")
     path = f"{output['modelName']}/{version}/{PROFILE_FILE}"
     return Inputs(capture["volumeClaim"], output["volumeClaim"], path, int(version))
 

@@ -16,7 +16,13 @@ from typing import Any, Final
 
 from scaleml_api import runtime
 from scaleml_api.conditions import Waiting
-from scaleml_api.v1alpha1.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER, ModelDeploymentSpec
+from scaleml_api.v1alpha1.modeldeployment import (
+    MODEL_VERSION_ANNOTATION,
+    TRAINING_JOB_NOT_FOUND,
+    TRITON_CONTAINER,
+    WAITING_FOR_MODEL,
+    ModelDeploymentSpec,
+)
 from scaleml_api.v1alpha1.pods import GPU_RESOURCE, GPU_TOLERATION
 from scaleml_operator.builders.meta import (
     CONTAINER_SECURITY_CONTEXT,
@@ -385,10 +391,10 @@ def resolve_source(
         return ModelSource(spec.model.repository.volume_claim, spec.model.repository.model_name, pinned)
     name = spec.model.from_training_job
     if training_job is None:
-        return Waiting("TrainingJobNotFound", f"TrainingJob {name} does not exist (yet).")
+        return Waiting(TRAINING_JOB_NOT_FOUND, f"TrainingJob {name} does not exist (yet).")
     output = training_job["spec"]["output"]
     own = (training_job.get("status") or {}).get("modelVersion")
     version = pinned or max(filter(None, (own, newest_exported)), default=None)
     if version is None:
-        return Waiting("WaitingForModel", f"TrainingJob {name} has not exported a model version yet.")
+        return Waiting(WAITING_FOR_MODEL, f"TrainingJob {name} has not exported a model version yet.")
     return ModelSource(output["volumeClaim"], output["modelName"], version)

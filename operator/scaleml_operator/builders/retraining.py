@@ -16,7 +16,19 @@ from typing import Any, Final
 from scaleml_api.base import API_VERSION, duration_seconds
 from scaleml_api.merge import merge_patch
 from scaleml_api.v1alpha1 import TRAINING_JOB
-from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec, RetrainPolicy
+from scaleml_api.v1alpha1.driftmonitor import (
+    COOLDOWN_ACTIVE,
+    DISABLED,
+    DRIFT_NOT_PERSISTENT,
+    INVALID_OVERRIDES,
+    NO_DRIFT,
+    NO_SOURCE_TRAINING_JOB,
+    RETRAIN_RUNNING,
+    RETRAIN_TRIGGERED,
+    TRAINING_JOB_RUNNING,
+    DriftMonitorSpec,
+    RetrainPolicy,
+)
 from scaleml_api.validation import InvalidSpecError, parse_spec
 
 RETRAINED_BY_LABEL: Final = "scaleml.dev/retrained-by"
@@ -62,24 +74,24 @@ def decide(
 ) -> Decision:
     """Create a TrainingJob after `policy.after` drifted windows in a row, unless one runs or the cooldown holds."""
     if not policy.enabled:
-        return Decision(False, "Disabled", "spec.retrain.enabled is false.")
+        return Decision(False, DISABLED, "spec.retrain.enabled is false.")
     drifted = int(status.get("consecutiveDriftedWindows") or 0)
     if not status.get("driftDetected") or not status.get("driftSince"):
-        return Decision(False, "NoDrift", "The last window did not drift.")
+        return Decision(False, NO_DRIFT, "The last window did not drift.")
     if drifted < policy.after:
-        return Decision(False, "DriftNotPersistent", f"{drifted} of {policy.after} drifted windows in a row.")
+        return Decision(False, DRIFT_NOT_PERSISTENT, f"{drifted} of {policy.after} drifted windows in a row.")
     if last_job is not None and running(last_job):
-        return Decision(False, "RetrainRunning", f"TrainingJob {last_job['metadata']['name']} is still running.")
+        return Decision(False, RETRAIN_RUNNING, f"TrainingJob {last_job['metadata']['name']} is still running.")
     if last := status.get("lastRetrainTime"):
         until = _parse(last) + timedelta(seconds=duration_seconds(policy.cooldown))
         if now < until:
             # A stable message: each status write re-runs this, and a changing one would write again.
             return Decision(
                 False,
-                "CooldownActive",
+                COOLDOWN_ACTIVE,
                 f"Drift persists; the cooldown of {policy.cooldown} ends at {until:%Y-%m-%dT%H:%M:%SZ}.",
             )
-    return Decision(True, "RetrainTriggered", f"Drift persisted for {drifted} windows.")
+    return Decision(True, RETRAIN_TRIGGERED, f"Drift persisted for {drifted} windows.")
 
 
 def retraining_job(
@@ -160,13 +172,13 @@ def retrain(
     of the drift, so a restart that repeats the step finds the job it created instead of a second.
     """
     if not spec.retrain.enabled:
-        return Retraining(False, "Disabled", "spec.retrain.enabled is false.")
+        return Retraining(False, DISABLED, "spec.retrain.enabled is false.")
     decision = decide(spec.retrain, status, last_job, now)
     job = None
     if decision.create:
         drift_since = str(status["driftSince"])
         if source is None:
-            decision = Decision(False, "NoSourceTrainingJob", "The served model's TrainingJob is gone.")
+            decision = Decision(False, NO_SOURCE_TRAINING_JOB, "The served model's TrainingJob is gone.")
         else:
             name = job_name(source["metadata"]["name"], monitor["uid"], drift_since)
             candidate = retraining_job(
@@ -176,14 +188,14 @@ def retrain(
                 parse_spec(TRAINING_JOB, candidate["spec"])
             except InvalidSpecError as error:
                 message = f"spec.retrain.trainingJobOverrides make an invalid TrainingJob: {error}"
-                decision = Decision(False, "InvalidOverrides", message)
+                decision = Decision(False, INVALID_OVERRIDES, message)
             else:
                 job = last_job = candidate
     if last_job is not None and running(last_job):
         origin = (last_job["metadata"].get("labels") or {}).get(RETRAIN_OF_LABEL, "its source")
         active, reason, message = (
             True,
-            "TrainingJobRunning",
+            TRAINING_JOB_RUNNING,
             f"TrainingJob {last_job['metadata']['name']} retrains {origin}.",
         )
     else:

@@ -16,7 +16,7 @@ from typing import Any, Final
 from scaleml_api.base import API_VERSION
 from scaleml_api.conditions import Waiting
 from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
-from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
+from scaleml_api.v1alpha1.driftmonitor import RETRAIN_REJECTED, DriftMonitorSpec
 from scaleml_operator.builders import driftmonitor as build
 from scaleml_operator.builders import retraining
 from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
@@ -98,7 +98,7 @@ def observed(
     created = job["metadata"]["name"] if job is not None and job["metadata"]["name"] in applied.created else None
     if job is not None and created is None:
         refused = [problem for problem in applied.rejected if job["metadata"]["name"] in problem]
-        active, reason, message = False, "RetrainRejected", " ".join(refused)
+        active, reason, message = False, RETRAIN_REJECTED, " ".join(refused)
     conditions = status.retraining(
         {**current, **patch}, active=active, reason=reason, message=message, generation=generation, now=now
     )

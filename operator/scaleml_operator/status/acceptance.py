@@ -7,7 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic
 
-from scaleml_api.conditions import ACCEPTED, INVALID_SPEC, READY, SPEC_ACCEPTED, SPEC_APPLIED
+from scaleml_api.conditions import (
+    ACCEPTED,
+    APPLIED,
+    CHILD_REJECTED,
+    IMMUTABLE_WHILE_RUNNING,
+    INVALID_SPEC,
+    INVALID_SPEC_EVENT,
+    READY,
+    SPEC_ACCEPTED,
+    SPEC_ACCEPTED_EVENT,
+    SPEC_APPLIED,
+    SPEC_NOT_APPLIED,
+)
 from scaleml_api.kind import Kind, SpecT
 from scaleml_api.validation import InvalidSpecError, parse_spec
 from scaleml_operator.status.conditions import Conditions, Event, find_condition
@@ -87,11 +99,11 @@ def applied(
 ) -> list[dict[str, Any]]:
     """The conditions with SpecApplied set: did the children take the spec as written?"""
     if rejected:
-        value, reason, message = False, "ChildRejected", " ".join(rejected)
+        value, reason, message = False, CHILD_REJECTED, " ".join(rejected)
     elif kept_back:
-        value, reason, message = False, "ImmutableWhileRunning", kept_back
+        value, reason, message = False, IMMUTABLE_WHILE_RUNNING, kept_back
     else:
-        value, reason, message = True, "Applied", ""
+        value, reason, message = True, APPLIED, ""
     return Conditions(status.get("conditions", []), generation=generation, now=now).mark(
         SPEC_APPLIED, value, reason, message
     )
@@ -114,8 +126,8 @@ def acceptance_events(kind: str, previous: Mapping[str, Any], status: Mapping[st
         return []
     if verdict["status"] == "True":
         generation = verdict.get("observedGeneration")
-        return [Event("Normal", SPEC_ACCEPTED, f"{kind} spec accepted (generation {generation}).")]
-    return [Event("Warning", INVALID_SPEC, verdict.get("message", ""))]
+        return [Event("Normal", SPEC_ACCEPTED_EVENT, f"{kind} spec accepted (generation {generation}).")]
+    return [Event("Warning", INVALID_SPEC_EVENT, verdict.get("message", ""))]
 
 
 def applied_events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
@@ -123,7 +135,7 @@ def applied_events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> li
     taken = _changed(previous, status, SPEC_APPLIED)
     if taken is None or taken["status"] != "False":
         return []
-    return [Event("Warning", "SpecNotApplied", taken.get("message", ""))]
+    return [Event("Warning", SPEC_NOT_APPLIED, taken.get("message", ""))]
 
 
 def event_message(text: str) -> str:

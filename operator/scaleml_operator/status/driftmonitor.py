@@ -9,12 +9,25 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from scaleml_api.conditions import DRIFT_DETECTED, READY, RETRAINING, ConditionStatus, Waiting
+from scaleml_api.conditions import CREATING, READY, ConditionStatus, Waiting
+from scaleml_api.v1alpha1.driftmonitor import (
+    DRIFT_DETECTED,
+    DRIFT_FOUND,
+    INVALID_OVERRIDES,
+    MONITOR_RUNNING,
+    MONITOR_STARTING,
+    NO_DRIFT,
+    NO_SOURCE_TRAINING_JOB,
+    NOT_CHECKED,
+    RETRAIN_REJECTED,
+    RETRAIN_TRIGGERED,
+    RETRAINING,
+)
 from scaleml_operator.status.acceptance import applied_events
 from scaleml_operator.status.conditions import Conditions, Event, find_condition
 
 # Retraining reasons that need a person: the policy wants a job and cannot make one.
-_REFUSED = frozenset({"InvalidOverrides", "NoSourceTrainingJob", "RetrainRejected"})
+_REFUSED = frozenset({INVALID_OVERRIDES, NO_SOURCE_TRAINING_JOB, RETRAIN_REJECTED})
 
 
 def observed(
@@ -30,11 +43,11 @@ def observed(
     if waiting is not None:
         ready, reason, message = False, waiting.reason, waiting.message
     elif deployment is None:
-        ready, reason, message = False, "Creating", "Creating the monitor's Deployment."
+        ready, reason, message = False, CREATING, "Creating the monitor's Deployment."
     elif (deployment.get("status") or {}).get("availableReplicas"):
-        ready, reason, message = True, "MonitorRunning", "The monitor is running."
+        ready, reason, message = True, MONITOR_RUNNING, "The monitor is running."
     else:
-        ready, reason, message = False, "MonitorStarting", "The monitor's pod is not ready yet."
+        ready, reason, message = False, MONITOR_STARTING, "The monitor's pod is not ready yet."
     conditions = Conditions(status.get("conditions", []), generation=generation, now=now).mark(
         READY, ready, reason, message
     )
@@ -61,16 +74,16 @@ def drift_condition(status: Mapping[str, Any], *, generation: int | None, now: d
     """
     value: ConditionStatus
     if status.get("driftDetected") is None:
-        value, reason, message = "Unknown", "NotChecked", "No window has been tested yet."
+        value, reason, message = "Unknown", NOT_CHECKED, "No window has been tested yet."
     elif status["driftDetected"]:
         features = ", ".join(status.get("driftedFeatures") or []) or "the multivariate test"
         windows = status.get("consecutiveDriftedWindows") or 1
-        value, reason = "True", "DriftDetected"
+        value, reason = "True", DRIFT_FOUND
         message = f"Drift in {features}; score {status.get('driftScore', 0):.2f}; {windows} window(s) in a row."
     else:
         value, reason, message = (
             "False",
-            "NoDrift",
+            NO_DRIFT,
             f"The last window ({status.get('windowSize', 0)} rows) did not drift.",
         )
     return Conditions(status.get("conditions", []), generation=generation, now=now).mark(
@@ -88,9 +101,7 @@ def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event
     if created and created != previous.get("lastRetrainJob"):
         windows = status.get("consecutiveDriftedWindows") or 0
         posted.append(
-            Event(
-                "Normal", "RetrainTriggered", f"Created TrainingJob {created}: drift persisted for {windows} windows."
-            )
+            Event("Normal", RETRAIN_TRIGGERED, f"Created TrainingJob {created}: drift persisted for {windows} windows.")
         )
     retraining_now = find_condition(status.get("conditions") or (), RETRAINING) or {}
     retraining_before = find_condition(previous.get("conditions") or (), RETRAINING) or {}

@@ -6,8 +6,24 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from scaleml_api.conditions import DEGRADED, PROGRESSING, READY, Waiting
-from scaleml_api.v1alpha1.modeldeployment import MODEL_VERSION_ANNOTATION, TRITON_CONTAINER
+from scaleml_api.conditions import CREATING, READY, Waiting
+from scaleml_api.v1alpha1.modeldeployment import (
+    DEGRADED,
+    MODEL_DEPLOYMENT_READY,
+    MODEL_LOAD_FAILED,
+    MODEL_VERSION_ANNOTATION,
+    MODEL_VERSION_SERVED,
+    NO_FAILURE,
+    NO_READY_REPLICA,
+    PROGRESS_DEADLINE_EXCEEDED,
+    PROGRESSING,
+    REPLICAS_READY,
+    ROLLOUT_COMPLETE,
+    ROLLOUT_IN_PROGRESS,
+    SCALED_TO_ZERO,
+    SERVER_CRASHING,
+    TRITON_CONTAINER,
+)
 from scaleml_operator.status.acceptance import applied_events
 from scaleml_operator.status.conditions import Conditions, Event, find_condition
 
@@ -21,10 +37,10 @@ def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event
     posted = applied_events(previous, status)
     version = status.get("servedVersion")
     if version and version != previous.get("servedVersion"):
-        posted.append(Event("Normal", "ModelVersionServed", f"Every ready replica serves model version {version}."))
+        posted.append(Event("Normal", MODEL_VERSION_SERVED, f"Every ready replica serves model version {version}."))
     if phase != previous.get("phase"):
         if phase == "Ready":
-            posted.append(Event("Normal", "ModelDeploymentReady", _condition(status, READY).get("message", "")))
+            posted.append(Event("Normal", MODEL_DEPLOYMENT_READY, _condition(status, READY).get("message", "")))
         elif phase in ("Degraded", "Failed"):
             degraded = _condition(status, DEGRADED)
             posted.append(Event("Warning", degraded.get("reason", phase), degraded.get("message", "")))
@@ -51,7 +67,7 @@ def server_failure(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
             if waiting.get("reason") != "CrashLoopBackOff" and not container.get("restartCount"):
                 continue
             message = (terminated.get("message") or "").strip()
-            reason = "ModelLoadFailed" if "failed to load" in message else "ServerCrashing"
+            reason = MODEL_LOAD_FAILED if "failed to load" in message else SERVER_CRASHING
             detail = message[-MAX_REASON_CHARS:] or f"exit code {terminated.get('exitCode')}"
             return reason, f"Pod {pod['metadata']['name']}: Triton exited ({detail})"
     return None
@@ -95,10 +111,10 @@ def observed(
 
     patch: dict[str, Any] = {"endpoints": dict(endpoints), "selector": selector}
     if waiting is not None or deployment is None:
-        reason, message = (waiting.reason, waiting.message) if waiting else ("Creating", "Creating the Deployment.")
+        reason, message = (waiting.reason, waiting.message) if waiting else (CREATING, "Creating the Deployment.")
         mark(READY, False, reason, message)
         mark(PROGRESSING, True, reason, message)
-        mark(DEGRADED, False, "NoFailure")
+        mark(DEGRADED, False, NO_FAILURE)
         patch.update(phase="Pending", conditions=conditions.items, replicas=0, readyReplicas=0)
         return patch
 
@@ -109,26 +125,26 @@ def observed(
     failure = server_failure(pods)
     stalled = _condition(deployment_status, "Progressing")
     replica_failure = _condition(deployment_status, "ReplicaFailure")
-    if failure is None and stalled.get("reason") == "ProgressDeadlineExceeded":
-        failure = ("ProgressDeadlineExceeded", stalled.get("message", ""))
+    if failure is None and stalled.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
+        failure = (PROGRESS_DEADLINE_EXCEEDED, stalled.get("message", ""))
     if failure is None and replica_failure.get("status") == "True":
         failure = (replica_failure.get("reason") or "ReplicaFailure", replica_failure.get("message", ""))
 
-    mark(PROGRESSING, not complete, "RolloutInProgress" if not complete else "RolloutComplete", progress)
+    mark(PROGRESSING, not complete, ROLLOUT_IN_PROGRESS if not complete else ROLLOUT_COMPLETE, progress)
     if failure:
         mark(DEGRADED, True, *failure)
     else:
-        mark(DEGRADED, False, "NoFailure")
+        mark(DEGRADED, False, NO_FAILURE)
     if desired == 0:
         phase = "Pending"
-        mark(READY, False, "ScaledToZero", "The Deployment is scaled to zero replicas.")
+        mark(READY, False, SCALED_TO_ZERO, "The Deployment is scaled to zero replicas.")
     elif ready == 0:
         phase = "Failed" if failure else "Progressing"
-        mark(READY, False, failure[0] if failure else "NoReadyReplica", failure[1] if failure else progress)
+        mark(READY, False, failure[0] if failure else NO_READY_REPLICA, failure[1] if failure else progress)
     else:
         phase = "Degraded" if failure else ("Ready" if complete else "Progressing")
         serving = f" serving model version {version}" if version and complete else ""
-        mark(READY, True, "ReplicasReady", f"{ready}/{desired} replicas ready{serving}.")
+        mark(READY, True, REPLICAS_READY, f"{ready}/{desired} replicas ready{serving}.")
     patch.update(phase=phase, conditions=conditions.items, replicas=deployment_status.get("replicas") or 0)
     patch["readyReplicas"] = ready
     if complete and version is not None:

@@ -7,8 +7,30 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from scaleml_api.conditions import CREATED, FAILED, RESTARTING, RUNNING, SUCCEEDED, SUSPENDED
+from scaleml_api.conditions import CREATING
 from scaleml_api.v1alpha1.pods import GPU_RESOURCE
+from scaleml_api.v1alpha1.trainingjob import (
+    COMPLETED,
+    CREATED,
+    FAILED,
+    JOB_CREATED,
+    JOB_FAILED,
+    JOB_SUSPENDED,
+    NO_FAILURE,
+    NOT_FINISHED,
+    NOT_RESTARTING,
+    NOT_SUSPENDED,
+    RESTARTING,
+    RUNNING,
+    SUCCEEDED,
+    SUSPENDED,
+    TRAINING_FAILED,
+    TRAINING_STARTED,
+    TRAINING_SUCCEEDED,
+    TRAINING_SUSPENDED,
+    WORKER_FAILED,
+    WORKERS_RUNNING,
+)
 from scaleml_operator.status.acceptance import applied_events
 from scaleml_operator.status.conditions import Conditions, Event, timestamp
 
@@ -26,16 +48,16 @@ def phase_event(phase: str, status: Mapping[str, Any]) -> Event | None:
     """The Event to post when a TrainingJob enters `phase`."""
     conditions = {c["type"]: c for c in status.get("conditions", ())}
     if phase == "Running":
-        return Event("Normal", "TrainingStarted", conditions.get(RUNNING, {}).get("message", "Workers are running."))
+        return Event("Normal", TRAINING_STARTED, conditions.get(RUNNING, {}).get("message", "Workers are running."))
     if phase == "Succeeded":
         version = status.get("modelVersion")
         exported = f" Exported model version {version}." if version else ""
-        return Event("Normal", "TrainingSucceeded", f"Every worker finished.{exported}")
+        return Event("Normal", TRAINING_SUCCEEDED, f"Every worker finished.{exported}")
     if phase == "Failed":
         failed = conditions.get(FAILED, {})
-        return Event("Warning", "TrainingFailed", f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}")
+        return Event("Warning", TRAINING_FAILED, f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}")
     if phase == "Suspended":
-        return Event("Normal", "TrainingSuspended", "The Job is suspended (runPolicy.suspend, or a queue).")
+        return Event("Normal", TRAINING_SUSPENDED, "The Job is suspended (runPolicy.suspend, or a queue).")
     return None
 
 
@@ -120,7 +142,7 @@ def observed(
 
     patch: dict[str, Any] = {}
     if job is None:
-        mark(CREATED, False, "Creating", "The workers' Job does not exist yet.")
+        mark(CREATED, False, CREATING, "The workers' Job does not exist yet.")
         patch.update(phase="Pending", conditions=conditions.items)
         return patch
 
@@ -131,13 +153,13 @@ def observed(
     complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
     suspended = _job_condition(job, "Suspended")
 
-    mark(CREATED, True, "JobCreated", f"Job {job['metadata']['name']} runs {workers} worker pod(s).")
+    mark(CREATED, True, JOB_CREATED, f"Job {job['metadata']['name']} runs {workers} worker pod(s).")
     if complete:
         phase = "Succeeded"
-        mark(SUCCEEDED, True, "Completed", "Every worker finished.")
+        mark(SUCCEEDED, True, COMPLETED, "Every worker finished.")
     elif failed:
         phase = "Failed"
-        reason = failed.get("reason") or "JobFailed"
+        reason = failed.get("reason") or JOB_FAILED
         detail = termination_message(pods) or failed.get("message", "")
         mark(FAILED, True, reason, detail)
     elif suspended:
@@ -148,13 +170,13 @@ def observed(
         phase = "Pending"
     finished = bool(complete or failed)
     if not complete:
-        mark(SUCCEEDED, False, "Failed" if failed else "NotFinished")
+        mark(SUCCEEDED, False, FAILED if failed else NOT_FINISHED)
     if not failed:
-        mark(FAILED, False, "NoFailure")
-    mark(SUSPENDED, bool(suspended), "JobSuspended" if suspended else "NotSuspended")
-    mark(RUNNING, phase == "Running", "WorkersRunning" if phase == "Running" else phase, f"{ready}/{workers} ready.")
+        mark(FAILED, False, NO_FAILURE)
+    mark(SUSPENDED, bool(suspended), JOB_SUSPENDED if suspended else NOT_SUSPENDED)
+    mark(RUNNING, phase == "Running", WORKERS_RUNNING if phase == "Running" else phase, f"{ready}/{workers} ready.")
     restarting = not finished and restarts > 0 and ready < workers
-    mark(RESTARTING, restarting, "WorkerFailed" if restarting else "NotRestarting", termination_message(pods))
+    mark(RESTARTING, restarting, WORKER_FAILED if restarting else NOT_RESTARTING, termination_message(pods))
 
     patch.update(phase=phase, conditions=conditions.items, restarts=restarts, gpuHours=gpu_hours(pods, now))
     if job_status.get("startTime"):

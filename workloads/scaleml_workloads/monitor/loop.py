@@ -22,6 +22,7 @@ import numpy as np
 
 from scaleml_api.base import duration_seconds
 from scaleml_api.runtime import MonitorRun
+from scaleml_api.v1alpha1.driftmonitor import DRIFT_DETECTED_EVENT, DRIFT_RESOLVED
 from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.capture.files import read_captures
 from scaleml_workloads.drift.detector import DriftDetector, DriftResult
@@ -148,10 +149,10 @@ class Monitor:
         if started_drift:
             features = ", ".join(result.drifted_features) or "the multivariate test"
             self.reporter.event(
-                "Warning", "DriftDetected", f"Drift in {features} (score {result.score:.2f}, {result.rows} rows)."
+                "Warning", DRIFT_DETECTED_EVENT, f"Drift in {features} (score {result.score:.2f}, {result.rows} rows)."
             )
         elif ended_drift:
-            self.reporter.event("Normal", "DriftResolved", f"The window of {result.rows} rows no longer drifts.")
+            self.reporter.event("Normal", DRIFT_RESOLVED, f"The window of {result.rows} rows no longer drifts.")
         self._write_report(result, now)
         log.info(
             "window of %d rows: %s, score %.3f, drifted: %s",
