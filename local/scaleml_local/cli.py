@@ -60,5 +60,5 @@ def register(commands: Any) -> None:
 
     demo = commands.add_parser("demo", help="Train, serve, monitor and retrain on this machine, in a few minutes.")
     demo.add_argument("--state", type=Path, default=Path(".scaleml/demo"), help="State directory, emptied first.")
-    demo.add_argument("--manifests", type=Path, help="The demo's YAML (default: manifests/examples/local).")
+    demo.add_argument("--manifests", type=Path, help="A folder of YAML to run instead of the demo's own.")
     demo.set_defaults(run=_demo)

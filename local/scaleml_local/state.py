@@ -17,6 +17,7 @@ import signal
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Final
 
@@ -69,11 +70,16 @@ def timestamp(moment: datetime | None = None) -> str:
     return conditions.timestamp(moment or datetime.now(UTC))
 
 
-def read_manifests(paths: Iterable[Path]) -> list[Manifest]:
-    """Every document of the YAML files given, directories read non-recursively like `kubectl apply -f`."""
+def read_manifests(paths: Iterable[Traversable]) -> list[Manifest]:
+    """Every document of the YAML files given, directories read non-recursively like `kubectl apply -f`.
+
+    A path is a file or directory on disk, or inside an installed package (`importlib.resources`).
+    """
     documents: list[Manifest] = []
     for path in paths:
-        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
+        files = [path]
+        if path.is_dir():
+            files = sorted((f for f in path.iterdir() if f.name.endswith((".yaml", ".yml"))), key=lambda f: f.name)
         if not files:
             raise LocalError(f"{path} holds no YAML file")
         for file in files:

@@ -3,7 +3,9 @@
 Every second it reads the applied objects and converges: a TrainingJob runs torchrun once; a
 ModelDeployment runs the model agent, then Triton and the capture proxy once a version is linked;
 a DriftMonitor runs the monitor on the served version's profile (restarted when that version
-changes) and applies the retraining policy with the operator's own `retraining` functions. Each
+changes) and takes the operator's retraining step. Whatever the operator decides without asking a
+cluster is decided here by the operator's own pure functions: the verdict on a spec, where a
+ModelDeployment's model comes from, what a DriftMonitor reads, and when and what to retrain. Each
 workload process leads a process group of its own, so stopping one stops its children too
 (torchrun's workers, Triton's Python backend stubs); SIGTERM or SIGINT stops every group.
 
@@ -25,26 +27,23 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Final, TypeVar
-
-from pydantic import BaseModel
+from typing import Any, Concatenate, Final, Literal, ParamSpec
 
 from scaleml_api import runtime
 from scaleml_api.conditions import Waiting
-from scaleml_api.kind import AnyKind
+from scaleml_api.kind import AnyKind, Kind, SpecT
 from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
-from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
-from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
-from scaleml_api.validation import InvalidSpecError, parse_spec
-from scaleml_local import runs
-from scaleml_local.state import LocalError, Manifest, State, running, timestamp
+from scaleml_api.v1alpha1.modeldeployment import NO_READY_REPLICA, REPLICAS_READY, SERVER_CRASHING, ModelDeploymentSpec
+from scaleml_local import runs, status
+from scaleml_local.state import LocalError, Manifest, State, running
 from scaleml_operator.builders import driftmonitor, modeldeployment, retraining
+from scaleml_operator.status import acceptance
 from scaleml_workloads.export.repository import versions
 from scaleml_workloads.serving import tritonserver
 
@@ -56,7 +55,7 @@ STOP_SECONDS: Final = runtime.EXIT_TIMEOUT_SECONDS + 10
 # Clears the drift episode of the previous reference: the new version is judged by its own windows.
 EPISODE_RESET: Final = {"driftDetected": False, "consecutiveDriftedWindows": 0, "driftSince": None}
 
-SpecT = TypeVar("SpecT", bound=BaseModel)
+Arguments = ParamSpec("Arguments")
 
 
 def free_port() -> int:
@@ -72,11 +71,32 @@ class Group:
 
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
-    reference_version: int | None = None
+    # A ModelDeployment's model directory; what a DriftMonitor reads as its reference (driftmonitor.reference).
+    model: str = ""
+    reference: str = ""
 
 
 def _key(kind: AnyKind, name: str) -> str:
     return f"{kind.plural}/{name}"
+
+
+def newest_exported(jobs: Mapping[str, Manifest], training_job: Manifest | None) -> int | None:
+    """The newest version any TrainingJob reports exporting into `training_job`'s model directory.
+
+    What the operator's index of exported versions answers on a cluster (a retraining job writes
+    the next version of the model it retrains), for `modeldeployment.resolve_source`.
+    """
+    if training_job is None:
+        return None
+    output = training_job["spec"]["output"]
+    exported = [
+        job["status"]["modelVersion"]
+        for job in jobs.values()
+        if isinstance(job["status"].get("modelVersion"), int)
+        and (job["spec"]["output"]["volumeClaim"], job["spec"]["output"]["modelName"])
+        == (output["volumeClaim"], output["modelName"])
+    ]
+    return max(exported, default=None)
 
 
 def served_version(http_port: int, model: str) -> int | None:
@@ -192,15 +212,25 @@ class Supervisor:
             }
         )
 
-    def _spec(self, kind: AnyKind, manifest: Manifest, model: type[SpecT]) -> SpecT | None:
-        name = manifest["metadata"]["name"]
-        try:
-            spec = parse_spec(kind, manifest["spec"])
-        except InvalidSpecError as error:
-            self.state.status_file(kind, name).patch({"phase": "Failed", "message": f"invalid spec: {error}"})
-            return None
-        assert isinstance(spec, model)
-        return spec
+    def _write(
+        self,
+        kind: AnyKind,
+        name: str,
+        compose: Callable[Concatenate[dict[str, Any], Arguments], Mapping[str, Any]],
+        *args: Arguments.args,
+        **kwargs: Arguments.kwargs,
+    ) -> None:
+        """Writes what `compose` makes of the object's status: only the fields that change, as the operator does."""
+        current = self.state.status(kind, name)
+        update = {key: value for key, value in compose(current, *args, **kwargs).items() if current.get(key) != value}
+        if update:
+            self.state.status_file(kind, name).patch(update)
+
+    def _judge(self, kind: Kind[SpecT, Any], manifest: Manifest) -> SpecT | None:
+        """The typed spec, None if invalid; the verdict goes into the status as on a cluster (Accepted)."""
+        verdict = acceptance.judge(kind, manifest, datetime.now(UTC))
+        self._write(kind, manifest["metadata"]["name"], verdict.over)
+        return verdict.spec
 
     def _spawn(
         self, key: str, role: str, command: list[str], env: Mapping[str, str] | None = None
@@ -248,31 +278,29 @@ class Supervisor:
 
     def _training(self, job: Manifest) -> None:
         name = job["metadata"]["name"]
-        key, status = _key(TRAINING_JOB, name), self.state.status_file(TRAINING_JOB, name)
+        key = _key(TRAINING_JOB, name)
         if (group := self.groups.get(key)) is not None:
             code = group.processes["trainer"].poll()
             if code is None:
                 return
             self._stop(key)
+            phase: Literal["Succeeded", "Failed"] = "Succeeded" if code == 0 else "Failed"
             if code == 0:
-                version = self.state.status(TRAINING_JOB, name).get("modelVersion")
-                status.patch(
-                    {"phase": "Succeeded", "completionTime": timestamp(), "message": f"Exported version {version}."}
-                )
+                message = f"Exported version {self.state.status(TRAINING_JOB, name).get('modelVersion')}."
             else:
                 termination = self._termination_log(name)
                 reason = termination.read_text().strip() if termination.exists() else ""
                 message = f"torchrun exited with code {code}: {reason or 'see ' + str(self.log_path(key, 'trainer'))}"
-                status.patch({"phase": "Failed", "completionTime": timestamp(), "message": message})
-            log.info("%s: %s", key, self.state.status(TRAINING_JOB, name).get("message"))
+            self._write(TRAINING_JOB, name, status.training, phase, message, now=datetime.now(UTC))
+            log.info("%s: %s", key, message)
             return
         if job["status"].get("phase") in ("Succeeded", "Failed"):
             return
-        spec = self._spec(TRAINING_JOB, job, TrainingJobSpec)
+        spec = self._judge(TRAINING_JOB, job)
         if spec is None:
             return
         if spec.run_policy.suspend:
-            status.patch({"phase": "Suspended"})
+            self._write(TRAINING_JOB, name, status.training, "Suspended", now=datetime.now(UTC))
             return
         run = runs.training_run(self.state, job, spec)
         config = self.state.directory("run") / f"trainingjob-{name}.json"
@@ -281,36 +309,25 @@ class Supervisor:
         env = {**runtime.TORCHRUN_ENV, runtime.TERMINATION_LOG_ENV: str(self._termination_log(name))}
         process = self._spawn(key, "trainer", runs.training_command(spec, config), env)
         self.groups[key] = Group({"trainer": process})
-        status.patch(
-            {
-                "phase": "Running",
-                "startTime": timestamp(),
-                "message": f"{runs.processes(spec)} processes on the CPU (torchrun, gloo).",
-            }
-        )
+        message = f"{runs.processes(spec)} processes on the CPU (torchrun, gloo)."
+        self._write(TRAINING_JOB, name, status.training, "Running", message, now=datetime.now(UTC))
 
     def _termination_log(self, name: str) -> Path:
         return self.state.directory("run") / f"trainingjob-{name}.termination"
 
     def _serving(self, deployment: Manifest, jobs: Mapping[str, Manifest]) -> None:
         name = deployment["metadata"]["name"]
-        key, status = _key(MODEL_DEPLOYMENT, name), self.state.status_file(MODEL_DEPLOYMENT, name)
-        spec = self._spec(MODEL_DEPLOYMENT, deployment, ModelDeploymentSpec)
+        key = _key(MODEL_DEPLOYMENT, name)
+        spec = self._judge(MODEL_DEPLOYMENT, deployment)
         if spec is None or key in self.failed:
             return
-        job = jobs.get(spec.model.from_training_job) if spec.model.from_training_job else None
-        if spec.model.repository is not None:
-            claim, model = spec.model.repository.volume_claim, spec.model.repository.model_name
-        elif job is not None:
-            claim, model = job["spec"]["output"]["volumeClaim"], job["spec"]["output"]["modelName"]
-        else:
-            claim = model = ""
-        exported = versions(self.state.volume(claim) / model) if claim else []
-        source = modeldeployment.resolve_source(spec, job, max(exported, default=None))
+        now = datetime.now(UTC)
         group = self.groups.get(key)
         if group is None:
+            job = jobs.get(spec.model.from_training_job or "")
+            source = modeldeployment.resolve_source(spec, job, newest_exported(jobs, job))
             if isinstance(source, Waiting):
-                status.patch({"phase": "Pending", "message": source.message})
+                self._write(MODEL_DEPLOYMENT, name, status.serving, "Pending", source.reason, source.message, now=now)
                 return
             run = runs.serving_run(self.state, deployment, spec, source)
             config = self.state.directory("run") / f"modeldeployment-{name}.json"
@@ -318,36 +335,46 @@ class Supervisor:
             agent = self._spawn(
                 key, "agent", [runs.PYTHON, "-m", "scaleml_workloads.serving.agent", "--config", str(config)]
             )
-            group = self.groups[key] = Group({"agent": agent})
-            status.patch(
-                {"phase": "Progressing", "message": "The model agent links the exported version.", "replicas": 1}
+            group = self.groups[key] = Group({"agent": agent}, model=source.model_name)
+            self._write(
+                MODEL_DEPLOYMENT,
+                name,
+                status.serving,
+                "Progressing",
+                NO_READY_REPLICA,
+                "The model agent links the exported version.",
+                now=now,
+                replicas=1,
             )
         if (problem := self._died(key, group)) is not None:
             self._stop(key)
             self.failed.add(key)
-            status.patch({"phase": "Failed", "readyReplicas": 0, "message": problem})
+            self._write(
+                MODEL_DEPLOYMENT, name, status.serving, "Failed", SERVER_CRASHING, problem, now=now, readyReplicas=0
+            )
             log.error("%s: %s", key, problem)
             return
-        serving = self.state.root / "serving" / name / model
-        linked = bool(versions(serving))
-        if "triton" not in group.processes and linked:
+        if "triton" not in group.processes and versions(self.state.root / "serving" / name / group.model):
             self._start_triton(key, name, spec, group)
         if "triton" in group.processes:
-            version = served_version(group.ports["http"], model)
+            version = served_version(group.ports["http"], group.model)
             front = "capture-" if spec.capture.enabled else ""
-            ready = version is not None
-            status.patch(
-                {
-                    "phase": "Ready" if ready else "Progressing",
-                    "servedVersion": version,
-                    "replicas": 1,
-                    "readyReplicas": int(ready),
-                    "endpoints": {
-                        "http": f"http://127.0.0.1:{group.ports[front + 'http']}",
-                        "grpc": f"127.0.0.1:{group.ports[front + 'grpc']}",
-                    },
-                    "message": f"Version {version} served." if ready else "Triton loads the model.",
-                }
+            endpoints = {
+                "http": f"http://127.0.0.1:{group.ports[front + 'http']}",
+                "grpc": f"127.0.0.1:{group.ports[front + 'grpc']}",
+            }
+            self._write(
+                MODEL_DEPLOYMENT,
+                name,
+                status.serving,
+                "Progressing" if version is None else "Ready",
+                NO_READY_REPLICA if version is None else REPLICAS_READY,
+                "Triton loads the model." if version is None else f"Version {version} served.",
+                now=now,
+                servedVersion=version,
+                replicas=1,
+                readyReplicas=int(version is not None),
+                endpoints=endpoints,
             )
 
     def _start_triton(self, key: str, name: str, spec: ModelDeploymentSpec, group: Group) -> None:
@@ -374,71 +401,68 @@ class Supervisor:
     def _monitoring(self, monitor: Manifest, deployments: Mapping[str, Manifest], jobs: Mapping[str, Manifest]) -> None:
         name = monitor["metadata"]["name"]
         key = _key(DRIFT_MONITOR, name)
-        spec = self._spec(DRIFT_MONITOR, monitor, DriftMonitorSpec)
+        spec = self._judge(DRIFT_MONITOR, monitor)
         if spec is None or key in self.failed:
             return
         deployment = deployments.get(spec.target.model_deployment)
         anchor = jobs.get(spec.reference.from_training_job) if spec.reference.from_training_job else None
         inputs = driftmonitor.resolve_inputs(spec, deployment, anchor)
         group = self.groups.get(key)
-        if isinstance(inputs, Waiting):
-            return
-        if group is not None and group.reference_version != inputs.reference_version:
-            log.info("%s: the served version is now %s: restarting the monitor", key, inputs.reference_version)
-            self._stop(key)
-            self.state.workload_status_file(DRIFT_MONITOR, name).patch(EPISODE_RESET)
-            group = None
-        if group is None:
-            run = runs.monitor_run(self.state, monitor, spec, inputs)
-            config = self.state.directory("run") / f"driftmonitor-{name}.json"
-            config.write_text(run.model_dump_json(by_alias=True))
-            process = self._spawn(
-                key, "monitor", [runs.PYTHON, "-m", "scaleml_workloads.monitor", "--config", str(config)]
-            )
-            group = self.groups[key] = Group({"monitor": process}, reference_version=inputs.reference_version)
-            self.state.status_file(DRIFT_MONITOR, name).patch({"referenceVersion": inputs.reference_version})
-        if (problem := self._died(key, group)) is not None:
+        if isinstance(inputs, driftmonitor.Inputs):
+            group = self._monitor(key, monitor, spec, inputs, group)
+        problem = self._died(key, group) if group is not None else None
+        if problem is not None:
             self._stop(key)
             self.failed.add(key)
             log.error("%s: %s", key, problem)
-            return
-        self._retrain(monitor, spec, deployment, jobs)
-
-    def _retrain(
-        self, monitor: Manifest, spec: DriftMonitorSpec, deployment: Manifest | None, jobs: Mapping[str, Manifest]
-    ) -> None:
-        meta, status = monitor["metadata"], self.state.status(DRIFT_MONITOR, monitor["metadata"]["name"])
-        last = jobs.get(status.get("lastRetrainJob") or "")
-        decision = retraining.decide(spec.retrain, status, last, datetime.now(UTC))
-        if not decision.create:
-            return
+        # The operator's retraining step, on the TrainingJobs of the state directory.
+        now, current = datetime.now(UTC), self.state.status(DRIFT_MONITOR, name)
+        last = jobs.get(current.get("lastRetrainJob") or "") if spec.retrain.enabled else None
         source = retraining.source_job(spec, deployment, jobs)
-        if source is None:
-            return
-        drift_since = str(status["driftSince"])
-        name = retraining.job_name(source["metadata"]["name"], meta["uid"], drift_since)
-        job = retraining.retraining_job(source, spec.retrain, name=name, monitor=meta["name"], drift_since=drift_since)
-        if name not in jobs:
-            try:
-                self.state.apply(job)
-            except LocalError as error:
-                log.error("%s: cannot retrain: %s", meta["name"], error)
-                return
-            log.info(
-                "driftmonitors/%s: created TrainingJob %s from %s: %s",
-                meta["name"],
-                name,
-                source["metadata"]["name"],
-                decision.message,
-            )
-        if status.get("lastRetrainJob") != name:
-            self.state.status_file(DRIFT_MONITOR, meta["name"]).patch(
-                {
-                    "lastRetrainJob": name,
-                    "lastRetrainTime": timestamp(),
-                    "retrainsTriggered": int(status.get("retrainsTriggered") or 0) + 1,
-                }
-            )
+        verdict = retraining.retrain(spec, monitor["metadata"], current, last, source, now)
+        refused = self._create(name, verdict.job, jobs)
+        self._write(
+            DRIFT_MONITOR,
+            name,
+            status.monitoring,
+            reference=inputs if isinstance(inputs, Waiting) else inputs.reference_version,
+            running=group is not None and problem is None,
+            retraining=verdict,
+            created=verdict.job["metadata"]["name"] if verdict.job is not None and not refused else None,
+            refused=refused,
+            now=now,
+        )
+
+    def _monitor(
+        self, key: str, monitor: Manifest, spec: DriftMonitorSpec, inputs: driftmonitor.Inputs, group: Group | None
+    ) -> Group:
+        """The monitor's processes, started on `inputs`, or restarted when the reference they read is stale."""
+        name = monitor["metadata"]["name"]
+        reference = driftmonitor.reference(inputs)
+        if group is not None and group.reference == reference:
+            return group
+        if group is not None:
+            log.info("%s: the served version is now %s: restarting the monitor", key, inputs.reference_version)
+            self._stop(key)
+            self.state.workload_status_file(DRIFT_MONITOR, name).patch(EPISODE_RESET)
+        run = runs.monitor_run(self.state, monitor, spec, inputs)
+        config = self.state.directory("run") / f"driftmonitor-{name}.json"
+        config.write_text(run.model_dump_json(by_alias=True))
+        process = self._spawn(key, "monitor", [runs.PYTHON, "-m", "scaleml_workloads.monitor", "--config", str(config)])
+        group = self.groups[key] = Group({"monitor": process}, reference=reference)
+        return group
+
+    def _create(self, monitor: str, job: dict[str, Any] | None, jobs: Mapping[str, Manifest]) -> str:
+        """Stores the retraining TrainingJob unless it exists (created before); says why not if it cannot."""
+        if job is None or (name := job["metadata"]["name"]) in jobs:
+            return ""
+        try:
+            self.state.apply(job)
+        except LocalError as error:
+            return f"TrainingJob {name}: {error}"
+        source = job["metadata"]["labels"][retraining.RETRAIN_OF_LABEL]
+        log.info("driftmonitors/%s: created TrainingJob %s from %s", monitor, name, source)
+        return ""
 
 
 def main(argv: list[str] | None = None) -> int:

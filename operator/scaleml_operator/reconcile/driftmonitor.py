@@ -24,7 +24,6 @@ from scaleml_operator.config import OperatorConfig
 from scaleml_operator.kube import apply as kube
 from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
 from scaleml_operator.status import driftmonitor as status
-from scaleml_operator.status.conditions import timestamp
 
 OWNER_LABEL: Final = "scaleml.dev/driftmonitor"
 MONITOR_SELECTOR: Final = {"app.kubernetes.io/name": build.COMPONENT, "app.kubernetes.io/managed-by": MANAGED_BY}
@@ -99,18 +98,17 @@ def observed(
     if job is not None and created is None:
         refused = [problem for problem in applied.rejected if job["metadata"]["name"] in problem]
         active, reason, message = False, RETRAIN_REJECTED, " ".join(refused)
-    conditions = status.retraining(
-        {**current, **patch}, active=active, reason=reason, message=message, generation=generation, now=now
-    )
-    patch["conditions"] = status.drift_condition(
-        {**current, **patch, "conditions": conditions}, generation=generation, now=now
-    )
-    if created and current.get("lastRetrainJob") != created:
-        patch.update(
-            lastRetrainJob=created,
-            lastRetrainTime=timestamp(now),
-            retrainsTriggered=int(current.get("retrainsTriggered") or 0) + 1,
+    patch.update(
+        status.retrained(
+            {**current, **patch},
+            active=active,
+            reason=reason,
+            message=message,
+            created=created,
+            generation=generation,
+            now=now,
         )
+    )
     return patch
 
 

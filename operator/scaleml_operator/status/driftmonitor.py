@@ -24,7 +24,7 @@ from scaleml_api.v1alpha1.driftmonitor import (
     RETRAINING,
 )
 from scaleml_operator.status.acceptance import applied_events
-from scaleml_operator.status.conditions import Conditions, Event, find_condition
+from scaleml_operator.status.conditions import Conditions, Event, find_condition, timestamp
 
 # Retraining reasons that need a person: the policy wants a job and cannot make one.
 _REFUSED = frozenset({INVALID_OVERRIDES, NO_SOURCE_TRAINING_JOB, RETRAIN_REJECTED})
@@ -64,6 +64,33 @@ def retraining(
     return Conditions(status.get("conditions", []), generation=generation, now=now).mark(
         RETRAINING, active, reason, message
     )
+
+
+def retrained(
+    status: Mapping[str, Any],
+    *,
+    active: bool,
+    reason: str,
+    message: str,
+    created: str | None,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The retraining step's part of the status: Retraining and DriftDetected, and lastRetrain* for a new job.
+
+    `created` is the retraining TrainingJob that exists now (made this time or by an earlier step).
+    """
+    conditions = retraining(status, active=active, reason=reason, message=message, generation=generation, now=now)
+    patch: dict[str, Any] = {
+        "conditions": drift_condition({**status, "conditions": conditions}, generation=generation, now=now)
+    }
+    if created and status.get("lastRetrainJob") != created:
+        patch.update(
+            lastRetrainJob=created,
+            lastRetrainTime=timestamp(now),
+            retrainsTriggered=int(status.get("retrainsTriggered") or 0) + 1,
+        )
+    return patch
 
 
 def drift_condition(status: Mapping[str, Any], *, generation: int | None, now: datetime) -> list[dict[str, Any]]:

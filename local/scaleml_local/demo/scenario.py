@@ -1,4 +1,4 @@
-"""`scaleml demo`: the whole loop on this machine, from the YAML in manifests/examples/local/.
+"""The demo's story: apply the YAML, train, serve, send calm traffic, shift it, catch the drift, retrain, roll.
 
 It trains a classifier on scikit-learn's breast cancer data (it ships inside the package: nothing
 is downloaded), serves it with Triton behind the capture proxy, and sends traffic with tritonclient:
@@ -8,7 +8,7 @@ the drift monitor catches the shift, its retraining policy creates a TrainingJob
 deployment serves the new version in place. Every answer is scored against the row's true diagnosis,
 so the summary shows what the loop is for: the old version's accuracy falling on the shifted
 traffic and the retrained one's restoring it. Every stage is checked, and any failure ends the demo
-with a non-zero exit code.
+with a non-zero exit code. The YAML ships inside the package (manifests/, beside this module).
 """
 
 from __future__ import annotations
@@ -18,42 +18,40 @@ import shutil
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
-import tritonclient.grpc as grpcclient
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.console import Console
 
 from scaleml_api.card import ModelCard
+from scaleml_api.conditions import READY
 from scaleml_api.merge import merge_patch
 from scaleml_api.profile import DataProfile
 from scaleml_api.repository import MODEL_CARD_FILE, PROFILE_FILE
-from scaleml_api.v1alpha1 import DRIFT_MONITOR, KINDS, MODEL_DEPLOYMENT, TRAINING_JOB
-from scaleml_local import commands
+from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_api.v1alpha1.trainingjob import FAILED
+from scaleml_local.demo.traffic import TARGET, Score, Traffic, pool
+from scaleml_local.demo.view import View, summary
 from scaleml_local.runs import reports_dir
 from scaleml_local.state import LocalError, Manifest, State, read_manifests
 from scaleml_local.supervisor import Supervisor, stop_orphans
+from scaleml_operator.status.conditions import find_condition
 
-MANIFESTS: Final = Path(__file__).resolve().parents[3] / "manifests" / "examples" / "local"
+# The demo's TrainingJob, ModelDeployment and DriftMonitor: package data, in a wheel as in a checkout.
+MANIFESTS: Final = resources.files("scaleml_local.demo") / "manifests"
 NAME: Final = "cancer"
-TARGET: Final = "diagnosis"
 # The features a new scanner measures larger: 20 of 30, well above the monitor's shareOfDriftedFeatures.
 SHIFTED_PREFIXES: Final = ("mean_", "worst_")
 SHIFT_FACTOR: Final = 1.4
-# Noise added to resampled rows, as a fraction of each feature's spread: live rows are never exact copies.
-NOISE: Final = 0.05
 POLL_SECONDS: Final = 0.25
 
 
@@ -88,29 +86,6 @@ class Window:
     shifted: bool
 
 
-@dataclass(frozen=True)
-class Pool:
-    """The rows clients draw requests from: the model's inputs and each row's true label."""
-
-    inputs: npt.NDArray[np.float32]
-    labels: npt.NDArray[np.str_]
-    shifted: bool
-
-
-@dataclass(frozen=True)
-class Score:
-    """How many rows a version answered on calm or shifted traffic, and how many of them rightly."""
-
-    version: int
-    shifted: bool
-    rows: int
-    correct: int
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.rows
-
-
 @dataclass
 class Result:
     accuracy: dict[int, float] = field(default_factory=dict)
@@ -140,120 +115,13 @@ def dataset(shifted: bool = False) -> pa.Table:
     return pa.table(columns)
 
 
-def pool(profile: DataProfile, table: pa.Table, *, shifted: bool) -> Pool:
-    """The rows of `table` as the model takes them (each feature where the profile says it goes), with their labels."""
-    inputs = np.zeros((table.num_rows, *profile.input.dims), dtype=np.float32)
-    for feature in profile.features:
-        inputs[:, feature.index] = table.column(feature.name).to_numpy()
-    return Pool(inputs, np.asarray(table.column(TARGET).to_pylist(), dtype=np.str_), shifted)
-
-
-class Traffic(threading.Thread):
-    """Clients calling the capture proxy over gRPC at a steady rate.
-
-    Counts answers by version, failures, and right answers by version and traffic.
-    """
-
-    def __init__(self, endpoint: str, models: Path, profile: DataProfile, pool: Pool, settings: Settings) -> None:
-        super().__init__(name="traffic", daemon=True)
-        self.endpoint, self.models, self.profile, self.settings = endpoint, models, profile, settings
-        # Swapped whole by the demo when the traffic shifts: a request never mixes two pools.
-        self.pool = pool
-        self.stop = threading.Event()
-        self.served = self.failed = self.unscored = 0
-        self.by_version: Counter[str] = Counter()
-        self.rows: Counter[tuple[int, bool]] = Counter()
-        self.correct: Counter[tuple[int, bool]] = Counter()
-        self.last_error = ""
-        self.rng = np.random.default_rng(11)
-        self._cards: dict[int, ModelCard] = {}
-
-    def _card(self, version: int) -> ModelCard:
-        """The card of the version that answered: its labels decode the output (each version has its own)."""
-        if version not in self._cards:
-            path = self.models / str(version) / MODEL_CARD_FILE
-            self._cards[version] = ModelCard.model_validate_json(path.read_text())
-        return self._cards[version]
-
-    def _score(self, version: int, pool: Pool, picks: npt.NDArray[np.int64], result: Any) -> None:
-        card = self._card(version)
-        logits = result.as_numpy(card.outputs[0].name)
-        predicted = np.asarray([str(label) for label in card.labels], dtype=np.str_)[logits.argmax(axis=1)]
-        self.rows[version, pool.shifted] += len(picks)
-        self.correct[version, pool.shifted] += int((predicted == pool.labels[picks]).sum())
-
-    def scores(self) -> list[Score]:
-        return [Score(v, shifted, rows, self.correct[v, shifted]) for (v, shifted), rows in sorted(self.rows.items())]
-
-    def run(self) -> None:
-        client = grpcclient.InferenceServerClient(self.endpoint)
-        interval = 1.0 / self.settings.requests_per_second
-        name = self.profile.input.name
-        while not self.stop.is_set():
-            started = time.monotonic()
-            pool = self.pool
-            picks = self.rng.integers(len(pool.inputs), size=self.settings.rows_per_request)
-            rows = pool.inputs[picks]
-            batch = (rows + self.rng.normal(0, NOISE, rows.shape) * pool.inputs.std(axis=0)).astype(np.float32)
-            tensor = grpcclient.InferInput(name, list(batch.shape), "FP32")
-            tensor.set_data_from_numpy(batch)
-            try:
-                result = client.infer(NAME, [tensor])
-                version = result.get_response(as_json=True)["model_version"]
-                self.by_version[str(version)] += 1
-                self.served += 1
-            except Exception as error:
-                # Every failure counts: the demo promises none across the rollout.
-                self.failed += 1
-                self.last_error = str(error)
-            else:
-                try:
-                    self._score(int(version), pool, picks, result)
-                except Exception as error:
-                    # The request succeeded; a broken score must not stop the traffic, but it ends the demo.
-                    self.unscored += 1
-                    self.last_error = f"scoring an answer of version {version}: {error!r}"
-            self.stop.wait(max(0.0, interval - (time.monotonic() - started)))
-        client.close()
-
-
 class Demo:
-    def __init__(self, state: State, manifests: Path, settings: Settings, console: Console) -> None:
-        self.state, self.manifests, self.settings, self.console = state, manifests, settings, console
+    def __init__(self, state: State, manifests: Traversable, settings: Settings, console: Console) -> None:
+        self.state, self.manifests, self.settings = state, manifests, settings
         self.result = Result()
         self.traffic: Traffic | None = None
         self.shifted = False
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} steps"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self.live = Live(self._view(), console=console, refresh_per_second=4, transient=not settings.live)
-
-    # Display.
-
-    def _view(self) -> Group:
-        tables: list[Any] = [self.progress]
-        for kind in KINDS:
-            header, body = commands.rows(self.state, kind)
-            if not body:
-                continue
-            table = Table(*header, title=kind.kind, title_justify="left", box=None, padding=(0, 1))
-            for row in body:
-                table.add_row(*row)
-            tables.append(table)
-        if self.traffic is not None:
-            versions = ", ".join(f"v{v}: {n}" for v, n in sorted(self.traffic.by_version.items()))
-            mood = "shifted" if self.shifted else "calm"
-            tables.append(
-                f"traffic ({mood}): {self.traffic.served} requests served ({versions}), {self.traffic.failed} failed"
-            )
-        return Group(*tables)
-
-    def _say(self, message: str) -> None:
-        self.console.print(f"[bold]•[/] {message}")
+        self.view = View(state, console, live=settings.live)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -286,20 +154,11 @@ class Demo:
                 self.shifted,
             )
             self.result.windows.append(window)
-            self._say(
+            self.view.say(
                 f"window at {checked}: score {window.score:.3f}, {'[red]drift[/]' if window.drift else 'no drift'}"
                 f" (reference v{window.reference}, traffic {'shifted' if window.shifted else 'calm'})"
             )
-        for kind in (TRAINING_JOB,):
-            for job in self.state.objects(kind):
-                progress = job["status"].get("progress") or {}
-                name = job["metadata"]["name"]
-                task = next((t for t in self.progress.tasks if t.description == f"training {name}"), None)
-                if task is None and job["status"].get("phase") == "Running":
-                    self.progress.add_task(f"training {name}", total=None)
-                elif task is not None and progress.get("totalSteps"):
-                    self.progress.update(task.id, total=progress["totalSteps"], completed=progress.get("step") or 0)
-        self.live.update(self._view())
+        self.view.update(self.traffic, self.shifted)
 
     # Stages.
 
@@ -311,14 +170,14 @@ class Demo:
         for document in read_manifests([self.manifests]):
             # A None leaves the YAML's value: merge_patch would remove the field.
             change = json.loads(json.dumps(overrides.get(document["kind"], {})), object_hook=_without_none)
-            self._say(self.state.apply(merge_patch(document, change)))
+            self.view.say(self.state.apply(merge_patch(document, change)))
 
     def _job(self, name: str) -> Manifest:
         job = self.state.get(TRAINING_JOB, name)
         if job is None:
             raise DemoError(f"TrainingJob {name} is gone")
         if job["status"].get("phase") == "Failed":
-            raise DemoError(f"TrainingJob {name} failed: {job['status'].get('message')}")
+            raise DemoError(f"TrainingJob {name} failed: {_message(job, FAILED)}")
         return job
 
     def train(self, name: str) -> int:
@@ -330,13 +189,13 @@ class Demo:
         if accuracy is None:
             raise DemoError(f"version {version} has no validation accuracy: the demo's YAML sets validationSplit")
         self.result.accuracy[version] = accuracy
-        self._say(f"TrainingJob {name} exported version {version} (validation accuracy {accuracy:.3f})")
+        self.view.say(f"TrainingJob {name} exported version {version} (validation accuracy {accuracy:.3f})")
         return version
 
     def served(self) -> int | None:
         deployment = self.state.get(MODEL_DEPLOYMENT, NAME)
         if deployment is not None and deployment["status"].get("phase") == "Failed":
-            raise DemoError(f"ModelDeployment {NAME} failed: {deployment['status'].get('message')}")
+            raise DemoError(f"ModelDeployment {NAME} failed: {_message(deployment, READY)}")
         version = (deployment or {}).get("status", {}).get("servedVersion")
         return int(version) if version is not None else None
 
@@ -353,7 +212,7 @@ class Demo:
         return chosen
 
     def run(self) -> Result:
-        with self.live:
+        with self.view.live:
             with self.stage("train"):
                 self.apply()
                 first = self.train(NAME)
@@ -364,10 +223,15 @@ class Demo:
                 endpoint = deployment["status"]["endpoints"]["grpc"]
                 profile_path = self.state.volume("models") / NAME / str(first) / PROFILE_FILE
                 profile = DataProfile.model_validate_json(profile_path.read_text())
-                self._say(f"serving version {first}; traffic through the capture proxy at {endpoint}")
-                models = self.state.volume("models") / NAME
+                self.view.say(f"serving version {first}; traffic through the capture proxy at {endpoint}")
                 self.traffic = Traffic(
-                    endpoint, models, profile, pool(profile, dataset(), shifted=False), self.settings
+                    endpoint,
+                    NAME,
+                    self.state.volume("models") / NAME,
+                    profile,
+                    pool(profile, dataset(), shifted=False),
+                    rows_per_request=self.settings.rows_per_request,
+                    requests_per_second=self.settings.requests_per_second,
                 )
                 self.traffic.start()
             with self.stage("calm"):
@@ -379,7 +243,7 @@ class Demo:
                 pq.write_table(shifted, self.state.volume("datasets") / NAME / "train.parquet")
                 self.traffic.pool = pool(profile, shifted, shifted=True)
                 self.shifted = True
-                self._say(
+                self.view.say(
                     f"[yellow]traffic shifts[/]: {', '.join(SHIFTED_PREFIXES)}* features x{SHIFT_FACTOR}; "
                     "a newly labelled training set of shifted rows replaces datasets/cancer/train.parquet"
                 )
@@ -394,12 +258,12 @@ class Demo:
             with self.stage("retrain"):
                 self.wait("the monitor to create a retraining job", lambda: bool(self._retrain_job()))
                 self.result.retrain_job = self._retrain_job()
-                self._say(f"the monitor's retraining policy created TrainingJob {self.result.retrain_job}")
+                self.view.say(f"the monitor's retraining policy created TrainingJob {self.result.retrain_job}")
                 self.result.new_version = self.train(self.result.retrain_job)
             with self.stage("rollout"):
                 new = self.result.new_version
                 self.wait(f"ModelDeployment {NAME} to serve version {new}", lambda: self.served() == new)
-                self._say(f"ModelDeployment {NAME} serves version {new}, with no restart")
+                self.view.say(f"ModelDeployment {NAME} serves version {new}, with no restart")
                 self.windows(self.settings.windows_after, lambda w: w.reference == new)
                 self.wait(
                     f"requests answered by version {new}",
@@ -423,48 +287,20 @@ class Demo:
         if self.traffic is not None:
             self.traffic.stop.set()
             self.traffic.join(timeout=10)
-        if not self.console.is_terminal:
-            # Outside a terminal the live view's last frame ends without a newline.
-            self.console.print()
+        self.view.close()
 
 
 def _without_none(mapping: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in mapping.items() if value is not None}
 
 
-def summary(result: Result, state: State) -> Table:
-    table = Table(title="ScaleML demo", show_header=False, title_justify="left")
-    table.add_column(style="bold", no_wrap=True)
-    # Paths are folded, never cut: they are meant to be copied.
-    table.add_column(overflow="fold")
-    for version, accuracy in sorted(result.accuracy.items()):
-        answers = [
-            f"{score.accuracy:.3f} on {'shifted' if score.shifted else 'calm'} traffic ({score.rows} rows)"
-            for score in result.scores
-            if score.version == version
-        ]
-        table.add_row(
-            f"version {version} accuracy",
-            "; ".join([f"{accuracy:.3f} on its validation rows", *answers]),
-        )
-    versions = ", ".join(f"v{v}: {n}" for v, n in sorted(result.by_version.items()))
-    table.add_row("requests", f"{result.served} served ({versions}), {result.failed} failed")
-    calm = [w for w in result.windows if not w.shifted]
-    drifted = [w for w in result.windows if w.shifted and w.drift]
-    after = [w for w in result.windows if w.reference == result.new_version]
-    scores = [("before the shift", calm), ("after the shift", drifted), ("after retraining", after)]
-    table.add_row("drift score", ", ".join(f"{label} {ws[-1].score:.3f}" for label, ws in scores if ws))
-    table.add_row(
-        "drift caught", f"in window {result.drift_after_windows} after the shift; retrained by {result.retrain_job}"
-    )
-    table.add_row("stages", ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.stages.items()))
-    table.add_row("drift report", str(result.report))
-    table.add_row("state", f"{state.root} (scaleml local get --state {state.root})")
-    return table
+def _message(manifest: Manifest, condition: str) -> str:
+    """The message of one of the object's conditions: where the status says what went wrong."""
+    return str((find_condition(manifest["status"].get("conditions") or (), condition) or {}).get("message", ""))
 
 
 def run(
-    state: State, manifests: Path = MANIFESTS, settings: Settings | None = None, console: Console | None = None
+    state: State, manifests: Traversable = MANIFESTS, settings: Settings | None = None, console: Console | None = None
 ) -> Result:
     """Runs the demo in `state` (emptied first) with its own supervisor; every process stops before it returns."""
     settings = settings or Settings()

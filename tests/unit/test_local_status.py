@@ -1,0 +1,217 @@
+"""Local mode writes the cluster's status: every status it writes validates against the kind's status model.
+
+The supervisor runs here with stand-in processes (a trainer that exits with a given code, an agent
+that dies, a monitor that sleeps): what is under test is what it writes, not the workloads.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from scaleml_api.conditions import ACCEPTED, INVALID_SPEC, READY
+from scaleml_api.v1alpha1 import DRIFT_MONITOR, KINDS, MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_api.v1alpha1.driftmonitor import MONITOR_RUNNING, RETRAINING, TRAINING_JOB_RUNNING
+from scaleml_api.v1alpha1.modeldeployment import (
+    DEGRADED,
+    NO_READY_REPLICA,
+    REPLICAS_READY,
+    SERVER_CRASHING,
+    WAITING_FOR_MODEL,
+)
+from scaleml_api.v1alpha1.trainingjob import FAILED, JOB_FAILED, RUNNING, SUCCEEDED, SUSPENDED
+from scaleml_local import status
+from scaleml_local.demo import MANIFESTS
+from scaleml_local.state import Manifest, State, read_manifests
+from scaleml_local.supervisor import Supervisor
+from scaleml_operator.status.conditions import find_condition
+from tests.support.manifests import merged
+from tests.support.polling import wait_for
+
+SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+def _exit(code: int) -> list[str]:
+    return [sys.executable, "-c", f"raise SystemExit({code})"]
+
+
+class StandIns(Supervisor):
+    """The supervisor, running a stand-in command for each role instead of the workload."""
+
+    def __init__(self, state: State, roles: Mapping[str, list[str]]) -> None:
+        super().__init__(state)
+        self.roles = dict(roles)
+
+    def _spawn(self, key: str, role: str, command: list[str], env: Mapping[str, str] | None = None) -> Any:
+        return super()._spawn(key, role, self.roles[role], env)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> State:
+    return State(tmp_path / "state")
+
+
+@pytest.fixture
+def supervisors() -> Iterator[list[StandIns]]:
+    started: list[StandIns] = []
+    yield started
+    for supervisor in started:
+        supervisor.shutdown()
+
+
+def _supervise(state: State, supervisors: list[StandIns], **roles: list[str]) -> StandIns:
+    supervisor = StandIns(state, {"trainer": _exit(0), "agent": SLEEP, "monitor": SLEEP, **roles})
+    supervisors.append(supervisor)
+    return supervisor
+
+
+def _example(kind: str, changes: Manifest | None = None) -> Manifest:
+    document = next(d for d in read_manifests([MANIFESTS]) if d["kind"] == kind)
+    return merged(document, changes or {})
+
+
+def _valid(state: State) -> dict[str, dict[str, Any]]:
+    """Every object's status (both files, as `scaleml local get` shows it), each validated by its kind's model."""
+    found = {}
+    for kind in KINDS:
+        for manifest in state.objects(kind):
+            kind.status.model_validate(manifest["status"])
+            found[f"{kind.plural}/{manifest['metadata']['name']}"] = manifest["status"]
+    return found
+
+
+def _condition(found: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    return find_condition(found.get("conditions") or (), type_) or {}
+
+
+def _exited(supervisor: Supervisor, key: str) -> bool:
+    return all(process.poll() is not None for process in supervisor.groups[key].processes.values())
+
+
+@pytest.mark.parametrize(("code", "phase", "condition"), [(0, "Succeeded", SUCCEEDED), (3, "Failed", FAILED)])
+def test_a_training_job_writes_valid_statuses_while_it_runs_and_when_it_ends(
+    state: State, supervisors: list[StandIns], code: int, phase: str, condition: str
+) -> None:
+    supervisor = _supervise(state, supervisors, trainer=_exit(code))
+    state.apply(_example("TrainingJob"))
+    state.workload_status_file(TRAINING_JOB, "cancer").patch({"modelVersion": 1})
+
+    supervisor.reconcile()
+    running = _valid(state)["trainingjobs/cancer"]
+    assert running["phase"] == "Running"
+    assert _condition(running, RUNNING)["status"] == "True"
+    assert _condition(running, ACCEPTED)["status"] == "True"
+
+    wait_for(lambda: _exited(supervisor, "trainingjobs/cancer"), 30, "the trainer to exit")
+    supervisor.reconcile()
+    ended = _valid(state)["trainingjobs/cancer"]
+    assert ended["phase"] == phase
+    assert _condition(ended, condition)["status"] == "True"
+    assert _condition(ended, RUNNING)["status"] == "False"
+    if code:
+        assert _condition(ended, FAILED)["reason"] == JOB_FAILED
+        assert "torchrun exited with code 3" in _condition(ended, FAILED)["message"]
+
+
+def test_a_suspended_training_job_writes_a_valid_status(state: State, supervisors: list[StandIns]) -> None:
+    state.apply(_example("TrainingJob", {"spec": {"runPolicy": {"suspend": True}}}))
+    _supervise(state, supervisors).reconcile()
+    suspended = _valid(state)["trainingjobs/cancer"]
+    assert suspended["phase"] == "Suspended"
+    assert _condition(suspended, SUSPENDED)["status"] == "True"
+
+
+def test_an_invalid_spec_is_reported_as_the_operator_does(state: State, supervisors: list[StandIns]) -> None:
+    state.apply(_example("TrainingJob"))
+    # A hand-edited object: `scaleml local apply` would have refused it.
+    stored = state.root / "objects" / TRAINING_JOB.plural / "cancer.yaml"
+    manifest = yaml.safe_load(stored.read_text())
+    manifest["spec"]["model"]["params"]["hiddenSizes"] = ["x"]
+    stored.write_text(yaml.safe_dump(manifest))
+
+    supervisor = _supervise(state, supervisors)
+    supervisor.reconcile()
+    rejected = _valid(state)["trainingjobs/cancer"]
+    assert (_condition(rejected, ACCEPTED)["status"], _condition(rejected, ACCEPTED)["reason"]) == (
+        "False",
+        INVALID_SPEC,
+    )
+    assert "hiddenSizes" in _condition(rejected, ACCEPTED)["message"]
+    assert supervisor.groups == {}
+
+
+def test_serving_monitoring_and_retraining_write_valid_statuses(state: State, supervisors: list[StandIns]) -> None:
+    supervisor = _supervise(state, supervisors, agent=_exit(1))
+    for kind in ("TrainingJob", "ModelDeployment", "DriftMonitor"):
+        state.apply(_example(kind))
+    supervisor.reconcile()
+    waiting = _valid(state)["modeldeployments/cancer"]
+    assert waiting["phase"] == "Pending"
+    assert _condition(waiting, READY)["reason"] == WAITING_FOR_MODEL
+
+    state.workload_status_file(TRAINING_JOB, "cancer").patch({"modelVersion": 1})
+    wait_for(lambda: _exited(supervisor, "trainingjobs/cancer"), 30, "the trainer to exit")
+    supervisor.reconcile()
+    wait_for(lambda: _exited(supervisor, "modeldeployments/cancer"), 30, "the agent to die")
+    supervisor.reconcile()
+    found = _valid(state)
+    assert found["modeldeployments/cancer"]["phase"] == "Failed"
+    assert _condition(found["modeldeployments/cancer"], DEGRADED)["reason"] == SERVER_CRASHING
+    assert found["driftmonitors/cancer"]["referenceVersion"] == 1
+    assert _condition(found["driftmonitors/cancer"], READY)["reason"] == MONITOR_RUNNING
+
+    # Two drifted windows in a row: the retraining policy (after: 2) creates a TrainingJob.
+    state.workload_status_file(DRIFT_MONITOR, "cancer").patch(
+        {
+            "lastCheckTime": "2026-01-01T00:00:10Z",
+            "driftDetected": True,
+            "driftScore": 0.9,
+            "driftSince": "2026-01-01T00:00:05Z",
+            "driftedFeatures": ["mean_radius"],
+            "windowSize": 300,
+            "consecutiveDriftedWindows": 2,
+        }
+    )
+    supervisor.reconcile()
+    monitor = _valid(state)["driftmonitors/cancer"]
+    retrain_job = monitor["lastRetrainJob"]
+    assert retrain_job.startswith("cancer-retrain-")
+    assert monitor["retrainsTriggered"] == 1
+    assert _condition(monitor, RETRAINING)["reason"] == TRAINING_JOB_RUNNING
+    assert state.get(TRAINING_JOB, retrain_job) is not None
+    supervisor.reconcile()
+    assert _valid(state)[f"trainingjobs/{retrain_job}"]["phase"] == "Running"
+
+
+def test_a_served_model_writes_a_valid_status() -> None:
+    # Triton's part of a ModelDeployment, which the stand-ins above do not reach.
+    now = datetime.now(UTC)
+    endpoints = {"http": "http://127.0.0.1:8000", "grpc": "127.0.0.1:8001"}
+    loading = status.serving({}, "Progressing", NO_READY_REPLICA, "Triton loads the model.", now=now, replicas=1)
+    ready = status.serving(
+        loading,
+        "Ready",
+        REPLICAS_READY,
+        "Version 1 served.",
+        now=now,
+        servedVersion=1,
+        replicas=1,
+        readyReplicas=1,
+        endpoints=endpoints,
+    )
+    for written in (loading, ready):
+        MODEL_DEPLOYMENT.status.model_validate(written)
+    assert _condition(ready, READY)["status"] == "True"
+
+
+def test_the_status_models_refuse_a_field_they_do_not_have() -> None:
+    # What the check above rests on: a field of no status model (local mode once wrote `message`) is refused.
+    with pytest.raises(ValidationError, match="message"):
+        TRAINING_JOB.status.model_validate({"phase": "Running", "message": "2 processes on the CPU."})
