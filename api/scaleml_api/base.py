@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Final, Self
 
 from pydantic import (
     AfterValidator,
@@ -145,10 +145,19 @@ Duration = Annotated[
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
-# The name of an object in the same namespace (a PersistentVolumeClaim, a TrainingJob, ...).
+# The name of an object in the same namespace (a PersistentVolumeClaim, a TrainingJob, ...). Every
+# alternative of a pattern is anchored at both ends: a name goes into API request paths, and an
+# unanchored branch would let "x/../../other-namespace/..." through (patterns match anywhere).
 ObjectName = Annotated[str, StringConstraints(pattern=_DNS_SUBDOMAIN, max_length=253)]
-OptionalObjectName = Annotated[str, StringConstraints(pattern=f"^$|{_DNS_SUBDOMAIN[1:]}", max_length=253)]
+OptionalObjectName = Annotated[str, StringConstraints(pattern=f"^$|{_DNS_SUBDOMAIN}", max_length=253)]
 DnsLabel = Annotated[str, StringConstraints(pattern=_DNS_LABEL, max_length=63)]
+OptionalDnsLabel = Annotated[str, StringConstraints(pattern=f"^$|{_DNS_LABEL}", max_length=63)]
+# The patterns of the name types, for the checks that every name field refuses what is not a name.
+NAME_PATTERNS: Final = frozenset({_DNS_SUBDOMAIN, f"^$|{_DNS_SUBDOMAIN}", _DNS_LABEL, f"^$|{_DNS_LABEL}"})
+
+# A container image reference (registry/repository:tag@digest), or empty for the operator's default:
+# no white space, nothing that starts like a command-line option.
+OptionalImage = Annotated[str, StringConstraints(pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$", max_length=512)]
 
 # A column or feature name in a data set.
 ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -160,18 +169,25 @@ def _inside_volume(path: str) -> str:
     return path
 
 
+_VOLUME_PATH = r"^/?([^/]+/)*[^/]+$"
+# Refused at admission as well as here: ".." may not climb out of the volume.
+_NO_PARENT_STEP = {
+    "x-kubernetes-validations": [{"rule": "!self.split('/').exists(s, s == '..')", "message": "must not contain '..'"}]
+}
+
 # A path inside a mounted volume; "/" is the volume's root, ".." may not climb out of it.
 VolumePath = Annotated[
     str,
-    StringConstraints(pattern=r"^/?([^/]+/)*[^/]+$", max_length=1024),
+    StringConstraints(pattern=_VOLUME_PATH, max_length=1024),
     AfterValidator(_inside_volume),
-    Field(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "!self.split('/').exists(s, s == '..')", "message": "must not contain '..'"}
-            ]
-        }
-    ),
+    Field(json_schema_extra=_NO_PARENT_STEP),
+]
+# The same, or empty where the path is optional.
+OptionalVolumePath = Annotated[
+    str,
+    StringConstraints(pattern=f"^$|{_VOLUME_PATH}", max_length=1024),
+    AfterValidator(_inside_volume),
+    Field(json_schema_extra=_NO_PARENT_STEP),
 ]
 
 

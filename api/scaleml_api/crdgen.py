@@ -57,6 +57,13 @@ def _structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
         if schema.get("default", 0) is None:
             del schema["default"]
 
+    patterned = schema.pop("patternProperties", None)
+    if patterned:
+        # A map with patterned keys: a structural schema has no patternProperties, so the values'
+        # schema becomes additionalProperties and the keys are checked by the field's CEL rule.
+        (values,) = patterned.values()
+        schema["additionalProperties"] = values
+
     out: Schema = {}
     for key, value in schema.items():
         if key in _DROPPED:

@@ -24,9 +24,9 @@ the input tensor.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from scaleml_api.base import ApiModel
 
@@ -42,7 +42,10 @@ TritonDataType = Literal["TYPE_FP32", "TYPE_INT64"]
 class TensorSpec(ApiModel):
     """One input or output tensor of the served model, as Triton declares it."""
 
-    name: str = Field(description="Tensor name in the served model (INPUT__0, OUTPUT__0).")
+    # Rendered into Triton's config.pbtxt: an identifier, nothing that could end the quoted string.
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)] = Field(
+        description="Tensor name in the served model (INPUT__0, OUTPUT__0)."
+    )
     data_type: TritonDataType = Field(description="Triton data type.")
     dims: list[int] = Field(description="Shape of one row, without the batch dimension.")
 

@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import text_format  # type: ignore[import-untyped]
+from pydantic import ValidationError
+from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from scaleml_api.card import CardTensors
 from scaleml_api.profile import TensorSpec
@@ -166,3 +169,17 @@ def test_a_version_without_the_backends_file_or_card_is_not_servable(tmp_path: P
     (source / "1" / "model_card.json").write_text("{")
     with pytest.raises(NotServableError, match=r"model_card\.json is missing or unreadable"):
         sync(_run(tmp_path))
+
+
+def test_a_tensor_name_that_is_not_an_identifier_is_refused_with_the_model_card() -> None:
+    with pytest.raises(ValidationError, match="name"):
+        TensorSpec(name='x" } instance_group [ { kind: KIND_GPU', data_type="TYPE_FP32", dims=[5])
+
+
+@pytest.mark.parametrize("name", ['churn" } instance_group [ { count: 64 } ] #', "tab\tnew\nline", "ünï\\", "a'b"])
+def test_whatever_a_string_holds_it_stays_one_string_in_the_config(name: str) -> None:
+    # Protobuf's own text-format parser, on Triton's own ModelConfig message.
+    parsed = text_format.Parse(deployment_config(_spec(), name, INPUTS, OUTPUTS, None).render(), ModelConfig())
+    assert parsed.name == name
+    assert len(parsed.instance_group) == 1
+    assert [tensor.name for tensor in parsed.input] == ["INPUT__0"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from scaleml_api.base import (
     ApiModel,
@@ -13,6 +13,7 @@ from scaleml_api.base import (
     Duration,
     ObjectName,
     OptionalObjectName,
+    OptionalVolumePath,
     Rule,
 )
 from scaleml_api.conditions import READY, Conditions, Vocabulary
@@ -31,9 +32,7 @@ class ReferenceSource(ApiModel):
     from_training_job: OptionalObjectName = Field(
         default="", description="Use the profile exported by this TrainingJob (same namespace)."
     )
-    path: Annotated[str, StringConstraints(max_length=1024)] = Field(
-        default="", description="Path of a reference profile inside volumeClaim."
-    )
+    path: OptionalVolumePath = Field(default="", description="Path of a reference profile inside volumeClaim.")
     volume_claim: OptionalObjectName = Field(default="", description="PersistentVolumeClaim that holds path.")
 
     rules = (
@@ -140,7 +139,7 @@ class DriftMonitorStatus(ApiModel):
     window_size: int | None = Field(default=None, ge=0, description="Rows in the last window.")
     consecutive_drifted_windows: int | None = Field(default=None, ge=0, description="Drifted windows in a row.")
     retrains_triggered: int | None = Field(default=None, ge=0, description="TrainingJobs created so far.")
-    last_retrain_job: str | None = Field(default=None, description="Name of the last TrainingJob created.")
+    last_retrain_job: ObjectName | None = Field(default=None, description="Name of the last TrainingJob created.")
     last_retrain_time: datetime | None = Field(default=None, description="When it was created.")
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
-from scaleml_api.base import ApiModel, ObjectName, OptionalObjectName, Quantity, Rule, not_above
+from scaleml_api.base import ApiModel, ObjectName, OptionalImage, OptionalObjectName, Quantity, Rule, not_above
 from scaleml_api.conditions import READY, Conditions, Vocabulary
 from scaleml_api.kind import AGE_COLUMN, PHASE_COLUMN, Kind, PrinterColumn
 from scaleml_api.v1alpha1.trainingjob import ModelName
@@ -148,7 +148,7 @@ class ModelDeploymentSpec(ApiModel):
     backend: Backend = Field(
         default="pytorch", description="Triton backend: pytorch (libtorch), onnx (onnxruntime) or python."
     )
-    triton_image: Annotated[str, StringConstraints(max_length=512)] = Field(
+    triton_image: OptionalImage = Field(
         default="", description="Triton server image; empty selects the operator's pinned default."
     )
     batching: Batching = Field(default_factory=Batching, description="Dynamic batching.")
@@ -248,7 +248,7 @@ SERVER_CRASHING: Final = VOCABULARY.reason("ServerCrashing", "Triton keeps exiti
 PROGRESS_DEADLINE_EXCEEDED: Final = VOCABULARY.reason(
     "ProgressDeadlineExceeded", "The rollout made no progress within the Deployment's deadline.", on=(DEGRADED, READY)
 )
-VOCABULARY.reason(
+FAILED_CREATE: Final = VOCABULARY.reason(
     "FailedCreate", "The Deployment cannot create pods (its ReplicaFailure reason is passed on).", on=(DEGRADED, READY)
 )
 SCALED_TO_ZERO: Final = VOCABULARY.reason("ScaledToZero", "The Deployment is scaled to zero replicas.", on=(READY,))
@@ -261,5 +261,5 @@ MODEL_VERSION_SERVED: Final = VOCABULARY.event(
     "ModelVersionServed", "Normal", "Every ready replica serves a new version."
 )
 MODEL_DEPLOYMENT_READY: Final = VOCABULARY.event("ModelDeploymentReady", "Normal", "The phase became Ready.")
-for _failure in (MODEL_LOAD_FAILED, SERVER_CRASHING, PROGRESS_DEADLINE_EXCEEDED):
+for _failure in (MODEL_LOAD_FAILED, SERVER_CRASHING, PROGRESS_DEADLINE_EXCEEDED, FAILED_CREATE):
     VOCABULARY.event(_failure, "Warning", "The phase became Degraded or Failed for this reason (Degraded's).")

@@ -5,22 +5,36 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, StringConstraints
+from pydantic.config import JsonDict
 
-from scaleml_api.base import ApiModel, Rule
+from scaleml_api.base import ApiModel, OptionalDnsLabel, OptionalObjectName, Rule
 
 # The extended resource NVIDIA's device plugin advertises, and the taint key of GPU node pools.
 GPU_RESOURCE = "nvidia.com/gpu"
 # Tolerates that taint, for pods that request GPUs.
 GPU_TOLERATION: Final = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
-LabelValue = Annotated[str, StringConstraints(max_length=63)]
-LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
+# Kubernetes' own rules for label values and for label and annotation keys (qualified names).
+LabelValue = Annotated[str, StringConstraints(pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", max_length=63)]
+_QUALIFIED_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LabelKey = Annotated[str, StringConstraints(pattern=_QUALIFIED_NAME, min_length=1, max_length=317)]
+# Map keys have no schema of their own in a CRD: the API server checks them with this rule.
+_KEYS_ARE_QUALIFIED_NAMES: JsonDict = {
+    "x-kubernetes-validations": [
+        {
+            "rule": f"self.all(k, k.matches(r'{_QUALIFIED_NAME}') && size(k) <= 317)",
+            "message": "keys must be label keys",
+        }
+    ]
+}
 
 
 class Toleration(ApiModel):
     """Lets the pods schedule onto nodes with a matching taint (the core/v1 Toleration)."""
 
-    key: Annotated[str, StringConstraints(max_length=317)] = Field(
+    key: Annotated[str, StringConstraints(pattern=f"^$|{_QUALIFIED_NAME}", max_length=317)] = Field(
         default="", description="Taint key; empty with operator Exists matches every taint."
     )
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
@@ -49,10 +63,16 @@ class PodMetadata(ApiModel):
     """Extra labels and annotations for the pods (service mesh, cost allocation, log routing...)."""
 
     labels: dict[LabelKey, LabelValue] = Field(
-        default={}, max_length=64, description="Labels added to the pods; app.kubernetes.io/ and scaleml.dev/ are ours."
+        default={},
+        max_length=64,
+        description="Labels added to the pods; app.kubernetes.io/ and scaleml.dev/ are ours.",
+        json_schema_extra=_KEYS_ARE_QUALIFIED_NAMES,
     )
     annotations: dict[LabelKey, Annotated[str, StringConstraints(max_length=4096)]] = Field(
-        default={}, max_length=64, description="Annotations added to the pods."
+        default={},
+        max_length=64,
+        description="Annotations added to the pods.",
+        json_schema_extra=_KEYS_ARE_QUALIFIED_NAMES,
     )
 
     rules = (
@@ -72,12 +92,11 @@ class Scheduling(ApiModel):
         default={},
         max_length=64,
         description="Node labels the pods require.",
+        json_schema_extra=_KEYS_ARE_QUALIFIED_NAMES,
     )
     tolerations: list[Toleration] = Field(default=[], max_length=64, description="Tolerations added to the pods.")
-    priority_class_name: Annotated[str, StringConstraints(max_length=253)] = Field(
-        default="", description="PriorityClass of the pods."
-    )
-    queue_name: Annotated[str, StringConstraints(max_length=63)] = Field(
+    priority_class_name: OptionalObjectName = Field(default="", description="PriorityClass of the pods.")
+    queue_name: OptionalDnsLabel = Field(
         default="",
         description="Kueue LocalQueue to submit the workload to (sets the kueue.x-k8s.io/queue-name label).",
     )

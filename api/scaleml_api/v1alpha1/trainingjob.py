@@ -12,12 +12,13 @@ from scaleml_api.base import (
     ColumnName,
     NestedFieldError,
     ObjectName,
+    OptionalImage,
     Quantity,
     Rule,
     VolumePath,
     not_above,
 )
-from scaleml_api.conditions import Conditions, Vocabulary
+from scaleml_api.conditions import CREATING, Conditions, Vocabulary
 from scaleml_api.kind import AGE_COLUMN, PHASE_COLUMN, Kind, PrinterColumn
 from scaleml_api.v1alpha1.architectures import Architecture, parse_params
 from scaleml_api.v1alpha1.pods import EnvList, PodMetadata, Scheduling
@@ -222,9 +223,7 @@ class RunPolicy(ApiModel):
 class TrainingJobSpec(ApiModel):
     """The desired training run."""
 
-    image: Annotated[str, StringConstraints(max_length=512)] = Field(
-        default="", description="Workload image; empty selects the operator's default."
-    )
+    image: OptionalImage = Field(default="", description="Workload image; empty selects the operator's default.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="The network to train.")
     data: DataSpec = Field(description="The training data.")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="Optimisation settings.")
@@ -318,6 +317,7 @@ FAILED: Final = VOCABULARY.condition("Failed", "The Job failed for good; the mes
 SUSPENDED: Final = VOCABULARY.condition("Suspended", "The Job is suspended (runPolicy.suspend, or a queue).")
 RESTARTING: Final = VOCABULARY.condition("Restarting", "A worker failed and the process group is restarting.")
 
+VOCABULARY.reason(CREATING, "The workers' Job does not exist yet.", on=(CREATED,))
 JOB_CREATED: Final = VOCABULARY.reason(
     "JobCreated", "The Job exists; the message says how many workers.", on=(CREATED,)
 )

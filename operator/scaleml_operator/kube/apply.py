@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -23,6 +24,23 @@ HTTP_CONFLICT: Final = 409
 HTTP_UNPROCESSABLE: Final = 422
 
 
+# Names become parts of request paths: anything but a DNS subdomain (a namespace: a DNS label) could
+# steer a request elsewhere. The API validates names at admission; this is the second line.
+_NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAMESPACE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class InvalidNameError(ValueError):
+    """A name or namespace that is not one; no request was made."""
+
+
+def _checked(name: str | None, namespace: str | None) -> None:
+    if name is not None and (len(name) > 253 or not _NAME.match(name)):
+        raise InvalidNameError(f"not an object name: {name!r}")
+    if namespace and (len(namespace) > 63 or not _NAMESPACE.match(namespace)):
+        raise InvalidNameError(f"not a namespace: {namespace!r}")
+
+
 class RejectedError(Exception):
     """The API server refused an object as invalid: applying it again cannot help until the spec changes."""
 
@@ -35,6 +53,7 @@ def dynamic_client() -> DynamicClient:
 
 def apply(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Applies `manifest` (force: the operator owns these fields) and returns the live object."""
+    _checked(manifest["metadata"]["name"], manifest["metadata"].get("namespace"))
     dynamic = dynamic_client()
     resource = dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
     try:
@@ -62,6 +81,7 @@ def _message(error: ApiException) -> str:
 
 def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
     """The live object, or None."""
+    _checked(name, namespace)
     dynamic = dynamic_client()
     resource = dynamic.resources.get(api_version=api_version, kind=kind)
     try:
@@ -71,6 +91,7 @@ def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any
 
 
 def list_objects(api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    _checked(None, namespace)
     dynamic = dynamic_client()
     resource = dynamic.resources.get(api_version=api_version, kind=kind)
     items = dynamic.get(resource, namespace=namespace, label_selector=label_selector).to_dict()["items"]
@@ -79,6 +100,7 @@ def list_objects(api_version: str, kind: str, namespace: str, label_selector: st
 
 def delete(api_version: str, kind: str, name: str, namespace: str) -> bool:
     """Deletes the object (its dependents in the background); False when it was gone already."""
+    _checked(name, namespace)
     dynamic = dynamic_client()
     resource = dynamic.resources.get(api_version=api_version, kind=kind)
     try:
@@ -102,6 +124,7 @@ def patch_status(
     Status lists such as conditions are replaced whole by a merge patch, so a writer that read an
     older status would undo what another wrote since; the precondition turns that into a conflict.
     """
+    _checked(name, namespace)
     dynamic = dynamic_client()
     resource = dynamic.resources.get(api_version=api_version, kind=kind).subresources["status"]
     try:
@@ -121,9 +144,7 @@ def patch_status(
 def delete_owned(api_version: str, kind: str, name: str, namespace: str, owner_uid: str) -> bool:
     """Deletes the object if `owner_uid` controls it: one of the same name made by someone else stays."""
     live = get(api_version, kind, name, namespace)
-    if live is None:
-        return False
-    owners = live.get("metadata", {}).get("ownerReferences") or ()
+    owners = (live or {}).get("metadata", {}).get("ownerReferences") or ()
     if not any(reference.get("uid") == owner_uid and reference.get("controller") for reference in owners):
         return False
     return delete(api_version, kind, name, namespace)
@@ -131,6 +152,7 @@ def delete_owned(api_version: str, kind: str, name: str, namespace: str, owner_u
 
 def create(manifest: Mapping[str, Any]) -> bool:
     """Creates the object; False when one of that name exists already (the caller chose the name to mean that)."""
+    _checked(manifest["metadata"]["name"], manifest["metadata"].get("namespace"))
     dynamic = dynamic_client()
     resource = dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
     try:

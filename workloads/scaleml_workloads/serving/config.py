@@ -44,9 +44,9 @@ class ModelConfig:
 
     def render(self) -> str:
         lines = [
-            f'name: "{self.name}"',
-            _PLATFORMS.get(self.backend, f'backend: "{self.backend}"'),
-            f'default_model_filename: "{MODEL_FILES[self.backend]}"',
+            f"name: {quoted(self.name)}",
+            _PLATFORMS.get(self.backend, f"backend: {quoted(self.backend)}"),
+            f"default_model_filename: {quoted(MODEL_FILES[self.backend])}",
             f"max_batch_size: {self.batching.max_batch_size}",
             "version_policy: "
             + (
@@ -94,9 +94,30 @@ def deployment_config(
     )
 
 
+def quoted(text: str) -> str:
+    """A protobuf text-format string literal of `text`: whatever it holds, it stays one string.
+
+    The names are validated before they get here (tensor names are identifiers); escaping is the
+    second line of defence, so a name can never add a field to the config.
+    """
+    escaped = "".join(
+        f"\\{char}" if char in "\\\"'" else char if char.isprintable() and char.isascii() else _octal(char)
+        for char in text
+    )
+    return f'"{escaped}"'
+
+
+def _octal(char: str) -> str:
+    return "".join(f"\\{byte:03o}" for byte in char.encode())
+
+
+def _dims(dims: Sequence[int]) -> str:
+    return ", ".join(map(str, dims))
+
+
 def _tensors(section: str, tensors: Sequence[TensorSpec]) -> list[str]:
     entries = ",\n".join(
-        f'  {{ name: "{tensor.name}", data_type: {tensor.data_type}, dims: [ {", ".join(map(str, tensor.dims))} ] }}'
+        f"  {{ name: {quoted(tensor.name)}, data_type: {tensor.data_type}, dims: [ {_dims(tensor.dims)} ] }}"
         for tensor in tensors
     )
     return [f"{section} [\n{entries}\n]"]
