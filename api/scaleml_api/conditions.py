@@ -80,6 +80,11 @@ CHILD_REJECTED: Final = SHARED.reason(
     "The API server refused a child (for example an HPA metric it cannot parse); the others still applied.",
     on=(SPEC_APPLIED,),
 )
+RESOURCE_EXISTS: Final = SHARED.reason(
+    "ResourceExists",
+    "An object of a child's name exists and this object does not control it: it is left exactly as it is.",
+    on=(SPEC_APPLIED,),
+)
 IMMUTABLE_WHILE_RUNNING: Final = SHARED.reason(
     "ImmutableWhileRunning",
     "A running Job keeps its pod template and size; the rest of the spec reached it.",
@@ -88,6 +93,9 @@ IMMUTABLE_WHILE_RUNNING: Final = SHARED.reason(
 
 SPEC_ACCEPTED_EVENT: Final = SHARED.event(SPEC_ACCEPTED, "Normal", "A new generation of the spec is valid.")
 INVALID_SPEC_EVENT: Final = SHARED.event(INVALID_SPEC, "Warning", "The spec is invalid; the message says where.")
+RESOURCE_EXISTS_EVENT: Final = SHARED.event(
+    RESOURCE_EXISTS, "Warning", "A child's name is taken by an object this one does not control; the message names it."
+)
 SPEC_NOT_APPLIED: Final = SHARED.event(
     "SpecNotApplied", "Warning", "A child refused or kept back part of the spec (SpecApplied turned False)."
 )

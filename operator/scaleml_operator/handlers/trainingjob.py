@@ -13,6 +13,7 @@ from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.handlers.loop import run
 from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.kube import apply as kube
+from scaleml_operator.reconcile.loop import controlled_by
 from scaleml_operator.reconcile.trainingjob import OWNER_LABEL, RECONCILER, WORKER_SELECTOR
 
 
@@ -33,13 +34,16 @@ async def job_changed(
     if type == "DELETED":
         # A Job that was finished when it went away was removed by the TTL controller (or by hand).
         if build.job_finished(body):
-            await asyncio.to_thread(_expire, name, namespace or "")
+            await asyncio.to_thread(_expire, name, namespace or "", dict(body))
         return
     await run(RECONCILER, name, namespace, memo, full=False)
 
 
-def _expire(name: str, namespace: str) -> None:
+def _expire(name: str, namespace: str, job: dict[str, Any]) -> None:
     training_job = kube.get(API_VERSION, TRAINING_JOB.kind, name, namespace)
-    if training_job and training_job["spec"].get("runPolicy", {}).get("ttlSecondsAfterFinished") is not None:
+    # Anyone who may create Jobs can copy the label: only a Job this TrainingJob controls counts.
+    if training_job is None or not controlled_by(job, training_job["metadata"]["uid"]):
+        return
+    if training_job["spec"].get("runPolicy", {}).get("ttlSecondsAfterFinished") is not None:
         # The finished Job's time to live is over: the TrainingJob's is too.
         kube.delete(API_VERSION, TRAINING_JOB.kind, name, namespace)

@@ -64,6 +64,8 @@ class Applied:
     kept_back: str = ""
     # Names of the objects created (or found already there, created by an earlier run).
     created: Sequence[str] = ()
+    # "Kind name" of objects in the way that this parent does not control: left untouched.
+    foreign: Sequence[str] = ()
 
     def get(self, kind: str, name: str, default: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         """The child as applied this run, else `default` (as read before)."""
@@ -139,7 +141,12 @@ def run(reconciler: Reconciler[SpecT, InputsT], name: str, namespace: str, conte
             current = verdict.over(status) if verdict is not None else dict(status)
             if done.done:
                 current["conditions"] = applied(
-                    current, rejected=list(done.rejected), kept_back=done.kept_back, generation=generation, now=now
+                    current,
+                    foreign=list(done.foreign),
+                    rejected=list(done.rejected),
+                    kept_back=done.kept_back,
+                    generation=generation,
+                    now=now,
                 )
             current.update(reconciler.observed(current, owner, typed, inputs, done, generation=generation, now=now))
             return current
@@ -156,31 +163,57 @@ def run(reconciler: Reconciler[SpecT, InputsT], name: str, namespace: str, conte
 def apply_children(owner: Owner, children: Children, everything: bool) -> Applied:
     """Applies the children (all of them, or only those to create when not `everything`).
 
-    What the API server refuses as invalid is collected, not raised: it cannot heal until the spec
-    changes, and the other children still apply.
+    An object of a child's name that this parent does not control is left exactly as it is and
+    reported, never adopted: server-side apply would otherwise rewrite another team's Service and
+    make it ours to garbage-collect. Nothing after it is applied either: children are listed in
+    the order they depend on each other, and a RoleBinding after a foreign Role, or pods after a
+    foreign ServiceAccount, would lend this object another team's rights. What the API server
+    refuses as invalid is collected, not raised: it cannot heal until the spec changes, and the
+    other children still apply.
     """
     live: dict[tuple[str, str], Object] = {}
     rejected: list[str] = []
+    foreign: list[str] = []
     created: list[str] = []
     if everything:
         for manifest in children.apply:
             kind, child = manifest["kind"], manifest["metadata"]["name"]
+            existing = kube.get(manifest["apiVersion"], kind, child, owner.namespace)
+            if existing is not None and not controlled_by(existing, owner.uid):
+                foreign.append(f"{kind} {child}")
+                break
             try:
                 live[(kind, child)] = kube.apply(manifest)
             except kube.RejectedError as error:
                 rejected.append(f"{kind} {child}: {error}")
         for api_version, kind, child in children.absent:
             kube.delete_owned(api_version, kind, child, owner.namespace, owner.uid)
-    for manifest in children.create:
+    for manifest in children.create if not foreign else ():
         kind, child = manifest["kind"], manifest["metadata"]["name"]
         try:
-            # False: it exists, created by an earlier run for the same reason. Recorded, not repeated.
-            kube.create(manifest)
+            fresh = kube.create(manifest)
         except kube.RejectedError as error:
             rejected.append(f"{kind} {child}: {error}")
-        else:
+            continue
+        # One that exists counts only if an earlier run made it for the same reason (same labels).
+        existing = None if fresh else kube.get(manifest["apiVersion"], kind, child, owner.namespace)
+        if fresh or (existing is not None and _labelled_alike(existing, manifest)):
             created.append(child)
-    return Applied(everything, live, rejected, children.kept_back if everything else "", created)
+        else:
+            foreign.append(f"{kind} {child}")
+    return Applied(everything, live, rejected, children.kept_back if everything else "", created, foreign)
+
+
+def controlled_by(child: Mapping[str, Any], uid: str) -> bool:
+    """Whether the object's controller (its ownerReference with controller: true) is the object `uid`."""
+    references = child.get("metadata", {}).get("ownerReferences") or ()
+    return any(reference.get("uid") == uid and reference.get("controller") for reference in references)
+
+
+def _labelled_alike(existing: Mapping[str, Any], manifest: Mapping[str, Any]) -> bool:
+    labels = existing.get("metadata", {}).get("labels") or {}
+    wanted = manifest["metadata"].get("labels") or {}
+    return all(labels.get(key) == value for key, value in wanted.items())
 
 
 Compose = Callable[[Mapping[str, Any], "int | None", datetime], dict[str, Any]]

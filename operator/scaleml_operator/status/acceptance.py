@@ -15,6 +15,8 @@ from scaleml_api.conditions import (
     INVALID_SPEC,
     INVALID_SPEC_EVENT,
     READY,
+    RESOURCE_EXISTS,
+    RESOURCE_EXISTS_EVENT,
     SPEC_ACCEPTED,
     SPEC_ACCEPTED_EVENT,
     SPEC_APPLIED,
@@ -95,10 +97,24 @@ def rejected(status: Mapping[str, Any], *, generation: int | None, problem: str,
 
 
 def applied(
-    status: Mapping[str, Any], *, rejected: list[str], kept_back: str, generation: int | None, now: datetime
+    status: Mapping[str, Any],
+    *,
+    foreign: list[str],
+    rejected: list[str],
+    kept_back: str,
+    generation: int | None,
+    now: datetime,
 ) -> list[dict[str, Any]]:
     """The conditions with SpecApplied set: did the children take the spec as written?"""
-    if rejected:
+    if foreign:
+        value, reason = False, RESOURCE_EXISTS
+        message = (
+            f"{', '.join(foreign)} exists and this object does not control it: it is left untouched, and "
+            "the children that depend on it wait until it is renamed or removed."
+        )
+        if rejected:
+            message += f" Also refused: {' '.join(rejected)}"
+    elif rejected:
         value, reason, message = False, CHILD_REJECTED, " ".join(rejected)
     elif kept_back:
         value, reason, message = False, IMMUTABLE_WHILE_RUNNING, kept_back
@@ -135,7 +151,8 @@ def applied_events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> li
     taken = _changed(previous, status, SPEC_APPLIED)
     if taken is None or taken["status"] != "False":
         return []
-    return [Event("Warning", SPEC_NOT_APPLIED, taken.get("message", ""))]
+    reason = RESOURCE_EXISTS_EVENT if taken.get("reason") == RESOURCE_EXISTS else SPEC_NOT_APPLIED
+    return [Event("Warning", reason, taken.get("message", ""))]
 
 
 def event_message(text: str) -> str:
