@@ -19,6 +19,10 @@ CPUs, so the table also gives the CPU time per request of the clients and of the
 small machine it, more than any queue, sets the throughput. Triton's own statistics give the batch
 sizes its dynamic batcher formed. Targets and repeats are interleaved so that drifts of the machine
 hit all alike. Run with `make bench`.
+
+The pieces: `serving_baseline` the baseline server, `serving_load` the clients and what they
+measure, `serving_report` the table; this file trains the model, starts the servers, runs the
+trials and prints the results.
 """
 
 from __future__ import annotations
@@ -28,32 +32,27 @@ import contextlib
 import importlib.util
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
+from serving_baseline import serve_baseline
+from serving_load import Server, Target, load, triton_stats, wait_answering
+from serving_report import Totals, report
 from synthetic import write_classification_data
 
 from scaleml_api.card import ModelCard
 from scaleml_api.repository import MODEL_CARD_FILE, TORCHSCRIPT_FILE, TRITON_CONFIG_FILE
 from scaleml_api.runtime import TERMINATION_LOG_ENV, TORCHRUN_ENV, ServingRun
-from scaleml_workloads.export.formats import INPUT_NAME, OUTPUT_NAME
 from scaleml_workloads.export.repository import versions
 from scaleml_workloads.serving import agent, tritonserver
 
@@ -77,82 +76,6 @@ SAMPLE_RATE = 0.1
 # milliseconds of CPU instead of half of one. One thread, for Triton and the baseline alike.
 TORCH_THREADS = 1
 CAPTURE_MODULE: Final = "scaleml_workloads.capture"
-
-Protocol = Literal["http", "grpc"]
-
-
-@dataclass(frozen=True)
-class Server:
-    """A server process, its log (for a readable failure), and the process groups that work for its requests."""
-
-    process: subprocess.Popen[bytes]
-    log: Path
-    groups: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    protocol: Protocol
-    address: str
-    model: str
-    # Triton's HTTP address, for the statistics of the model that answers; None: not Triton.
-    triton: str | None
-    server: Server
-
-
-@dataclass
-class Trial:
-    latencies: list[float]
-    seconds: float
-    # Sent in the whole trial, warm-up included (what the capture proxy saw).
-    requests: int
-    # CPU seconds in the measured window: of this process (the clients), of the target's servers.
-    client_cpu: float = 0.0
-    server_cpu: float = 0.0
-    inferences: int = 0
-    executions: int = 0
-    queue_ns: int = 0
-
-
-@dataclass
-class Totals:
-    """A target at one concurrency, over all repeats."""
-
-    trials: list[Trial] = field(default_factory=list)
-
-    @property
-    def latencies(self) -> npt.NDArray[np.float64]:
-        return np.array([value for trial in self.trials for value in trial.latencies])
-
-    def rate(self) -> float:
-        return len(self.latencies) / sum(trial.seconds for trial in self.trials)
-
-    def rates(self) -> list[float]:
-        return [len(trial.latencies) / trial.seconds for trial in self.trials]
-
-    def cpu_us(self) -> tuple[float, float]:
-        """CPU microseconds per request of the clients and of the servers."""
-        count = len(self.latencies)
-        client = sum(trial.client_cpu for trial in self.trials)
-        server = sum(trial.server_cpu for trial in self.trials)
-        return client / count * 1e6, server / count * 1e6
-
-    def busy(self) -> float:
-        """Fraction of the machine's CPUs that clients and servers kept busy."""
-        cpu = sum(trial.client_cpu + trial.server_cpu for trial in self.trials)
-        return cpu / sum(trial.seconds for trial in self.trials) / (os.cpu_count() or 1)
-
-    def percentile_ms(self, q: float) -> float:
-        return float(np.percentile(self.latencies, q)) * 1000
-
-    def mean_batch(self) -> float | None:
-        executions = sum(trial.executions for trial in self.trials)
-        return sum(trial.inferences for trial in self.trials) / executions if executions else None
-
-    def queue_us(self) -> float | None:
-        inferences = sum(trial.inferences for trial in self.trials)
-        return sum(trial.queue_ns for trial in self.trials) / inferences / 1000 if inferences else None
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -207,106 +130,6 @@ def serving_run(source: Path, root: Path, model_name: str, batching: dict[str, A
     )
 
 
-# --- the baseline server -----------------------------------------------------------------------
-
-_DTYPES: Final[dict[str, type[np.generic]]] = {
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "INT32": np.int32,
-    "INT64": np.int64,
-}
-_INFER_PATH: Final = re.compile(r"/v2/models/([^/]+)(?:/versions/[0-9]+)?/infer")
-
-
-def decode_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any], list[npt.NDArray[Any]]]:
-    """The JSON header and the input arrays of a KServe v2 request, binary tensor extension included."""
-    header: dict[str, Any] = json.loads(body if header_length is None else body[:header_length])
-    binary = memoryview(body)[header_length or len(body) :]
-    arrays = []
-    offset = 0
-    for tensor in header["inputs"]:
-        dtype = np.dtype(_DTYPES[tensor["datatype"]])
-        size = tensor.get("parameters", {}).get("binary_data_size")
-        if size is None:
-            array = np.asarray(tensor["data"], dtype=dtype)
-        else:
-            array = np.frombuffer(binary, dtype=dtype, count=size // dtype.itemsize, offset=offset)
-            offset += size
-        arrays.append(array.reshape(tensor["shape"]))
-    return header, arrays
-
-
-def encode_response(model: str, request: dict[str, Any], name: str, output: npt.NDArray[Any]) -> tuple[bytes, int]:
-    """The response body and the length of its JSON header; the output is binary unless asked as JSON."""
-    requested = {entry["name"]: entry.get("parameters", {}) for entry in request.get("outputs", [])}
-    binary = requested.get(name, {}).get("binary_data", request.get("parameters", {}).get("binary_data_output", False))
-    datatype = next(key for key, value in _DTYPES.items() if np.dtype(value) == output.dtype)
-    tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(output.shape)}
-    raw = b""
-    if binary:
-        raw = np.ascontiguousarray(output).tobytes()
-        tensor["parameters"] = {"binary_data_size": len(raw)}
-    else:
-        tensor["data"] = output.ravel().tolist()
-    header = {"model_name": model, "model_version": "1", "outputs": [tensor]}
-    if "id" in request:
-        header["id"] = request["id"]
-    encoded = json.dumps(header).encode()
-    return encoded + raw, len(encoded)
-
-
-def serve_baseline(model_file: Path) -> None:
-    """Serves the TorchScript file one request at a time on a free port, which it prints first."""
-    import torch  # only this process needs it
-
-    model = torch.jit.load(str(model_file)).eval()  # type: ignore[no-untyped-call]
-
-    class Handler(BaseHTTPRequestHandler):
-        # HTTP/1.0: the connection closes after each response. A keep-alive connection would hold
-        # this one-at-a-time server for as long as its client keeps sending, starving the others.
-        protocol_version = "HTTP/1.0"
-
-        def do_GET(self) -> None:
-            self._reply(200 if self.path in ("/v2/health/live", "/v2/health/ready") else 404, b"")
-
-        def do_POST(self) -> None:
-            match = _INFER_PATH.fullmatch(self.path)
-            if match is None:
-                self._reply(404, b"")
-                return
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            length = self.headers.get("Inference-Header-Content-Length")
-            try:
-                request, arrays = decode_request(body, None if length is None else int(length))
-            except (KeyError, ValueError, TypeError) as error:
-                self._reply(400, json.dumps({"error": f"bad request: {error}"}).encode())
-                return
-            with torch.inference_mode():
-                # A copy: the array views the read-only request body, which torch.from_numpy warns about.
-                output = model(torch.from_numpy(arrays[0].copy())).numpy()
-            response, header_length = encode_response(match[1], request, OUTPUT_NAME, output)
-            self._reply(200, response, {"Inference-Header-Content-Length": str(header_length)})
-
-        def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            for key, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            """Thousands of requests a second would drown the output."""
-
-    class OneAtATime(HTTPServer):
-        # The clients connect anew for every request; with the default backlog of 5, the rest of
-        # 32 connects would be dropped and retried a second later, measuring the kernel's SYN timer.
-        request_queue_size = 256
-
-    server = OneAtATime(("127.0.0.1", 0), Handler)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
-
-
 # --- processes ---------------------------------------------------------------------------------
 
 
@@ -333,136 +156,6 @@ def process_group(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen
                 continue
         if process.stdout:
             process.stdout.close()
-
-
-# --- clients -----------------------------------------------------------------------------------
-
-
-def requests_of(target: Target, rows: npt.NDArray[np.float32]) -> Callable[[], npt.NDArray[np.float32]]:
-    """A function sending one request to the target over a connection of its own; returns the output."""
-    if target.protocol == "http":
-        http = httpclient.InferenceServerClient(target.address, network_timeout=60)
-        http_input = httpclient.InferInput(INPUT_NAME, list(rows.shape), "FP32")
-        http_input.set_data_from_numpy(rows, binary_data=True)
-        http_outputs = [httpclient.InferRequestedOutput(OUTPUT_NAME, binary_data=True)]
-
-        def call_http() -> npt.NDArray[np.float32]:
-            result = http.infer(target.model, [http_input], outputs=http_outputs)
-            output: npt.NDArray[np.float32] = result.as_numpy(OUTPUT_NAME)
-            return output
-
-        return call_http
-    grpc = grpcclient.InferenceServerClient(target.address)
-    grpc_input = grpcclient.InferInput(INPUT_NAME, list(rows.shape), "FP32")
-    grpc_input.set_data_from_numpy(rows)
-    grpc_outputs = [grpcclient.InferRequestedOutput(OUTPUT_NAME)]
-
-    def call_grpc() -> npt.NDArray[np.float32]:
-        result = grpc.infer(target.model, [grpc_input], outputs=grpc_outputs, client_timeout=60)
-        output: npt.NDArray[np.float32] = result.as_numpy(OUTPUT_NAME)
-        return output
-
-    return call_grpc
-
-
-@dataclass(frozen=True)
-class TritonStats:
-    """A model's counters in Triton so far."""
-
-    inferences: int
-    executions: int
-    queue_ns: int
-    # Executions per batch size.
-    batches: dict[int, int]
-
-    def __sub__(self, earlier: TritonStats) -> TritonStats:
-        batches = {size: count - earlier.batches.get(size, 0) for size, count in self.batches.items()}
-        return TritonStats(
-            self.inferences - earlier.inferences,
-            self.executions - earlier.executions,
-            self.queue_ns - earlier.queue_ns,
-            {size: count for size, count in batches.items() if count},
-        )
-
-
-def triton_stats(address: str, model: str) -> TritonStats:
-    stats = httpclient.InferenceServerClient(address).get_inference_statistics(model)["model_stats"][0]
-    return TritonStats(
-        int(stats["inference_count"]),
-        int(stats["execution_count"]),
-        int(stats["inference_stats"]["queue"]["ns"]),
-        {int(entry["batch_size"]): int(entry["compute_infer"]["count"]) for entry in stats["batch_stats"]},
-    )
-
-
-def group_cpu(groups: Sequence[int]) -> float:
-    """CPU seconds so far of the live processes in these process groups (Triton's Python stubs included)."""
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            # Fields after the parenthesised command: state, ppid, pgrp, ... utime (12th), stime (13th).
-            fields = stat.read_text().rpartition(")")[2].split()
-            if int(fields[2]) in groups:
-                ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def load(target: Target, concurrency: int, rows: npt.NDArray[np.float32], warmup: float, seconds: float) -> Trial:
-    """`concurrency` threads send requests back to back; latencies of those that end inside the window count."""
-    window: list[float] = []
-    opened = threading.Event()
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    sent = [0] * concurrency
-    errors: list[BaseException] = []
-
-    def open_window() -> None:
-        now = time.perf_counter()
-        window.extend([now + warmup, now + warmup + seconds])
-        opened.set()
-
-    # The clock starts once every client has connected, so connecting is never measured.
-    barrier = threading.Barrier(concurrency, action=open_window)
-
-    def client(index: int) -> None:
-        try:
-            call = requests_of(target, rows)
-            call()
-            barrier.wait()
-            begin, end = window
-            mine = latencies[index]
-            while (started := time.perf_counter()) < end:
-                call()
-                finished = time.perf_counter()
-                sent[index] += 1
-                if begin <= finished <= end:
-                    mine.append(finished - started)
-        except threading.BrokenBarrierError:
-            pass
-        except BaseException as error:
-            errors.append(error)
-            barrier.abort()
-
-    before = triton_stats(target.triton, target.model) if target.triton else None
-    threads = [threading.Thread(target=client, args=(index,), daemon=True) for index in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    cpu: list[tuple[float, float]] = []
-    while not opened.wait(0.1):
-        if not any(thread.is_alive() for thread in threads):
-            break
-    for moment in window:
-        time.sleep(max(0.0, moment - time.perf_counter()))
-        cpu.append((time.process_time(), group_cpu(target.server.groups)))
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise RuntimeError(f"{target.name} at concurrency {concurrency} failed") from errors[0]
-    trial = Trial([value for mine in latencies for value in mine], seconds, sum(sent))
-    trial.client_cpu, trial.server_cpu = cpu[1][0] - cpu[0][0], cpu[1][1] - cpu[0][1]
-    if target.triton and before:
-        stats = triton_stats(target.triton, target.model) - before
-        trial.inferences, trial.executions, trial.queue_ns = stats.inferences, stats.executions, stats.queue_ns
-    return trial
 
 
 # --- the bench ---------------------------------------------------------------------------------
@@ -544,24 +237,6 @@ def start_proxy(
         process_group(subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True))
     )
     return process, http, grpc
-
-
-def wait_answering(target: Target, rows: npt.NDArray[np.float32], timeout: float = 60.0) -> npt.NDArray[np.float32]:
-    """The target's answer to `rows`, once it gives one; raises if its server exits or stays silent."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if target.server.process.poll() is not None:
-            raise RuntimeError(
-                f"the server of {target.name} exited with code {target.server.process.returncode}:\n"
-                + target.server.log.read_text()[-3000:]
-            )
-        try:
-            return requests_of(target, rows)()
-        except Exception:
-            if time.monotonic() > deadline:
-                print(target.server.log.read_text()[-3000:], file=sys.stderr)
-                raise
-            time.sleep(0.2)
 
 
 def measure(targets: Sequence[Target], args: argparse.Namespace) -> dict[tuple[str, int], Totals]:
@@ -650,7 +325,7 @@ def run_bench(root: Path, args: argparse.Namespace) -> None:
         config = (Path(run.serving_dir) / run.model_name / TRITON_CONFIG_FILE).read_text()
         batching = [line for line in config.splitlines() if line.startswith(("max_batch_size", "dynamic_batching"))]
         print(f"triton config {run.model_name}: python backend, 1 CPU instance, {'; '.join(batching)}")
-    report(targets, totals, args.concurrency)
+    report(targets, totals, args.concurrency, BATCH)
     print("Triton's batch sizes over the whole bench (batch size x executions, most frequent first):")
     for model, histogram in histograms.items():
         common = sorted(histogram.items(), key=lambda item: -item[1])[:10]
@@ -678,54 +353,6 @@ def _either(values: Sequence[int]) -> str:
 def _describe(card: ModelCard) -> str:
     tensors = [f"{tensor.name} {tensor.data_type} {tensor.dims}" for tensor in (*card.inputs, *card.outputs)]
     return f"MLP {HIDDEN} ({card.training.task}), {tensors[0]} -> {tensors[1]}, TorchScript"
-
-
-def report(targets: Sequence[Target], totals: dict[tuple[str, int], Totals], concurrency: Sequence[int]) -> None:
-    print()
-    print(
-        f"{'target':22} {'conc':>4} {'req/s':>8} {'(min-max)':>13} {'rows/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'mean batch':>10} {'queue us':>8} {'cpu us/req client+server':>24} {'busy':>5}"
-    )
-    for threads in concurrency:
-        for target in targets:
-            total = totals[target.name, threads]
-            rates = total.rates()
-            batch, queue = total.mean_batch(), total.queue_us()
-            client, server = total.cpu_us()
-            print(
-                f"{target.name:22} {threads:4d} {total.rate():8.0f} {f'({min(rates):.0f}-{max(rates):.0f})':>13} "
-                f"{total.rate() * BATCH:8.0f} {total.percentile_ms(50):7.2f} {total.percentile_ms(99):7.2f} "
-                f"{'' if batch is None else f'{batch:10.2f}':>10} {'' if queue is None else f'{queue:8.0f}':>8} "
-                f"{f'{client:.0f} + {server:.0f}':>24} {total.busy():5.0%}"
-            )
-    print()
-    names = {target.name for target in targets}
-    for threads in concurrency:
-        baseline = totals["baseline http", threads]
-        ratios = ", ".join(
-            f"{name} x{totals[name, threads].rate() / baseline.rate():.2f}"
-            for name in ("triton http", "triton http preferred", "triton grpc")
-        )
-        print(f"throughput vs baseline at concurrency {threads:2d}: {ratios}")
-    for threads in concurrency:
-        for protocol in ("http", "grpc"):
-            if f"proxy {protocol}" not in names:
-                continue
-            direct, proxied = totals[f"triton {protocol}", threads], totals[f"proxy {protocol}", threads]
-            overhead = [
-                f"p{q} {proxied.percentile_ms(q) - direct.percentile_ms(q):+.2f} ms "
-                f"(x{proxied.percentile_ms(q) / direct.percentile_ms(q):.2f})"
-                for q in (50, 99)
-            ]
-            print(
-                f"capture proxy over triton {protocol} at concurrency {threads:2d}: {', '.join(overhead)}, "
-                f"throughput x{proxied.rate() / direct.rate():.2f}"
-            )
-    print(
-        "(mean batch: Triton's inference_count / execution_count in each target's trials; queue us: Triton's "
-        "queue time per request; cpu: of this process's client threads, and of the server processes (the proxy "
-        "and Triton with its Python stubs); busy: of all CPUs, by both)"
-    )
 
 
 def main() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -11,14 +10,9 @@ import urllib.request
 from pathlib import Path
 
 from tests.support.polling import wait_for
+from tests.support.ports import free_port
 
 SCALEML = Path(sys.executable).parent / "scaleml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OperatorProcess:

@@ -45,7 +45,8 @@ from scaleml_workloads.capture.files import (
 from scaleml_workloads.capture.kserve import HEADER_LENGTH, GrpcExchange
 from scaleml_workloads.capture.writer import CaptureWriter
 from tests.support.polling import wait_for
-from tests.workloads.runs import MODEL_NAME, PYTHON, free_port
+from tests.support.ports import free_port
+from tests.workloads.runs import MODEL_NAME, PYTHON
 from tests.workloads.serving import Server, feature_batch, serving_run, triton
 
 pytestmark = pytest.mark.workloads

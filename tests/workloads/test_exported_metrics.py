@@ -26,8 +26,9 @@ from scaleml_workloads.training.report import ProgressReporter, Snapshot
 from tests.support.manifests import example
 from tests.support.metrics_catalog import EXPORTED, exposed
 from tests.support.polling import wait_for
+from tests.support.ports import free_port
 from tests.support.requirements import skip_or_fail
-from tests.workloads.runs import PYTHON, free_port
+from tests.workloads.runs import PYTHON
 
 pytestmark = pytest.mark.workloads
 

@@ -19,7 +19,8 @@ from scaleml_api.runtime import CONFIG_ENV, EXIT_INVALID_INPUT, TERMINATION_LOG_
 from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import Owner
-from tests.workloads.runs import churn_table, free_port, run, version_dir, write_parquet
+from tests.support.ports import free_port
+from tests.workloads.runs import churn_table, run, version_dir, write_parquet
 
 pytestmark = pytest.mark.workloads
 

@@ -26,7 +26,8 @@ from scaleml_operator.builders import modeldeployment as build
 from scaleml_operator.builders.meta import Owner
 from scaleml_workloads.serving import tritonserver
 from tests.support.polling import wait_for
-from tests.workloads.runs import MODEL_NAME, free_port
+from tests.support.ports import free_port
+from tests.workloads.runs import MODEL_NAME
 from tests.workloads.serving import expected_outputs, feature_batch
 
 pytestmark = pytest.mark.workloads

@@ -13,7 +13,7 @@ from tests.support.controlplane import ControlPlane, generate_pki
 from tests.support.fixtures import NamespaceFactory
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import example, merged
-from tests.workloads.runs import free_port
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.workloads
 

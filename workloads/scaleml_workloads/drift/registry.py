@@ -1,0 +1,157 @@
+"""The registry of per-feature drift tests: a test's name -> the function giving its statistic and p-value.
+
+One registry per kind of feature, keyed by the names `Tests.numeric` and `Tests.categorical` take.
+Each test runs on every feature of its kind at once and drifts past its threshold (`Thresholds`):
+
+- ks (numeric): Kolmogorov-Smirnov against the reference's raw values; drifts when p < pValue.
+- chi2 (categorical): chi-square of homogeneity of the category counts against the reference's
+  counts; categories expected fewer than five times in either sample are pooled into one; drifts
+  when p < pValue.
+- psi: population stability index on the reference's deciles (numeric: the reference's raw
+  values counted in those bins) or on its categories; drifts when above psi.
+- wasserstein (numeric): Wasserstein-1 against the reference's raw values, divided by the
+  reference's standard deviation (in the feature's units when that is 0); drifts when above wasserstein.
+- js: Jensen-Shannon distance on the reference's histogram bins, with one bin for the values
+  below and one for those above them (numeric), or on its categories; drifts when above js.
+  On the 50 bins of a profile's histogram, sampling noise alone makes it about 0.10 for windows
+  of 1000 rows and 0.06 for 5000 (against 5000 reference rows): the threshold has to suit the window.
+
+Adding a test is adding an entry here (and its name to the API's `Tests`): a function of the
+kind's samples (`NumericSamples`, `CategoricalSamples`) to an `Outcome`, and its threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
+
+import torch
+from torch import Tensor
+
+from scaleml_api.v1alpha1.driftmonitor import Thresholds
+from scaleml_workloads.drift.prepared import PreparedNumeric
+from scaleml_workloads.drift.statistics import (
+    SortedColumns,
+    chi_square,
+    jensen_shannon,
+    ks_two_sample,
+    pool_rare,
+    population_stability_index,
+    quantile_bin_counts,
+    share,
+    wasserstein,
+)
+
+CONSTANT_REFERENCE: Final = "the reference is constant: the Wasserstein distance is in the feature's units"
+
+
+@dataclass(frozen=True)
+class NumericSamples:
+    """What a numeric test reads of one window, for every numeric feature at once."""
+
+    reference: PreparedNumeric
+    current: SortedColumns
+    # (features, bins) frequencies in the reference histogram's bins framed by one below and one
+    # above, NaN past a feature's bins.
+    reference_frequencies: Tensor
+    current_frequencies: Tensor
+
+
+@dataclass(frozen=True)
+class CategoricalSamples:
+    """What a categorical test reads of one window: (features, bins) category counts and frequencies, unseen last."""
+
+    reference_counts: Tensor
+    current_counts: Tensor
+    reference_frequencies: Tensor
+    current_frequencies: Tensor
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A test of every feature of a kind."""
+
+    statistic: Tensor  # (features,) float64, NaN or inf where there is none
+    p_value: Tensor | None = None  # (features,) float64; None for the distances, which drift above their threshold
+    # Per feature, "" or what a reader of its statistic needs to know; said only with a statistic.
+    notes: list[str] | None = None
+
+
+SamplesT = TypeVar("SamplesT", NumericSamples, CategoricalSamples)
+
+
+@dataclass(frozen=True)
+class DriftTest(Generic[SamplesT]):
+    """A registered test: what it computes, and the threshold of `Thresholds` it drifts past."""
+
+    compute: Callable[[SamplesT], Outcome]
+    threshold: Callable[[Thresholds], float]
+    # Numeric tests: whether the test reads the raw values of the reference's sample (a feature
+    # without any then has no statistic) or only the profile's summaries.
+    reads_sample: bool = True
+
+
+def _p_value(thresholds: Thresholds) -> float:
+    return thresholds.p_value
+
+
+def _psi(thresholds: Thresholds) -> float:
+    return float(thresholds.psi)
+
+
+def _js(thresholds: Thresholds) -> float:
+    return float(thresholds.js)
+
+
+def _wasserstein(thresholds: Thresholds) -> float:
+    return float(thresholds.wasserstein)
+
+
+def numeric_ks(samples: NumericSamples) -> Outcome:
+    outcome = ks_two_sample(samples.reference.sorted, samples.current)
+    return Outcome(outcome.statistic, outcome.p_value)
+
+
+def numeric_psi(samples: NumericSamples) -> Outcome:
+    frequencies = share(quantile_bin_counts(samples.current, samples.reference.psi_edges), samples.current.counts)
+    return Outcome(population_stability_index(samples.reference.psi_reference, frequencies))
+
+
+def numeric_wasserstein(samples: NumericSamples) -> Outcome:
+    std = samples.reference.std
+    distance = wasserstein(samples.reference.sorted, samples.current)
+    notes = ["" if deviation > 0 else CONSTANT_REFERENCE for deviation in std.tolist()]
+    return Outcome(torch.where(std > 0, distance / std, distance), notes=notes)
+
+
+def numeric_js(samples: NumericSamples) -> Outcome:
+    reference, current = samples.reference_frequencies.nan_to_num(0.0), samples.current_frequencies.nan_to_num(0.0)
+    return Outcome(jensen_shannon(reference, current))
+
+
+def categorical_chi2(samples: CategoricalSamples) -> Outcome:
+    outcome = chi_square(*pool_rare(samples.reference_counts, samples.current_counts))
+    return Outcome(outcome.statistic, outcome.p_value)
+
+
+def categorical_psi(samples: CategoricalSamples) -> Outcome:
+    return Outcome(population_stability_index(samples.reference_frequencies, samples.current_frequencies))
+
+
+def categorical_js(samples: CategoricalSamples) -> Outcome:
+    return Outcome(jensen_shannon(samples.reference_frequencies, samples.current_frequencies))
+
+
+NUMERIC_TESTS: Final[Mapping[str, DriftTest[NumericSamples]]] = {
+    "ks": DriftTest(numeric_ks, _p_value),
+    "psi": DriftTest(numeric_psi, _psi),
+    "wasserstein": DriftTest(numeric_wasserstein, _wasserstein),
+    # On the profile's histogram: the reference's sample plays no part.
+    "js": DriftTest(numeric_js, _js, reads_sample=False),
+}
+CATEGORICAL_TESTS: Final[Mapping[str, DriftTest[CategoricalSamples]]] = {
+    "chi2": DriftTest(categorical_chi2, _p_value),
+    "psi": DriftTest(categorical_psi, _psi),
+    "js": DriftTest(categorical_js, _js),
+}
