@@ -16,11 +16,11 @@ import torch
 
 from scaleml_api.runtime import ServingRun
 from scaleml_workloads.serving import agent, tritonserver
+from tests.support.ports import free_port
 from tests.support.requirements import skip_or_fail
 from tests.workloads.runs import (
     MODEL_NAME,
     churn_table,
-    free_port,
     run,
     training_run,
     workload,

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from tests.support.polling import wait_for
+from tests.support.ports import free_port
 from tests.workloads.runs import (
     churn_table,
-    free_port,
     run,
     torchrun,
     training_run,
