@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     StringConstraints,
     WithJsonSchema,
+    create_model,
     model_validator,
 )
 from pydantic.alias_generators import to_camel, to_snake
@@ -189,6 +190,48 @@ OptionalVolumePath = Annotated[
     AfterValidator(_inside_volume),
     Field(json_schema_extra=_NO_PARENT_STEP),
 ]
+
+
+_SUFFIXES: Final = {
+    **{suffix: 1024.0**power for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), start=1)},
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+}
+
+
+def quantity_value(quantity: str) -> float:
+    """A resource quantity as a number of its unit: "500m" is 0.5 (cores), "2Gi" 2147483648.0 (bytes), "1e3" 1000."""
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * _SUFFIXES[suffix]
+    return float(quantity)
+
+
+def optional_fields(model: type[ApiModel], name: str, doc: str, only: tuple[str, ...] = ()) -> type[ApiModel]:
+    """A model with `model`'s fields (or `only` those), each optional with no default, same bounds and text.
+
+    For partial updates: the API server fills in no default, so what is set is exactly what the user
+    wrote. Cross-field rules are not carried over; whatever the partial model is laid over is
+    validated whole afterwards.
+    """
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        if only and field_name not in only:
+            continue
+        annotation: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else None
+        fields[field_name] = (
+            annotation | None,
+            Field(default=None, description=info.description, json_schema_extra=extra),
+        )
+    return create_model(name, __base__=ApiModel, __doc__=doc, **fields)
 
 
 def duration_seconds(duration: str) -> int:

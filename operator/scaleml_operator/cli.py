@@ -46,7 +46,13 @@ def _operator(args: argparse.Namespace) -> int:
             # A peering name makes peering mandatory in kopf, which --standalone must not be.
             peering_name=None if args.standalone else args.peering,
             liveness_endpoint=liveness,
-            memo=kopf.Memo(config=OperatorConfig(workload_image=args.workload_image, triton_image=args.triton_image)),
+            memo=kopf.Memo(
+                config=OperatorConfig(
+                    workload_image=args.workload_image,
+                    triton_image=args.triton_image,
+                    retrain_entrypoint_prefixes=tuple(args.retrain_entrypoint_prefix),
+                )
+            ),
         )
     )
     return 0
@@ -89,6 +95,14 @@ def parser() -> argparse.ArgumentParser:
         "--triton-image",
         default=os.environ.get("SCALEML_TRITON_IMAGE", DEFAULT_TRITON_IMAGE),
         help="Triton server image of ModelDeployments whose spec names none (env SCALEML_TRITON_IMAGE).",
+    )
+    operator.add_argument(
+        "--retrain-entrypoint-prefix",
+        action="append",
+        default=[prefix for prefix in os.environ.get("SCALEML_RETRAIN_ENTRYPOINT_PREFIXES", "").split(",") if prefix],
+        help="A Python package whose custom model code (model.entrypoint) DriftMonitors may retrain "
+        "(repeatable; env SCALEML_RETRAIN_ENTRYPOINT_PREFIXES, comma-separated). None by default: retraining "
+        "runs code someone else wrote on behalf of whoever may edit a DriftMonitor.",
     )
     operator.add_argument("-v", "--verbose", action="store_true", help="Log at debug level.")
     operator.set_defaults(run=_operator)

@@ -14,3 +14,5 @@ DEFAULT_TRITON_IMAGE: Final = "nvcr.io/nvidia/tritonserver:24.10-py3"
 class OperatorConfig:
     workload_image: str = DEFAULT_WORKLOAD_IMAGE
     triton_image: str = DEFAULT_TRITON_IMAGE
+    # Modules whose custom model code a DriftMonitor may retrain; none by default (see builders.retraining).
+    retrain_entrypoint_prefixes: tuple[str, ...] = ()

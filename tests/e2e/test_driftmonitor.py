@@ -130,7 +130,11 @@ def test_a_monitor_without_captured_traffic_waits_and_says_why(kubectl: Kubectl,
 def test_persistent_drift_creates_exactly_one_training_job_and_the_cooldown_holds(
     kubectl: Kubectl, ml_namespace: str
 ) -> None:
-    overrides = {"hyperparameters": {"epochs": 10}, "runPolicy": {"suspend": False}}
+    overrides = {
+        "hyperparameters": {"epochs": 10},
+        "data": {"source": "/churn/2026-12.parquet"},
+        "runPolicy": {"suspend": False},
+    }
     serving(
         kubectl,
         ml_namespace,
@@ -150,6 +154,7 @@ def test_persistent_drift_creates_exactly_one_training_job_and_the_cooldown_hold
     assert job["metadata"]["name"].startswith("churn-retrain-")
     assert job["metadata"]["labels"]["scaleml.dev/retrain-of"] == "churn"
     assert job["spec"]["hyperparameters"]["epochs"] == 10
+    assert job["spec"]["data"]["source"] == "/churn/2026-12.parquet"
     assert job["spec"]["output"] == kubectl.get("trainingjob", "churn", ml_namespace)["spec"]["output"]
     monitor = wait_for(
         lambda: _monitor(kubectl, ml_namespace).get("retrainsTriggered") == 1 and _monitor(kubectl, ml_namespace), 30

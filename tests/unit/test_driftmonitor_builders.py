@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,12 +10,16 @@ import pytest
 
 from scaleml_api.conditions import Waiting
 from scaleml_api.runtime import MonitorRun
+from scaleml_api.v1alpha1 import DRIFT_MONITOR
 from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec, RetrainPolicy
+from scaleml_api.validation import InvalidSpecError, parse_spec
 from scaleml_operator.builders import driftmonitor as build
 from scaleml_operator.builders import retraining
 from scaleml_operator.builders.meta import Owner
+from scaleml_operator.builders.retraining import Retraining
 from scaleml_operator.status.driftmonitor import drift_condition
 from tests.support.manifests import example, merged
+from tests.support.retrain_overrides import FORBIDDEN_OVERRIDES
 
 OWNER = Owner("DriftMonitor", "churn", "ml", "9c0d-uid")
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -135,14 +140,58 @@ def test_the_job_name_is_the_same_for_one_drift_and_fits_the_kind() -> None:
 
 def test_the_retraining_job_is_the_source_with_the_overrides_and_no_owner() -> None:
     source = merged(example("TrainingJob"), {"metadata": {"namespace": "ml"}})
-    policy = RetrainPolicy(enabled=True, training_job_overrides={"hyperparameters": {"epochs": 9}, "elastic": None})
+    overrides = {"hyperparameters": {"epochs": 9}, "data": {"source": "/churn/2026-12.parquet"}}
+    policy = RetrainPolicy.model_validate({"enabled": True, "trainingJobOverrides": overrides})
     job = retraining.retraining_job(source, policy, name="churn-retrain-ab", monitor="churn", drift_since="t0")
     assert job["metadata"]["labels"] == {"scaleml.dev/retrained-by": "churn", "scaleml.dev/retrain-of": "churn"}
     assert "ownerReferences" not in job["metadata"]
     assert job["spec"]["hyperparameters"]["epochs"] == 9
     assert job["spec"]["hyperparameters"]["batchSize"] == source["spec"]["hyperparameters"]["batchSize"]
-    assert "elastic" not in job["spec"]
+    assert job["spec"]["data"] == {**source["spec"]["data"], "source": "/churn/2026-12.parquet"}
     assert job["spec"]["output"] == source["spec"]["output"]
+
+
+@pytest.mark.parametrize("field", FORBIDDEN_OVERRIDES)
+def test_overrides_outside_the_allow_list_are_refused_naming_the_field(field: str) -> None:
+    spec = {**example("DriftMonitor")["spec"], "retrain": {"trainingJobOverrides": FORBIDDEN_OVERRIDES[field]}}
+    with pytest.raises(InvalidSpecError, match=re.escape(f"spec.retrain.trainingJobOverrides.{field}")):
+        parse_spec(DRIFT_MONITOR, spec)
+
+
+def _retrain(source: dict[str, Any], overrides: dict[str, Any], prefixes: tuple[str, ...] = ()) -> Retraining:
+    spec = DriftMonitorSpec.model_validate(
+        {**example("DriftMonitor")["spec"], "retrain": {"enabled": True, "after": 1, "trainingJobOverrides": overrides}}
+    )
+    drifting = _status(3)
+    return retraining.retrain(
+        spec, {"name": "churn", "uid": "9c0d"}, drifting, None, source, NOW, entrypoint_prefixes=prefixes
+    )
+
+
+def test_retraining_never_asks_for_more_resources_than_the_source_job() -> None:
+    source = merged(example("TrainingJob"), {"metadata": {"namespace": "ml"}})
+    fewer = _retrain(source, {"resources": {"workers": 1, "memory": "1Gi"}})
+    assert fewer.job is not None
+    assert fewer.job["spec"]["resources"]["workers"] == 1
+    more = _retrain(source, {"resources": {"cpu": "64", "gpusPerWorker": 8}})
+    assert (more.job, more.reason) == (None, "OverridesExceedSource")
+    assert "resources.gpusPerWorker" in more.message
+    assert "resources.cpu" in more.message
+
+
+def test_custom_model_code_is_retrained_only_from_modules_the_operator_allows() -> None:
+    custom = merged(
+        example("TrainingJob"),
+        {
+            "metadata": {"namespace": "ml"},
+            "spec": {"model": {"architecture": "custom", "entrypoint": "team.nets:build"}},
+        },
+    )
+    refused = _retrain(custom, {})
+    assert (refused.job, refused.reason) == (None, "CustomModelNotAllowed")
+    assert _retrain(custom, {}, prefixes=("team",)).job is not None
+    assert _retrain(custom, {}, prefixes=("team.m",)).job is not None
+    assert _retrain(custom, {}, prefixes=("tea",)).job is None
 
 
 def test_the_producer_of_the_served_version_is_found_among_retraining_jobs() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from pydantic import Field
 
@@ -15,9 +15,11 @@ from scaleml_api.base import (
     OptionalObjectName,
     OptionalVolumePath,
     Rule,
+    optional_fields,
 )
 from scaleml_api.conditions import READY, Conditions, Vocabulary
 from scaleml_api.kind import AGE_COLUMN, Kind, PrinterColumn
+from scaleml_api.v1alpha1.trainingjob import DataSpec, Hyperparameters, ModelSpec, Resources, RunPolicy
 
 
 class MonitorTarget(ApiModel):
@@ -85,6 +87,48 @@ class Window(ApiModel):
     every: Duration = Field(default="5m", description='Time between checks, e.g. "30s", "5m", "1h".')
 
 
+# Generated from the TrainingJob's own sections, so their fields, bounds and text are stated once.
+HyperparameterOverrides = optional_fields(
+    Hyperparameters, "HyperparameterOverrides", "Hyperparameters to change; the others are the source job's."
+)
+DataOverrides = optional_fields(
+    DataSpec,
+    "DataOverrides",
+    "What to read, on the source job's own claim; the claim, target and features are the source's.",
+    only=("source", "format", "validation_split", "checks"),
+)
+ResourceOverrides = optional_fields(
+    Resources,
+    "ResourceOverrides",
+    "Smaller or equal resources: a value above the source job's stops the retraining (OverridesExceedSource).",
+    only=("workers", "procs_per_worker", "gpus_per_worker", "cpu", "memory"),
+)
+ModelOverrides = optional_fields(
+    ModelSpec,
+    "ModelOverrides",
+    "Warm start from an exported version; the network is the source's.",
+    only=("init_from",),
+)
+RunPolicyOverrides = optional_fields(RunPolicy, "RunPolicyOverrides", "How the retraining Job runs.")
+
+
+class RetrainOverrides(ApiModel):
+    """What retraining may change of the TrainingJob it retrains: an allow-list, checked by the API server.
+
+    The retraining TrainingJob is created with the operator's rights on behalf of whoever may edit
+    the DriftMonitor, who need not be allowed to create TrainingJobs: so nothing that decides what
+    code runs, as whom, on what, or where (image, model architecture and entrypoint, env, volumes,
+    scheduling, pod metadata) can be changed here. (Its sections are classes made at import time,
+    which a static type checker cannot see: hence the ignores.)
+    """
+
+    hyperparameters: HyperparameterOverrides | None = Field(default=None, description="Hyperparameters to change.")  # type: ignore[valid-type]
+    data: DataOverrides | None = Field(default=None, description="A new data file (on the source job's claim).")  # type: ignore[valid-type]
+    resources: ResourceOverrides | None = Field(default=None, description="At most the source job's resources.")  # type: ignore[valid-type]
+    model: ModelOverrides | None = Field(default=None, description="Warm start (model.initFrom).")  # type: ignore[valid-type]
+    run_policy: RunPolicyOverrides | None = Field(default=None, description="The retraining Job's run policy.")  # type: ignore[valid-type]
+
+
 class RetrainPolicy(ApiModel):
     """Creating a TrainingJob when drift persists."""
 
@@ -94,9 +138,11 @@ class RetrainPolicy(ApiModel):
     use_captured_data: bool = Field(
         default=False, description="Train on the newest captured data instead of the original data source."
     )
-    training_job_overrides: dict[str, Any] = Field(
-        default={},
-        description="Fields merged into the spec of the TrainingJob that produced the served model.",
+    training_job_overrides: RetrainOverrides = Field(
+        default_factory=RetrainOverrides,
+        description="What the retraining TrainingJob changes of the one that produced the served model "
+        "(hyperparameters, data file, resources up to the source's, warm start, run policy); "
+        "everything else (image, model code, volumes, env, scheduling, pod metadata) is the source's.",
     )
 
 
@@ -203,12 +249,29 @@ NO_SOURCE_TRAINING_JOB: Final = VOCABULARY.reason(
 INVALID_OVERRIDES: Final = VOCABULARY.reason(
     "InvalidOverrides", "Retraining is due, but the overrides make an invalid TrainingJob.", on=(RETRAINING,)
 )
+OVERRIDES_EXCEED_SOURCE: Final = VOCABULARY.reason(
+    "OverridesExceedSource",
+    "Retraining is due, but trainingJobOverrides.resources ask for more than the source job has.",
+    on=(RETRAINING,),
+)
+CUSTOM_MODEL_NOT_ALLOWED: Final = VOCABULARY.reason(
+    "CustomModelNotAllowed",
+    "Retraining is due, but the source job runs custom model code that the operator does not retrain "
+    "(scaleml operator --retrain-entrypoint-prefix).",
+    on=(RETRAINING,),
+)
 RETRAIN_REJECTED: Final = VOCABULARY.reason(
     "RetrainRejected", "Retraining is due, but the API server refused the TrainingJob.", on=(RETRAINING,)
 )
 
 RETRAIN_TRIGGERED: Final = VOCABULARY.event("RetrainTriggered", "Normal", "A retraining TrainingJob was created.")
-for _refusal in (NO_SOURCE_TRAINING_JOB, INVALID_OVERRIDES, RETRAIN_REJECTED):
+for _refusal in (
+    NO_SOURCE_TRAINING_JOB,
+    INVALID_OVERRIDES,
+    OVERRIDES_EXCEED_SOURCE,
+    CUSTOM_MODEL_NOT_ALLOWED,
+    RETRAIN_REJECTED,
+):
     VOCABULARY.event(_refusal, "Warning", "Retraining is due and cannot start; the message says why.")
 DRIFT_DETECTED_EVENT: Final = VOCABULARY.event(
     "DriftDetected", "Warning", "Posted by the monitor pod: a window drifted after one that did not."

@@ -13,22 +13,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from scaleml_api.base import API_VERSION, duration_seconds
+from scaleml_api.base import API_VERSION, duration_seconds, quantity_value
 from scaleml_api.merge import merge_patch
 from scaleml_api.v1alpha1 import TRAINING_JOB
 from scaleml_api.v1alpha1.driftmonitor import (
     COOLDOWN_ACTIVE,
+    CUSTOM_MODEL_NOT_ALLOWED,
     DISABLED,
     DRIFT_NOT_PERSISTENT,
     INVALID_OVERRIDES,
     NO_DRIFT,
     NO_SOURCE_TRAINING_JOB,
+    OVERRIDES_EXCEED_SOURCE,
     RETRAIN_RUNNING,
     RETRAIN_TRIGGERED,
     TRAINING_JOB_RUNNING,
     DriftMonitorSpec,
     RetrainPolicy,
 )
+from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_api.validation import InvalidSpecError, parse_spec
 
 RETRAINED_BY_LABEL: Final = "scaleml.dev/retrained-by"
@@ -103,7 +106,7 @@ def retraining_job(
     by the monitor: deleting a monitor must not delete the record of what trained a served model.
     """
     meta = source["metadata"]
-    spec = merge_patch(source["spec"], policy.training_job_overrides)
+    spec = merge_patch(source["spec"], policy.training_job_overrides.to_wire())
     return {
         "apiVersion": API_VERSION,
         "kind": "TrainingJob",
@@ -157,6 +160,27 @@ class Retraining:
     job: dict[str, Any] | None = None
 
 
+def exceeding(source: TrainingJobSpec, retrained: TrainingJobSpec) -> list[str]:
+    """What of the retraining job's resources is more than the source job's (overrides may only shrink them)."""
+    before, after = source.resources, retrained.resources
+    counts = {
+        "workers": (before.workers, after.workers),
+        "procsPerWorker": (before.processes_per_worker, after.processes_per_worker),
+        "gpusPerWorker": (before.gpus_per_worker, after.gpus_per_worker),
+        "cpu": (quantity_value(before.cpu), quantity_value(after.cpu)),
+        "memory": (quantity_value(before.memory), quantity_value(after.memory)),
+    }
+    return [f"resources.{name} is above the source job's" for name, (was, now) in counts.items() if now > was]
+
+
+def entrypoint_allowed(spec: TrainingJobSpec, prefixes: Sequence[str]) -> bool:
+    """Whether retraining may run `spec`'s model code: a built-in architecture, or a module under a prefix."""
+    if spec.model.architecture != "custom":
+        return True
+    module = spec.model.entrypoint.split(":", 1)[0]
+    return any(module == prefix or module.startswith(f"{prefix}.") for prefix in prefixes)
+
+
 def retrain(
     spec: DriftMonitorSpec,
     monitor: Mapping[str, Any],
@@ -164,42 +188,63 @@ def retrain(
     last_job: Mapping[str, Any] | None,
     source: Mapping[str, Any] | None,
     now: datetime,
+    *,
+    entrypoint_prefixes: Sequence[str] = (),
 ) -> Retraining:
     """The whole retraining step of a DriftMonitor (`monitor` is its metadata), pure.
 
     `last_job` is the TrainingJob it created last, `source` the one to retrain (see `source_job`;
     needed only when `decide` says create). The job's name derives from the monitor and the start
     of the drift, so a restart that repeats the step finds the job it created instead of a second.
+    The job is the source job with the allowed overrides, never more resources, and custom model
+    code only from modules under `entrypoint_prefixes` (the operator's setting; none by default).
     """
     if not spec.retrain.enabled:
         return Retraining(False, DISABLED, "spec.retrain.enabled is false.")
     decision = decide(spec.retrain, status, last_job, now)
     job = None
     if decision.create:
-        drift_since = str(status["driftSince"])
-        if source is None:
-            decision = Decision(False, NO_SOURCE_TRAINING_JOB, "The served model's TrainingJob is gone.")
-        else:
-            name = job_name(source["metadata"]["name"], monitor["uid"], drift_since)
-            candidate = retraining_job(
-                source, spec.retrain, name=name, monitor=monitor["name"], drift_since=drift_since
-            )
-            try:
-                parse_spec(TRAINING_JOB, candidate["spec"])
-            except InvalidSpecError as error:
-                message = f"spec.retrain.trainingJobOverrides make an invalid TrainingJob: {error}"
-                decision = Decision(False, INVALID_OVERRIDES, message)
-            else:
-                job = last_job = candidate
+        decision, job = _build(decision, spec, monitor, str(status["driftSince"]), source, entrypoint_prefixes)
+        if job is not None:
+            last_job = job
     if last_job is not None and running(last_job):
         origin = (last_job["metadata"].get("labels") or {}).get(RETRAIN_OF_LABEL, "its source")
-        active, reason, message = (
-            True,
-            TRAINING_JOB_RUNNING,
-            f"TrainingJob {last_job['metadata']['name']} retrains {origin}.",
-        )
+        active, reason = True, TRAINING_JOB_RUNNING
+        message = f"TrainingJob {last_job['metadata']['name']} retrains {origin}."
     else:
         active, reason, message = False, decision.reason, decision.message
     if spec.retrain.use_captured_data:
         message += f" {CAPTURED_DATA_NOTE}"
     return Retraining(active, reason, message, job)
+
+
+def _build(
+    due: Decision,
+    spec: DriftMonitorSpec,
+    monitor: Mapping[str, Any],
+    drift_since: str,
+    source: Mapping[str, Any] | None,
+    entrypoint_prefixes: Sequence[str],
+) -> tuple[Decision, dict[str, Any] | None]:
+    """The retraining TrainingJob that `due` calls for, or the decision that says why there is none."""
+    if source is None:
+        return Decision(False, NO_SOURCE_TRAINING_JOB, "The served model's TrainingJob is gone."), None
+    origin = source["metadata"]["name"]
+    name = job_name(origin, monitor["uid"], drift_since)
+    candidate = retraining_job(source, spec.retrain, name=name, monitor=monitor["name"], drift_since=drift_since)
+    try:
+        before = parse_spec(TRAINING_JOB, source["spec"])
+        after = parse_spec(TRAINING_JOB, candidate["spec"])
+    except InvalidSpecError as error:
+        message = f"spec.retrain.trainingJobOverrides make an invalid TrainingJob: {error}"
+        return Decision(False, INVALID_OVERRIDES, message), None
+    if not entrypoint_allowed(before, entrypoint_prefixes):
+        message = (
+            f"TrainingJob {origin} runs custom model code ({before.model.entrypoint}), which the operator retrains "
+            "only from modules it allows (--retrain-entrypoint-prefix)."
+        )
+        return Decision(False, CUSTOM_MODEL_NOT_ALLOWED, message), None
+    if problems := exceeding(before, after):
+        message = f"spec.retrain.trainingJobOverrides: {'; '.join(problems)}."
+        return Decision(False, OVERRIDES_EXCEED_SOURCE, message), None
+    return due, candidate

@@ -29,9 +29,12 @@ async def reconcile(name: str, namespace: str | None, memo: kopf.Memo, **_: Any)
     await run(RECONCILER, name, namespace, memo, full=True)
 
 
-# The monitor pod writes each window's results; `lastCheckTime` moves with every one of them, and
-# the operator never writes it, so the operator's own status writes do not come back here.
+# The monitor pod writes each window's results: when it tested (second precision), and the run of
+# drifted windows that the retraining policy counts. The operator writes none of these fields, so
+# its own status writes do not come back here.
 @kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.lastCheckTime")
+@kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.consecutiveDriftedWindows")
+@kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.driftSince")
 @instrumented(DRIFT_MONITOR.kind)
 async def window_tested(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     await run(RECONCILER, name, namespace, memo, full=False)

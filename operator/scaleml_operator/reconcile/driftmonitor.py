@@ -56,7 +56,15 @@ def read(owner: Owner, spec: DriftMonitorSpec, parent: Mapping[str, Any], contex
     # The namespace's TrainingJobs are listed only when the policy wants a job now.
     wanted = spec.retrain.enabled and retraining.decide(spec.retrain, current, last_job, now).create
     source = _source_job(spec, target, namespace) if wanted else None
-    verdict = retraining.retrain(spec, parent["metadata"], current, last_job, source, now)
+    verdict = retraining.retrain(
+        spec,
+        parent["metadata"],
+        current,
+        last_job,
+        source,
+        now,
+        entrypoint_prefixes=context.config.retrain_entrypoint_prefixes,
+    )
     return Inputs(build.resolve_inputs(spec, target, training_job), deployment, verdict)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from scaleml_api.conditions import CREATING, READY, ConditionStatus, Waiting
 from scaleml_api.v1alpha1.driftmonitor import (
+    CUSTOM_MODEL_NOT_ALLOWED,
     DRIFT_DETECTED,
     DRIFT_FOUND,
     INVALID_OVERRIDES,
@@ -19,6 +20,7 @@ from scaleml_api.v1alpha1.driftmonitor import (
     NO_DRIFT,
     NO_SOURCE_TRAINING_JOB,
     NOT_CHECKED,
+    OVERRIDES_EXCEED_SOURCE,
     RETRAIN_REJECTED,
     RETRAIN_TRIGGERED,
     RETRAINING,
@@ -27,7 +29,9 @@ from scaleml_operator.status.acceptance import applied_events
 from scaleml_operator.status.conditions import Conditions, Event, find_condition, timestamp
 
 # Retraining reasons that need a person: the policy wants a job and cannot make one.
-_REFUSED = frozenset({INVALID_OVERRIDES, NO_SOURCE_TRAINING_JOB, RETRAIN_REJECTED})
+_REFUSED = frozenset(
+    {INVALID_OVERRIDES, NO_SOURCE_TRAINING_JOB, OVERRIDES_EXCEED_SOURCE, CUSTOM_MODEL_NOT_ALLOWED, RETRAIN_REJECTED}
+)
 
 
 def observed(
