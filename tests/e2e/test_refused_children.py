@@ -1,0 +1,83 @@
+"""A child the API server refuses becomes a condition and an Event, not a crash loop or an endless retry.
+
+A cluster's own admission policy refusing the Job a TrainingJob renders is the realistic case: the
+CRD cannot know the policy, so the spec is accepted, and only the Job's creation fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.scenario import condition, event_reasons, status, training_job
+from tests.support.kubectl import Kubectl
+from tests.support.polling import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def jobs_refused(kubectl: Kubectl, ml_namespace: str) -> Iterator[str]:
+    """A ValidatingAdmissionPolicy that refuses every batch Job in the test's namespace."""
+    name = f"no-jobs-{ml_namespace}"[:63]
+    kubectl.apply(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["jobs"]}
+                    ]
+                },
+                "validations": [{"expression": "false", "message": "batch Jobs are not allowed here"}],
+            },
+        }
+    )
+    kubectl.apply(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ml_namespace}}},
+            },
+        }
+    )
+    yield name
+    kubectl.run("delete", "validatingadmissionpolicybinding", name, "--ignore-not-found")
+    kubectl.run("delete", "validatingadmissionpolicy", name, "--ignore-not-found")
+
+
+def _refused(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
+    applied = condition(status(kubectl, "trainingjob", "churn", namespace), "SpecApplied")
+    return applied if applied.get("reason") == "ChildRejected" else None
+
+
+def test_a_job_that_admission_refuses_is_reported_once_and_not_retried(
+    kubectl: Kubectl, ml_namespace: str, jobs_refused: str
+) -> None:
+    # Policies take effect once the API server has loaded them: retry until the refusal shows.
+    training_job(kubectl, ml_namespace)
+    refused = wait_for(lambda: _refused(kubectl, ml_namespace), 60, "SpecApplied=False ChildRejected")
+    assert "Job churn" in refused["message"]
+    assert "batch Jobs are not allowed here" in refused["message"]
+    assert "SpecNotApplied" in event_reasons(kubectl, ml_namespace, "TrainingJob")
+    assert kubectl.find("job", "churn", ml_namespace) is None
+    # The children before it were applied, and the status says what the object is waiting for.
+    assert kubectl.find("serviceaccount", "churn-trainer", ml_namespace) is not None
+    assert status(kubectl, "trainingjob", "churn", ml_namespace)["phase"] == "Pending"
+    # No retry loop: the handler finished (kopf keeps a failed, to-be-retried handler's state in
+    # the object's annotations), and one Warning said what is wrong.
+    annotations = kubectl.get("trainingjob", "churn", ml_namespace)["metadata"].get("annotations") or {}
+    assert not [key for key in annotations if key.startswith("scaleml.dev/reconcile")], annotations
+    events = kubectl.run(
+        "get", "events", "-n", ml_namespace, "--field-selector", "reason=SpecNotApplied", "-o", "name"
+    ).stdout.split()
+    assert len(events) == 1
