@@ -106,15 +106,6 @@ def monitoring(
     active, reason, message = retraining.active, retraining.reason, retraining.message
     if refused:
         active, reason, message = False, RETRAIN_REJECTED, refused
-    patch.update(
-        driftmonitor.retrained(
-            {**current, **patch},
-            active=active,
-            reason=reason,
-            message=message,
-            created=created,
-            generation=None,
-            now=now,
-        )
-    )
+    condition = (active, reason, message)
+    patch.update(driftmonitor.retrained({**current, **patch}, condition, created=created, generation=None, now=now))
     return patch

@@ -24,7 +24,6 @@ from scaleml_operator.builders import meta
 from scaleml_operator.builders.meta import (
     CONTAINER_SECURITY_CONTEXT,
     POD_SECURITY_CONTEXT,
-    Children,
     Owner,
     labels,
     metadata,
@@ -205,7 +204,7 @@ def children(
     image: str,
     *,
     retraining_job: dict[str, Any] | None = None,
-) -> Children:
+) -> meta.Children:
     """Every child in the order to apply them; the Deployment only once there is something to read.
 
     A retraining TrainingJob is created, never applied: it is not the monitor's to own or update.
@@ -213,4 +212,4 @@ def children(
     objects = [service_account(owner), status_role(owner), status_role_binding(owner), service(owner)]
     if inputs is not None:
         objects.append(deployment(owner, spec, inputs, image))
-    return Children(apply=objects, create=[retraining_job] if retraining_job is not None else [])
+    return meta.Children(apply=objects, create=[retraining_job] if retraining_job is not None else [])

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from scaleml_api import runtime
+from scaleml_api.base import quantity_value
 from scaleml_api.conditions import Waiting
 from scaleml_api.v1alpha1.modeldeployment import (
     MODEL_VERSION_ANNOTATION,
@@ -24,10 +25,10 @@ from scaleml_api.v1alpha1.modeldeployment import (
     ModelDeploymentSpec,
 )
 from scaleml_api.v1alpha1.pods import GPU_RESOURCE, GPU_TOLERATION
+from scaleml_operator.builders import meta
 from scaleml_operator.builders.meta import (
     CONTAINER_SECURITY_CONTEXT,
     POD_SECURITY_CONTEXT,
-    Children,
     Owner,
     labels,
     metadata,
@@ -175,27 +176,7 @@ def threads_per_instance(spec: ModelDeploymentSpec) -> int:
     PyTorch and ONNX Runtime otherwise start one thread per core of the node, however small the
     limit, and a throttled pod answers many times slower.
     """
-    return max(1, math.floor(_cores(str(spec.resources.cpu)) / spec.instances.count))
-
-
-_DECIMAL_SUFFIXES: Final = {
-    "n": 1e-9,
-    "u": 1e-6,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-}
-
-
-def _cores(quantity: str) -> float:
-    """A CPU quantity ("2", "1.5", "500m", "2e3") in cores; binary suffixes make no sense for CPUs."""
-    if quantity[-1:] in _DECIMAL_SUFFIXES:
-        return float(quantity[:-1]) * _DECIMAL_SUFFIXES[quantity[-1]]
-    return float(quantity)
+    return max(1, math.floor(quantity_value(str(spec.resources.cpu)) / spec.instances.count))
 
 
 def _triton(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
@@ -363,7 +344,9 @@ def disruption_budget(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any]
     }
 
 
-def children(owner: Owner, spec: ModelDeploymentSpec, source: ModelSource | None, images: tuple[str, str]) -> Children:
+def children(
+    owner: Owner, spec: ModelDeploymentSpec, source: ModelSource | None, images: tuple[str, str]
+) -> meta.Children:
     """Every child; the Deployment only once there is a source to serve (a TrainingJob may not have exported yet)."""
     apply = [service(owner, spec)]
     absent: list[tuple[str, str, str]] = []
@@ -377,7 +360,7 @@ def children(owner: Owner, spec: ModelDeploymentSpec, source: ModelSource | None
             absent.append((api_version, kind, owner.name))
         else:
             apply.append(manifest)
-    return Children(apply=apply, absent=absent)
+    return meta.Children(apply=apply, absent=absent)
 
 
 def resolve_source(

@@ -19,7 +19,6 @@ from scaleml_operator.builders import meta
 from scaleml_operator.builders.meta import (
     CONTAINER_SECURITY_CONTEXT,
     POD_SECURITY_CONTEXT,
-    Children,
     Owner,
     labels,
     metadata,
@@ -255,14 +254,16 @@ def status_role_binding(owner: Owner) -> dict[str, Any]:
     return meta.role_binding(owner, service_account_name(owner.name), COMPONENT)
 
 
-def children(owner: Owner, spec: TrainingJobSpec, image: str, *, live_job: Mapping[str, Any] | None = None) -> Children:
+def children(
+    owner: Owner, spec: TrainingJobSpec, image: str, *, live_job: Mapping[str, Any] | None = None
+) -> meta.Children:
     """Every object a TrainingJob needs, in the order to apply them (the Job last).
 
     `live_job` is the Job as it runs: what of the spec cannot reach it is kept back and named.
     """
     job, kept_back = job_to_apply(batch_job(owner, spec, image), dict(live_job) if live_job is not None else None)
     objects = [service_account(owner), status_role(owner), status_role_binding(owner), headless_service(owner)]
-    return Children(apply=[*objects, *([job] if job is not None else [])], kept_back=kept_back)
+    return meta.Children(apply=[*objects, *([job] if job is not None else [])], kept_back=kept_back)
 
 
 # Fields of a Job that the API server refuses to change once the Job exists.

@@ -106,17 +106,8 @@ def observed(
     if job is not None and created is None:
         refused = [problem for problem in applied.rejected if job["metadata"]["name"] in problem]
         active, reason, message = False, RETRAIN_REJECTED, " ".join(refused)
-    patch.update(
-        status.retrained(
-            {**current, **patch},
-            active=active,
-            reason=reason,
-            message=message,
-            created=created,
-            generation=generation,
-            now=now,
-        )
-    )
+    condition = (active, reason, message)
+    patch.update(status.retrained({**current, **patch}, condition, created=created, generation=generation, now=now))
     return patch
 
 

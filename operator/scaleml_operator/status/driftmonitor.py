@@ -72,18 +72,18 @@ def retraining(
 
 def retrained(
     status: Mapping[str, Any],
+    verdict: tuple[bool, str, str],
     *,
-    active: bool,
-    reason: str,
-    message: str,
     created: str | None,
     generation: int | None,
     now: datetime,
 ) -> dict[str, Any]:
     """The retraining step's part of the status: Retraining and DriftDetected, and lastRetrain* for a new job.
 
-    `created` is the retraining TrainingJob that exists now (made this time or by an earlier step).
+    `verdict` is the Retraining condition (active, reason, message); `created` the retraining
+    TrainingJob that exists now (made this time or by an earlier step).
     """
+    active, reason, message = verdict
     conditions = retraining(status, active=active, reason=reason, message=message, generation=generation, now=now)
     patch: dict[str, Any] = {
         "conditions": drift_condition({**status, "conditions": conditions}, generation=generation, now=now)
