@@ -190,7 +190,7 @@ def test_custom_model_code_is_retrained_only_from_modules_the_operator_allows() 
     refused = _retrain(custom, {})
     assert (refused.job, refused.reason) == (None, "CustomModelNotAllowed")
     assert _retrain(custom, {}, prefixes=("team",)).job is not None
-    assert _retrain(custom, {}, prefixes=("team.m",)).job is not None
+    assert _retrain(custom, {}, prefixes=("team.nets",)).job is not None
     assert _retrain(custom, {}, prefixes=("tea",)).job is None
 
 
