@@ -18,41 +18,33 @@ from tests.support.polling import wait_for
 pytestmark = pytest.mark.e2e
 
 
+_POLICY = """
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: NAME}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules: [{apiGroups: [batch], apiVersions: [v1], operations: [CREATE], resources: [jobs]}]
+  validations: [{expression: "false", message: batch Jobs are not allowed here}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: NAME}
+spec:
+  policyName: NAME
+  validationActions: [Deny]
+  matchResources: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: NAMESPACE}}}
+"""
+
+
 @pytest.fixture
 def jobs_refused(kubectl: Kubectl, ml_namespace: str) -> Iterator[str]:
     """A ValidatingAdmissionPolicy that refuses every batch Job in the test's namespace."""
     name = f"no-jobs-{ml_namespace}"[:63]
-    kubectl.apply(
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {
-                    "resourceRules": [
-                        {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["jobs"]}
-                    ]
-                },
-                "validations": [{"expression": "false", "message": "batch Jobs are not allowed here"}],
-            },
-        }
-    )
-    kubectl.apply(
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": name},
-            "spec": {
-                "policyName": name,
-                "validationActions": ["Deny"],
-                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ml_namespace}}},
-            },
-        }
-    )
+    kubectl.run("apply", "-f", "-", stdin=_POLICY.replace("NAMESPACE", ml_namespace).replace("NAME", name))
     yield name
-    kubectl.run("delete", "validatingadmissionpolicybinding", name, "--ignore-not-found")
-    kubectl.run("delete", "validatingadmissionpolicy", name, "--ignore-not-found")
+    kubectl.run("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, "--ignore-not-found")
 
 
 def _refused(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:

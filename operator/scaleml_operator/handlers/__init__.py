@@ -4,9 +4,10 @@ from scaleml_operator.handlers import (
     driftmonitor,
     inventory,
     login,
+    loop,
     modeldeployment,
     settings,
     trainingjob,
 )
 
-__all__ = ["driftmonitor", "inventory", "login", "modeldeployment", "settings", "trainingjob"]
+__all__ = ["driftmonitor", "inventory", "login", "loop", "modeldeployment", "settings", "trainingjob"]

@@ -21,14 +21,6 @@ def drift_monitors_by_target(namespace: str | None, name: str, spec: kopf.Spec, 
     return {(namespace or "", (spec.get("target") or {}).get("modelDeployment", "")): name}
 
 
-@kopf.on.resume(*DRIFT_MONITOR.group_version, id="reconcile")
-@kopf.on.create(*DRIFT_MONITOR.group_version, id="reconcile")
-@kopf.on.update(*DRIFT_MONITOR.group_version, id="reconcile", field="spec")
-@instrumented(DRIFT_MONITOR.kind)
-async def reconcile(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    await run(RECONCILER, name, namespace, memo, full=True)
-
-
 # The monitor pod writes each window's results: when it tested (second precision), and the run of
 # drifted windows that the retraining policy counts. The operator writes none of these fields, so
 # its own status writes do not come back here.

@@ -31,14 +31,6 @@ def training_job_followers(namespace: str | None, name: str, spec: kopf.Spec, **
     return {namespace or "": name} if (spec.get("model") or {}).get("fromTrainingJob") else None
 
 
-@kopf.on.resume(*MODEL_DEPLOYMENT.group_version, id="reconcile")
-@kopf.on.create(*MODEL_DEPLOYMENT.group_version, id="reconcile")
-@kopf.on.update(*MODEL_DEPLOYMENT.group_version, id="reconcile", field="spec")
-@instrumented(MODEL_DEPLOYMENT.kind)
-async def reconcile(name: str, namespace: str | None, memo: kopf.Memo, exported_versions: Exports, **_: Any) -> None:
-    await run(RECONCILER, name, namespace, memo, full=True, indexes={EXPORTS_INDEX: exported_versions})
-
-
 @kopf.on.event(
     "apps", "v1", "deployments", labels={**SERVING_SELECTOR, OWNER_LABEL: kopf.PRESENT}, id="deployment-status"
 )
@@ -48,7 +40,7 @@ async def child_changed(
     labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, exported_versions: Exports, **_: Any
 ) -> None:
     # A deleted Deployment is stale too: it comes back.
-    await run(RECONCILER, labels[OWNER_LABEL], namespace, memo, full=False, indexes={EXPORTS_INDEX: exported_versions})
+    await run(RECONCILER, labels[OWNER_LABEL], namespace, memo, full=False, exported_versions=exported_versions)
 
 
 @kopf.on.event(*TRAINING_JOB.group_version, when=lambda status, **_: bool(status.get("modelVersion")), id="new-version")
@@ -58,4 +50,4 @@ async def training_job_exported(
 ) -> None:
     """A TrainingJob exported a version: deployments of the same model that serve an older one roll."""
     for name in set(training_job_followers.get(namespace or "", ())):
-        await run(RECONCILER, name, namespace, memo, full=False, indexes={EXPORTS_INDEX: exported_versions})
+        await run(RECONCILER, name, namespace, memo, full=False, exported_versions=exported_versions)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import zlib
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 import kopf
 
@@ -13,6 +14,34 @@ from scaleml_api.base import GROUP
 from scaleml_operator.kube.apply import FIELD_MANAGER
 from scaleml_operator.kube.client import api_client
 from scaleml_operator.kube.peering import ensure_cluster_peering
+from scaleml_operator.reconcile.driftmonitor import MONITOR_SELECTOR
+from scaleml_operator.reconcile.modeldeployment import SERVING_SELECTOR
+from scaleml_operator.reconcile.trainingjob import WORKER_SELECTOR
+
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+NAME_LABEL: Final = "app.kubernetes.io/name"
+
+
+def label_selector(*selects: Mapping[str, str]) -> str:
+    """The label selector of the objects any of `selects` picks (label sets of the same managed-by):
+    `app.kubernetes.io/managed-by=scaleml-operator,app.kubernetes.io/name in (a,b)`."""
+    (managed_by,) = {select[MANAGED_BY_LABEL] for select in selects}
+    names = sorted({select[NAME_LABEL] for select in selects})
+    name = f"={names[0]}" if len(names) == 1 else f" in ({','.join(names)})"
+    return f"{MANAGED_BY_LABEL}={managed_by},{NAME_LABEL}{name}"
+
+
+# What the API server sends the operator's watches of built-in kinds: only what the operator made, of
+# the components its handlers follow. Without them every Job, Deployment and Pod of the cluster (or of
+# the served namespaces) would stream through the operator, to be dropped by kopf's client-side filters
+# in the handlers; with them, other teams' objects never leave the API server. Training pods are not
+# watched either (the reconcile lists them when it needs them). The handlers' own label filters stay,
+# and each must pick a subset of these (tests/unit/test_watch_selectors.py checks).
+WATCH_SELECTORS: Final = {
+    ("batch", "v1", "jobs"): label_selector(WORKER_SELECTOR),
+    ("apps", "v1", "deployments"): label_selector(SERVING_SELECTOR, MONITOR_SELECTOR),
+    ("", "v1", "pods"): label_selector(SERVING_SELECTOR),
+}
 
 
 def default_priority() -> int:
@@ -42,6 +71,8 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    for resource, selector in WATCH_SELECTORS.items():
+        settings.watching.label_selectors[resource] = selector
     settings.posting.reporting_component = FIELD_MANAGER
     settings.posting.reporting_instance = socket.gethostname()
     settings.posting.event_name_prefix = "scaleml-"

@@ -17,14 +17,6 @@ from scaleml_operator.reconcile.loop import controlled_by
 from scaleml_operator.reconcile.trainingjob import OWNER_LABEL, RECONCILER, WORKER_SELECTOR
 
 
-@kopf.on.resume(*TRAINING_JOB.group_version, id="reconcile")
-@kopf.on.create(*TRAINING_JOB.group_version, id="reconcile")
-@kopf.on.update(*TRAINING_JOB.group_version, id="reconcile", field="spec")
-@instrumented(TRAINING_JOB.kind)
-async def reconcile(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    await run(RECONCILER, name, namespace, memo, full=True)
-
-
 @kopf.on.event("batch", "v1", "jobs", labels={**WORKER_SELECTOR, OWNER_LABEL: kopf.PRESENT}, id="job-status")
 @instrumented("Job")
 async def job_changed(
