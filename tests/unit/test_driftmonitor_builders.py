@@ -86,7 +86,7 @@ def test_the_monitor_pod_is_restricted_reads_read_only_and_reports_as_itself() -
     assert all(m["readOnly"] for m in container["volumeMounts"] if m["name"] in ("captures", "reference"))
     run = MonitorRun.model_validate_json(container["env"][0]["value"])
     assert (run.profile_path, run.model_version, run.name) == ("/reference/churn/2/profile.json", 2, "churn")
-    role = build.status_role(OWNER)
+    _, role, _ = build.identity(OWNER)
     assert role["rules"][0]["resourceNames"] == ["churn"]
     assert role["rules"][0]["verbs"] == ["get", "patch"]
     assert role["rules"][1] == {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}

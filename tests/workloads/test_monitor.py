@@ -152,7 +152,7 @@ def test_status_and_events_reach_the_drift_monitor_and_a_restart_resumes_the_cou
     uid = kubectl.get("driftmonitor", "churn", namespace)["metadata"]["uid"]
     # Exactly what the operator grants a monitor pod.
     owner = Owner("DriftMonitor", "churn", namespace, uid)
-    for manifest in (build.service_account(owner), build.status_role(owner), build.status_role_binding(owner)):
+    for manifest in build.identity(owner):
         kubectl.apply(manifest)
     host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)

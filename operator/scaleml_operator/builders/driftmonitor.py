@@ -178,23 +178,10 @@ def service(owner: Owner) -> dict[str, Any]:
     }
 
 
-def service_account(owner: Owner) -> dict[str, Any]:
-    return meta.service_account(owner, monitor_name(owner.name), COMPONENT)
-
-
-def status_role(owner: Owner) -> dict[str, Any]:
-    """Lets the monitor report on its own DriftMonitor and announce drift in Events, nothing else."""
-    return meta.own_status_role(
-        owner,
-        monitor_name(owner.name),
-        COMPONENT,
-        "driftmonitors",
-        ({"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},),
-    )
-
-
-def status_role_binding(owner: Owner) -> dict[str, Any]:
-    return meta.role_binding(owner, monitor_name(owner.name), COMPONENT)
+def identity(owner: Owner) -> list[dict[str, Any]]:
+    """The monitor's ServiceAccount, with a Role to report on its own DriftMonitor and announce drift in Events."""
+    events = {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
+    return meta.identity(owner, monitor_name(owner.name), COMPONENT, "driftmonitors", (events,))
 
 
 def children(
@@ -209,7 +196,7 @@ def children(
 
     A retraining TrainingJob is created, never applied: it is not the monitor's to own or update.
     """
-    objects = [service_account(owner), status_role(owner), status_role_binding(owner), service(owner)]
+    objects = [*identity(owner), service(owner)]
     if inputs is not None:
         objects.append(deployment(owner, spec, inputs, image))
     return meta.Children(apply=objects, create=[retraining_job] if retraining_job is not None else [])

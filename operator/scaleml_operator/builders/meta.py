@@ -81,8 +81,16 @@ def metadata(owner: Owner, name: str, component: str) -> dict[str, Any]:
     }
 
 
-def service_account(owner: Owner, name: str, component: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(owner, name, component)}
+def identity(
+    owner: Owner, name: str, component: str, plural: str, extra_rules: tuple[dict[str, Any], ...] = ()
+) -> list[dict[str, Any]]:
+    """A pod's identity, in the order to apply it: the ServiceAccount `name`, and a Role and RoleBinding
+    that let it read and patch the status of the one object that owns it (and `extra_rules`)."""
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(owner, name, component)},
+        own_status_role(owner, name, component, plural, extra_rules),
+        role_binding(owner, name, component),
+    ]
 
 
 def own_status_role(

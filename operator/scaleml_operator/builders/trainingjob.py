@@ -241,17 +241,9 @@ def headless_service(owner: Owner) -> dict[str, Any]:
     }
 
 
-def service_account(owner: Owner) -> dict[str, Any]:
-    return meta.service_account(owner, service_account_name(owner.name), COMPONENT)
-
-
-def status_role(owner: Owner) -> dict[str, Any]:
-    """Lets the pods report progress on their own TrainingJob and nothing else."""
-    return meta.own_status_role(owner, service_account_name(owner.name), COMPONENT, "trainingjobs")
-
-
-def status_role_binding(owner: Owner) -> dict[str, Any]:
-    return meta.role_binding(owner, service_account_name(owner.name), COMPONENT)
+def identity(owner: Owner) -> list[dict[str, Any]]:
+    """The workers' ServiceAccount, with a Role to report progress on their own TrainingJob and nothing else."""
+    return meta.identity(owner, service_account_name(owner.name), COMPONENT, "trainingjobs")
 
 
 def children(
@@ -262,7 +254,7 @@ def children(
     `live_job` is the Job as it runs: what of the spec cannot reach it is kept back and named.
     """
     job, kept_back = job_to_apply(batch_job(owner, spec, image), dict(live_job) if live_job is not None else None)
-    objects = [service_account(owner), status_role(owner), status_role_binding(owner), headless_service(owner)]
+    objects = [*identity(owner), headless_service(owner)]
     return meta.Children(apply=[*objects, *([job] if job is not None else [])], kept_back=kept_back)
 
 
