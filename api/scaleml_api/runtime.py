@@ -21,6 +21,10 @@ from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from scaleml_api.v1alpha1.trainingjob import ModelName, TrainingJobSpec
 
 CONFIG_ENV: Final = "SCALEML_CONFIG"
+# In a pod the run config is a file: a ConfigMap owned by the object, mounted read-only and named
+# with --config, so a large spec is stored once (not in every container's env, nor in the pods).
+CONFIG_DIR: Final = "/etc/scaleml"
+CONFIG_FILE: Final = "run.json"
 
 # Where the volumes of a training pod are mounted.
 DATA_DIR: Final = "/data"

@@ -49,6 +49,12 @@ def drifted(kubectl: Kubectl, namespace: str, windows: int, since: str) -> None:
     patch_status(kubectl, "driftmonitor", "churn", namespace, results, MONITOR_ACCOUNT)
 
 
+def _monitor_run(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    """The MonitorRun the monitor pod reads (its ConfigMap's file)."""
+    run: dict[str, Any] = json.loads(kubectl.get("configmap", "churn-monitor", namespace)["data"]["run.json"])
+    return run
+
+
 def retrain_jobs(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
     out = kubectl.run("get", "trainingjobs", "-n", namespace, "-l", "scaleml.dev/retrained-by=churn", "-o", "json")
     jobs: list[dict[str, Any]] = json.loads(out.stdout)["items"]
@@ -74,8 +80,11 @@ def test_the_monitor_gets_its_children_and_reads_the_served_versions_profile(
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    run = json.loads(container["env"][0]["value"])
-    assert run["profilePath"] == "/reference/churn/1/profile.json"
+    # The run config is a file from a ConfigMap of the monitor's own, named on the command line.
+    assert container["command"][-2:] == ["--config", "/etc/scaleml/run.json"]
+    assert [v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v] == ["churn-monitor"]
+    assert _monitor_run(kubectl, ml_namespace)["profilePath"] == "/reference/churn/1/profile.json"
+    rolled_from = deployment["spec"]["template"]["metadata"]["annotations"]["scaleml.dev/config-hash"]
     claims = {v["name"]: v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {
         "captures": {"claimName": "captures", "readOnly": True},
@@ -106,12 +115,10 @@ def test_the_monitor_gets_its_children_and_reads_the_served_versions_profile(
     # The served model moves to version 2: the monitor compares with version 2's training data.
     export(kubectl, ml_namespace, 2)
     wait_for(lambda: _monitor(kubectl, ml_namespace).get("referenceVersion") == 2, 120, "reference version 2")
-    run = json.loads(
-        kubectl.get("deployment", "churn-monitor", ml_namespace)["spec"]["template"]["spec"]["containers"][0]["env"][0][
-            "value"
-        ]
-    )
-    assert run["profilePath"] == "/reference/churn/2/profile.json"
+    assert _monitor_run(kubectl, ml_namespace)["profilePath"] == "/reference/churn/2/profile.json"
+    # A new config is a new pod template: the monitor restarts on it.
+    template = kubectl.get("deployment", "churn-monitor", ml_namespace)["spec"]["template"]
+    assert template["metadata"]["annotations"]["scaleml.dev/config-hash"] != rolled_from
 
 
 def test_a_monitor_without_captured_traffic_waits_and_says_why(kubectl: Kubectl, ml_namespace: str) -> None:

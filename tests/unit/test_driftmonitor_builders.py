@@ -78,13 +78,14 @@ def test_the_monitor_waits_for_what_it_needs(
 
 def test_the_monitor_pod_is_restricted_reads_read_only_and_reports_as_itself() -> None:
     inputs = build.Inputs("captures", "models", "churn/2/profile.json", 2)
-    deployment = build.children(OWNER, _spec(), inputs, "img").apply[-1]
+    *_, config_map, deployment = build.children(OWNER, _spec(), inputs, "img").apply
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert all(m["readOnly"] for m in container["volumeMounts"] if m["name"] in ("captures", "reference"))
-    run = MonitorRun.model_validate_json(container["env"][0]["value"])
+    assert container["command"][-2:] == ["--config", "/etc/scaleml/run.json"]
+    run = MonitorRun.model_validate_json(config_map["data"]["run.json"])
     assert (run.profile_path, run.model_version, run.name) == ("/reference/churn/2/profile.json", 2, "churn")
     _, role, _ = build.identity(OWNER)
     assert role["rules"][0]["resourceNames"] == ["churn"]

@@ -25,7 +25,7 @@ def _by_kind(spec: TrainingJobSpec) -> dict[str, dict[str, Any]]:
 
 def test_children_are_owned_labelled_and_the_job_comes_last() -> None:
     children = build.children(OWNER, _spec(), IMAGE).apply
-    assert [c["kind"] for c in children] == ["ServiceAccount", "Role", "RoleBinding", "Service", "Job"]
+    assert [c["kind"] for c in children] == ["ServiceAccount", "Role", "RoleBinding", "Service", "ConfigMap", "Job"]
     for child in children:
         (reference,) = child["metadata"]["ownerReferences"]
         assert reference == {
@@ -67,7 +67,7 @@ def test_job_runs_torchrun_with_c10d_rendezvous_on_worker_zero() -> None:
     assert "--rdzv-endpoint=churn-0.churn-workers.ml.svc:29400" in command
     assert "--rdzv-id=0b7c-uid" in command
     assert "--max-restarts=3" in command
-    assert command[-2:] == ["-m", "scaleml_workloads.training"]
+    assert command[-4:] == ["-m", "scaleml_workloads.training", "--config", "/etc/scaleml/run.json"]
 
 
 def test_fixed_size_job_does_not_restart_in_place() -> None:
@@ -111,24 +111,40 @@ def test_pods_meet_restricted_pod_security_with_writable_volumes() -> None:
     assert volumes["checkpoints"]["persistentVolumeClaim"]["claimName"] == "checkpoints"
 
 
+def _run(spec: TrainingJobSpec) -> TrainingRun:
+    """The run config the pods read: the ConfigMap's file that their --config names."""
+    objects = _by_kind(spec)
+    pod = objects["Job"]["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "configMap" in v]
+    assert volume["configMap"]["name"] == objects["ConfigMap"]["metadata"]["name"]
+    for container in (*pod["initContainers"], *pod["containers"]):
+        assert {"name": volume["name"], "mountPath": "/etc/scaleml", "readOnly": True} in container["volumeMounts"]
+        # Stored once, in the ConfigMap: a large spec does not grow every container and every pod.
+        assert all(e["name"] != "SCALEML_CONFIG" for e in container["env"])
+    return TrainingRun.model_validate(json.loads(objects["ConfigMap"]["data"]["run.json"]))
+
+
 def test_pods_get_the_spec_as_their_run_config() -> None:
-    container = _by_kind(_spec())["Job"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e for e in container["env"]}
-    run = TrainingRun.model_validate(json.loads(env["SCALEML_CONFIG"]["value"]))
+    run = _run(_spec())
     assert (run.namespace, run.name) == ("ml", "churn")
     assert run.spec.data.target == "churned"
     assert run.checkpoint_dir == "/checkpoints/churn-0b7c-uid", "one directory per TrainingJob object"
     assert run.spec.run_policy.active_deadline_seconds is None, "the run policy stays with the Job"
-    without = _by_kind(_spec(checkpoint=None))["Job"]["spec"]["template"]["spec"]["containers"][0]
-    config = next(e["value"] for e in without["env"] if e["name"] == "SCALEML_CONFIG")
-    assert TrainingRun.model_validate(json.loads(config)).checkpoint_dir is None
+    assert _run(_spec(checkpoint=None)).checkpoint_dir is None
 
 
 def test_input_is_checked_before_torchrun_starts() -> None:
     pod = _by_kind(_spec())["Job"]["spec"]["template"]["spec"]
     (check,) = pod["initContainers"]
     (trainer,) = pod["containers"]
-    assert check["command"] == ["python", "-m", "scaleml_workloads.training", "--check"]
+    assert check["command"] == [
+        "python",
+        "-m",
+        "scaleml_workloads.training",
+        "--check",
+        "--config",
+        "/etc/scaleml/run.json",
+    ]
     assert (check["env"], check["volumeMounts"], check["image"]) == (trainer["env"], trainer["volumeMounts"], IMAGE)
     assert "nvidia.com/gpu" not in check["resources"]["limits"]
     assert check["securityContext"] == trainer["securityContext"]

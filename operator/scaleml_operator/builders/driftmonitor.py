@@ -92,14 +92,18 @@ def monitor_run(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs) -> runtime
     )
 
 
+def run_config(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs) -> meta.RunConfig:
+    return meta.RunConfig.of(monitor_name(owner.name), monitor_run(owner, spec, inputs))
+
+
 def pod_template(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, image: str) -> dict[str, Any]:
     probe = {"httpGet": {"path": "/healthz", "port": "report"}, "periodSeconds": 10, "failureThreshold": 3}
+    config = run_config(owner, spec, inputs)
     container = {
         "name": CONTAINER,
         "image": image,
-        "command": ["python", "-m", "scaleml_workloads.monitor"],
+        "command": ["python", "-m", "scaleml_workloads.monitor", *config.arguments],
         "env": [
-            {"name": runtime.CONFIG_ENV, "value": monitor_run(owner, spec, inputs).model_dump_json(by_alias=True)},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "HOME", "value": runtime.SCRATCH_DIR},
         ],
@@ -115,6 +119,7 @@ def pod_template(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, image: st
             {"name": "reference", "mountPath": runtime.REFERENCE_DIR, "readOnly": True},
             {"name": "reports", "mountPath": runtime.REPORTS_DIR},
             {"name": "scratch", "mountPath": runtime.SCRATCH_DIR},
+            config.mount,
         ],
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -122,7 +127,11 @@ def pod_template(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, image: st
     return {
         "metadata": {
             "labels": labels(owner, COMPONENT),
-            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(runtime.METRICS_PORT)},
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(runtime.METRICS_PORT),
+                meta.CONFIG_HASH_ANNOTATION: config.digest,
+            },
         },
         "spec": {
             "serviceAccountName": monitor_name(owner.name),
@@ -136,6 +145,7 @@ def pod_template(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, image: st
                 },
                 {"name": "reports", "emptyDir": {"sizeLimit": "1Gi"}},
                 {"name": "scratch", "emptyDir": {}},
+                config.volume,
             ],
         },
     }
@@ -198,5 +208,8 @@ def children(
     """
     objects = [*identity(owner), service(owner)]
     if inputs is not None:
-        objects.append(deployment(owner, spec, inputs, image))
+        objects += [
+            run_config(owner, spec, inputs).config_map(owner, COMPONENT),
+            deployment(owner, spec, inputs, image),
+        ]
     return meta.Children(apply=objects, create=[retraining_job] if retraining_job is not None else [])

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pydantic import BaseModel
+
+from scaleml_api import runtime
 from scaleml_api.base import API_VERSION, GROUP
 
 MANAGED_BY: Final = "scaleml-operator"
+CONFIG_HASH_ANNOTATION: Final = "scaleml.dev/config-hash"
 PART_OF: Final = "scaleml"
 
 # Pods meet the "restricted" Pod Security Standard.
@@ -79,6 +84,43 @@ def metadata(owner: Owner, name: str, component: str) -> dict[str, Any]:
         "labels": labels(owner, component),
         "ownerReferences": [owner.reference],
     }
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A pod's run config as a ConfigMap of its own, and how a container of the pod reads it."""
+
+    name: str
+    text: str
+
+    @classmethod
+    def of(cls, name: str, run: BaseModel) -> RunConfig:
+        return cls(name, run.model_dump_json(by_alias=True))
+
+    def config_map(self, owner: Owner, component: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(owner, self.name, component),
+            "data": {runtime.CONFIG_FILE: self.text},
+        }
+
+    @property
+    def digest(self) -> str:
+        """For the pod template's annotations: a new config is a new template, so a Deployment rolls."""
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+    @property
+    def arguments(self) -> list[str]:
+        return ["--config", f"{runtime.CONFIG_DIR}/{runtime.CONFIG_FILE}"]
+
+    @property
+    def volume(self) -> dict[str, Any]:
+        return {"name": "run-config", "configMap": {"name": self.name}}
+
+    @property
+    def mount(self) -> dict[str, Any]:
+        return {"name": "run-config", "mountPath": runtime.CONFIG_DIR, "readOnly": True}
 
 
 def identity(

@@ -119,10 +119,16 @@ def _tolerations(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     return tolerations
 
 
+def run_config(owner: Owner, spec: TrainingJobSpec) -> meta.RunConfig:
+    return meta.RunConfig.of(service_account_name(owner.name), training_run(owner, spec))
+
+
 def pod_template(owner: Owner, spec: TrainingJobSpec, image: str) -> dict[str, Any]:
+    config = run_config(owner, spec)
     volumes, mounts = _volumes(spec)
+    volumes.append(config.volume)
+    mounts.append(config.mount)
     env = [
-        {"name": runtime.CONFIG_ENV, "value": training_run(owner, spec).model_dump_json(by_alias=True)},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         # The root filesystem is read-only: caches and home go to the scratch volume.
         {"name": "HOME", "value": runtime.SCRATCH_DIR},
@@ -141,7 +147,7 @@ def pod_template(owner: Owner, spec: TrainingJobSpec, image: str) -> dict[str, A
             {
                 "name": CHECK_CONTAINER,
                 "image": image,
-                "command": ["python", "-m", "scaleml_workloads.training", "--check"],
+                "command": ["python", "-m", "scaleml_workloads.training", "--check", *config.arguments],
                 "env": env,
                 "resources": _resources(spec, gpus=False),
                 "volumeMounts": mounts,
@@ -154,7 +160,7 @@ def pod_template(owner: Owner, spec: TrainingJobSpec, image: str) -> dict[str, A
             {
                 "name": CONTAINER,
                 "image": image,
-                "command": torchrun_command(owner, spec),
+                "command": [*torchrun_command(owner, spec), *config.arguments],
                 "env": env,
                 "ports": [
                     {"name": "rendezvous", "containerPort": runtime.RENDEZVOUS_PORT},
@@ -182,6 +188,7 @@ def pod_template(owner: Owner, spec: TrainingJobSpec, image: str) -> dict[str, A
                 **spec.pod_metadata.annotations,
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(runtime.METRICS_PORT),
+                meta.CONFIG_HASH_ANNOTATION: config.digest,
             },
         },
         "spec": pod_spec,
@@ -255,6 +262,9 @@ def children(
     """
     job, kept_back = job_to_apply(batch_job(owner, spec, image), dict(live_job) if live_job is not None else None)
     objects = [*identity(owner), headless_service(owner)]
+    if job is not None and not kept_back:
+        # A Job kept as it runs (or finished) keeps the config its pods read.
+        objects.append(run_config(owner, spec).config_map(owner, COMPONENT))
     return meta.Children(apply=[*objects, *([job] if job is not None else [])], kept_back=kept_back)
 
 
