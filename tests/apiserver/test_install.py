@@ -131,12 +131,16 @@ CAN_I = [
     (True, "patch", "clusterkopfpeerings.kopf.dev", "", None),
     (True, "watch", "customresourcedefinitions.apiextensions.k8s.io", "", None),
     (True, "list", "namespaces", "", None),
-    # No Secret anywhere, not even in its own namespace; no ConfigMap either.
+    # The run configs of its pods: ConfigMaps it reads (whose is it?) before it applies one, never lists.
+    (True, "get", "configmaps", "", None),
+    (True, "patch", "configmaps", "", None),
+    (False, "list", "configmaps", "", None),
+    (False, "delete", "configmaps", "", None),
+    # No Secret anywhere, not even in its own namespace.
     (False, "get", "secrets", "", None),
     (False, "list", "secrets", "", None),
     (False, "watch", "secrets", "", None),
     (False, "get", "secrets", "", NAMESPACE),
-    (False, "get", "configmaps", "", None),
     # No pod of its own making: pods come from the Jobs and Deployments it owns. No way into pods.
     (False, "create", "pods", "", None),
     (False, "delete", "pods", "", None),

@@ -43,6 +43,19 @@ def jobs_refused(kubectl: Kubectl, ml_namespace: str) -> Iterator[str]:
     """A ValidatingAdmissionPolicy that refuses every batch Job in the test's namespace."""
     name = f"no-jobs-{ml_namespace}"[:63]
     kubectl.run("apply", "-f", "-", stdin=_POLICY.replace("NAMESPACE", ml_namespace).replace("NAME", name))
+    # The API server loads a new policy a moment later: wait until it refuses a Job (a dry run).
+    probe = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "probe"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "probe"}]}}},
+    }
+
+    def refusing() -> bool:
+        result = kubectl.apply(probe, "-n", ml_namespace, "--dry-run=server", check=False)
+        return "batch Jobs are not allowed here" in result.stderr
+
+    wait_for(refusing, 60, "the admission policy to take effect")
     yield name
     kubectl.run("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, "--ignore-not-found")
 
@@ -55,7 +68,6 @@ def _refused(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
 def test_a_job_that_admission_refuses_is_reported_once_and_not_retried(
     kubectl: Kubectl, ml_namespace: str, jobs_refused: str
 ) -> None:
-    # Policies take effect once the API server has loaded them: retry until the refusal shows.
     training_job(kubectl, ml_namespace)
     refused = wait_for(lambda: _refused(kubectl, ml_namespace), 60, "SpecApplied=False ChildRejected")
     assert "Job churn" in refused["message"]
