@@ -115,10 +115,16 @@ class TargetProfile(ApiModel):
 
 
 class DataSample(ApiModel):
-    """A uniform random sample of rows, for tests that need raw values (KS, MMD)."""
+    """A uniform random sample of rows, for tests that need raw values (KS, MMD).
+
+    Empty (no rows, no columns) when the TrainingJob's `spec.output.profileSample` is `none`: the
+    profile then holds aggregates only, and no row of the training data leaves its volume.
+    """
 
     seed: int
-    rows: int = Field(description="Rows in the sample: min(data rows, MAX_SAMPLE_ROWS).")
+    rows: int = Field(
+        description="Rows in the sample: min(data rows, MAX_SAMPLE_ROWS); 0 with profileSample none (aggregates only)."
+    )
     columns: dict[str, list[float | str | None]] = Field(
         description="Per feature (except pool features) and the target: the sampled rows' values, "
         "aligned across columns; categories as their original strings, missing values as null."

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from scaleml_api.base import ApiModel, ObjectName
 from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
-from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
+from scaleml_api.v1alpha1.modeldeployment import Capture, ModelDeploymentSpec
 from scaleml_api.v1alpha1.trainingjob import ModelName, TrainingJobSpec
 
 CONFIG_ENV: Final = "SCALEML_CONFIG"
@@ -95,6 +95,24 @@ REPOSITORY_POLL_SECONDS: Final = 5
 EXIT_TIMEOUT_SECONDS: Final = 20
 
 
+# Triton's management APIs (loading and unloading models, log settings, tracing, shared-memory
+# regions) answer only requests that carry the pod's admin key: the header ADMIN_KEY_HEADER over
+# HTTP, the metadata `triton-grpc-protocol-<ADMIN_KEY_HEADER>` over gRPC. Inference, health,
+# metadata, model configuration and statistics stay open to every client.
+RESTRICTED_APIS: Final = ("model-repository", "logging", "trace", "shared-memory")
+ADMIN_KEY_HEADER: Final = "scaleml-admin-key"
+# In a pod the key is random, made by the model agent when the pod starts and written into
+# Triton's repository (hidden, mode 0640): no spec or object holds it, and only the pod's
+# containers that mount the repository, and whoever may exec into them, can read it.
+ADMIN_KEY_FILE: Final = ".triton-admin-key"
+
+
+def restricted_api_options(key: str) -> list[str]:
+    """The tritonserver options that restrict RESTRICTED_APIS to callers that send `key`."""
+    restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={key}"
+    return [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+
+
 def triton_options(repository: str) -> list[str]:
     """Options of every tritonserver a ModelDeployment runs, in a pod or locally (ports apart)."""
     return [
@@ -110,6 +128,19 @@ def triton_options(repository: str) -> list[str]:
         "--metrics-config=summary_latencies=true",
         "--log-format=ISO8601",
     ]
+
+
+def capture_options(capture: Capture) -> list[str]:
+    """The options of the capture proxy that carry a ModelDeployment's spec.capture, in a pod or locally."""
+    options = [
+        f"--sample-rate={capture.sample_rate}",
+        f"--format={capture.format}",
+        f"--max-age={capture.retention.max_age}",
+        f"--max-bytes={capture.retention.max_bytes}",
+    ]
+    if capture.request_ids:
+        options.append("--request-ids")
+    return options
 
 
 class ServingRun(ApiModel):

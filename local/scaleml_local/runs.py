@@ -128,8 +128,7 @@ def capture_command(
         f"--grpc-port={proxy['grpc']}",
         "--metrics-port=0",
         f"--directory={state.volume(spec.capture.volume_claim)}",
-        f"--sample-rate={spec.capture.sample_rate}",
-        f"--format={spec.capture.format}",
+        *runtime.capture_options(spec.capture),
         f"--seconds-per-file={CAPTURE_SECONDS_PER_FILE}",
     ]
 

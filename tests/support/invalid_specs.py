@@ -99,6 +99,34 @@ CASES = (
     ),
     InvalidCase("capture-without-volume", MD, {"spec": {"capture": {"volumeClaim": None}}}, "spec.capture.volumeClaim"),
     InvalidCase("replicas-negative", MD, {"spec": {"replicas": -1}}, "spec.replicas"),
+    InvalidCase(
+        "capture-kept-under-a-minute",
+        MD,
+        {"spec": {"capture": {"retention": {"maxAge": "30s"}}}},
+        "spec.capture.retention.maxAge",
+    ),
+    InvalidCase(
+        "capture-max-bytes-zero",
+        MD,
+        {"spec": {"capture": {"retention": {"maxBytes": 0}}}},
+        "spec.capture.retention.maxBytes",
+    ),
+    InvalidCase(
+        "capture-max-bytes-fraction",
+        MD,
+        {"spec": {"capture": {"retention": {"maxBytes": "1.5Gi"}}}},
+        "spec.capture.retention.maxBytes",
+    ),
+    InvalidCase(
+        "capture-max-bytes-negative",
+        MD,
+        {"spec": {"capture": {"retention": {"maxBytes": "-10Gi"}}}},
+        "spec.capture.retention.maxBytes",
+    ),
+    InvalidCase("check-every-five-seconds", DM, {"spec": {"window": {"every": "5s"}}}, "spec.window.every"),
+    InvalidCase(
+        "unknown-profile-sample", TJ, {"spec": {"output": {"profileSample": "some"}}}, "spec.output.profileSample"
+    ),
     InvalidCase("duration-in-words", DM, {"spec": {"window": {"every": "5 minutes"}}}, "spec.window.every"),
     InvalidCase("p-value-above-one", DM, {"spec": {"thresholds": {"pValue": 1.5}}}, "spec.thresholds.pValue"),
     InvalidCase("unknown-test", DM, {"spec": {"tests": {"numeric": "t-test"}}}, "spec.tests.numeric"),

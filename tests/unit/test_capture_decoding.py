@@ -16,10 +16,13 @@ from tritonclient.grpc import service_pb2
 from tritonclient.utils import serialize_byte_tensor, triton_to_np_dtype
 
 from scaleml_workloads.capture.kserve import (
+    MAX_ID_CHARS,
+    Decoding,
     GrpcExchange,
     HttpBody,
     HttpExchange,
     Message,
+    TooLargeError,
     UndecodableError,
     decode_grpc_request,
     decode_grpc_response,
@@ -237,7 +240,8 @@ def test_an_exchange_becomes_a_sample_with_the_response_s_model_version_and_the_
     probabilities = values("FP32", (3, 2), seed=1)
     request = grpc_request({"INPUT__0": ("FP32", features)}, raw=True)
 
-    sample = GrpcExchange(12.5, request.SerializeToString(), grpc_response(probabilities, version="7")).decode()
+    exchange = GrpcExchange(12.5, request.SerializeToString(), grpc_response(probabilities, version="7"))
+    sample = exchange.decode(Decoding(request_ids=True))
 
     assert (sample.timestamp, sample.model, sample.model_version, sample.request_id, sample.rows) == (
         12.5,
@@ -248,6 +252,70 @@ def test_an_exchange_becomes_a_sample_with_the_response_s_model_version_and_the_
     )
     assert_same(sample.array("INPUT__0"), features)
     assert_same(sample.array("OUTPUT__0"), probabilities)
+
+
+def test_the_request_id_is_dropped_unless_asked_for_and_cut_to_its_first_characters() -> None:
+    request = grpc_request({"INPUT__0": ("FP32", values("FP32", (3, 5)))}, raw=True)
+    response = grpc_response(values("FP32", (3, 2)), request_id="r" * 1000)
+    long_id = service_pb2.ModelInferRequest.FromString(request.SerializeToString())
+    long_id.id = "x" * 1000
+
+    assert GrpcExchange(0.0, request.SerializeToString(), response).decode().request_id == ""
+    kept = GrpcExchange(0.0, long_id.SerializeToString(), response).decode(Decoding(request_ids=True))
+    assert kept.request_id == "x" * MAX_ID_CHARS
+
+
+BOMB_BYTES = 256 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [("gzip", lambda data: gzip.compress(data, 9)), ("deflate", lambda data: zlib.compress(data, 9))],
+)
+def test_decompression_stops_at_the_bound_however_far_the_body_would_inflate(
+    encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
+    plain = http_request([http_input("INPUT__0", values("FP32", (2, 5)), "FP32", True)])
+    # A valid header, then 256 MiB of zeros: a fraction of a megabyte on the wire.
+    bomb = HttpBody(compress(plain.body + bytes(BOMB_BYTES)), plain.header_length, encoding)
+    assert len(bomb.body) < 2 * 1024 * 1024
+
+    with pytest.raises(TooLargeError, match="inflates past 1048576 bytes"):
+        decode_http(bomb, "inputs", max_bytes=1024 * 1024)
+    # At the bound exactly, a body decodes.
+    fitting = HttpBody(compress(plain.body), plain.header_length, encoding)
+    assert tensors_of(decode_http(fitting, "inputs", max_bytes=len(plain.body)))["INPUT__0"][1].shape == (2, 5)
+    with pytest.raises(TooLargeError):
+        decode_http(fitting, "inputs", max_bytes=len(plain.body) - 1)
+
+
+@pytest.mark.parametrize(("encoding", "compress"), [("gzip", gzip.compress), ("deflate", zlib.compress)])
+def test_a_compressed_body_cut_short_is_undecodable(encoding: str, compress: Callable[[bytes], bytes]) -> None:
+    plain = http_request([http_input("INPUT__0", values("FP32", (2, 5)), "FP32", True)])
+
+    with pytest.raises(UndecodableError, match="ends before"):
+        decode_http(HttpBody(compress(plain.body)[:-8], plain.header_length, encoding), "inputs")
+
+
+def test_gzip_bodies_of_several_members_decode_whole() -> None:
+    features = values("FP32", (2, 5))
+    plain = http_request([http_input("INPUT__0", features, "FP32", True)])
+    half = len(plain.body) // 2
+    members = gzip.compress(plain.body[:half]) + gzip.compress(plain.body[half:])
+
+    decoded = decode_http(HttpBody(members, plain.header_length, "gzip"), "inputs")
+
+    assert_same(tensors_of(decoded)["INPUT__0"][1], features)
+
+
+def test_an_exchange_with_a_body_past_the_bound_is_too_large_not_undecodable() -> None:
+    response = grpc_response(values("FP32", (1, 2)))
+    request = grpc_request({"INPUT__0": ("FP32", values("FP32", (1, 5)))}, raw=True).SerializeToString()
+
+    with pytest.raises(TooLargeError):
+        GrpcExchange(0.0, request, response).decode(Decoding(max_body_bytes=len(request) - 1))
+    with pytest.raises(TooLargeError):
+        HttpExchange(0.0, "churn", _valid_http_request(), _valid_http_response()).decode(Decoding(max_body_bytes=64))
 
 
 def _valid_http_request() -> HttpBody:

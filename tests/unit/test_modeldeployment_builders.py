@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from scaleml_api import runtime
 from scaleml_api.conditions import Waiting
 from scaleml_api.runtime import ServingRun
 from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
@@ -98,7 +99,8 @@ def test_triton_runs_the_spec_options_with_gpus_and_drains_before_it_stops() -> 
     pod = deployment["spec"]["template"]["spec"]
     triton = pod["containers"][0]
     assert triton["image"] == IMAGES[0]
-    assert triton["command"][0] == "tritonserver"
+    assert triton["command"][:2] == ["/bin/sh", "-c"]
+    assert triton["command"][3:] == ["tritonserver", *runtime.triton_options("/serving")]
     assert "--model-repository=/serving" in triton["command"]
     assert triton["resources"]["limits"] == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": 1}
     assert triton["resources"]["requests"] == triton["resources"]["limits"]
@@ -170,3 +172,33 @@ def test_each_model_instance_gets_its_share_of_the_cpu_limit_as_threads(cpu: Any
     assert build.threads_per_instance(spec) == threads
     triton = _kinds(spec)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "OMP_NUM_THREADS", "value": str(threads)} in triton["env"]
+
+
+def test_triton_restricts_its_management_apis_to_the_key_the_agent_made_in_the_pod() -> None:
+    pod = _kinds(_spec())["Deployment"]["spec"]["template"]["spec"]
+    script = pod["containers"][0]["command"][2]
+    restriction = "model-repository,logging,trace,shared-memory:scaleml-admin-key="
+    assert f'--http-restricted-api={restriction}"$key"' in script
+    assert f'--grpc-restricted-protocol={restriction}"$key"' in script
+    assert 'key="$(cat /serving/.triton-admin-key)"' in script
+    # The agent makes the key in the volume Triton reads; nothing in the pod's spec holds it.
+    agent = pod["initContainers"][0]
+    assert {"name": "serving", "mountPath": "/serving"} in agent["volumeMounts"]
+    assert "admin-key" not in json.dumps(agent)
+    assert "key=" not in json.dumps(pod["containers"][0]["env"])
+
+
+def test_the_capture_proxy_gets_the_capture_settings_of_the_spec() -> None:
+    capture = {"retention": {"maxAge": "24h", "maxBytes": "5Gi"}, "requestIds": True, "sampleRate": 0.5}
+    pod = _kinds(_spec(capture=capture))["Deployment"]["spec"]["template"]["spec"]
+    command = pod["initContainers"][1]["command"]
+    assert command[-5:] == [
+        "--sample-rate=0.5",
+        "--format=parquet",
+        "--max-age=24h",
+        "--max-bytes=5Gi",
+        "--request-ids",
+    ]
+    default = _kinds(_spec())["Deployment"]["spec"]["template"]["spec"]["initContainers"][1]["command"]
+    assert {"--max-age=168h", "--max-bytes=10Gi"} <= set(default)
+    assert "--request-ids" not in default

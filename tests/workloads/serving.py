@@ -66,8 +66,11 @@ def serving_run(source: Path, root: Path, spec: Mapping[str, Any] | None = None,
 
 
 @contextlib.contextmanager
-def triton(run: ServingRun, root: Path) -> Iterator[Server]:
-    """Triton with the pod's options on free local ports, the agent following the source in a thread."""
+def triton(run: ServingRun, root: Path, admin_key: str | None = None) -> Iterator[Server]:
+    """Triton with the pod's options on free local ports, the agent following the source in a thread.
+
+    With `admin_key`, Triton's management APIs are restricted to callers that send it, as in a pod.
+    """
     try:
         cache = root / "triton-cache"
         tritonserver.backend_directory(cache)
@@ -80,7 +83,7 @@ def triton(run: ServingRun, root: Path) -> Iterator[Server]:
     stop = threading.Event()
     watcher = threading.Thread(target=agent.watch, args=(run, stop), daemon=True)
     with log.open("wb") as sink:
-        process = tritonserver.start(Path(run.serving_dir), ports, cache, log=sink)
+        process = tritonserver.start(Path(run.serving_dir), ports, cache, log=sink, admin_key=admin_key)
         try:
             tritonserver.wait_ready(process, ports.http)
             watcher.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.client
 import logging
 import math
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,6 +231,44 @@ def test_http_inferences_are_answered_byte_for_byte_as_triton_answers(
     )
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_request_reaches_triton_as_sent_and_is_captured(
+    server: Server, tmp_path: Path, encoding: str
+) -> None:
+    batch = feature_batch(3, seed=8)
+    body, json_size = httpclient.InferenceServerClient.generate_request_body([http_input(batch)])
+    compressed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(json_size), "Content-Encoding": encoding}
+    directory = tmp_path / "captures"
+    directory.mkdir()
+    options = ("--sample-rate=1", "--seconds-per-file=0.2")
+
+    direct = call(server.http, INFER_PATH, compressed, headers)
+    with capture_proxy(server.http, server.grpc, directory, tmp_path, *options) as proxy:
+        proxied = call(proxy.http, INFER_PATH, compressed, headers)
+        wait_for(lambda: proxy.metric("scaleml_capture_files_written_total") == 1, timeout=15, message="a file")
+        assert proxy.stop() == 0
+
+    assert direct.status == 200
+    assert proxied == direct
+    np.testing.assert_array_equal(read_captures(directory, newest_rows=10)["INPUT__0"], batch)
+
+
+def test_request_ids_are_left_out_of_the_captures_unless_asked_for(server: Server, tmp_path: Path) -> None:
+    kept: dict[bool, list[str]] = {}
+    for request_ids in (False, True):
+        directory = tmp_path / f"captures-{request_ids}"
+        directory.mkdir()
+        options = ("--sample-rate=1", "--seconds-per-file=0.2", *(("--request-ids",) if request_ids else ()))
+        with capture_proxy(server.http, server.grpc, directory, tmp_path, *options) as proxy:
+            infer_http(httpclient.InferenceServerClient(proxy.http), feature_batch(2), request_id="customer-42")
+            infer_grpc(grpcclient.InferenceServerClient(proxy.grpc), feature_batch(1), request_id="customer-43")
+            assert proxy.stop() == 0
+        kept[request_ids] = sorted(set(read_captures(directory, newest_rows=10)["request_id"].tolist()))
+
+    assert kept == {False: [""], True: ["customer-42", "customer-43"]}
+
+
 HTTP_CALLS = {
     "health-ready": ("/v2/health/ready", None),
     "health-live": ("/v2/health/live", None),
@@ -342,7 +382,7 @@ def test_a_sample_of_the_inferences_is_written_with_their_inputs_and_triton_s_ou
     directory.mkdir()
     sizes = np.random.default_rng(5).integers(1, 9, size=REQUESTS)
     sent: dict[str, tuple[Array, Array]] = {}
-    options = (f"--sample-rate={SAMPLE_RATE}", "--seed=11", f"--format={file_format}")
+    options = (f"--sample-rate={SAMPLE_RATE}", "--seed=11", f"--format={file_format}", "--request-ids")
     with capture_proxy(server.http, server.grpc, directory, tmp_path, *options) as proxy:
         http = httpclient.InferenceServerClient(proxy.http)
         grpc_client = grpcclient.InferenceServerClient(proxy.grpc)

@@ -53,6 +53,54 @@ def _strings_csv(data: Path) -> None:
     pacsv.write_csv(pa.table({"x": [1.0, 2.0, 3.0], "price": ["low", "high", "low"]}), data / "train.csv")
 
 
+def _with_values(column: str, values: dict[int, float]) -> pa.Table:
+    """The churn table of 100 rows with `values` (by row) in `column`."""
+    table = churn_table(100)
+    numbers = table.column(column).to_numpy().astype(np.float64)
+    for row, value in values.items():
+        numbers[row] = value
+    return table.set_column(table.schema.get_field_index(column), column, pa.array(numbers))
+
+
+def _infinite_parquet(data: Path) -> None:
+    write_parquet(data / "train.parquet", _with_values("b", {7: np.inf, 40: -np.inf}))
+
+
+def _overflowing_parquet(data: Path) -> None:
+    # Finite in float64, inf once the model's float32 tensors hold it.
+    write_parquet(data / "train.parquet", _with_values("c", {12: 1e39}))
+
+
+def _csv(data: Path, table: pa.Table) -> None:
+    data.mkdir(parents=True)
+    pacsv.write_csv(table, data / "train.csv")
+
+
+def _infinite_csv(data: Path) -> None:
+    _csv(data, churn_table(100))
+    lines = (data / "train.csv").read_text().splitlines()
+    # As a CSV writer spells them: "inf" and "-inf" in the column `a`.
+    lines[4] = "inf," + lines[4].split(",", 1)[1]
+    lines[9] = "-inf," + lines[9].split(",", 1)[1]
+    (data / "train.csv").write_text("\n".join(lines) + "\n")
+
+
+def _overflowing_csv(data: Path) -> None:
+    _csv(data, _with_values("a", {3: -3.5e38, 5: 1e300}))
+
+
+def _infinite_regression_target(data: Path) -> None:
+    table = _with_values("c", {30: np.inf})
+    _csv(data, table.drop_columns(["plan", "churned"]))
+
+
+def _infinite_npz(data: Path) -> None:
+    data.mkdir(parents=True)
+    images = np.zeros((10, 1, 4, 4), np.float64)
+    images[6, 0, 2, 1] = np.inf
+    np.savez(data / "train.npz", images=images, label=np.arange(10) % 2)
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -113,6 +161,48 @@ CASES = [
         _strings_csv,
         {"data": {"source": "train.csv", "format": "csv", "target": "price"}, "model": {"task": "regression"}},
         ("target column 'price'", "regression needs a numeric target"),
+    ),
+    Case(
+        "infinite-feature-parquet",
+        _infinite_parquet,
+        {},
+        ("feature column 'b' holds 2 values that float32 cannot hold", "the first at row 7: inf", "train to NaN"),
+        ("--check",),
+    ),
+    Case(
+        "float32-overflow-parquet",
+        _overflowing_parquet,
+        {},
+        ("feature column 'c' holds 1 value that float32 cannot hold", "at row 12: 1e+39"),
+        ("--check",),
+    ),
+    Case(
+        "infinite-feature-csv",
+        _infinite_csv,
+        {"data": {"source": "train.csv", "format": "csv"}},
+        ("train.csv", "feature column 'a' holds 2 values that float32 cannot hold", "at row 3: inf"),
+        ("--check",),
+    ),
+    Case(
+        "float32-overflow-csv",
+        _overflowing_csv,
+        {"data": {"source": "train.csv", "format": "csv"}},
+        ("feature column 'a' holds 2 values that float32 cannot hold", "at row 3: -3.5e+38"),
+        ("--check",),
+    ),
+    Case(
+        "infinite-regression-target",
+        _infinite_regression_target,
+        {"data": {"source": "train.csv", "format": "csv", "target": "c"}, "model": {"task": "regression"}},
+        ("target column 'c' holds 1 value that float32 cannot hold", "at row 30: inf"),
+        ("--check",),
+    ),
+    Case(
+        "infinite-npz-array",
+        _infinite_npz,
+        {"data": {"source": "train.npz", "format": "npz", "target": "label", "features": ["images"]}},
+        ("feature array 'images' holds 1 value that float32 cannot hold", "at row 6: inf"),
+        ("--check",),
     ),
     Case(
         "custom-entrypoint-not-importable",

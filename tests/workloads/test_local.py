@@ -24,7 +24,7 @@ from tests.support.polling import wait_for
 pytestmark = pytest.mark.workloads
 
 SCALEML = [sys.executable, "-m", "scaleml_operator.cli"]
-SMALL = demo.Settings(epochs=4, window_size=100, every="3s", calm_windows=2, drift_within=2, live=False)
+SMALL = demo.Settings(epochs=4, window_size=100, every="10s", calm_windows=2, drift_within=2, live=False)
 
 
 def _scaleml(state: Path, *args: str) -> subprocess.CompletedProcess[str]:

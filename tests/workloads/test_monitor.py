@@ -18,13 +18,18 @@ import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
-from scaleml_api.profile import DataProfile
+from scaleml_api.profile import DataProfile, DataSample, TensorSpec
 from scaleml_api.runtime import CONFIG_ENV, TERMINATION_LOG_ENV, MonitorRun
+from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_operator.builders import driftmonitor as build
 from scaleml_operator.builders.meta import Owner
+from scaleml_workloads.capture.files import file_name
 from scaleml_workloads.drift.detector import DriftDetector
 from scaleml_workloads.kubeapi import InClusterClient, StatusPatcher
 from scaleml_workloads.monitor.loop import LATEST_REPORT, Monitor, Reporter
+from scaleml_workloads.monitor.reference import AGGREGATES_ONLY, MULTIVARIATE_SKIPPED, detector_for
+from scaleml_workloads.training.data import load_data
+from scaleml_workloads.training.profile import profile_data
 from tests.support.controlplane import ControlPlane
 from tests.support.fixtures import NamespaceFactory
 from tests.support.kubectl import Kubectl
@@ -32,7 +37,7 @@ from tests.support.manifests import example, merged
 from tests.support.polling import wait_for
 from tests.support.requirements import skip_or_fail
 from tests.workloads.monitoring import model_inputs, write_window
-from tests.workloads.runs import churn_table
+from tests.workloads.runs import churn_table, training_run, write_parquet
 
 pytestmark = pytest.mark.workloads
 
@@ -44,7 +49,7 @@ def _run(exported_model: Path, root: Path, **spec: Any) -> MonitorRun:
         {
             "namespace": "ml",
             "name": "churn",
-            "spec": merged(example("DriftMonitor")["spec"], {"window": {"size": WINDOW, "every": "1s"}, **spec}),
+            "spec": merged(example("DriftMonitor")["spec"], {"window": {"size": WINDOW, "every": "10s"}, **spec}),
             "profilePath": str(exported_model / "1" / "profile.json"),
             "modelVersion": 1,
             "capturesDir": str(root / "captures"),
@@ -253,3 +258,100 @@ def test_the_report_renders_in_chromium_with_a_plot_per_feature(exported_model: 
     # Bars of both distributions were painted, not just laid out.
     assert colours[(0x48, 0x78, 0xA8)] > 2000
     assert colours[(0xE0, 0x82, 0x3D)] > 2000
+
+
+def _skipped(reason: str) -> float:
+    return REGISTRY.get_sample_value("scaleml_drift_capture_files_skipped_total", {"reason": reason}) or 0.0
+
+
+def test_a_broken_capture_file_is_counted_once_and_left_out_of_every_window(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    run = _run(exported_model, tmp_path)
+    profile = _profile(run)
+    monitor = _monitor(run)
+    captures = Path(run.captures_dir)
+    write_window(captures, model_inputs(profile, churn_table(WINDOW, seed=71)), start=1000.0)
+    truncated = captures / file_name(1500.0, "broken", 1, "parquet")
+    truncated.write_bytes(next(captures.iterdir()).read_bytes()[:-200])
+    (captures / file_name(1600.0, "broken", 2, "npz")).write_bytes(b"PK\x03\x04 not a zip")
+    before = _skipped("unreadable")
+
+    first = monitor.check()
+    report = (Path(run.reports_dir) / LATEST_REPORT).read_text()
+    # A window of half new rows and half old ones: the broken files are in its way again.
+    write_window(captures, model_inputs(profile, churn_table(WINDOW // 2, seed=72)), start=2000.0)
+    second = monitor.check()
+
+    assert first is not None
+    assert second is not None
+    assert first.rows == second.rows == WINDOW
+    assert _skipped("unreadable") - before == 2, "each file is counted once, however many windows skip it"
+    assert "2 capture files were left out (2 unreadable)" in first.messages[-1]
+    assert "2 capture files were left out (2 unreadable)" in second.messages[-1]
+    assert "2 capture files were left out" in report
+
+
+def test_a_window_holds_at_most_its_bytes_and_says_so(exported_model: Path, tmp_path: Path) -> None:
+    run = _run(exported_model, tmp_path)
+    profile = _profile(run)
+    captures = Path(run.captures_dir)
+    for n in range(4):
+        write_window(captures, model_inputs(profile, churn_table(WINDOW // 4, seed=80 + n)), start=100.0 * (n + 1))
+    row_bytes = 4 * (profile.input.dims[0] + 2) + 8  # INPUT__0 and OUTPUT__0 in float32, the timestamp
+    monitor = _monitor(run)
+    monitor.window_max_bytes = 2 * (WINDOW // 4) * row_bytes + 100
+
+    result = monitor.check()
+
+    assert result is not None
+    assert result.rows == WINDOW // 2
+    assert any(f"the window has {WINDOW // 2} rows, fewer than the {WINDOW} asked for" in m for m in result.messages)
+    assert any("would have taken it past" in message for message in result.messages)
+
+
+def test_a_profile_without_rows_still_finds_a_shift_and_skips_the_multivariate_test(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    run = _run(exported_model, tmp_path)
+    profile = _profile(run)
+    assert profile.sample.rows > 0
+    assert run.spec.tests.multivariate == "mmd"
+    aggregates = profile.model_copy(update={"sample": DataSample(seed=0, rows=0, columns={})})
+    detector, notes = detector_for(aggregates, run.spec)
+    monitor = Monitor(run, detector, Reporter(run), notes=notes)
+    captures = Path(run.captures_dir)
+
+    write_window(captures, model_inputs(profile, churn_table(WINDOW, seed=21)), start=1000.0)
+    calm = monitor.check()
+    write_window(captures, model_inputs(profile, _shifted(churn_table(WINDOW, seed=22), "a", 1.5)), start=2000.0)
+    shifted = monitor.check()
+
+    assert calm is not None
+    assert shifted is not None
+    assert not calm.drift_detected, calm.drifted_features
+    assert "a" in shifted.drifted_features
+    numeric = [feature for feature in shifted.features if feature.kind == "numeric"]
+    assert numeric
+    assert all(feature.statistic is not None for feature in numeric), [f.message for f in numeric]
+    assert calm.multivariate is None
+    assert shifted.multivariate is None
+    assert AGGREGATES_ONLY in shifted.messages
+    assert MULTIVARIATE_SKIPPED in shifted.messages
+    assert "multivariate (MMD) test is skipped" in (Path(run.reports_dir) / LATEST_REPORT).read_text()
+
+
+def test_a_profile_written_with_profile_sample_none_keeps_no_row(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "data" / "train.parquet", churn_table(300))
+    spec = TrainingJobSpec.model_validate(training_run(tmp_path)["spec"])
+    data = load_data(tmp_path / "data", spec.data, spec.model.task)
+    model_input = TensorSpec(name="INPUT__0", data_type="TYPE_FP32", dims=[data.features.shape[1]])
+
+    with_rows = profile_data(data, spec.data, spec.model.task, "0" * 64, model_input, seed=1)
+    without = profile_data(data, spec.data, spec.model.task, "0" * 64, model_input, seed=1, sample="none")
+
+    assert with_rows.sample.rows == 300
+    assert (without.sample.rows, without.sample.columns) == (0, {})
+    assert without.features == with_rows.features
+    assert without.target == with_rows.target
+    assert '"rows":0' in without.model_dump_json(by_alias=True).replace(" ", "")

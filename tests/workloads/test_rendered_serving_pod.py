@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import urllib.error
@@ -65,15 +66,21 @@ def test_the_rendered_agent_and_triton_serve_the_exported_version(exported_model
         wait_for(lambda: _status(health) == 200, 30, "the agent's startup probe")
         ports = tritonserver.Ports(free_port(), free_port(), free_port())
         _binary, *options = tritonserver.command(tmp_path / "serving", ports, tmp_path / "cache")
-        rendered = [_local(option, mounts) for option in triton["command"][1:]]
-        assert set(rendered) <= set(options), "the local server runs the options the pod runs"
+        # The pod's command, with the local ports and backends the wheel needs, and its tritonserver on PATH.
+        command = [_local(part, mounts) for part in triton["command"]] + options[len(runtime.triton_options("")) :]
+        environment = tritonserver.environment()
+        environment["PATH"] = f"{tritonserver.binary().parent}{os.pathsep}{environment['PATH']}"
         with (tmp_path / "triton.log").open("wb") as log:
-            server = tritonserver.start(tmp_path / "serving", ports, tmp_path / "cache", log=log)
+            server = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
             tritonserver.wait_ready(server, ports.http)
         batch = feature_batch(8, seed=3)
         tensor = httpclient.InferInput("INPUT__0", list(batch.shape), "FP32")
         tensor.set_data_from_numpy(batch)
         result = httpclient.InferenceServerClient(f"127.0.0.1:{ports.http}").infer(MODEL_NAME, [tensor])
+        key = (tmp_path / "serving" / runtime.ADMIN_KEY_FILE).read_text()
+        index = f"http://127.0.0.1:{ports.http}/v2/repository/index"
+        without_key = _post(index)
+        with_key = _post(index, {runtime.ADMIN_KEY_HEADER: key})
     finally:
         for process in (server, sidecar):
             if process is not None:
@@ -81,6 +88,12 @@ def test_the_rendered_agent_and_triton_serve_the_exported_version(exported_model
                 process.wait(timeout=30)
 
     assert result.get_response()["model_version"] == "1"
+    # Triton's management APIs take the key the agent made in the pod, and only that.
+    assert without_key[0] == 403
+    assert with_key[0] == 200
+    assert json.loads(with_key[1])[0]["name"] == MODEL_NAME
+    assert stat.S_IMODE((tmp_path / "serving" / runtime.ADMIN_KEY_FILE).stat().st_mode) == 0o640
+    assert len(key) >= 40
     np.testing.assert_allclose(
         result.as_numpy("OUTPUT__0"), expected_outputs(exported_model / "1", batch), rtol=1e-5, atol=1e-6
     )
@@ -109,6 +122,15 @@ def test_the_agent_holds_the_pod_back_until_the_pinned_version_exists(exported_m
 
     assert "waiting for version 9 of churn" in log
     assert not (tmp_path / "serving" / MODEL_NAME / "9").exists()
+
+
+def _post(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=b"{}", headers=headers or {}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read()
 
 
 def _status(port: int) -> int:

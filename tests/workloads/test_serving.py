@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import threading
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +16,9 @@ import numpy.typing as npt
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
+from scaleml_api import runtime
 from scaleml_workloads.serving import tritonserver
 from scaleml_workloads.serving.agent import sync
 from tests.support.polling import wait_for
@@ -60,6 +63,58 @@ def test_triton_answers_over_http_and_grpc_with_the_trained_models_outputs(
     assert 'nv_inference_request_summary_us{model="churn",version="1",quantile="0.99"}' in metrics
     np.testing.assert_allclose(over_http, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(over_grpc, expected, rtol=1e-5, atol=1e-6)
+
+
+RESTRICTED_HTTP = {
+    "model-repository": ("POST", "/v2/repository/index", b"{}"),
+    "logging": ("GET", "/v2/logging", None),
+    "trace": ("GET", "/v2/trace/setting", None),
+    "shared-memory": ("GET", "/v2/systemsharedmemory/status", None),
+}
+OPEN_HTTP = {
+    "health": ("GET", "/v2/health/ready", None),
+    "metadata": ("GET", f"/v2/models/{MODEL_NAME}", None),
+    "model-config": ("GET", f"/v2/models/{MODEL_NAME}/config", None),
+    "statistics": ("GET", f"/v2/models/{MODEL_NAME}/stats", None),
+}
+
+
+def _http_status(address: str, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(f"http://{address}{path}", data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_tritons_management_apis_answer_only_callers_with_the_pods_key(exported_model: Path, tmp_path: Path) -> None:
+    key = "k3y-only-the-pod-knows"
+    header = {runtime.ADMIN_KEY_HEADER: key}
+    grpc_metadata = ((f"triton-grpc-protocol-{runtime.ADMIN_KEY_HEADER}", key),)
+    batch = feature_batch(4)
+
+    with triton(serving_run(exported_model, tmp_path), tmp_path, admin_key=key) as server:
+        refused = {api: _http_status(server.http, *call, {}) for api, call in RESTRICTED_HTTP.items()}
+        allowed = {api: _http_status(server.http, *call, header) for api, call in RESTRICTED_HTTP.items()}
+        open_calls = {api: _http_status(server.http, *call, {}) for api, call in OPEN_HTTP.items()}
+        version, _ = _infer_http(httpclient.InferenceServerClient(server.http), batch)
+        grpc_client = grpcclient.InferenceServerClient(server.grpc)
+        with pytest.raises(InferenceServerException) as raised:
+            grpc_client.get_model_repository_index()
+        index = grpc_client.get_model_repository_index(headers=dict(grpc_metadata), as_json=True)
+        tensor = grpcclient.InferInput("INPUT__0", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        over_grpc = grpc_client.infer(MODEL_NAME, [tensor]).as_numpy("OUTPUT__0")
+
+    assert refused == dict.fromkeys(RESTRICTED_HTTP, 403)
+    assert allowed == dict.fromkeys(RESTRICTED_HTTP, 200)
+    assert open_calls == dict.fromkeys(OPEN_HTTP, 200)
+    assert version == "1"
+    assert raised.value.status() == "StatusCode.UNAVAILABLE"
+    assert "restricted" in (raised.value.message() or "").lower()
+    assert index["models"][0]["name"] == MODEL_NAME
+    assert over_grpc.shape == (4, 2)
 
 
 def test_concurrent_requests_are_batched_into_fewer_executions(exported_model: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from scaleml_api.base import (
 )
 from scaleml_api.conditions import READY, Conditions, Vocabulary
 from scaleml_api.kind import AGE_COLUMN, Kind, PrinterColumn
+from scaleml_api.v1alpha1.modeldeployment import not_shorter
 from scaleml_api.v1alpha1.trainingjob import DataSpec, Hyperparameters, ModelSpec, Resources, RunPolicy
 
 
@@ -80,11 +81,27 @@ class Thresholds(ApiModel):
     )
 
 
+# The shortest time between two checks: each one lists and reads the capture volume.
+MIN_CHECK_INTERVAL: Final = "10s"
+# The most captured data one window holds, whatever its rows (the monitor's memory limit is the operator's).
+WINDOW_MAX_BYTES: Final = 128 * 1024 * 1024
+
+
 class Window(ApiModel):
     """How much live data one check looks at, and how often."""
 
-    size: int = Field(default=5000, ge=10, le=10_000_000, description="Newest captured rows per check.")
-    every: Duration = Field(default="5m", description='Time between checks, e.g. "30s", "5m", "1h".')
+    size: int = Field(
+        default=5000,
+        ge=10,
+        le=10_000_000,
+        description=f"Newest captured rows per check. A window also holds at most {WINDOW_MAX_BYTES // 2**20} MiB "
+        "of captured data (read from the newest files): with larger rows it has fewer rows, and its result says so.",
+    )
+    every: Duration = Field(
+        default="5m", description=f'Time between checks, at least {MIN_CHECK_INTERVAL}, e.g. "30s", "5m", "1h".'
+    )
+
+    rules = (not_shorter("every", MIN_CHECK_INTERVAL, "window.every"),)
 
 
 # Generated from the TrainingJob's own sections, so their fields, bounds and text are stated once.

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
+from pydantic.alias_generators import to_snake
 
-from scaleml_api.base import ApiModel, ObjectName, OptionalImage, OptionalObjectName, Quantity, Rule, not_above
+from scaleml_api.base import (
+    ApiModel,
+    Duration,
+    ObjectName,
+    OptionalImage,
+    OptionalObjectName,
+    Quantity,
+    Rule,
+    duration_seconds,
+    not_above,
+    quantity_value,
+)
 from scaleml_api.conditions import READY, Conditions, Vocabulary
 from scaleml_api.kind import AGE_COLUMN, PHASE_COLUMN, Kind, PrinterColumn
 from scaleml_api.v1alpha1.trainingjob import ModelName
@@ -123,13 +136,86 @@ class Autoscaling(ApiModel):
     rules = (not_above("minReplicas", "maxReplicas"),)
 
 
+# A size in bytes: a positive whole number, with a binary (Ki, Mi, Gi, ...) or decimal (k, M, G, ...) suffix.
+_BYTES_PATTERN: Final = r"^[1-9][0-9]*(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+
+
+# The least maxAge: a capture file is completed within a minute of its first row.
+MIN_CAPTURE_AGE: Final = "1m"
+
+
+def not_shorter(field: str, minimum: str, name: str = "") -> Rule:
+    """The rule that the Duration field `field` (camelCase) is at least `minimum`, blaming it (as `name`)."""
+    attribute = to_snake(field)
+    return Rule(
+        cel=f"duration(self.{field}) >= duration('{minimum}')",
+        message=f"{name or field} must be at least {minimum}",
+        check=lambda model: duration_seconds(getattr(model, attribute)) >= duration_seconds(minimum),
+        field_path=f".{field}",
+    )
+
+
+class CaptureRetention(ApiModel):
+    """How long captured requests stay on the capture volume; the capture proxy deletes the rest."""
+
+    max_age: Duration = Field(
+        default="168h",
+        description="Capture files whose first row is older than this are deleted (within a minute), e.g. "
+        '"168h" (7 days), "24h", "30m". Lowering it erases older captures: the serving pods roll, and each new '
+        "capture proxy deletes them as it starts.",
+    )
+    max_bytes: Quantity = Field(
+        default="10Gi",
+        description="The capture files together take at most about this much (a whole number with an optional "
+        "suffix, e.g. 10Gi, 500M): past it the oldest are deleted (within a minute; pods sharing the volume may "
+        "exceed it by the files they write meanwhile). Keep it below the volume's size.",
+    )
+
+    rules = (
+        not_shorter("maxAge", MIN_CAPTURE_AGE),
+        Rule(
+            cel=f"type(self.maxBytes) == int ? self.maxBytes > 0 : self.maxBytes.matches('{_BYTES_PATTERN}')",
+            message="maxBytes must be a positive whole number of bytes, with an optional suffix (e.g. 10Gi, 500M)",
+            check=lambda r: re.fullmatch(_BYTES_PATTERN, r.max_bytes) is not None,
+            field_path=".maxBytes",
+        ),
+    )
+
+    @property
+    def max_byte_count(self) -> int:
+        return int(quantity_value(self.max_bytes))
+
+
 class Capture(ApiModel):
-    """Capture of a sample of live requests and responses, for drift monitoring."""
+    """Capture of a sample of live requests and responses, for drift monitoring.
+
+    The captured inputs and outputs are user data. They stay on the capture volume for at most
+    `retention.maxAge` and `retention.maxBytes`. To erase them: lower `retention.maxAge` (the capture
+    proxies delete older files within a minute), or delete the files `captures-*` on the volume (a
+    name starts with the UTC time of its first row, so a time range is a range of names), or delete
+    the PersistentVolumeClaim (its data goes with it when the volume's reclaim policy is Delete).
+    """
 
     enabled: bool = Field(default=False, description="Put the capture proxy in front of Triton.")
     sample_rate: float = Field(default=0.1, ge=0.0, le=1.0, description="Fraction of requests written.")
-    volume_claim: OptionalObjectName = Field(default="", description="PersistentVolumeClaim for captured samples.")
+    volume_claim: OptionalObjectName = Field(
+        default="",
+        description="PersistentVolumeClaim for captured samples. The files are user data (inputs and outputs of "
+        "live requests), readable by the pods' group only; deleting the claim (reclaim policy Delete) erases them "
+        "all, as does deleting the files captures-* on it.",
+    )
     format: CaptureFormat = Field(default="parquet", description="File format: parquet or npz.")
+    retention: CaptureRetention = Field(
+        default_factory=CaptureRetention,
+        description="How long and how much is kept: older files, then the oldest beyond the size, are deleted. "
+        "To erase captures by age, lower maxAge; to erase them all, delete the files captures-* on the claim "
+        "(or the claim itself).",
+    )
+    request_ids: bool = Field(
+        default=False,
+        description="Write each request's id (the KServe `id`, at most its first 64 characters) into the "
+        "captures; off, the column is left empty, so captures cannot be joined with logs that carry the id.",
+    )
 
     rules = (
         Rule(

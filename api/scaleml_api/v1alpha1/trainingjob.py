@@ -24,6 +24,7 @@ from scaleml_api.v1alpha1.architectures import Architecture, parse_params
 from scaleml_api.v1alpha1.pods import EnvList, PodMetadata, Scheduling
 
 ExportFormat = Literal["torchscript", "onnx"]
+ProfileSample = Literal["rows", "none"]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)]
 
 
@@ -204,6 +205,14 @@ class OutputSpec(ApiModel):
         max_length=2,
         description="Serialised forms to export: torchscript and/or onnx.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    profile_sample: ProfileSample = Field(
+        default="rows",
+        description="What the reference profile (profile.json, next to each exported version, which drift "
+        "monitors compare with) keeps of the training data besides aggregates (counts, moments, quantiles at 1% "
+        "steps, histograms, category frequencies): rows, a random sample of up to 5000 rows with their raw "
+        "values; or none, no row at all. With none a DriftMonitor compares numeric features with the quantiles "
+        "and skips its multivariate (MMD) test, saying so in its report.",
     )
 
 

@@ -147,8 +147,7 @@ def _capture(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
             f"--grpc-port={runtime.CAPTURE_GRPC_PORT}",
             f"--metrics-port={runtime.CAPTURE_METRICS_PORT}",
             f"--directory={runtime.CAPTURE_DIR}",
-            f"--sample-rate={spec.capture.sample_rate}",
-            f"--format={spec.capture.format}",
+            *runtime.capture_options(spec.capture),
         ],
         # Files of several pods share the volume: the pod name keeps their names apart.
         "env": [
@@ -179,11 +178,27 @@ def threads_per_instance(spec: ModelDeploymentSpec) -> int:
     return max(1, math.floor(quantity_value(str(spec.resources.cpu)) / spec.instances.count))
 
 
+# Triton's management APIs take the admin key the model agent made for this pod (runtime.ADMIN_KEY_FILE);
+# a shell reads it, as a command line cannot. Without the key Triton does not start.
+_ADMIN_KEY_PATH: Final = f"{runtime.SERVING_DIR}/{runtime.ADMIN_KEY_FILE}"
+_RESTRICTIONS: Final = " ".join(runtime.restricted_api_options('"$key"'))
+TRITON_SCRIPT: Final = (
+    f'key="$(cat {_ADMIN_KEY_PATH})" && [ -n "$key" ] '
+    f'|| {{ echo "no Triton admin key in {_ADMIN_KEY_PATH}: the model agent writes it" >&2; exit 1; }}; '
+    f'exec tritonserver "$@" {_RESTRICTIONS}'
+)
+
+
+def triton_command() -> list[str]:
+    """The Triton container's command: tritonserver with the pod's options and its management APIs restricted."""
+    return ["/bin/sh", "-c", TRITON_SCRIPT, "tritonserver", *runtime.triton_options(runtime.SERVING_DIR)]
+
+
 def _triton(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
     return {
         "name": TRITON_CONTAINER,
         "image": image,
-        "command": ["tritonserver", *runtime.triton_options(runtime.SERVING_DIR)],
+        "command": triton_command(),
         "env": [
             {"name": "HOME", "value": runtime.SCRATCH_DIR},
             {"name": "OMP_NUM_THREADS", "value": str(threads_per_instance(spec))},

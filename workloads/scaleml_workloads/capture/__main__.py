@@ -10,6 +10,12 @@ into rotated capture files in --directory, one row per batch row with the inputs
 full, read-only or slow volume drops samples and never fails a request: the drops are counted in
 scaleml_capture_samples_dropped_total on the metrics port.
 
+What it holds is bounded whatever clients send: HTTP bodies stream through (at most --max-body-mib
+each, like Triton's own limit), a sample is taken only of bodies of at most --max-sample-mib (on the
+wire and decompressed), gRPC messages are at most --max-grpc-message-mib each and
+--max-grpc-inflight-mib together. Captured requests are user data: files older than --max-age,
+then the oldest beyond --max-bytes, are deleted; request ids are kept only with --request-ids.
+
 SIGTERM (or SIGINT) stops accepting connections, lets requests in flight finish, then writes the
 open capture file.
 """
@@ -21,12 +27,16 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final, get_args
 
 import uvloop
 from prometheus_client import start_http_server
+from pydantic import ValidationError
+from pydantic.alias_generators import to_snake
 
+from scaleml_api.base import duration_seconds
 from scaleml_api.runtime import (
     CAPTURE_DIR,
     CAPTURE_GRPC_PORT,
@@ -36,9 +46,11 @@ from scaleml_api.runtime import (
     TRITON_GRPC_PORT,
     TRITON_HTTP_PORT,
 )
-from scaleml_api.v1alpha1.modeldeployment import Capture, CaptureFormat
+from scaleml_api.v1alpha1.modeldeployment import Capture, CaptureFormat, CaptureRetention
 from scaleml_workloads.capture.files import DEFAULT_MAX_FILE_BYTES, CaptureFiles
-from scaleml_workloads.capture.proxy import Proxy
+from scaleml_workloads.capture.kserve import Decoding
+from scaleml_workloads.capture.proxy import DEFAULT_LIMITS, Limits, Proxy
+from scaleml_workloads.capture.retention import Retention
 from scaleml_workloads.capture.writer import DEFAULT_MAX_QUEUE_BYTES, CaptureWriter
 
 log = logging.getLogger("scaleml_workloads.capture")
@@ -69,6 +81,19 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not positive")
     return value
+
+
+def _retention_field(name: str) -> Callable[[str], str]:
+    """A parser of one field of spec.capture.retention, checked as the API checks it."""
+
+    def parse(text: str) -> str:
+        try:
+            value: str = getattr(CaptureRetention.model_validate({name: text}), to_snake(name))
+        except ValidationError as error:
+            raise argparse.ArgumentTypeError(f"{text}: {error.errors()[0]['msg']}") from None
+        return value
+
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -134,6 +159,24 @@ def parser() -> argparse.ArgumentParser:
         default=defaults.format,
         help="capture file format (default: %(default)s)",
     )
+    # spec.capture.retention, field by field.
+    for field, metavar, meaning in (
+        ("maxAge", "DURATION", "capture files whose first row is older are deleted, e.g. 168h, 30m"),
+        ("maxBytes", "SIZE", "past this size of the capture files together, the oldest are deleted, e.g. 10Gi, 500M"),
+    ):
+        capture.add_argument(
+            f"--{to_snake(field).replace('_', '-')}",
+            type=_retention_field(field),
+            default=getattr(defaults.retention, to_snake(field)),
+            metavar=metavar,
+            help=f"{meaning} (default: %(default)s)",
+        )
+    capture.add_argument(
+        "--request-ids",
+        action="store_true",
+        default=defaults.request_ids,
+        help="write the requests' ids (at most 64 characters) into the captures; without it the column is empty",
+    )
     capture.add_argument(
         "--rows-per-file",
         type=_positive_int,
@@ -170,6 +213,30 @@ def parser() -> argparse.ArgumentParser:
         metavar="MIB",
         help="tensor data after which a file is completed; the open file waits in memory (default: %(default)s)",
     )
+    limits = parser.add_argument_group("bounds on what clients send")
+    for option, default, meaning in (
+        (
+            "--max-body-mib",
+            DEFAULT_LIMITS.max_body_bytes,
+            "HTTP request bodies larger than this are refused with 413; they stream through the proxy, and "
+            "Triton holds each whole",
+        ),
+        (
+            "--max-sample-mib",
+            DEFAULT_LIMITS.max_sample_bytes,
+            "sampled inferences with a body larger than this, on the wire or decompressed, are forwarded but "
+            "not captured (counted as dropped, reason too_large)",
+        ),
+        ("--max-grpc-message-mib", DEFAULT_LIMITS.max_grpc_message_bytes, "largest gRPC message, either way"),
+        (
+            "--max-grpc-inflight-mib",
+            DEFAULT_LIMITS.max_grpc_inflight_bytes,
+            "memory for the gRPC messages held at once, each counted three times its size; calls beyond wait",
+        ),
+    ):
+        limits.add_argument(
+            option, type=_positive_int, default=default // MIB, metavar="MIB", help=f"{meaning} (default: %(default)s)"
+        )
     capture.add_argument(
         "--seed",
         type=int,
@@ -185,7 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     files = CaptureFiles(
         args.directory, args.format, args.rows_per_file, args.seconds_per_file, args.max_file_mib * MIB
     )
-    writer = CaptureWriter(files, args.sample_rate, args.max_queue, args.max_queue_mib * MIB, args.seed)
+    retention = CaptureRetention(max_age=args.max_age, max_bytes=args.max_bytes)
+    writer = CaptureWriter(
+        files,
+        args.sample_rate,
+        args.max_queue,
+        args.max_queue_mib * MIB,
+        args.seed,
+        decoding=Decoding(max_body_bytes=args.max_sample_mib * MIB, request_ids=args.request_ids),
+        retention=Retention(float(duration_seconds(retention.max_age)), retention.max_byte_count),
+    )
     if args.metrics_port:
         start_http_server(args.metrics_port)
     writer.start()
@@ -201,10 +277,17 @@ async def _serve(args: argparse.Namespace, writer: CaptureWriter) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    proxy = Proxy(args.upstream_http, args.upstream_grpc, writer, _DRAIN_SECONDS)
+    limits = Limits(
+        max_body_bytes=args.max_body_mib * MIB,
+        max_sample_bytes=args.max_sample_mib * MIB,
+        max_grpc_message_bytes=args.max_grpc_message_mib * MIB,
+        max_grpc_inflight_bytes=args.max_grpc_inflight_mib * MIB,
+    )
+    proxy = Proxy(args.upstream_http, args.upstream_grpc, writer, _DRAIN_SECONDS, limits)
     await proxy.start(args.http_port, args.grpc_port)
     log.info(
-        "proxying HTTP :%d to %s and gRPC :%d to %s; capturing %g of the inferences into %s (%s)",
+        "proxying HTTP :%d to %s and gRPC :%d to %s; capturing %g of the inferences into %s (%s), kept for %s "
+        "and up to %s%s",
         args.http_port,
         args.upstream_http,
         args.grpc_port,
@@ -212,6 +295,9 @@ async def _serve(args: argparse.Namespace, writer: CaptureWriter) -> None:
         args.sample_rate,
         args.directory,
         args.format,
+        args.max_age,
+        args.max_bytes,
+        ", with request ids" if args.request_ids else "",
     )
     await stop.wait()
     log.info("stopping: no new connections, waiting up to %.0f s for requests in flight", _DRAIN_SECONDS)

@@ -8,7 +8,9 @@ A captures directory (the volume of a ModelDeployment's `spec.capture`) holds co
 so that names sort by time; <instance> is the writer's pod ($POD_NAME, else the host name),
 <sequence> counts the files of one writer process from 000001. A file is written under its name
 with a leading dot, synced, and renamed into place once complete: readers ignore hidden files, and
-a writer that starts removes the hidden files its pod left behind.
+a writer that starts removes the hidden files its pod left behind. Files are created with mode
+0640 whatever the umask: captured requests are user data, for the pods' group (the fsGroup of
+the serving and monitor pods) and nobody else. `retention` deletes them again.
 
 One row per row of a captured request's batch (the first dimension of its tensors), in the order
 the requests were sampled:
@@ -17,7 +19,8 @@ the requests were sampled:
     timestamp        double                               when the proxy received the request, epoch seconds
     model            string                               the model that answered
     model_version    string                               its version
-    request_id       string                               the request's `id` (often empty)
+    request_id       string                               the request's `id`, empty unless the capture
+                                                          keeps ids (spec.capture.requestIds)
     <tensor name>    fixed_size_list<T>[prod(shape)]      one column per input and per output tensor
                                                           (inputs first, each sorted by name), named after
                                                           it (INPUT__0, OUTPUT__0, ...): the row's values,
@@ -40,7 +43,10 @@ file when the layout changes, when the file holds `rows_per_file` rows or `max_b
 data (a request's batch is never split, so one larger batch makes a larger file), or when its
 first row is `seconds_per_file` old.
 
-`read_captures` returns the newest rows of a directory as NumPy arrays by column name.
+`read_captures` returns the newest rows of a directory as NumPy arrays by column name, and
+`read_window` the same with what it skipped: it reads at most `max_bytes` of columns, checked
+against each file's metadata before its data is read, and skips (and names) any file it cannot
+read, whatever it holds.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ from typing import IO, Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from scaleml_api.v1alpha1.modeldeployment import CaptureFormat
@@ -89,7 +96,9 @@ DEFAULT_MAX_FILE_BYTES: Final = 32 * 1024 * 1024
 PREFIX: Final = "captures-"
 SUFFIXES: Final[dict[CaptureFormat, str]] = {"parquet": ".parquet", "npz": ".npz"}
 _TIME_FORMAT: Final = "%Y%m%dT%H%M%S.%fZ"
-_NAME: Final = re.compile(r"captures-\d{8}T\d{6}\.\d{6}Z-(?P<instance>.+)-\d{6}\.(parquet|npz)")
+_NAME: Final = re.compile(r"captures-(?P<time>\d{8}T\d{6}\.\d{6}Z)-(?P<instance>.+)-\d{6}\.(parquet|npz)")
+# Owner and group read (the group is the pods' fsGroup), owner writes, others nothing.
+FILE_MODE: Final = 0o640
 
 # The KServe v2 datatypes a capture file can hold, and their NumPy types (BYTES: Python bytes).
 DATATYPES: Final[dict[str, np.dtype[Any]]] = {
@@ -210,6 +219,14 @@ def this_instance() -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "unknown"
 
 
+def first_row_time(name: str) -> float | None:
+    """The epoch time of the first row of a capture file (hidden or not), from its name; None for other names."""
+    match = _NAME.fullmatch(name.removeprefix("."))
+    if match is None:
+        return None
+    return datetime.strptime(match["time"], _TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+
+
 def capture_files(directory: Path) -> list[Path]:
     """The complete capture files in `directory`, oldest first; none when it cannot be listed."""
     try:
@@ -303,7 +320,10 @@ class CaptureFiles:
 def _write_atomically(path: Path, write: Callable[[IO[bytes], list[Sample]], None], samples: list[Sample]) -> Path:
     temporary = path.with_name(f".{path.name}")
     try:
-        with temporary.open("wb") as sink:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        # The umask may have taken bits away (or a stale temporary kept its own): the mode is set as such.
+        with os.fdopen(descriptor, "wb") as sink:
+            os.fchmod(sink.fileno(), FILE_MODE)
             write(sink, samples)
             sink.flush()
             os.fsync(sink.fileno())
@@ -348,7 +368,15 @@ def _write_parquet(sink: IO[bytes], samples: list[Sample]) -> None:
         arrays.append(pa.FixedSizeListArray.from_arrays(values, math.prod(spec.shape)))
     names = [TIMESTAMP, *_STRING_COLUMNS, *(spec.name for spec in layout)]
     table = pa.Table.from_arrays(arrays, names=names).replace_schema_metadata({METADATA_KEY: _metadata(layout)})
-    pq.write_table(table, sink)
+    # No dictionary for BYTES tensors: their decoded size is then bounded by what the file stores,
+    # which the reader checks before it reads them (it skips BYTES columns with a dictionary).
+    dictionary = [*_STRING_COLUMNS, *(_leaf(spec.name) for spec in layout if spec.datatype != BYTES)]
+    pq.write_table(table, sink, use_dictionary=dictionary)
+
+
+def _leaf(name: str) -> str:
+    """The Parquet column path of the values of the tensor column `name` (a list column)."""
+    return f"{name}.list.element"
 
 
 def _write_npz(sink: IO[bytes], samples: list[Sample]) -> None:
@@ -387,85 +415,246 @@ def _chosen(layout: list[TensorSpec], tensors: Sequence[str] | None) -> list[Ten
     return [by_name[name] for name in tensors]
 
 
-def _read_parquet(path: Path, tensors: Sequence[str] | None) -> dict[str, Array]:
-    with pq.ParquetFile(path) as parquet:
+class TooLargeError(ValueError):
+    """A capture file whose columns would take more bytes than the reader may still use."""
+
+
+# What a Python object per element costs besides its data (BYTES tensors come back as bytes objects).
+_OBJECT_BYTES: Final = 64
+# The tensor description of a file is small; a larger one is not a capture file.
+_MAX_METADATA_BYTES: Final = 1024 * 1024
+
+
+def _fits(nbytes: int, budget: int | None, path: Path) -> None:
+    if budget is not None and nbytes > budget:
+        raise TooLargeError(f"{path.name} holds {nbytes} bytes of columns, more than the {budget} left to read")
+
+
+def _columns_to_read(chosen: Sequence[TensorSpec], strings: bool) -> list[str]:
+    return [TIMESTAMP, *(_STRING_COLUMNS if strings else ()), *(spec.name for spec in chosen)]
+
+
+def _parquet_bytes(parquet: pq.ParquetFile, names: Sequence[str]) -> int:
+    """What the columns `names` take once read, from the file's metadata alone (strings apart: see _strings).
+
+    Fixed-width values take their width; BYTES values what the file stores of them plus an object
+    each, which holds because they are stored without a dictionary (one that expands a short value
+    into many long ones is refused).
+    """
+    metadata = parquet.metadata
+    chunks = [
+        metadata.row_group(group).column(index)
+        for group in range(metadata.num_row_groups)
+        for index in range(metadata.num_columns)
+    ]
+    total = 0
+    for name in names:
+        if name in _STRING_COLUMNS:
+            continue
+        kind = parquet.schema_arrow.field(name).type
+        values, per_row = (kind.value_type, kind.list_size) if pa.types.is_fixed_size_list(kind) else (kind, 1)
+        if not (pa.types.is_binary(values) or pa.types.is_large_binary(values)):
+            total += metadata.num_rows * per_row * max(1, values.bit_width // 8)
+            continue
+        for chunk in chunks:
+            if chunk.path_in_schema == name or chunk.path_in_schema.startswith(f"{name}."):
+                if chunk.has_dictionary_page:
+                    raise ValueError(f"BYTES column {name} is dictionary encoded, which capture files never are")
+                total += chunk.total_uncompressed_size + chunk.num_values * _OBJECT_BYTES
+    return total
+
+
+def _strings(column: pa.ChunkedArray, budget: int | None, path: Path) -> Array:
+    """A string column read as a dictionary (so a long value repeated costs nothing until now) as a unicode array."""
+    parts = []
+    width = max((pc.max(pc.utf8_length(chunk.dictionary)).as_py() or 0 for chunk in column.chunks), default=0)
+    _fits(len(column) * max(width, 1) * 4, budget, path)
+    for chunk in column.chunks:
+        dictionary = np.array(chunk.dictionary.to_pylist(), dtype=str)
+        parts.append(dictionary[chunk.indices.to_numpy(zero_copy_only=False)])
+    return np.concatenate(parts) if parts else np.array([], dtype=str)
+
+
+def _read_parquet(path: Path, tensors: Sequence[str] | None, budget: int | None, strings: bool) -> dict[str, Array]:
+    _fits(path.stat().st_size, budget, path)
+    with pq.ParquetFile(path, read_dictionary=list(_STRING_COLUMNS)) as parquet:
         chosen = _chosen(_layout(parquet.schema_arrow.metadata[METADATA_KEY.encode()]), tensors)
-        table = parquet.read(columns=[TIMESTAMP, *_STRING_COLUMNS, *(spec.name for spec in chosen)])
+        names = _columns_to_read(chosen, strings)
+        nbytes = _parquet_bytes(parquet, names)
+        _fits(nbytes, budget, path)
+        table = parquet.read(columns=names)
     columns: dict[str, Array] = {TIMESTAMP: table[TIMESTAMP].to_numpy().astype(np.float64, copy=False)}
-    for name in _STRING_COLUMNS:
-        columns[name] = np.array(table[name].to_pylist(), dtype=str)
     for spec in chosen:
         values = table[spec.name].combine_chunks().flatten().to_numpy(zero_copy_only=False)
         columns[spec.name] = values.astype(DATATYPES[spec.datatype], copy=False).reshape(table.num_rows, *spec.shape)
+    for name in _STRING_COLUMNS if strings else ():
+        columns[name] = _strings(table[name], None if budget is None else budget - nbytes, path)
+        nbytes += columns[name].nbytes
     return columns
 
 
-def _read_npz(path: Path, tensors: Sequence[str] | None) -> dict[str, Array]:
-    with np.load(path, allow_pickle=False) as npz:
-        chosen = _chosen(_layout(str(npz[METADATA_KEY])), tensors)
-        columns = {name: npz[name] for name in (TIMESTAMP, *_STRING_COLUMNS)}
-        for spec in chosen:
-            columns[spec.name] = npz[spec.name].astype(DATATYPES[spec.datatype], copy=False)
+def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """The shape and dtype an array of an npz file declares, read without its data."""
+    # numpy.lib.format ships no type information.
+    with archive.open(f"{name}.npy") as member:
+        version = np.lib.format.read_magic(member)  # type: ignore[no-untyped-call]
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(member)  # type: ignore[no-untyped-call]
+        elif version == (2, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(member)  # type: ignore[no-untyped-call]
+        else:
+            raise ValueError(f"{name}: .npy version {version} is not one a capture file is written in")
+    if dtype.hasobject:
+        raise ValueError(f"{name} holds Python objects, which a capture file never does")
+    return tuple(shape), dtype
+
+
+def _npy(archive: zipfile.ZipFile, name: str) -> Array:
+    with archive.open(f"{name}.npy") as member:
+        array: Array = np.lib.format.read_array(member, allow_pickle=False)  # type: ignore[no-untyped-call]
+    return array
+
+
+def _read_npz(path: Path, tensors: Sequence[str] | None, budget: int | None, strings: bool) -> dict[str, Array]:
+    with zipfile.ZipFile(path) as archive:
+        shape, dtype = _npy_header(archive, METADATA_KEY)
+        if shape != () or dtype.itemsize > _MAX_METADATA_BYTES:
+            raise ValueError(f"{METADATA_KEY} is not a short string")
+        chosen = _chosen(_layout(str(_npy(archive, METADATA_KEY))), tensors)
+        names = _columns_to_read(chosen, strings)
+        datatypes = {spec.name: spec.datatype for spec in chosen}
+        nbytes = 0
+        for name in names:
+            shape, dtype = _npy_header(archive, name)
+            count = math.prod(shape)
+            nbytes += count * (dtype.itemsize + (_OBJECT_BYTES if datatypes.get(name) == BYTES else 0))
+        _fits(nbytes, budget, path)
+        columns = {name: _npy(archive, name) for name in names}
+    for spec in chosen:
+        columns[spec.name] = columns[spec.name].astype(DATATYPES[spec.datatype], copy=False)
     return columns
 
 
-_READERS: Final[dict[str, Callable[[Path, Sequence[str] | None], dict[str, Array]]]] = {
+_READERS: Final[dict[str, Callable[[Path, Sequence[str] | None, int | None, bool], dict[str, Array]]]] = {
     SUFFIXES["parquet"]: _read_parquet,
     SUFFIXES["npz"]: _read_npz,
 }
-# What a truncated or foreign file raises while it is read.
-_CORRUPT: Final = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, pa.ArrowException)
 
 
 def read_layout(path: Path) -> list[TensorSpec]:
     """The tensors of a capture file (name, input or output, datatype, row shape), from its metadata."""
     if path.suffix == SUFFIXES["npz"]:
-        with np.load(path, allow_pickle=False) as npz:
-            return _layout(str(npz[METADATA_KEY]))
+        with zipfile.ZipFile(path) as archive:
+            return _layout(str(_npy(archive, METADATA_KEY)))
     return _layout(pq.read_schema(path).metadata[METADATA_KEY.encode()])
 
 
-def read_capture_file(path: Path, tensors: Sequence[str] | None = None) -> dict[str, Array]:
+def read_capture_file(
+    path: Path, tensors: Sequence[str] | None = None, *, max_bytes: int | None = None, strings: bool = True
+) -> dict[str, Array]:
     """The columns of one capture file: the four row columns, and `tensors` (default: every tensor).
 
-    `timestamp` is float64, `model`, `model_version` and `request_id` unicode arrays, each tensor
-    (rows, *shape) of its datatype's NumPy type (BYTES: an object array of bytes). Raises KeyError
-    when a tensor in `tensors` is not in the file, ValueError, OSError or a pyarrow error when the
-    file is not a complete capture file.
+    `timestamp` is float64, `model`, `model_version` and `request_id` unicode arrays (left out
+    without `strings`), each tensor (rows, *shape) of its datatype's NumPy type (BYTES: an object
+    array of bytes). Raises TooLargeError when the columns would take more than `max_bytes` (checked
+    before they are read), KeyError when a tensor in `tensors` is not in the file, and ValueError,
+    OSError, a pyarrow error or whatever else a foreign or truncated file makes its reader raise
+    when the file is not a complete capture file.
     """
-    return _READERS[path.suffix](path, tensors)
+    return _READERS[path.suffix](path, tensors, max_bytes, strings)
 
 
-def read_captures(directory: Path | str, newest_rows: int, tensors: Sequence[str] | None = None) -> dict[str, Array]:
+SkipReason = Literal["unreadable", "layout", "too_large"]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A capture file the reader left out of a window, and why."""
+
+    path: Path
+    reason: SkipReason  # unreadable (truncated, foreign), layout (other tensors than newer files), too_large
+    detail: str
+
+
+@dataclass(frozen=True)
+class CaptureWindow:
+    """The newest rows of a captures directory, by column, with what was left out."""
+
+    columns: dict[str, Array]
+    skipped: tuple[Skipped, ...] = ()
+    # Rows ended before the number asked for because the next file would have passed max_bytes.
+    bytes_limited: bool = False
+    nbytes: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns[TIMESTAMP]) if TIMESTAMP in self.columns else 0
+
+
+def _nbytes(columns: dict[str, Array]) -> int:
+    return sum(
+        array.nbytes + (array.size * _OBJECT_BYTES if array.dtype.hasobject else 0) for array in columns.values()
+    )
+
+
+def read_window(
+    directory: Path | str,
+    newest_rows: int,
+    tensors: Sequence[str] | None = None,
+    *,
+    max_bytes: int | None = None,
+    strings: bool = True,
+) -> CaptureWindow:
     """The newest `newest_rows` rows (fewer when there are not that many) of the complete files in `directory`.
 
     Reads the newest files first until it has enough rows, and returns the rows in time order as
-    `read_capture_file` does, with `tensors` (default: those of the newest file). A file that
-    cannot be read, or whose tensors differ in datatype or row shape from the newest file's, is
-    skipped with a log line. An empty dict when no file could be read.
+    `read_capture_file` does, with `tensors` (default: those of the newest file read). At most
+    `max_bytes` of columns are read: each file's size is checked against what is left before its
+    data is read, and the window ends before the first file that does not fit (a file larger than
+    `max_bytes` on its own is skipped). A file that cannot be read, whatever it holds, or whose
+    tensors differ in datatype or row shape from the newest file's, is skipped with a log line and
+    named in `skipped`: nothing in a file makes this raise.
     """
     if newest_rows < 1:
         raise ValueError(f"newest_rows must be at least 1, not {newest_rows}")
     parts: list[dict[str, Array]] = []
-    rows = 0
+    skipped: list[Skipped] = []
+    rows = used = 0
+    limited = False
     for path in reversed(capture_files(Path(directory))):
         if rows >= newest_rows:
             break
+        left = None if max_bytes is None else max_bytes - used
         try:
-            part = read_capture_file(path, tensors)
-        except _CORRUPT as error:
-            log.warning("skipping capture file %s: %s", path, error)
-            continue
-        if parts and not _same_layout(parts[0], part):
-            log.warning("skipping capture file %s: its tensors differ from those of newer files", path)
-            continue
-        if tensors is None:
-            tensors = [name for name in part if name not in RESERVED_NAMES]
-        parts.append(part)
-        rows += len(part[TIMESTAMP])
+            part = read_capture_file(path, tensors, max_bytes=left, strings=strings)
+        except TooLargeError as error:
+            if parts:
+                limited = True
+                break
+            skipped.append(Skipped(path, "too_large", str(error)))
+        # Whatever a truncated or foreign file makes its reader raise costs that file only.
+        except Exception as error:
+            skipped.append(Skipped(path, "unreadable", f"{type(error).__name__}: {error}"))
+        else:
+            if parts and not _same_layout(parts[0], part):
+                skipped.append(Skipped(path, "layout", "its tensors differ from those of newer files"))
+                continue
+            if tensors is None:
+                tensors = [name for name in part if name not in RESERVED_NAMES]
+            parts.append(part)
+            rows += len(part[TIMESTAMP])
+            used += _nbytes(part)
+    for skip in skipped:
+        log.warning("skipping capture file %s (%s): %s", skip.path, skip.reason, skip.detail)
     if not parts:
-        return {}
-    return {name: np.concatenate([part[name] for part in reversed(parts)])[-newest_rows:] for name in parts[0]}
+        return CaptureWindow({}, tuple(skipped), limited, 0)
+    columns = {name: np.concatenate([part[name] for part in reversed(parts)])[-newest_rows:] for name in parts[0]}
+    return CaptureWindow(columns, tuple(skipped), limited, _nbytes(columns))
+
+
+def read_captures(directory: Path | str, newest_rows: int, tensors: Sequence[str] | None = None) -> dict[str, Array]:
+    """The columns of `read_window` (an empty dict when no file could be read), without a bound in bytes."""
+    return read_window(directory, newest_rows, tensors).columns
 
 
 def _same_layout(reference: dict[str, Array], other: dict[str, Array]) -> bool:

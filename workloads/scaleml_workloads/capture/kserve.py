@@ -12,6 +12,12 @@ What Triton accepts and answers:
 Raw data is little-endian, in C order; a BYTES element is its length (4 bytes, little-endian)
 followed by its bytes. What cannot be decoded (tensors in shared memory, BF16, a malformed or
 inconsistent message) raises UndecodableError: the proxy then skips the sample, never the request.
+
+Decoding is bounded (`Decoding`): a body that is, or decompresses to, more than `max_body_bytes`
+raises TooLargeError as soon as the bound is passed, so a small gzip or deflate body that inflates
+to gigabytes costs the bound, not the gigabytes. The request's `id` is kept only when asked for,
+and at most its first MAX_ID_CHARS characters; model names and versions at most MAX_NAME_CHARS:
+each is repeated on every row of the capture file.
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ from tritonclient.grpc import service_pb2
 from scaleml_workloads.capture.files import BYTES, DATATYPES, Array, Sample, Tensor
 
 HEADER_LENGTH: Final = "Inference-Header-Content-Length"
+# The largest body the capture decodes (decompressed), by default: larger ones are not sampled.
+DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+MAX_ID_CHARS: Final = 64
+MAX_NAME_CHARS: Final = 128
+_INFLATE_CHUNK: Final = 256 * 1024
 _SHARED_MEMORY: Final = "shared_memory_region"
 _LENGTH: Final = struct.Struct("<I")
 # The typed field of gRPC's InferTensorContents that holds each datatype; FP16 has none (raw only).
@@ -54,6 +65,21 @@ _CONTENTS: Final = {
 
 class UndecodableError(Exception):
     """An inference the capture cannot turn into tensors; says why."""
+
+
+class TooLargeError(UndecodableError):
+    """An inference whose body is, or decompresses to, more than the capture decodes."""
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How an exchange is decoded: the largest body (after decompression), and whether the request's id is kept."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    request_ids: bool = False
+
+
+DEFAULT_DECODING: Final = Decoding()
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,11 +114,15 @@ class HttpExchange:
     def nbytes(self) -> int:
         return len(self.request.body) + len(self.response.body)
 
-    def decode(self) -> Sample:
+    @property
+    def largest(self) -> int:
+        return max(len(self.request.body), len(self.response.body))
+
+    def decode(self, decoding: Decoding = DEFAULT_DECODING) -> Sample:
         with _undecodable("HTTP inference"):
-            request = decode_http(self.request, "inputs")
-            response = decode_http(self.response, "outputs")
-            return _sample(self.timestamp, request, response, self.model)
+            request = decode_http(self.request, "inputs", decoding.max_body_bytes)
+            response = decode_http(self.response, "outputs", decoding.max_body_bytes)
+            return _sample(self.timestamp, request, response, self.model, decoding)
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,22 +137,30 @@ class GrpcExchange:
     def nbytes(self) -> int:
         return len(self.request) + len(self.response)
 
-    def decode(self) -> Sample:
+    @property
+    def largest(self) -> int:
+        return max(len(self.request), len(self.response))
+
+    def decode(self, decoding: Decoding = DEFAULT_DECODING) -> Sample:
+        if self.largest > decoding.max_body_bytes:
+            raise TooLargeError(
+                f"gRPC inference: a message of {self.largest} bytes, more than {decoding.max_body_bytes}"
+            )
         with _undecodable("gRPC inference"):
             request = decode_grpc_request(self.request)
             response = decode_grpc_response(self.response)
-            return _sample(self.timestamp, request, response, request.model)
+            return _sample(self.timestamp, request, response, request.model, decoding)
 
 
 Exchange = HttpExchange | GrpcExchange
 
 
-def _sample(timestamp: float, request: Message, response: Message, model: str) -> Sample:
+def _sample(timestamp: float, request: Message, response: Message, model: str, decoding: Decoding) -> Sample:
     return Sample(
         timestamp=timestamp,
-        model=response.model or model,
-        model_version=response.model_version or request.model_version,
-        request_id=request.id or response.id,
+        model=(response.model or model)[:MAX_NAME_CHARS],
+        model_version=(response.model_version or request.model_version)[:MAX_NAME_CHARS],
+        request_id=(request.id or response.id)[:MAX_ID_CHARS] if decoding.request_ids else "",
         inputs=request.tensors,
         outputs=response.tensors,
     )
@@ -139,10 +177,13 @@ def _undecodable(what: str) -> Iterator[None]:
         raise UndecodableError(f"{what}: {error}") from error
 
 
-def decode_http(message: HttpBody, key: str) -> Message:
-    """The tensors listed under `key` ("inputs" of a request, "outputs" of a response) of an HTTP body."""
+def decode_http(message: HttpBody, key: str, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Message:
+    """The tensors listed under `key` ("inputs" of a request, "outputs" of a response) of an HTTP body.
+
+    Raises TooLargeError when the body is, or decompresses to, more than `max_bytes`.
+    """
     with _undecodable(f"HTTP {key}"):
-        body = _decompressed(message.body, message.content_encoding)
+        body = _decompressed(message.body, message.content_encoding, max_bytes)
         length = len(body) if message.header_length is None else int(message.header_length)
         if not 0 <= length <= len(body):
             raise UndecodableError(f"{HEADER_LENGTH} {length} does not fit a body of {len(body)} bytes")
@@ -217,14 +258,38 @@ def _grpc_tensors(specs: Sequence[Any], raw: Sequence[bytes]) -> tuple[Tensor, .
     return tuple(tensors)
 
 
-def _decompressed(body: bytes, encoding: str | None) -> bytes:
+def _decompressed(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    """`body` decompressed, and no more than `max_bytes` of it ever (TooLargeError past them)."""
     if encoding in (None, "", "identity"):
+        wbits = None
+    elif encoding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise UndecodableError(f"unknown Content-Encoding {encoding}")
+    if len(body) > max_bytes:
+        raise TooLargeError(f"a body of {len(body)} bytes, more than {max_bytes}")
+    if wbits is None:
         return body
-    if encoding == "gzip":
-        return gzip.decompress(body)
-    if encoding == "deflate":
-        return zlib.decompress(body)
-    raise UndecodableError(f"unknown Content-Encoding {encoding}")
+    inflated = bytearray()
+    pending = body
+    # A gzip body may hold several members, one after the other; a deflate (zlib) body one stream.
+    while pending:
+        inflater = zlib.decompressobj(wbits)
+        while not inflater.eof:
+            # At most one byte past the bound: a bomb stops there, whatever it would inflate to.
+            part = inflater.decompress(pending, min(_INFLATE_CHUNK, max_bytes + 1 - len(inflated)))
+            inflated += part
+            if len(inflated) > max_bytes:
+                raise TooLargeError(f"a {encoding} body of {len(body)} bytes inflates past {max_bytes} bytes")
+            pending = inflater.unconsumed_tail
+            if not part and not pending:
+                raise UndecodableError(f"the {encoding} body ends before its compressed stream does")
+        pending = inflater.unused_data
+        if pending and encoding == "deflate":
+            raise UndecodableError(f"{len(pending)} bytes after the end of the deflate body")
+    return bytes(inflated)
 
 
 def _shape(dims: Sequence[Any]) -> tuple[int, ...]:

@@ -9,7 +9,8 @@ from typing import Final
 
 from prometheus_client import Counter, Histogram
 
-DROP_REASONS: Final = ("queue_full", "write_error", "undecodable")
+DROP_REASONS: Final = ("queue_full", "write_error", "undecodable", "too_large")
+DELETE_REASONS: Final = ("max_age", "max_bytes")
 
 REQUESTS: Final = Counter(
     "scaleml_capture_requests_total",
@@ -29,7 +30,13 @@ SAMPLES_DROPPED: Final = Counter(
     "scaleml_capture_samples_dropped_total",
     "Sampled inferences not written, by reason: queue_full (the writer fell behind, the volume is slow), "
     "write_error (the volume refused the file: full, read-only, no permission), undecodable (the request or "
-    "the response could not be read as tensors).",
+    "the response could not be read as tensors), too_large (a body larger than the capture decodes, --max-sample-mib, "
+    "on the wire or once decompressed; the request itself went to Triton untouched).",
+    ["reason"],
+)
+FILES_DELETED: Final = Counter(
+    "scaleml_capture_files_deleted_total",
+    "Capture files deleted by the retention (spec.capture.retention), by reason: max_age, max_bytes.",
     ["reason"],
 )
 FILES_WRITTEN: Final = Counter(
@@ -46,3 +53,5 @@ PROXY_OVERHEAD: Final = Histogram(
 # Every reason is exported from the start, so that a rate over it is defined before the first drop.
 for _reason in DROP_REASONS:
     SAMPLES_DROPPED.labels(_reason)
+for _reason in DELETE_REASONS:
+    FILES_DELETED.labels(_reason)

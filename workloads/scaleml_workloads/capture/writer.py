@@ -1,10 +1,13 @@
 """The capture writer: samples inferences, then decodes and writes them into capture files from its own thread.
 
-The proxy only calls `offer`, which draws the sampling decision and puts the exchange on a bounded
-queue without waiting: a full queue (the writer fell behind, the volume is slow) drops the sample
-and counts it. Decoding, encoding and the volume are the thread's business. A file the volume
-refuses costs its samples, which are counted and logged (at once for each kind of error, then at
-most once a minute), and the next file is tried afresh.
+The proxy draws the sampling decision (`sampled`) and hands a sampled exchange to `put`, which
+puts it on a bounded queue without waiting (`offer` does both): a full queue (the writer fell
+behind, the volume is slow) drops the sample and counts it, and so does a body larger than the
+capture decodes (`Decoding.max_body_bytes`), here or once decompressed. Decoding, encoding and the
+volume are the thread's business. A file the volume refuses costs its samples, which are counted
+and logged (at once for each kind of error, then at most once a minute), and the next file is
+tried afresh. The thread also applies the retention to the directory, when it starts and every
+RETENTION_SECONDS.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Final
 
 from scaleml_workloads.capture import metrics
 from scaleml_workloads.capture.files import CaptureFiles, Flushed
-from scaleml_workloads.capture.kserve import Exchange
+from scaleml_workloads.capture.kserve import DEFAULT_DECODING, Decoding, Exchange, TooLargeError
+from scaleml_workloads.capture.retention import Retention, sweep
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,8 @@ DEFAULT_MAX_QUEUE_BYTES: Final = 64 * 1024 * 1024
 _REPORT_INTERVAL_SECONDS: Final = 60.0
 # How often an idle writer looks whether its open file is due for rotation.
 _MAX_TICK_SECONDS: Final = 1.0
+# How often the retention is applied: files are deleted within this long of being due.
+RETENTION_SECONDS: Final = 30.0
 
 
 class _ThrottledLog:
@@ -55,6 +61,8 @@ class CaptureWriter:
 
     At most `max_queue` sampled inferences, of at most `max_queue_bytes` of messages together, wait
     for the thread: a sidecar that grew without bound would be killed, and take the pod's traffic with it.
+    `decoding` bounds what one sample may decode to and says whether request ids are kept;
+    `retention`, when given, is applied to the files' directory.
     """
 
     def __init__(
@@ -64,10 +72,14 @@ class CaptureWriter:
         max_queue: int,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         seed: int | None = None,
+        decoding: Decoding = DEFAULT_DECODING,
+        retention: Retention | None = None,
     ) -> None:
         self.files = files
         self.sample_rate = sample_rate
         self.max_queue_bytes = max_queue_bytes
+        self.decoding = decoding
+        self.retention = retention
         self._random = random.Random(seed)
         # None tells the thread to flush and stop.
         self._queue: queue.Queue[Exchange | None] = queue.Queue(maxsize=max_queue)
@@ -79,9 +91,19 @@ class CaptureWriter:
     def start(self) -> None:
         self._thread.start()
 
+    def sampled(self) -> bool:
+        """Draws the sampling decision of one successful inference."""
+        return self._random.random() < self.sample_rate
+
     def offer(self, exchange: Exchange) -> None:
         """Queues a successful inference for writing if it is sampled; never waits, never raises."""
-        if self._random.random() >= self.sample_rate:
+        if self.sampled():
+            self.put(exchange)
+
+    def put(self, exchange: Exchange) -> None:
+        """Queues a sampled inference for writing; never waits, never raises."""
+        if exchange.largest > self.decoding.max_body_bytes:
+            self.drop("too_large", f"a body of {exchange.largest} bytes")
             return
         with self._queued_bytes_lock:
             # Only the proxy's event loop puts (and `close`, after it), so a queue not full now takes the exchange.
@@ -89,12 +111,16 @@ class CaptureWriter:
                 self._queue.put_nowait(exchange)
                 self._queued_bytes += exchange.nbytes
                 return
-        metrics.SAMPLES_DROPPED.labels("queue_full").inc()
-        self._log.warning(
-            "queue_full",
-            f"the capture queue is full ({self._queue.maxsize} samples or {self.max_queue_bytes} bytes): "
-            "dropping samples",
+        self.drop(
+            "queue_full", f"the capture queue is full ({self._queue.maxsize} samples or {self.max_queue_bytes} bytes)"
         )
+
+    def drop(self, reason: str, why: str) -> None:
+        """Counts a sampled inference that is not captured (`reason`: one of metrics.DROP_REASONS), and says `why`."""
+        metrics.SAMPLES_DROPPED.labels(reason).inc()
+        if reason == "too_large":
+            why += f", more than the capture decodes ({self.decoding.max_body_bytes} bytes); the request went to Triton"
+        self._log.warning(reason, f"not capturing a sample: {why}")
 
     def close(self, timeout: float) -> None:
         """Writes what is queued and the open file, waiting at most `timeout` s: a hung volume must not hold the pod."""
@@ -108,7 +134,11 @@ class CaptureWriter:
     def _run(self) -> None:
         self.files.remove_stale_temporaries()
         tick = min(_MAX_TICK_SECONDS, self.files.seconds_per_file / 2)
+        next_sweep = time.monotonic()
         while True:
+            if time.monotonic() >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + RETENTION_SECONDS
             try:
                 exchange = self._queue.get(timeout=tick)
             except queue.Empty:
@@ -121,10 +151,31 @@ class CaptureWriter:
             self._write(exchange)
             self._account(self.files.rotate_if_due())
         self._account(self.files.flush())
+        self._sweep()
+
+    def _sweep(self) -> None:
+        if self.retention is None:
+            return
+        swept = sweep(self.files.directory, self.retention)
+        metrics.FILES_DELETED.labels("max_age").inc(swept.by_age)
+        metrics.FILES_DELETED.labels("max_bytes").inc(swept.by_size)
+        if swept.by_age or swept.by_size:
+            log.info(
+                "retention: deleted %d capture files older than the maximum age and %d beyond the maximum size; "
+                "%d bytes kept",
+                swept.by_age,
+                swept.by_size,
+                swept.kept_bytes,
+            )
+        for error in swept.errors:
+            self._log.warning("retention", f"cannot apply the capture retention in {self.files.directory}: {error}")
 
     def _write(self, exchange: Exchange) -> None:
         try:
-            sample = exchange.decode()
+            sample = exchange.decode(self.decoding)
+        except TooLargeError as error:
+            self.drop("too_large", str(error))
+            return
         # Whatever a request holds, it costs its own sample and never the writer.
         except Exception as error:
             metrics.SAMPLES_DROPPED.labels("undecodable").inc()

@@ -21,9 +21,9 @@ from pydantic import ValidationError
 
 from scaleml_api.profile import DataProfile
 from scaleml_api.runtime import CONFIG_ENV, EXIT_INVALID_INPUT, MonitorRun, write_termination_message
-from scaleml_workloads.drift.detector import DriftDetector
 from scaleml_workloads.monitor import metrics
 from scaleml_workloads.monitor.loop import LATEST_REPORT, Monitor, Reporter
+from scaleml_workloads.monitor.reference import detector_for
 
 log = logging.getLogger("scaleml_workloads.monitor")
 
@@ -110,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     profile = _reference(run, stop, retry=not args.once)
     if profile is None:
         return _fail(f"the reference profile {run.profile_path} cannot be read") if args.once else 0
-    detector = DriftDetector.from_profile(profile, run.spec.tests, run.spec.thresholds, run.spec.features)
+    detector, notes = detector_for(profile, run.spec)
+    for note in notes:
+        log.info("%s", note)
     if run.model_version is not None:
         metrics.REFERENCE_VERSION.set(run.model_version)
     reporter = Reporter.for_run(run)
-    monitor = Monitor(run, detector, reporter, episode=reporter.resume())
+    monitor = Monitor(run, detector, reporter, episode=reporter.resume(), notes=notes)
     if args.once:
         monitor.check()
         reporter.close()

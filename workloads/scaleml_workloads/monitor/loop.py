@@ -3,15 +3,24 @@
 A window is only tested when it holds rows newer than the last one tested: the same rows twice
 would count as two drifted windows and bring retraining forward. The run of drifted windows and
 when it began are resumed from the DriftMonitor's status after a restart.
+
+A window is bounded in bytes as well as rows: at most WINDOW_MAX_BYTES of captured data are read,
+each file's size checked before its data is. A fixed bound rather than a field of the spec: the
+monitor's memory limit is the operator's (builders.driftmonitor), not the user's, and the tests
+hold a few copies of the window's input in float64, so this bound keeps a check well within it
+whatever the rows hold (a window of 5000 rows of 6 KiB fits). A capture file that cannot be read
+(truncated, foreign, other tensors) is left out, counted once in
+scaleml_drift_capture_files_skipped_total and named in the result's messages; it never fails a check.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,9 +31,9 @@ import numpy as np
 
 from scaleml_api.base import duration_seconds
 from scaleml_api.runtime import MonitorRun
-from scaleml_api.v1alpha1.driftmonitor import DRIFT_DETECTED_EVENT, DRIFT_RESOLVED
+from scaleml_api.v1alpha1.driftmonitor import DRIFT_DETECTED_EVENT, DRIFT_RESOLVED, WINDOW_MAX_BYTES
 from scaleml_workloads.atomic import write_text_atomically
-from scaleml_workloads.capture.files import read_captures
+from scaleml_workloads.capture.files import CaptureWindow, SkipReason, read_window
 from scaleml_workloads.drift.detector import DriftDetector, DriftResult
 from scaleml_workloads.kubeapi import InClusterClient, StatusSink, post_event, read_status, status_sink
 from scaleml_workloads.monitor import metrics
@@ -108,11 +117,21 @@ class Monitor:
     trend: deque[TrendPoint] = field(default_factory=lambda: deque(maxlen=TREND_POINTS))
     last_tested: float | None = None
     last_result: DriftResult | None = None
+    # What every result says of the reference (e.g. that the profile keeps no rows).
+    notes: list[str] = field(default_factory=list)
+    window_max_bytes: int = WINDOW_MAX_BYTES
+    # The files skipped by the last check, so that each is counted once.
+    _skipped: set[tuple[str, SkipReason]] = field(default_factory=set, init=False)
 
     def check(self) -> DriftResult | None:
         """Tests the newest window if it holds new rows; returns its result (None: nothing new to test)."""
         started = time.monotonic()
-        window = read_captures(self.run.captures_dir, self.run.spec.window.size)
+        read = read_window(
+            self.run.captures_dir, self.run.spec.window.size, max_bytes=self.window_max_bytes, strings=False
+        )
+        self._count_skipped(read)
+        metrics.WINDOW_BYTES.set(read.nbytes)
+        window = read.columns
         newest = (
             float(np.max(window["timestamp"]))
             if window.get("timestamp") is not None and len(window["timestamp"])
@@ -127,6 +146,9 @@ class Monitor:
             log.info("no rows captured since the last check; not testing the same window again")
             return None
         result = self.detector.check(window, expected_rows=self.run.spec.window.size)
+        notes = [*self.notes, *self._window_notes(read)]
+        if notes:
+            result = dataclasses.replace(result, messages=[*result.messages, *notes])
         self.last_tested, self.last_result = newest, result
         now = self.clock()
         started_drift, ended_drift = self.episode.advance(result.drift_detected, now)
@@ -162,6 +184,26 @@ class Monitor:
             ", ".join(result.drifted_features) or "none",
         )
         return result
+
+    def _count_skipped(self, read: CaptureWindow) -> None:
+        skipped = {(str(skip.path), skip.reason) for skip in read.skipped}
+        for _path, reason in skipped - self._skipped:
+            metrics.CAPTURE_FILES_SKIPPED.labels(reason).inc()
+        # Only the files skipped now are remembered: the set stays as small as the directory.
+        self._skipped = skipped
+
+    def _window_notes(self, read: CaptureWindow) -> list[str]:
+        notes = []
+        if read.bytes_limited:
+            notes.append(
+                f"the window holds {read.rows} rows ({read.nbytes} bytes): the next older capture file would have "
+                f"taken it past {self.window_max_bytes} bytes"
+            )
+        if read.skipped:
+            reasons = Counter(skip.reason for skip in read.skipped)
+            counts = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+            notes.append(f"{len(read.skipped)} capture files were left out ({counts}); the monitor's log names them")
+        return notes
 
     def _write_report(self, result: DriftResult, now: datetime) -> None:
         directory = Path(self.run.reports_dir)

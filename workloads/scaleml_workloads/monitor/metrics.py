@@ -25,6 +25,13 @@ ROWS_REJECTED = Counter(
     "scaleml_drift_rows_rejected", "Captured rows that could not be used (wrong shape, no valid value)."
 )
 CHECKS = Counter("scaleml_drift_checks", "Windows tested, by outcome.", ["outcome"])
+CAPTURE_FILES_SKIPPED = Counter(
+    "scaleml_drift_capture_files_skipped",
+    "Capture files a window left out, each counted once, by reason: unreadable (truncated, not a capture file), "
+    "layout (other tensors than the newer files'), too_large (more input data than a whole window holds).",
+    ["reason"],
+)
+WINDOW_BYTES = Gauge("scaleml_drift_window_bytes", "Bytes of captured data read for the last window.")
 CHECK_SECONDS = Histogram(
     "scaleml_drift_check_seconds",
     "Time to read and test one window.",

@@ -10,6 +10,11 @@ containers start once its health endpoint answers, that is once a version is lin
 Links are only ever added (or removed when their target disappears): with the `latest` version
 policy Triton serves the newest link and ignores the others, so none has to go away while it
 might still be serving.
+
+When it starts, the agent also makes the pod's Triton admin key (`ensure_admin_key`): a random
+value in a hidden file of the repository, which Triton's command reads to restrict its management
+APIs (runtime.RESTRICTED_APIS) to callers that send it. Made once per pod, so a restarted agent
+or Triton keeps the same one.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,7 +31,7 @@ from pydantic import ValidationError
 
 from scaleml_api.card import CardTensors
 from scaleml_api.repository import MODEL_CARD_FILE, TRITON_CONFIG_FILE
-from scaleml_api.runtime import CONFIG_ENV, EXIT_INVALID_INPUT, ServingRun
+from scaleml_api.runtime import ADMIN_KEY_FILE, CONFIG_ENV, EXIT_INVALID_INPUT, ServingRun
 from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.export.repository import versions
 from scaleml_workloads.serving.config import MODEL_FILES, deployment_config
@@ -72,6 +78,23 @@ def sync(run: ServingRun) -> int | None:
             log.warning("version %s of %s disappeared from %s; unlinking it", entry.name, run.model_name, source)
             entry.unlink()
     return version
+
+
+def ensure_admin_key(serving_dir: Path) -> str:
+    """The pod's Triton admin key, from `serving_dir`, where it is made (random, mode 0640) the first time."""
+    path = serving_dir / ADMIN_KEY_FILE
+    if path.is_file() and (key := path.read_text().strip()):
+        return key
+    serving_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(descriptor, "w") as sink:
+        os.fchmod(sink.fileno(), 0o640)
+        sink.write(key)
+    os.replace(temporary, path)
+    log.info("made the Triton admin key in %s", path)
+    return key
 
 
 def _replace(path: Path, content: str) -> None:
@@ -135,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, KeyError, ValidationError) as error:
         log.error("no valid ServingRun: %s", error)
         return EXIT_INVALID_INPUT
+    ensure_admin_key(Path(run.serving_dir))
     watch(run)
     return 0
 

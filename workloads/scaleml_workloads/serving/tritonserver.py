@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
-from scaleml_api.runtime import triton_options
+from scaleml_api.runtime import restricted_api_options, triton_options
 
 _PACKAGE: Final = "pytriton"
 _STUB: Final = "triton_python_backend_stub"
@@ -63,11 +63,24 @@ def backend_directory(cache: Path) -> Path:
     return backends
 
 
-def command(repository: Path, ports: Ports, cache: Path, extra: Sequence[str] = ()) -> list[str]:
-    """The tritonserver command line of a ModelDeployment's pod, on local ports."""
+def binary() -> Path:
+    """The wheel's tritonserver."""
+    return _package_dir() / "bin" / "tritonserver"
+
+
+def command(
+    repository: Path, ports: Ports, cache: Path, extra: Sequence[str] = (), admin_key: str | None = None
+) -> list[str]:
+    """The tritonserver command line of a ModelDeployment's pod, on local ports.
+
+    With `admin_key`, Triton's management APIs (runtime.RESTRICTED_APIS) answer only requests that
+    send it, as in a pod; without, they answer anyone (local mode asks the repository index whether
+    a version is ready).
+    """
     return [
-        str(_package_dir() / "bin" / "tritonserver"),
+        str(binary()),
         *triton_options(str(repository)),
+        *(restricted_api_options(admin_key) if admin_key is not None else ()),
         f"--backend-directory={backend_directory(cache)}",
         f"--http-port={ports.http}",
         f"--grpc-port={ports.grpc}",
@@ -96,9 +109,10 @@ def start(
     extra: Sequence[str] = (),
     log: IO[bytes] | None = None,
     threads: int | None = 1,
+    admin_key: str | None = None,
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        command(repository, ports, cache, extra),
+        command(repository, ports, cache, extra, admin_key),
         env=environment(threads),
         stdout=log or subprocess.DEVNULL,
         stderr=subprocess.STDOUT,

@@ -13,6 +13,11 @@ the reference profile, so a client can encode the same way. Other types (timesta
 binary, ...) are rejected, naming the column and its type. Missing values stay NaN here; the model
 replaces them (see `models.Standardize`). npz features must be numeric arrays.
 
+Numbers must be finite in float32, the type the model computes in: a feature (or a regression
+target) that holds +inf or -inf, or a value beyond float32's range (about ±3.4e38, which becomes
+±inf on conversion), is rejected, naming the column, how many such values it holds and the first
+one's row. One such value turns the standardisation, and then every weight, into NaN.
+
 Classification targets are mapped to class indices 0..K-1 in the sorted order of their distinct
 values; `TrainingData.labels` keeps the original label of each index.
 """
@@ -23,7 +28,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -109,7 +114,34 @@ def load_data(data_dir: Path, spec: DataSpec, task: Task, *, vocab_size: int = 0
         raise InvalidInputError(
             f"target column '{spec.target}' in {path} has dtype {target.dtype}; regression needs a numeric target"
         )
+    _check_float32(path, {spec.target: target}, "target column")
     return TrainingData(path, features, target.astype(np.float32), names, categories, (), spec.target)
+
+
+_FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
+
+
+def _not_float32(what: str, values: npt.NDArray[np.generic]) -> str:
+    """Why `values` cannot become float32 the model trains on (an infinity, a value out of range), or ""."""
+    if values.dtype.kind != "f":
+        return ""
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = np.isinf(values) | (np.abs(values) > _FLOAT32_MAX)
+    count = int(np.count_nonzero(bad))
+    if count == 0:
+        return ""
+    first = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    return (
+        f"{what} holds {count} {'value' if count == 1 else 'values'} that float32 cannot hold (±inf, or beyond "
+        f"about ±3.4e38), the first at row {int(first[0])}: {float(values[first])!r}; the model would train to "
+        "NaN: replace them, or leave them missing (null or NaN)"
+    )
+
+
+def _check_float32(path: Path, columns: Mapping[str, npt.NDArray[np.generic]], what: str) -> None:
+    problems = [problem for name, values in columns.items() if (problem := _not_float32(f"{what} '{name}'", values))]
+    if problems:
+        raise InvalidInputError(f"{path}: {'; '.join(problems)}")
 
 
 def split_rows(rows: int, fraction: float, seed: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -192,7 +224,10 @@ def _read_table(path: Path, spec: DataSpec) -> _Columns:
             values, categories[name] = _encode_categories(column)
             columns.append(values)
         elif _is_numeric(column.type):
-            columns.append(column.cast(pa.float64()).to_numpy().astype(np.float32))
+            wide = column.cast(pa.float64()).to_numpy()
+            if problem := _not_float32(f"feature column '{name}'", wide):
+                rejected.append(problem)
+            columns.append(wide.astype(np.float32))
         else:
             rejected.append(f"feature column '{name}' has type {column.type}, which is neither numeric nor a string")
     if rejected:
@@ -265,6 +300,7 @@ def _read_npz(path: Path, spec: DataSpec, vocab_size: int) -> _Columns:
     }
     fractions[spec.target] = float(target_missing.mean())
     _check_missing(path, spec, fractions)
+    _check_float32(path, arrays, "feature array")
     if vocab_size > 0:
         return (*_token_ids(path, arrays, vocab_size), {}, target, target_missing)
     if len(arrays) == 1:

@@ -106,7 +106,13 @@ def export_result(run: TrainingRun, data: TrainingData, result: TrainingResult, 
     example = torch.from_numpy(data.features[rows])
     sha256 = file_sha256(data.source)
     profile = profile_data(
-        data, spec.data, spec.model.task, sha256, tensor_spec(INPUT_NAME, example), spec.hyperparameters.seed
+        data,
+        spec.data,
+        spec.model.task,
+        sha256,
+        tensor_spec(INPUT_NAME, example),
+        spec.hyperparameters.seed,
+        sample=spec.output.profile_sample,
     )
     history = [EpochMetrics.model_validate(entry) for entry in result.progress.history]
     training = TrainingSummary(

@@ -21,7 +21,7 @@ from scaleml_api.profile import (
     TargetProfile,
     TensorSpec,
 )
-from scaleml_api.v1alpha1.trainingjob import DataSpec
+from scaleml_api.v1alpha1.trainingjob import DataSpec, ProfileSample
 from scaleml_workloads.training.data import Task, TrainingData
 from scaleml_workloads.training.models import feature_axis
 
@@ -33,11 +33,21 @@ HISTOGRAM_BINS = 50
 
 
 def profile_data(
-    data: TrainingData, spec: DataSpec, task: Task, sha256: str, model_input: TensorSpec, seed: int
+    data: TrainingData,
+    spec: DataSpec,
+    task: Task,
+    sha256: str,
+    model_input: TensorSpec,
+    seed: int,
+    sample: ProfileSample = "rows",
 ) -> DataProfile:
-    """Summaries of every feature and the target over all rows, and a seeded sample of at most MAX_SAMPLE_ROWS rows."""
+    """Summaries of every feature and the target over all rows, and a seeded sample of at most MAX_SAMPLE_ROWS rows.
+
+    With `sample` none, the sample is empty: the profile holds aggregates only, and no row.
+    """
     generator = np.random.default_rng(seed)
-    sampled = np.sort(generator.choice(data.rows, size=min(data.rows, MAX_SAMPLE_ROWS), replace=False))
+    size = min(data.rows, MAX_SAMPLE_ROWS) if sample == "rows" else 0
+    sampled = np.sort(generator.choice(data.rows, size=size, replace=False))
     features: list[FeatureProfile] = []
     columns: dict[str, list[float | str | None]] = {}
     if data.tokens:
@@ -71,7 +81,7 @@ def profile_data(
         input=model_input,
         features=features,
         target=target,
-        sample=DataSample(seed=seed, rows=len(sampled), columns=columns),
+        sample=DataSample(seed=seed, rows=len(sampled), columns=columns if len(sampled) else {}),
     )
 
 

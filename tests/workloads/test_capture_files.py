@@ -1,0 +1,251 @@
+"""Capture files are user data: private to the pods' group, deleted by the retention, read safely whatever they hold."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import pytest
+
+from scaleml_workloads.capture.__main__ import parser
+from scaleml_workloads.capture.files import (
+    FILE_MODE,
+    METADATA_KEY,
+    CaptureFiles,
+    Sample,
+    Tensor,
+    capture_files,
+    file_name,
+    read_window,
+)
+from scaleml_workloads.capture.retention import Retention, sweep
+from tests.support.ports import free_port
+from tests.workloads.test_capture import capture_proxy, grpc_exchange
+
+pytestmark = pytest.mark.workloads
+
+HOUR = 3600.0
+
+
+@pytest.fixture
+def umask() -> Iterator[None]:
+    """The strictest umask a container may run with: files would come out 0600 without an explicit mode."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.parametrize("file_format", ["parquet", "npz"])
+def test_capture_files_are_readable_by_the_group_only_whatever_the_umask(
+    tmp_path: Path, umask: None, file_format: str
+) -> None:
+    files = CaptureFiles(tmp_path, file_format, rows_per_file=1, seconds_per_file=60)  # type: ignore[arg-type]
+
+    [flushed] = files.add(grpc_exchange(1).decode())
+
+    assert flushed.path is not None
+    assert stat.S_IMODE(flushed.path.stat().st_mode) == FILE_MODE == 0o640
+
+
+def _write(directory: Path, first_row: float, instance: str, sequence: int, size: int) -> Path:
+    path = directory / file_name(first_row, instance, sequence, "parquet")
+    path.write_bytes(b"\0" * size)
+    return path
+
+
+def test_the_sweep_deletes_files_past_the_age_then_the_oldest_past_the_size(tmp_path: Path) -> None:
+    now = 1_700_000_000.0
+    expired = _write(tmp_path, now - 30 * HOUR, "pod-a", 1, 100)
+    old = _write(tmp_path, now - 20 * HOUR, "pod-b", 1, 400)
+    middle = _write(tmp_path, now - 10 * HOUR, "pod-a", 2, 400)
+    new = _write(tmp_path, now - 1 * HOUR, "pod-b", 2, 400)
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_text("not a capture file")
+
+    swept = sweep(tmp_path, Retention(max_age_seconds=24 * HOUR, max_bytes=1000), now=now)
+
+    assert (swept.by_age, swept.by_size, swept.kept_bytes, swept.errors) == (1, 1, 800, [])
+    assert [path.exists() for path in (expired, old, middle, new, unrelated)] == [False, False, True, True, True]
+
+
+def test_half_written_files_of_dead_writers_go_once_they_are_old(tmp_path: Path) -> None:
+    now = time.time()
+    stale = tmp_path / f".{file_name(now - 3 * HOUR, 'gone-pod', 1, 'npz')}"
+    writing = tmp_path / f".{file_name(now - 3 * HOUR, 'live-pod', 1, 'npz')}"
+    for path in (stale, writing):
+        path.write_bytes(b"partial")
+    os.utime(stale, (now - 2 * HOUR, now - 2 * HOUR))
+
+    sweep(tmp_path, Retention(max_age_seconds=60.0, max_bytes=10**9), now=now)
+
+    assert not stale.exists()
+    assert writing.exists(), "a hidden file written to a moment ago may still be being written"
+
+
+def test_the_proxy_applies_the_retention_when_it_starts(tmp_path: Path) -> None:
+    directory = tmp_path / "captures"
+    directory.mkdir()
+    now = time.time()
+    expired = _write(directory, now - 2 * HOUR, "old-pod", 1, 10)
+    oldest = _write(directory, now - 50 * 60, "old-pod", 2, 2048)
+    newest = _write(directory, now - 40 * 60, "old-pod", 3, 2048)
+    nowhere = f"127.0.0.1:{free_port()}"
+
+    with capture_proxy(nowhere, nowhere, directory, tmp_path, "--max-age=1h", "--max-bytes=3Ki") as proxy:
+        deleted = {
+            reason: proxy.metric("scaleml_capture_files_deleted_total", reason=reason)
+            for reason in ("max_age", "max_bytes")
+        }
+        assert proxy.stop() == 0
+
+    assert deleted == {"max_age": 1.0, "max_bytes": 1.0}
+    assert [path.name for path in capture_files(directory)] == [newest.name]
+    assert [expired.exists(), oldest.exists()] == [False, False]
+
+
+@pytest.mark.parametrize(("option", "message"), [("--max-age=30s", "at least 1m"), ("--max-bytes=1.5Gi", "whole")])
+def test_retention_options_are_checked_as_the_api_checks_them(
+    capsys: pytest.CaptureFixture[str], option: str, message: str
+) -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args([option])
+
+    assert message in capsys.readouterr().err
+
+
+# Reading: nothing in a file fails a window, and a window is bounded in bytes.
+
+
+def _sample(timestamp: float, rows: int = 4, width: int = 5) -> Sample:
+    inputs = (Tensor("INPUT__0", "FP32", np.full((rows, width), timestamp, np.float32)),)
+    return Sample(timestamp, "churn", "1", "", inputs, (Tensor("OUTPUT__0", "FP32", np.zeros((rows, 2), np.float32)),))
+
+
+def _complete_file(directory: Path, timestamp: float, file_format: str = "parquet", rows: int = 4) -> Path:
+    files = CaptureFiles(directory, file_format, rows_per_file=10**6, seconds_per_file=60)  # type: ignore[arg-type]
+    files.add(_sample(timestamp, rows))
+    [flushed] = files.flush()
+    assert flushed.path is not None
+    return flushed.path
+
+
+def _npz_declaring(path: Path, shape: tuple[int, ...]) -> None:
+    """An npz file whose INPUT__0 header declares `shape` of float32 and holds a few bytes of data."""
+    metadata = {"version": 1, "tensors": [{"name": "INPUT__0", "role": "input", "datatype": "FP32", "shape": [5]}]}
+    arrays = {
+        "timestamp": np.zeros(1),
+        "model": np.array(["churn"]),
+        "model_version": np.array(["1"]),
+        "request_id": np.array([""]),
+        METADATA_KEY: np.array(json.dumps(metadata)),
+    }
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(f"{name}.npy", buffer.getvalue())
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})  # type: ignore[no-untyped-call]
+        archive.writestr("INPUT__0.npy", header.getvalue() + b"\0" * 64)
+
+
+def _parquet_with_a_long_model_name(path: Path, rows: int) -> None:
+    """A parquet capture file whose `model` column repeats one 1 MiB string on every row (dictionary encoded)."""
+    metadata = {"version": 1, "tensors": [{"name": "INPUT__0", "role": "input", "datatype": "FP32", "shape": [1]}]}
+    long_name = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int32)), pa.array(["m" * (1 << 20)]))
+    table = pa.table(
+        {
+            "timestamp": pa.array(np.arange(rows, dtype=np.float64)),
+            "model": long_name,
+            "model_version": pa.array(["1"] * rows),
+            "request_id": pa.array([""] * rows),
+            "INPUT__0": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(rows, np.float32)), 1),
+        }
+    ).replace_schema_metadata({METADATA_KEY: json.dumps(metadata)})
+    pq.write_table(table, path)
+
+
+def _garbage(directory: Path, kind: str) -> Path:
+    """A file named as a capture file of time 200 (between the two valid ones), holding `kind` of garbage."""
+    suffix = "npz" if "npz" in kind else "parquet"
+    path = directory / file_name(200.0, "mangled", 1, suffix)  # type: ignore[arg-type]
+    valid = _complete_file(directory / "valid", 200.0, suffix).read_bytes()
+    if kind.startswith("truncated"):
+        path.write_bytes(valid[: len(valid) // 2])
+    elif kind == "random bytes":
+        path.write_bytes(os.urandom(4096))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "parquet of other columns":
+        pq.write_table(pa.table({"x": [1, 2]}), path)
+    elif kind == "npz of pickled objects":
+        with path.open("wb") as sink:
+            np.savez(sink, timestamp=np.array([object()]), **{METADATA_KEY: np.array("{}")})
+    elif kind == "npz with a wrong layout":
+        with zipfile.ZipFile(path, "w") as archive, zipfile.ZipFile(io.BytesIO(valid)) as source:
+            for member in source.namelist():
+                data = source.read(member)
+                archive.writestr(member, data[:-8] if member == "INPUT__0.npy" else data)
+    return path
+
+
+GARBAGE = [
+    "truncated parquet",
+    "truncated npz",
+    "random bytes",
+    "empty",
+    "parquet of other columns",
+    "npz of pickled objects",
+    "npz with a wrong layout",
+]
+
+
+@pytest.mark.parametrize("kind", GARBAGE)
+def test_a_file_that_is_not_a_capture_file_is_skipped_and_named(tmp_path: Path, kind: str) -> None:
+    (tmp_path / "valid").mkdir()
+    _complete_file(tmp_path, 100.0)
+    _complete_file(tmp_path, 300.0)
+    bad = _garbage(tmp_path, kind)
+
+    window = read_window(tmp_path, newest_rows=100)
+
+    assert window.rows == 8
+    assert np.unique(window.columns["INPUT__0"]).tolist() == [100.0, 300.0]
+    assert [(skip.path, skip.reason) for skip in window.skipped] == [(bad, "unreadable")]
+
+
+def test_files_that_would_inflate_past_the_window_are_skipped_before_their_data_is_read(tmp_path: Path) -> None:
+    _complete_file(tmp_path, 100.0)
+    # 10**12 float32 declared in a file of a few hundred bytes: read, it would ask for 4 TB.
+    _npz_declaring(tmp_path / file_name(200.0, "bomb", 1, "npz"), (10**12 // 5, 5))
+    _parquet_with_a_long_model_name(tmp_path / file_name(300.0, "bomb", 2, "parquet"), rows=2000)
+
+    window = read_window(tmp_path, newest_rows=100, max_bytes=64 * 1024 * 1024)
+
+    assert window.rows == 4
+    assert sorted(skip.reason for skip in window.skipped) == ["too_large", "too_large"]
+
+
+def test_a_window_ends_before_the_file_that_would_take_it_past_its_bytes(tmp_path: Path) -> None:
+    for n in range(5):
+        _complete_file(tmp_path, float(n), rows=100)
+    one_file = 100 * (5 + 2) * 4 + 100 * 8  # two float32 tensors and the timestamps
+
+    window = read_window(tmp_path, newest_rows=1000, max_bytes=int(2.5 * one_file), strings=False)
+
+    assert window.rows == 200
+    assert window.bytes_limited
+    assert window.nbytes <= 2.5 * one_file
+    assert np.unique(window.columns["INPUT__0"]).tolist() == [3.0, 4.0]
+    assert "model" not in window.columns
