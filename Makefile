@@ -82,9 +82,9 @@ images: ## Build the operator and workload container images
 	$(DOCKER) build -f workloads.Dockerfile -t $(WORKLOADS_IMAGE) .
 
 .PHONY: crds
-crds: venv ## Regenerate crds/ and the README field reference from the API models
+crds: venv ## Regenerate crds/ and the reference pages in docs/reference/ from the API models
 	$(BIN)/scaleml crds crds/
-	$(BIN)/python -m scaleml_api.reference README.md
+	$(BIN)/python -m scaleml_api.reference docs/reference/
 
 .PHONY: lint
 lint: venv ## ruff, mypy and the import layering contracts

@@ -8,9 +8,8 @@ import yaml
 
 from scaleml_api.crdgen import crd, crd_files
 from scaleml_api.kind import AnyKind
-from scaleml_api.reference import with_reference
 from scaleml_api.v1alpha1 import KINDS, MODEL_DEPLOYMENT
-from tests.support.manifests import CRDS, ROOT
+from tests.support.manifests import CRDS
 
 
 def test_checked_in_crds_match_the_models() -> None:
@@ -103,11 +102,3 @@ def test_crd_files_are_valid_yaml_with_a_header() -> None:
         assert content.startswith("# Generated")
         assert yaml.safe_load(content)["kind"] == "CustomResourceDefinition"
     assert yaml.safe_load(files["kustomization.yaml"])["resources"] == sorted(f"{k.crd_name}.yaml" for k in KINDS)
-
-
-def test_readme_field_reference_matches_the_models() -> None:
-    """README.md documents every CRD field; run `make crds` after changing an API model."""
-    readme = (ROOT / "README.md").read_text()
-    assert with_reference(readme) == readme
-    for kind in KINDS:
-        assert f"### {kind.kind} (`{kind.short_name}`)" in readme
