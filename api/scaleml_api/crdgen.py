@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import copy
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from scaleml_api import generated
 from scaleml_api.base import GROUP, VERSION
 from scaleml_api.kind import CATEGORY, AnyKind
 from scaleml_api.v1alpha1 import KINDS
@@ -203,14 +203,7 @@ def crd_files() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m scaleml_api.crdgen OUTPUT_DIR", file=sys.stderr)
-        return 2
-    out = Path(argv[0])
-    out.mkdir(parents=True, exist_ok=True)
-    for name, content in crd_files().items():
-        (out / name).write_text(content)
-    return 0
+    return generated.main(argv, "python -m scaleml_api.crdgen OUTPUT_DIR", crd_files)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from scaleml_api import generated
 from scaleml_api.base import API_VERSION
 from scaleml_api.crdgen import openapi_schema
 from scaleml_api.kind import CATEGORY, AnyKind
@@ -148,14 +149,7 @@ def pages() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m scaleml_api.reference OUTPUT_DIR  (make crds: docs/reference/)", file=sys.stderr)
-        return 2
-    out = Path(argv[0])
-    out.mkdir(parents=True, exist_ok=True)
-    for name, content in pages().items():
-        (out / name).write_text(content)
-    return 0
+    return generated.main(argv, "python -m scaleml_api.reference OUTPUT_DIR  (make crds: docs/reference/)", pages)
 
 
 if __name__ == "__main__":

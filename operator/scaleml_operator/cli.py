@@ -60,14 +60,13 @@ def _operator(args: argparse.Namespace) -> int:
 
 def _crds(args: argparse.Namespace) -> int:
     from scaleml_api.crdgen import crd_files
+    from scaleml_api.generated import write_files
 
     files = crd_files()
     if args.output is None:
         sys.stdout.write("---\n".join(files.values()))
         return 0
-    args.output.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        (args.output / name).write_text(content)
+    write_files(args.output, files)
     return 0
 
 

@@ -96,6 +96,19 @@ def _job(name: str, annotations: dict[str, str] | None = None) -> V1Job:
     )
 
 
+def _finished_job(
+    batch: BatchV1Api, namespace: str, name: str, condition: str, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Creates the Job `name` (see `_job`) and waits for its `condition`, Complete or Failed; returns it then."""
+    batch.create_namespaced_job(namespace, _job(name, annotations))
+    wait_for(
+        lambda: _has_condition(_plain(batch.read_namespaced_job_status(name, namespace)), condition),
+        TIMEOUT,
+        f"job {name} to reach {condition}",
+    )
+    return _plain(batch.read_namespaced_job_status(name, namespace))
+
+
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     for condition in (obj.get("status") or {}).get("conditions") or []:
         if condition["type"] == type_:
@@ -170,14 +183,7 @@ def test_gpu_requests_are_scheduled_within_node_capacity(
 
 def test_job_pod_succeeds_and_job_completes(k8s_client: ApiClient, namespace: str) -> None:
     batch, core = BatchV1Api(k8s_client), CoreV1Api(k8s_client)
-    batch.create_namespaced_job(namespace, _job("ok"))
-
-    wait_for(
-        lambda: _has_condition(_plain(batch.read_namespaced_job_status("ok", namespace)), "Complete"),
-        TIMEOUT,
-        "job ok to complete",
-    )
-    job = _plain(batch.read_namespaced_job_status("ok", namespace))
+    job = _finished_job(batch, namespace, "ok", "Complete")
     assert job["status"]["succeeded"] == 1
     assert not job["status"]["failed"]
     (pod,) = [_plain(p) for p in core.list_namespaced_pod(namespace, label_selector="app=ok").items]
@@ -187,14 +193,7 @@ def test_job_pod_succeeds_and_job_completes(k8s_client: ApiClient, namespace: st
 
 def test_job_pod_with_exit_code_annotation_fails_and_job_fails(k8s_client: ApiClient, namespace: str) -> None:
     batch, core = BatchV1Api(k8s_client), CoreV1Api(k8s_client)
-    batch.create_namespaced_job(namespace, _job("boom", annotations={EXIT_CODE_ANNOTATION: "3"}))
-
-    wait_for(
-        lambda: _has_condition(_plain(batch.read_namespaced_job_status("boom", namespace)), "Failed"),
-        TIMEOUT,
-        "job boom to fail",
-    )
-    job = _plain(batch.read_namespaced_job_status("boom", namespace))
+    job = _finished_job(batch, namespace, "boom", "Failed", annotations={EXIT_CODE_ANNOTATION: "3"})
     assert job["status"]["failed"] == 1
     assert not job["status"]["succeeded"]
     failed = _condition(job, "Failed")

@@ -9,16 +9,7 @@ import pytest
 
 from scaleml_workloads.training import distributed
 from scaleml_workloads.training.distributed import Topology
-from tests.workloads.runs import (
-    MODEL_NAME,
-    churn_table,
-    run,
-    training_run,
-    workload,
-    workload_env,
-    write_config,
-    write_parquet,
-)
+from tests.workloads.runs import export_churn_model
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +23,4 @@ def process_group() -> Iterator[Topology]:
 @pytest.fixture(scope="session")
 def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The model directory of a real run of the churn model with version 1 exported; read only."""
-    root = tmp_path_factory.mktemp("exported")
-    write_parquet(root / "data" / "train.parquet", churn_table(2000))
-    config = write_config(root / "run.json", training_run(root, {"checkpoint": None, "hyperparameters": {"epochs": 2}}))
-    result = run(workload(config), workload_env(root / "termination-log"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root / "models" / MODEL_NAME
+    return export_churn_model(tmp_path_factory.mktemp("exported"), "run.json", epochs=2)

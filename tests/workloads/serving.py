@@ -18,16 +18,7 @@ from scaleml_api.runtime import ServingRun
 from scaleml_workloads.serving import agent, tritonserver
 from tests.support.ports import free_port
 from tests.support.requirements import skip_or_fail
-from tests.workloads.runs import (
-    MODEL_NAME,
-    churn_table,
-    run,
-    training_run,
-    workload,
-    workload_env,
-    write_config,
-    write_parquet,
-)
+from tests.workloads.runs import MODEL_NAME, export_churn_model
 
 FEATURES = 5
 
@@ -115,12 +106,5 @@ def feature_batch(rows: int, seed: int = 0) -> npt.NDArray[np.float32]:
 
 def export_another_version(model_dir: Path, seed: int) -> int:
     """Trains the churn model again (another seed) into `model_dir`'s repository; returns the new version."""
-    root = model_dir.parent.parent
-    write_parquet(root / "data" / "train.parquet", churn_table(2000, seed=seed))
-    config = write_config(
-        root / f"run-{seed}.json",
-        training_run(root, {"checkpoint": None, "hyperparameters": {"epochs": 1, "seed": seed}}),
-    )
-    result = run(workload(config), workload_env(root / "termination-log"))
-    assert result.returncode == 0, result.stderr[-3000:]
+    export_churn_model(model_dir.parent.parent, f"run-{seed}.json", data_seed=seed, epochs=1, seed=seed)
     return max(int(entry.name) for entry in model_dir.iterdir() if entry.name.isdigit())

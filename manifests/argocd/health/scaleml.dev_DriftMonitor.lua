@@ -20,6 +20,15 @@ local function said(c, fallback)
   return fallback
 end
 
+-- A False condition about the spec (Accepted, SpecApplied): the spec is not in effect.
+local function refused(status, kind, fallback)
+  local c = condition(status, kind)
+  if c ~= nil and c.status == "False" then
+    return {status = "Degraded", message = said(c, fallback)}
+  end
+  return nil
+end
+
 local status = obj.status
 if status == nil or status.observedGeneration == nil then
   return hs
@@ -29,11 +38,9 @@ if status.observedGeneration < (obj.metadata.generation or 0) then
   return hs
 end
 
-local accepted = condition(status, "Accepted")
-if accepted ~= nil and accepted.status == "False" then
-  hs.status = "Degraded"
-  hs.message = said(accepted, "The spec is invalid.")
-  return hs
+local invalid = refused(status, "Accepted", "The spec is invalid.")
+if invalid ~= nil then
+  return invalid
 end
 
 local ready = condition(status, "Ready")

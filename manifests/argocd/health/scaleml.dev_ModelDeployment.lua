@@ -18,6 +18,15 @@ local function said(c, fallback)
   return fallback
 end
 
+-- A False condition about the spec (Accepted, SpecApplied): the spec is not in effect.
+local function refused(status, kind, fallback)
+  local c = condition(status, kind)
+  if c ~= nil and c.status == "False" then
+    return {status = "Degraded", message = said(c, fallback)}
+  end
+  return nil
+end
+
 local status = obj.status
 if status == nil or status.observedGeneration == nil then
   return hs
@@ -27,18 +36,11 @@ if status.observedGeneration < (obj.metadata.generation or 0) then
   return hs
 end
 
-local accepted = condition(status, "Accepted")
-if accepted ~= nil and accepted.status == "False" then
-  hs.status = "Degraded"
-  hs.message = said(accepted, "The spec is invalid.")
-  return hs
-end
--- The API server refused a child (an autoscaler metric, say): the spec is not in effect.
-local applied = condition(status, "SpecApplied")
-if applied ~= nil and applied.status == "False" then
-  hs.status = "Degraded"
-  hs.message = said(applied, "The spec is not applied.")
-  return hs
+-- SpecApplied is False when the API server refused a child (an autoscaler metric, say).
+local invalid = refused(status, "Accepted", "The spec is invalid.")
+  or refused(status, "SpecApplied", "The spec is not applied.")
+if invalid ~= nil then
+  return invalid
 end
 
 local phase = status.phase

@@ -11,6 +11,15 @@ local function condition(status, kind)
   return nil
 end
 
+-- A False condition about the spec (Accepted, SpecApplied): the spec is not in effect.
+local function refused(status, kind, fallback)
+  local c = condition(status, kind)
+  if c ~= nil and c.status == "False" then
+    return {status = "Degraded", message = c.message or fallback}
+  end
+  return nil
+end
+
 local status = obj.status
 if status == nil or status.observedGeneration == nil then
   return hs
@@ -21,11 +30,9 @@ if status.observedGeneration < (obj.metadata.generation or 0) then
   return hs
 end
 
-local accepted = condition(status, "Accepted")
-if accepted ~= nil and accepted.status == "False" then
-  hs.status = "Degraded"
-  hs.message = accepted.message or "The spec is invalid."
-  return hs
+local invalid = refused(status, "Accepted", "The spec is invalid.")
+if invalid ~= nil then
+  return invalid
 end
 
 local phase = status.phase
@@ -48,11 +55,9 @@ if phase == "Failed" then
   return hs
 end
 -- A spec change the running Job cannot take (its pod template is immutable) is not in effect.
-local applied = condition(status, "SpecApplied")
-if applied ~= nil and applied.status == "False" then
-  hs.status = "Degraded"
-  hs.message = applied.message or "The spec is not applied."
-  return hs
+local unapplied = refused(status, "SpecApplied", "The spec is not applied.")
+if unapplied ~= nil then
+  return unapplied
 end
 if phase == "Suspended" then
   hs.status = "Suspended"

@@ -174,18 +174,11 @@ def deployment(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, image: str)
 
 
 def service(owner: Owner) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(owner, monitor_name(owner.name), COMPONENT),
-        "spec": {
-            "selector": labels(owner, COMPONENT),
-            "ports": [
-                {"name": "metrics", "port": runtime.METRICS_PORT, "targetPort": "metrics", "appProtocol": "http"},
-                {"name": "report", "port": runtime.REPORT_PORT, "targetPort": "report", "appProtocol": "http"},
-            ],
-        },
-    }
+    ports = [
+        {"name": "metrics", "port": runtime.METRICS_PORT, "targetPort": "metrics", "appProtocol": "http"},
+        {"name": "report", "port": runtime.REPORT_PORT, "targetPort": "report", "appProtocol": "http"},
+    ]
+    return meta.service(owner, monitor_name(owner.name), COMPONENT, ports)
 
 
 def identity(owner: Owner) -> list[dict[str, Any]]:

@@ -86,6 +86,16 @@ def metadata(owner: Owner, name: str, component: str) -> dict[str, Any]:
     }
 
 
+def service(owner: Owner, name: str, component: str, ports: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    """A Service of the owner's `component` pods on `ports`, with the other fields of its `spec`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, name, component),
+        "spec": {**spec, "selector": labels(owner, component), "ports": ports},
+    }
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """A pod's run config as a ConfigMap of its own, and how a container of the pod reads it."""

@@ -304,12 +304,7 @@ def service(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any]:
                 "appProtocol": "http",
             }
         )
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(owner, service_name(owner.name), COMPONENT),
-        "spec": {"type": "ClusterIP", "selector": selector(owner), "ports": ports},
-    }
+    return meta.service(owner, service_name(owner.name), COMPONENT, ports, type="ClusterIP")
 
 
 def autoscaler(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any] | None:

@@ -234,18 +234,11 @@ def batch_job(owner: Owner, spec: TrainingJobSpec, image: str) -> dict[str, Any]
 
 
 def headless_service(owner: Owner) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(owner, service_name(owner.name), COMPONENT),
-        "spec": {
-            "clusterIP": "None",
-            # Workers must find each other before any of them is ready.
-            "publishNotReadyAddresses": True,
-            "selector": labels(owner, COMPONENT),
-            "ports": [{"name": "rendezvous", "port": runtime.RENDEZVOUS_PORT, "targetPort": "rendezvous"}],
-        },
-    }
+    ports = [{"name": "rendezvous", "port": runtime.RENDEZVOUS_PORT, "targetPort": "rendezvous"}]
+    # Not-ready addresses published: workers must find each other before any of them is ready.
+    return meta.service(
+        owner, service_name(owner.name), COMPONENT, ports, clusterIP="None", publishNotReadyAddresses=True
+    )
 
 
 def identity(owner: Owner) -> list[dict[str, Any]]:

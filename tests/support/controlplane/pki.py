@@ -79,25 +79,10 @@ def generate_pki(directory: Path, *, days: int = 7) -> Pki:
 
     ca_key = _new_key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scaleml-test-ca")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
 
-    def leaf(
-        subject: x509.Name, usage: x509.ObjectIdentifier, sans: Sequence[x509.GeneralName] = ()
-    ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-        key = _new_key()
-        builder = (
+    def issued(subject: x509.Name, key: rsa.RSAPrivateKey, *, ca: bool) -> x509.CertificateBuilder:
+        """What the CA and the leaves share: issued by the CA, a fresh serial, the validity, constraints, usage, SKI."""
+        return (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(ca_name)
@@ -105,10 +90,20 @@ def generate_pki(directory: Path, *, days: int = 7) -> Pki:
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before)
             .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(cert_sign=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(_key_usage(cert_sign=ca), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        )
+
+    ca_cert = issued(ca_name, ca_key, ca=True).sign(ca_key, hashes.SHA256())
+
+    def leaf(
+        subject: x509.Name, usage: x509.ObjectIdentifier, sans: Sequence[x509.GeneralName] = ()
+    ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+        key = _new_key()
+        builder = (
+            issued(subject, key, ca=False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         )
         if sans:

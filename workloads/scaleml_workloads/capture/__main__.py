@@ -49,7 +49,8 @@ from scaleml_api.runtime import (
 from scaleml_api.v1alpha1.modeldeployment import Capture, CaptureFormat, CaptureRetention
 from scaleml_workloads.capture.files import DEFAULT_MAX_FILE_BYTES, CaptureFiles
 from scaleml_workloads.capture.kserve import Decoding
-from scaleml_workloads.capture.proxy import DEFAULT_LIMITS, Limits, Proxy
+from scaleml_workloads.capture.limits import DEFAULT_LIMITS, Limits
+from scaleml_workloads.capture.proxy import Proxy
 from scaleml_workloads.capture.retention import Retention
 from scaleml_workloads.capture.writer import DEFAULT_MAX_QUEUE_BYTES, CaptureWriter
 
@@ -117,27 +118,12 @@ def parser() -> argparse.ArgumentParser:
         help="Triton's gRPC endpoint (default: %(default)s)",
     )
     listen = parser.add_argument_group("where clients call, on every interface")
-    listen.add_argument(
-        "--http-port",
-        type=int,
-        default=CAPTURE_HTTP_PORT,
-        metavar="PORT",
-        help="KServe v2 over HTTP (default: %(default)s)",
-    )
-    listen.add_argument(
-        "--grpc-port",
-        type=int,
-        default=CAPTURE_GRPC_PORT,
-        metavar="PORT",
-        help="KServe v2 over gRPC (default: %(default)s)",
-    )
-    listen.add_argument(
-        "--metrics-port",
-        type=int,
-        default=CAPTURE_METRICS_PORT,
-        metavar="PORT",
-        help="Prometheus metrics at /metrics; 0 turns them off (default: %(default)s)",
-    )
+    for option, port, meaning in (
+        ("--http-port", CAPTURE_HTTP_PORT, "KServe v2 over HTTP"),
+        ("--grpc-port", CAPTURE_GRPC_PORT, "KServe v2 over gRPC"),
+        ("--metrics-port", CAPTURE_METRICS_PORT, "Prometheus metrics at /metrics; 0 turns them off"),
+    ):
+        listen.add_argument(option, type=int, default=port, metavar="PORT", help=f"{meaning} (default: %(default)s)")
     capture = parser.add_argument_group("capture")
     capture.add_argument(
         "--directory",

@@ -220,23 +220,18 @@ def decode_http(message: HttpBody, key: str, max_bytes: int = DEFAULT_MAX_BODY_B
 def decode_grpc_request(message: bytes) -> Message:
     with _undecodable("gRPC ModelInferRequest"):
         request = service_pb2.ModelInferRequest.FromString(message)
-        return Message(
-            model=request.model_name,
-            model_version=request.model_version,
-            id=request.id,
-            tensors=_grpc_tensors(request.inputs, request.raw_input_contents),
-        )
+        return _grpc_message(request, _grpc_tensors(request.inputs, request.raw_input_contents))
 
 
 def decode_grpc_response(message: bytes) -> Message:
     with _undecodable("gRPC ModelInferResponse"):
         response = service_pb2.ModelInferResponse.FromString(message)
-        return Message(
-            model=response.model_name,
-            model_version=response.model_version,
-            id=response.id,
-            tensors=_grpc_tensors(response.outputs, response.raw_output_contents),
-        )
+        return _grpc_message(response, _grpc_tensors(response.outputs, response.raw_output_contents))
+
+
+def _grpc_message(message: Any, tensors: tuple[Tensor, ...]) -> Message:
+    """A ModelInferRequest or ModelInferResponse, which share their model, version and id fields."""
+    return Message(model=message.model_name, model_version=message.model_version, id=message.id, tensors=tensors)
 
 
 def _grpc_tensors(specs: Sequence[Any], raw: Sequence[bytes]) -> tuple[Tensor, ...]:

@@ -50,6 +50,13 @@ PROXY_OVERHEAD: Final = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
 )
 
+
+def count_request(protocol: str, code: str, overhead_seconds: float) -> None:
+    """Counts one proxied request by the code answered, and the time it spent in the proxy outside its call."""
+    REQUESTS.labels(protocol, code).inc()
+    PROXY_OVERHEAD.labels(protocol).observe(overhead_seconds)
+
+
 # Every reason is exported from the start, so that a rate over it is defined before the first drop.
 for _reason in DROP_REASONS:
     SAMPLES_DROPPED.labels(_reason)
