@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from scaleml_api.base import ApiModel
-from scaleml_api.profile import TensorSpec
+from scaleml_api.profile import Calibration, TensorSpec
 from scaleml_api.v1alpha1.architectures import Architecture
 from scaleml_api.v1alpha1.trainingjob import Hyperparameters
 
@@ -32,6 +32,16 @@ class Metrics(ApiModel):
     )
     validation_metric: float | None
     history: list[EpochMetrics]
+    feature_importance: dict[str, float] = Field(
+        default={},
+        description="Per feature, its permutation importance on the validation rows (as in the profile: accuracy "
+        "lost, or RMSE gained); empty without validation rows or for a model over token ids.",
+    )
+    calibration: Calibration | None = Field(
+        default=None,
+        description="Classifiers: the temperature that calibrates the confidence, with the validation accuracy and "
+        "the calibration error (ECE) before and after it. None for regression or without validation rows.",
+    )
 
 
 class DataSummary(ApiModel):

@@ -30,7 +30,8 @@ from pydantic import Field, StringConstraints
 
 from scaleml_api.base import ApiModel
 
-PROFILE_SCHEMA_VERSION: Final = 1
+# 2: features carry their importance to the model, and a classifier's profile its calibration.
+PROFILE_SCHEMA_VERSION: Final = 2
 # Bounds that keep a profile small whatever the data: categories listed per feature, sampled rows.
 MAX_PROFILED_CATEGORIES: Final = 1000
 MAX_SAMPLE_ROWS: Final = 5000
@@ -100,6 +101,13 @@ class FeatureProfile(ApiModel):
     missing: int = Field(description="Observations that are missing (null or NaN).")
     numeric: NumericSummary | None = Field(default=None, description="For numeric features with any value.")
     categorical: CategoricalSummary | None = Field(default=None, description="For categorical features.")
+    importance: float | None = Field(
+        default=None,
+        description="Permutation importance on the validation rows: the accuracy lost (classification) or the RMSE "
+        "gained (regression, in the target's units) when this feature's values are shuffled across rows, mean over "
+        "repeats. Near 0: the model ignores the feature; below 0 only by chance. None for pool features (one "
+        "feature, nothing to rank), without validation rows, or in profiles written before it existed.",
+    )
 
 
 class TargetProfile(ApiModel):
@@ -131,6 +139,23 @@ class DataSample(ApiModel):
     )
 
 
+class Calibration(ApiModel):
+    """A classifier's confidence calibrated on its validation rows by temperature scaling.
+
+    The calibrated probabilities are softmax(logits / temperature); their largest value, averaged
+    over rows, estimates the accuracy on those rows without their labels (the monitor's estimate
+    of live accuracy). Expected calibration error (ECE): the row-weighted mean, over equal-width
+    confidence bins, of |accuracy - mean confidence| in the bin.
+    """
+
+    temperature: float = Field(gt=0.0, description="Divides the logits; above 1 the raw model was overconfident.")
+    rows: int = Field(ge=1, description="Validation rows it was fitted and measured on.")
+    validation_accuracy: float = Field(ge=0.0, le=1.0, description="Accuracy on those rows.")
+    ece_before: float = Field(ge=0.0, le=1.0, description="ECE of the raw softmax on those rows.")
+    ece_after: float = Field(ge=0.0, le=1.0, description="ECE of the calibrated softmax on those rows.")
+    bins: int = Field(ge=1, description="Equal-width confidence bins of the ECE.")
+
+
 class DataProfile(ApiModel):
     """The reference profile of a training data set."""
 
@@ -141,5 +166,13 @@ class DataProfile(ApiModel):
     rows: int = Field(description="Rows profiled (rows of the file with a target value).")
     input: TensorSpec = Field(description="The model input the features are read from.")
     features: list[FeatureProfile]
-    target: TargetProfile
+    target: TargetProfile | None = Field(
+        default=None,
+        description="The predicted column; None for a plain table profiled without one (`scaleml drift`).",
+    )
     sample: DataSample
+    calibration: Calibration | None = Field(
+        default=None,
+        description="Classifiers: the temperature that calibrates the model's confidence, fitted on the validation "
+        "rows. None for regression, without validation rows, or in profiles written before it existed.",
+    )

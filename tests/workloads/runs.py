@@ -102,13 +102,15 @@ def run(command: Sequence[str], env: Mapping[str, str], timeout: float = 120) ->
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def export_churn_model(root: Path, config_name: str, *, data_seed: int = 0, **hyperparameters: Any) -> Path:
-    """Trains the churn model on 2000 rows without checkpoints, exporting a version; returns its model directory.
+def export_churn_model(
+    root: Path, config_name: str, *, rows: int = 2000, data_seed: int = 0, **hyperparameters: Any
+) -> Path:
+    """Trains the churn model on `rows` rows without checkpoints, exporting a version; returns its model directory.
 
     The data, config and repository go under `root` (the data seeded with `data_seed`, the config
     named `config_name`), as a training pod's volumes would hold them.
     """
-    write_parquet(root / "data" / "train.parquet", churn_table(2000, seed=data_seed))
+    write_parquet(root / "data" / "train.parquet", churn_table(rows, seed=data_seed))
     config = write_config(
         root / config_name, training_run(root, {"checkpoint": None, "hyperparameters": hyperparameters})
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from scaleml_api.profile import DataProfile
 from tests.support.polling import wait_for
 from tests.support.ports import free_port
 from tests.workloads.runs import (
@@ -60,6 +61,18 @@ def test_two_processes_train_the_same_model_as_one_process_with_twice_the_batch(
     for name in two:
         # Equal up to the order of float additions (a mean of two half-batch gradients).
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+    # Importance and calibration are measured by rank 0 alone, on the same validation rows: the same numbers.
+    profiles = [
+        DataProfile.model_validate_json((version_dir(tmp_path / name, 1) / "profile.json").read_text())
+        for name in ("two", "one")
+    ]
+    for two_feature, one_feature in zip(profiles[0].features, profiles[1].features, strict=True):
+        assert two_feature.importance is not None
+        assert one_feature.importance is not None
+        assert two_feature.importance == pytest.approx(one_feature.importance, abs=0.01), two_feature.name
+    assert profiles[0].calibration is not None
+    assert profiles[1].calibration is not None
+    assert profiles[0].calibration.temperature == pytest.approx(profiles[1].calibration.temperature, rel=0.01)
 
 
 def test_two_torchrun_agents_on_loopback_form_one_group(tmp_path: Path) -> None:

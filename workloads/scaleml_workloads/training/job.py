@@ -17,9 +17,11 @@ from scaleml_workloads.export.formats import INPUT_NAME
 from scaleml_workloads.export.version import export_version, tensor_spec
 from scaleml_workloads.kubeapi import status_sink
 from scaleml_workloads.training import distributed
+from scaleml_workloads.training.calibration import validation_calibration
 from scaleml_workloads.training.config import checkpoint_directory
 from scaleml_workloads.training.data import TrainingData, file_sha256, split_rows
 from scaleml_workloads.training.distributed import Topology
+from scaleml_workloads.training.importance import with_importance
 from scaleml_workloads.training.loop import TrainingResult, train
 from scaleml_workloads.training.models import build_model, warm_start
 from scaleml_workloads.training.profile import profile_data
@@ -114,6 +116,16 @@ def export_result(run: TrainingRun, data: TrainingData, result: TrainingResult, 
         spec.hyperparameters.seed,
         sample=spec.output.profile_sample,
     )
+    # What the model relies on and how far its confidence can be trusted, both measured on the validation rows.
+    seed, device, held_out = spec.hyperparameters.seed, topology.device, result.validation_rows
+    profile = with_importance(
+        profile, result.model, data.features, data.target, held_out, spec.model.task, seed=seed, device=device
+    )
+    if spec.model.task == "classification":
+        calibration = validation_calibration(
+            result.model, data.features, data.target, held_out, seed=seed, device=device
+        )
+        profile = profile.model_copy(update={"calibration": calibration})
     history = [EpochMetrics.model_validate(entry) for entry in result.progress.history]
     training = TrainingSummary(
         job=f"{run.namespace}/{run.name}",
@@ -140,6 +152,10 @@ def export_result(run: TrainingRun, data: TrainingData, result: TrainingResult, 
             loss=result.loss,
             validation_metric=result.validation_metric,
             history=history,
+            feature_importance={
+                feature.name: feature.importance for feature in profile.features if feature.importance is not None
+            },
+            calibration=profile.calibration,
         ),
         world_size=topology.world_size,
         device=topology.device.type,
