@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from scipy.stats import chi2_contingency  # type: ignore[import-untyped]
 
 from scaleml_api.profile import DataProfile, TensorSpec
 from scaleml_api.v1alpha1 import driftmonitor as monitoring
@@ -65,14 +66,16 @@ def churn() -> DataProfile:
     return profile_of(table(8000, seed=0), ["a", "b", "c", "plan"], {"plan": PLANS})
 
 
-def detector(profile: DataProfile, features: Sequence[str] = (), **tests: str) -> DriftDetector:
+def detector(
+    profile: DataProfile, features: Sequence[str] = (), permutations: int = 100, **tests: str
+) -> DriftDetector:
     return DriftDetector.from_profile(
         profile,
         monitoring.Tests(**{"multivariate": "none", **tests}),
         monitoring.Thresholds(),
         features,
         mmd_rows=300,
-        mmd_permutations=100,
+        mmd_permutations=permutations,
     )
 
 
@@ -113,8 +116,9 @@ def test_every_test_survives_a_window_with_everything_wrong_at_once(
     check = detector(churn, numeric=numeric, categorical=categorical, multivariate="mmd")
     result = check.check({"INPUT__0": window, "OUTPUT__0": np.zeros((500, 2))}, expected_rows=1000)
     assert result.rows_rejected == 10
-    assert feature(result, "a").statistic is None
+    assert feature(result, "a").tests[0].statistic is None  # no values to test
     assert feature(result, "a").drifted  # its values went missing
+    assert feature(result, "a").test == "missing"
     assert feature(result, "b").statistic is not None
     assert feature(result, "c").statistic is not None
     assert feature(result, "plan").statistic is not None
@@ -124,18 +128,29 @@ def test_every_test_survives_a_window_with_everything_wrong_at_once(
 
 def test_a_jump_in_missing_values_is_drift_and_a_small_change_is_not(churn: DataProfile) -> None:
     window = table(4000, seed=3)
-    window[:1200, 0] = np.nan  # 30% missing, none in the reference
+    window[:320, 0] = np.nan  # 8% missing, none in the reference
     window[:40, 1] = np.nan  # 1%: significant, yet under MISSING_SHIFT
     result = detector(churn).check({"INPUT__0": window})
     a, b = feature(result, "a"), feature(result, "b")
-    assert a.missing_fraction == pytest.approx(0.3)
+    assert a.missing_fraction == pytest.approx(0.08)
     assert a.reference_missing_fraction == 0.0
     assert a.drifted
-    assert "missing in 30.0% of the window, 0.0% of the reference" in a.message
-    assert a.statistic is not None
+    assert result.drift_detected
+    assert "missing in 8.0% of the window, 0.0% of the reference" in a.message
+    # The missing values decide, with their own test and p-value (SciPy's on the same counts).
+    expected = chi2_contingency([[churn.features[0].count, 0], [3680, 320]], correction=False)
+    assert (a.test, a.threshold) == ("missing", 0.01)
+    assert a.statistic == pytest.approx(expected.statistic)
+    assert a.p_value == pytest.approx(expected.pvalue, rel=1e-6)
     assert a.p_value is not None
-    assert a.p_value > 0.01  # the values present did not move
-    assert a.rows == 2800
+    assert 0 < a.p_value < 1e-100
+    values = a.tests[0]
+    assert values.test == "ks"
+    assert values.p_value is not None
+    assert values.p_value > 0.01  # the values present did not move
+    assert not values.drifted
+    assert f"the values present: ks {values.statistic:.3g}" in a.message
+    assert a.rows == 3680
     assert b.missing_fraction == pytest.approx(0.01)
     assert b.missing_fraction < MISSING_SHIFT
     assert not b.drifted
@@ -281,7 +296,8 @@ def test_a_feature_without_values_in_the_reference() -> None:
     for test in ("ks", "psi", "wasserstein", "js"):
         result = detector(profile, numeric=test).check({"INPUT__0": rng.normal(size=(500, 2)).astype(np.float32)})
         empty = feature(result, "empty")
-        assert empty.statistic is None
+        assert empty.tests[0].statistic is None
+        assert empty.test == "missing"
         assert empty.message.startswith("the reference has no values of this feature")
         assert empty.drifted  # it has values now
         assert empty.bins == []
@@ -293,12 +309,16 @@ def test_the_multivariate_test_leaves_out_features_without_values(churn: DataPro
     result = detector(churn, multivariate="mmd").check({"INPUT__0": window})
     assert "the multivariate test leaves out features without values: b" in result.messages
     assert result.multivariate is not None
-    assert result.multivariate.drifted  # a moved by one standard deviation
+    # a moved by one standard deviation: no permutation of 100 reaches the statistic, so the p-value
+    # is only known to be at most 1/101, and said so.
+    assert result.multivariate.p_value_is_bound
+    assert result.multivariate.p_value == pytest.approx(1 / 101)
+    assert result.drift_detected
 
 
-def test_share_of_drifted_features_decides(churn: DataProfile) -> None:
+def test_share_of_drifted_features_is_an_opt_in_quorum(churn: DataProfile) -> None:
     window = table(3000, seed=14, shift=0.5)  # a moves, b, c and plan do not
-    for share, detected in ((0.25, True), (0.3, False)):
+    for share, detected in ((None, True), (0.25, True), (0.3, False)):
         result = DriftDetector.from_profile(
             churn,
             monitoring.Tests(multivariate="none"),
@@ -307,6 +327,8 @@ def test_share_of_drifted_features_decides(churn: DataProfile) -> None:
         assert result.drifted_features == ["a"]
         assert result.share_drifted == 0.25
         assert result.drift_detected is detected
+        assert result.kept_quiet_by == ("" if detected else "shareOfDriftedFeatures")
+        assert ("below thresholds.shareOfDriftedFeatures 30%" in result.verdict) is not detected
 
 
 def test_pooled_tokens_from_a_real_profile() -> None:
@@ -335,7 +357,9 @@ def test_channel_means_from_a_real_profile() -> None:
     ]
     window = rng.normal(size=(600, 3, 4, 4)).astype(np.float32) + np.array([0.0, 1.0, 2.5], np.float32)[:, None, None]
     window[:5, 0] = np.nan  # whole channel missing in five rows: those means are missing
-    result = detector(profile, multivariate="mmd").check({"INPUT__0": window})
+    # Five tests (three channels, the missing values of one, the multivariate): enough permutations
+    # for a p-value that can stand below 2 x 0.01 / 5 at the multivariate test's rank.
+    result = detector(profile, permutations=1000, multivariate="mmd").check({"INPUT__0": window})
     assert [f.drifted for f in result.features] == [False, False, True]
     assert feature(result, "image[0]").rows == 595
     assert result.multivariate is not None

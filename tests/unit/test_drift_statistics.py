@@ -17,6 +17,7 @@ from scipy.spatial.distance import jensenshannon  # type: ignore[import-untyped]
 from scaleml_workloads.drift.statistics import (
     EXACT_KS_MAX_SIZE,
     PSI_EPSILON,
+    KernelTest,
     chi2_sf,
     chi_square,
     histogram_counts,
@@ -268,20 +269,12 @@ def test_mmd_statistic_equals_a_direct_computation_and_the_p_value_is_seeded() -
     x = rng.normal(size=(150, 4)) * [1.0, 2.0, 0.5, 1.0]
     y = rng.normal(size=(120, 4)) * [1.0, 2.0, 0.5, 1.0] + [1.0, 0.0, 0.0, 0.0]
     x[3, 1] = np.nan  # left out with its row
-    first = mmd_test(
-        torch.from_numpy(x),
-        torch.from_numpy(y),
-        max_rows=1000,
-        permutations=200,
-        generator=torch.Generator().manual_seed(1),
-    )
-    again = mmd_test(
-        torch.from_numpy(x),
-        torch.from_numpy(y),
-        max_rows=1000,
-        permutations=200,
-        generator=torch.Generator().manual_seed(1),
-    )
+
+    def seeded() -> KernelTest:
+        generator = torch.Generator().manual_seed(1)
+        return mmd_test(torch.from_numpy(x), torch.from_numpy(y), max_rows=1000, permutations=200, generator=generator)
+
+    first, again = seeded(), seeded()
     complete = x[np.isfinite(x).all(axis=1)]
     assert first.reference_rows == 149
     assert first.statistic == pytest.approx(_direct_mmd(complete, y), rel=1e-9)

@@ -2,20 +2,22 @@
 
 A window is read as `window` says: arrays by tensor name, the features read out of the model
 input. Per feature, one test by kind (`Tests`), taken from the registry (`registry`, which
-describes each test), drifting past its threshold (`Thresholds`). The reference side is prepared
-once, when the detector is built (`prepared`).
+describes each test), each with a p-value. The window's tests are corrected together and judged
+at `Thresholds.pValue` (`verdict`, which states the error rate); the score weights each feature by
+its importance (`score`). The reference side is prepared once, when the detector is built (`prepared`).
 
 Missing values are their own signal. A value is missing when it is NaN; ±inf and, for a
 categorical feature, a value that is not a whole number, are invalid and counted with the missing
 ones (the message says how many). The tests see only the valid values. A feature also drifts when
-its share of missing values moved from the reference's, both significantly (chi-square on the
-missing and present counts, p < pValue) and by at least MISSING_SHIFT, the message saying so.
+its share of missing values moved from the reference's, both significantly (a test of its own,
+"missing": chi-square on the missing and present counts, in the window's family) and by at least
+MISSING_SHIFT, the message saying so; that test then decides the feature's result.
 
 A categorical feature's bins are its listed categories and "(unseen)": codes the reference does
 not list, whether new or among the ones left out of a profile that lists only the most frequent.
 
 Multivariate: the maximum mean discrepancy over the numeric features read per row (see
-statistics.mmd_test), reference rows against window rows; drifts when p < pValue.
+statistics.mmd_test), reference rows against window rows, in the window's family.
 
 Nothing in a window raises: what cannot be tested is a result without a statistic and a message.
 The results (`results`) are named here too, where the monitor imports them from.
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, TypedDict, Unpack
 
 import numpy as np
@@ -35,6 +37,7 @@ from torch import Tensor
 
 from scaleml_api.profile import DataProfile, FeatureProfile
 from scaleml_api.v1alpha1.driftmonitor import Tests, Thresholds
+from scaleml_workloads.drift.nulls import Nulls
 from scaleml_workloads.drift.prepared import UNSEEN, prepare_categorical, prepare_numeric
 from scaleml_workloads.drift.reference import Reference
 from scaleml_workloads.drift.registry import (
@@ -51,8 +54,9 @@ from scaleml_workloads.drift.results import (
     MultivariateResult,
     Observed,
     TestName,
+    TestResult,
+    TopFeature,
     feature_result,
-    summarise,
     without_result,
 )
 from scaleml_workloads.drift.statistics import (
@@ -63,6 +67,8 @@ from scaleml_workloads.drift.statistics import (
     share,
     sort_columns,
 )
+from scaleml_workloads.drift.tables import encode_window, read_columns
+from scaleml_workloads.drift.verdict import summarise
 from scaleml_workloads.drift.window import placement_problem, read_codes, read_input, read_numeric
 
 __all__ = [
@@ -74,6 +80,8 @@ __all__ = [
     "FeatureResult",
     "MultivariateResult",
     "TestName",
+    "TestResult",
+    "TopFeature",
 ]
 
 # The least change of a feature's share of missing values that counts as drift (when significant).
@@ -87,6 +95,7 @@ class _Tested:
     features: list[FeatureProfile]
     test: TestName
     threshold: float
+    minimum_effect: bool  # the threshold is a least distance, not a p-value
     outcome: Outcome
     observed: list[Observed]
     gaps: list[str]  # why the feature has no statistic, or ""
@@ -131,6 +140,7 @@ class DriftDetector:
         self.mmd_rows = mmd_rows
         self.mmd_permutations = mmd_permutations
         self._messages: list[str] = []
+        self._nulls = Nulls(seed)
         self._features: list[FeatureProfile] = []
         for name in dict.fromkeys(features or [feature.name for feature in reference.features]):
             feature = reference.feature(name)
@@ -143,6 +153,7 @@ class DriftDetector:
             for feature in self._features
             if (problem := placement_problem(feature, reference.input.dims))
         }
+        self._importances = {feature.name: feature.importance for feature in self._features}
         readable = [feature for feature in self._features if feature.name not in self._unreadable]
         numeric = [feature for feature in readable if feature.kind == "numeric"]
         self._numeric = prepare_numeric(reference, numeric, self.device)
@@ -214,7 +225,9 @@ class DriftDetector:
             reference_frequencies[positions, : counts.shape[1]] = frequencies
         test = self.tests.numeric
         drift_test = NUMERIC_TESTS[test]
-        outcome = drift_test.compute(NumericSamples(reference, current, reference_frequencies, current_frequencies))
+        outcome = drift_test.compute(
+            NumericSamples(reference, current, reference_frequencies, current_frequencies, self._nulls)
+        )
         gaps = [
             self._numeric_gap(feature, drift_test, position, seen)
             for position, (feature, seen) in enumerate(zip(reference.features, observed, strict=True))
@@ -224,6 +237,7 @@ class DriftDetector:
                 features=reference.features,
                 test=test,
                 threshold=drift_test.threshold(self.thresholds),
+                minimum_effect=drift_test.minimum_effect,
                 outcome=outcome,
                 observed=observed,
                 gaps=gaps,
@@ -275,7 +289,9 @@ class DriftDetector:
         drift_test = CATEGORICAL_TESTS[test]
         reference_frequencies = reference / reference.sum(dim=1, keepdim=True)
         current_frequencies = current / current.sum(dim=1, keepdim=True)
-        outcome = drift_test.compute(CategoricalSamples(reference, current, reference_frequencies, current_frequencies))
+        outcome = drift_test.compute(
+            CategoricalSamples(reference, current, reference_frequencies, current_frequencies, self._nulls)
+        )
         features = [categorical.feature for categorical in self._categorical]
         labels = [categorical.labels for categorical in self._categorical]
         return self._judged(
@@ -283,6 +299,7 @@ class DriftDetector:
                 features=features,
                 test=test,
                 threshold=drift_test.threshold(self.thresholds),
+                minimum_effect=drift_test.minimum_effect,
                 outcome=outcome,
                 observed=observed,
                 gaps=[_categorical_gap(feature, seen) for feature, seen in zip(features, observed, strict=True)],
@@ -296,9 +313,9 @@ class DriftDetector:
         )
 
     def _judged(self, tested: _Tested) -> dict[str, FeatureResult]:
-        """The results of one kind's features: their statistics judged, with what there is to say of each."""
+        """The results of one kind's features before the window's verdict: their tests, with what there is to say."""
         outcome = tested.outcome
-        missing_drift = self._missing_drift(tested.features, tested.observed)
+        missing_tests = self._missing_tests(tested.features, tested.observed)
         results = {}
         for position, feature in enumerate(tested.features):
             gap, bins = tested.gaps[position], tested.bins[position]
@@ -306,14 +323,19 @@ class DriftDetector:
             notes = [gap] if gap else []
             if statistic is not None and outcome.notes and outcome.notes[position]:
                 notes.append(outcome.notes[position])
+            value = TestResult(
+                tested.test,
+                statistic,
+                _number(outcome.p_value[position]) if statistic is not None else None,
+                tested.threshold,
+                tested.threshold if tested.minimum_effect else None,
+                statistic if tested.minimum_effect else None,
+            )
+            missing = missing_tests[position]
             results[feature.name] = feature_result(
                 feature,
-                tested.test,
-                tested.threshold,
-                statistic,
-                _number(outcome.p_value[position]) if outcome.p_value is not None and statistic is not None else None,
+                [value] if missing is None else [value, missing],
                 tested.observed[position],
-                missing_drift[position],
                 notes + tested.notes[position],
                 bins,
                 _frequencies(tested.reference_frequencies[position], len(bins)),
@@ -321,23 +343,26 @@ class DriftDetector:
             )
         return results
 
-    def _missing_drift(self, features: list[FeatureProfile], observed: list[Observed]) -> list[str]:
-        """Per feature, why its share of missing values counts as drift, or ""."""
+    def _missing_tests(self, features: list[FeatureProfile], observed: list[Observed]) -> list[TestResult | None]:
+        """Per feature, the test of its share of missing values; None where neither side has any (it cannot reject)."""
         reference = torch.tensor(
             [[f.missing, f.count - f.missing] for f in features], dtype=torch.float64, device=self.device
         )
         current = torch.tensor(
             [[o.missing + o.invalid, o.valid] for o in observed], dtype=torch.float64, device=self.device
         )
-        p_values = chi_square(reference, current).p_value.tolist()
-        notes = []
-        for feature, seen, p_value in zip(features, observed, p_values, strict=True):
+        outcome = chi_square(reference, current)
+        tests: list[TestResult | None] = []
+        for feature, seen, statistic, p_value in zip(
+            features, observed, outcome.statistic.tolist(), outcome.p_value.tolist(), strict=True
+        ):
             before = feature.missing / feature.count if feature.count else 0.0
-            moved = abs(seen.missing_fraction - before) >= MISSING_SHIFT and p_value < self.thresholds.p_value
-            notes.append(
-                f"missing in {seen.missing_fraction:.1%} of the window, {before:.1%} of the reference" if moved else ""
-            )
-        return notes
+            if not (feature.missing or seen.missing or seen.invalid) or not math.isfinite(p_value):
+                tests.append(None)
+                continue
+            shift = abs(seen.missing_fraction - before)
+            tests.append(TestResult("missing", statistic, p_value, self.thresholds.p_value, MISSING_SHIFT, shift))
+        return tests
 
     def _multivariate(self, values: Tensor, messages: list[str]) -> MultivariateResult | None:
         if self.tests.multivariate == "none":
@@ -363,7 +388,10 @@ class DriftDetector:
         except ValueError as error:
             messages.append(f"no multivariate test: {error}")
             return None
-        return MultivariateResult("mmd", outcome.statistic, outcome.p_value, outcome.p_value < self.thresholds.p_value)
+        # Drifted or not is the window's verdict (verdict.summarise), with the other tests.
+        return MultivariateResult(
+            "mmd", outcome.statistic, outcome.p_value, False, p_value_is_bound=outcome.p_value_is_bound
+        )
 
     # Results.
 
@@ -380,7 +408,31 @@ class DriftDetector:
         rows_rejected: int,
         messages: list[str],
     ) -> DriftResult:
-        return summarise(features, multivariate, rows, rows_rejected, messages, self.thresholds)
+        return summarise(features, multivariate, rows, rows_rejected, messages, self.thresholds, self._importances)
+
+    def check_table(self, table: object) -> DriftResult:
+        """Test one window of named columns (a pandas DataFrame, a pyarrow Table, a dict of arrays or lists).
+
+        Each feature is read from the column of its name, in any order, encoded as the model input
+        holds it (`tables`); extra columns are ignored, and a feature whose column is absent or of
+        the wrong kind has no statistic and says why. Nothing in the table raises.
+        """
+        columns = read_columns(table)
+        known = [feature.name for feature in self.reference.features]
+        window = encode_window(columns, self._features, self.reference.input, known)
+        if window.values is None:
+            gaps = [self._without_result(f, window.gaps[f.name]) for f in self._features]
+            return self._summary(gaps, None, columns.rows, columns.rows, [*self._messages, *window.messages])
+        result = self.check({self.reference.input.name: window.values})
+        if not window.gaps:
+            return replace(result, messages=[*window.messages, *result.messages])
+        features = [
+            self._without_result(feature, window.gaps[feature.name]) if feature.name in window.gaps else tested
+            for feature, tested in zip(self._features, result.features, strict=True)
+        ]
+        # The window's summary again, without the features the table could not give.
+        messages = list(dict.fromkeys([*window.messages, *result.messages]))
+        return self._summary(features, result.multivariate, result.rows, result.rows_rejected, messages)
 
 
 def _number(value: Tensor) -> float | None:

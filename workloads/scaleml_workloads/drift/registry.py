@@ -1,20 +1,25 @@
 """The registry of per-feature drift tests: a test's name -> the function giving its statistic and p-value.
 
 One registry per kind of feature, keyed by the names `Tests.numeric` and `Tests.categorical` take.
-Each test runs on every feature of its kind at once and drifts past its threshold (`Thresholds`):
+Each test runs on every feature of its kind at once and gives a statistic and a p-value; the
+window's verdict (`verdict`) corrects the p-values of all its tests together and compares them
+with `Thresholds.p_value`. A distance also has to reach its threshold (`Thresholds`), the least
+effect that counts:
 
-- ks (numeric): Kolmogorov-Smirnov against the reference's raw values; drifts when p < pValue.
+- ks (numeric): Kolmogorov-Smirnov against the reference's raw values.
 - chi2 (categorical): chi-square of homogeneity of the category counts against the reference's
-  counts; categories expected fewer than five times in either sample are pooled into one; drifts
-  when p < pValue.
+  counts; categories expected fewer than five times in either sample are pooled into one.
 - psi: population stability index on the reference's deciles (numeric: the reference's raw
-  values counted in those bins) or on its categories; drifts when above psi.
+  values counted in those bins) or on its categories; at least psi.
 - wasserstein (numeric): Wasserstein-1 against the reference's raw values, divided by the
-  reference's standard deviation (in the feature's units when that is 0); drifts when above wasserstein.
+  reference's standard deviation (in the feature's units when that is 0); at least wasserstein.
 - js: Jensen-Shannon distance on the reference's histogram bins, with one bin for the values
-  below and one for those above them (numeric), or on its categories; drifts when above js.
-  On the 50 bins of a profile's histogram, sampling noise alone makes it about 0.10 for windows
-  of 1000 rows and 0.06 for 5000 (against 5000 reference rows): the threshold has to suit the window.
+  below and one for those above them (numeric), or on its categories; at least js.
+
+The distances' p-values come from their null distributions at the window's size (`nulls`): on the
+50 bins of a profile's histogram, sampling noise alone makes the Jensen-Shannon distance about
+0.10 for windows of 1000 rows and 0.06 for 5000 (against 5000 reference rows), which the p-value
+knows and a fixed threshold does not.
 
 Adding a test is adding an entry here (and its name to the API's `Tests`): a function of the
 kind's samples (`NumericSamples`, `CategoricalSamples`) to an `Outcome`, and its threshold.
@@ -30,6 +35,7 @@ import torch
 from torch import Tensor
 
 from scaleml_api.v1alpha1.driftmonitor import Thresholds
+from scaleml_workloads.drift.nulls import Distance, Nulls
 from scaleml_workloads.drift.prepared import PreparedNumeric
 from scaleml_workloads.drift.statistics import (
     SortedColumns,
@@ -56,6 +62,7 @@ class NumericSamples:
     # above, NaN past a feature's bins.
     reference_frequencies: Tensor
     current_frequencies: Tensor
+    nulls: Nulls
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class CategoricalSamples:
     current_counts: Tensor
     reference_frequencies: Tensor
     current_frequencies: Tensor
+    nulls: Nulls
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ class Outcome:
     """A test of every feature of a kind."""
 
     statistic: Tensor  # (features,) float64, NaN or inf where there is none
-    p_value: Tensor | None = None  # (features,) float64; None for the distances, which drift above their threshold
+    p_value: Tensor  # (features,) float64, NaN where there is none
     # Per feature, "" or what a reader of its statistic needs to know; said only with a statistic.
     notes: list[str] | None = None
 
@@ -83,10 +91,14 @@ SamplesT = TypeVar("SamplesT", NumericSamples, CategoricalSamples)
 
 @dataclass(frozen=True)
 class DriftTest(Generic[SamplesT]):
-    """A registered test: what it computes, and the threshold of `Thresholds` it drifts past."""
+    """A registered test: what it computes, and the threshold of `Thresholds` it drifts past.
+
+    `minimum_effect`: whether the threshold is a least distance (the distances) rather than a p-value.
+    """
 
     compute: Callable[[SamplesT], Outcome]
     threshold: Callable[[Thresholds], float]
+    minimum_effect: bool = False
     # Numeric tests: whether the test reads the raw values of the reference's sample (a feature
     # without any then has no statistic) or only the profile's summaries.
     reads_sample: bool = True
@@ -114,20 +126,42 @@ def numeric_ks(samples: NumericSamples) -> Outcome:
 
 
 def numeric_psi(samples: NumericSamples) -> Outcome:
-    frequencies = share(quantile_bin_counts(samples.current, samples.reference.psi_edges), samples.current.counts)
-    return Outcome(population_stability_index(samples.reference.psi_reference, frequencies))
+    reference = samples.reference
+    frequencies = share(quantile_bin_counts(samples.current, reference.psi_edges), samples.current.counts)
+    statistic = population_stability_index(reference.psi_reference, frequencies)
+    p_value = samples.nulls.binned(
+        "numeric psi",
+        reference.psi_reference,
+        reference.sorted.counts,
+        samples.current.counts,
+        statistic,
+        population_stability_index,
+    )
+    return Outcome(statistic, p_value)
 
 
 def numeric_wasserstein(samples: NumericSamples) -> Outcome:
     std = samples.reference.std
     distance = wasserstein(samples.reference.sorted, samples.current)
     notes = ["" if deviation > 0 else CONSTANT_REFERENCE for deviation in std.tolist()]
-    return Outcome(torch.where(std > 0, distance / std, distance), notes=notes)
+    statistic = torch.where(std > 0, distance / std, distance)
+    p_value = samples.nulls.wasserstein(samples.reference.sorted, std, samples.current.counts, statistic)
+    return Outcome(statistic, p_value, notes=notes)
 
 
 def numeric_js(samples: NumericSamples) -> Outcome:
     reference, current = samples.reference_frequencies.nan_to_num(0.0), samples.current_frequencies.nan_to_num(0.0)
-    return Outcome(jensen_shannon(reference, current))
+    statistic = jensen_shannon(reference, current)
+    # The reference side is the profile's histogram of every training value.
+    sizes = torch.tensor(
+        [sum(f.numeric.histogram.counts) if f.numeric else 0 for f in samples.reference.features],
+        dtype=torch.int64,
+    )
+    current = samples.current.counts
+    p_value = samples.nulls.binned(
+        "numeric js", samples.reference_frequencies, sizes, current, statistic, jensen_shannon, squared=True
+    )
+    return Outcome(statistic, p_value)
 
 
 def categorical_chi2(samples: CategoricalSamples) -> Outcome:
@@ -136,22 +170,38 @@ def categorical_chi2(samples: CategoricalSamples) -> Outcome:
 
 
 def categorical_psi(samples: CategoricalSamples) -> Outcome:
-    return Outcome(population_stability_index(samples.reference_frequencies, samples.current_frequencies))
+    statistic = population_stability_index(samples.reference_frequencies, samples.current_frequencies)
+    return Outcome(statistic, _categorical_null("categorical psi", samples, statistic, population_stability_index))
 
 
 def categorical_js(samples: CategoricalSamples) -> Outcome:
-    return Outcome(jensen_shannon(samples.reference_frequencies, samples.current_frequencies))
+    statistic = jensen_shannon(samples.reference_frequencies, samples.current_frequencies)
+    return Outcome(statistic, _categorical_null("categorical js", samples, statistic, jensen_shannon, squared=True))
+
+
+def _categorical_null(
+    test: str, samples: CategoricalSamples, statistic: Tensor, distance: Distance, *, squared: bool = False
+) -> Tensor:
+    return samples.nulls.binned(
+        test,
+        samples.reference_frequencies,
+        samples.reference_counts.sum(dim=1),
+        samples.current_counts.sum(dim=1),
+        statistic,
+        distance,
+        squared=squared,
+    )
 
 
 NUMERIC_TESTS: Final[Mapping[str, DriftTest[NumericSamples]]] = {
     "ks": DriftTest(numeric_ks, _p_value),
-    "psi": DriftTest(numeric_psi, _psi),
-    "wasserstein": DriftTest(numeric_wasserstein, _wasserstein),
+    "psi": DriftTest(numeric_psi, _psi, minimum_effect=True),
+    "wasserstein": DriftTest(numeric_wasserstein, _wasserstein, minimum_effect=True),
     # On the profile's histogram: the reference's sample plays no part.
-    "js": DriftTest(numeric_js, _js, reads_sample=False),
+    "js": DriftTest(numeric_js, _js, minimum_effect=True, reads_sample=False),
 }
 CATEGORICAL_TESTS: Final[Mapping[str, DriftTest[CategoricalSamples]]] = {
     "chi2": DriftTest(categorical_chi2, _p_value),
-    "psi": DriftTest(categorical_psi, _psi),
-    "js": DriftTest(categorical_js, _js),
+    "psi": DriftTest(categorical_psi, _psi, minimum_effect=True),
+    "js": DriftTest(categorical_js, _js, minimum_effect=True),
 }

@@ -1,42 +1,66 @@
-"""What a drift check returns, and how its results are judged and summed up.
+"""What a drift check returns.
 
-`FeatureResult` per feature, `MultivariateResult` for all numeric features together, `DriftResult`
-per window; `feature_result` judges one feature's statistic against its threshold, `summarise`
-the window (the share of drifted features and the severity score).
+`TestResult` per test (a feature's test of its values, and of its share of missing values),
+`FeatureResult` per feature, `MultivariateResult` for all numeric features together, `TopFeature`
+for what matters most, `DriftResult` per window. `feature_result` assembles one feature's
+results before the window's verdict; `verdict.summarise` corrects the p-values of the window's
+tests together and decides every `drifted`, `q_value` and the score.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from scaleml_api.profile import FeatureProfile
-from scaleml_api.v1alpha1.driftmonitor import Thresholds
 
-TestName = Literal["ks", "psi", "wasserstein", "js", "chi2"]
+# "missing": the test of a feature's share of missing values (chi-square on missing and present counts).
+TestName = Literal["ks", "psi", "wasserstein", "js", "chi2", "missing"]
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test of one feature."""
+
+    test: TestName
+    statistic: float | None  # None when it could not be computed
+    p_value: float | None  # raw, float64 without a floor; None without a statistic
+    threshold: float  # the p-value threshold, or for a distance the least distance that counts
+    # The least effect that counts, and the test's effect compared with it: a distance against its
+    # threshold, the change of the share of missing values against MISSING_SHIFT; None for ks and chi2.
+    minimum_effect: float | None = None
+    effect: float | None = None
+    q_value: float | None = None  # after the window's correction (Benjamini-Hochberg)
+    drifted: bool = False  # q_value < pValue and the effect at least its minimum
 
 
 @dataclass(frozen=True)
 class FeatureResult:
-    """One feature of one window."""
+    """One feature of one window: its deciding test in test .. q_value, all of its tests in `tests`."""
 
     name: str
     kind: Literal["numeric", "categorical"]
+    # The test that decided: the drifted one with the smallest q-value, else the test of the values
+    # (the missing-values test when the values have no statistic).
     test: TestName
     statistic: float | None  # None when it could not be computed (see message)
-    p_value: float | None  # None for distance tests (psi, wasserstein, js)
+    p_value: float | None  # raw p-value of that test
     threshold: float
-    drifted: bool
+    drifted: bool  # any of its tests drifted
     rows: int  # valid values in the window (observations, for a pooled feature)
     missing_fraction: float  # missing or invalid, in the window
     reference_missing_fraction: float
-    message: str  # "" or why there is no result / what was odd
+    message: str  # "" or why there is no result / what was odd / why it drifted
     # For plots, the same bins for both: numeric, the reference histogram's bins framed by one
     # below and one above; categorical, the listed categories and "(unseen)".
     bins: list[str]
     reference_frequencies: list[float]
     current_frequencies: list[float]
+    q_value: float | None = None  # adjusted p-value of the deciding test
+    tests: list[TestResult] = field(default_factory=list)
+    importance: float = 1.0  # weight in the score, in [0, 1]: importance relative to the most important feature
+    evidence: float = 0.0  # in [0, 1], from the q-values (see score.evidence)
+    notes: list[str] = field(default_factory=list)  # what the message says before the verdict
 
 
 @dataclass(frozen=True)
@@ -45,8 +69,26 @@ class MultivariateResult:
 
     test: Literal["mmd"]
     statistic: float
+    # A permutation p-value, (1 + permutations at least as large) / (1 + permutations): never below
+    # 1 / (1 + permutations). `p_value_is_bound`: no permutation reached the statistic, so the
+    # p-value is at most this (the report says "≤").
     p_value: float
     drifted: bool
+    q_value: float | None = None
+    p_value_is_bound: bool = False
+
+
+@dataclass(frozen=True)
+class TopFeature:
+    """A feature that counts in the score: importance (relative weight) * evidence."""
+
+    name: str
+    importance: float
+    evidence: float
+
+    @property
+    def contribution(self) -> float:
+        return self.importance * self.evidence
 
 
 @dataclass(frozen=True)
@@ -58,14 +100,18 @@ class DriftResult:
     rows: int  # rows in the window
     rows_rejected: int  # rows that could not be used at all (wrong shape, every value missing or invalid, ...)
     drifted_features: list[str]
-    share_drifted: float  # drifted features / features assessed (with a statistic, or drifted by missing values)
-    drift_detected: bool  # share_drifted >= thresholds.share_of_drifted_features, or the multivariate test drifted
-    # The mean severity of the tests run, in [0, 1]: a drifted feature or multivariate test is 1; one
-    # that did not drift is how far it went towards its threshold, statistic / threshold for the
-    # distances and ln(p) / ln(pValue) for p-values (0 at p = 1; on data without drift it averages
-    # 1 / ln(1 / pValue), 0.22 at pValue = 0.01). 0 when nothing could be tested.
+    share_drifted: float  # drifted features / features assessed (with a statistic, or a missing-values test)
+    # Any test drifted after the correction (see verdict), unless thresholds.shareOfDriftedFeatures
+    # is set: then at least that share of the features drifted, or the multivariate test did.
+    drift_detected: bool
+    # In [0, 1]: importance * evidence of the significant tests combined, 1 - prod(1 - importance *
+    # evidence), with the strongest of the others; evidence from the q-values (see `score`); near 0 without drift.
     score: float
     messages: list[str]  # window-level problems: window smaller than asked, input missing or misshapen, ...
+    verdict: str = ""  # one sentence: why the window did or did not drift
+    kept_quiet_by: str = ""  # the rule that kept a window with drifted features quiet ("shareOfDriftedFeatures"), or ""
+    tests: int = 0  # tests in the window's family (corrected together)
+    top_features: list[TopFeature] = field(default_factory=list)  # by importance * evidence, largest first
 
 
 @dataclass(frozen=True)
@@ -87,38 +133,26 @@ class Observed:
 
 def feature_result(
     feature: FeatureProfile,
-    test: TestName,
-    threshold: float,
-    statistic: float | None,
-    p_value: float | None,
+    tests: list[TestResult],
     observed: Observed,
-    missing_drift: str,
     notes: list[str],
     bins: list[str],
     reference_frequencies: list[float],
     current_frequencies: list[float],
 ) -> FeatureResult:
-    """One feature's result: drifted when its p-value is below the threshold, or its distance above it,
-    or when its share of missing values moved (`missing_drift` says how; "" when it did not)."""
-    if statistic is None:
-        drifted = False
-    elif p_value is not None:
-        drifted = p_value < threshold
-    else:
-        drifted = statistic > threshold
+    """One feature's result before the window's verdict: its tests, the test of its values first."""
     if observed.invalid:
         kinds = "±inf" if feature.kind == "numeric" else "no category code"
-        notes.append(f"{observed.invalid} values are {kinds} (counted as missing)")
-    if missing_drift:
-        notes.append(missing_drift)
+        notes = [*notes, f"{observed.invalid} values are {kinds} (counted as missing)"]
+    first = tests[0]
     return FeatureResult(
         name=feature.name,
         kind=feature.kind,
-        test=test,
-        statistic=statistic,
-        p_value=p_value,
-        threshold=threshold,
-        drifted=drifted or bool(missing_drift),
+        test=first.test,
+        statistic=first.statistic,
+        p_value=first.p_value,
+        threshold=first.threshold,
+        drifted=False,
         rows=observed.valid,
         missing_fraction=observed.missing_fraction,
         reference_missing_fraction=feature.missing / feature.count if feature.count else 0.0,
@@ -126,50 +160,12 @@ def feature_result(
         bins=bins,
         reference_frequencies=reference_frequencies,
         current_frequencies=current_frequencies,
+        tests=tests,
+        importance=1.0,
+        notes=notes,
     )
 
 
 def without_result(feature: FeatureProfile, test: TestName, threshold: float, reason: str) -> FeatureResult:
     """A feature that could not be tested at all, and why: no values, bins or drift."""
-    return feature_result(feature, test, threshold, None, None, Observed(0, 0, 0), "", [reason], [], [], [])
-
-
-def summarise(
-    features: list[FeatureResult],
-    multivariate: MultivariateResult | None,
-    rows: int,
-    rows_rejected: int,
-    messages: list[str],
-    thresholds: Thresholds,
-) -> DriftResult:
-    assessed = [result for result in features if result.statistic is not None or result.drifted]
-    drifted = [result.name for result in assessed if result.drifted]
-    share = len(drifted) / len(assessed) if assessed else 0.0
-    severities = [severity(r.statistic, r.p_value, r.threshold, r.drifted) for r in assessed]
-    if multivariate is not None:
-        severities.append(
-            severity(multivariate.statistic, multivariate.p_value, thresholds.p_value, multivariate.drifted)
-        )
-    if not assessed:
-        messages.append("no feature could be tested")
-    return DriftResult(
-        features=features,
-        multivariate=multivariate,
-        rows=rows,
-        rows_rejected=rows_rejected,
-        drifted_features=drifted,
-        share_drifted=share,
-        drift_detected=(bool(assessed) and share >= thresholds.share_of_drifted_features)
-        or (multivariate is not None and multivariate.drifted),
-        score=sum(severities) / len(severities) if severities else 0.0,
-        messages=messages,
-    )
-
-
-def severity(statistic: float | None, p_value: float | None, threshold: float, drifted: bool) -> float:
-    """How far one test went towards drift, in [0, 1] (see DriftResult.score)."""
-    if drifted or statistic is None:
-        return 1.0 if drifted else 0.0
-    if p_value is not None:
-        return min(1.0, math.log(p_value) / math.log(threshold)) if p_value > 0 else 1.0
-    return min(1.0, statistic / threshold)
+    return feature_result(feature, [TestResult(test, None, None, threshold)], Observed(0, 0, 0), [reason], [], [], [])

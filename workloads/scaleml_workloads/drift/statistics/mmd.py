@@ -14,6 +14,8 @@ class KernelTest:
 
     statistic: float  # unbiased estimate of MMD squared
     p_value: float
+    # No permutation reached the statistic: the p-value is only known to be at most 1 / (1 + permutations).
+    p_value_is_bound: bool
     reference_rows: int
     current_rows: int
 
@@ -27,7 +29,8 @@ def mmd_test(
     rows and both are standardised with the reference's mean and standard deviation. The kernel
     is exp(-|x - y|^2 / (2 s^2)) with s^2 the median squared distance between the pooled rows
     (the median heuristic). The statistic is the unbiased estimate of MMD^2; the p-value is
-    (1 + permutations at least as large) / (1 + permutations), the permutations drawn from `generator`.
+    (1 + permutations at least as large) / (1 + permutations), the permutations drawn from `generator`:
+    never below 1 / (1 + permutations), which is then a bound (`p_value_is_bound`), not an estimate.
     Raises ValueError when a sample has fewer than two complete rows.
     """
     x = _subsample(reference[torch.isfinite(reference).all(dim=1)], max_rows, generator).to(torch.float64)
@@ -53,7 +56,7 @@ def mmd_test(
     within_second = kernel.sum() - (within_first + n) - 2 * across - m
     mmd2 = within_first / (n * (n - 1)) + within_second / (m * (m - 1)) - 2 * across / (n * m)
     exceed = int((mmd2[1:] >= mmd2[0]).sum())
-    return KernelTest(float(mmd2[0]), (1 + exceed) / (1 + permutations), n, m)
+    return KernelTest(float(mmd2[0]), (1 + exceed) / (1 + permutations), exceed == 0, n, m)
 
 
 def _subsample(rows: Tensor, max_rows: int, generator: torch.Generator) -> Tensor:

@@ -31,6 +31,11 @@ from scaleml_workloads.drift.statistics.kolmogorov import exact_sf, one_sample_s
 
 # ks_2samp's method="auto" uses the exact distribution when no sample is larger than this.
 EXACT_KS_MAX_SIZE: Final = 10_000
+# Below this, an exact p-value of unequal sizes is replaced by the asymptotic one: the exact one is one less
+# the share of paths that stay inside, a share good to about 1e-11 absolute next to 1 (its logarithm is one
+# difference of two lattice-path counts of thousands of nats), so it cannot go below ~1e-12 and would
+# print the same floor for every larger statistic; the asymptotic tail is good to a few percent there.
+EXACT_TAIL: Final = 1e-7
 # Cochran's rule: the chi-square approximation needs an expected count of about 5 per cell.
 MIN_EXPECTED_COUNT: Final = 5.0
 
@@ -76,7 +81,8 @@ def ks_p_value(statistic: Tensor, n_reference: Tensor, n_current: Tensor) -> Ten
     equally likely orderings of the two samples whose statistic is at least the observed one (a
     closed form for equal sizes, a recursion over lattice paths otherwise, good to about 1e-9
     absolute). Larger samples use
-    the distribution of the one-sample statistic for round(n1 * n2 / (n1 + n2)) values, as SciPy.
+    the distribution of the one-sample statistic for round(n1 * n2 / (n1 + n2)) values, as SciPy,
+    and so do exact p-values of unequal sizes below EXACT_TAIL (no floor: float64 down to its least number).
     """
     d = statistic.detach().to("cpu", torch.float64).numpy()
     n1 = n_reference.detach().to("cpu", torch.int64).numpy()
@@ -86,7 +92,8 @@ def ks_p_value(statistic: Tensor, n_reference: Tensor, n_current: Tensor) -> Ten
     exact = usable & (np.maximum(n1, n2) <= EXACT_KS_MAX_SIZE)
     if exact.any():
         p_value[exact] = exact_sf(d[exact], n1[exact], n2[exact])
-    for feature in np.flatnonzero(usable & ~exact):
+    tail = exact & (n1 != n2) & (p_value < EXACT_TAIL)
+    for feature in np.flatnonzero(usable & (~exact | tail)):
         small, large = sorted((float(n1[feature]), float(n2[feature])))
         p_value[feature] = one_sample_sf(round(large * small / (large + small)), float(d[feature]))
     return torch.from_numpy(np.clip(p_value, 0.0, 1.0))

@@ -1,0 +1,220 @@
+"""Tables of named columns into the drift detector (`compare`, `DriftDetector.check_table`): by name, never by position.
+
+DataFrames, pyarrow Tables and dicts of columns, in any order, with extra, missing or mistyped
+columns: each gives the result of the same data in order, or a message, never an exception and
+never a silent verdict. The statistics are checked against SciPy's on the same columns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd  # type: ignore[import-untyped]
+import pyarrow as pa  # type: ignore[import-untyped]
+import pytest
+from scipy.stats import chi2_contingency, ks_2samp  # type: ignore[import-untyped]
+
+from scaleml_api.profile import DataProfile, TensorSpec
+from scaleml_api.v1alpha1 import driftmonitor as monitoring
+from scaleml_api.v1alpha1.trainingjob import DataSpec
+from scaleml_workloads.drift.comparison import compare
+from scaleml_workloads.drift.detector import UNSEEN, DriftResult, FeatureResult
+from scaleml_workloads.drift.tables import read_columns, reference_values
+from scaleml_workloads.training.data import TrainingData
+from scaleml_workloads.training.profile import profile_data, profile_table
+
+PLANS = ("basic", "max", "pro")
+# The multivariate test draws rows at random: the per-feature tests alone, where results are compared exactly.
+PER_FEATURE = monitoring.Tests(multivariate="none")
+
+
+def churn(rows: int, seed: int, *, shift: float = 0.0, plans: tuple[float, ...] = (0.5, 0.3, 0.2)) -> dict[str, Any]:
+    """Columns as a user has them: numbers, a string category, an integer."""
+    rng = np.random.default_rng(seed)
+    return {
+        "age": rng.normal(40.0 + shift, 10.0, rows),
+        "income": rng.lognormal(10.0, 0.5, rows),
+        "plan": rng.choice(PLANS, size=rows, p=plans).tolist(),
+        "tenure": rng.integers(0, 60, rows),
+    }
+
+
+def feature(result: DriftResult, name: str) -> FeatureResult:
+    return next(f for f in result.features if f.name == name)
+
+
+def statistics(result: DriftResult) -> dict[str, tuple[float | None, float | None, bool]]:
+    return {f.name: (f.statistic, f.p_value, f.drifted) for f in result.features}
+
+
+def test_the_statistics_are_scipys_on_the_same_columns() -> None:
+    reference, current = churn(4000, seed=0), churn(1500, seed=1, shift=3.0, plans=(0.3, 0.3, 0.4))
+    result = compare(reference, current, tests=PER_FEATURE)
+    for name in ("age", "income", "tenure"):
+        expected = ks_2samp(reference[name], current[name])
+        assert feature(result, name).statistic == pytest.approx(expected.statistic, abs=1e-12), name
+        assert feature(result, name).p_value == pytest.approx(expected.pvalue, rel=1e-6), name
+    counts = [[reference["plan"].count(plan) for plan in PLANS], [current["plan"].count(plan) for plan in PLANS]]
+    expected_chi2 = chi2_contingency(counts, correction=False)
+    plan = feature(result, "plan")
+    assert plan.statistic == pytest.approx(expected_chi2.statistic)
+    assert plan.p_value == pytest.approx(expected_chi2.pvalue, rel=1e-6)
+    assert set(result.drifted_features) == {"age", "plan"}
+    assert result.drift_detected
+
+
+def test_columns_in_another_order_give_the_same_result() -> None:
+    reference, current = churn(4000, seed=0), churn(1500, seed=2, shift=2.0)
+    in_order = compare(reference, current, tests=PER_FEATURE)
+    reordered = compare(reference, dict(reversed(current.items())), tests=PER_FEATURE)
+    assert statistics(reordered) == statistics(in_order)
+    assert reordered.drift_detected == in_order.drift_detected
+    assert reordered.drifted_features == in_order.drifted_features == ["age"]
+    assert reordered.messages == []
+
+
+def test_a_pandas_dataframe_and_a_pyarrow_table_are_read_as_the_dict() -> None:
+    reference, current = churn(3000, seed=0), churn(1000, seed=3)
+    expected = statistics(compare(reference, current, tests=PER_FEATURE))
+    frames = compare(pd.DataFrame(reference), pd.DataFrame(current)[["tenure", "plan", "income", "age"]])
+    assert statistics(compare(pd.DataFrame(reference), pd.DataFrame(current), tests=PER_FEATURE)) == expected
+    assert statistics(compare(pa.table(reference), pa.table(current), tests=PER_FEATURE)) == expected
+    assert not frames.drift_detected
+    assert frames.multivariate is not None  # the DriftMonitor's default tests, multivariate included
+
+
+def test_an_extra_column_is_ignored_with_a_message() -> None:
+    reference, current = churn(3000, seed=0), churn(1000, seed=4)
+    result = compare(reference, {**current, "churned": ["yes"] * 1000}, tests=PER_FEATURE)
+    assert statistics(result) == statistics(compare(reference, current, tests=PER_FEATURE))
+    assert result.messages == ["columns the reference has no feature for are ignored: churned"]
+
+
+def test_a_missing_or_mistyped_column_has_no_statistic_and_does_not_drift() -> None:
+    reference, current = churn(3000, seed=0), churn(1000, seed=5)
+    without_income = {name: values for name, values in current.items() if name != "income"}
+    mistyped = {**without_income, "income": [f"{value:.2f}" for value in current["income"]]}
+    expected = compare(reference, without_income, features=["age", "plan", "tenure"], tests=PER_FEATURE)
+    for table, why in (
+        (without_income, "there is no column 'income'"),
+        (mistyped, "column 'income' holds strings, but the reference's 'income' is numeric"),
+    ):
+        result = compare(reference, table, tests=PER_FEATURE)
+        income = feature(result, "income")
+        assert (income.statistic, income.p_value, income.drifted) == (None, None, False)
+        assert income.message == why
+        assert "income" not in result.drifted_features
+        # The others as if only they had been asked for: none is a missing column in disguise.
+        assert {n: s for n, s in statistics(result).items() if n != "income"} == statistics(expected)
+        assert not result.drift_detected
+
+
+def test_new_categories_are_unseen_and_missing_values_are_missing() -> None:
+    reference = churn(4000, seed=0)
+    current = churn(1000, seed=6)
+    current["plan"][:150] = ["enterprise"] * 150
+    current["plan"][150:160] = [None] * 10
+    current["age"] = current["age"].copy()
+    current["age"][:20] = np.nan
+    result = compare(reference, current, tests=PER_FEATURE)
+    plan = feature(result, "plan")
+    assert plan.bins[-1] == UNSEEN
+    assert plan.current_frequencies[-1] == pytest.approx(150 / 990)
+    assert plan.missing_fraction == pytest.approx(10 / 1000)
+    assert plan.drifted
+    assert "150 values (15.2%) are categories the reference does not list" in plan.message
+    assert feature(result, "age").missing_fraction == pytest.approx(20 / 1000)
+    assert feature(result, "age").rows == 980
+
+
+def test_numbers_for_a_categorical_feature_are_its_values_or_else_its_codes() -> None:
+    rng = np.random.default_rng(7)
+    # Read as strings in the reference, as integers in the window: the same categories by value.
+    levels = {"level": [str(value) for value in rng.choice([1, 2, 10], size=3000)]}
+    as_numbers = {"level": rng.choice([1, 2, 10], size=1000)}
+    as_strings = {"level": [str(value) for value in as_numbers["level"]]}
+    by_value = compare(levels, as_numbers, tests=PER_FEATURE)
+    assert statistics(by_value) == statistics(compare(levels, as_strings, tests=PER_FEATURE))
+    assert by_value.messages == []
+    # Categories that are not numbers: numbers are the codes the model sees (sorted categories).
+    plans = {"plan": churn(3000, seed=0)["plan"]}
+    codes = rng.choice(3, size=1000, p=(0.5, 0.3, 0.2))
+    as_codes = compare(plans, {"plan": codes}, tests=PER_FEATURE)
+    named = compare(plans, {"plan": [PLANS[code] for code in codes]}, tests=PER_FEATURE)
+    assert statistics(as_codes) == statistics(named)
+    assert as_codes.messages == [
+        "column 'plan' holds numbers for a categorical feature: they are read as the model's codes of its categories"
+    ]
+
+
+def test_a_training_profile_is_a_reference_too() -> None:
+    reference, current = churn(4000, seed=0), churn(1000, seed=8, shift=4.0)
+    table, categories, left_out = reference_values(read_columns(reference), list(reference))
+    assert left_out == {}
+    profile = profile_table(
+        table, list(reference), categories, source="train.csv", format="csv", sha256="0" * 64, seed=1
+    )
+    written = DataProfile.model_validate_json(profile.model_dump_json())
+    assert written.target is None
+    assert [f.name for f in written.features] == list(reference)
+    assert written.sample.rows == 4000
+    result = compare(written, dict(reversed(current.items())), tests=PER_FEATURE)
+    assert result.drifted_features == ["age"]
+    assert statistics(result) == statistics(compare(reference, current, tests=PER_FEATURE))
+    # Columns of features left untested are the reference's all the same: nothing to say of them.
+    only_age = compare(written, current, features=["age"], tests=PER_FEATURE)
+    assert [f.name for f in only_age.features] == ["age"]
+    assert only_age.messages == []
+
+
+@pytest.mark.parametrize(
+    ("current", "message"),
+    [
+        (np.zeros((10, 4)), "a table has named columns"),
+        (
+            {"age": [40.0] * 3, "plan": ["basic"] * 2, "tenure": [3, 4]},
+            "column 'age' has 3 rows, the table's other columns 2",
+        ),
+        ({"age": ["a", 1]}, "column 'age' cannot be read as one column of values"),
+        ({"age": np.zeros((5, 2))}, "column 'age' cannot be read as one column of values"),
+        ({"age": pa.array([1, 2], pa.timestamp("s"))}, "column 'age' has type timestamp[s]"),
+        (pa.table([[1.0], [2.0]], names=["age", "age"]), "2 columns are named 'age'"),
+        ({}, "there is no column 'age'"),
+    ],
+)
+def test_a_table_that_cannot_be_read_is_a_message_never_an_exception(current: Any, message: str) -> None:
+    result = compare(churn(500, seed=0), current)
+    said = [*result.messages, *(f.message for f in result.features)]
+    assert any(message in text for text in said), said
+    assert not result.drift_detected
+    assert "age" not in result.drifted_features
+
+
+def test_pandas_categorical_and_nullable_columns_are_read_as_their_values() -> None:
+    reference, current = churn(3000, seed=0), churn(1000, seed=10)
+    expected = statistics(compare(reference, current, tests=PER_FEATURE))
+    frame = pd.DataFrame(current)
+    frame["plan"] = frame["plan"].astype("category")
+    frame["tenure"] = frame["tenure"].astype("Int64")
+    assert statistics(compare(reference, frame, tests=PER_FEATURE)) == expected
+
+
+def test_a_reference_read_from_an_array_input_says_a_table_cannot_give_it() -> None:
+    images = np.random.default_rng(11).normal(size=(400, 3, 4, 4)).astype(np.float32)
+    data = TrainingData(Path("images.npz"), images, np.zeros(400, np.float32), ("pixels",), {}, (), "y")
+    spec = DataSpec(source="images.npz", volume_claim="datasets", target="y", format="npz")
+    model_input = TensorSpec(name="INPUT__0", data_type="TYPE_FP32", dims=[3, 4, 4])
+    profile = profile_data(data, spec, "regression", "0" * 64, model_input, seed=1)
+    result = compare(profile, {"pixels[0]": [0.0] * 10})
+    assert [f.statistic for f in result.features] == [None, None, None]
+    assert not result.drift_detected
+    assert all("reads it from an array input (reduction mean)" in f.message for f in result.features)
+
+
+def test_an_empty_reference_is_a_message_never_an_exception() -> None:
+    result = compare({"age": [], "plan": []}, churn(100, seed=12))
+    assert result.features == []
+    assert not result.drift_detected
+    assert "reference: the table has no rows; nothing is tested" in result.messages
