@@ -9,7 +9,11 @@ little, so the p-values spread between 0 and 1. On this data, in this one proces
   same with PSI and with Wasserstein;
 - SciPy: `scipy.stats.ks_2samp` column by column (and `wasserstein_distance` for Wasserstein);
 - Evidently (Apache-2.0, 0.7): a `Report` with `DataDriftPreset(method="ks")`, which runs the same
-  KS test (SciPy's ks_2samp, per column) on pandas columns.
+  KS test (SciPy's ks_2samp, per column) on pandas columns;
+- `scaleml drift`: the same KS check as a user runs it on the same data written to Parquet, one
+  process from start to exit (loading torch, reading both files, profiling the reference,
+  encoding the window by column name, the check, the JSON); its statistics are checked against
+  the engine's.
 
 At these sizes both samples have over 10,000 values, so the engine and ks_2samp (method "auto")
 both use the asymptotic distribution for the p-values. The engine's statistics are checked
@@ -22,16 +26,23 @@ Run with `make bench`.
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import evidently  # type: ignore[import-untyped]
 import numpy as np
 import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped]
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import scipy  # type: ignore[import-untyped]
 import torch
 from evidently import DataDefinition, Dataset, Report
@@ -106,6 +117,28 @@ def peer(reference: Array, window: Array, columns: list[int]) -> tuple[float, di
     return seconds, p_values
 
 
+def command(reference: Array, window: Array) -> tuple[float, dict[str, float]]:
+    """Seconds of one `scaleml drift` process on the data as Parquet files, and its KS statistic per column."""
+    with tempfile.TemporaryDirectory() as directory:
+        files = []
+        for name, table in (("reference", reference), ("current", window)):
+            path = Path(directory) / f"{name}.parquet"
+            pq.write_table(pa.table({f"x{column}": table[:, column] for column in range(FEATURES)}), path)
+            files.append(str(path))
+        scaleml = str(Path(sys.executable).parent / "scaleml")
+        options = ["--tests", "numeric=ks,multivariate=none", "--format", "json"]
+        seconds, run = timed(
+            lambda: subprocess.run(
+                [scaleml, "drift", "--reference", files[0], "--current", files[1], *options],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        )
+    assert run.returncode in (0, 1), run.stderr
+    return seconds, {feature["name"]: feature["statistic"] for feature in json.loads(run.stdout)["features"]}
+
+
 def number(value: float | None) -> float:
     assert value is not None, "the engine gave no statistic"
     return value
@@ -141,6 +174,7 @@ def main() -> None:
     else:
         peer_columns = list(range(max(PROBE_FEATURES, round(FEATURES * PEER_BUDGET / estimate))))
     peer_measured, peer_p = peer(reference, window, peer_columns)
+    command_seconds, command_statistic = command(reference, window)
     peer_seconds = peer_measured * FEATURES / len(peer_columns)
 
     statistic = {f.name: number(f.statistic) for f in ks.features}
@@ -148,6 +182,7 @@ def main() -> None:
     statistic_gap = max(abs(statistic[f"x{f}"] - scipy_ks[f].statistic) for f in range(FEATURES))
     p_gap = max(abs(p_value[f"x{f}"] - scipy_ks[f].pvalue) for f in range(FEATURES))
     peer_gap = max(abs(p_value[name] - p) for name, p in peer_p.items())
+    command_gap = max(abs(statistic[name] - command_statistic[name]) for name in statistic)
     # The engine reports Wasserstein in reference standard deviations.
     std = reference.std(axis=0, dtype=np.float64)
     distance = {f.name: number(f.statistic) for f in wasserstein.features}
@@ -168,6 +203,7 @@ def main() -> None:
     row("engine: preparation + check", both)
     row("scipy.stats.ks_2samp per column", scipy_ks_seconds, speedups(scipy_ks_seconds, ks_check, both))
     row("Evidently DataDriftPreset(method='ks')", peer_seconds, f"{speedups(peer_seconds, ks_check, both)}  [{scope}]")
+    row("scaleml drift on the Parquet files", command_seconds, "one process: start, read, profile, encode, check")
     print()
     print(f"{'other tests on all 50 features':44} {'seconds':>8}")
     row("engine: PSI check (reference deciles)", psi_check, f"preparation {psi_build:.2f} s")
@@ -178,6 +214,9 @@ def main() -> None:
     print(f"  KS statistic, engine vs scipy: max |difference| {statistic_gap:.2e} ({verdict(statistic_gap, 1e-9)})")
     print(f"  KS p-value, engine vs scipy: max |difference| {p_gap:.2e} ({verdict(p_gap, 1e-6)})")
     print(f"  KS p-value, engine vs Evidently ({len(peer_p)} features): max |difference| {peer_gap:.2e}")
+    print(
+        f"  KS statistic, engine vs scaleml drift: max |difference| {command_gap:.2e} ({verdict(command_gap, 1e-12)})"
+    )
     print(f"  Wasserstein, engine vs scipy in float64: max relative difference {w_gap:.2e}")
 
 

@@ -12,13 +12,14 @@ together, which quantiles of single features cannot give: it is skipped, and eve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from scaleml_api.profile import MAX_SAMPLE_ROWS, DataProfile
-from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
+from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec, Tests, Thresholds
 from scaleml_workloads.drift.detector import DriftDetector
 from scaleml_workloads.drift.reference import Reference
 
@@ -47,12 +48,18 @@ def quantile_values(profile: DataProfile) -> dict[str, Floats]:
 
 def detector_for(profile: DataProfile, spec: DriftMonitorSpec) -> tuple[DriftDetector, list[str]]:
     """The detector of a DriftMonitor's spec against `profile`, and what its every result must say of it."""
+    return profile_detector(profile, spec.tests, spec.thresholds, spec.features)
+
+
+def profile_detector(
+    profile: DataProfile, tests: Tests, thresholds: Thresholds, features: Sequence[str] = ()
+) -> tuple[DriftDetector, list[str]]:
+    """A detector against `profile` (its sample of rows, or its aggregates alone), and what every result must say."""
     if profile.sample.rows > 0:
-        return DriftDetector.from_profile(profile, spec.tests, spec.thresholds, spec.features), []
+        return DriftDetector.from_profile(profile, tests, thresholds, features), []
     notes = [AGGREGATES_ONLY]
-    tests = spec.tests
     if tests.multivariate != "none":
         notes.append(MULTIVARIATE_SKIPPED)
         tests = tests.model_copy(update={"multivariate": "none"})
     reference = Reference(profile.input, tuple(profile.features), quantile_values(profile))
-    return DriftDetector(reference, tests, spec.thresholds, spec.features), notes
+    return DriftDetector(reference, tests, thresholds, features), notes

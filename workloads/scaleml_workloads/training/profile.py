@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,7 @@ from scaleml_api.profile import (
     TensorSpec,
 )
 from scaleml_api.v1alpha1.trainingjob import DataSpec, ProfileSample
+from scaleml_workloads.export.formats import INPUT_NAME
 from scaleml_workloads.training.data import Task, TrainingData
 from scaleml_workloads.training.models import feature_axis
 
@@ -45,19 +46,13 @@ def profile_data(
 
     With `sample` none, the sample is empty: the profile holds aggregates only, and no row.
     """
-    generator = np.random.default_rng(seed)
-    size = min(data.rows, MAX_SAMPLE_ROWS) if sample == "rows" else 0
-    sampled = np.sort(generator.choice(data.rows, size=size, replace=False))
+    sampled = sample_rows(data.rows, seed, sample)
     features: list[FeatureProfile] = []
     columns: dict[str, list[float | str | None]] = {}
     if data.tokens:
         features.append(_pooled_tokens(data))
     elif data.features.ndim == 2:
-        for index, name in enumerate(data.feature_names):
-            values = data.features[:, index].astype(np.float64)
-            categories = data.categories.get(name)
-            features.append(feature_profile(name, values, "none", index, categories))
-            columns[name] = _sample_values(values[sampled], categories)
+        features, columns = table_features(data.features, data.feature_names, data.categories, sampled)
     else:
         axis = feature_axis(data.features.ndim - 1)
         others = tuple(dim for dim in range(1, data.features.ndim) if dim != axis)
@@ -83,6 +78,59 @@ def profile_data(
         target=target,
         sample=DataSample(seed=seed, rows=len(sampled), columns=columns if len(sampled) else {}),
     )
+
+
+def profile_table(
+    table: npt.NDArray[Any],
+    names: Sequence[str],
+    categories: Mapping[str, Sequence[str]],
+    *,
+    source: str,
+    format: Literal["parquet", "csv"],
+    sha256: str,
+    seed: int,
+    sample: ProfileSample = "rows",
+) -> DataProfile:
+    """The profile of a plain table without a target: one feature per column, as training profiles its features.
+
+    `table` is (rows, columns), NaN for missing values, a categorical column holding the codes of
+    its `categories` (in code order); the model input is the table itself, float32.
+    """
+    sampled = sample_rows(len(table), seed, sample)
+    features, columns = table_features(table, names, categories, sampled)
+    return DataProfile(
+        source=source,
+        format=format,
+        sha256=sha256,
+        rows=len(table),
+        input=TensorSpec(name=INPUT_NAME, data_type="TYPE_FP32", dims=[len(names)]),
+        features=features,
+        sample=DataSample(seed=seed, rows=len(sampled), columns=columns if len(sampled) else {}),
+    )
+
+
+def sample_rows(rows: int, seed: int, sample: ProfileSample) -> npt.NDArray[np.int64]:
+    """The sampled rows, ascending: at most MAX_SAMPLE_ROWS drawn with `seed`, none with `sample` none."""
+    generator = np.random.default_rng(seed)
+    size = min(rows, MAX_SAMPLE_ROWS) if sample == "rows" else 0
+    return np.sort(generator.choice(rows, size=size, replace=False))
+
+
+def table_features(
+    table: npt.NDArray[Any],
+    names: Sequence[str],
+    categories: Mapping[str, Sequence[str]],
+    sampled: npt.NDArray[np.int64],
+) -> tuple[list[FeatureProfile], dict[str, list[float | str | None]]]:
+    """Per column of a (rows, columns) table, its feature profile and the values of the `sampled` rows."""
+    features: list[FeatureProfile] = []
+    columns: dict[str, list[float | str | None]] = {}
+    for index, name in enumerate(names):
+        values = table[:, index].astype(np.float64)
+        named = categories.get(name)
+        features.append(feature_profile(name, values, "none", index, named))
+        columns[name] = _sample_values(values[sampled], named)
+    return features, columns
 
 
 def numeric_summary(values: Floats) -> NumericSummary | None:
