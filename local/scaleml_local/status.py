@@ -107,5 +107,9 @@ def monitoring(
     if refused:
         active, reason, message = False, RETRAIN_REJECTED, refused
     condition = (active, reason, message)
-    patch.update(driftmonitor.retrained({**current, **patch}, condition, created=created, generation=None, now=now))
+    patch.update(
+        driftmonitor.retrained(
+            {**current, **patch}, condition, created=created, generation=None, now=now, rule=retraining.rule
+        )
+    )
     return patch

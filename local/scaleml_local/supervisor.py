@@ -31,7 +31,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, Concatenate, Final, Literal, ParamSpec
 
 from scaleml_api import runtime
@@ -46,6 +45,7 @@ from scaleml_operator.builders import driftmonitor, modeldeployment, retraining
 from scaleml_operator.status import acceptance
 from scaleml_workloads.export.repository import versions
 from scaleml_workloads.serving import tritonserver
+from scaleml_workloads.signals import stop_on_signals
 
 log = logging.getLogger("scaleml_local")
 
@@ -53,7 +53,14 @@ TICK_SECONDS: Final = 1.0
 # Triton waits up to EXIT_TIMEOUT_SECONDS for requests in flight; then the group is killed.
 STOP_SECONDS: Final = runtime.EXIT_TIMEOUT_SECONDS + 10
 # Clears the drift episode of the previous reference: the new version is judged by its own windows.
-EPISODE_RESET: Final = {"driftDetected": False, "consecutiveDriftedWindows": 0, "driftSince": None}
+EPISODE_RESET: Final = {
+    "driftDetected": False,
+    "consecutiveDriftedWindows": 0,
+    "driftSince": None,
+    "degraded": False,
+    "consecutiveDegradedWindows": 0,
+    "degradedSince": None,
+}
 
 Arguments = ParamSpec("Arguments")
 
@@ -476,14 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     except LocalError as error:
         log.error("%s", error)
         return 1
-    stop = threading.Event()
-
-    def stop_on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping every process", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, stop_on_signal)
-    signal.signal(signal.SIGINT, stop_on_signal)
+    stop = stop_on_signals(log, "stopping every process")
     supervisor.run(stop)
     return 0
 

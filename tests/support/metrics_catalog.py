@@ -66,14 +66,19 @@ EXPORTED: Final[Mapping[str, frozenset[str]]] = {
     # A DriftMonitor's monitor, port 9090 (scaleml_workloads.monitor.metrics).
     "monitor": frozenset(
         {
+            "scaleml_drift_accuracy_degraded",
             "scaleml_drift_check_seconds_bucket",
             "scaleml_drift_checks_total",
             "scaleml_drift_consecutive_drifted_windows",
             "scaleml_drift_detected",
+            "scaleml_drift_estimated_accuracy",
             "scaleml_drift_feature_drifted",
+            "scaleml_drift_feature_evidence",
+            "scaleml_drift_kept_quiet",
             "scaleml_drift_missing_fraction",
             "scaleml_drift_multivariate_p_value",
             "scaleml_drift_p_value",
+            "scaleml_drift_q_value",
             "scaleml_drift_reference_available",
             "scaleml_drift_reference_version",
             "scaleml_drift_rows_rejected_total",
@@ -81,6 +86,7 @@ EXPORTED: Final[Mapping[str, frozenset[str]]] = {
             "scaleml_drift_score",
             "scaleml_drift_share_of_drifted_features",
             "scaleml_drift_statistic",
+            "scaleml_drift_validation_accuracy",
             "scaleml_drift_window_rows",
         }
     ),

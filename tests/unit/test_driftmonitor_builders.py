@@ -218,3 +218,13 @@ def test_the_drift_condition_follows_the_monitors_results() -> None:
     assert state({}) == ("Unknown", "NotChecked")
     assert state({"driftDetected": False, "windowSize": 100}) == ("False", "NoDrift")
     assert state(_status(2, driftedFeatures=["a"], driftScore=0.5)) == ("True", "DriftDetected")
+
+
+def test_a_window_kept_quiet_by_a_rule_says_which_rule_in_its_condition() -> None:
+    verdict = (
+        "not counted as drift: plan drifted, 14% of the features tested, below thresholds.shareOfDriftedFeatures 30%"
+    )
+    status = {"driftDetected": False, "windowSize": 100, "driftedFeatures": ["plan"], "verdict": verdict}
+    (found,) = drift_condition(status, generation=1, now=NOW)
+    assert (found["status"], found["reason"]) == ("False", "NoDrift")
+    assert found["message"] == f"The last window (100 rows) did not drift: {verdict}"

@@ -27,13 +27,22 @@ def model_inputs(profile: DataProfile, table: pa.Table) -> npt.NDArray[np.float3
     return inputs
 
 
-def write_window(directory: Path, inputs: npt.NDArray[np.float32], start: float, batch: int = 50) -> None:
-    """Captures of `inputs` in requests of `batch` rows from time `start` on, in one complete file."""
+def write_window(
+    directory: Path,
+    inputs: npt.NDArray[np.float32],
+    start: float,
+    batch: int = 50,
+    outputs: npt.NDArray[np.float32] | None = None,
+) -> None:
+    """Captures of `inputs` in requests of `batch` rows from time `start` on, in one complete file.
+
+    The answers are `outputs` (the model's, row for row), or zeros.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     files = CaptureFiles(directory, "parquet", rows_per_file=len(inputs), seconds_per_file=3600)
     for offset in range(0, len(inputs), batch):
         part = inputs[offset : offset + batch]
-        outputs = np.zeros((len(part), 2), dtype=np.float32)
+        answers = np.zeros((len(part), 2), dtype=np.float32) if outputs is None else outputs[offset : offset + batch]
         files.add(
             Sample(
                 timestamp=start + offset / 1000,
@@ -41,7 +50,7 @@ def write_window(directory: Path, inputs: npt.NDArray[np.float32], start: float,
                 model_version="1",
                 request_id="",
                 inputs=(Tensor("INPUT__0", "FP32", part),),
-                outputs=(Tensor("OUTPUT__0", "FP32", outputs),),
+                outputs=(Tensor("OUTPUT__0", "FP32", answers),),
             )
         )
     files.flush()

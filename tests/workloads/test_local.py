@@ -18,12 +18,19 @@ from rich.console import Console
 
 from scaleml_api.v1alpha1 import TRAINING_JOB
 from scaleml_local import demo
+from scaleml_local.demo.view import summary
 from scaleml_local.state import State, running
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.workloads
 
 SCALEML = [sys.executable, "-m", "scaleml_operator.cli"]
+# How far the monitor's estimated accuracy of a version may be from the true accuracy of its answers
+# on traffic like its training data: measured 0.019 to 0.034, from windows of 100 rows (version 2
+# has one) and a temperature fitted on 114 validation rows. Version 1 on the shifted traffic is not
+# bounded: the scanner makes benign tumours look like malignant ones, and the model is confidently
+# wrong there (docs/local.md gives the numbers).
+CALM_ESTIMATE_BOUND = 0.06
 SMALL = demo.Settings(epochs=4, window_size=100, every="10s", calm_windows=2, drift_within=2, live=False)
 
 
@@ -135,6 +142,19 @@ def test_the_demo_catches_the_shift_retrains_and_rolls_without_failures(tmp_path
     scores = {(score.version, score.shifted): score for score in result.scores}
     assert scores[1, False].accuracy > 0.9
     assert scores[2, True].accuracy > scores[1, True].accuracy + 0.15
+    # The monitor's estimate of version 1's accuracy, without labels, against the scored answers.
+    estimated = {(estimate.version, estimate.shifted): estimate for estimate in result.estimates}
+    print(*(f"v{e.version} {'shifted' if e.shifted else 'calm'}: {e}" for e in result.estimates), sep="\n")
+    assert estimated[1, False].error < CALM_ESTIMATE_BOUND
+    # Version 2 was trained on the shifted rows: to it, the shifted traffic is calm.
+    assert estimated[2, True].error < CALM_ESTIMATE_BOUND
+    printed = io.StringIO()
+    Console(file=printed, width=400).print(summary(result, state))
+    first = estimated[1, False]
+    assert (
+        f"{first.estimated:.3f} on calm traffic (mean of {first.windows} windows, no labels) vs {first.true:.3f} true: "
+        f"error {first.error:.3f}" in printed.getvalue()
+    )
     assert state.processes() == {}
     assert state.supervisor_pid() is None
 

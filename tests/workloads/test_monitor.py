@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pytest
@@ -106,6 +108,77 @@ def test_the_same_traffic_does_not_drift_and_a_shift_does(exported_model: Path, 
     assert "reference (training data)" in report
 
 
+def _plans_moved(table: pa.Table) -> pa.Table:
+    """The plan mix of the churn traffic changed: most customers on pro."""
+    plans = ["pro" if index % 10 < 7 else "basic" for index in range(table.num_rows)]
+    return table.set_column(table.schema.get_field_index("plan"), "plan", pa.array(plans))
+
+
+def _new_plan(profile: DataProfile, inputs: np.ndarray[Any, np.dtype[np.float32]]) -> None:
+    """A plan code the training data never had, in a tenth of the rows."""
+    plan = next(feature for feature in profile.features if feature.name == "plan")
+    inputs[::10, plan.index] = 7
+
+
+@pytest.mark.parametrize("case", ["plan mix", "new plan", "missing b"])
+def test_one_drifted_feature_drifts_the_window_and_status_events_metrics_and_report_agree(
+    exported_model: Path, tmp_path: Path, case: str
+) -> None:
+    run = _run(exported_model, tmp_path).model_copy(
+        update={"report_status": True, "status_file": str(tmp_path / "status.json")}
+    )
+    profile = _profile(run)
+    monitor = _monitor(run, Reporter.for_run(run))
+    table = churn_table(WINDOW, seed=70, missing=0.3 if case == "missing b" else 0.0)
+    inputs = model_inputs(profile, _plans_moved(table) if case == "plan mix" else table)
+    if case == "new plan":
+        _new_plan(profile, inputs)
+    write_window(Path(run.captures_dir), inputs, start=10.0)
+    result = monitor.check()
+    monitor.reporter.close()
+
+    drifted = "b" if case == "missing b" else "plan"
+    assert result is not None
+    assert result.drifted_features == [drifted]
+    assert result.drift_detected
+    status = json.loads(Path(run.status_file or "").read_text())
+    assert status["driftDetected"] is True
+    assert status["driftedFeatures"] == [drifted]
+    assert status["verdict"] == result.verdict
+    assert status["verdict"].startswith(f"drift in {drifted} ({'missing' if case == 'missing b' else 'chi2'}, q ")
+    assert status["topFeatures"][0]["name"] == drifted
+    assert status["driftScore"] == pytest.approx(result.score, abs=1e-6)
+    assert REGISTRY.get_sample_value("scaleml_drift_detected") == 1.0
+    assert REGISTRY.get_sample_value("scaleml_drift_feature_drifted", {"feature": drifted}) == 1.0
+    assert REGISTRY.get_sample_value("scaleml_drift_kept_quiet", {"rule": "shareOfDriftedFeatures"}) == 0.0
+    report = (Path(run.reports_dir) / LATEST_REPORT).read_text()
+    assert "drift detected" in report
+    assert html.escape(result.verdict) in report
+
+
+def test_a_quorum_that_keeps_a_drifted_feature_quiet_says_so_everywhere(exported_model: Path, tmp_path: Path) -> None:
+    run = _run(exported_model, tmp_path, thresholds={"shareOfDriftedFeatures": 0.5}).model_copy(
+        update={"report_status": True, "status_file": str(tmp_path / "status.json")}
+    )
+    profile = _profile(run)
+    monitor = _monitor(run, Reporter.for_run(run))
+    write_window(Path(run.captures_dir), model_inputs(profile, _plans_moved(churn_table(WINDOW, seed=71))), 10.0)
+    result = monitor.check()
+    monitor.reporter.close()
+
+    assert result is not None
+    assert result.drifted_features == ["plan"]
+    assert not result.drift_detected
+    status = json.loads(Path(run.status_file or "").read_text())
+    assert (status["driftDetected"], status["driftedFeatures"]) == (False, ["plan"])
+    assert "below thresholds.shareOfDriftedFeatures 50%" in status["verdict"]
+    assert REGISTRY.get_sample_value("scaleml_drift_kept_quiet", {"rule": "shareOfDriftedFeatures"}) == 1.0
+    report = (Path(run.reports_dir) / LATEST_REPORT).read_text()
+    assert "no drift" in report
+    assert "Kept quiet by a rule" in report
+    assert html.escape(status["verdict"]) in report
+
+
 def test_the_monitor_process_tests_a_window_and_writes_a_report(exported_model: Path, tmp_path: Path) -> None:
     run = _run(exported_model, tmp_path)
     write_window(Path(run.captures_dir), model_inputs(_profile(run), churn_table(WINDOW, seed=5)), start=10.0)
@@ -198,6 +271,9 @@ def test_status_and_events_reach_the_drift_monitor_and_a_restart_resumes_the_cou
     assert "a" in status["driftedFeatures"]
     assert status["windowSize"] == WINDOW
     assert 0 < status["driftScore"] <= 1
+    # The verdict and what counts most pass the CRD's schema.
+    assert status["verdict"].startswith("drift in a (ks, q ")
+    assert status["topFeatures"][0]["name"] == "a"
 
     third = reporter()
     calm = _monitor(run, third, start + timedelta(hours=2))

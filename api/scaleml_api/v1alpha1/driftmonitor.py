@@ -70,14 +70,43 @@ class Tests(ApiModel):
 class Thresholds(ApiModel):
     """When a test counts as drift."""
 
-    p_value: float = Field(default=0.01, gt=0.0, lt=1.0, description="Drift when a test's p-value is below this.")
-    psi: float = Field(default=0.2, gt=0.0, description="Drift when PSI is above this.")
-    wasserstein: float = Field(
-        default=0.1, gt=0.0, description="Drift when Wasserstein-1, in reference standard deviations, is above this."
+    p_value: float = Field(
+        default=0.01,
+        gt=0.0,
+        lt=1.0,
+        description="The window's error rate: a test drifts when its p-value, adjusted across all tests of the "
+        "window (Benjamini-Hochberg), is below this, so a window without drift is flagged at most at this rate.",
     )
-    js: float = Field(default=0.1, gt=0.0, le=1.0, description="Drift when the Jensen-Shannon distance is above this.")
-    share_of_drifted_features: float = Field(
-        default=0.3, gt=0.0, le=1.0, description="The window drifts when at least this share of features drift."
+    psi: float = Field(
+        default=0.2, gt=0.0, description="Least PSI that counts as drift (besides its adjusted p-value below pValue)."
+    )
+    wasserstein: float = Field(
+        default=0.1,
+        gt=0.0,
+        description="Least Wasserstein-1, in reference standard deviations, that counts as drift (besides its "
+        "adjusted p-value below pValue).",
+    )
+    js: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=1.0,
+        description="Least Jensen-Shannon distance that counts as drift (besides its adjusted p-value below pValue).",
+    )
+    share_of_drifted_features: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Optional quorum: the window drifts only when at least this share of the features tested drift "
+        "(or the multivariate test does). Unset: any drifted feature makes the window drifted.",
+    )
+    # 0.05: above what the estimate itself misses by on undrifted traffic (the calibration error left after
+    # temperature scaling, a few hundredths, and the sampling error of a window), and a loss users notice.
+    accuracy_drop: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=1.0,
+        description="Classifiers: the window's accuracy is degraded when its estimated accuracy is more than this "
+        "below the validation accuracy (0.05: five points of accuracy).",
     )
 
 
@@ -147,10 +176,21 @@ class RetrainOverrides(ApiModel):
 
 
 class RetrainPolicy(ApiModel):
-    """Creating a TrainingJob when drift persists."""
+    """Creating a TrainingJob when drift, or a degraded estimated accuracy, persists."""
 
     enabled: bool = Field(default=False, description="Create a TrainingJob when drift persists.")
-    after: int = Field(default=3, ge=1, le=1000, description="Consecutive drifted windows before retraining.")
+    when: Literal["drift", "degradation", "either"] = Field(
+        default="drift",
+        description="What persisting retrains: drift (drifted windows), degradation (windows whose estimated "
+        "accuracy is more than thresholds.accuracyDrop below the validation accuracy; classifiers only), or "
+        "either (whichever of the two persists for `after` windows first).",
+    )
+    after: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Consecutive windows, drifted or degraded as `when` says, before retraining.",
+    )
     cooldown: Duration = Field(default="24h", description="Least time between two retraining jobs.")
     use_captured_data: bool = Field(
         default=False, description="Train on the newest captured data instead of the original data source."
@@ -180,6 +220,20 @@ class DriftMonitorSpec(ApiModel):
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy, description="Retraining policy.")
 
 
+class TopFeature(ApiModel):
+    """A feature of the last window by what it adds to the drift score."""
+
+    name: str = Field(max_length=256, description="The feature.")
+    importance: float = Field(
+        ge=0.0, le=1.0, description="Its importance to the model relative to the most important feature (1 if unknown)."
+    )
+    evidence: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Evidence of its drift from its adjusted p-value: 0.5 at pValue, 1 at pValue squared.",
+    )
+
+
 class DriftMonitorStatus(ApiModel):
     """The observed state of a DriftMonitor."""
 
@@ -199,11 +253,44 @@ class DriftMonitorStatus(ApiModel):
     drifted_features: list[str] = Field(
         default=[], max_length=4096, description="Features that drifted in the last window."
     )
+    verdict: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Why the last window did or did not drift: the tests that decided, or the rule "
+        "(thresholds.shareOfDriftedFeatures) that kept a window with drifted features quiet.",
+    )
+    top_features: list[TopFeature] = Field(
+        default=[], max_length=10, description="The features that count most in driftScore: importance times evidence."
+    )
     window_size: int | None = Field(default=None, ge=0, description="Rows in the last window.")
     consecutive_drifted_windows: int | None = Field(default=None, ge=0, description="Drifted windows in a row.")
+    estimated_accuracy: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Classifiers: the accuracy of the last window estimated without labels, as the mean calibrated "
+        "confidence of the model's answers; empty when the window has none (accuracyEstimateMessage says why).",
+    )
+    validation_accuracy: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="The served version's accuracy on its validation rows."
+    )
+    accuracy_estimate_message: str | None = Field(
+        default=None, max_length=1024, description="Why the last window has no estimatedAccuracy."
+    )
+    degraded: bool | None = Field(
+        default=None,
+        description="Whether estimatedAccuracy is more than thresholds.accuracyDrop below validationAccuracy.",
+    )
+    consecutive_degraded_windows: int | None = Field(default=None, ge=0, description="Degraded windows in a row.")
+    degraded_since: datetime | None = Field(
+        default=None, description="When the current run of degraded windows began; empty while there is none."
+    )
     retrains_triggered: int | None = Field(default=None, ge=0, description="TrainingJobs created so far.")
     last_retrain_job: ObjectName | None = Field(default=None, description="Name of the last TrainingJob created.")
     last_retrain_time: datetime | None = Field(default=None, description="When it was created.")
+    last_retrain_rule: Literal["drift", "degradation"] | None = Field(
+        default=None, description="What persisted to create it: drift, or degraded estimated accuracy."
+    )
 
 
 DRIFT_MONITOR = Kind(
@@ -253,6 +340,14 @@ DISABLED: Final = VOCABULARY.reason("Disabled", "spec.retrain.enabled is false."
 DRIFT_NOT_PERSISTENT: Final = VOCABULARY.reason(
     "DriftNotPersistent", "Fewer drifted windows in a row than spec.retrain.after.", on=(RETRAINING,)
 )
+NOT_DEGRADED: Final = VOCABULARY.reason(
+    "NotDegraded",
+    "spec.retrain.when counts degradation and the last window's estimated accuracy is not degraded (or absent).",
+    on=(RETRAINING,),
+)
+DEGRADATION_NOT_PERSISTENT: Final = VOCABULARY.reason(
+    "DegradationNotPersistent", "Fewer degraded windows in a row than spec.retrain.after.", on=(RETRAINING,)
+)
 RETRAIN_RUNNING: Final = VOCABULARY.reason("RetrainRunning", "The last retraining job still runs.", on=(RETRAINING,))
 COOLDOWN_ACTIVE: Final = VOCABULARY.reason(
     "CooldownActive", "Drift persists, but spec.retrain.cooldown has not passed since the last job.", on=(RETRAINING,)
@@ -281,7 +376,11 @@ RETRAIN_REJECTED: Final = VOCABULARY.reason(
     "RetrainRejected", "Retraining is due, but the API server refused the TrainingJob.", on=(RETRAINING,)
 )
 
-RETRAIN_TRIGGERED: Final = VOCABULARY.event("RetrainTriggered", "Normal", "A retraining TrainingJob was created.")
+RETRAIN_TRIGGERED: Final = VOCABULARY.event(
+    "RetrainTriggered",
+    "Normal",
+    "A retraining TrainingJob was created; the message says what persisted (drift or degraded accuracy).",
+)
 for _refusal in (
     NO_SOURCE_TRAINING_JOB,
     INVALID_OVERRIDES,
@@ -295,4 +394,13 @@ DRIFT_DETECTED_EVENT: Final = VOCABULARY.event(
 )
 DRIFT_RESOLVED: Final = VOCABULARY.event(
     "DriftResolved", "Normal", "Posted by the monitor pod: a window no longer drifts after one that did."
+)
+ACCURACY_DEGRADED: Final = VOCABULARY.event(
+    "AccuracyDegraded",
+    "Warning",
+    "Posted by the monitor pod: a window's estimated accuracy fell more than thresholds.accuracyDrop below the "
+    "validation accuracy, after one that did not.",
+)
+ACCURACY_RECOVERED: Final = VOCABULARY.event(
+    "AccuracyRecovered", "Normal", "Posted by the monitor pod: a window is no longer degraded after one that was."
 )

@@ -18,7 +18,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -49,7 +49,7 @@ from scaleml_operator.status.conditions import find_condition
 # The demo's TrainingJob, ModelDeployment and DriftMonitor: package data, in a wheel as in a checkout.
 MANIFESTS: Final = resources.files("scaleml_local.demo") / "manifests"
 NAME: Final = "cancer"
-# The features a new scanner measures larger: 20 of 30, well above the monitor's shareOfDriftedFeatures.
+# The features a new scanner measures larger: 20 of 30.
 SHIFTED_PREFIXES: Final = ("mean_", "worst_")
 SHIFT_FACTOR: Final = 1.4
 POLL_SECONDS: Final = 0.25
@@ -84,6 +84,44 @@ class Window:
     score: float
     reference: int | None
     shifted: bool
+    # The monitor's estimate of the window's accuracy, without labels (None: it has none).
+    estimated_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A version's accuracy on calm or shifted traffic as the monitor estimated it, next to the true one."""
+
+    version: int
+    shifted: bool
+    estimated: float  # mean over the windows of that traffic tested against the version
+    windows: int
+    true: float  # of every answer the version gave to that traffic, scored against the row's label
+    rows: int
+    # Any of the windows drifted: the model's confidence need not mean accuracy there.
+    drifted: bool = False
+
+    @property
+    def error(self) -> float:
+        return abs(self.estimated - self.true)
+
+
+def estimates(windows: Sequence[Window], scores: Sequence[Score]) -> list[Estimate]:
+    """Per version and traffic that has both: the mean estimate of its windows and the true accuracy."""
+    found = []
+    for score in scores:
+        chosen = [
+            window
+            for window in windows
+            if window.reference == score.version
+            and window.shifted == score.shifted
+            and window.estimated_accuracy is not None
+        ]
+        if chosen:
+            mean = float(np.mean([window.estimated_accuracy or 0.0 for window in chosen]))
+            drifted = any(window.drift for window in chosen)
+            found.append(Estimate(score.version, score.shifted, mean, len(chosen), score.accuracy, score.rows, drifted))
+    return found
 
 
 @dataclass
@@ -99,6 +137,7 @@ class Result:
     new_version: int = 0
     report: Path | None = None
     stages: dict[str, float] = field(default_factory=dict)
+    estimates: list[Estimate] = field(default_factory=list)
 
 
 def dataset(shifted: bool = False) -> pa.Table:
@@ -152,10 +191,13 @@ class Demo:
                 float(status.get("driftScore") or 0.0),
                 status.get("referenceVersion"),
                 self.shifted,
+                status.get("estimatedAccuracy"),
             )
             self.result.windows.append(window)
+            estimated = window.estimated_accuracy
             self.view.say(
                 f"window at {checked}: score {window.score:.3f}, {'[red]drift[/]' if window.drift else 'no drift'}"
+                f", estimated accuracy {'n/a' if estimated is None else f'{estimated:.3f}'}"
                 f" (reference v{window.reference}, traffic {'shifted' if window.shifted else 'calm'})"
             )
         self.view.update(self.traffic, self.shifted)
@@ -275,6 +317,7 @@ class Demo:
         self.result.served, self.result.failed = self.traffic.served, self.traffic.failed
         self.result.by_version = dict(self.traffic.by_version)
         self.result.scores = self.traffic.scores()
+        self.result.estimates = estimates(self.result.windows, self.result.scores)
         self.result.report = reports_dir(self.state, NAME) / "latest.html"
         if self.result.failed:
             raise DemoError(f"{self.result.failed} request(s) failed: {self.traffic.last_error}")

@@ -84,6 +84,13 @@ def summary(result: Result, state: State) -> Table:
             f"version {version} accuracy",
             "; ".join([f"{accuracy:.3f} on its validation rows", *answers]),
         )
+    for estimate in result.estimates:
+        table.add_row(
+            f"version {estimate.version} estimated",
+            f"{estimate.estimated:.3f} on {'shifted' if estimate.shifted else 'calm'} traffic (mean of "
+            f"{estimate.windows} windows, no labels) vs {estimate.true:.3f} true: error {estimate.error:.3f}"
+            + ("; the traffic drifted, where the model can be confidently wrong" if estimate.drifted else ""),
+        )
     versions = ", ".join(f"v{v}: {n}" for v, n in sorted(result.by_version.items()))
     table.add_row("requests", f"{result.served} served ({versions}), {result.failed} failed")
     calm = [w for w in result.windows if not w.shifted]

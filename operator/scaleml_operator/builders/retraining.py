@@ -1,8 +1,15 @@
 """Retraining: when a DriftMonitor creates a TrainingJob, which one, and under what name.
 
-The name is derived from the monitor's uid and the moment the current drift began, so an operator
+What persists is what `spec.retrain.when` counts: drifted windows (drift), windows whose estimated
+accuracy is degraded (degradation), or either, each with its own run of windows in the status
+(consecutiveDriftedWindows and driftSince, consecutiveDegradedWindows and degradedSince); a rule is
+due when its run reaches `spec.retrain.after`. With either, the rules count apart and the first due
+one triggers: a window that drifts without losing accuracy does not lengthen the run of degraded
+ones.
+
+The name is derived from the monitor's uid and the moment the triggering run began, so an operator
 restarted at any point (even between creating the job and recording it) derives the same name
-again, and the API server refuses a second job: one drift episode, at most one TrainingJob.
+again, and the API server refuses a second job: one episode, at most one TrainingJob.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from scaleml_api.base import API_VERSION, duration_seconds, quantity_value
 from scaleml_api.merge import merge_patch
@@ -19,11 +26,13 @@ from scaleml_api.v1alpha1 import TRAINING_JOB
 from scaleml_api.v1alpha1.driftmonitor import (
     COOLDOWN_ACTIVE,
     CUSTOM_MODEL_NOT_ALLOWED,
+    DEGRADATION_NOT_PERSISTENT,
     DISABLED,
     DRIFT_NOT_PERSISTENT,
     INVALID_OVERRIDES,
     NO_DRIFT,
     NO_SOURCE_TRAINING_JOB,
+    NOT_DEGRADED,
     OVERRIDES_EXCEED_SOURCE,
     RETRAIN_RUNNING,
     RETRAIN_TRIGGERED,
@@ -36,7 +45,9 @@ from scaleml_api.validation import InvalidSpecError, parse_spec
 
 RETRAINED_BY_LABEL: Final = "scaleml.dev/retrained-by"
 RETRAIN_OF_LABEL: Final = "scaleml.dev/retrain-of"
+# When the run of windows that triggered the job began (drifted or degraded ones, see the rule).
 DRIFT_SINCE_ANNOTATION: Final = "scaleml.dev/drift-since"
+RETRAIN_RULE_ANNOTATION: Final = "scaleml.dev/retrain-rule"
 TRAINING_JOB_MAX_NAME: Final = 48
 _SUFFIX: Final = "-retrain-"
 _DIGEST_CHARS: Final = 8
@@ -48,13 +59,51 @@ CAPTURED_DATA_NOTE: Final = (
 )
 
 
+RetrainRule = Literal["drift", "degradation"]
+_COUNTED: Final[dict[str, tuple[RetrainRule, ...]]] = {
+    "drift": ("drift",),
+    "degradation": ("degradation",),
+    "either": ("drift", "degradation"),
+}
+
+
 @dataclass(frozen=True)
 class Decision:
-    """Whether to create a TrainingJob now, and why (the reason and message of the Retraining condition)."""
+    """Whether to create a TrainingJob now, and why (the reason and message of the Retraining condition).
+
+    When it creates one: the rule that is due and when its run of windows began.
+    """
 
     create: bool
     reason: str
     message: str
+    rule: RetrainRule | None = None
+    since: str = ""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One rule's run of windows, as the monitor wrote it into the status."""
+
+    rule: RetrainRule
+    active: bool
+    windows: int
+    since: str
+
+    @classmethod
+    def of(cls, rule: RetrainRule, status: Mapping[str, Any]) -> Run:
+        flag, count, since = (
+            ("driftDetected", "consecutiveDriftedWindows", "driftSince")
+            if rule == "drift"
+            else ("degraded", "consecutiveDegradedWindows", "degradedSince")
+        )
+        started = str(status.get(since) or "")
+        return cls(rule, bool(status.get(flag)) and bool(started), int(status.get(count) or 0), started)
+
+    def persisted(self) -> str:
+        if self.rule == "drift":
+            return f"Drift persisted for {self.windows} windows."
+        return f"The estimated accuracy stayed degraded for {self.windows} windows."
 
 
 def job_name(source: str, monitor_uid: str, drift_since: str) -> str:
@@ -75,30 +124,60 @@ def running(training_job: Mapping[str, Any]) -> bool:
 def decide(
     policy: RetrainPolicy, status: Mapping[str, Any], last_job: Mapping[str, Any] | None, now: datetime
 ) -> Decision:
-    """Create a TrainingJob after `policy.after` drifted windows in a row, unless one runs or the cooldown holds."""
+    """Create a TrainingJob after `policy.after` windows in a row of what `policy.when` counts, unless one
+    runs or the cooldown holds."""
     if not policy.enabled:
         return Decision(False, DISABLED, "spec.retrain.enabled is false.")
-    drifted = int(status.get("consecutiveDriftedWindows") or 0)
-    if not status.get("driftDetected") or not status.get("driftSince"):
-        return Decision(False, NO_DRIFT, "The last window did not drift.")
-    if drifted < policy.after:
-        return Decision(False, DRIFT_NOT_PERSISTENT, f"{drifted} of {policy.after} drifted windows in a row.")
+    runs = [Run.of(rule, status) for rule in _COUNTED[policy.when]]
+    due = next((run for run in runs if run.active and run.windows >= policy.after), None)
+    if due is None:
+        return _not_due(runs, policy.after)
     if last_job is not None and running(last_job):
         return Decision(False, RETRAIN_RUNNING, f"TrainingJob {last_job['metadata']['name']} is still running.")
     if last := status.get("lastRetrainTime"):
         until = _parse(last) + timedelta(seconds=duration_seconds(policy.cooldown))
         if now < until:
             # A stable message: each status write re-runs this, and a changing one would write again.
+            what = "Drift persists" if due.rule == "drift" else "The estimated accuracy stays degraded"
             return Decision(
                 False,
                 COOLDOWN_ACTIVE,
-                f"Drift persists; the cooldown of {policy.cooldown} ends at {until:%Y-%m-%dT%H:%M:%SZ}.",
+                f"{what}; the cooldown of {policy.cooldown} ends at {until:%Y-%m-%dT%H:%M:%SZ}.",
             )
-    return Decision(True, RETRAIN_TRIGGERED, f"Drift persisted for {drifted} windows.")
+    return Decision(True, RETRAIN_TRIGGERED, due.persisted(), rule=due.rule, since=due.since)
+
+
+def _not_due(runs: Sequence[Run], after: int) -> Decision:
+    """Why no rule is due: none is active, or the longest active run is shorter than `after`."""
+    active = [run for run in runs if run.active]
+    if not active:
+        if [run.rule for run in runs] == ["degradation"]:
+            return Decision(False, NOT_DEGRADED, "The last window's estimated accuracy is not degraded.")
+        either = len(runs) > 1
+        return Decision(
+            False,
+            NO_DRIFT,
+            "The last window neither drifted nor degraded." if either else "The last window did not drift.",
+        )
+    longest = max(active, key=lambda run: run.windows)
+    counts = "; ".join(
+        f"{run.windows if run.active else 0} of {after} {'drifted' if run.rule == 'drift' else 'degraded'} windows"
+        " in a row"
+        for run in runs
+    )
+    return Decision(
+        False, DRIFT_NOT_PERSISTENT if longest.rule == "drift" else DEGRADATION_NOT_PERSISTENT, f"{counts}."
+    )
 
 
 def retraining_job(
-    source: Mapping[str, Any], policy: RetrainPolicy, *, name: str, monitor: str, drift_since: str
+    source: Mapping[str, Any],
+    policy: RetrainPolicy,
+    *,
+    name: str,
+    monitor: str,
+    drift_since: str,
+    rule: RetrainRule = "drift",
 ) -> dict[str, Any]:
     """The TrainingJob that retrains `source` (the job that produced the served model), with the overrides.
 
@@ -114,7 +193,7 @@ def retraining_job(
             "name": name,
             "namespace": meta["namespace"],
             "labels": {RETRAINED_BY_LABEL: monitor, RETRAIN_OF_LABEL: meta["name"]},
-            "annotations": {DRIFT_SINCE_ANNOTATION: drift_since},
+            "annotations": {DRIFT_SINCE_ANNOTATION: drift_since, RETRAIN_RULE_ANNOTATION: rule},
         },
         "spec": spec,
     }
@@ -158,6 +237,8 @@ class Retraining:
     reason: str
     message: str
     job: dict[str, Any] | None = None
+    # What persisted to call for `job`.
+    rule: RetrainRule | None = None
 
 
 def exceeding(source: TrainingJobSpec, retrained: TrainingJobSpec) -> list[str]:
@@ -204,25 +285,25 @@ def retrain(
     decision = decide(spec.retrain, status, last_job, now)
     job = None
     if decision.create:
-        decision, job = _build(decision, spec, monitor, str(status["driftSince"]), source, entrypoint_prefixes)
+        decision, job = _build(decision, spec, monitor, source, entrypoint_prefixes)
         if job is not None:
             last_job = job
     if last_job is not None and running(last_job):
         origin = (last_job["metadata"].get("labels") or {}).get(RETRAIN_OF_LABEL, "its source")
+        rule = (last_job["metadata"].get("annotations") or {}).get(RETRAIN_RULE_ANNOTATION, "drift")
         active, reason = True, TRAINING_JOB_RUNNING
-        message = f"TrainingJob {last_job['metadata']['name']} retrains {origin}."
+        message = f"TrainingJob {last_job['metadata']['name']} retrains {origin} ({rule} persisted)."
     else:
         active, reason, message = False, decision.reason, decision.message
     if spec.retrain.use_captured_data:
         message += f" {CAPTURED_DATA_NOTE}"
-    return Retraining(active, reason, message, job)
+    return Retraining(active, reason, message, job, decision.rule if job is not None else None)
 
 
 def _build(
     due: Decision,
     spec: DriftMonitorSpec,
     monitor: Mapping[str, Any],
-    drift_since: str,
     source: Mapping[str, Any] | None,
     entrypoint_prefixes: Sequence[str],
 ) -> tuple[Decision, dict[str, Any] | None]:
@@ -230,8 +311,10 @@ def _build(
     if source is None:
         return Decision(False, NO_SOURCE_TRAINING_JOB, "The served model's TrainingJob is gone."), None
     origin = source["metadata"]["name"]
-    name = job_name(origin, monitor["uid"], drift_since)
-    candidate = retraining_job(source, spec.retrain, name=name, monitor=monitor["name"], drift_since=drift_since)
+    name = job_name(origin, monitor["uid"], due.since)
+    candidate = retraining_job(
+        source, spec.retrain, name=name, monitor=monitor["name"], drift_since=due.since, rule=due.rule or "drift"
+    )
     try:
         before = parse_spec(TRAINING_JOB, source["spec"])
         after = parse_spec(TRAINING_JOB, candidate["spec"])

@@ -21,12 +21,14 @@ def drift_monitors_by_target(namespace: str | None, name: str, spec: kopf.Spec, 
     return {(namespace or "", (spec.get("target") or {}).get("modelDeployment", "")): name}
 
 
-# The monitor pod writes each window's results: when it tested (second precision), and the run of
-# drifted windows that the retraining policy counts. The operator writes none of these fields, so
+# The monitor pod writes each window's results: when it tested (second precision), and the runs of
+# drifted and degraded windows that the retraining policy counts. The operator writes none of these fields, so
 # its own status writes do not come back here.
 @kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.lastCheckTime")
 @kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.consecutiveDriftedWindows")
 @kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.driftSince")
+@kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.consecutiveDegradedWindows")
+@kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.degradedSince")
 @instrumented(DRIFT_MONITOR.kind)
 async def window_tested(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     await run(RECONCILER, name, namespace, memo, full=False)

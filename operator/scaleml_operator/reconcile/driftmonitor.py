@@ -107,7 +107,11 @@ def observed(
         refused = [problem for problem in applied.rejected if job["metadata"]["name"] in problem]
         active, reason, message = False, RETRAIN_REJECTED, " ".join(refused)
     condition = (active, reason, message)
-    patch.update(status.retrained({**current, **patch}, condition, created=created, generation=generation, now=now))
+    patch.update(
+        status.retrained(
+            {**current, **patch}, condition, created=created, generation=generation, now=now, rule=verdict.rule
+        )
+    )
     return patch
 
 

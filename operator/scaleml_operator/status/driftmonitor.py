@@ -77,11 +77,13 @@ def retrained(
     created: str | None,
     generation: int | None,
     now: datetime,
+    rule: str | None = None,
 ) -> dict[str, Any]:
     """The retraining step's part of the status: Retraining and DriftDetected, and lastRetrain* for a new job.
 
     `verdict` is the Retraining condition (active, reason, message); `created` the retraining
-    TrainingJob that exists now (made this time or by an earlier step).
+    TrainingJob that exists now (made this time or by an earlier step), and `rule` what persisted
+    to call for it (drift or degradation).
     """
     active, reason, message = verdict
     conditions = retraining(status, active=active, reason=reason, message=message, generation=generation, now=now)
@@ -93,6 +95,7 @@ def retrained(
             lastRetrainJob=created,
             lastRetrainTime=timestamp(now),
             retrainsTriggered=int(status.get("retrainsTriggered") or 0) + 1,
+            lastRetrainRule=rule or "drift",
         )
     return patch
 
@@ -117,6 +120,9 @@ def drift_condition(status: Mapping[str, Any], *, generation: int | None, now: d
             NO_DRIFT,
             f"The last window ({status.get('windowSize', 0)} rows) did not drift.",
         )
+        if status.get("driftedFeatures") and status.get("verdict"):
+            # Drifted features next to no drift: the monitor's verdict names the rule that kept it quiet.
+            message = f"{message[:-1]}: {status['verdict']}"
     return Conditions(status.get("conditions", []), generation=generation, now=now).mark(
         DRIFT_DETECTED, value, reason, message
     )
@@ -130,10 +136,12 @@ def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event
     posted = applied_events(previous, status)
     created = status.get("lastRetrainJob")
     if created and created != previous.get("lastRetrainJob"):
-        windows = status.get("consecutiveDriftedWindows") or 0
-        posted.append(
-            Event("Normal", RETRAIN_TRIGGERED, f"Created TrainingJob {created}: drift persisted for {windows} windows.")
-        )
+        if status.get("lastRetrainRule") == "degradation":
+            windows = status.get("consecutiveDegradedWindows") or 0
+            why = f"the estimated accuracy stayed degraded for {windows} windows"
+        else:
+            why = f"drift persisted for {status.get('consecutiveDriftedWindows') or 0} windows"
+        posted.append(Event("Normal", RETRAIN_TRIGGERED, f"Created TrainingJob {created}: {why}."))
     retraining_now = find_condition(status.get("conditions") or (), RETRAINING) or {}
     retraining_before = find_condition(previous.get("conditions") or (), RETRAINING) or {}
     refused = retraining_now.get("reason") in _REFUSED

@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 from typing import Final
 
 from prometheus_client import start_http_server
@@ -22,8 +20,10 @@ from pydantic import ValidationError
 from scaleml_api.profile import DataProfile
 from scaleml_api.runtime import CONFIG_ENV, EXIT_INVALID_INPUT, MonitorRun, write_termination_message
 from scaleml_workloads.monitor import metrics
+from scaleml_workloads.monitor.accuracy import AccuracyEstimator
 from scaleml_workloads.monitor.loop import LATEST_REPORT, Monitor, Reporter
 from scaleml_workloads.monitor.reference import detector_for
+from scaleml_workloads.signals import stop_on_signals
 
 log = logging.getLogger("scaleml_workloads.monitor")
 
@@ -95,14 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         run = MonitorRun.model_validate_json(args.config.read_text() if args.config else os.environ[CONFIG_ENV])
     except (OSError, KeyError, ValidationError) as error:
         return _fail(f"no valid MonitorRun: {error}")
-    stop = threading.Event()
-
-    def stop_on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping after the current check", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, stop_on_signal)
-    signal.signal(signal.SIGINT, stop_on_signal)
+    stop = stop_on_signals(log, "stopping after the current check")
     if run.metrics_port:
         start_http_server(run.metrics_port)
     if run.report_port:
@@ -116,7 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     if run.model_version is not None:
         metrics.REFERENCE_VERSION.set(run.model_version)
     reporter = Reporter.for_run(run)
-    monitor = Monitor(run, detector, reporter, episode=reporter.resume(), notes=notes)
+    monitor = Monitor(
+        run,
+        detector,
+        reporter,
+        episode=reporter.resume(),
+        accuracy=AccuracyEstimator.from_profile(profile),
+        degradation=reporter.resume("degradation"),
+        notes=notes,
+    )
     if args.once:
         monitor.check()
         reporter.close()

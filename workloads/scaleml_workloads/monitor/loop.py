@@ -25,18 +25,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 
 from scaleml_api.base import duration_seconds
 from scaleml_api.runtime import MonitorRun
-from scaleml_api.v1alpha1.driftmonitor import DRIFT_DETECTED_EVENT, DRIFT_RESOLVED, WINDOW_MAX_BYTES
+from scaleml_api.v1alpha1.driftmonitor import (
+    ACCURACY_DEGRADED,
+    ACCURACY_RECOVERED,
+    DRIFT_DETECTED_EVENT,
+    DRIFT_RESOLVED,
+    WINDOW_MAX_BYTES,
+)
 from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.capture.files import CaptureWindow, SkipReason, read_window
 from scaleml_workloads.drift.detector import DriftDetector, DriftResult
 from scaleml_workloads.kubeapi import InClusterClient, StatusSink, post_event, read_status, status_sink
 from scaleml_workloads.monitor import metrics
+from scaleml_workloads.monitor.accuracy import NOT_CALIBRATED, AccuracyEstimate, AccuracyEstimator
 from scaleml_workloads.monitor.report import TrendPoint, render
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,20 @@ PLURAL: Final = "driftmonitors"
 LATEST_REPORT: Final = "latest.html"
 KEPT_REPORTS: Final = 100
 TREND_POINTS: Final = 200
+# The status fields of a run of drifted, or degraded, windows: its length and its start.
+_RUN_FIELDS: Final = {
+    "drift": ("consecutiveDriftedWindows", "driftSince"),
+    "degradation": ("consecutiveDegradedWindows", "degradedSince"),
+}
+
+
+# Events stay under 1 KiB; the status's verdict under its schema's bound.
+EVENT_MAX_CHARS: Final = 1000
+VERDICT_MAX_CHARS: Final = 1024
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _timestamp(moment: datetime) -> str:
@@ -53,13 +74,13 @@ def _timestamp(moment: datetime) -> str:
 
 @dataclass
 class Episode:
-    """The run of drifted windows the monitor is in (none: consecutive 0)."""
+    """The run of drifted (or degraded) windows the monitor is in (none: consecutive 0)."""
 
     consecutive: int = 0
     since: str | None = None
 
     def advance(self, drifted: bool, now: datetime) -> tuple[bool, bool]:
-        """Counts one window; returns (drift started, drift ended)."""
+        """Counts one window; returns (the run started, the run ended)."""
         was = self.consecutive > 0
         if drifted:
             self.consecutive += 1
@@ -86,11 +107,13 @@ class Reporter:
         client = None if run.status_file else InClusterClient()
         return cls(run, patcher, client if client is not None and client.enabled else None)
 
-    def resume(self) -> Episode:
+    def resume(self, counted: Literal["drift", "degradation"] = "drift") -> Episode:
+        """The run of drifted (or degraded) windows, as the status last recorded it."""
         if self.client is None:
             return Episode()
         status = read_status(self.client, self.run.namespace, PLURAL, self.run.name)
-        return Episode(int(status.get("consecutiveDriftedWindows") or 0), status.get("driftSince"))
+        count, since = _RUN_FIELDS[counted]
+        return Episode(int(status.get(count) or 0), status.get(since))
 
     def status(self, fields: dict[str, Any]) -> None:
         if self.patcher is not None:
@@ -107,6 +130,18 @@ class Reporter:
             self.patcher.close()
 
 
+def _accuracy_status(estimate: AccuracyEstimate, degraded: bool, run: Episode) -> dict[str, Any]:
+    """The status fields of a window's estimated accuracy; null (removed) where there is no value."""
+    return {
+        "estimatedAccuracy": None if estimate.estimated is None else round(estimate.estimated, 6),
+        "validationAccuracy": None if estimate.validation is None else round(estimate.validation, 6),
+        "accuracyEstimateMessage": estimate.message or None,
+        "degraded": degraded,
+        "consecutiveDegradedWindows": run.consecutive,
+        "degradedSince": run.since,
+    }
+
+
 @dataclass
 class Monitor:
     run: MonitorRun
@@ -114,6 +149,8 @@ class Monitor:
     reporter: Reporter
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     episode: Episode = field(default_factory=Episode)
+    accuracy: AccuracyEstimator = field(default_factory=lambda: AccuracyEstimator(None, NOT_CALIBRATED))
+    degradation: Episode = field(default_factory=Episode)
     trend: deque[TrendPoint] = field(default_factory=lambda: deque(maxlen=TREND_POINTS))
     last_tested: float | None = None
     last_result: DriftResult | None = None
@@ -152,7 +189,11 @@ class Monitor:
         self.last_tested, self.last_result = newest, result
         now = self.clock()
         started_drift, ended_drift = self.episode.advance(result.drift_detected, now)
+        estimate = self.accuracy.estimate(window)
+        degraded = estimate.degraded(self.run.spec.thresholds.accuracy_drop)
+        started_degraded, ended_degraded = self.degradation.advance(degraded, now)
         metrics.record(result, self.episode.consecutive)
+        metrics.record_accuracy(estimate, degraded)
         metrics.CHECKS.labels("drift" if result.drift_detected else "no_drift").inc()
         metrics.CHECK_SECONDS.observe(time.monotonic() - started)
         self.trend.append(TrendPoint(now, result.score, result.drift_detected))
@@ -162,26 +203,44 @@ class Monitor:
                 "driftDetected": result.drift_detected,
                 "driftScore": round(min(max(result.score, 0.0), 1.0), 6),
                 "driftedFeatures": result.drifted_features,
+                # Why it drifted or not, so that drifted features next to no drift never stand unexplained.
+                "verdict": _clip(result.verdict, VERDICT_MAX_CHARS),
+                "topFeatures": [
+                    {"name": top.name, "importance": round(top.importance, 6), "evidence": round(top.evidence, 6)}
+                    for top in result.top_features
+                ],
                 "windowSize": result.rows,
                 "consecutiveDriftedWindows": self.episode.consecutive,
                 # A merge patch with null removes the field: no drift, no start of one.
                 "driftSince": self.episode.since,
+                **_accuracy_status(estimate, degraded, self.degradation),
             }
         )
         if started_drift:
             features = ", ".join(result.drifted_features) or "the multivariate test"
-            self.reporter.event(
-                "Warning", DRIFT_DETECTED_EVENT, f"Drift in {features} (score {result.score:.2f}, {result.rows} rows)."
-            )
+            message = f"Drift in {features} (score {result.score:.2f}, {result.rows} rows): {result.verdict}"
+            self.reporter.event("Warning", DRIFT_DETECTED_EVENT, _clip(message, EVENT_MAX_CHARS))
         elif ended_drift:
-            self.reporter.event("Normal", DRIFT_RESOLVED, f"The window of {result.rows} rows no longer drifts.")
-        self._write_report(result, now)
+            message = f"The window of {result.rows} rows no longer drifts: {result.verdict}"
+            self.reporter.event("Normal", DRIFT_RESOLVED, _clip(message, EVENT_MAX_CHARS))
+        if started_degraded and estimate.estimated is not None and estimate.validation is not None:
+            self.reporter.event(
+                "Warning",
+                ACCURACY_DEGRADED,
+                f"Estimated accuracy {estimate.estimated:.3f} over {estimate.rows} answers, "
+                f"{estimate.validation - estimate.estimated:.3f} below the validation accuracy "
+                f"{estimate.validation:.3f}.",
+            )
+        elif ended_degraded:
+            self.reporter.event("Normal", ACCURACY_RECOVERED, "The estimated accuracy is no longer degraded.")
+        self._write_report(result, now, estimate)
         log.info(
-            "window of %d rows: %s, score %.3f, drifted: %s",
+            "window of %d rows: %s, score %.3f, drifted: %s; %s",
             result.rows,
             "drift" if result.drift_detected else "no drift",
             result.score,
             ", ".join(result.drifted_features) or "none",
+            result.verdict,
         )
         return result
 
@@ -205,7 +264,7 @@ class Monitor:
             notes.append(f"{len(read.skipped)} capture files were left out ({counts}); the monitor's log names them")
         return notes
 
-    def _write_report(self, result: DriftResult, now: datetime) -> None:
+    def _write_report(self, result: DriftResult, now: datetime, accuracy: AccuracyEstimate) -> None:
         directory = Path(self.run.reports_dir)
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -215,6 +274,7 @@ class Monitor:
                 checked_at=now,
                 reference_version=self.run.model_version,
                 trend=list(self.trend),
+                accuracy=accuracy,
             )
             name = f"report-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.html"
             write_text_atomically(directory / name, page)

@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Final
 
 from scaleml_workloads.drift.detector import DriftResult, FeatureResult
+from scaleml_workloads.drift.output import FEATURE_COLUMNS, feature_cells, number
+from scaleml_workloads.monitor.accuracy import AccuracyEstimate
 
 _WIDTH: Final = 360
 _HEIGHT: Final = 150
@@ -44,12 +46,6 @@ class TrendPoint:
     checked_at: datetime
     score: float
     drifted: bool
-
-
-def _number(value: float | None, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.{digits}g}"
 
 
 def _bars(feature: FeatureResult) -> str:
@@ -90,24 +86,12 @@ def _figure(feature: FeatureResult) -> str:
     state = '<span class="drift">drifted</span>' if feature.drifted else '<span class="ok">stable</span>'
     return (
         f'<figure id="feature-{html.escape(feature.name)}"><figcaption><b>{html.escape(feature.name)}</b> '
-        f"({feature.kind}, {feature.test} {_number(feature.statistic)}) {state}</figcaption>{_bars(feature)}</figure>"
+        f"({feature.kind}, {feature.test} {number(feature.statistic)}) {state}</figcaption>{_bars(feature)}</figure>"
     )
 
 
 def _row(feature: FeatureResult) -> str:
-    cells = [
-        html.escape(feature.name),
-        feature.kind,
-        feature.test,
-        _number(feature.statistic),
-        _number(feature.p_value),
-        _number(feature.threshold),
-        "yes" if feature.drifted else "no",
-        str(feature.rows),
-        f"{feature.missing_fraction:.1%}",
-        f"{feature.reference_missing_fraction:.1%}",
-        html.escape(feature.message),
-    ]
+    cells = [html.escape(cell) for cell in feature_cells(feature)]
     return f'<tr class="{"drifted" if feature.drifted else ""}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
@@ -134,6 +118,41 @@ def _trend(points: Sequence[TrendPoint]) -> str:
     )
 
 
+def _accuracy(estimate: AccuracyEstimate | None) -> str:
+    """The estimated accuracy next to the validation accuracy, or why the window has no estimate."""
+    if estimate is None:
+        return ""
+    validation = f"validation accuracy {number(estimate.validation, 3)}"
+    if estimate.estimated is None:
+        return f'<p class="accuracy">Estimated accuracy: n/a ({html.escape(estimate.message)}); {validation}.</p>'
+    gap = ""
+    if estimate.validation is not None:
+        below = estimate.validation - estimate.estimated
+        gap = f", {below:.3f} below it" if below >= 0 else f", {-below:.3f} above it"
+    return (
+        f'<p class="accuracy">Estimated accuracy (mean calibrated confidence of {estimate.rows} answers, no labels): '
+        f"<b>{estimate.estimated:.3f}</b>; {validation}{gap}. It holds while the model's confidence means on live "
+        "rows what it meant on the validation rows; a drift the model never saw can leave it confidently wrong.</p>"
+    )
+
+
+def _verdict(result: DriftResult) -> str:
+    """Why the window drifted or not; a rule that kept drifted features quiet stands out."""
+    text = html.escape(result.verdict)
+    return f'<span class="drift">Kept quiet by a rule:</span> {text}' if result.kept_quiet_by else text
+
+
+def _top_features(result: DriftResult) -> str:
+    if not result.top_features:
+        return ""
+    items = "".join(
+        f"<li>{html.escape(top.name)}: importance {top.importance:.2f} &times; evidence {top.evidence:.2f} = "
+        f"{top.contribution:.2f}</li>"
+        for top in result.top_features
+    )
+    return f"<p>What counts most in the score (importance &times; evidence of drift):</p><ol>{items}</ol>"
+
+
 def render(
     result: DriftResult,
     *,
@@ -141,6 +160,7 @@ def render(
     checked_at: datetime,
     reference_version: int | None,
     trend: Sequence[TrendPoint],
+    accuracy: AccuracyEstimate | None = None,
 ) -> str:
     """The report of one check as an HTML document."""
     verdict = (
@@ -150,27 +170,14 @@ def render(
     multivariate = ""
     if result.multivariate is not None:
         mmd = result.multivariate
+        # A permutation p-value that no permutation reached is only known to be at most 1 / (permutations + 1).
+        p_value = f"≤ {number(mmd.p_value)}" if mmd.p_value_is_bound else number(mmd.p_value)
         multivariate = (
-            f"<p>Multivariate {mmd.test}: statistic {_number(mmd.statistic)}, p-value {_number(mmd.p_value)}"
-            f" ({'drifted' if mmd.drifted else 'stable'}).</p>"
+            f"<p>Multivariate {mmd.test}: statistic {number(mmd.statistic)}, p-value {p_value}, "
+            f"q-value {number(mmd.q_value)} ({'drifted' if mmd.drifted else 'stable'}).</p>"
         )
     messages = "".join(f"<li>{html.escape(message)}</li>" for message in result.messages)
-    header = "".join(
-        f"<th>{name}</th>"
-        for name in (
-            "feature",
-            "kind",
-            "test",
-            "statistic",
-            "p-value",
-            "threshold",
-            "drifted",
-            "rows",
-            "missing",
-            "missing (reference)",
-            "note",
-        )
-    )
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in FEATURE_COLUMNS)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Drift report: {html.escape(monitor)}</title>
 <style>{_STYLE}</style></head><body>
@@ -178,7 +185,10 @@ def render(
 <p class="summary">{checked_at:%Y-%m-%d %H:%M:%S %Z}: {verdict}; score {result.score:.3f};
 {len(result.drifted_features)} of {len(result.features)} features drifted ({result.share_drifted:.0%});
 {result.rows} rows in the window, {result.rows_rejected} rejected{html.escape(version)}.</p>
+<p class="verdict">{_verdict(result)}</p>
+{_top_features(result)}
 {multivariate}
+{_accuracy(accuracy)}
 <ul class="messages">{messages}</ul>
 <h2>Score over time</h2>
 {_trend(trend)}
