@@ -37,7 +37,7 @@ from scaleml_api import runtime
 from scaleml_api.conditions import Waiting
 from scaleml_api.kind import AnyKind, Kind, SpecT
 from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
-from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
+from scaleml_api.v1alpha1.driftmonitor import RUN_FIELDS, DriftMonitorSpec
 from scaleml_api.v1alpha1.modeldeployment import NO_READY_REPLICA, REPLICAS_READY, SERVER_CRASHING, ModelDeploymentSpec
 from scaleml_local import runs, status
 from scaleml_local.state import LocalError, Manifest, State, running
@@ -52,14 +52,10 @@ log = logging.getLogger("scaleml_local")
 TICK_SECONDS: Final = 1.0
 # Triton waits up to EXIT_TIMEOUT_SECONDS for requests in flight; then the group is killed.
 STOP_SECONDS: Final = runtime.EXIT_TIMEOUT_SECONDS + 10
-# Clears the drift episode of the previous reference: the new version is judged by its own windows.
+# Clears the runs of drifted and degraded windows of the previous reference (flag, length and start of
+# each): the new version is judged by its own windows.
 EPISODE_RESET: Final = {
-    "driftDetected": False,
-    "consecutiveDriftedWindows": 0,
-    "driftSince": None,
-    "degraded": False,
-    "consecutiveDegradedWindows": 0,
-    "degradedSince": None,
+    field: value for fields in RUN_FIELDS.values() for field, value in zip(fields, (False, 0, None), strict=True)
 }
 
 Arguments = ParamSpec("Arguments")

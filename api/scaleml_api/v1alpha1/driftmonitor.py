@@ -175,10 +175,20 @@ class RetrainOverrides(ApiModel):
     run_policy: RunPolicyOverrides | None = Field(default=None, description="The retraining Job's run policy.")  # type: ignore[valid-type]
 
 
+# What persisting can retrain (spec.retrain.when counts one or both), and the status fields the
+# monitor writes of each one's run of windows, which retraining reads: the last window's flag, the
+# run's length, and when it began.
+RetrainRule = Literal["drift", "degradation"]
+RUN_FIELDS: Final[dict[RetrainRule, tuple[str, str, str]]] = {
+    "drift": ("driftDetected", "consecutiveDriftedWindows", "driftSince"),
+    "degradation": ("degraded", "consecutiveDegradedWindows", "degradedSince"),
+}
+
+
 class RetrainPolicy(ApiModel):
     """Creating a TrainingJob when drift, or a degraded estimated accuracy, persists."""
 
-    enabled: bool = Field(default=False, description="Create a TrainingJob when drift persists.")
+    enabled: bool = Field(default=False, description="Create a TrainingJob when what `when` counts persists.")
     when: Literal["drift", "degradation", "either"] = Field(
         default="drift",
         description="What persisting retrains: drift (drifted windows), degradation (windows whose estimated "
@@ -288,7 +298,7 @@ class DriftMonitorStatus(ApiModel):
     retrains_triggered: int | None = Field(default=None, ge=0, description="TrainingJobs created so far.")
     last_retrain_job: ObjectName | None = Field(default=None, description="Name of the last TrainingJob created.")
     last_retrain_time: datetime | None = Field(default=None, description="When it was created.")
-    last_retrain_rule: Literal["drift", "degradation"] | None = Field(
+    last_retrain_rule: RetrainRule | None = Field(
         default=None, description="What persisted to create it: drift, or degraded estimated accuracy."
     )
 

@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from scaleml_api.base import API_VERSION, duration_seconds, quantity_value
 from scaleml_api.merge import merge_patch
@@ -36,9 +36,11 @@ from scaleml_api.v1alpha1.driftmonitor import (
     OVERRIDES_EXCEED_SOURCE,
     RETRAIN_RUNNING,
     RETRAIN_TRIGGERED,
+    RUN_FIELDS,
     TRAINING_JOB_RUNNING,
     DriftMonitorSpec,
     RetrainPolicy,
+    RetrainRule,
 )
 from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_api.validation import InvalidSpecError, parse_spec
@@ -59,7 +61,6 @@ CAPTURED_DATA_NOTE: Final = (
 )
 
 
-RetrainRule = Literal["drift", "degradation"]
 _COUNTED: Final[dict[str, tuple[RetrainRule, ...]]] = {
     "drift": ("drift",),
     "degradation": ("degradation",),
@@ -92,11 +93,7 @@ class Run:
 
     @classmethod
     def of(cls, rule: RetrainRule, status: Mapping[str, Any]) -> Run:
-        flag, count, since = (
-            ("driftDetected", "consecutiveDriftedWindows", "driftSince")
-            if rule == "drift"
-            else ("degraded", "consecutiveDegradedWindows", "degradedSince")
-        )
+        flag, count, since = RUN_FIELDS[rule]
         started = str(status.get(since) or "")
         return cls(rule, bool(status.get(flag)) and bool(started), int(status.get(count) or 0), started)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final, TypedDict, Unpack
 
 import numpy as np
@@ -173,7 +173,18 @@ class DriftDetector:
 
     def check(self, window: Mapping[str, npt.NDArray[np.generic]], expected_rows: int | None = None) -> DriftResult:
         """Test one window: arrays by tensor name, rows first. `expected_rows`: the window size asked for."""
-        messages = list(self._messages)
+        return self._check(window, expected_rows, {}, [])
+
+    def _check(
+        self,
+        window: Mapping[str, npt.NDArray[np.generic]],
+        expected_rows: int | None,
+        gaps: Mapping[str, str],
+        notes: list[str],
+    ) -> DriftResult:
+        """`check`, with the features that `gaps` names left without a statistic (why, by name), and `notes`
+        first among the window's messages."""
+        messages = [*notes, *self._messages]
         data, rows = read_input(window, self.reference.input, self.device, messages)
         if expected_rows is not None and rows < expected_rows:
             messages.append(f"the window has {rows} rows, fewer than the {expected_rows} asked for")
@@ -185,8 +196,8 @@ class DriftDetector:
         codes = [read_codes(data, categorical.feature) for categorical in self._categorical]
         results = {**self._numeric_results(numeric, current), **self._categorical_results(codes)}
         for feature in self._features:
-            if feature.name in self._unreadable:
-                results[feature.name] = self._without_result(feature, self._unreadable[feature.name])
+            if gap := self._unreadable.get(feature.name) or gaps.get(feature.name):
+                results[feature.name] = self._without_result(feature, gap)
         multivariate = self._multivariate(numeric, messages)
         # A row is rejected when none of its values can be used; a feature without missing values uses them all.
         if bool((current.counts == rows).any()):
@@ -423,16 +434,7 @@ class DriftDetector:
         if window.values is None:
             gaps = [self._without_result(f, window.gaps[f.name]) for f in self._features]
             return self._summary(gaps, None, columns.rows, columns.rows, [*self._messages, *window.messages])
-        result = self.check({self.reference.input.name: window.values})
-        if not window.gaps:
-            return replace(result, messages=[*window.messages, *result.messages])
-        features = [
-            self._without_result(feature, window.gaps[feature.name]) if feature.name in window.gaps else tested
-            for feature, tested in zip(self._features, result.features, strict=True)
-        ]
-        # The window's summary again, without the features the table could not give.
-        messages = list(dict.fromkeys([*window.messages, *result.messages]))
-        return self._summary(features, result.multivariate, result.rows, result.rows_rejected, messages)
+        return self._check({self.reference.input.name: window.values}, None, window.gaps, list(window.messages))
 
 
 def _number(value: Tensor) -> float | None:

@@ -15,6 +15,7 @@ from typing import Any, Final
 from pydantic.alias_generators import to_camel
 
 from scaleml_workloads.drift.detector import DriftResult, FeatureResult
+from scaleml_workloads.drift.results import number
 
 # The names the DriftMonitor's status gives the result's fields.
 _STATUS_NAMES: Final = {"score": "driftScore"}
@@ -78,10 +79,9 @@ def as_table(result: DriftResult) -> str:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     if (mmd := result.multivariate) is not None:
         state = "drifted" if mmd.drifted else "stable"
-        # No permutation reached the statistic: the p-value is only known to be at most this.
-        bound = "≤ " if mmd.p_value_is_bound else ""
-        p_value = f"{bound}{number(mmd.p_value)}"
-        lines.append(f"multivariate {mmd.test}: statistic {number(mmd.statistic)}, p-value {p_value}, {state}")
+        lines.append(
+            f"multivariate {mmd.test}: statistic {number(mmd.statistic)}, p-value {mmd.p_value_text()}, {state}"
+        )
     lines.extend(f"note: {message}" for message in result.messages)
     return "\n".join(lines)
 
@@ -98,8 +98,3 @@ def _wire(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def number(value: float | None, digits: int = 4) -> str:
-    """A statistic as the table and the report print it: `digits` significant digits, or n/a."""
-    return "n/a" if value is None else f"{value:.{digits}g}"

@@ -77,6 +77,15 @@ class MultivariateResult:
     q_value: float | None = None
     p_value_is_bound: bool = False
 
+    def p_value_text(self) -> str:
+        """The p-value as printed: "≤ p" when no permutation reached the statistic."""
+        return f"≤ {number(self.p_value)}" if self.p_value_is_bound else number(self.p_value)
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    """A statistic as the results print it: `digits` significant digits, or n/a."""
+    return "n/a" if value is None else f"{value:.{digits}g}"
+
 
 @dataclass(frozen=True)
 class TopFeature:

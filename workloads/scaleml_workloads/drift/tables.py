@@ -36,6 +36,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from scaleml_api.profile import FeatureProfile, TensorSpec
+from scaleml_workloads.training.data import is_categorical, is_numeric
 
 Floats = npt.NDArray[np.float64]
 Kind = Literal["numeric", "categorical", "null"]
@@ -218,11 +219,9 @@ def _kind(kind: pa.DataType) -> Kind | None:
         return _kind(kind.value_type)
     if pa.types.is_null(kind):
         return "null"
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    if is_categorical(kind):
         return "categorical"
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        return "numeric"
-    return "numeric" if pa.types.is_boolean(kind) else None
+    return "numeric" if is_numeric(kind) else None
 
 
 def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:

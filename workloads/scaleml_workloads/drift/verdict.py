@@ -41,6 +41,7 @@ from scaleml_workloads.drift.results import (
     FeatureResult,
     MultivariateResult,
     TestResult,
+    number,
 )
 from scaleml_workloads.drift.score import evidence, relative_importance, window_score
 
@@ -72,12 +73,17 @@ def summarise(
 ) -> DriftResult:
     """The window's result: its tests corrected together, each feature and the window judged, the score."""
     alpha = thresholds.p_value
-    family = [(f, t) for f, feature in enumerate(features) for t, test in enumerate(feature.tests) if _tested(test)]
-    p_values = [_p(features[f].tests[t].p_value) for f, t in family]
+    family = [
+        (f, t, p)
+        for f, feature in enumerate(features)
+        for t, test in enumerate(feature.tests)
+        if (p := test.p_value) is not None and math.isfinite(p)
+    ]
+    p_values = [p for _, _, p in family]
     if multivariate is not None:
         p_values.append(multivariate.p_value)
     q_values = benjamini_hochberg(p_values)
-    adjusted = dict(zip(family, q_values[: len(family)], strict=True))
+    adjusted = {(f, t): q for (f, t, _), q in zip(family, q_values[: len(family)], strict=True)}
     weights = relative_importance([importances.get(feature.name) for feature in features])
     judged = [
         _judged(feature, [adjusted.get((f, t)) for t in range(len(feature.tests))], alpha, weights[f])
@@ -120,10 +126,6 @@ def _tested(test: TestResult) -> bool:
     return test.p_value is not None and math.isfinite(test.p_value)
 
 
-def _p(value: float | None) -> float:
-    return 1.0 if value is None else value
-
-
 def _judged(feature: FeatureResult, q_values: list[float | None], alpha: float, importance: float) -> FeatureResult:
     """A feature with its tests' q-values, whether each drifted, the deciding test and its evidence."""
     tests = [
@@ -132,7 +134,8 @@ def _judged(feature: FeatureResult, q_values: list[float | None], alpha: float, 
     ]
     drifted = [test for test in tests if test.drifted]
     value = tests[0]
-    deciding = min(drifted, key=lambda test: _p(test.q_value)) if drifted else value
+    # A drifted test has a q-value.
+    deciding = min(drifted, key=lambda test: test.q_value or 0.0) if drifted else value
     if value.statistic is None and not drifted and len(tests) > 1 and tests[1].statistic is not None:
         deciding = tests[1]
     notes = list(feature.notes)
@@ -140,12 +143,13 @@ def _judged(feature: FeatureResult, q_values: list[float | None], alpha: float, 
         if test.test == "missing":
             notes.append(
                 f"missing in {feature.missing_fraction:.1%} of the window, {feature.reference_missing_fraction:.1%} "
-                f"of the reference (chi-square p {_g(test.p_value)}, q {_g(test.q_value)})"
+                f"of the reference (chi-square p {number(test.p_value, 3)}, q {number(test.q_value, 3)})"
             )
     if deciding is not value and value.statistic is not None:
-        notes.append(f"the values present: {value.test} {_g(value.statistic)}, p {_g(value.p_value)}")
+        notes.append(f"the values present: {value.test} {number(value.statistic, 3)}, p {number(value.p_value, 3)}")
     if value.statistic is not None and not value.drifted and value.q_value is not None and value.q_value < alpha:
-        notes.append(f"significant, but {value.test} {_g(value.statistic)} is below its threshold {value.threshold:g}")
+        statistic = number(value.statistic, 3)
+        notes.append(f"significant, but {value.test} {statistic} is below its threshold {value.threshold:g}")
     return dataclasses.replace(
         feature,
         test=deciding.test,
@@ -167,10 +171,6 @@ def _large_enough(test: TestResult) -> bool:
     return test.effect is not None and test.effect >= test.minimum_effect
 
 
-def _g(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
-
-
 def _verdict(
     features: list[FeatureResult],
     multivariate: MultivariateResult | None,
@@ -182,7 +182,7 @@ def _verdict(
 ) -> str:
     """One sentence: which tests decided, under which rule."""
     drifted = [f for f in features if f.drifted]
-    names = ", ".join(f"{f.name} ({f.test}, q {_g(f.q_value)})" for f in drifted)
+    names = ", ".join(f"{f.name} ({f.test}, q {number(f.q_value, 3)})" for f in drifted)
     level = f"Benjamini-Hochberg over {tests} tests at {alpha:g}"
     if kept_quiet_by:
         return (
@@ -193,11 +193,11 @@ def _verdict(
     if drifted:
         parts.append(f"drift in {names}")
     if multivariate is not None and multivariate.drifted:
-        parts.append(f"the multivariate test drifted (q {_g(multivariate.q_value)})")
+        parts.append(f"the multivariate test drifted (q {number(multivariate.q_value, 3)})")
     if parts:
         return "; ".join(parts) + f" ({level})"
     q_values = [f.q_value for f in features if f.q_value is not None]
     if multivariate is not None and multivariate.q_value is not None:
         q_values.append(multivariate.q_value)
-    smallest = f", smallest q {_g(min(q_values))}" if q_values else ""
+    smallest = f", smallest q {number(min(q_values), 3)}" if q_values else ""
     return f"no drift: no test significant ({level}{smallest})"

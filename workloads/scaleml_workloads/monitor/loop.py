@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 
@@ -36,7 +36,9 @@ from scaleml_api.v1alpha1.driftmonitor import (
     ACCURACY_RECOVERED,
     DRIFT_DETECTED_EVENT,
     DRIFT_RESOLVED,
+    RUN_FIELDS,
     WINDOW_MAX_BYTES,
+    RetrainRule,
 )
 from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.capture.files import CaptureWindow, SkipReason, read_window
@@ -52,11 +54,6 @@ PLURAL: Final = "driftmonitors"
 LATEST_REPORT: Final = "latest.html"
 KEPT_REPORTS: Final = 100
 TREND_POINTS: Final = 200
-# The status fields of a run of drifted, or degraded, windows: its length and its start.
-_RUN_FIELDS: Final = {
-    "drift": ("consecutiveDriftedWindows", "driftSince"),
-    "degradation": ("consecutiveDegradedWindows", "degradedSince"),
-}
 
 
 # Events stay under 1 KiB; the status's verdict under its schema's bound.
@@ -107,12 +104,12 @@ class Reporter:
         client = None if run.status_file else InClusterClient()
         return cls(run, patcher, client if client is not None and client.enabled else None)
 
-    def resume(self, counted: Literal["drift", "degradation"] = "drift") -> Episode:
+    def resume(self, counted: RetrainRule = "drift") -> Episode:
         """The run of drifted (or degraded) windows, as the status last recorded it."""
         if self.client is None:
             return Episode()
         status = read_status(self.client, self.run.namespace, PLURAL, self.run.name)
-        count, since = _RUN_FIELDS[counted]
+        _, count, since = RUN_FIELDS[counted]
         return Episode(int(status.get(count) or 0), status.get(since))
 
     def status(self, fields: dict[str, Any]) -> None:

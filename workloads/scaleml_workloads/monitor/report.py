@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Final
 
 from scaleml_workloads.drift.detector import DriftResult, FeatureResult
-from scaleml_workloads.drift.output import FEATURE_COLUMNS, feature_cells, number
+from scaleml_workloads.drift.output import FEATURE_COLUMNS, feature_cells
+from scaleml_workloads.drift.results import number
 from scaleml_workloads.monitor.accuracy import AccuracyEstimate
 
 _WIDTH: Final = 360
@@ -170,10 +171,9 @@ def render(
     multivariate = ""
     if result.multivariate is not None:
         mmd = result.multivariate
-        # A permutation p-value that no permutation reached is only known to be at most 1 / (permutations + 1).
-        p_value = f"≤ {number(mmd.p_value)}" if mmd.p_value_is_bound else number(mmd.p_value)
         multivariate = (
-            f"<p>Multivariate {mmd.test}: statistic {number(mmd.statistic)}, p-value {p_value}, "
+            f"<p>Multivariate {mmd.test}: statistic {number(mmd.statistic)}, "
+            f"p-value {html.escape(mmd.p_value_text())}, "
             f"q-value {number(mmd.q_value)} ({'drifted' if mmd.drifted else 'stable'}).</p>"
         )
     messages = "".join(f"<li>{html.escape(message)}</li>" for message in result.messages)

@@ -28,7 +28,6 @@ from scaleml_workloads.training.inference import predict
 MAX_ROWS: Final = 100_000
 # Fewer validation rows fit no temperature worth keeping: it would follow a handful of answers.
 MIN_ROWS: Final = 20
-BATCH_SIZE: Final = 1024
 
 
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
@@ -76,5 +75,5 @@ def validation_calibration(
         return None
     if len(rows) > MAX_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(rows, size=MAX_ROWS, replace=False))
-    logits = predict(model, torch.from_numpy(features[rows]), BATCH_SIZE, device)
+    logits = predict(model, torch.from_numpy(features[rows]), device)
     return calibrate(logits, torch.from_numpy(target[rows]))

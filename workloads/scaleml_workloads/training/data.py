@@ -220,10 +220,10 @@ def _read_table(path: Path, spec: DataSpec) -> _Columns:
     rejected: list[str] = []
     for name in features:
         column = table.column(name)
-        if _is_categorical(column.type):
+        if is_categorical(column.type):
             values, categories[name] = _encode_categories(column)
             columns.append(values)
-        elif _is_numeric(column.type):
+        elif is_numeric(column.type):
             wide = column.cast(pa.float64()).to_numpy()
             if problem := _not_float32(f"feature column '{name}'", wide):
                 rejected.append(problem)
@@ -243,15 +243,17 @@ def _read_table(path: Path, spec: DataSpec) -> _Columns:
     return np.stack(columns, axis=1), tuple(features), categories, target, target_missing
 
 
-def _is_numeric(kind: pa.DataType) -> bool:
+def is_numeric(kind: pa.DataType) -> bool:
+    """Numbers: integers, floats, decimals and booleans."""
     return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)) or bool(
         pa.types.is_boolean(kind)
     )
 
 
-def _is_categorical(kind: pa.DataType) -> bool:
+def is_categorical(kind: pa.DataType) -> bool:
+    """Strings, or dictionaries of them."""
     if pa.types.is_dictionary(kind):
-        return _is_categorical(kind.value_type)
+        return is_categorical(kind.value_type)
     return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 

@@ -45,10 +45,10 @@ def error(outputs: torch.Tensor, target: torch.Tensor, task: Task) -> float:
     return float(((outputs.squeeze(-1).double() - target.double()) ** 2).mean().sqrt())
 
 
-def rows_to_measure(available: int, features: int, repeats: int, max_rows: int) -> int:
-    """Validation rows to shuffle on: all up to max_rows, fewer with many features (see ROW_BUDGET)."""
-    budget = max(MIN_ROWS, ROW_BUDGET // max(1, features * repeats))
-    return min(available, max_rows, budget)
+def rows_to_measure(available: int, features: int) -> int:
+    """Validation rows to shuffle on: all up to MAX_ROWS, fewer with many features (see ROW_BUDGET)."""
+    budget = max(MIN_ROWS, ROW_BUDGET // max(1, features * REPEATS))
+    return min(available, MAX_ROWS, budget)
 
 
 def permutation_importance(
@@ -61,11 +61,10 @@ def permutation_importance(
     seed: int,
     device: torch.device,
     repeats: int = REPEATS,
-    batch_size: int = 512,
 ) -> list[float]:
     """Per (axis, index) position of `features`, the error gained when that slice is shuffled across rows."""
     generator = np.random.default_rng(seed)
-    baseline = error(predict(model, features, batch_size, device), target, task)
+    baseline = error(predict(model, features, device), target, task)
     importances = []
     for axis, index in positions:
         where: list[slice | int] = [slice(None)] * features.dim()
@@ -75,7 +74,7 @@ def permutation_importance(
             order = torch.from_numpy(generator.permutation(len(features)))
             shuffled = features.clone()
             shuffled[tuple(where)] = features[order][tuple(where)]
-            gained.append(error(predict(model, shuffled, batch_size, device), target, task) - baseline)
+            gained.append(error(predict(model, shuffled, device), target, task) - baseline)
         importances.append(float(np.mean(gained)))
     return importances
 
@@ -100,7 +99,7 @@ def with_importance(
     ]
     if len(rows) < 2 or not ranked:
         return profile
-    size = rows_to_measure(len(rows), len(ranked), REPEATS, MAX_ROWS)
+    size = rows_to_measure(len(rows), len(ranked))
     chosen = np.sort(np.random.default_rng(seed).choice(rows, size=size, replace=False))
     values = permutation_importance(
         model,

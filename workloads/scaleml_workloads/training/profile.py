@@ -89,14 +89,13 @@ def profile_table(
     format: Literal["parquet", "csv"],
     sha256: str,
     seed: int,
-    sample: ProfileSample = "rows",
 ) -> DataProfile:
     """The profile of a plain table without a target: one feature per column, as training profiles its features.
 
     `table` is (rows, columns), NaN for missing values, a categorical column holding the codes of
     its `categories` (in code order); the model input is the table itself, float32.
     """
-    sampled = sample_rows(len(table), seed, sample)
+    sampled = sample_rows(len(table), seed, "rows")
     features, columns = table_features(table, names, categories, sampled)
     return DataProfile(
         source=source,
