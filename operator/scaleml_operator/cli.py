@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from scaleml_operator.config import DEFAULT_TRITON_IMAGE, DEFAULT_WORKLOAD_IMAGE
+from scaleml_api.arguments import positive_float, positive_int
+from scaleml_operator.config import DEFAULT_TRITON_IMAGE, DEFAULT_WORKLOAD_IMAGE, OperatorConfig
 
 # The peering object (ClusterKopfPeering) the operator replicas share; the operator creates it.
 PEERING_NAME = "scaleml"
@@ -25,15 +26,17 @@ def _operator(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     import scaleml_operator.handlers  # noqa: F401  (registers the handlers)
-    from scaleml_operator.config import OperatorConfig
     from scaleml_operator.handlers.settings import default_priority
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
     )
-    # One line per liveness probe would drown the operator's own log.
+    # One line per liveness probe would drown the operator's own log, and so would kopf's line per
+    # handler run ("Handler 'job-status' succeeded."): the transitions are logged as the Events they post.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if not args.verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.bind_address)
     liveness = f"http://{args.bind_address}:{args.liveness_port}/healthz" if args.liveness_port else None
@@ -51,6 +54,8 @@ def _operator(args: argparse.Namespace) -> int:
                     workload_image=args.workload_image,
                     triton_image=args.triton_image,
                     retrain_entrypoint_prefixes=tuple(args.retrain_entrypoint_prefix),
+                    workers=args.workers,
+                    resync_seconds=args.resync_seconds,
                 )
             ),
         )
@@ -102,6 +107,19 @@ def parser() -> argparse.ArgumentParser:
         help="A Python package whose custom model code (model.entrypoint) DriftMonitors may retrain "
         "(repeatable; env SCALEML_RETRAIN_ENTRYPOINT_PREFIXES, comma-separated). None by default: retraining "
         "runs code someone else wrote on behalf of whoever may edit a DriftMonitor.",
+    )
+    operator.add_argument(
+        "--workers",
+        type=positive_int,
+        default=OperatorConfig.workers,
+        help="Reconciles whose API calls run at once (default: %(default)s).",
+    )
+    operator.add_argument(
+        "--resync-seconds",
+        type=positive_float,
+        default=OperatorConfig.resync_seconds,
+        help="Period in which every object's status is recomputed from what the watches hold, so that a change "
+        "whose handling failed is not lost; costs no request when nothing changed (default: %(default)s).",
     )
     operator.add_argument("-v", "--verbose", action="store_true", help="Log at debug level.")
     operator.set_defaults(run=_operator)

@@ -16,3 +16,7 @@ class OperatorConfig:
     triton_image: str = DEFAULT_TRITON_IMAGE
     # Modules whose custom model code a DriftMonitor may retrain; none by default (see builders.retraining).
     retrain_entrypoint_prefixes: tuple[str, ...] = ()
+    # Threads that run reconciles' API calls at once (and connections to the API server).
+    workers: int = 16
+    # Every object's status is recomputed from the caches once per period (see handlers.resync).
+    resync_seconds: float = 60.0

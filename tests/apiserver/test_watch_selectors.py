@@ -25,7 +25,7 @@ MANAGED = "app.kubernetes.io/managed-by=scaleml-operator"
 EXPECTED = {
     ("/apis/batch/v1", "jobs"): f"{MANAGED},app.kubernetes.io/name=scaleml-trainer",
     ("/apis/apps/v1", "deployments"): f"{MANAGED},app.kubernetes.io/name in (scaleml-monitor,scaleml-triton)",
-    ("/api/v1", "pods"): f"{MANAGED},app.kubernetes.io/name=scaleml-triton",
+    ("/api/v1", "pods"): f"{MANAGED},app.kubernetes.io/name in (scaleml-trainer,scaleml-triton)",
 }
 
 

@@ -1,13 +1,25 @@
 """kopf handlers. Importing this package registers them (`kopf run -m scaleml_operator.handlers`)."""
 
 from scaleml_operator.handlers import (
+    cache,
     driftmonitor,
     inventory,
     login,
     loop,
     modeldeployment,
+    resync,
     settings,
     trainingjob,
 )
 
-__all__ = ["driftmonitor", "inventory", "login", "loop", "modeldeployment", "settings", "trainingjob"]
+__all__ = [
+    "cache",
+    "driftmonitor",
+    "inventory",
+    "login",
+    "loop",
+    "modeldeployment",
+    "resync",
+    "settings",
+    "trainingjob",
+]

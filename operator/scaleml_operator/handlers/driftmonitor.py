@@ -30,24 +30,24 @@ def drift_monitors_by_target(namespace: str | None, name: str, spec: kopf.Spec, 
 @kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.consecutiveDegradedWindows")
 @kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.degradedSince")
 @instrumented(DRIFT_MONITOR.kind)
-async def window_tested(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    await run(RECONCILER, name, namespace, memo, full=False)
+async def window_tested(name: str, namespace: str | None, memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
+    await run(RECONCILER, name, namespace, memo, kwargs, full=False, parent=body)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MONITOR_SELECTOR, OWNER_LABEL: kopf.PRESENT}, id="monitor-status")
 @instrumented("Deployment")
-async def monitor_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    await run(RECONCILER, labels[OWNER_LABEL], namespace, memo, full=False)
+async def monitor_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    await run(RECONCILER, labels[OWNER_LABEL], namespace, memo, kwargs, full=False)
 
 
 @kopf.on.event(*MODEL_DEPLOYMENT.group_version, id="target-changed")
 @instrumented(MODEL_DEPLOYMENT.kind)
 async def target_changed(
-    name: str, namespace: str | None, memo: kopf.Memo, drift_monitors_by_target: Watchers, **_: Any
+    name: str, namespace: str | None, memo: kopf.Memo, drift_monitors_by_target: Watchers, **kwargs: Any
 ) -> None:
     """A ModelDeployment changed (capture turned on, a new version served): its monitors follow."""
     for monitor in set(drift_monitors_by_target.get((namespace or "", name), ())):
-        await run(RECONCILER, monitor, namespace, memo, full=False)
+        await run(RECONCILER, monitor, namespace, memo, kwargs, full=False)
 
 
 @kopf.on.event(
@@ -57,6 +57,6 @@ async def target_changed(
     id="retraining-finished",
 )
 @instrumented(TRAINING_JOB.kind)
-async def retraining_finished(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def retraining_finished(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     """A retraining TrainingJob ended: the monitor's Retraining condition ends, and the policy may act again."""
-    await run(RECONCILER, labels[RETRAINED_BY_LABEL], namespace, memo, full=False)
+    await run(RECONCILER, labels[RETRAINED_BY_LABEL], namespace, memo, kwargs, full=False)

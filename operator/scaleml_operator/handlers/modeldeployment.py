@@ -36,18 +36,15 @@ def training_job_followers(namespace: str | None, name: str, spec: kopf.Spec, **
 )
 @kopf.on.event("", "v1", "pods", labels={**SERVING_SELECTOR, OWNER_LABEL: kopf.PRESENT}, id="pod-status")
 @instrumented("Deployment")
-async def child_changed(
-    labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, exported_versions: Exports, **_: Any
-) -> None:
+async def child_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     # A deleted Deployment is stale too: it comes back.
-    await run(RECONCILER, labels[OWNER_LABEL], namespace, memo, full=False, exported_versions=exported_versions)
+    await run(RECONCILER, labels[OWNER_LABEL], namespace, memo, kwargs, full=False)
 
 
 @kopf.on.event(*TRAINING_JOB.group_version, when=lambda status, **_: bool(status.get("modelVersion")), id="new-version")
 @instrumented(TRAINING_JOB.kind)
-async def training_job_exported(
-    namespace: str | None, memo: kopf.Memo, exported_versions: Exports, training_job_followers: Followers, **_: Any
-) -> None:
+async def training_job_exported(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     """A TrainingJob exported a version: deployments of the same model that serve an older one roll."""
-    for name in set(training_job_followers.get(namespace or "", ())):
-        await run(RECONCILER, name, namespace, memo, full=False, exported_versions=exported_versions)
+    followers: Followers = kwargs["training_job_followers"]
+    for name in set(followers.get(namespace or "", ())):
+        await run(RECONCILER, name, namespace, memo, kwargs, full=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import zlib
@@ -34,13 +35,12 @@ def label_selector(*selects: Mapping[str, str]) -> str:
 # What the API server sends the operator's watches of built-in kinds: only what the operator made, of
 # the components its handlers follow. Without them every Job, Deployment and Pod of the cluster (or of
 # the served namespaces) would stream through the operator, to be dropped by kopf's client-side filters
-# in the handlers; with them, other teams' objects never leave the API server. Training pods are not
-# watched either (the reconcile lists them when it needs them). The handlers' own label filters stay,
-# and each must pick a subset of these (tests/unit/test_watch_selectors.py checks).
+# in the handlers; with them, other teams' objects never leave the API server. The handlers' own label
+# filters stay, and each must pick a subset of these (tests/unit/test_watch_selectors.py checks).
 WATCH_SELECTORS: Final = {
     ("batch", "v1", "jobs"): label_selector(WORKER_SELECTOR),
     ("apps", "v1", "deployments"): label_selector(SERVING_SELECTOR, MONITOR_SELECTOR),
-    ("", "v1", "pods"): label_selector(SERVING_SELECTOR),
+    ("", "v1", "pods"): label_selector(SERVING_SELECTOR, WORKER_SELECTOR),
 }
 
 
@@ -73,6 +73,9 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     settings.watching.connect_timeout = 30
     for resource, selector in WATCH_SELECTORS.items():
         settings.watching.label_selectors[resource] = selector
+    # kopf posts its own log lines about an object as Events on it; only its warnings and errors (a
+    # handler that failed) say something a user can act on, and each Event is a request.
+    settings.posting.level = logging.WARNING
     settings.posting.reporting_component = FIELD_MANAGER
     settings.posting.reporting_instance = socket.gethostname()
     settings.posting.event_name_prefix = "scaleml-"

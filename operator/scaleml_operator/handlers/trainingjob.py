@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -13,6 +14,7 @@ from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.handlers.loop import run
 from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.kube import apply as kube
+from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile.loop import controlled_by
 from scaleml_operator.reconcile.trainingjob import OWNER_LABEL, RECONCILER, WORKER_SELECTOR
 
@@ -20,22 +22,23 @@ from scaleml_operator.reconcile.trainingjob import OWNER_LABEL, RECONCILER, WORK
 @kopf.on.event("batch", "v1", "jobs", labels={**WORKER_SELECTOR, OWNER_LABEL: kopf.PRESENT}, id="job-status")
 @instrumented("Job")
 async def job_changed(
-    type: str, body: kopf.Body, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
+    type: str, body: kopf.Body, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     name = labels[OWNER_LABEL]
     if type == "DELETED":
         # A Job that was finished when it went away was removed by the TTL controller (or by hand).
-        if build.job_finished(body):
-            await asyncio.to_thread(_expire, name, namespace or "", dict(body))
+        training_job = cache.one(kwargs, cache.PARENTS[TRAINING_JOB.kind], (namespace or "", name))
+        if training_job is not None and build.job_finished(body):
+            await asyncio.to_thread(_expire, training_job, dict(body))
         return
-    await run(RECONCILER, name, namespace, memo, full=False)
+    await run(RECONCILER, name, namespace, memo, kwargs, full=False)
 
 
-def _expire(name: str, namespace: str, job: dict[str, Any]) -> None:
-    training_job = kube.get(API_VERSION, TRAINING_JOB.kind, name, namespace)
+def _expire(training_job: Mapping[str, Any], job: Mapping[str, Any]) -> None:
     # Anyone who may create Jobs can copy the label: only a Job this TrainingJob controls counts.
-    if training_job is None or not controlled_by(job, training_job["metadata"]["uid"]):
+    if not controlled_by(job, training_job["metadata"]["uid"]):
         return
+    name, namespace = training_job["metadata"]["name"], training_job["metadata"]["namespace"]
     if training_job["spec"].get("runPolicy", {}).get("ttlSecondsAfterFinished") is not None:
         # The finished Job's time to live is over: the TrainingJob's is too.
-        kube.delete(API_VERSION, TRAINING_JOB.kind, name, namespace)
+        kube.delete(API_VERSION, TRAINING_JOB.kind, name, namespace, uid=training_job["metadata"]["uid"])

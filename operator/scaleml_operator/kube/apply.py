@@ -6,9 +6,9 @@ objects, and a changed spec reaches objects that already exist.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -45,31 +45,58 @@ class RejectedError(Exception):
     """The API server refused an object as invalid: applying it again cannot help until the spec changes."""
 
 
-@functools.cache
+class NotThatObjectError(Exception):
+    """The object of that name is not the one of the uid given (another took its place, or none is there)."""
+
+
+_client_lock = threading.Lock()
+_dynamic: DynamicClient | None = None
+
+
 def dynamic_client() -> DynamicClient:
-    # One per process: the client caches discovery, so each kind is looked up once.
-    return DynamicClient(api_client())
+    """The process's one client. It caches discovery on disk as well as in memory: two threads building
+    it at once would read the file while the other writes it, so it is built once, under a lock."""
+    global _dynamic
+    with _client_lock:
+        if _dynamic is None:
+            _dynamic = DynamicClient(api_client())
+        return _dynamic
 
 
-def apply(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Applies `manifest` (force: the operator owns these fields) and returns the live object."""
+def apply(manifest: Mapping[str, Any], uid: str | None = None) -> dict[str, Any]:
+    """Applies `manifest` (force: the operator owns these fields) and returns the live object.
+
+    With `uid`, the API server applies only to the object of that uid (a precondition it checks):
+    one request both proves the object is the one the caller knows and updates it. Raises
+    NotThatObjectError when it is not (gone, or replaced by another of the same name).
+    """
     _checked(manifest["metadata"]["name"], manifest["metadata"].get("namespace"))
     dynamic = dynamic_client()
     resource = dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+    body = dict(manifest)
+    if uid is not None:
+        body["metadata"] = {**manifest["metadata"], "uid": uid}
     try:
         live = dynamic.server_side_apply(
             resource,
-            body=dict(manifest),
+            body=body,
             name=manifest["metadata"]["name"],
             namespace=manifest["metadata"].get("namespace"),
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
         )
     except ApiException as error:
+        if uid is not None and _uid_refused(error):
+            raise NotThatObjectError(_message(error)) from None
         if error.status == HTTP_UNPROCESSABLE:
             raise RejectedError(_message(error)) from None
         raise
     return live.to_dict()  # type: ignore[no-any-return]
+
+
+def _uid_refused(error: ApiException) -> bool:
+    # No object of the name: 409 "uid mismatch"; another object of the name: 422 on metadata.uid.
+    return error.status == HTTP_CONFLICT or (error.status == HTTP_UNPROCESSABLE and "metadata.uid" in _message(error))
 
 
 def _message(error: ApiException) -> str:
@@ -98,15 +125,19 @@ def list_objects(api_version: str, kind: str, namespace: str, label_selector: st
     return list(items)
 
 
-def delete(api_version: str, kind: str, name: str, namespace: str) -> bool:
-    """Deletes the object (its dependents in the background); False when it was gone already."""
+def delete(api_version: str, kind: str, name: str, namespace: str, uid: str | None = None) -> bool:
+    """Deletes the object (its dependents in the background); False when it was gone already, or when
+    `uid` is given and the object of that name is another one."""
     _checked(name, namespace)
     dynamic = dynamic_client()
     resource = dynamic.resources.get(api_version=api_version, kind=kind)
+    body: dict[str, Any] = {"propagationPolicy": "Background"}
+    if uid is not None:
+        body["preconditions"] = {"uid": uid}
     try:
-        dynamic.delete(resource, name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+        dynamic.delete(resource, name=name, namespace=namespace, body=body)
     except (NotFoundError, ApiException) as error:
-        if isinstance(error, NotFoundError) or error.status == HTTP_NOT_FOUND:
+        if isinstance(error, NotFoundError) or error.status in (HTTP_NOT_FOUND, HTTP_CONFLICT):
             return False
         raise
     return True
@@ -118,11 +149,12 @@ class ConflictError(Exception):
 
 def patch_status(
     api_version: str, kind: str, name: str, namespace: str, status: Mapping[str, Any], resource_version: str
-) -> None:
+) -> bool:
     """A JSON merge patch of the status subresource, only if the object is still at `resource_version`.
 
     Status lists such as conditions are replaced whole by a merge patch, so a writer that read an
     older status would undo what another wrote since; the precondition turns that into a conflict.
+    False when the object is gone (deleted while it was reconciled: nothing left to report on).
     """
     _checked(name, namespace)
     dynamic = dynamic_client()
@@ -136,18 +168,27 @@ def patch_status(
             content_type="application/merge-patch+json",
         )
     except ApiException as error:
+        if error.status == HTTP_NOT_FOUND:
+            return False
         if error.status == HTTP_CONFLICT:
             raise ConflictError(f"{kind} {namespace}/{name} changed since resourceVersion {resource_version}") from None
         raise
+    return True
 
 
 def delete_owned(api_version: str, kind: str, name: str, namespace: str, owner_uid: str) -> bool:
-    """Deletes the object if `owner_uid` controls it: one of the same name made by someone else stays."""
+    """Deletes the object if `owner_uid` controls it: one of the same name made by someone else stays.
+
+    The delete is conditional on the uid read, so one made by someone else between the read and
+    the delete stays too.
+    """
     live = get(api_version, kind, name, namespace)
-    owners = (live or {}).get("metadata", {}).get("ownerReferences") or ()
+    if live is None:
+        return False
+    owners = live["metadata"].get("ownerReferences") or ()
     if not any(reference.get("uid") == owner_uid and reference.get("controller") for reference in owners):
         return False
-    return delete(api_version, kind, name, namespace)
+    return delete(api_version, kind, name, namespace, uid=live["metadata"]["uid"])
 
 
 def create(manifest: Mapping[str, Any]) -> bool:

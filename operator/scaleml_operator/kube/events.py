@@ -61,6 +61,9 @@ def post(involved: Mapping[str, Any], events: Iterable[Event]) -> None:
     resource = dynamic.resources.get(api_version="v1", kind="Event")
     for event in events:
         body = event_body(involved, event, datetime.now(UTC), socket.gethostname())
+        meta = involved["metadata"]
+        # The operator's log at INFO is these lines: what changed for a user, one line per transition.
+        log.info("%s %s/%s: %s: %s", involved["kind"], meta["namespace"], meta["name"], event.reason, body["message"])
         try:
             dynamic.create(resource, body=body, namespace=body["metadata"]["namespace"])
         except ApiException as error:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from scaleml_api.base import API_VERSION
 from scaleml_api.conditions import Waiting
 from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_api.v1alpha1.driftmonitor import RETRAIN_REJECTED, DriftMonitorSpec
@@ -21,7 +20,7 @@ from scaleml_operator.builders import driftmonitor as build
 from scaleml_operator.builders import retraining
 from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
 from scaleml_operator.config import OperatorConfig
-from scaleml_operator.kube import apply as kube
+from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
 from scaleml_operator.status import driftmonitor as status
 
@@ -38,24 +37,23 @@ class Inputs:
     retraining: retraining.Retraining
 
 
-def _source_job(spec: DriftMonitorSpec, target: Mapping[str, Any] | None, namespace: str) -> Mapping[str, Any] | None:
-    jobs = {job["metadata"]["name"]: job for job in kube.list_objects(API_VERSION, TRAINING_JOB.kind, namespace, "")}
-    return retraining.source_job(spec, target, jobs)
-
-
 def read(owner: Owner, spec: DriftMonitorSpec, parent: Mapping[str, Any], context: Context) -> Inputs:
-    namespace, current = owner.namespace, parent.get("status") or {}
-    target = kube.get(API_VERSION, MODEL_DEPLOYMENT.kind, spec.target.model_deployment, namespace)
+    namespace, current, indexes = owner.namespace, parent.get("status") or {}, context.indexes
+    training_jobs = cache.PARENTS[TRAINING_JOB.kind]
+    target = cache.one(indexes, cache.PARENTS[MODEL_DEPLOYMENT.kind], (namespace, spec.target.model_deployment))
     training_job = None
     if spec.reference.from_training_job:
-        training_job = kube.get(API_VERSION, TRAINING_JOB.kind, spec.reference.from_training_job, namespace)
-    deployment = kube.get("apps/v1", "Deployment", build.monitor_name(owner.name), namespace)
+        training_job = cache.one(indexes, training_jobs, (namespace, spec.reference.from_training_job))
+    deployment = cache.one(indexes, cache.MONITOR_DEPLOYMENTS, (namespace, build.monitor_name(owner.name)))
     last_name = current.get("lastRetrainJob") if spec.retrain.enabled else None
-    last_job = kube.get(API_VERSION, TRAINING_JOB.kind, last_name, namespace) if last_name else None
+    last_job = cache.one(indexes, training_jobs, (namespace, last_name)) if last_name else None
     now = datetime.now(UTC)
     # The namespace's TrainingJobs are listed only when the policy wants a job now.
     wanted = spec.retrain.enabled and retraining.decide(spec.retrain, current, last_job, now).create
-    source = _source_job(spec, target, namespace) if wanted else None
+    source = None
+    if wanted:
+        jobs = {job["metadata"]["name"]: job for job in cache.in_namespace(indexes, training_jobs, namespace)}
+        source = retraining.source_job(spec, target, jobs)
     verdict = retraining.retrain(
         spec,
         parent["metadata"],

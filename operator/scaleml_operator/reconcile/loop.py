@@ -1,6 +1,6 @@
 """The one reconcile loop: every kind runs it, on every trigger.
 
-    read the parent once ─▶ verdict on its spec (full runs) or the typed spec (refreshes)
+    the parent as the watch gave it ─▶ verdict on its spec (full runs) or the typed spec (refreshes)
     read(owner, spec, parent, context)         the kind's only reads: its inputs and live children
     children(owner, spec, inputs, config)      pure: what to apply, what must be absent, what to create
     apply / delete / create                    skipped on a refresh unless stale(inputs)
@@ -12,6 +12,11 @@ A full run (create, resume, a spec change) applies every child and records the v
 spec; a refresh (a child, an input or a driving status field changed) re-applies only what
 `stale` says no longer matches. Events come from the status the write changed, so a retried run
 that changes nothing posts nothing.
+
+Reads come from the watches' caches (`reconcile.cache`), not from requests: a refresh that finds
+nothing changed makes no request at all, which is what lets a periodic resync of every object
+cost nothing when the cluster is quiet. What a cache may have missed is caught by the writes'
+preconditions: the status write by resourceVersion, a known child's apply by uid.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from scaleml_operator.builders.meta import Children, Owner
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.kube import apply as kube
 from scaleml_operator.kube import events as kube_events
+from scaleml_operator.reconcile import cache
+from scaleml_operator.reconcile.known import KNOWN
 from scaleml_operator.status.acceptance import Verdict, acceptance_events, applied, judge
 from scaleml_operator.status.conditions import Event
 
@@ -110,10 +117,22 @@ class Written:
     previous: Mapping[str, Any]
 
 
-def run(reconciler: Reconciler[SpecT, InputsT], name: str, namespace: str, context: Context, *, full: bool) -> None:
-    """One pass of the loop over the object `namespace/name`, which may have gone meanwhile."""
+def run(
+    reconciler: Reconciler[SpecT, InputsT],
+    name: str,
+    namespace: str,
+    context: Context,
+    *,
+    full: bool,
+    body: Mapping[str, Any] | None = None,
+) -> None:
+    """One pass of the loop over the object `namespace/name`, which may have gone meanwhile.
+
+    `body` is the object as the event that triggered the run carried it; without it, the object is
+    taken from the watch's cache.
+    """
     kind = reconciler.kind
-    parent = kube.get(API_VERSION, kind.kind, name, namespace)
+    parent = body if body is not None else cache.one(context.indexes, cache.PARENTS[kind.kind], (namespace, name))
     if parent is None or parent["metadata"].get("deletionTimestamp"):
         return
     now = datetime.now(UTC)
@@ -133,7 +152,10 @@ def run(reconciler: Reconciler[SpecT, InputsT], name: str, namespace: str, conte
         owner = Owner(kind.kind, name, namespace, parent["metadata"]["uid"])
         inputs = reconciler.read(owner, spec, parent, context)
         done = apply_children(
-            owner, reconciler.children(owner, spec, inputs, context.config), full or reconciler.stale(inputs)
+            owner,
+            reconciler.children(owner, spec, inputs, context.config),
+            full or reconciler.stale(inputs),
+            observed_before="observedGeneration" in (parent.get("status") or {}),
         )
         typed = spec
 
@@ -160,7 +182,7 @@ def run(reconciler: Reconciler[SpecT, InputsT], name: str, namespace: str, conte
         )
 
 
-def apply_children(owner: Owner, children: Children, everything: bool) -> Applied:
+def apply_children(owner: Owner, children: Children, everything: bool, *, observed_before: bool = True) -> Applied:
     """Applies the children (all of them, or only those to create when not `everything`).
 
     An object of a child's name that this parent does not control is left exactly as it is and
@@ -170,6 +192,10 @@ def apply_children(owner: Owner, children: Children, everything: bool) -> Applie
     foreign ServiceAccount, would lend this object another team's rights. What the API server
     refuses as invalid is collected, not raised: it cannot heal until the spec changes, and the
     other children still apply.
+
+    Children that must be absent are looked for only once the parent was `observed_before`: what
+    a parent's children are follows from its spec, so before its first status, every child an
+    earlier run could have made is one this run applies too.
     """
     live: dict[tuple[str, str], Object] = {}
     rejected: list[str] = []
@@ -178,16 +204,17 @@ def apply_children(owner: Owner, children: Children, everything: bool) -> Applie
     if everything:
         for manifest in children.apply:
             kind, child = manifest["kind"], manifest["metadata"]["name"]
-            existing = kube.get(manifest["apiVersion"], kind, child, owner.namespace)
-            if existing is not None and not controlled_by(existing, owner.uid):
-                foreign.append(f"{kind} {child}")
-                break
             try:
-                live[(kind, child)] = kube.apply(manifest)
+                applied_child = _apply(owner, manifest)
             except kube.RejectedError as error:
                 rejected.append(f"{kind} {child}: {error}")
-        for api_version, kind, child in children.absent:
-            kube.delete_owned(api_version, kind, child, owner.namespace, owner.uid)
+                continue
+            if applied_child is None:
+                foreign.append(f"{kind} {child}")
+                break
+            live[(kind, child)] = applied_child
+        for api_version, kind, child in children.absent if observed_before else ():
+            _delete(owner, api_version, kind, child)
     for manifest in children.create if not foreign else ():
         kind, child = manifest["kind"], manifest["metadata"]["name"]
         try:
@@ -202,6 +229,40 @@ def apply_children(owner: Owner, children: Children, everything: bool) -> Applie
         else:
             foreign.append(f"{kind} {child}")
     return Applied(everything, live, rejected, children.kept_back if everything else "", created, foreign)
+
+
+def _apply(owner: Owner, manifest: Mapping[str, Any]) -> Object | None:
+    """The child as applied, or None when the object of its name is not this parent's (left untouched).
+
+    A child this process applied before is applied with its uid as the precondition: one request.
+    Any other is read first, and applied with the uid read if it is ours.
+    """
+    kind, name = manifest["kind"], manifest["metadata"]["name"]
+    known = KNOWN.uid(owner.uid, kind, name)
+    if known is not None:
+        try:
+            return _remembered(owner, kube.apply(manifest, uid=known))
+        except kube.NotThatObjectError:
+            # Deleted, or replaced by another object of that name, since: look at what is there now.
+            KNOWN.forget(owner.uid, kind, name)
+    existing = kube.get(manifest["apiVersion"], kind, name, owner.namespace)
+    if existing is not None and not controlled_by(existing, owner.uid):
+        return None
+    return _remembered(owner, kube.apply(manifest, uid=existing["metadata"]["uid"] if existing else None))
+
+
+def _remembered(owner: Owner, child: Object) -> Object:
+    KNOWN.remember(owner.uid, child["kind"], child["metadata"]["name"], child["metadata"]["uid"])
+    return child
+
+
+def _delete(owner: Owner, api_version: str, kind: str, name: str) -> None:
+    known = KNOWN.uid(owner.uid, kind, name)
+    if known is None:
+        kube.delete_owned(api_version, kind, name, owner.namespace, owner.uid)
+    else:
+        kube.delete(api_version, kind, name, owner.namespace, uid=known)
+        KNOWN.forget(owner.uid, kind, name)
 
 
 def controlled_by(child: Mapping[str, Any], uid: str) -> bool:
@@ -219,14 +280,14 @@ def _labelled_alike(existing: Mapping[str, Any], manifest: Mapping[str, Any]) ->
 Compose = Callable[[Mapping[str, Any], "int | None", datetime], dict[str, Any]]
 
 
-def write_status(kind: Kind[Any, Any], parent: Object, compose: Compose) -> Written | None:
+def write_status(kind: Kind[Any, Any], parent: Mapping[str, Any], compose: Compose) -> Written | None:
     """Patches the status `compose` makes of the freshest object, recomposing it when another writer came first.
 
     The patch carries the resourceVersion it was composed from: status lists such as conditions
     are replaced whole by a merge patch, so a writer that read an older status would otherwise
     undo what another (a pod, another handler) wrote since. Returns None when nothing changed.
     """
-    body: Object | None = parent
+    body: Mapping[str, Any] | None = parent
     for _attempt in range(_ATTEMPTS):
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
@@ -237,11 +298,14 @@ def write_status(kind: Kind[Any, Any], parent: Object, compose: Compose) -> Writ
         if not update:
             return None
         try:
-            kube.patch_status(API_VERSION, kind.kind, meta["name"], meta["namespace"], update, meta["resourceVersion"])
+            written = kube.patch_status(
+                API_VERSION, kind.kind, meta["name"], meta["namespace"], update, meta["resourceVersion"]
+            )
         except kube.ConflictError:
             body = kube.get(API_VERSION, kind.kind, meta["name"], meta["namespace"])
             continue
-        return Written({**body, "status": {**status, **update}}, status)
+        # Not written: the object was deleted meanwhile, and there is nothing left to report on.
+        return Written({**body, "status": {**status, **update}}, status) if written else None
     raise StatusConflictError(
         f"{kind.kind} {parent['metadata']['namespace']}/{parent['metadata']['name']} kept changing"
     )

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from scaleml_api.base import API_VERSION
 from scaleml_api.conditions import Waiting
 from scaleml_api.v1alpha1 import MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_api.v1alpha1.modeldeployment import MODEL_VERSION_ANNOTATION, ModelDeploymentSpec
 from scaleml_operator.builders import modeldeployment as build
 from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
 from scaleml_operator.config import OperatorConfig
-from scaleml_operator.kube import apply as kube
+from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
 from scaleml_operator.status import modeldeployment as status
 
@@ -42,12 +41,11 @@ def selector(name: str) -> str:
     return ",".join(f"{key}={value}" for key, value in {**SERVING_SELECTOR, OWNER_LABEL: name}.items())
 
 
-def _source(
-    spec: ModelDeploymentSpec, namespace: str, exported: Mapping[tuple[str, str, str], Iterable[int]]
-) -> build.ModelSource | Waiting:
+def _source(spec: ModelDeploymentSpec, namespace: str, indexes: Mapping[str, Any]) -> build.ModelSource | Waiting:
     if spec.model.repository is not None:
         return build.resolve_source(spec, None, None)
-    training_job = kube.get(API_VERSION, TRAINING_JOB.kind, spec.model.from_training_job, namespace)
+    training_job = cache.one(indexes, cache.PARENTS[TRAINING_JOB.kind], (namespace, spec.model.from_training_job))
+    exported: Mapping[tuple[str, str, str], Iterable[int]] = indexes[EXPORTS_INDEX]
     newest = None
     if training_job is not None:
         output = training_job["spec"]["output"]
@@ -56,9 +54,11 @@ def _source(
 
 
 def read(owner: Owner, spec: ModelDeploymentSpec, parent: Mapping[str, Any], context: Context) -> Inputs:
-    source = _source(spec, owner.namespace, context.indexes.get(EXPORTS_INDEX, {}))
-    deployment = kube.get("apps/v1", "Deployment", build.deployment_name(owner.name), owner.namespace)
-    pods = kube.list_objects("v1", "Pod", owner.namespace, selector(owner.name)) if deployment else []
+    source = _source(spec, owner.namespace, context.indexes)
+    deployment = cache.one(
+        context.indexes, cache.SERVING_DEPLOYMENTS, (owner.namespace, build.deployment_name(owner.name))
+    )
+    pods = cache.every(context.indexes, cache.SERVING_PODS, (owner.namespace, owner.name)) if deployment else []
     return Inputs(source, deployment, pods)
 
 

@@ -1,4 +1,4 @@
-"""TrainingJob's part of the loop: it reads its Job and the Job's pods; the rest is pure."""
+"""TrainingJob's part of the loop: it reads its Job and the Job's pods (from the watches' caches); the rest is pure."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
 from scaleml_operator.config import OperatorConfig
-from scaleml_operator.kube import apply as kube
+from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
 from scaleml_operator.status import trainingjob as status
 
@@ -33,9 +33,9 @@ def selector(name: str) -> str:
 
 
 def read(owner: Owner, spec: TrainingJobSpec, parent: Mapping[str, Any], context: Context) -> Inputs:
-    job = kube.get("batch/v1", "Job", owner.name, owner.namespace)
-    pods = kube.list_objects("v1", "Pod", owner.namespace, selector(owner.name)) if job else []
-    return Inputs(job, pods)
+    key = (owner.namespace, owner.name)
+    job = cache.one(context.indexes, cache.JOBS, key)
+    return Inputs(job, cache.every(context.indexes, cache.TRAINING_PODS, key) if job else [])
 
 
 def children(owner: Owner, spec: TrainingJobSpec, inputs: Inputs, config: OperatorConfig) -> Children:

@@ -36,6 +36,7 @@ from prometheus_client import start_http_server
 from pydantic import ValidationError
 from pydantic.alias_generators import to_snake
 
+from scaleml_api.arguments import positive_float, positive_int
 from scaleml_api.base import duration_seconds
 from scaleml_api.runtime import (
     CAPTURE_DIR,
@@ -67,20 +68,6 @@ def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not within [0, 1]")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
     return value
 
 
@@ -165,28 +152,28 @@ def parser() -> argparse.ArgumentParser:
     )
     capture.add_argument(
         "--rows-per-file",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         metavar="N",
         help="rows after which a file is completed; a request's batch is never split (default: %(default)s)",
     )
     capture.add_argument(
         "--seconds-per-file",
-        type=_positive_float,
+        type=positive_float,
         default=60.0,
         metavar="SECONDS",
         help="age of its first row after which a file is completed (default: %(default)s)",
     )
     capture.add_argument(
         "--max-queue",
-        type=_positive_int,
+        type=positive_int,
         default=1024,
         metavar="N",
         help="sampled inferences that may wait for the writer; more are dropped and counted (default: %(default)s)",
     )
     capture.add_argument(
         "--max-queue-mib",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_QUEUE_BYTES // MIB,
         metavar="MIB",
         help="size of the messages of the waiting inferences together; more are dropped and counted "
@@ -194,7 +181,7 @@ def parser() -> argparse.ArgumentParser:
     )
     capture.add_argument(
         "--max-file-mib",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_FILE_BYTES // MIB,
         metavar="MIB",
         help="tensor data after which a file is completed; the open file waits in memory (default: %(default)s)",
@@ -221,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
         ),
     ):
         limits.add_argument(
-            option, type=_positive_int, default=default // MIB, metavar="MIB", help=f"{meaning} (default: %(default)s)"
+            option, type=positive_int, default=default // MIB, metavar="MIB", help=f"{meaning} (default: %(default)s)"
         )
     capture.add_argument(
         "--seed",

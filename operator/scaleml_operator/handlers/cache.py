@@ -1,0 +1,57 @@
+"""The watches' caches the reconcile reads (see reconcile.cache): kopf indexes of the operator's objects and children.
+
+The child watches are the ones WATCH_SELECTORS narrows to what the operator made (handlers.settings),
+so these hold nothing of other teams' objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from scaleml_api.kind import AnyKind
+from scaleml_api.v1alpha1 import KINDS
+from scaleml_operator.reconcile import cache
+from scaleml_operator.reconcile import driftmonitor as monitoring
+from scaleml_operator.reconcile import modeldeployment as serving
+from scaleml_operator.reconcile import trainingjob as training
+from scaleml_operator.reconcile.known import KNOWN
+
+
+def _by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
+    return {(namespace or "", name or ""): cache.slim(body)}
+
+
+def _register(kind: AnyKind) -> None:
+    kopf.index(*kind.group_version, id=cache.PARENTS[kind.kind])(_by_name)
+
+    @kopf.on.event(*kind.group_version, id="forget-children", when=lambda type, **_: type == "DELETED")
+    def forget_children(uid: str | None, **_: Any) -> None:
+        # The children's uids are of no more use: the garbage collector deletes the children themselves.
+        KNOWN.forget_owner(uid or "")
+
+
+for _kind in KINDS:
+    _register(_kind)
+
+# kopf's label filters: values, or kopf.PRESENT.
+Labels = dict[str, Any]
+TRAINING: Labels = {**training.WORKER_SELECTOR, training.OWNER_LABEL: kopf.PRESENT}
+SERVING: Labels = {**serving.SERVING_SELECTOR, serving.OWNER_LABEL: kopf.PRESENT}
+MONITORING: Labels = {**monitoring.MONITOR_SELECTOR, monitoring.OWNER_LABEL: kopf.PRESENT}
+kopf.index("batch", "v1", "jobs", labels=TRAINING, id=cache.JOBS)(_by_name)
+kopf.index("apps", "v1", "deployments", labels=SERVING, id=cache.SERVING_DEPLOYMENTS)(_by_name)
+kopf.index("apps", "v1", "deployments", labels=MONITORING, id=cache.MONITOR_DEPLOYMENTS)(_by_name)
+
+
+def _by_owner(label: str) -> Callable[..., dict[cache.Key, Any]]:
+    def index(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
+        return {(namespace or "", labels[label]): cache.slim(body)}
+
+    return index
+
+
+kopf.index("", "v1", "pods", labels=TRAINING, id=cache.TRAINING_PODS)(_by_owner(training.OWNER_LABEL))
+kopf.index("", "v1", "pods", labels=SERVING, id=cache.SERVING_PODS)(_by_owner(serving.OWNER_LABEL))

@@ -1,0 +1,61 @@
+"""What the operator's watches hold, as the reconcile reads it: its objects and their children.
+
+kopf keeps these indexes current from the watch streams it runs anyway, and fills them before any
+handler runs, so a read here costs no request: it is what the API server said last. A stale read
+cannot do harm: every status write is conditional on the resourceVersion it was composed from,
+and every child is applied whole. The handlers module `handlers.cache` declares the indexes; the
+ids and keys are defined here, next to the reads, so that both agree by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
+
+Object = Mapping[str, Any]
+# (namespace, name) of an object, or (namespace, owner's name) of the pods of one owner.
+Key = tuple[str, str]
+
+# The operator's own objects by kind, and the children it watches, by the index ids kopf knows them by.
+PARENTS: Final = {kind.kind: f"{kind.plural}_by_name" for kind in (TRAINING_JOB, MODEL_DEPLOYMENT, DRIFT_MONITOR)}
+JOBS: Final = "jobs_by_name"
+SERVING_DEPLOYMENTS: Final = "serving_deployments_by_name"
+MONITOR_DEPLOYMENTS: Final = "monitor_deployments_by_name"
+TRAINING_PODS: Final = "training_pods_by_owner"
+SERVING_PODS: Final = "serving_pods_by_owner"
+
+# kopf's own bookkeeping annotation holds a copy of the whole spec: nothing a read needs.
+_KOPF_ANNOTATION_SUFFIX: Final = "/last-handled-configuration"
+
+
+def slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The object as the reads need it: without managedFields and kopf's copy of the spec, which can
+    be most of its size, so that a thousand of them stay small in memory."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    annotations = {key: value for key, value in annotations.items() if not key.endswith(_KOPF_ANNOTATION_SUFFIX)}
+    slimmed = {key: value for key, value in meta.items() if key not in ("managedFields", "annotations")}
+    if annotations:
+        slimmed["annotations"] = annotations
+    return {**body, "metadata": slimmed}
+
+
+def one(indexes: Mapping[str, Any], index: str, key: Key) -> Object | None:
+    """The object of `key` in `index`, or None. A name is unique in its namespace, so there is at most one."""
+    for found in indexes[index].get(key, ()):
+        return found  # type: ignore[no-any-return]
+    return None
+
+
+def every(indexes: Mapping[str, Any], index: str, key: Key) -> list[Object]:
+    """The objects of `key` in `index` (the pods of one owner)."""
+    return list(indexes[index].get(key, ()))
+
+
+def in_namespace(indexes: Mapping[str, Any], index: str, namespace: str) -> Iterable[Object]:
+    """Every object of `index` in `namespace` (for reads that are rare, such as listing TrainingJobs)."""
+    for (space, _), found in list(indexes[index].items()):
+        if space == namespace:
+            yield from found

@@ -1,0 +1,73 @@
+"""Children applied by their uid, against the real API server: the precondition guards what the operator knows.
+
+A child the operator applied before is applied again in one request carrying its uid. These tests
+show what that precondition buys: a child replaced meanwhile by someone else's object of the same
+name is neither changed nor adopted, and nothing is created in the name of a uid that is not there.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from scaleml_operator.builders.meta import Children, Owner, RunConfig
+from scaleml_operator.kube import apply as kube
+from scaleml_operator.reconcile.known import KNOWN
+from scaleml_operator.reconcile.loop import apply_children
+from tests.support.controlplane import ControlPlane
+from tests.support.kubectl import Kubectl
+
+pytestmark = pytest.mark.apiserver
+
+
+@pytest.fixture(autouse=True)
+def _kubeconfig(control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
+
+
+def _config_map(owner: Owner, text: str) -> dict[str, Any]:
+    return RunConfig("churn-config", text).config_map(owner, "scaleml-trainer")
+
+
+def test_a_known_child_is_updated_and_a_replaced_one_is_reported_and_left_alone(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    owner = Owner("TrainingJob", "churn", namespace, str(uuid.uuid4()))
+
+    first = apply_children(owner, Children(apply=[_config_map(owner, "one")]), True)
+    created = first.live[("ConfigMap", "churn-config")]
+    assert KNOWN.uid(owner.uid, "ConfigMap", "churn-config") == created["metadata"]["uid"]
+
+    again = apply_children(owner, Children(apply=[_config_map(owner, "two")]), True)
+    updated = again.live[("ConfigMap", "churn-config")]
+    assert updated["metadata"]["uid"] == created["metadata"]["uid"]
+    assert updated["data"]["run.json"] == "two"
+
+    # Someone else's object takes the name: the operator still knows the old uid.
+    kubectl.run("delete", "configmap", "churn-config", "-n", namespace)
+    kubectl.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "churn-config"}, "data": {"x": "1"}},
+        "-n",
+        namespace,
+    )
+    replaced = apply_children(owner, Children(apply=[_config_map(owner, "three")]), True)
+    assert replaced.foreign == ["ConfigMap churn-config"]
+    foreign = kubectl.get("configmap", "churn-config", namespace)
+    assert foreign["data"] == {"x": "1"}
+    assert "ownerReferences" not in foreign["metadata"]
+    assert KNOWN.uid(owner.uid, "ConfigMap", "churn-config") is None
+
+
+def test_nothing_is_created_in_the_name_of_a_uid_that_is_not_there(kubectl: Kubectl, namespace: str) -> None:
+    owner = Owner("TrainingJob", "churn", namespace, str(uuid.uuid4()))
+    with pytest.raises(kube.NotThatObjectError):
+        kube.apply(_config_map(owner, "one"), uid=str(uuid.uuid4()))
+    assert kubectl.find("configmap", "churn-config", namespace) is None
+
+
+def test_a_delete_by_uid_leaves_another_object_of_the_name(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}}, "-n", namespace)
+    assert not kube.delete("v1", "ConfigMap", "other", namespace, uid=str(uuid.uuid4()))
+    assert kubectl.find("configmap", "other", namespace) is not None

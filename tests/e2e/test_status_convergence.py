@@ -1,0 +1,142 @@
+"""A TrainingJob's status reaches Succeeded even when the API server refused the write of that transition.
+
+kopf does not retry a watch-event handler that failed. Here the API server refuses the operator's
+status write that says Succeeded (a ValidatingAdmissionPolicy on trainingjobs/status), at the moment
+the Job completes. Once the refusal is lifted no further event comes (the Job is done): only the
+operator's periodic resync can still bring the TrainingJob's status to what its Job says.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_trainingjob import _condition, _patch_spec, _phase, _training_job
+from tests.support.controlplane import ControlPlane
+from tests.support.kubectl import Kubectl
+from tests.support.operator_process import OperatorProcess
+from tests.support.polling import wait_for
+
+pytestmark = pytest.mark.e2e
+
+RESYNC_SECONDS = 5
+
+
+@pytest.fixture(scope="module")
+def resyncing_operator(
+    cluster: ControlPlane, scaleml_installed: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator as its ServiceAccount, resyncing every few seconds so that the test need not wait long."""
+    token = cluster.request_token("scaleml-system", "scaleml-operator")
+    process = OperatorProcess(
+        cluster.kubeconfig_for_token(token, name="e2e-resync-operator"),
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        "--standalone",
+        f"--resync-seconds={RESYNC_SECONDS}",
+    )
+    process.wait_alive()
+    yield process
+    process.stop()
+
+
+def _refusal(namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A policy and its binding: in `namespace`, no TrainingJob status may say Succeeded."""
+    name = f"refuse-succeeded-{namespace}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["scaleml.dev"],
+                        "apiVersions": ["*"],
+                        "operations": ["UPDATE"],
+                        "resources": ["trainingjobs/status"],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    "expression": "!has(object.status) || !has(object.status.phase)"
+                    " || object.status.phase != 'Succeeded'",
+                    "message": "refused by the test: the status may not say Succeeded yet",
+                }
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            },
+        },
+    }
+    return policy, binding
+
+
+def _refused(kubectl: Kubectl, namespace: str) -> bool:
+    """Whether a status write saying Succeeded is refused now (a server-side dry run, which changes nothing)."""
+    attempt = kubectl.run(
+        "patch",
+        "trainingjob",
+        "churn",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"phase": "Succeeded"}}),
+        "--dry-run=server",
+        check=False,
+    )
+    return attempt.returncode != 0 and "refused by the test" in attempt.stderr
+
+
+def test_a_refused_final_status_write_converges_once_the_api_server_accepts_it(
+    kubectl: Kubectl, claims_namespace: str, resyncing_operator: OperatorProcess
+) -> None:
+    namespace = claims_namespace
+    policy, binding = _refusal(namespace)
+    kubectl.apply(policy)
+    kubectl.apply(binding)
+    try:
+        kubectl.apply(_training_job(runPolicy={"suspend": True}), "-n", namespace)
+        wait_for(lambda: _phase(kubectl, namespace, "Suspended"), 60, "the TrainingJob to be suspended")
+        wait_for(lambda: _refused(kubectl, namespace), 30, "the API server to refuse a Succeeded status")
+
+        _patch_spec(kubectl, namespace, {"runPolicy": {"suspend": False}})
+        done = wait_for(lambda: _job_complete(kubectl, namespace), 90, "the Job to complete")
+        # Refused: the operator tried and the TrainingJob still says what it said before.
+        wait_for(
+            lambda: "refused by the test" in resyncing_operator.output(), 30, "the operator's refused status write"
+        )
+        assert (kubectl.find("trainingjob", "churn", namespace) or {})["status"]["phase"] != "Succeeded"
+    finally:
+        kubectl.run("delete", "validatingadmissionpolicybinding", binding["metadata"]["name"], check=False)
+        kubectl.run("delete", "validatingadmissionpolicy", policy["metadata"]["name"], check=False)
+
+    # Nothing about the Job changes from now on: only the resync can bring the status along.
+    succeeded = wait_for(
+        lambda: _phase(kubectl, namespace, "Succeeded"), 6 * RESYNC_SECONDS + 30, "the TrainingJob to succeed"
+    )
+    assert _condition(succeeded, "Succeeded")["status"] == "True"
+    assert succeeded["status"]["completionTime"]
+    assert done["status"]["succeeded"] == 2
+
+
+def _job_complete(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
+    job = kubectl.find("job", "churn", namespace)
+    conditions = (job or {}).get("status", {}).get("conditions") or ()
+    complete = any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
+    return job if complete else None
