@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from scaleml_operator.reconcile.cache import slim
 
 
 def test_slim_drops_managed_fields_and_kopfs_copy_of_the_spec_and_keeps_the_rest() -> None:
-    body = {
+    body: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {

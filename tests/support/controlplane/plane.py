@@ -11,12 +11,15 @@ import atexit
 import json
 import os
 import shutil
+import socket
 import ssl
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +46,12 @@ from tests.support.ports import free_port
 T = TypeVar("T")
 
 
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _started(value: T | None) -> T:
     """What `start_api()` set, or the error that says it was not called."""
     if value is None:
@@ -64,6 +73,7 @@ class ControlPlane:
         workdir: Path | None = None,
         timeout: float = 120.0,
         node_capacity: Mapping[str, str] | None = None,
+        apiserver_flags: Sequence[str] = (),
     ) -> None:
         self.binaries = binaries if binaries is not None else find_binaries()
         self.timeout = timeout
@@ -78,6 +88,8 @@ class ControlPlane:
                 "nvidia.com/gpu": "8",
             }
         )
+        #: Added to kube-apiserver's command line after the suite's own (an audit policy, say).
+        self.apiserver_flags = tuple(apiserver_flags)
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="scaleml-cp-")) if workdir is None else workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +198,7 @@ class ControlPlane:
         apiserver = self._spawn(
             "kube-apiserver",
             self.binaries.path("kube-apiserver"),
-            components.apiserver_args(self._etcd_url, port, self.workdir, pki),
+            [*components.apiserver_args(self._etcd_url, port, self.workdir, pki), *self.apiserver_flags],
         )
         self._wait(apiserver, "did not become ready", lambda: http_ok(f"{server}/readyz", context))
         self._server = server
@@ -199,6 +211,34 @@ class ControlPlane:
             },
         )
         return apiserver
+
+    def restart_api(self) -> None:
+        """Stop kube-apiserver and start it again: same port, etcd, certificates and service-account key.
+
+        For fault tests: every client keeps its kubeconfig and token and has to reconnect by itself.
+        Returns once ``/readyz`` answers again and, with the nodes tier, KWOK has renewed every fake
+        node's lease through it (a Node's Ready condition, kept in etcd, would not show that KWOK reconnected).
+        """
+        old = self._component("kube-apiserver")
+        binary, *args = (str(part) for part in old.process.args)  # type: ignore[union-attr]
+        old.process.terminate()
+        # It stops listening once its in-flight requests have drained, and may then linger for seconds
+        # before it exits, serving nothing: that is not waited for.
+        port = urllib.parse.urlsplit(self.server).port or 443
+        deadline = time.monotonic() + 10
+        while old.process.poll() is None and _listening(port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        old.process.kill()
+        old.process.wait()
+        old.log_file.close()
+        stopped = datetime.now(UTC)
+        self._components.remove(old)
+        apiserver = self._spawn("kube-apiserver", Path(binary), args)
+        self._wait(apiserver, "did not become ready again", lambda: http_ok(f"{self.server}/readyz", self._ssl))
+        for name in self._nodes:
+            self._wait(
+                self._component("kwok"), f"did not renew node {name}'s lease", partial(self._renewed, name, stopped)
+            )
 
     # ---------------------------------------------------------------- tier 2
 
@@ -283,6 +323,12 @@ class ControlPlane:
 
     def _node_ready(self, name: str) -> bool:
         return kwok.node_ready(self._get(f"/api/v1/nodes/{name}"))
+
+    def _renewed(self, name: str, since: datetime) -> bool:
+        """Whether the node is Ready and its lease was renewed after `since`."""
+        lease = self._get(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}") or {}
+        renewed = lease.get("spec", {}).get("renewTime")
+        return bool(renewed) and datetime.fromisoformat(renewed) > since and self._node_ready(name)
 
     # ---------------------------------------------------------------- tokens and kubeconfigs
 
