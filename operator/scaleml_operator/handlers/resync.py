@@ -36,7 +36,11 @@ async def resync(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> 
             for reconciler in RECONCILERS
             for namespace, name in list(indexes[cache.PARENTS[reconciler.kind.kind]].keys())
         ]
-        spacing = period / max(len(due), 1)
+        if not due:
+            # Nothing to resync yet: a pass that never awaits would hold the event loop forever.
+            await asyncio.sleep(period)
+            continue
+        spacing = period / len(due)
         for reconciler, namespace, name in due:
             try:
                 await run(reconciler, name, namespace, memo, indexes, full=False)
