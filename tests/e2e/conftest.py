@@ -49,17 +49,26 @@ CLAIMS = ("datasets", "checkpoints", "models", "captures")
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 
 
+def start_operator(
+    cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory, name: str, *args: str
+) -> OperatorProcess:
+    """`scaleml operator --standalone` as the operator's ServiceAccount, alive; `args` are added flags."""
+    token = cluster.request_token("scaleml-system", "scaleml-operator")
+    process = OperatorProcess(
+        cluster.kubeconfig_for_token(token, name=name),
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        "--standalone",
+        *args,
+    )
+    process.wait_alive()
+    return process
+
+
 @pytest.fixture(scope="module")
 def operator(
     cluster: ControlPlane, scaleml_installed: Kubectl, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
-    token = cluster.request_token("scaleml-system", "scaleml-operator")
-    process = OperatorProcess(
-        cluster.kubeconfig_for_token(token, name="e2e-operator"),
-        tmp_path_factory.mktemp("operator") / "operator.log",
-        "--standalone",
-    )
-    process.wait_alive()
+    process = start_operator(cluster, tmp_path_factory, "e2e-operator")
     yield
     process.stop()
     # (Not just "forbidden": namespaces other tests left terminating refuse new Events too.)

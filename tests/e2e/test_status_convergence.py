@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import start_operator
 from tests.e2e.test_trainingjob import _condition, _patch_spec, _phase, _training_job
 from tests.support.controlplane import ControlPlane
 from tests.support.kubectl import Kubectl
@@ -30,14 +31,7 @@ def resyncing_operator(
     cluster: ControlPlane, scaleml_installed: Kubectl, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     """The operator as its ServiceAccount, resyncing every few seconds so that the test need not wait long."""
-    token = cluster.request_token("scaleml-system", "scaleml-operator")
-    process = OperatorProcess(
-        cluster.kubeconfig_for_token(token, name="e2e-resync-operator"),
-        tmp_path_factory.mktemp("operator") / "operator.log",
-        "--standalone",
-        f"--resync-seconds={RESYNC_SECONDS}",
-    )
-    process.wait_alive()
+    process = start_operator(cluster, tmp_path_factory, "e2e-resync-operator", f"--resync-seconds={RESYNC_SECONDS}")
     yield process
     process.stop()
 
