@@ -163,8 +163,13 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_bit_identical(tmp_
     checkpoints = tmp_path / "killed" / "checkpoints"
     log = tmp_path / "killed" / "agent.log"
     with _agent(commands["killed"], workload_env(tmp_path / "killed" / "termination-log"), log) as agent:
+        # Polled at a steady 20 ms: the whole run lasts seconds, and a backed-off poll would kill it as it ends.
         wait_for(
-            lambda: checkpoints.is_dir() and _checkpoint_steps(checkpoints), 60, "a first checkpoint", interval=0.02
+            lambda: checkpoints.is_dir() and _checkpoint_steps(checkpoints),
+            60,
+            "a first checkpoint",
+            interval=0.02,
+            max_interval=0.02,
         )
         os.kill(_workers(agent.pid)[0], signal.SIGKILL)
         # The agent needs seconds to restart the group; what is on disk now is what a restart can resume from.
@@ -177,7 +182,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_bit_identical(tmp_
     assert newest_at_kill < total_steps, "the worker was killed after training had ended"
     resumed = re.findall(r"resumed from \S+step-(\d+)\.pt", stderr)
     # Both ranks resume, from the newest checkpoint written before the kill: at most one interval is lost.
-    assert [int(step) for step in resumed] == [newest_at_kill, newest_at_kill]
+    assert [int(step) for step in resumed] == [newest_at_kill, newest_at_kill], stderr
     uninterrupted, killed = _state(tmp_path / "uninterrupted"), _state(tmp_path / "killed")
     for name in uninterrupted:
         assert torch.equal(uninterrupted[name], killed[name]), name
