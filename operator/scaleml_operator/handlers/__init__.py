@@ -1,6 +1,7 @@
 """kopf handlers. Importing this package registers them (`kopf run -m scaleml_operator.handlers`)."""
 
 from scaleml_operator.handlers import (
+    background,
     cache,
     driftmonitor,
     inventory,
@@ -13,6 +14,7 @@ from scaleml_operator.handlers import (
 )
 
 __all__ = [
+    "background",
     "cache",
     "driftmonitor",
     "inventory",

@@ -13,6 +13,7 @@ import kopf
 
 from scaleml_api.kind import AnyKind
 from scaleml_api.v1alpha1 import KINDS
+from scaleml_operator.memory import DELETIONS
 from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile import driftmonitor as monitoring
 from scaleml_operator.reconcile import modeldeployment as serving
@@ -31,6 +32,7 @@ def _register(kind: AnyKind) -> None:
     def forget_children(uid: str | None, **_: Any) -> None:
         # The children's uids are of no more use: the garbage collector deletes the children themselves.
         KNOWN.forget_owner(uid or "")
+        DELETIONS.deleted()
 
 
 for _kind in KINDS:

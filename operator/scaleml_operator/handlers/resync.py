@@ -11,21 +11,17 @@ when nothing did, a resync costs the API server no request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 import kopf
 
-from scaleml_operator.config import OperatorConfig
 from scaleml_operator.handlers.loop import RECONCILERS, run
 from scaleml_operator.reconcile import cache
 
 log = logging.getLogger(__name__)
-
-_TASK: Final = "resync"
 
 
 async def resync(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> None:
@@ -47,20 +43,3 @@ async def resync(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> 
             except Exception as error:
                 log.warning("Resync of %s %s/%s failed: %s", reconciler.kind.kind, namespace, name, error)
             await asyncio.sleep(spacing)
-
-
-@kopf.on.startup()
-async def start_resync(memo: kopf.Memo, **kwargs: Any) -> None:
-    config: OperatorConfig = memo.get("config", OperatorConfig())
-    # kopf hands the startup handlers its indexes, empty at first; they fill as the watches start.
-    indexes = {key: value for key, value in kwargs.items() if isinstance(value, kopf.Index)}
-    memo[_TASK] = asyncio.create_task(resync(memo, indexes, config.resync_seconds))
-
-
-@kopf.on.cleanup()
-async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
-    task: asyncio.Task[None] | None = memo.get(_TASK)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

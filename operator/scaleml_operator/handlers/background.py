@@ -1,0 +1,43 @@
+"""The operator's background tasks, started with it and ended before it stops: the periodic resync
+(handlers.resync) and the release of memory once a wave of deletions has ended (memory)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+import kopf
+
+from scaleml_operator import memory
+from scaleml_operator.config import OperatorConfig
+from scaleml_operator.handlers.resync import resync
+
+_TASKS: Final = "background-tasks"
+# How often the release looks whether deletions have stopped: memory goes back 5 to 10 s after the last.
+RELEASE_CHECK_SECONDS: Final = 5.0
+
+
+async def release_after_deletions(check_seconds: float) -> None:
+    while True:
+        await asyncio.sleep(check_seconds)
+        if memory.DELETIONS.settled():
+            await asyncio.to_thread(memory.release)
+
+
+@kopf.on.startup()
+async def start_background(memo: kopf.Memo, **kwargs: Any) -> None:
+    config: OperatorConfig = memo.get("config", OperatorConfig())
+    # kopf hands the startup handlers its indexes, empty at first; they fill as the watches start.
+    indexes = {key: value for key, value in kwargs.items() if isinstance(value, kopf.Index)}
+    memo[_TASKS] = [
+        asyncio.create_task(resync(memo, indexes, config.resync_seconds), name="resync"),
+        asyncio.create_task(release_after_deletions(RELEASE_CHECK_SECONDS), name="memory release"),
+    ]
+
+
+@kopf.on.cleanup()
+async def stop_background(memo: kopf.Memo, **_: Any) -> None:
+    tasks: list[asyncio.Task[None]] = memo.get(_TASKS, [])
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
