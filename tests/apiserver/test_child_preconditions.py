@@ -18,6 +18,8 @@ from scaleml_operator.reconcile.known import KNOWN
 from scaleml_operator.reconcile.loop import apply_children
 from tests.support.controlplane import ControlPlane
 from tests.support.kubectl import Kubectl
+from tests.support.manifests import merged
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.apiserver
 
@@ -71,3 +73,26 @@ def test_a_delete_by_uid_leaves_another_object_of_the_name(kubectl: Kubectl, nam
     kubectl.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}}, "-n", namespace)
     assert not kube.delete("v1", "ConfigMap", "other", namespace, uid=str(uuid.uuid4()))
     assert kubectl.find("configmap", "other", namespace) is not None
+
+
+def test_nothing_is_made_anew_in_a_namespace_being_deleted_and_that_is_told_apart(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """Its children's deletions trigger refreshes: the API server's refusal to create is a signal, not an error."""
+    owner = Owner("TrainingJob", "churn", namespace, str(uuid.uuid4()))
+    # No namespace controller runs in this tier: the namespace stays Terminating.
+    kubectl.run("delete", "namespace", namespace, "--wait=false")
+    attempts = iter(range(1000))
+
+    def refused() -> bool:
+        # A new name each time: what the admission's cache let through meanwhile was a create.
+        manifest = merged(_config_map(owner, "one"), {"metadata": {"name": f"churn-config-{next(attempts)}"}})
+        try:
+            kube.apply(manifest)
+        except kube.NamespaceTerminatingError:
+            return True
+        return False
+
+    wait_for(refused, 10, "the API server to refuse creating in the namespace")
+    with pytest.raises(kube.NamespaceTerminatingError):
+        kube.create(merged(_config_map(owner, "one"), {"metadata": {"name": "churn-created"}}))

@@ -19,6 +19,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 from scaleml_operator.kube.client import api_client
 
 FIELD_MANAGER: Final = "scaleml-operator"
+HTTP_FORBIDDEN: Final = 403
 HTTP_NOT_FOUND: Final = 404
 HTTP_CONFLICT: Final = 409
 HTTP_UNPROCESSABLE: Final = 422
@@ -47,6 +48,21 @@ class RejectedError(Exception):
 
 class NotThatObjectError(Exception):
     """The object of that name is not the one of the uid given (another took its place, or none is there)."""
+
+
+class NamespaceTerminatingError(Exception):
+    """The namespace is being deleted: nothing may be created in it, and what is in it goes with it."""
+
+
+def namespace_terminating(error: ApiException) -> bool:
+    # The API server's NamespaceLifecycle admission names this cause; any other 403 is a refusal to report.
+    if error.status != HTTP_FORBIDDEN:
+        return False
+    try:
+        causes = json.loads(error.body or "")["details"]["causes"]
+    except (TypeError, ValueError, KeyError):
+        return False
+    return any(cause.get("reason") == "NamespaceTerminating" for cause in causes)
 
 
 _client_lock = threading.Lock()
@@ -86,6 +102,8 @@ def apply(manifest: Mapping[str, Any], uid: str | None = None) -> dict[str, Any]
             force_conflicts=True,
         )
     except ApiException as error:
+        if namespace_terminating(error):
+            raise NamespaceTerminatingError(_message(error)) from None
         if uid is not None and _uid_refused(error):
             raise NotThatObjectError(_message(error)) from None
         if error.status == HTTP_UNPROCESSABLE:
@@ -201,6 +219,8 @@ def create(manifest: Mapping[str, Any]) -> bool:
             resource, body=dict(manifest), namespace=manifest["metadata"].get("namespace"), field_manager=FIELD_MANAGER
         )
     except ApiException as error:
+        if namespace_terminating(error):
+            raise NamespaceTerminatingError(_message(error)) from None
         if error.status == HTTP_CONFLICT:
             return False
         if error.status == HTTP_UNPROCESSABLE:

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from kubernetes.client.exceptions import ApiException
 
-from scaleml_operator.kube.apply import FIELD_MANAGER, dynamic_client
+from scaleml_operator.kube.apply import FIELD_MANAGER, dynamic_client, namespace_terminating
 from scaleml_operator.status.acceptance import event_message
 from scaleml_operator.status.conditions import Event
 
@@ -67,4 +67,6 @@ def post(involved: Mapping[str, Any], events: Iterable[Event]) -> None:
         try:
             dynamic.create(resource, body=body, namespace=body["metadata"]["namespace"])
         except ApiException as error:
+            if namespace_terminating(error):
+                return  # the object goes with its namespace: no one is left to read the Event
             log.warning("Could not post Event %s on %s: %s", event.reason, involved["metadata"]["name"], error.reason)

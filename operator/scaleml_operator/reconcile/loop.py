@@ -131,6 +131,23 @@ def run(
     `body` is the object as the event that triggered the run carried it; without it, the object is
     taken from the watch's cache.
     """
+    try:
+        _pass(reconciler, name, namespace, context, full=full, body=body)
+    except kube.NamespaceTerminatingError:
+        # The children's deletions (the namespace's) trigger refreshes that would make them anew: the
+        # parent goes with its namespace, and nothing is left to converge.
+        return
+
+
+def _pass(
+    reconciler: Reconciler[SpecT, InputsT],
+    name: str,
+    namespace: str,
+    context: Context,
+    *,
+    full: bool,
+    body: Mapping[str, Any] | None,
+) -> None:
     kind = reconciler.kind
     parent = body if body is not None else cache.one(context.indexes, cache.PARENTS[kind.kind], (namespace, name))
     if parent is None or parent["metadata"].get("deletionTimestamp"):
