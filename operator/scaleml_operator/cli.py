@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -22,11 +23,9 @@ COMMANDS_GROUP = "scaleml.commands"
 
 def _operator(args: argparse.Namespace) -> int:
     # Imported here so that subcommands which need no kopf work where it is not installed.
-    import kopf
     from prometheus_client import start_http_server
 
     import scaleml_operator.handlers  # noqa: F401  (registers the handlers)
-    from scaleml_operator.handlers.settings import default_priority
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -39,9 +38,23 @@ def _operator(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.bind_address)
+    failed = asyncio.run(_serve(args))
+    # Non-zero, so that the Deployment restarts it: a new process watches afresh.
+    return 1 if failed else 0
+
+
+async def _serve(args: argparse.Namespace) -> list[str]:
+    """Runs kopf until it is stopped; returns the watches whose failure stopped it (none: a plain stop)."""
+    import kopf
+
+    from scaleml_operator import watch_guard
+    from scaleml_operator.handlers.settings import default_priority
+
+    stop = asyncio.Event()
+    guard = asyncio.create_task(watch_guard.guard(stop))
     liveness = f"http://{args.bind_address}:{args.liveness_port}/healthz" if args.liveness_port else None
-    asyncio.run(
-        kopf.operator(
+    try:
+        await kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace or (),
             standalone=args.standalone,
@@ -49,6 +62,7 @@ def _operator(args: argparse.Namespace) -> int:
             # A peering name makes peering mandatory in kopf, which --standalone must not be.
             peering_name=None if args.standalone else args.peering,
             liveness_endpoint=liveness,
+            stop_flag=stop,
             memo=kopf.Memo(
                 config=OperatorConfig(
                     workload_image=args.workload_image,
@@ -59,8 +73,11 @@ def _operator(args: argparse.Namespace) -> int:
                 )
             ),
         )
-    )
-    return 0
+    finally:
+        guard.cancel()  # a guard that returned stays as it was
+    with contextlib.suppress(asyncio.CancelledError):
+        return await guard
+    return []
 
 
 def _crds(args: argparse.Namespace) -> int:

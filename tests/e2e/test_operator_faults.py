@@ -1,4 +1,4 @@
-"""The operator under faults: killed at random moments, and its API server restarted.
+"""The operator under faults: killed at random moments, its API server restarted, its rights revoked.
 
 Each test runs its own operator (as the operator's ServiceAccount, like the shared one) so that it
 can kill and restart it. The kill schedule is drawn from a seed printed at the start and named in
@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import kopf
 import pytest
 
 from scaleml_operator.builders.modeldeployment import deployment_name
@@ -26,6 +27,7 @@ from tests.support.faults import (
     create,
     create_paced,
     mixed,
+    revoked,
 )
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import Manifest
@@ -126,3 +128,34 @@ def test_after_an_api_server_restart_new_objects_converge_and_a_deleted_child_co
         _phase(began, "converged after")
         _assert_one_of_each_and_no_orphan(snapshot)
         assert fault_operator.exit_code() is None, "the operator exited"
+
+
+def test_with_its_rights_revoked_the_operator_exits_non_zero_and_a_restart_recovers(
+    cluster: ControlPlane, kubectl: Kubectl, fault_namespace: str, fault_operator: RestartableOperator
+) -> None:
+    """Never deaf: a watch that reconnects into a 403 ends the process (its Deployment restarts it)."""
+    began = time.monotonic()
+    before = mixed("old", training_jobs=2, model_deployments=2, drift_monitors=0)
+    create(kubectl, fault_namespace, before)
+    converged(kubectl, fault_namespace, _names(before), 60)
+
+    with fault_operator.explained(), revoked(kubectl, "scaleml-operator"):
+        # A watch is authorised when it starts: the restart makes every watch start again, refused.
+        cluster.restart_api()
+        _phase(began, "revoked and restarted")
+        # kopf retries a refused watch through its error back-offs (54 s by default) before its task ends.
+        gives_up = sum(kopf.OperatorSettings().networking.error_backoffs)
+        wait_for(lambda: fault_operator.exit_code() is not None, gives_up + 30, "the operator to exit")
+        _phase(began, f"exited with {fault_operator.exit_code()}")
+        assert fault_operator.exit_code() == 1
+        assert "ended (see above) and kopf does not start it again" in fault_operator.output()
+    _phase(began, "restored")
+
+    # What the Deployment does: start it again, into its restored rights.
+    fault_operator.start()
+    after = mixed("new", training_jobs=2, model_deployments=2, drift_monitors=1)
+    create(kubectl, fault_namespace, after)
+    with fault_operator.explained():
+        snapshot = converged(kubectl, fault_namespace, _names(before + after), 90)
+        _phase(began, "converged after")
+        _assert_one_of_each_and_no_orphan(snapshot)

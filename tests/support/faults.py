@@ -295,3 +295,16 @@ def converged(kubectl: Kubectl, namespace: str, names: Sequence[str], timeout: f
 
 
 # ---------------------------------------------------------------- RBAC
+
+
+@contextmanager
+def revoked(kubectl: Kubectl, binding: str) -> Iterator[None]:
+    """The ClusterRoleBinding `binding` deleted for the block, and put back as it was after it, however it ended."""
+    saved = json.loads(kubectl.run("get", "clusterrolebinding", binding, "-o", "json").stdout)
+    kubectl.run("delete", "clusterrolebinding", binding)
+    try:
+        yield
+    finally:
+        kept = ("name", "labels", "annotations")
+        metadata = {key: value for key, value in saved["metadata"].items() if key in kept}
+        kubectl.run("create", "-f", "-", stdin=json.dumps({**saved, "metadata": metadata}))
