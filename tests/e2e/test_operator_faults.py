@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import kopf
@@ -144,7 +144,9 @@ def test_with_its_rights_revoked_the_operator_exits_non_zero_and_a_restart_recov
         cluster.restart_api()
         _phase(began, "revoked and restarted")
         # kopf retries a refused watch through its error back-offs (54 s by default) before its task ends.
-        gives_up = sum(kopf.OperatorSettings().networking.error_backoffs)
+        backoffs = kopf.OperatorSettings().networking.error_backoffs
+        assert isinstance(backoffs, Iterable), "the operator keeps kopf's finite list of back-offs"
+        gives_up = sum(backoffs)
         wait_for(lambda: fault_operator.exit_code() is not None, gives_up + 30, "the operator to exit")
         _phase(began, f"exited with {fault_operator.exit_code()}")
         assert fault_operator.exit_code() == 1

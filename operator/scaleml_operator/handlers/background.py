@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Final
 
 import kopf
@@ -11,6 +12,8 @@ import kopf
 from scaleml_operator import memory
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.handlers.resync import resync
+
+log = logging.getLogger(__name__)
 
 _TASKS: Final = "background-tasks"
 # How often the release looks whether deletions have stopped: memory goes back 5 to 10 s after the last.
@@ -21,7 +24,10 @@ async def release_after_deletions(check_seconds: float) -> None:
     while True:
         await asyncio.sleep(check_seconds)
         if memory.DELETIONS.settled():
-            await asyncio.to_thread(memory.release)
+            try:
+                await asyncio.to_thread(memory.release)
+            except Exception as error:  # a failed release is worth a line, not the end of the task
+                log.warning("Could not give memory back: %s", error)
 
 
 @kopf.on.startup()
