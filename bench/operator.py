@@ -6,14 +6,17 @@ and N, in a fresh namespace each:
 
 - plain: the children the operator would make for N objects (rendered by its own pure builders,
   see operator_kinds) are created directly by this process, each object's in the operator's order,
-  with C client threads. Converged: every child exists, i.e. the last create was answered.
+  with C client threads, as the cluster admin; then again with the operator's ServiceAccount token.
+  Converged: every child exists, i.e. the last create was answered.
 - operator: a fresh operator process (`scaleml operator --standalone`, as its ServiceAccount); N
   objects are created with the same C threads, while a watch of the kind and one of the child kind
   tell when each converged (status.observedGeneration == metadata.generation, and the Job, or the
   Deployment, exists).
 
 The ratio is the operator's wall time (first create to the last object seen converged) over the
-plain one (first create to the last child answered), measured minutes apart on the same cluster.
+plain one (first create to the last child answered), measured minutes apart on the same cluster;
+the second ratio is against the plain run with the operator's identity, which isolates what the
+operator adds from what the API server spends checking any non-admin's Roles and RoleBindings.
 Latency per object: the event that showed it converged arriving, minus its create's answer; for
 the plain run, its children's creates from the first sent to the last answered. The
 operator's API requests come from kube-apiserver's audit log (its ServiceAccount alone, verb and
@@ -50,7 +53,7 @@ from typing import Any, Final
 # sys.path of a script in bench/ lacks.
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from operator_api import JSON, METADATA, Created, collection, create_groups
+from operator_api import JSON, METADATA, Api, Created, collection, create_groups
 from operator_audit import Request, by_name
 from operator_cluster import Cluster, Usage, operator_code, usage
 from operator_kinds import WORKLOADS, Convergence, Workload
@@ -69,10 +72,12 @@ KIB_PER_MIB: Final = 1024
 
 @dataclass(frozen=True)
 class Plain:
-    """The plain run: wall time, and each object's children's creates from the first sent to the last answered."""
+    """The plain run: wall time, and each object's children's creates from the first sent to the last answered;
+    and the wall time of the same creates with the operator's identity."""
 
     seconds: float
     latencies: list[float]
+    as_operator_seconds: float
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,12 @@ class Run:
         return None if self.operator_seconds is None else self.operator_seconds / self.plain.seconds
 
     @property
+    def ratio_same_identity(self) -> float | None:
+        """Against the children created with the operator's rights, which the API server checks as it does the
+        operator's: a Role or RoleBinding written by anyone but a cluster admin costs it an escalation check."""
+        return None if self.operator_seconds is None else self.operator_seconds / self.plain.as_operator_seconds
+
+    @property
     def peak_kib(self) -> int:
         """The operator's peak RSS over its whole life, which the run's ended."""
         return self.after_delete.peak_kib
@@ -115,16 +126,24 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def plain_run(cluster: Cluster, workload: Workload, n: int, concurrency: int) -> Plain:
-    namespace = f"bench-{workload.key}-{n}-plain"
+def _create_plain(cluster: Cluster, api: Api, workload: Workload, n: int, concurrency: int, name: str) -> list[Created]:
+    namespace = f"bench-{workload.key}-{n}-{name}"
     cluster.make_namespace(namespace)
     # Rendered before the clock starts: the operator renders in its reconciles, but the baseline is the API's work.
     groups = [workload.plain_children(f"bench-{i:04d}", namespace) for i in range(n)]
-    created = create_groups(cluster.api, groups, concurrency)
+    created = create_groups(api, groups, concurrency)
     cluster.delete_namespace(namespace)
-    return Plain(
-        max(c.finished for c in created) - min(c.started for c in created), [c.finished - c.started for c in created]
-    )
+    return created
+
+
+def _span(created: list[Created]) -> float:
+    return max(c.finished for c in created) - min(c.started for c in created)
+
+
+def plain_run(cluster: Cluster, workload: Workload, n: int, concurrency: int) -> Plain:
+    created = _create_plain(cluster, cluster.api, workload, n, concurrency, "plain")
+    as_operator = _create_plain(cluster, cluster.operator_api, workload, n, concurrency, "plain-sa")
+    return Plain(_span(created), [c.finished - c.started for c in created], _span(as_operator))
 
 
 @dataclass(frozen=True)
@@ -212,7 +231,10 @@ def operator_run(cluster: Cluster, workload: Workload, n: int, concurrency: int,
 
 def measure(cluster: Cluster, workload: Workload, n: int, concurrency: int, logs: Path) -> Run:
     plain = plain_run(cluster, workload, n, concurrency)
-    say(f"{workload.key} N={n}: plain children created in {plain.seconds:.1f} s")
+    say(
+        f"{workload.key} N={n}: plain children created in {plain.seconds:.1f} s, "
+        f"{plain.as_operator_seconds:.1f} s with the operator's identity"
+    )
     run = operator_run(cluster, workload, n, concurrency, plain, logs)
     converged = "all converged" if run.operator_seconds is not None else f"{len(run.latencies)}/{n} converged"
     say(f"{workload.key} N={n}: operator {converged}, settled after {run.settle_seconds:.1f} s")
@@ -230,7 +252,8 @@ def _or_dash(value: float | None, form: str) -> str:
 
 def report(runs: list[Run]) -> None:
     print(
-        f"{'kind':17} {'N':>5} {'plain s':>8} {'oper. s':>8} {'ratio':>6} {'p50 s':>6} {'p99 s':>6} "
+        f"{'kind':17} {'N':>5} {'plain s':>8} {'oper. s':>8} {'ratio':>6} {'as op. s':>8} {'ratio':>6} "
+        f"{'p50 s':>6} {'p99 s':>6} "
         f"{'plain p50':>9} {'req/obj':>15} {'CPU s/obj':>15} {'RSS MiB idle / N / deleted / peak':>34}"
     )
     for run in runs:
@@ -238,7 +261,9 @@ def report(runs: list[Run]) -> None:
         latency = run.latencies or [math.nan]
         print(
             f"{run.kind:17} {n:>5} {run.plain.seconds:>8.1f} {_or_dash(run.operator_seconds, '8.1f'):>8} "
-            f"{_or_dash(run.ratio, '6.2f'):>6} {percentile(latency, 0.5):>6.2f} {percentile(latency, 0.99):>6.2f} "
+            f"{_or_dash(run.ratio, '6.2f'):>6} {run.plain.as_operator_seconds:>8.1f} "
+            f"{_or_dash(run.ratio_same_identity, '6.2f'):>6} "
+            f"{percentile(latency, 0.5):>6.2f} {percentile(latency, 0.99):>6.2f} "
             f"{statistics.median(run.plain.latencies):>9.3f} "
             f"{f'{len(run.requests) / n:.1f} ({run.converge_requests / n:.1f})':>15} "
             f"{f'{run.cpu_seconds / n:.3f} ({run.converge_cpu_seconds / n:.3f})':>15} "
@@ -256,12 +281,14 @@ def as_json(runs: list[Run]) -> dict[str, dict[str, dict[str, Any]]]:
     for run in runs:
         result.setdefault(run.kind, {})[str(run.n)] = {
             "ratio": run.ratio,
+            "ratio_same_identity": run.ratio_same_identity,
             "requests_per_object": len(run.requests) / run.n,
             "rss_mib": _mib(run.peak_kib),
             "requests_per_object_converged": run.converge_requests / run.n,
             "requests_by_verb": {name: count / run.n for name, count in by_name(run.requests).items()},
             "requests_per_object_deleting": len(run.delete_requests) / run.n,
             "plain_seconds": run.plain.seconds,
+            "plain_as_operator_seconds": run.plain.as_operator_seconds,
             "operator_seconds": run.operator_seconds,
             "converged": len(run.latencies),
             "settle_seconds": run.settle_seconds,

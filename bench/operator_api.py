@@ -59,12 +59,14 @@ def collection(api_version: str, plural: str, namespace: str | None = None) -> s
 
 
 class Api:
-    """JSON requests to one API server, as the identity `context` carries (the admin's client certificate)."""
+    """JSON requests to one API server, as the identity `context` carries (the admin's client certificate),
+    or as the one of `token` (a ServiceAccount's)."""
 
-    def __init__(self, server: str, context: ssl.SSLContext) -> None:
+    def __init__(self, server: str, context: ssl.SSLContext, token: str | None = None) -> None:
         url = urllib.parse.urlsplit(server)
         self._host, self._port = url.hostname or "127.0.0.1", url.port
         self._context = context
+        self._authorization = {"Authorization": f"Bearer {token}"} if token else {}
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPSConnection:
@@ -76,7 +78,7 @@ class Api:
 
     def request(self, method: str, path: str, body: Any = None, *, accept: str = JSON) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Accept": accept, "Content-Type": JSON}
+        headers = {"Accept": accept, "Content-Type": JSON, **self._authorization}
         for attempt in range(2):
             connection = self._connection()
             try:

@@ -94,12 +94,21 @@ class Cluster:
         )
         self.audit = AuditLog(log, OPERATOR_USER)
         self._api: Api | None = None
+        self._operator_api: Api | None = None
 
     @property
     def api(self) -> Api:
+        """The admin's client."""
         if self._api is None:
             raise RuntimeError("the cluster is not started")
         return self._api
+
+    @property
+    def operator_api(self) -> Api:
+        """A client with the operator's identity: its ServiceAccount's RBAC and admission policy apply."""
+        if self._operator_api is None:
+            raise RuntimeError("the cluster is not started")
+        return self._operator_api
 
     def start(self) -> None:
         self.plane.start_nodes(count=NODES)
@@ -116,6 +125,8 @@ class Cluster:
         kubectl.run("get", "trainingjobs,modeldeployments,driftmonitors", "--all-namespaces")
         # Its pod would only be simulated: the operator runs as a local process instead.
         kubectl.run("scale", "deployment", "scaleml-operator", "-n", OPERATOR_NAMESPACE, "--replicas=0")
+        token = self.plane.request_token(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, expiration_seconds=TOKEN_SECONDS)
+        self._operator_api = Api(self.plane.server, ssl.create_default_context(cafile=str(pki.ca_cert)), token)
 
     def stop(self) -> None:
         self.plane.stop()
