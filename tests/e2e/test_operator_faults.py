@@ -70,6 +70,13 @@ def _assert_one_of_each_and_no_orphan(snapshot: Snapshot) -> None:
     assert not snapshot.orphans(), f"orphans: {snapshot.orphans()}"
 
 
+def _converged_first(kubectl: Kubectl, namespace: str, objects: list[Manifest]) -> list[Manifest]:
+    """`objects` created, once they converged: the state a fault then strikes."""
+    create(kubectl, namespace, objects)
+    converged(kubectl, namespace, _names(objects), 60)
+    return objects
+
+
 def _phase(began: float, what: str) -> None:
     print(f"{time.monotonic() - began:6.1f} s  {what}")
 
@@ -100,9 +107,9 @@ def test_after_an_api_server_restart_new_objects_converge_and_a_deleted_child_co
     cluster: ControlPlane, kubectl: Kubectl, fault_namespace: str, fault_operator: RestartableOperator
 ) -> None:
     began = time.monotonic()
-    before = mixed("old", training_jobs=4, model_deployments=3, drift_monitors=1)
-    create(kubectl, fault_namespace, before)
-    converged(kubectl, fault_namespace, _names(before), 60)
+    before = _converged_first(
+        kubectl, fault_namespace, mixed("old", training_jobs=4, model_deployments=3, drift_monitors=1)
+    )
     _phase(began, "converged before")
 
     cluster.restart_api()
@@ -135,9 +142,9 @@ def test_with_its_rights_revoked_the_operator_exits_non_zero_and_a_restart_recov
 ) -> None:
     """Never deaf: a watch that reconnects into a 403 ends the process (its Deployment restarts it)."""
     began = time.monotonic()
-    before = mixed("old", training_jobs=2, model_deployments=2, drift_monitors=0)
-    create(kubectl, fault_namespace, before)
-    converged(kubectl, fault_namespace, _names(before), 60)
+    before = _converged_first(
+        kubectl, fault_namespace, mixed("old", training_jobs=2, model_deployments=2, drift_monitors=0)
+    )
 
     with fault_operator.explained(), revoked(kubectl, "scaleml-operator"):
         # A watch is authorised when it starts: the restart makes every watch start again, refused.
