@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -75,9 +74,7 @@ async def _serve(args: argparse.Namespace) -> list[str]:
         )
     finally:
         guard.cancel()  # a guard that returned stays as it was
-    with contextlib.suppress(asyncio.CancelledError):
-        return await guard
-    return []
+    return guard.result() if guard.done() and not guard.cancelled() else []
 
 
 def _crds(args: argparse.Namespace) -> int:

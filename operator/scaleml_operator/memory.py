@@ -1,11 +1,12 @@
 """Giving memory back to the system once objects are gone.
 
 What the operator holds per object (kopf's per-object state, the watches' caches, the children it
-knows) is dropped when the object is deleted, but the process does not shrink by itself: CPython
-returns a 256 KiB arena only when every block in it is free, and glibc keeps what the reconciles'
-threads freed in their own arenas for reuse. After a wave of deletions, and once they have stopped,
-`release()` collects garbage and asks glibc to return its free pages (malloc_trim), so that an
-operator that served a thousand objects and now serves ten is sized for ten.
+knows) is dropped when the object is deleted, but the process does not shrink by itself: glibc
+keeps what the reconciles' threads freed in their own arenas for reuse, and CPython returns one of
+its 1 MiB arenas only when every block in it is free. After a wave of deletions, and once they
+have stopped, `release()` collects garbage and asks glibc to return its free pages (malloc_trim).
+That gives back glibc's part; CPython's arenas, pinned by the few blocks that outlive the wave,
+stay (measured: 265 -> 252 MiB after 1,000 TrainingJobs were deleted, 71 MiB idle).
 """
 
 from __future__ import annotations
