@@ -16,7 +16,7 @@ and N, in a fresh namespace each:
 The ratio is the operator's wall time (first create to the last object seen converged) over the
 plain one (first create to the last child answered), measured minutes apart on the same cluster;
 the second ratio is against the plain run with the operator's identity, which isolates what the
-operator adds from what the API server spends checking any non-admin's Roles and RoleBindings.
+operator adds from what the API server spends on any non-admin's writes (RBAC, the admission policy).
 Latency per object: the event that showed it converged arriving, minus its create's answer; for
 the plain run, its children's creates from the first sent to the last answered. The
 operator's API requests come from kube-apiserver's audit log (its ServiceAccount alone, verb and
@@ -107,7 +107,7 @@ class Run:
     @property
     def ratio_same_identity(self) -> float | None:
         """Against the children created with the operator's rights, which the API server checks as it does the
-        operator's: a Role or RoleBinding written by anyone but a cluster admin costs it an escalation check."""
+        operator's: its admission policy evaluates every write, where a cluster admin's pass unchecked."""
         return None if self.operator_seconds is None else self.operator_seconds / self.plain.as_operator_seconds
 
     @property

@@ -126,8 +126,11 @@ CAN_I: list[Case] = [
     (True, "patch", "deployments.apps", "", None),
     (True, "create", "services", "", None),
     (True, "create", "serviceaccounts", "", None),
-    (True, "create", "roles.rbac.authorization.k8s.io", "", None),
     (True, "patch", "rolebindings.rbac.authorization.k8s.io", "", None),
+    # Its pods' ClusterRoles it may bind, by name, and no other.
+    (True, "bind", "clusterroles.rbac.authorization.k8s.io", "", None, "scaleml-trainer-status"),
+    (True, "bind", "clusterroles.rbac.authorization.k8s.io", "", None, "scaleml-monitor-status"),
+    (False, "bind", "clusterroles.rbac.authorization.k8s.io", "", None, "edit"),
     (True, "delete", "horizontalpodautoscalers.autoscaling", "", None),
     (True, "delete", "poddisruptionbudgets.policy", "", None),
     (True, "watch", "pods", "", None),
@@ -152,11 +155,13 @@ CAN_I: list[Case] = [
     (False, "create", "pods", "exec", None),
     (False, "create", "pods", "eviction", None),
     (False, "get", "pods", "log", None),
-    # No escalation: no RBAC beyond namespaced Roles it could hold itself, no impersonation, no tokens.
+    # No escalation: no Roles of its own making, no impersonation, no tokens.
     (False, "escalate", "clusterroles.rbac.authorization.k8s.io", "", None),
     (False, "bind", "clusterroles.rbac.authorization.k8s.io", "", None),
     (False, "escalate", "roles.rbac.authorization.k8s.io", "", None),
     (False, "bind", "roles.rbac.authorization.k8s.io", "", None),
+    (False, "create", "roles.rbac.authorization.k8s.io", "", None),
+    (False, "patch", "roles.rbac.authorization.k8s.io", "", None),
     (False, "create", "clusterroles.rbac.authorization.k8s.io", "", None),
     (False, "patch", "clusterroles.rbac.authorization.k8s.io", "", None),
     (False, "create", "clusterrolebindings.rbac.authorization.k8s.io", "", None),
@@ -188,17 +193,23 @@ def test_the_operator_can_do_what_it_needs_and_nothing_more(scaleml_installed: K
     assert wrong_answers(scaleml_installed, OPERATOR, CAN_I) == []
 
 
-def _role(name: str, namespace: str, rules: list[dict[str, list[str]]]) -> str:
+def _binding(namespace: str, cluster_role: str, account: str, **labels: str) -> str:
     # Labelled as the operator labels its children: the admission policy refuses any other (test_tenancy.py).
-    role = {
+    binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": f"{account}-status",
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, **labels},
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
     }
-    return json.dumps({**role, "rules": rules})
+    return json.dumps(binding)
 
 
-def test_the_operator_grants_trainer_roles_but_cannot_escalate_through_them(
+def test_the_operator_binds_its_pods_cluster_roles_and_cannot_escalate(
     scaleml_installed: Kubectl, namespace: str
 ) -> None:
     def create_as_operator(manifest: str) -> str:
@@ -207,28 +218,17 @@ def test_the_operator_grants_trainer_roles_but_cannot_escalate_through_them(
         )
         return "created" if result.returncode == 0 else result.stderr
 
-    # What it gives a TrainingJob's workers: patching their own object's status.
-    status_only = [
-        {
-            "apiGroups": ["scaleml.dev"],
-            "resources": ["trainingjobs/status"],
-            "resourceNames": ["churn"],
-            "verbs": ["get", "patch"],
-        }
-    ]
-    assert create_as_operator(_role("churn-trainer", namespace, status_only)) == "created"
-    # A Role reading Secrets would hand out what the operator lacks. (RBAC's escalation check comes before
-    # admission: this is RBAC refusing, whatever the admission policy would say.)
-    secrets = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
-    assert "attempting to grant RBAC permissions not currently held" in create_as_operator(
-        _role("reader", namespace, secrets)
-    )
-    # So would binding a ClusterRole it does not hold.
-    binding = {
+    # What it gives a TrainingJob's workers: patching their TrainingJob's status.
+    workers = _binding(namespace, "scaleml-trainer-status", "churn-trainer", **{"scaleml.dev/trainingjob": "churn"})
+    assert create_as_operator(workers) == "created"
+    # Any other ClusterRole with rights it lacks is RBAC's to refuse (bind is granted by name), whatever the
+    # admission policy would say.
+    assert "forbidden" in create_as_operator(_binding(namespace, "cluster-admin", "default"))
+    # And a Role of its own making, with rights it holds or not.
+    role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "admin", "namespace": namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
+        "kind": "Role",
+        "metadata": {"name": "reader", "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
+        "rules": [{"apiGroups": ["scaleml.dev"], "resources": ["trainingjobs/status"], "verbs": ["get"]}],
     }
-    assert "forbidden" in create_as_operator(json.dumps(binding))
+    assert "forbidden" in create_as_operator(json.dumps(role))

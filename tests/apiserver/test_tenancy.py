@@ -103,7 +103,6 @@ def _children(namespace: str) -> list[Manifest]:
     ]
     assert {c["kind"] for c in children} >= {
         "ServiceAccount",
-        "Role",
         "RoleBinding",
         "Service",
         "Job",
@@ -203,7 +202,6 @@ def _refusals(namespace: str) -> list[tuple[str, list[str], Manifest | None]]:
     volumes = _child(namespace, "Job")["spec"]["template"]["spec"]["volumes"]
     host_path = [*volumes, {"name": "host", "hostPath": {"path": "/"}}]
     other_config = [*volumes, {"name": "settings", "configMap": {"name": "tenant-settings"}}]
-    broad_rule = [{"apiGroups": ["scaleml.dev"], "resources": ["trainingjobs"], "verbs": ["get"]}]
     return [
         (
             "a labelled object in kube-system",
@@ -231,18 +229,35 @@ def _refusals(namespace: str) -> list[tuple[str, list[str], Manifest | None]]:
             ),
         ),
         (
-            "a Role granting more than status",
-            create,
-            _child(namespace, "Role", "churn-trainer", metadata={"name": "broad"}, rules=broad_rule),
-        ),
-        (
             "a RoleBinding to another ServiceAccount",
             [*apply, "-f", "-"],
             _child(
                 namespace,
                 "RoleBinding",
-                "churn-trainer",
+                "churn-trainer-status",
                 subjects=[{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
+            ),
+        ),
+        (
+            "a RoleBinding to a ServiceAccount of another namespace",
+            create,
+            _child(
+                namespace,
+                "RoleBinding",
+                "churn-trainer-status",
+                metadata={"name": "other"},
+                subjects=[{"kind": "ServiceAccount", "name": "churn-trainer", "namespace": "kube-system"}],
+            ),
+        ),
+        (
+            "binding the monitor's ClusterRole to a TrainingJob's workers",
+            create,
+            _child(
+                namespace,
+                "RoleBinding",
+                "churn-trainer-status",
+                metadata={"name": "other"},
+                roleRef={"name": driftmonitor.STATUS_ROLE},
             ),
         ),
         (
@@ -308,6 +323,48 @@ def test_the_operator_writes_nothing_it_did_not_make(policy_in_force: Kubectl, n
     # The policy is the operator's alone: the admin writes the same unlabelled object, in kube-system too.
     for _, args, manifest in cases[:2]:
         assert kubectl.run(*args, stdin=json.dumps(manifest)).returncode == 0
+
+
+def _patch_status(kubectl: Kubectl, resource: str, name: str, namespace: str, account: str | None) -> str:
+    """Why the ServiceAccount `account` of the namespace (None: the admin) may not patch the object's status;
+    empty when it may. A dry run: nothing is written."""
+    identity = [f"--as=system:serviceaccount:{namespace}:{account}"] if account else []
+    patch = ["--subresource=status", "--type=merge", "--dry-run=server", "-p", '{"status":{"phase":"Running"}}']
+    result = kubectl.run("patch", resource, name, "-n", namespace, *patch, *identity, check=False)
+    return "" if result.returncode == 0 else result.stderr
+
+
+def test_a_pods_service_account_writes_the_status_of_its_own_object_only(
+    policy_in_force: Kubectl, namespace: str
+) -> None:
+    """The pods' ClusterRoles grant every status of the kind in the namespace; the policy scaleml-pods narrows them."""
+    kubectl = policy_in_force
+    for name in ("churn", "other"):
+        kubectl.apply(_training_job(namespace, name))
+        kubectl.apply(merged(example("DriftMonitor"), {"metadata": {"name": name, "namespace": namespace}}))
+    # What the operator binds for the TrainingJob and the DriftMonitor "churn" (the builders' own objects).
+    for child in _children(namespace):
+        if child["kind"] == "RoleBinding":
+            assert _apply_as_operator(kubectl, child).returncode == 0
+    workers, monitor = "churn-trainer", "churn-monitor"
+
+    def enforced() -> bool:
+        # The API server loads a new policy, and RBAC sees a new binding, a moment after they are written.
+        return _patch_status(kubectl, "trainingjob", "churn", namespace, workers) == "" and "its own" in _patch_status(
+            kubectl, "trainingjob", "other", namespace, workers
+        )
+
+    wait_for(enforced, 30, "the pods' policy to be enforced")
+    refused = _patch_status(kubectl, "trainingjob", "other", namespace, workers)
+    assert f"system:serviceaccount:{namespace}:{workers} writes the status of its own TrainingJob only" in refused
+    assert _patch_status(kubectl, "driftmonitor", "churn", namespace, monitor) == ""
+    refused = _patch_status(kubectl, "driftmonitor", "other", namespace, monitor)
+    assert f"{monitor} writes the status of its own DriftMonitor only" in refused, refused
+    # Workers have no business with any DriftMonitor, nor a monitor with TrainingJobs: RBAC grants neither.
+    assert "forbidden" in _patch_status(kubectl, "driftmonitor", "churn", namespace, workers)
+    assert "forbidden" in _patch_status(kubectl, "trainingjob", "churn", namespace, monitor)
+    # Users and their own accounts are none of the policy's business: the admin writes any status.
+    assert _patch_status(kubectl, "trainingjob", "other", namespace, None) == ""
 
 
 def _accepted(kubectl: Kubectl, name: str, namespace: str) -> bool:
@@ -388,7 +445,8 @@ NAMESPACED_CAN_I: list[Case] = [
     (True, "create", "jobs.batch", "", SERVED, ""),
     (True, "watch", "pods", "", SERVED, ""),
     (True, "patch", "trainingjobs.scaleml.dev", "status", SERVED, ""),
-    (True, "create", "roles.rbac.authorization.k8s.io", "", SERVED, ""),
+    (True, "create", "rolebindings.rbac.authorization.k8s.io", "", SERVED, ""),
+    (True, "bind", "clusterroles.rbac.authorization.k8s.io", "", SERVED, "scaleml-trainer-status"),
     (True, "create", "events", "", SERVED, ""),
     (True, "patch", "configmaps", "", SERVED, ""),
     (False, "list", "configmaps", "", SERVED, ""),
@@ -399,13 +457,16 @@ NAMESPACED_CAN_I: list[Case] = [
     (False, "watch", "trainingjobs.scaleml.dev", "", None, ""),
     (False, "patch", "deployments.apps", "", "kube-system", ""),
     (False, "create", "events", "", "default", ""),
-    (False, "create", "roles.rbac.authorization.k8s.io", "", "default", ""),
+    (False, "create", "rolebindings.rbac.authorization.k8s.io", "", "default", ""),
+    (False, "bind", "clusterroles.rbac.authorization.k8s.io", "", "default", "scaleml-trainer-status"),
     # Its own namespace is not served either.
     (False, "create", "serviceaccounts", "", NAMESPACE, ""),
     # Still never: Secrets, pods of its own, escalation.
     (False, "get", "secrets", "", SERVED, ""),
     (False, "create", "pods", "", SERVED, ""),
     (False, "bind", "roles.rbac.authorization.k8s.io", "", SERVED, ""),
+    (False, "create", "roles.rbac.authorization.k8s.io", "", SERVED, ""),
+    (False, "bind", "clusterroles.rbac.authorization.k8s.io", "", SERVED, "admin"),
     # Cluster-scoped: its peering object (patched by name only), CRDs and namespaces read-only.
     (True, "watch", "clusterkopfpeerings.kopf.dev", "", None, ""),
     (True, "create", "clusterkopfpeerings.kopf.dev", "", None, ""),

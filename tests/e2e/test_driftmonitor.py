@@ -94,21 +94,20 @@ def test_the_monitor_gets_its_children_and_reads_the_served_versions_profile(
     service = kubectl.get("service", "churn-monitor", ml_namespace)
     assert {p["name"] for p in service["spec"]["ports"]} == {"metrics", "report"}
 
-    # The monitor may report on this DriftMonitor and nothing else.
+    # The monitor may report on this DriftMonitor (and, as test_tenancy.py shows, on no other), and read no Secret.
     account = f"--as=system:serviceaccount:{ml_namespace}:{MONITOR_ACCOUNT}"
-    for name, allowed in (("churn", "yes"), ("other", "no")):
-        can = kubectl.run(
-            "auth",
-            "can-i",
-            "patch",
-            f"driftmonitors.scaleml.dev/{name}",
-            "--subresource=status",
-            "-n",
-            ml_namespace,
-            account,
-            check=False,
-        )
-        assert can.stdout.strip() == allowed
+    can = kubectl.run(
+        "auth",
+        "can-i",
+        "patch",
+        "driftmonitors.scaleml.dev/churn",
+        "--subresource=status",
+        "-n",
+        ml_namespace,
+        account,
+        check=False,
+    )
+    assert can.stdout.strip() == "yes"
     secrets = kubectl.run("auth", "can-i", "get", "secrets", "-n", ml_namespace, account, check=False)
     assert secrets.stdout.strip() == "no"
 

@@ -56,12 +56,13 @@ def _foreign_objects() -> list[dict[str, Any]]:
         },
         # TrainingJob "fraud"'s ServiceAccount: its pods would run as the other team.
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "fraud-trainer", **meta}},
-        # TrainingJob "churn"'s Role: a RoleBinding after it would lend its rights to our pods.
+        # TrainingJob "churn"'s RoleBinding: pods after it would run with the other team's grants.
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "churn-trainer", **meta},
-            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
+            "kind": "RoleBinding",
+            "metadata": {"name": "churn-trainer-status", **meta},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "churn-trainer"}],
         },
     ]
 
@@ -90,7 +91,7 @@ def _refused(kubectl: Kubectl, resource: str, name: str, namespace: str) -> dict
         ("modeldeployment", "fraud", "Service fraud"),
         ("modeldeployment", "churn", "Deployment churn-triton"),
         ("trainingjob", "fraud", "ServiceAccount fraud-trainer"),
-        ("trainingjob", "churn", "Role churn-trainer"),
+        ("trainingjob", "churn", "RoleBinding churn-trainer-status"),
     ],
 )
 def test_a_foreign_object_of_a_childs_name_is_reported_and_left_untouched(

@@ -70,7 +70,6 @@ def test_the_monitor_waits_for_what_it_needs(
     assert waiting.reason == reason
     assert [c["kind"] for c in build.children(OWNER, _spec(), None, "img").apply] == [
         "ServiceAccount",
-        "Role",
         "RoleBinding",
         "Service",
     ]
@@ -87,10 +86,14 @@ def test_the_monitor_pod_is_restricted_reads_read_only_and_reports_as_itself() -
     assert container["command"][-2:] == ["--config", "/etc/scaleml/run.json"]
     run = MonitorRun.model_validate_json(config_map["data"]["run.json"])
     assert (run.profile_path, run.model_version, run.name) == ("/reference/churn/2/profile.json", 2, "churn")
-    _, role, _ = build.identity(OWNER)
-    assert role["rules"][0]["resourceNames"] == ["churn"]
-    assert role["rules"][0]["verbs"] == ["get", "patch"]
-    assert role["rules"][1] == {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
+    account, binding = build.identity(OWNER)
+    assert pod["serviceAccountName"] == account["metadata"]["name"] == "churn-monitor"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "scaleml-monitor-status",
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "churn-monitor", "namespace": "ml"}]
 
 
 def _status(windows: int, **extra: Any) -> dict[str, Any]:

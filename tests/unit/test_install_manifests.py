@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from scaleml_operator.builders import driftmonitor, trainingjob
 from scaleml_operator.config import DEFAULT_TRITON_IMAGE, DEFAULT_WORKLOAD_IMAGE
 from tests.support.kustomize import BASE, COMPONENTS, MANIFESTS, OVERLAYS, build, find, overlay
 from tests.support.manifests import Manifest
@@ -22,6 +23,8 @@ SERVED = "scaleml-workloads"
 # tenants' namespaces (network-policies), or are part of an overlay already (operator-network-policy).
 ADD_ONS = ("grafana", "prometheus")
 COMPONENT_NAMES = ["grafana", "namespace-scoped", "network-policies", "operator-network-policy", "prometheus"]
+# What the operator binds its pods' ServiceAccounts to, in their namespaces.
+POD_CLUSTER_ROLES = (trainingjob.STATUS_ROLE, driftmonitor.STATUS_ROLE)
 # Cluster-scoped kinds the install holds.
 CLUSTER_SCOPED = {
     "Namespace",
@@ -187,8 +190,15 @@ def test_the_cluster_role_names_every_verb_and_resource(base: list[Manifest]) ->
         for field in ("apiGroups", "resources", "verbs"):
             assert rule[field], rule
             assert not any("*" in value for value in rule[field]), rule
-        # Escalation and impersonation are never needed: the operator grants only what it holds.
-        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+        # Escalation and impersonation are never needed; it binds the pods' ClusterRoles, by name, and no other.
+        assert not {"escalate", "impersonate"} & set(rule["verbs"]), rule
+        if "bind" in rule["verbs"]:
+            assert rule == {
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["clusterroles"],
+                "resourceNames": list(POD_CLUSTER_ROLES),
+                "verbs": ["bind"],
+            }
     binding = find(base, "ClusterRoleBinding", "scaleml-operator")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -196,6 +206,20 @@ def test_the_cluster_role_names_every_verb_and_resource(base: list[Manifest]) ->
         "name": "scaleml-operator",
     }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "scaleml-operator", "namespace": NAMESPACE}]
+
+
+def test_the_pods_cluster_roles_grant_their_own_kinds_status_and_are_bound_only_per_namespace(
+    base: list[Manifest],
+) -> None:
+    assert find(base, "ClusterRole", trainingjob.STATUS_ROLE)["rules"] == [
+        {"apiGroups": ["scaleml.dev"], "resources": ["trainingjobs/status"], "verbs": ["get", "patch"]}
+    ]
+    assert find(base, "ClusterRole", driftmonitor.STATUS_ROLE)["rules"] == [
+        {"apiGroups": ["scaleml.dev"], "resources": ["driftmonitors/status"], "verbs": ["get", "patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]
+    bound = {m["roleRef"]["name"] for m in base if m["kind"] == "ClusterRoleBinding"}
+    assert not bound & set(POD_CLUSTER_ROLES)
 
 
 def _operator_account(objects: list[Manifest]) -> str:
@@ -246,12 +270,17 @@ def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
     return grants
 
 
+def _cluster_roles(objects: list[Manifest]) -> list[str]:
+    """The ClusterRoles of an install other than its pods' (which are bound only in namespaces)."""
+    names = [m["metadata"]["name"] for m in objects if m["kind"] == "ClusterRole"]
+    return [name for name in names if name not in POD_CLUSTER_ROLES]
+
+
 def test_the_namespaced_overlay_grants_nothing_namespaced_cluster_wide(
     base: list[Manifest], namespaced: list[Manifest]
 ) -> None:
-    cluster_roles = [m for m in namespaced if m["kind"] == "ClusterRole"]
-    assert [m["metadata"]["name"] for m in cluster_roles] == ["scaleml-operator-cluster"]
-    (cluster_role,) = cluster_roles
+    assert _cluster_roles(namespaced) == ["scaleml-operator-cluster"]
+    cluster_role = find(namespaced, "ClusterRole", "scaleml-operator-cluster")
     assert _grants(cluster_role["rules"]) == CLUSTER_WIDE_GRANTS
     # Renewing a peering record is limited to the operator's own peering object.
     (patching,) = [rule for rule in cluster_role["rules"] if "patch" in rule["verbs"]]
@@ -316,7 +345,7 @@ def test_a_platform_team_makes_production_namespace_scoped_for_its_namespaces(tm
     )
     objects = build(root)
     assert _served(objects) == (set(teams), set(teams))
-    assert [m["metadata"]["name"] for m in objects if m["kind"] == "ClusterRole"] == ["scaleml-operator-cluster"]
+    assert _cluster_roles(objects) == ["scaleml-operator-cluster"]
     # Production's own parts stay.
     assert find(objects, "PodDisruptionBudget", "scaleml-operator")
     assert find(objects, "NetworkPolicy", "scaleml-operator")["metadata"]["namespace"] == NAMESPACE

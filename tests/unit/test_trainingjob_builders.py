@@ -25,7 +25,7 @@ def _by_kind(spec: TrainingJobSpec) -> dict[str, dict[str, Any]]:
 
 def test_children_are_owned_labelled_and_the_job_comes_last() -> None:
     children = build.children(OWNER, _spec(), IMAGE).apply
-    assert [c["kind"] for c in children] == ["ServiceAccount", "Role", "RoleBinding", "Service", "ConfigMap", "Job"]
+    assert [c["kind"] for c in children] == ["ServiceAccount", "RoleBinding", "Service", "ConfigMap", "Job"]
     for child in children:
         (reference,) = child["metadata"]["ownerReferences"]
         assert reference == {
@@ -40,17 +40,16 @@ def test_children_are_owned_labelled_and_the_job_comes_last() -> None:
         assert child["metadata"]["labels"]["scaleml.dev/trainingjob"] == "churn"
 
 
-def test_role_lets_pods_patch_only_their_own_status() -> None:
-    role = _by_kind(_spec())["Role"]
-    assert role["rules"] == [
-        {
-            "apiGroups": ["scaleml.dev"],
-            "resources": ["trainingjobs/status"],
-            "resourceNames": ["churn"],
-            "verbs": ["get", "patch"],
-        }
-    ]
-    binding = _by_kind(_spec())["RoleBinding"]
+def test_the_workers_service_account_is_bound_to_the_trainers_cluster_role_in_the_namespace() -> None:
+    children = _by_kind(_spec())
+    assert children["Job"]["spec"]["template"]["spec"]["serviceAccountName"] == "churn-trainer"
+    binding = children["RoleBinding"]
+    assert binding["metadata"]["namespace"] == "ml"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "scaleml-trainer-status",
+    }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "churn-trainer", "namespace": "ml"}]
 
 

@@ -1,4 +1,4 @@
-"""DriftMonitor -> the monitor's Deployment, Service, ServiceAccount, and a Role for its own status.
+"""DriftMonitor -> the monitor's Deployment, Service, ServiceAccount, and a RoleBinding for its own status.
 
 One monitor pod per DriftMonitor (the Deployment recreates rather than surges): two would test the
 same windows twice and announce the same drift twice.
@@ -30,6 +30,8 @@ from scaleml_operator.builders.meta import (
 )
 
 COMPONENT: Final = "scaleml-monitor"
+# The ClusterRole (installed with the operator, rbac.yaml) its pod is bound to.
+STATUS_ROLE: Final = "scaleml-monitor-status"
 # The reference a monitor Deployment was built to read; the operator rebuilds it when that moves.
 REFERENCE_ANNOTATION: Final = "scaleml.dev/reference"
 CONTAINER: Final = "monitor"
@@ -182,9 +184,8 @@ def service(owner: Owner) -> dict[str, Any]:
 
 
 def identity(owner: Owner) -> list[dict[str, Any]]:
-    """The monitor's ServiceAccount, with a Role to report on its own DriftMonitor and announce drift in Events."""
-    events = {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
-    return meta.identity(owner, monitor_name(owner.name), COMPONENT, "driftmonitors", (events,))
+    """The monitor's ServiceAccount, bound to report on its own DriftMonitor and announce drift in Events."""
+    return meta.identity(owner, monitor_name(owner.name), COMPONENT, STATUS_ROLE)
 
 
 def children(

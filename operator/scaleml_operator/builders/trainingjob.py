@@ -1,4 +1,4 @@
-"""TrainingJob -> ServiceAccount, Role, RoleBinding, headless Service and an Indexed batch Job.
+"""TrainingJob -> ServiceAccount, RoleBinding, headless Service, run config and an Indexed batch Job.
 
 Why an Indexed Job rather than bare pods: the Job controller already gives stable per-index pod
 hostnames for rendezvous, retries with a backoff limit, a podFailurePolicy by exit code,
@@ -26,6 +26,8 @@ from scaleml_operator.builders.meta import (
 
 COMPONENT: Final = "scaleml-trainer"
 CONTAINER: Final = "trainer"
+# The ClusterRole (installed with the operator, rbac.yaml) its workers are bound to.
+STATUS_ROLE: Final = "scaleml-trainer-status"
 CHECK_CONTAINER: Final = "check"
 TEMPLATE_HASH: Final = "scaleml.dev/pod-template-hash"
 KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
@@ -242,8 +244,8 @@ def headless_service(owner: Owner) -> dict[str, Any]:
 
 
 def identity(owner: Owner) -> list[dict[str, Any]]:
-    """The workers' ServiceAccount, with a Role to report progress on their own TrainingJob and nothing else."""
-    return meta.identity(owner, service_account_name(owner.name), COMPONENT, "trainingjobs")
+    """The workers' ServiceAccount, bound to report progress on their own TrainingJob and nothing else."""
+    return meta.identity(owner, service_account_name(owner.name), COMPONENT, STATUS_ROLE)
 
 
 def children(

@@ -205,8 +205,8 @@ def apply_children(owner: Owner, children: Children, everything: bool, *, observ
     An object of a child's name that this parent does not control is left exactly as it is and
     reported, never adopted: server-side apply would otherwise rewrite another team's Service and
     make it ours to garbage-collect. Nothing after it is applied either: children are listed in
-    the order they depend on each other, and a RoleBinding after a foreign Role, or pods after a
-    foreign ServiceAccount, would lend this object another team's rights. What the API server
+    the order they depend on each other, and pods after a foreign ServiceAccount or RoleBinding
+    would run with another team's rights. What the API server
     refuses as invalid is collected, not raised: it cannot heal until the spec changes, and the
     other children still apply.
 
