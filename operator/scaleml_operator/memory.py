@@ -2,11 +2,13 @@
 
 What the operator holds per object (kopf's per-object state, the watches' caches, the children it
 knows) is dropped when the object is deleted, but the process does not shrink by itself: glibc
-keeps what the reconciles' threads freed in their own arenas for reuse, and CPython returns one of
-its 1 MiB arenas only when every block in it is free. After a wave of deletions, and once they
-have stopped, `release()` collects garbage and asks glibc to return its free pages (malloc_trim).
-That gives back glibc's part; CPython's arenas, pinned by the few blocks that outlive the wave,
-stay (measured: 265 -> 252 MiB after 1,000 TrainingJobs were deleted, 71 MiB idle).
+keeps what the reconciles' threads freed in their arenas for reuse, and CPython's own allocator
+returns one of its 1 MiB arenas only when every block in it is free, which after a wave of objects
+is almost never: a few blocks that outlive the wave pin nearly every arena. So the
+operator's pod runs with PYTHONMALLOC=malloc (every Python object from glibc) and
+MALLOC_ARENA_MAX=2, and after a wave of deletions, once they have stopped, `release()` collects
+garbage and asks glibc to return its free pages (malloc_trim). Measured after 1,000 TrainingJobs
+were deleted: 247 -> 237 MiB with CPython's allocator, 302 -> 120 MiB with glibc's (72 MiB idle).
 """
 
 from __future__ import annotations
