@@ -4,11 +4,17 @@ What the operator holds per object (kopf's per-object state, the watches' caches
 knows) is dropped when the object is deleted, but the process does not shrink by itself: glibc
 keeps what the reconciles' threads freed in their arenas for reuse, and CPython's own allocator
 returns one of its 1 MiB arenas only when every block in it is free, which after a wave of objects
-is almost never: a few blocks that outlive the wave pin nearly every arena. So the
-operator's pod runs with PYTHONMALLOC=malloc (every Python object from glibc) and
-MALLOC_ARENA_MAX=2, and after a wave of deletions, once they have stopped, `release()` collects
-garbage and asks glibc to return its free pages (malloc_trim). Measured after 1,000 TrainingJobs
-were deleted: 247 -> 237 MiB with CPython's allocator, 302 -> 120 MiB with glibc's (72 MiB idle).
+is almost never: a few blocks that outlive the wave pin nearly every arena. After a wave of
+deletions, once they have stopped, `release()` collects garbage and asks glibc to return its free
+pages (malloc_trim). That reaches the Python objects only where they come from glibc
+(PYTHONMALLOC=malloc), which costs CPU. Measured with 1,000 TrainingJobs (bench/operator.py):
+
+    allocator          CPU s per object   peak RSS   after deleting them (idle 72 MiB)
+    CPython's (pods)   0.096              248 MiB    238 MiB
+    glibc's            0.118              298 MiB    126 MiB (3 waves of 500: 116-120 each)
+
+The pod keeps CPython's: the CPU is what bounds how fast a thousand objects converge, and the
+peak, which its memory limit must hold anyway, is lower. docs/install.md says how to switch.
 """
 
 from __future__ import annotations

@@ -8,25 +8,11 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Final
 
-import yaml
-
-from tests.support.manifests import ROOT
 from tests.support.polling import wait_for
 from tests.support.ports import free_port
 
 SCALEML = Path(sys.executable).parent / "scaleml"
-# The environment of the operator's pod that shapes the process itself (its memory allocator), not its settings.
-PROCESS_ENV: Final = ("PYTHONMALLOC", "MALLOC_ARENA_MAX")
-
-
-def pod_env() -> dict[str, str]:
-    """PROCESS_ENV as the operator's Deployment (manifests/base/operator.yaml) sets it."""
-    documents = yaml.safe_load_all((ROOT / "manifests" / "base" / "operator.yaml").read_text())
-    (deployment,) = [d for d in documents if d and d["kind"] == "Deployment"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e["value"] for e in container.get("env", ()) if e["name"] in PROCESS_ENV}
 
 
 class OperatorProcess:
@@ -44,7 +30,7 @@ class OperatorProcess:
                 f"--metrics-port={self.metrics_port}",
                 *args,
             ],
-            env={**os.environ, **pod_env(), "KUBECONFIG": str(kubeconfig)},
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,

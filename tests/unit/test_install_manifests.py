@@ -14,7 +14,6 @@ from scaleml_operator.builders import driftmonitor, trainingjob
 from scaleml_operator.config import DEFAULT_TRITON_IMAGE, DEFAULT_WORKLOAD_IMAGE
 from tests.support.kustomize import BASE, COMPONENTS, MANIFESTS, OVERLAYS, build, find, overlay
 from tests.support.manifests import Manifest
-from tests.support.operator_process import pod_env
 
 NAMESPACE = "scaleml-system"
 PART_OF = {"app.kubernetes.io/part-of": "scaleml"}
@@ -170,12 +169,7 @@ def test_every_set_up_runs_the_operator_under_the_restricted_pod_security_standa
 
 def test_the_operators_image_settings_are_its_defaults_for_overlays_to_patch(base: list[Manifest]) -> None:
     env = {variable["name"]: variable["value"] for variable in _container(base)["env"]}
-    # The rest is the process's allocator, which the tests' and the bench's operator processes take from here.
-    assert env == {
-        "SCALEML_WORKLOAD_IMAGE": DEFAULT_WORKLOAD_IMAGE,
-        "SCALEML_TRITON_IMAGE": DEFAULT_TRITON_IMAGE,
-        **pod_env(),
-    }
+    assert env == {"SCALEML_WORKLOAD_IMAGE": DEFAULT_WORKLOAD_IMAGE, "SCALEML_TRITON_IMAGE": DEFAULT_TRITON_IMAGE}
 
 
 def test_argo_cd_syncs_the_crds_first_and_never_prunes_them(base: list[Manifest]) -> None:
