@@ -199,6 +199,10 @@ def _refusals(namespace: str) -> list[tuple[str, list[str], Manifest | None]]:
         changes = merged(pod_spec, {"metadata": {"name": "other"}, "spec": {"template": {"spec": spec}}})
         return _child(namespace, "Job", **changes)
 
+    def another_binding(**changes: Any) -> Manifest:
+        # A new one, created: a live RoleBinding's roleRef is immutable, which would refuse first.
+        return _child(namespace, "RoleBinding", "churn-trainer-status", metadata={"name": "other"}, **changes)
+
     volumes = _child(namespace, "Job")["spec"]["template"]["spec"]["volumes"]
     host_path = [*volumes, {"name": "host", "hostPath": {"path": "/"}}]
     other_config = [*volumes, {"name": "settings", "configMap": {"name": "tenant-settings"}}]
@@ -241,24 +245,12 @@ def _refusals(namespace: str) -> list[tuple[str, list[str], Manifest | None]]:
         (
             "a RoleBinding to a ServiceAccount of another namespace",
             create,
-            _child(
-                namespace,
-                "RoleBinding",
-                "churn-trainer-status",
-                metadata={"name": "other"},
-                subjects=[{"kind": "ServiceAccount", "name": "churn-trainer", "namespace": "kube-system"}],
-            ),
+            another_binding(subjects=[{"kind": "ServiceAccount", "name": "churn-trainer", "namespace": "kube-system"}]),
         ),
         (
             "binding the monitor's ClusterRole to a TrainingJob's workers",
             create,
-            _child(
-                namespace,
-                "RoleBinding",
-                "churn-trainer-status",
-                metadata={"name": "other"},
-                roleRef={"name": driftmonitor.STATUS_ROLE},
-            ),
+            another_binding(roleRef={"name": driftmonitor.STATUS_ROLE}),
         ),
         (
             "a NodePort Service",

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.scenario import condition, event_reasons, export, model_deployment, patch_status, status, training_job
+from tests.support.access import can
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import example, merged
 from tests.support.polling import wait_for
@@ -95,21 +96,9 @@ def test_the_monitor_gets_its_children_and_reads_the_served_versions_profile(
     assert {p["name"] for p in service["spec"]["ports"]} == {"metrics", "report"}
 
     # The monitor may report on this DriftMonitor (and, as test_tenancy.py shows, on no other), and read no Secret.
-    account = f"--as=system:serviceaccount:{ml_namespace}:{MONITOR_ACCOUNT}"
-    can = kubectl.run(
-        "auth",
-        "can-i",
-        "patch",
-        "driftmonitors.scaleml.dev/churn",
-        "--subresource=status",
-        "-n",
-        ml_namespace,
-        account,
-        check=False,
-    )
-    assert can.stdout.strip() == "yes"
-    secrets = kubectl.run("auth", "can-i", "get", "secrets", "-n", ml_namespace, account, check=False)
-    assert secrets.stdout.strip() == "no"
+    account = f"system:serviceaccount:{ml_namespace}:{MONITOR_ACCOUNT}"
+    assert can(kubectl, account, "patch", "driftmonitors.scaleml.dev", "status", ml_namespace, "churn")
+    assert not can(kubectl, account, "get", "secrets", "", ml_namespace, "")
 
     # The served model moves to version 2: the monitor compares with version 2's training data.
     export(kubectl, ml_namespace, 2)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.access import can
 from tests.support.controlplane import EXIT_CODE_ANNOTATION
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import example, merged
@@ -73,19 +74,8 @@ def test_training_job_gets_its_children_and_succeeds(kubectl: Kubectl, ml_namesp
     assert {"SpecAccepted", "TrainingSucceeded"} <= set(events.stdout.split())
 
     # The pods' ServiceAccount may patch this TrainingJob's status (and, as test_tenancy.py shows, no other's).
-    account = f"--as=system:serviceaccount:{ml_namespace}:churn-trainer"
-    can = kubectl.run(
-        "auth",
-        "can-i",
-        "patch",
-        "trainingjobs.scaleml.dev/churn",
-        "--subresource=status",
-        "-n",
-        ml_namespace,
-        account,
-        check=False,
-    )
-    assert can.stdout.strip() == "yes"
+    workers = f"system:serviceaccount:{ml_namespace}:churn-trainer"
+    assert can(kubectl, workers, "patch", "trainingjobs.scaleml.dev", "status", ml_namespace, "churn")
 
 
 def test_failing_workers_restart_then_fail_after_the_backoff_limit(kubectl: Kubectl, ml_namespace: str) -> None:
