@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import kopf
 import pytest
 from prometheus_client import REGISTRY
 
@@ -31,19 +30,19 @@ def test_last_outside_change_ignores_the_operators_own_writes() -> None:
 def test_instrumented_counts_errors_retries_and_durations() -> None:
     @instrumented("Widget", frozenset())
     async def handle(**_: Any) -> None:
-        raise kopf.TemporaryError("later", delay=1)
+        raise ConnectionError("the API server is away")
 
     before_errors = _value(
-        "scaleml_operator_handler_errors_total", kind="Widget", handler="handle", error="TemporaryError"
+        "scaleml_operator_handler_errors_total", kind="Widget", handler="handle", error="ConnectionError"
     )
     before_retries = _value("scaleml_operator_handler_retries_total", kind="Widget", handler="handle")
     before_count = _value("scaleml_operator_handler_duration_seconds_count", kind="Widget", handler="handle")
     before_lags = _value("scaleml_operator_reaction_lag_seconds_count", kind="Widget")
     for retry in (0, 1):
-        with pytest.raises(kopf.TemporaryError):
-            asyncio.run(handle(retry=retry, meta={"creationTimestamp": "2026-01-01T00:00:00Z"}))
+        with pytest.raises(ConnectionError):
+            asyncio.run(handle(retry=retry, reason="create", meta={"creationTimestamp": "2026-01-01T00:00:00Z"}))
     assert (
-        _value("scaleml_operator_handler_errors_total", kind="Widget", handler="handle", error="TemporaryError")
+        _value("scaleml_operator_handler_errors_total", kind="Widget", handler="handle", error="ConnectionError")
         == before_errors + 2
     )
     assert _value("scaleml_operator_handler_retries_total", kind="Widget", handler="handle") == before_retries + 1
@@ -53,13 +52,15 @@ def test_instrumented_counts_errors_retries_and_durations() -> None:
     assert _value("scaleml_operator_reaction_lag_seconds_count", kind="Widget") == before_lags + 1
 
 
-def test_reaction_lag_leaves_out_objects_resumed_after_a_restart() -> None:
+def test_reaction_lag_leaves_out_objects_resumed_after_a_restart_and_events_of_children() -> None:
     @instrumented("Resumed", frozenset())
     async def handle(**_: Any) -> None:
         return None
 
     asyncio.run(handle(retry=0, reason="resume", meta={"creationTimestamp": "2020-01-01T00:00:00Z"}))
     asyncio.run(handle(retry=0, reason="update", meta={"creationTimestamp": "2020-01-01T00:00:00Z"}))
+    # A child's event handler (no reason): the object itself did not change.
+    asyncio.run(handle(retry=0, meta={"creationTimestamp": "2020-01-01T00:00:00Z"}))
     assert _value("scaleml_operator_reaction_lag_seconds_count", kind="Resumed") == 1
 
 

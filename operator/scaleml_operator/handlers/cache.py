@@ -19,6 +19,7 @@ from scaleml_operator.reconcile import driftmonitor as monitoring
 from scaleml_operator.reconcile import modeldeployment as serving
 from scaleml_operator.reconcile import trainingjob as training
 from scaleml_operator.reconcile.known import KNOWN
+from scaleml_operator.reconcile.own_writes import OWN_WRITES
 
 
 def _by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
@@ -30,8 +31,10 @@ def _register(kind: AnyKind) -> None:
 
     @kopf.on.event(*kind.group_version, id="forget-children", when=lambda type, **_: type == "DELETED")
     def forget_children(uid: str | None, **_: Any) -> None:
-        # The children's uids are of no more use: the garbage collector deletes the children themselves.
+        # The children's uids and the status last written are of no more use: the garbage collector
+        # deletes the children themselves.
         KNOWN.forget_owner(uid or "")
+        OWN_WRITES.forget(uid or "")
         DELETIONS.deleted()
 
 

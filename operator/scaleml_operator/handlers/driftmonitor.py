@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import kopf
 
 from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_operator.builders.retraining import RETRAINED_BY_LABEL
-from scaleml_operator.handlers.loop import run
+from scaleml_operator.handlers.loop import refresh_soon
 from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.reconcile.driftmonitor import MONITOR_SELECTOR, OWNER_LABEL, RECONCILER
 
@@ -22,22 +22,39 @@ def drift_monitors_by_target(namespace: str | None, name: str, spec: kopf.Spec, 
 
 
 # The monitor pod writes each window's results: when it tested (second precision), and the runs of
-# drifted and degraded windows that the retraining policy counts. The operator writes none of these fields, so
-# its own status writes do not come back here.
-@kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.lastCheckTime")
-@kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.consecutiveDriftedWindows")
-@kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.driftSince")
-@kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.consecutiveDegradedWindows")
-@kopf.on.update(*DRIFT_MONITOR.group_version, id="window-tested", field="status.degradedSince")
+# drifted and degraded windows that the retraining policy counts. The operator writes none of these
+# fields: a change of them is the pod's, and the retraining policy may have to act on it.
+WINDOW_FIELDS: Final = (
+    "lastCheckTime",
+    "consecutiveDriftedWindows",
+    "driftSince",
+    "consecutiveDegradedWindows",
+    "degradedSince",
+)
+# uid -> the window fields as last seen: the pod's changes are told apart from the operator's own writes.
+_windows: dict[str, tuple[Any, ...]] = {}
+
+
+@kopf.on.event(*DRIFT_MONITOR.group_version, id="window-tested")
 @instrumented(DRIFT_MONITOR.kind)
-async def window_tested(name: str, namespace: str | None, memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
-    await run(RECONCILER, name, namespace, memo, kwargs, full=False, parent=body)
+async def window_tested(
+    type: str | None, name: str, namespace: str | None, uid: str, status: kopf.Status, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    if type == "DELETED":
+        _windows.pop(uid, None)
+        return
+    window = tuple(status.get(field) for field in WINDOW_FIELDS)
+    seen = _windows.get(uid)
+    _windows[uid] = window
+    # Objects of kopf's initial listing (type None) get a full run of their own (handlers.loop).
+    if type is not None and seen is not None and seen != window:
+        refresh_soon(RECONCILER, name, namespace, memo, kwargs)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MONITOR_SELECTOR, OWNER_LABEL: kopf.PRESENT}, id="monitor-status")
 @instrumented("Deployment")
 async def monitor_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
-    await run(RECONCILER, labels[OWNER_LABEL], namespace, memo, kwargs, full=False)
+    refresh_soon(RECONCILER, labels[OWNER_LABEL], namespace, memo, kwargs)
 
 
 @kopf.on.event(*MODEL_DEPLOYMENT.group_version, id="target-changed")
@@ -47,7 +64,7 @@ async def target_changed(
 ) -> None:
     """A ModelDeployment changed (capture turned on, a new version served): its monitors follow."""
     for monitor in set(drift_monitors_by_target.get((namespace or "", name), ())):
-        await run(RECONCILER, monitor, namespace, memo, kwargs, full=False)
+        refresh_soon(RECONCILER, monitor, namespace, memo, kwargs)
 
 
 @kopf.on.event(
@@ -59,4 +76,4 @@ async def target_changed(
 @instrumented(TRAINING_JOB.kind)
 async def retraining_finished(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     """A retraining TrainingJob ended: the monitor's Retraining condition ends, and the policy may act again."""
-    await run(RECONCILER, labels[RETRAINED_BY_LABEL], namespace, memo, kwargs, full=False)
+    refresh_soon(RECONCILER, labels[RETRAINED_BY_LABEL], namespace, memo, kwargs)

@@ -1,4 +1,13 @@
-"""Runs the reconcile loop for a kopf handler, in a worker thread, and registers every kind's spec trigger."""
+"""Runs the reconcile loop for the handlers, in a worker thread, and registers every kind's own trigger.
+
+Whether a run is full (every child applied, the verdict on the spec recorded) or a refresh (status
+from the caches) follows from the object itself: full when this process has not yet handled its
+generation, which is the case once after it was created, after each change of its spec (the API
+server counts a new generation), and once after the operator started. The record is kept here, in
+memory, rather than in an annotation on every object (kopf's way): that write would cost each
+object a request the API server validates in full, and a watch event back, for a fact the
+generation already states.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +20,29 @@ import kopf
 
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.handlers.metrics import instrumented
+from scaleml_operator.handlers.pending import PENDING, Key
 from scaleml_operator.kube.apply import dynamic_client
-from scaleml_operator.reconcile import driftmonitor, loop, modeldeployment, trainingjob
+from scaleml_operator.reconcile import cache, driftmonitor, loop, modeldeployment, trainingjob
+
+
+class Handled:
+    """The generation of each object (by uid) that a full run of this process got through."""
+
+    def __init__(self) -> None:
+        self._generations: dict[str, int | None] = {}
+
+    def due(self, body: Mapping[str, Any]) -> bool:
+        meta = body["metadata"]
+        return meta["uid"] not in self._generations or self._generations[meta["uid"]] != meta.get("generation")
+
+    def done(self, body: Mapping[str, Any]) -> None:
+        self._generations[body["metadata"]["uid"]] = body["metadata"].get("generation")
+
+    def forget(self, uid: str) -> None:
+        self._generations.pop(uid, None)
+
+
+HANDLED: Final = Handled()
 
 
 async def run(
@@ -22,21 +52,42 @@ async def run(
     memo: kopf.Memo,
     kwargs: Mapping[str, Any],
     *,
-    full: bool,
     parent: kopf.Body | None = None,
 ) -> None:
-    """One pass of the loop; kopf retries it when the object kept changing under the status write.
+    """One pass of the loop over the object, full or a refresh as HANDLED says; nothing if it is gone.
 
     `kwargs` are the handler's: kopf passes every index there by its id, and the reads use them
-    (the rest is ignored). `parent` is the object itself, when the trigger is its own event.
+    (the rest is ignored). `parent` is the object itself, when the trigger is its own event;
+    otherwise it is read from the watch's cache.
     """
     indexes = {key: value for key, value in kwargs.items() if isinstance(value, kopf.Index)}
+    body = (
+        dict(parent)
+        if parent is not None
+        else cache.one(indexes, cache.PARENTS[reconciler.kind.kind], (namespace or "", name))
+    )
+    if body is None:
+        return
+    full = HANDLED.due(body)
     context = loop.Context(memo.get("config", OperatorConfig()), indexes)
-    body = dict(parent) if parent is not None else None
-    try:
-        await asyncio.to_thread(loop.run, reconciler, name, namespace or "", context, full=full, body=body)
-    except loop.StatusConflictError as error:
-        raise kopf.TemporaryError(str(error), delay=1) from error
+    await asyncio.to_thread(loop.run, reconciler, name, namespace or "", context, full=full, body=body)
+    if full:
+        HANDLED.done(body)
+
+
+def key(reconciler: loop.Reconciler[Any, Any], name: str, namespace: str | None) -> Key:
+    return (reconciler.kind.kind, namespace or "", name)
+
+
+def refresh_soon(
+    reconciler: loop.Reconciler[Any, Any], name: str, namespace: str | None, memo: kopf.Memo, kwargs: Mapping[str, Any]
+) -> None:
+    """A run of the object a moment from now, for a change of one of its children or inputs (see handlers.pending)."""
+
+    async def work(_failures: int) -> None:
+        await run(reconciler, name, namespace, memo, kwargs)
+
+    PENDING.later(key(reconciler, name, namespace), work)
 
 
 @kopf.on.startup()
@@ -54,16 +105,36 @@ async def start_workers(memo: kopf.Memo, **_: Any) -> None:
 def _register(reconciler: loop.Reconciler[Any, Any]) -> None:
     kind = reconciler.kind
 
-    @kopf.on.resume(*kind.group_version, id="reconcile")
-    @kopf.on.create(*kind.group_version, id="reconcile")
-    @kopf.on.update(*kind.group_version, id="reconcile", field="spec")
     @instrumented(kind.kind)
-    async def reconcile(name: str, namespace: str | None, memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
-        await run(reconciler, name, namespace, memo, kwargs, full=True, parent=body)
+    async def reconcile(
+        name: str, namespace: str | None, memo: kopf.Memo, body: kopf.Body | None, **kwargs: Any
+    ) -> None:
+        await run(reconciler, name, namespace, memo, kwargs, parent=body)
+
+    @kopf.on.event(*kind.group_version, id="reconcile")
+    async def spec_changed(
+        type: str | None, name: str, namespace: str | None, uid: str, body: kopf.Body, **kwargs: Any
+    ) -> None:
+        if type == "DELETED":
+            HANDLED.forget(uid)
+            return
+        if not HANDLED.due(body):
+            # The operator's own status writes, and the pods', come back here: nothing to do.
+            return
+        # kopf passes type None for the objects of its initial listing: they are resumed, not reactions.
+        reason = {None: "resume", "ADDED": "create"}.get(type, "update")
+        # kopf's own attempt count and reason are those of this event handler, which never fails.
+        given = {key: value for key, value in kwargs.items() if key not in ("retry", "reason")}
+
+        async def work(failures: int) -> None:
+            # A retry reads the object anew from the cache: the event's copy may be old by then.
+            parent = body if not failures else None
+            await reconcile(name=name, namespace=namespace, body=parent, reason=reason, retry=failures, **given)
+
+        await PENDING.now(key(reconciler, name, namespace), work)
 
 
 RECONCILERS: Final = (trainingjob.RECONCILER, modeldeployment.RECONCILER, driftmonitor.RECONCILER)
 
-# Every kind's own trigger: created, resumed after a restart, or its spec changed (a new generation).
 for _reconciler in RECONCILERS:
     _register(_reconciler)

@@ -12,7 +12,6 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import kopf
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -27,7 +26,7 @@ HANDLER_DURATION = Histogram(
 )
 HANDLER_ERRORS = Counter(
     "scaleml_operator_handler_errors_total",
-    "Handler invocations that raised, by kind of error (TemporaryError is retried, PermanentError is not).",
+    "Handler invocations that raised, by exception class (a failed run runs again after a backoff).",
     ["kind", "handler", "error"],
 )
 HANDLER_RETRIES = Counter(
@@ -75,20 +74,15 @@ def instrumented(kind: str, own_managers: frozenset[str] = OWN_MANAGERS) -> Call
         async def wrapper(**kwargs: Any) -> Any:
             if kwargs.get("retry", 0):
                 HANDLER_RETRIES.labels(kind, name).inc()
-            # After an operator restart, the last change may be days old: not a reaction to wait for.
-            elif kwargs.get("reason") != "resume":
+            # Only a create or a spec change is a reaction: after an operator restart (a resume) the last
+            # change may be days old, and a child's event is no change of the object at all.
+            elif kwargs.get("reason") in ("create", "update"):
                 changed = last_outside_change(kwargs.get("meta", {}), own_managers)
                 if changed is not None:
                     REACTION_LAG.labels(kind).observe(max(0.0, (datetime.now(UTC) - changed).total_seconds()))
             started = time.perf_counter()
             try:
                 return await handler(**kwargs)
-            except kopf.TemporaryError:
-                HANDLER_ERRORS.labels(kind, name, "TemporaryError").inc()
-                raise
-            except kopf.PermanentError:
-                HANDLER_ERRORS.labels(kind, name, "PermanentError").inc()
-                raise
             except Exception as error:
                 HANDLER_ERRORS.labels(kind, name, type(error).__name__).inc()
                 raise

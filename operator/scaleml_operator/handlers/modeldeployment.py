@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 
 from scaleml_api.v1alpha1 import MODEL_DEPLOYMENT, TRAINING_JOB
-from scaleml_operator.handlers.loop import run
+from scaleml_operator.handlers.loop import refresh_soon
 from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.reconcile.modeldeployment import EXPORTS_INDEX, OWNER_LABEL, RECONCILER, SERVING_SELECTOR
 
@@ -38,7 +38,7 @@ def training_job_followers(namespace: str | None, name: str, spec: kopf.Spec, **
 @instrumented("Deployment")
 async def child_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     # A deleted Deployment is stale too: it comes back.
-    await run(RECONCILER, labels[OWNER_LABEL], namespace, memo, kwargs, full=False)
+    refresh_soon(RECONCILER, labels[OWNER_LABEL], namespace, memo, kwargs)
 
 
 @kopf.on.event(*TRAINING_JOB.group_version, when=lambda status, **_: bool(status.get("modelVersion")), id="new-version")
@@ -47,4 +47,4 @@ async def training_job_exported(namespace: str | None, memo: kopf.Memo, **kwargs
     """A TrainingJob exported a version: deployments of the same model that serve an older one roll."""
     followers: Followers = kwargs["training_job_followers"]
     for name in set(followers.get(namespace or "", ())):
-        await run(RECONCILER, name, namespace, memo, kwargs, full=False)
+        refresh_soon(RECONCILER, name, namespace, memo, kwargs)

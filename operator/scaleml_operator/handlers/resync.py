@@ -39,7 +39,7 @@ async def resync(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> 
         spacing = period / len(due)
         for reconciler, namespace, name in due:
             try:
-                await run(reconciler, name, namespace, memo, indexes, full=False)
+                await run(reconciler, name, namespace, memo, indexes)
             except Exception as error:
                 log.warning("Resync of %s %s/%s failed: %s", reconciler.kind.kind, namespace, name, error)
             await asyncio.sleep(spacing)

@@ -11,8 +11,6 @@ from typing import Any, Final
 
 import kopf
 
-from scaleml_api.base import GROUP
-from scaleml_operator.handlers.diffbase import LightDiffBaseStorage
 from scaleml_operator.kube.apply import FIELD_MANAGER
 from scaleml_operator.kube.client import api_client
 from scaleml_operator.kube.peering import ensure_cluster_peering
@@ -60,11 +58,6 @@ def default_priority() -> int:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
-    # The CRD schemas are strict, so anything kopf kept in .status would be pruned away: its
-    # bookkeeping lives in annotations under our own prefix instead.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = LightDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
     # A watch that goes silent (a dropped connection through a load balancer) must reconnect
     # rather than leave the operator deaf: bounded server- and client-side watch timeouts.
     settings.watching.server_timeout = 300

@@ -11,7 +11,7 @@ import kopf
 from scaleml_api.base import API_VERSION
 from scaleml_api.v1alpha1 import TRAINING_JOB
 from scaleml_operator.builders import trainingjob as build
-from scaleml_operator.handlers.loop import run
+from scaleml_operator.handlers.loop import refresh_soon
 from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.kube import apply as kube
 from scaleml_operator.reconcile import cache
@@ -31,7 +31,7 @@ async def job_changed(
         if training_job is not None and build.job_finished(body):
             await asyncio.to_thread(_expire, training_job, dict(body))
         return
-    await run(RECONCILER, name, namespace, memo, kwargs, full=False)
+    refresh_soon(RECONCILER, name, namespace, memo, kwargs)
 
 
 def _expire(training_job: Mapping[str, Any], job: Mapping[str, Any]) -> None:

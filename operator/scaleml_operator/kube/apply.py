@@ -167,31 +167,33 @@ class ConflictError(Exception):
 
 def patch_status(
     api_version: str, kind: str, name: str, namespace: str, status: Mapping[str, Any], resource_version: str
-) -> bool:
+) -> str | None:
     """A JSON merge patch of the status subresource, only if the object is still at `resource_version`.
 
     Status lists such as conditions are replaced whole by a merge patch, so a writer that read an
     older status would undo what another wrote since; the precondition turns that into a conflict.
-    False when the object is gone (deleted while it was reconciled: nothing left to report on).
+    Returns the object's new resourceVersion; None when the object is gone (deleted while it was
+    reconciled: nothing left to report on).
     """
     _checked(name, namespace)
     dynamic = dynamic_client()
     resource = dynamic.resources.get(api_version=api_version, kind=kind).subresources["status"]
     try:
-        dynamic.patch(
+        written = dynamic.patch(
             resource,
             body={"metadata": {"resourceVersion": resource_version}, "status": dict(status)},
             name=name,
             namespace=namespace,
             content_type="application/merge-patch+json",
+            field_manager=FIELD_MANAGER,
         )
     except ApiException as error:
         if error.status == HTTP_NOT_FOUND:
-            return False
+            return None
         if error.status == HTTP_CONFLICT:
             raise ConflictError(f"{kind} {namespace}/{name} changed since resourceVersion {resource_version}") from None
         raise
-    return True
+    return str(written.metadata.resourceVersion)
 
 
 def delete_owned(api_version: str, kind: str, name: str, namespace: str, owner_uid: str) -> bool:

@@ -16,7 +16,8 @@ that changes nothing posts nothing.
 Reads come from the watches' caches (`reconcile.cache`), not from requests: a refresh that finds
 nothing changed makes no request at all, which is what lets a periodic resync of every object
 cost nothing when the cluster is quiet. What a cache may have missed is caught by the writes'
-preconditions: the status write by resourceVersion, a known child's apply by uid.
+preconditions: the status write by resourceVersion, a known child's apply by uid. The status
+this process wrote itself is read as written until the cache shows it (`reconcile.own_writes`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from scaleml_operator.kube import apply as kube
 from scaleml_operator.kube import events as kube_events
 from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile.known import KNOWN
+from scaleml_operator.reconcile.own_writes import OWN_WRITES
 from scaleml_operator.status.acceptance import Verdict, acceptance_events, applied, judge
 from scaleml_operator.status.conditions import Event
 
@@ -152,6 +154,7 @@ def _pass(
     parent = body if body is not None else cache.one(context.indexes, cache.PARENTS[kind.kind], (namespace, name))
     if parent is None or parent["metadata"].get("deletionTimestamp"):
         return
+    parent = OWN_WRITES.newest(parent)
     now = datetime.now(UTC)
     verdict: Verdict[SpecT] | None = judge(kind, parent, now) if full else None
     spec = verdict.spec if verdict is not None else parse_spec_or_none(kind, parent.get("spec") or {})
@@ -315,14 +318,18 @@ def write_status(kind: Kind[Any, Any], parent: Mapping[str, Any], compose: Compo
         if not update:
             return None
         try:
-            written = kube.patch_status(
+            version = kube.patch_status(
                 API_VERSION, kind.kind, meta["name"], meta["namespace"], update, meta["resourceVersion"]
             )
         except kube.ConflictError:
             body = kube.get(API_VERSION, kind.kind, meta["name"], meta["namespace"])
             continue
-        # Not written: the object was deleted meanwhile, and there is nothing left to report on.
-        return Written({**body, "status": {**status, **update}}, status) if written else None
+        if version is None:
+            # Not written: the object was deleted meanwhile, and there is nothing left to report on.
+            return None
+        now_status = {**status, **update}
+        OWN_WRITES.wrote(meta["uid"], meta["resourceVersion"], version, now_status)
+        return Written({**body, "metadata": {**meta, "resourceVersion": version}, "status": now_status}, status)
     raise StatusConflictError(
         f"{kind.kind} {parent['metadata']['namespace']}/{parent['metadata']['name']} kept changing"
     )
