@@ -111,10 +111,12 @@ def test_the_argocd_cm_patch_applies_next_to_argo_cds_own_settings(scaleml_insta
 # (allowed, verb, resource, subresource, namespace or None for all namespaces): what the operator does,
 # and a wide sample of what it must never do.
 CAN_I: list[Case] = [
-    # The three kinds: watch, annotate, report status; create and delete TrainingJobs (retraining, TTL).
+    # The three kinds: watch, report status (and write nothing else of them); create and delete
+    # TrainingJobs (retraining, TTL).
     (True, "list", "trainingjobs.scaleml.dev", "", None),
     (True, "watch", "modeldeployments.scaleml.dev", "", None),
-    (True, "patch", "driftmonitors.scaleml.dev", "", None),
+    (False, "patch", "driftmonitors.scaleml.dev", "", None),
+    (False, "update", "trainingjobs.scaleml.dev", "", None),
     (True, "patch", "trainingjobs.scaleml.dev", "status", None),
     (True, "patch", "modeldeployments.scaleml.dev", "status", None),
     (True, "patch", "driftmonitors.scaleml.dev", "status", None),
