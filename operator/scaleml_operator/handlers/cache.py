@@ -13,6 +13,7 @@ import kopf
 
 from scaleml_api.kind import AnyKind
 from scaleml_api.v1alpha1 import KINDS
+from scaleml_operator.handlers.loop import HANDLED
 from scaleml_operator.memory import DELETIONS
 from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile import driftmonitor as monitoring
@@ -31,10 +32,11 @@ def _register(kind: AnyKind) -> None:
 
     @kopf.on.event(*kind.group_version, id="forget-children", when=lambda type, **_: type == "DELETED")
     def forget_children(uid: str | None, **_: Any) -> None:
-        # The children's uids and the status last written are of no more use: the garbage collector
-        # deletes the children themselves.
-        KNOWN.forget_owner(uid or "")
+        # What the process holds of the object goes with it: the generation it handled, the status it
+        # last wrote and its children's uids (the garbage collector deletes the children themselves).
+        HANDLED.forget(uid or "")
         OWN_WRITES.forget(uid or "")
+        KNOWN.forget_owner(uid or "")
         DELETIONS.deleted()
 
 

@@ -112,11 +112,9 @@ def _register(reconciler: loop.Reconciler[Any, Any]) -> None:
         await run(reconciler, name, namespace, memo, kwargs, parent=body)
 
     @kopf.on.event(*kind.group_version, id="reconcile")
-    async def spec_changed(
-        type: str | None, name: str, namespace: str | None, uid: str, body: kopf.Body, **kwargs: Any
-    ) -> None:
+    async def spec_changed(type: str | None, name: str, namespace: str | None, body: kopf.Body, **kwargs: Any) -> None:
         if type == "DELETED":
-            HANDLED.forget(uid)
+            # Forgotten with the rest of what the process holds of the object (handlers.cache).
             return
         if not HANDLED.due(body):
             # The operator's own status writes, and the pods', come back here: nothing to do.

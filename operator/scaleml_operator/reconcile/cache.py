@@ -26,7 +26,8 @@ MONITOR_DEPLOYMENTS: Final = "monitor_deployments_by_name"
 TRAINING_PODS: Final = "training_pods_by_owner"
 SERVING_PODS: Final = "serving_pods_by_owner"
 
-# kopf's own bookkeeping annotation holds a copy of the whole spec: nothing a read needs.
+# kopf's bookkeeping annotation, a copy of the whole spec, is still on objects that earlier releases
+# handled (they wrote it; this one writes nothing but status): nothing a read needs.
 _KOPF_ANNOTATION_SUFFIX: Final = "/last-handled-configuration"
 
 
