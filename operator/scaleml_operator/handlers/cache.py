@@ -2,11 +2,15 @@
 
 The child watches are the ones WATCH_SELECTORS narrows to what the operator made (handlers.settings),
 so these hold nothing of other teams' objects.
+
+Index functions (here and in the other handler modules) are coroutines although they never wait:
+kopf runs a plain function in a thread of its executor, a hop that costs more than the function
+itself, and it calls every index of a kind on every event of that kind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import kopf
@@ -23,7 +27,7 @@ from scaleml_operator.reconcile.known import KNOWN
 from scaleml_operator.reconcile.own_writes import OWN_WRITES
 
 
-def _by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
+async def _by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
     return {(namespace or "", name or ""): cache.slim(body)}
 
 
@@ -31,7 +35,7 @@ def _register(kind: AnyKind) -> None:
     kopf.index(*kind.group_version, id=cache.PARENTS[kind.kind])(_by_name)
 
     @kopf.on.event(*kind.group_version, id="forget-children", when=lambda type, **_: type == "DELETED")
-    def forget_children(uid: str | None, **_: Any) -> None:
+    async def forget_children(uid: str | None, **_: Any) -> None:
         # What the process holds of the object goes with it: the generation it handled, the status it
         # last wrote and its children's uids (the garbage collector deletes the children themselves).
         HANDLED.forget(uid or "")
@@ -53,8 +57,8 @@ kopf.index("apps", "v1", "deployments", labels=SERVING, id=cache.SERVING_DEPLOYM
 kopf.index("apps", "v1", "deployments", labels=MONITORING, id=cache.MONITOR_DEPLOYMENTS)(_by_name)
 
 
-def _by_owner(label: str) -> Callable[..., dict[cache.Key, Any]]:
-    def index(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
+def _by_owner(label: str) -> Callable[..., Coroutine[Any, Any, dict[cache.Key, Any]]]:
+    async def index(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
         return {(namespace or "", labels[label]): cache.slim(body)}
 
     return index

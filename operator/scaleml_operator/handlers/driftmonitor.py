@@ -16,8 +16,9 @@ from scaleml_operator.reconcile.driftmonitor import MONITOR_SELECTOR, OWNER_LABE
 Watchers = kopf.Index[tuple[str, str], str]
 
 
+# A coroutine, as every index function: see handlers.cache.
 @kopf.index(*DRIFT_MONITOR.group_version, id="drift_monitors_by_target")
-def drift_monitors_by_target(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, str]:
+async def drift_monitors_by_target(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, str]:
     return {(namespace or "", (spec.get("target") or {}).get("modelDeployment", "")): name}
 
 

@@ -17,8 +17,11 @@ Exports = kopf.Index[tuple[str, str, str], int]
 Followers = kopf.Index[str, str]
 
 
+# Coroutines, as every index function: see handlers.cache.
 @kopf.index(*TRAINING_JOB.group_version, id=EXPORTS_INDEX)
-def exported_versions(namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[Any, int] | None:
+async def exported_versions(
+    namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[Any, int] | None:
     version = status.get("modelVersion")
     output = spec.get("output") or {}
     if not isinstance(version, int):
@@ -27,7 +30,7 @@ def exported_versions(namespace: str | None, spec: kopf.Spec, status: kopf.Statu
 
 
 @kopf.index(*MODEL_DEPLOYMENT.group_version, id="training_job_followers")
-def training_job_followers(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[str, str] | None:
+async def training_job_followers(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[str, str] | None:
     return {namespace or "": name} if (spec.get("model") or {}).get("fromTrainingJob") else None
 
 
