@@ -14,7 +14,6 @@ from typing import Any, Final
 
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
 
 from scaleml_operator.kube.client import api_client
 
@@ -79,6 +78,41 @@ def dynamic_client() -> DynamicClient:
         return _dynamic
 
 
+def _resource(api_version: str, kind: str) -> Any:
+    """The API resource of a kind, from the discovery the dynamic client caches."""
+    return dynamic_client().resources.get(api_version=api_version, kind=kind)
+
+
+def request(
+    method: str,
+    path: str,
+    *,
+    query: list[tuple[str, str]] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+) -> dict[str, Any]:
+    """One request, and its JSON answer as plain dicts; ApiException for any answer but a 2xx.
+
+    Not through the dynamic client's request: it wraps every answer in ResourceInstance objects
+    (which the reconcile then turns back into dicts) and formats a traceback for every error it
+    translates, each 404 included. Under load that was a fifth of the operator's CPU.
+    """
+    client = api_client()
+    serialized = client.param_serialize(
+        method,
+        path,
+        query_params=query or [],
+        header_params={"Accept": "application/json", "Content-Type": content_type},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = client.call_api(*serialized)
+    data = response.read()
+    if not 200 <= response.status <= 299:
+        raise ApiException(http_resp=response)
+    return json.loads(data)  # type: ignore[no-any-return]
+
+
 def apply(manifest: Mapping[str, Any], uid: str | None = None) -> dict[str, Any]:
     """Applies `manifest` (force: the operator owns these fields) and returns the live object.
 
@@ -86,20 +120,19 @@ def apply(manifest: Mapping[str, Any], uid: str | None = None) -> dict[str, Any]
     one request both proves the object is the one the caller knows and updates it. Raises
     NotThatObjectError when it is not (gone, or replaced by another of the same name).
     """
-    _checked(manifest["metadata"]["name"], manifest["metadata"].get("namespace"))
-    dynamic = dynamic_client()
-    resource = dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+    meta = manifest["metadata"]
+    _checked(meta["name"], meta.get("namespace"))
     body = dict(manifest)
     if uid is not None:
-        body["metadata"] = {**manifest["metadata"], "uid": uid}
+        body["metadata"] = {**meta, "uid": uid}
+    path = _resource(manifest["apiVersion"], manifest["kind"]).path(name=meta["name"], namespace=meta.get("namespace"))
     try:
-        live = dynamic.server_side_apply(
-            resource,
+        return request(
+            "PATCH",
+            path,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             body=body,
-            name=manifest["metadata"]["name"],
-            namespace=manifest["metadata"].get("namespace"),
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
+            content_type="application/apply-patch+yaml",
         )
     except ApiException as error:
         if namespace_terminating(error):
@@ -109,7 +142,6 @@ def apply(manifest: Mapping[str, Any], uid: str | None = None) -> dict[str, Any]
         if error.status == HTTP_UNPROCESSABLE:
             raise RejectedError(_message(error)) from None
         raise
-    return live.to_dict()  # type: ignore[no-any-return]
 
 
 def _uid_refused(error: ApiException) -> bool:
@@ -127,35 +159,31 @@ def _message(error: ApiException) -> str:
 def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
     """The live object, or None."""
     _checked(name, namespace)
-    dynamic = dynamic_client()
-    resource = dynamic.resources.get(api_version=api_version, kind=kind)
     try:
-        return dynamic.get(resource, name=name, namespace=namespace).to_dict()  # type: ignore[no-any-return]
-    except NotFoundError:
-        return None
+        return request("GET", _resource(api_version, kind).path(name=name, namespace=namespace))
+    except ApiException as error:
+        if error.status == HTTP_NOT_FOUND:
+            return None
+        raise
 
 
 def list_objects(api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
     _checked(None, namespace)
-    dynamic = dynamic_client()
-    resource = dynamic.resources.get(api_version=api_version, kind=kind)
-    items = dynamic.get(resource, namespace=namespace, label_selector=label_selector).to_dict()["items"]
-    return list(items)
+    path = _resource(api_version, kind).path(namespace=namespace)
+    return list(request("GET", path, query=[("labelSelector", label_selector)])["items"])
 
 
 def delete(api_version: str, kind: str, name: str, namespace: str, uid: str | None = None) -> bool:
     """Deletes the object (its dependents in the background); False when it was gone already, or when
     `uid` is given and the object of that name is another one."""
     _checked(name, namespace)
-    dynamic = dynamic_client()
-    resource = dynamic.resources.get(api_version=api_version, kind=kind)
     body: dict[str, Any] = {"propagationPolicy": "Background"}
     if uid is not None:
         body["preconditions"] = {"uid": uid}
     try:
-        dynamic.delete(resource, name=name, namespace=namespace, body=body)
-    except (NotFoundError, ApiException) as error:
-        if isinstance(error, NotFoundError) or error.status in (HTTP_NOT_FOUND, HTTP_CONFLICT):
+        request("DELETE", _resource(api_version, kind).path(name=name, namespace=namespace), body=body)
+    except ApiException as error:
+        if error.status in (HTTP_NOT_FOUND, HTTP_CONFLICT):
             return False
         raise
     return True
@@ -176,16 +204,14 @@ def patch_status(
     reconciled: nothing left to report on).
     """
     _checked(name, namespace)
-    dynamic = dynamic_client()
-    resource = dynamic.resources.get(api_version=api_version, kind=kind).subresources["status"]
+    path = _resource(api_version, kind).subresources["status"].path(name=name, namespace=namespace)
     try:
-        written = dynamic.patch(
-            resource,
+        written = request(
+            "PATCH",
+            path,
+            query=[("fieldManager", FIELD_MANAGER)],
             body={"metadata": {"resourceVersion": resource_version}, "status": dict(status)},
-            name=name,
-            namespace=namespace,
             content_type="application/merge-patch+json",
-            field_manager=FIELD_MANAGER,
         )
     except ApiException as error:
         if error.status == HTTP_NOT_FOUND:
@@ -193,7 +219,7 @@ def patch_status(
         if error.status == HTTP_CONFLICT:
             raise ConflictError(f"{kind} {namespace}/{name} changed since resourceVersion {resource_version}") from None
         raise
-    return str(written.metadata.resourceVersion)
+    return str(written["metadata"]["resourceVersion"])
 
 
 def delete_owned(api_version: str, kind: str, name: str, namespace: str, owner_uid: str) -> bool:
@@ -212,14 +238,13 @@ def delete_owned(api_version: str, kind: str, name: str, namespace: str, owner_u
 
 
 def create(manifest: Mapping[str, Any]) -> bool:
-    """Creates the object; False when one of that name exists already (the caller chose the name to mean that)."""
-    _checked(manifest["metadata"]["name"], manifest["metadata"].get("namespace"))
-    dynamic = dynamic_client()
-    resource = dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+    """Creates the object; False when one of that name exists already (the caller chose the name to mean
+    that). A manifest with a generateName instead of a name gets a new name each time."""
+    namespace = manifest["metadata"].get("namespace")
+    _checked(manifest["metadata"].get("name"), namespace)
+    path = _resource(manifest["apiVersion"], manifest["kind"]).path(namespace=namespace)
     try:
-        dynamic.create(
-            resource, body=dict(manifest), namespace=manifest["metadata"].get("namespace"), field_manager=FIELD_MANAGER
-        )
+        request("POST", path, query=[("fieldManager", FIELD_MANAGER)], body=dict(manifest))
     except ApiException as error:
         if namespace_terminating(error):
             raise NamespaceTerminatingError(_message(error)) from None

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from kubernetes.client.exceptions import ApiException
 
-from scaleml_operator.kube.apply import FIELD_MANAGER, dynamic_client, namespace_terminating
+from scaleml_operator.kube.apply import FIELD_MANAGER, NamespaceTerminatingError, RejectedError, create
 from scaleml_operator.status.acceptance import event_message
 from scaleml_operator.status.conditions import Event
 
@@ -57,16 +57,15 @@ def event_body(involved: Mapping[str, Any], event: Event, now: datetime, instanc
 
 def post(involved: Mapping[str, Any], events: Iterable[Event]) -> None:
     """Posts each of `events` about `involved`."""
-    dynamic = dynamic_client()
-    resource = dynamic.resources.get(api_version="v1", kind="Event")
     for event in events:
         body = event_body(involved, event, datetime.now(UTC), socket.gethostname())
         meta = involved["metadata"]
         # The operator's log at INFO is these lines: what changed for a user, one line per transition.
         log.info("%s %s/%s: %s: %s", involved["kind"], meta["namespace"], meta["name"], event.reason, body["message"])
         try:
-            dynamic.create(resource, body=body, namespace=body["metadata"]["namespace"])
-        except ApiException as error:
-            if namespace_terminating(error):
-                return  # the object goes with its namespace: no one is left to read the Event
-            log.warning("Could not post Event %s on %s: %s", event.reason, involved["metadata"]["name"], error.reason)
+            create(body)
+        except NamespaceTerminatingError:
+            return  # the object goes with its namespace: no one is left to read the Event
+        except (ApiException, RejectedError) as error:
+            reason = error.reason if isinstance(error, ApiException) else str(error)
+            log.warning("Could not post Event %s on %s: %s", event.reason, involved["metadata"]["name"], reason)
