@@ -137,6 +137,11 @@ CAN_I: list[Case] = [
     (True, "delete", "poddisruptionbudgets.policy", "", None),
     (True, "watch", "pods", "", None),
     (True, "create", "events", "", None),
+    # Its admission policy, read to know it is in force; no other, and nothing written.
+    (True, "get", "validatingadmissionpolicies.admissionregistration.k8s.io", "", None, "scaleml-operator"),
+    (True, "get", "validatingadmissionpolicybindings.admissionregistration.k8s.io", "", None, "scaleml-operator"),
+    (False, "get", "validatingadmissionpolicies.admissionregistration.k8s.io", "", None, "other"),
+    (False, "patch", "validatingadmissionpolicies.admissionregistration.k8s.io", "", None, "scaleml-operator"),
     # kopf: peering, CRDs and namespaces appearing.
     (True, "patch", "clusterkopfpeerings.kopf.dev", "", None),
     (True, "watch", "customresourcedefinitions.apiextensions.k8s.io", "", None),

@@ -185,6 +185,7 @@ def _refusals(namespace: str) -> list[tuple[str, list[str], Manifest | None]]:
         # A new one, created: a live RoleBinding's roleRef is immutable, which would refuse first.
         return _child(namespace, "RoleBinding", "churn-trainer-status", metadata={"name": "other"}, **changes)
 
+    trainer = _child(namespace, "ServiceAccount")["metadata"]
     volumes = _child(namespace, "Job")["spec"]["template"]["spec"]["volumes"]
     host_path = [*volumes, {"name": "host", "hostPath": {"path": "/"}}]
     other_config = [*volumes, {"name": "settings", "configMap": {"name": "tenant-settings"}}]
@@ -199,6 +200,20 @@ def _refusals(namespace: str) -> list[tuple[str, list[str], Manifest | None]]:
             "taking over the tenant's unlabelled ServiceAccount",
             [*apply, "-f", "-"],
             _labelled(merged(account, {"metadata": {"name": "tenant"}})),
+        ),
+        (
+            "taking over another ScaleML object's child",
+            [*apply, "-f", "-"],
+            _child(
+                namespace,
+                "ServiceAccount",
+                metadata={"ownerReferences": [{**trainer["ownerReferences"][0], "uid": "uid-9"}]},
+            ),
+        ),
+        (
+            "adopting an object labelled as the operator's that no ScaleML object controls",
+            [*apply, "-f", "-"],
+            _labelled(merged(account, {"metadata": {"name": "posing", "ownerReferences": trainer["ownerReferences"]}})),
         ),
         ("a Job running as another ServiceAccount", [*apply, "-f", "-"], job(serviceAccountName="default")),
         ("a Job mounting a hostPath", [*apply, "-f", "-"], job(volumes=host_path)),
@@ -280,6 +295,8 @@ def test_the_operator_writes_nothing_it_did_not_make(policy_in_force: Kubectl, n
     kubectl = policy_in_force
     # What the tenant made: an account of its own, two TrainingJobs (one to be kept), the operator's children.
     kubectl.run("create", "serviceaccount", "tenant", "-n", namespace)
+    kubectl.run("create", "serviceaccount", "posing", "-n", namespace)
+    kubectl.run("label", "serviceaccount", "posing", "-n", namespace, "app.kubernetes.io/managed-by=scaleml-operator")
     kubectl.apply(_training_job(namespace))
     kubectl.apply(_training_job(namespace, "kept", runPolicy={"ttlSecondsAfterFinished": None}))
     for child in _children(namespace):
@@ -369,6 +386,8 @@ def test_a_child_the_policy_refuses_is_reported_not_retried(
         operator.wait_alive()
         kubectl.apply(_training_job(namespace))
         wait_for(partial(_accepted, kubectl, "churn", namespace), 60, "the TrainingJob accepted")
+        # It relies on the policy: the children, new to it, were applied without being read first.
+        assert "Admission policy scaleml-operator in force" in operator.output()
         kubectl.run("label", "serviceaccount", "churn-trainer", "-n", namespace, "app.kubernetes.io/managed-by-")
         kubectl.run(
             "patch",

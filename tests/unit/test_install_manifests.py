@@ -12,6 +12,7 @@ import pytest
 
 from scaleml_operator.builders import driftmonitor, trainingjob
 from scaleml_operator.config import DEFAULT_TRITON_IMAGE, DEFAULT_WORKLOAD_IMAGE
+from scaleml_operator.kube.admission import guards
 from tests.support.kustomize import BASE, COMPONENTS, MANIFESTS, OVERLAYS, build, find, overlay
 from tests.support.manifests import Manifest
 
@@ -250,6 +251,8 @@ def test_every_set_up_holds_the_operators_writes_to_the_admission_policy(
                 "operations": ["CREATE", "UPDATE", "DELETE"],
             }
         ]
+        # ... so the operator relies on it to refuse others' objects, and applies new children unread.
+        assert guards(_operator_account(objects), policy, binding)
 
 
 # What a namespace-scoped operator may still touch beyond its served namespaces: cluster-scoped objects
@@ -258,6 +261,8 @@ CLUSTER_WIDE_GRANTS = {
     ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "create", "get", "patch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies"): {"get"},
+    ("admissionregistration.k8s.io", "validatingadmissionpolicybindings"): {"get"},
 }
 
 
@@ -282,9 +287,12 @@ def test_the_namespaced_overlay_grants_nothing_namespaced_cluster_wide(
     assert _cluster_roles(namespaced) == ["scaleml-operator-cluster"]
     cluster_role = find(namespaced, "ClusterRole", "scaleml-operator-cluster")
     assert _grants(cluster_role["rules"]) == CLUSTER_WIDE_GRANTS
-    # Renewing a peering record is limited to the operator's own peering object.
+    # Renewing a peering record is limited to the operator's own peering object, reading its admission
+    # policy to that policy.
     (patching,) = [rule for rule in cluster_role["rules"] if "patch" in rule["verbs"]]
     assert patching["resourceNames"] == ["scaleml"]
+    (policy,) = [rule for rule in cluster_role["rules"] if "admissionregistration.k8s.io" in rule["apiGroups"]]
+    assert policy["resourceNames"] == ["scaleml-operator"]
     bindings = [m for m in namespaced if m["kind"] == "ClusterRoleBinding"]
     assert [(m["metadata"]["name"], m["roleRef"]["name"]) for m in bindings] == [
         ("scaleml-operator-cluster", "scaleml-operator-cluster")

@@ -1,5 +1,6 @@
 """The operator's background tasks, started with it and ended before it stops: the periodic resync
-(handlers.resync) and the release of memory once a wave of deletions has ended (memory)."""
+(handlers.resync), the release of memory once a wave of deletions has ended (memory), and the check
+that the admission policy still keeps the operator off others' objects (kube.admission)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import kopf
 from scaleml_operator import memory
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.handlers.resync import resync
+from scaleml_operator.kube.admission import GUARD
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +32,23 @@ async def release_after_deletions(check_seconds: float) -> None:
                 log.warning("Could not give memory back: %s", error)
 
 
+async def recheck_admission(period: float) -> None:
+    while True:
+        await asyncio.sleep(period)
+        await asyncio.to_thread(GUARD.check)
+
+
 @kopf.on.startup()
 async def start_background(memo: kopf.Memo, **kwargs: Any) -> None:
     config: OperatorConfig = memo.get("config", OperatorConfig())
+    # Before the first reconcile: whether a child not seen yet must be read before it is applied.
+    await asyncio.to_thread(GUARD.check)
     # kopf hands the startup handlers its indexes, empty at first; they fill as the watches start.
     indexes = {key: value for key, value in kwargs.items() if isinstance(value, kopf.Index)}
     memo[_TASKS] = [
         asyncio.create_task(resync(memo, indexes, config.resync_seconds), name="resync"),
         asyncio.create_task(release_after_deletions(RELEASE_CHECK_SECONDS), name="memory release"),
+        asyncio.create_task(recheck_admission(config.resync_seconds), name="admission check"),
     ]
 
 

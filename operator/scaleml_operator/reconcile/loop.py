@@ -34,6 +34,7 @@ from scaleml_operator.builders.meta import Children, Owner
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.kube import apply as kube
 from scaleml_operator.kube import events as kube_events
+from scaleml_operator.kube.admission import GUARD
 from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile.known import KNOWN
 from scaleml_operator.reconcile.own_writes import OWN_WRITES
@@ -255,7 +256,8 @@ def _apply(owner: Owner, manifest: Mapping[str, Any]) -> Object | None:
     """The child as applied, or None when the object of its name is not this parent's (left untouched).
 
     A child this process applied before is applied with its uid as the precondition: one request.
-    Any other is read first, and applied with the uid read if it is ours.
+    Any other is applied at once where the admission policy refuses the operator others' objects
+    (kube.admission), and read first elsewhere, then applied with the uid read if it is ours.
     """
     kind, name = manifest["kind"], manifest["metadata"]["name"]
     known = KNOWN.uid(owner.uid, kind, name)
@@ -265,6 +267,14 @@ def _apply(owner: Owner, manifest: Mapping[str, Any]) -> Object | None:
         except kube.NotThatObjectError:
             # Deleted, or replaced by another object of that name, since: look at what is there now.
             KNOWN.forget(owner.uid, kind, name)
+    elif GUARD.in_force:
+        try:
+            return _remembered(owner, kube.apply(manifest))
+        except kube.RejectedError:
+            # Refused, and nothing written: by the policy or by the API server's own validation (which
+            # runs first, as for another's Deployment whose selector may not change). Something of that
+            # name may be in the way; the read-first path below tells what, and reports it as it would.
+            pass
     existing = kube.get(manifest["apiVersion"], kind, name, owner.namespace)
     if existing is not None and not controlled_by(existing, owner.uid):
         return None
