@@ -78,9 +78,26 @@ def dynamic_client() -> DynamicClient:
         return _dynamic
 
 
+_discovery_lock = threading.Lock()
+# (apiVersion, kind) -> its API resource: the few kinds the operator writes.
+_resources: dict[tuple[str, str], Any] = {}
+
+
 def _resource(api_version: str, kind: str) -> Any:
-    """The API resource of a kind, from the discovery the dynamic client caches."""
-    return dynamic_client().resources.get(api_version=api_version, kind=kind)
+    """The API resource of a kind, discovered once per process.
+
+    The dynamic client discovers a group version the first time a search needs it, and every thread
+    that searches meanwhile fetches it too: a new operator facing a thousand objects sent 146
+    discovery requests. One thread discovers, the others wait for it.
+    """
+    key = (api_version, kind)
+    found = _resources.get(key)
+    if found is None:
+        with _discovery_lock:
+            found = _resources.get(key)
+            if found is None:
+                found = _resources[key] = dynamic_client().resources.get(api_version=api_version, kind=kind)
+    return found
 
 
 def request(
