@@ -21,7 +21,7 @@ import kopf
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.handlers.pending import PENDING, Key
-from scaleml_operator.kube.apply import dynamic_client
+from scaleml_operator.kube.client import dynamic_client
 from scaleml_operator.reconcile import cache, driftmonitor, loop, modeldeployment, trainingjob
 
 

@@ -22,7 +22,7 @@ from typing import Any, Final
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from scaleml_operator.kube.apply import request
+from scaleml_operator.kube.client import request
 
 log = logging.getLogger(__name__)
 

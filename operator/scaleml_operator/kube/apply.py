@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Mapping
 from typing import Any, Final
 
 from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic import DynamicClient
 
-from scaleml_operator.kube.client import api_client
+from scaleml_operator.kube.client import request, resource
 
 FIELD_MANAGER: Final = "scaleml-operator"
 HTTP_FORBIDDEN: Final = 403
@@ -64,72 +62,6 @@ def namespace_terminating(error: ApiException) -> bool:
     return any(cause.get("reason") == "NamespaceTerminating" for cause in causes)
 
 
-_client_lock = threading.Lock()
-_dynamic: DynamicClient | None = None
-
-
-def dynamic_client() -> DynamicClient:
-    """The process's one client. It caches discovery on disk as well as in memory: two threads building
-    it at once would read the file while the other writes it, so it is built once, under a lock."""
-    global _dynamic
-    with _client_lock:
-        if _dynamic is None:
-            _dynamic = DynamicClient(api_client())
-        return _dynamic
-
-
-_discovery_lock = threading.Lock()
-# (apiVersion, kind) -> its API resource: the few kinds the operator writes.
-_resources: dict[tuple[str, str], Any] = {}
-
-
-def _resource(api_version: str, kind: str) -> Any:
-    """The API resource of a kind, discovered once per process.
-
-    The dynamic client discovers a group version the first time a search needs it, and every thread
-    that searches meanwhile fetches it too: a new operator facing a thousand objects sent 146
-    discovery requests. One thread discovers, the others wait for it.
-    """
-    key = (api_version, kind)
-    found = _resources.get(key)
-    if found is None:
-        with _discovery_lock:
-            found = _resources.get(key)
-            if found is None:
-                found = _resources[key] = dynamic_client().resources.get(api_version=api_version, kind=kind)
-    return found
-
-
-def request(
-    method: str,
-    path: str,
-    *,
-    query: list[tuple[str, str]] | None = None,
-    body: Any = None,
-    content_type: str = "application/json",
-) -> dict[str, Any]:
-    """One request, and its JSON answer as plain dicts; ApiException for any answer but a 2xx.
-
-    Not through the dynamic client's request: it wraps every answer in ResourceInstance objects
-    (which the reconcile then turns back into dicts) and formats a traceback for every error it
-    translates, each 404 included. Under load that was a fifth of the operator's CPU.
-    """
-    client = api_client()
-    serialized = client.param_serialize(
-        method,
-        path,
-        query_params=query or [],
-        header_params={"Accept": "application/json", "Content-Type": content_type},
-        body=body,
-        auth_settings=["BearerToken"],
-    )
-    response = client.call_api(*serialized)
-    data = response.read()
-    if not 200 <= response.status <= 299:
-        raise ApiException(http_resp=response)
-    return json.loads(data)  # type: ignore[no-any-return]
-
-
 def apply(manifest: Mapping[str, Any], uid: str | None = None) -> dict[str, Any]:
     """Applies `manifest` (force: the operator owns these fields) and returns the live object.
 
@@ -142,7 +74,7 @@ def apply(manifest: Mapping[str, Any], uid: str | None = None) -> dict[str, Any]
     body = dict(manifest)
     if uid is not None:
         body["metadata"] = {**meta, "uid": uid}
-    path = _resource(manifest["apiVersion"], manifest["kind"]).path(name=meta["name"], namespace=meta.get("namespace"))
+    path = resource(manifest["apiVersion"], manifest["kind"]).path(name=meta["name"], namespace=meta.get("namespace"))
     try:
         return request(
             "PATCH",
@@ -177,7 +109,7 @@ def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any
     """The live object, or None."""
     _checked(name, namespace)
     try:
-        return request("GET", _resource(api_version, kind).path(name=name, namespace=namespace))
+        return request("GET", resource(api_version, kind).path(name=name, namespace=namespace))
     except ApiException as error:
         if error.status == HTTP_NOT_FOUND:
             return None
@@ -186,7 +118,7 @@ def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any
 
 def list_objects(api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
     _checked(None, namespace)
-    path = _resource(api_version, kind).path(namespace=namespace)
+    path = resource(api_version, kind).path(namespace=namespace)
     return list(request("GET", path, query=[("labelSelector", label_selector)])["items"])
 
 
@@ -198,7 +130,7 @@ def delete(api_version: str, kind: str, name: str, namespace: str, uid: str | No
     if uid is not None:
         body["preconditions"] = {"uid": uid}
     try:
-        request("DELETE", _resource(api_version, kind).path(name=name, namespace=namespace), body=body)
+        request("DELETE", resource(api_version, kind).path(name=name, namespace=namespace), body=body)
     except ApiException as error:
         if error.status in (HTTP_NOT_FOUND, HTTP_CONFLICT):
             return False
@@ -221,7 +153,7 @@ def patch_status(
     reconciled: nothing left to report on).
     """
     _checked(name, namespace)
-    path = _resource(api_version, kind).subresources["status"].path(name=name, namespace=namespace)
+    path = resource(api_version, kind).subresources["status"].path(name=name, namespace=namespace)
     try:
         written = request(
             "PATCH",
@@ -259,7 +191,7 @@ def create(manifest: Mapping[str, Any]) -> bool:
     that). A manifest with a generateName instead of a name gets a new name each time."""
     namespace = manifest["metadata"].get("namespace")
     _checked(manifest["metadata"].get("name"), namespace)
-    path = _resource(manifest["apiVersion"], manifest["kind"]).path(namespace=namespace)
+    path = resource(manifest["apiVersion"], manifest["kind"]).path(namespace=namespace)
     try:
         request("POST", path, query=[("fieldManager", FIELD_MANAGER)], body=dict(manifest))
     except ApiException as error:
