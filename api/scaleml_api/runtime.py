@@ -85,9 +85,14 @@ CAPTURE_DIR: Final = "/captures"
 TRITON_HTTP_PORT: Final = 8000
 TRITON_GRPC_PORT: Final = 8001
 TRITON_METRICS_PORT: Final = 8002
-# The capture proxy, when on, takes the inference traffic on these ports.
-CAPTURE_HTTP_PORT: Final = 8080
-CAPTURE_GRPC_PORT: Final = 8081
+# With capture on, Triton writes its traces here (a volume of the pod) for the capture converter.
+TRACE_DIR: Final = "/traces"
+TRACE_FILE: Final = "trace.json"
+# Triton writes each trace to a file of its own as soon as it is finished. Holding several for one
+# file would keep them in Triton's memory (as text, several times the size of their tensors) and,
+# at low traffic, for as long as it takes to collect them; writing out what it holds early means
+# updating the trace settings, which restarts Triton's count of one request in every `rate`.
+TRACES_PER_FILE: Final = 1
 CAPTURE_METRICS_PORT: Final = 9091
 AGENT_HEALTH_PORT: Final = 8090
 # Triton polls its repository for versions the agent links; a rollout waits for in-flight requests this long.
@@ -130,10 +135,42 @@ def triton_options(repository: str) -> list[str]:
     ]
 
 
+def trace_rate(sample_rate: float) -> int:
+    """Triton traces one request in every this many: the whole number nearest 1/sample_rate (0: none)."""
+    return max(1, round(1 / sample_rate)) if sample_rate > 0 else 0
+
+
+def traced_by_triton(spec: ModelDeploymentSpec) -> bool:
+    """Whether Triton's tracer writes the capture traces of a ModelDeployment's requests.
+
+    A python-backend model that a TrainingJob exports writes the same traces itself: with tracing
+    on, Triton 2.51 aborts under concurrent requests to a python-backend model (std::length_error
+    in TRITONBACKEND_ResponseNew), which no other backend here can be tested for.
+    """
+    return spec.capture.enabled and spec.backend != "python"
+
+
+def trace_options(capture: Capture, directory: str) -> list[str]:
+    """Triton's options that trace spec.capture.sampleRate of its requests, tensors included, into `directory`.
+
+    The trace of a request holds its model, version, id and timestamps (level TIMESTAMPS) and its
+    input and output tensors (level TENSORS); the capture converter reads it from there.
+    """
+    rate = trace_rate(capture.sample_rate)
+    levels = ["level=TIMESTAMPS", "level=TENSORS"] if rate else ["level=OFF"]
+    return [
+        "--trace-config=mode=triton",
+        *(f"--trace-config={level}" for level in levels),
+        f"--trace-config=rate={max(rate, 1)}",
+        "--trace-config=count=-1",
+        f"--trace-config=triton,file={directory}/{TRACE_FILE}",
+        f"--trace-config=triton,log-frequency={TRACES_PER_FILE}",
+    ]
+
+
 def capture_options(capture: Capture) -> list[str]:
-    """The options of the capture proxy that carry a ModelDeployment's spec.capture, in a pod or locally."""
+    """The options of the capture converter that carry a ModelDeployment's spec.capture, in a pod or locally."""
     options = [
-        f"--sample-rate={capture.sample_rate}",
         f"--format={capture.format}",
         f"--max-age={capture.retention.max_age}",
         f"--max-bytes={capture.retention.max_bytes}",
@@ -152,6 +189,9 @@ class ServingRun(ApiModel):
     model_name: ModelName = Field(description="Name of the model directory, and of the model in Triton.")
     source_dir: str = Field(description="The model directory with the exported versions (read only).")
     serving_dir: str = Field(default=SERVING_DIR, description="Triton's model repository, which the agent builds.")
+    traces_dir: str = Field(
+        default=TRACE_DIR, description="Where a python-backend model writes the traces of the requests it captures."
+    )
     version: int | None = Field(
         default=None,
         ge=1,
@@ -175,7 +215,7 @@ class MonitorRun(ApiModel):
     spec: DriftMonitorSpec = Field(description="The DriftMonitor's spec, as accepted by the operator.")
     profile_path: str = Field(description="The reference profile (profile.json) the operator resolved.")
     model_version: int | None = Field(default=None, description="The served model version the profile belongs to.")
-    captures_dir: str = Field(default=CAPTURE_DIR, description="Where the capture proxies write (read only).")
+    captures_dir: str = Field(default=CAPTURE_DIR, description="Where the capture converters write (read only).")
     reports_dir: str = Field(default=REPORTS_DIR, description="Where the HTML reports go.")
     metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 turns it off.")
     report_port: int = Field(default=REPORT_PORT, ge=0, le=65535, description="Report and health port; 0: none.")

@@ -106,6 +106,7 @@ def serving_run(
         update={
             "source_dir": _mounted(run.source_dir, runtime.REPOSITORY_DIR, state.volume(source.volume_claim)),
             "serving_dir": str(state.directory("serving", run.name)),
+            "traces_dir": str(state.directory("traces", run.name)),
             # A pod pins the version and the Deployment rolls; one local server follows `latest` in place
             # instead (Triton loads the new version, then unloads the old one), which drops no request.
             "version": pinned,
@@ -115,17 +116,13 @@ def serving_run(
     )
 
 
-def capture_command(
-    state: State, spec: ModelDeploymentSpec, triton: Mapping[str, int], proxy: Mapping[str, int]
-) -> list[str]:
+def capture_command(state: State, spec: ModelDeploymentSpec, traces: Path) -> list[str]:
+    """The capture converter of a local ModelDeployment, whose Triton traces into `traces`."""
     return [
         PYTHON,
         "-m",
         "scaleml_workloads.capture",
-        f"--upstream-http=127.0.0.1:{triton['http']}",
-        f"--upstream-grpc=127.0.0.1:{triton['grpc']}",
-        f"--http-port={proxy['http']}",
-        f"--grpc-port={proxy['grpc']}",
+        f"--traces={traces}",
         "--metrics-port=0",
         f"--directory={state.volume(spec.capture.volume_claim)}",
         *runtime.capture_options(spec.capture),

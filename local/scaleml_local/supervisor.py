@@ -1,13 +1,14 @@
 """The supervisor of a state directory: what the operator and the kubelet do on a cluster, with local processes.
 
 Every second it reads the applied objects and converges: a TrainingJob runs torchrun once; a
-ModelDeployment runs the model agent, then Triton and the capture proxy once a version is linked;
-a DriftMonitor runs the monitor on the served version's profile (restarted when that version
-changes) and takes the operator's retraining step. Whatever the operator decides without asking a
-cluster is decided here by the operator's own pure functions: the verdict on a spec, where a
-ModelDeployment's model comes from, what a DriftMonitor reads, and when and what to retrain. Each
-workload process leads a process group of its own, so stopping one stops its children too
-(torchrun's workers, Triton's Python backend stubs); SIGTERM or SIGINT stops every group.
+ModelDeployment runs the model agent, then Triton (tracing the sample to capture) and the capture
+converter once a version is linked; a DriftMonitor runs the monitor on the served version's profile
+(restarted when that version changes) and takes the operator's retraining step. Whatever the
+operator decides without asking a cluster is decided here by the operator's own pure functions: the
+verdict on a spec, where a ModelDeployment's model comes from, what a DriftMonitor reads, and when
+and what to retrain. Each workload process leads a process group of its own, so stopping one stops
+its children too (torchrun's workers, Triton's Python backend stubs); SIGTERM or SIGINT stops every
+group.
 
     python -m scaleml_local.supervisor --state DIR
 """
@@ -361,11 +362,7 @@ class Supervisor:
             self._start_triton(key, name, spec, group)
         if "triton" in group.processes:
             version = served_version(group.ports["http"], group.model)
-            front = "capture-" if spec.capture.enabled else ""
-            endpoints = {
-                "http": f"http://127.0.0.1:{group.ports[front + 'http']}",
-                "grpc": f"127.0.0.1:{group.ports[front + 'grpc']}",
-            }
+            endpoints = {"http": f"http://127.0.0.1:{group.ports['http']}", "grpc": f"127.0.0.1:{group.ports['grpc']}"}
             self._write(
                 MODEL_DEPLOYMENT,
                 name,
@@ -385,19 +382,21 @@ class Supervisor:
         ports = tritonserver.Ports(group.ports["http"], group.ports["grpc"], group.ports["metrics"])
         path = self.log_path(key, "triton")
         threads = modeldeployment.threads_per_instance(spec)
+        traces = self.state.directory("traces", name)
+        served = runs.cpu_serving_spec(spec)
+        tracing = runtime.trace_options(spec.capture, str(traces)) if runtime.traced_by_triton(served) else []
         with path.open("ab") as sink:
             group.processes["triton"] = tritonserver.start(
                 self.state.root / "serving" / name,
                 ports,
                 self.state.directory("cache", "triton"),
+                tracing,
                 log=sink,
                 threads=threads,
             )
         log.info("%s: started triton (pid %d, log %s)", key, group.processes["triton"].pid, path)
         if spec.capture.enabled:
-            group.ports.update({"capture-http": free_port(), "capture-grpc": free_port()})
-            proxy = {"http": group.ports["capture-http"], "grpc": group.ports["capture-grpc"]}
-            command = runs.capture_command(self.state, spec, group.ports, proxy)
+            command = runs.capture_command(self.state, spec, traces)
             # Capture files are named after the pod; here the ModelDeployment names them.
             group.processes["capture"] = self._spawn(key, "capture", command, {"POD_NAME": name})
 

@@ -80,7 +80,8 @@ def test_a_deployment_waits_for_its_training_job_then_serves_it(kubectl: Kubectl
     agent, capture = pod["spec"]["initContainers"]
     assert (agent["name"], agent["restartPolicy"]) == ("model-agent", "Always")
     assert (capture["name"], capture["restartPolicy"]) == ("capture", "Always")
-    assert "--sample-rate=0.1" in capture["command"]
+    assert "--trace-config=rate=10" in triton["command"]
+    assert "--traces=/traces" in capture["command"]
     claims = {
         v["name"]: v["persistentVolumeClaim"]["claimName"]
         for v in pod["spec"]["volumes"]
@@ -90,12 +91,7 @@ def test_a_deployment_waits_for_its_training_job_then_serves_it(kubectl: Kubectl
 
     service = kubectl.get("service", "churn", ml_namespace)
     targets = {port["name"]: port["targetPort"] for port in service["spec"]["ports"]}
-    assert targets == {
-        "http": "capture-http",
-        "grpc": "capture-grpc",
-        "metrics": "metrics",
-        "capture-metrics": "capture-metrics",
-    }
+    assert targets == {"http": "http", "grpc": "grpc", "metrics": "metrics", "capture-metrics": "capture-metrics"}
     hpa = kubectl.get("hpa", "churn", ml_namespace)
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 6)
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70

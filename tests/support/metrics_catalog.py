@@ -53,14 +53,14 @@ EXPORTED: Final[Mapping[str, frozenset[str]]] = {
             "nv_inference_request_summary_us",
         }
     ),
-    # The capture proxy, port 9091 (scaleml_workloads.capture.metrics).
+    # The capture converter, port 9091 (scaleml_workloads.capture.metrics).
     "capture": frozenset(
         {
-            "scaleml_capture_proxy_overhead_seconds_bucket",
-            "scaleml_capture_requests_total",
             "scaleml_capture_rows_written_total",
             "scaleml_capture_samples_dropped_total",
             "scaleml_capture_samples_written_total",
+            "scaleml_capture_tensors_untraced_total",
+            "scaleml_capture_trace_files_dropped_total",
         }
     ),
     # A DriftMonitor's monitor, port 9090 (scaleml_workloads.monitor.metrics).

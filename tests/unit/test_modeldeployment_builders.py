@@ -100,7 +100,13 @@ def test_triton_runs_the_spec_options_with_gpus_and_drains_before_it_stops() -> 
     triton = pod["containers"][0]
     assert triton["image"] == IMAGES[0]
     assert triton["command"][:2] == ["/bin/sh", "-c"]
-    assert triton["command"][3:] == ["tritonserver", *runtime.triton_options("/serving")]
+    capture = _spec().capture
+    assert capture.enabled
+    assert triton["command"][3:] == [
+        "tritonserver",
+        *runtime.triton_options("/serving"),
+        *runtime.trace_options(capture, "/traces"),
+    ]
     assert "--model-repository=/serving" in triton["command"]
     assert triton["resources"]["limits"] == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": 1}
     assert triton["resources"]["requests"] == triton["resources"]["limits"]
@@ -115,13 +121,21 @@ def test_triton_runs_the_spec_options_with_gpus_and_drains_before_it_stops() -> 
     assert "nvidia.com/gpu" not in cpu_pod["containers"][0]["resources"]["limits"]
 
 
-def test_without_capture_the_service_targets_triton_and_no_proxy_runs() -> None:
-    kinds = _kinds(_spec(capture={"enabled": False}))
-    pod = kinds["Deployment"]["spec"]["template"]["spec"]
-    assert [c["name"] for c in pod["initContainers"]] == ["model-agent"]
-    assert "captures" not in {v["name"] for v in pod["volumes"]}
+@pytest.mark.parametrize("capture", [True, False])
+def test_clients_call_triton_whether_capture_is_on_or_off(capture: bool) -> None:
+    kinds = _kinds(_spec(capture={"enabled": capture, "volumeClaim": "captures"}))
     ports = {p["name"]: p["targetPort"] for p in kinds["Service"]["spec"]["ports"]}
-    assert ports == {"http": "http", "grpc": "grpc", "metrics": "metrics"}
+    expected = {"http": "http", "grpc": "grpc", "metrics": "metrics"}
+    assert ports == expected | ({"capture-metrics": "capture-metrics"} if capture else {})
+
+
+def test_without_capture_no_part_of_it_is_in_the_pod() -> None:
+    pod = _kinds(_spec(capture={"enabled": False}))["Deployment"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["model-agent"]
+    assert {"captures", "traces"}.isdisjoint(v["name"] for v in pod["volumes"])
+    triton = pod["containers"][0]
+    assert not [option for option in triton["command"] if option.startswith("--trace")]
+    assert "traces" not in {mount["name"] for mount in triton["volumeMounts"]}
 
 
 def test_autoscaling_owns_the_replicas_and_lists_cpu_and_extra_metrics() -> None:
@@ -188,17 +202,45 @@ def test_triton_restricts_its_management_apis_to_the_key_the_agent_made_in_the_p
     assert "key=" not in json.dumps(pod["containers"][0]["env"])
 
 
-def test_the_capture_proxy_gets_the_capture_settings_of_the_spec() -> None:
-    capture = {"retention": {"maxAge": "24h", "maxBytes": "5Gi"}, "requestIds": True, "sampleRate": 0.5}
+def test_with_capture_triton_traces_the_sample_and_the_converter_gets_the_capture_settings() -> None:
+    capture = {"retention": {"maxAge": "24h", "maxBytes": "5Gi"}, "requestIds": True, "sampleRate": 0.25}
     pod = _kinds(_spec(capture=capture))["Deployment"]["spec"]["template"]["spec"]
-    command = pod["initContainers"][1]["command"]
-    assert command[-5:] == [
-        "--sample-rate=0.5",
-        "--format=parquet",
-        "--max-age=24h",
-        "--max-bytes=5Gi",
-        "--request-ids",
+    triton, converter = pod["containers"][0], pod["initContainers"][1]
+    tracing = [option for option in triton["command"] if option.startswith("--trace-config")]
+    assert tracing == [
+        "--trace-config=mode=triton",
+        "--trace-config=level=TIMESTAMPS",
+        "--trace-config=level=TENSORS",
+        "--trace-config=rate=4",
+        "--trace-config=count=-1",
+        "--trace-config=triton,file=/traces/trace.json",
+        "--trace-config=triton,log-frequency=1",
     ]
+    assert converter["command"][-4:] == ["--format=parquet", "--max-age=24h", "--max-bytes=5Gi", "--request-ids"]
+    assert "--traces=/traces" in converter["command"]
+    # Triton writes the traces, the converter reads and deletes them; it needs nothing else of the pod.
+    assert {"name": "traces", "mountPath": "/traces"} in triton["volumeMounts"]
+    assert converter["volumeMounts"] == [
+        {"name": "captures", "mountPath": "/captures"},
+        {"name": "traces", "mountPath": "/traces"},
+    ]
+    assert {"name": "traces", "emptyDir": {}} in pod["volumes"]
     default = _kinds(_spec())["Deployment"]["spec"]["template"]["spec"]["initContainers"][1]["command"]
     assert {"--max-age=168h", "--max-bytes=10Gi"} <= set(default)
     assert "--request-ids" not in default
+
+
+def test_a_sample_rate_of_zero_traces_nothing() -> None:
+    pod = _kinds(_spec(capture={"sampleRate": 0}))["Deployment"]["spec"]["template"]["spec"]
+    tracing = [option for option in pod["containers"][0]["command"] if option.startswith("--trace-config=level")]
+    assert tracing == ["--trace-config=level=OFF"]
+
+
+def test_a_python_backend_model_writes_its_own_traces_and_triton_traces_nothing() -> None:
+    spec = _spec(backend="python", capture={"enabled": True, "volumeClaim": "captures"})
+    pod = _kinds(spec)["Deployment"]["spec"]["template"]["spec"]
+    triton, converter = pod["containers"][0], pod["initContainers"][1]
+    assert not [option for option in triton["command"] if option.startswith("--trace")]
+    # The model writes into the trace volume; the converter reads it as ever.
+    assert {"name": "traces", "mountPath": "/traces"} in triton["volumeMounts"]
+    assert "--traces=/traces" in converter["command"]

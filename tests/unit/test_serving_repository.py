@@ -183,3 +183,15 @@ def test_whatever_a_string_holds_it_stays_one_string_in_the_config(name: str) ->
     assert parsed.name == name
     assert len(parsed.instance_group) == 1
     assert [tensor.name for tensor in parsed.input] == ["INPUT__0"]
+
+
+@pytest.mark.parametrize("backend", ["python", "pytorch", "onnx"])
+def test_only_a_python_backend_model_is_told_to_write_its_capture_traces(backend: str) -> None:
+    spec = _spec(backend=backend, capture={"enabled": True, "volumeClaim": "captures", "sampleRate": 0.25})
+    text = deployment_config(spec, "churn", INPUTS, OUTPUTS, None, "/traces").render()
+    parameters = {key: value.string_value for key, value in text_format.Parse(text, ModelConfig()).parameters.items()}
+
+    # The other backends are traced by Triton itself (runtime.trace_options).
+    expected = {"scaleml_capture_rate": "4", "scaleml_traces_dir": "/traces"} if backend == "python" else {}
+    assert parameters == expected
+    assert "parameters" not in _render(_spec(backend=backend))

@@ -1,4 +1,4 @@
-"""Building blocks of the monitor tests: capture files of churn traffic, as the capture proxy writes them."""
+"""Building blocks of the monitor tests: capture files of churn traffic, as the capture converter writes them."""
 
 from __future__ import annotations
 

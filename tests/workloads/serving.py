@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +57,8 @@ def serving_run(source: Path, root: Path, spec: Mapping[str, Any] | None = None,
 
 
 @contextlib.contextmanager
-def triton(run: ServingRun, root: Path, admin_key: str | None = None) -> Iterator[Server]:
-    """Triton with the pod's options on free local ports, the agent following the source in a thread.
+def triton(run: ServingRun, root: Path, admin_key: str | None = None, extra: Sequence[str] = ()) -> Iterator[Server]:
+    """Triton with the pod's options (and `extra` ones) on free local ports, the agent following the source in a thread.
 
     With `admin_key`, Triton's management APIs are restricted to callers that send it, as in a pod.
     """
@@ -74,7 +74,7 @@ def triton(run: ServingRun, root: Path, admin_key: str | None = None) -> Iterato
     stop = threading.Event()
     watcher = threading.Thread(target=agent.watch, args=(run, stop), daemon=True)
     with log.open("wb") as sink:
-        process = tritonserver.start(Path(run.serving_dir), ports, cache, log=sink, admin_key=admin_key)
+        process = tritonserver.start(Path(run.serving_dir), ports, cache, extra, log=sink, admin_key=admin_key)
         try:
             tritonserver.wait_ready(process, ports.http)
             watcher.start()

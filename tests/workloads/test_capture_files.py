@@ -4,32 +4,43 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import math
 import os
 import stat
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
+from scaleml_api.v1alpha1.modeldeployment import CaptureFormat
 from scaleml_workloads.capture.__main__ import parser
 from scaleml_workloads.capture.files import (
+    DATATYPES,
     FILE_MODE,
     METADATA_KEY,
     CaptureFiles,
     Sample,
     Tensor,
+    TensorSpec,
     capture_files,
     file_name,
+    read_captures,
+    read_layout,
     read_window,
+    this_instance,
 )
 from scaleml_workloads.capture.retention import Retention, sweep
-from tests.support.ports import free_port
-from tests.workloads.test_capture import capture_proxy, grpc_exchange
+from tests.workloads.runs import MODEL_NAME
+from tests.workloads.serving import feature_batch
+from tests.workloads.test_capture import converter
 
 pytestmark = pytest.mark.workloads
 
@@ -52,7 +63,7 @@ def test_capture_files_are_readable_by_the_group_only_whatever_the_umask(
 ) -> None:
     files = CaptureFiles(tmp_path, file_format, rows_per_file=1, seconds_per_file=60)  # type: ignore[arg-type]
 
-    [flushed] = files.add(grpc_exchange(1).decode())
+    [flushed] = files.add(churn_sample(1))
 
     assert flushed.path is not None
     assert stat.S_IMODE(flushed.path.stat().st_mode) == FILE_MODE == 0o640
@@ -93,21 +104,20 @@ def test_half_written_files_of_dead_writers_go_once_they_are_old(tmp_path: Path)
     assert writing.exists(), "a hidden file written to a moment ago may still be being written"
 
 
-def test_the_proxy_applies_the_retention_when_it_starts(tmp_path: Path) -> None:
-    directory = tmp_path / "captures"
+def test_the_converter_applies_the_retention_when_it_starts(tmp_path: Path) -> None:
+    traces, directory = tmp_path / "traces", tmp_path / "captures"
+    traces.mkdir()
     directory.mkdir()
     now = time.time()
     expired = _write(directory, now - 2 * HOUR, "old-pod", 1, 10)
     oldest = _write(directory, now - 50 * 60, "old-pod", 2, 2048)
     newest = _write(directory, now - 40 * 60, "old-pod", 3, 2048)
-    nowhere = f"127.0.0.1:{free_port()}"
-
-    with capture_proxy(nowhere, nowhere, directory, tmp_path, "--max-age=1h", "--max-bytes=3Ki") as proxy:
+    with converter(traces, directory, tmp_path, "--max-age=1h", "--max-bytes=3Ki") as running:
         deleted = {
-            reason: proxy.metric("scaleml_capture_files_deleted_total", reason=reason)
+            reason: running.metric("scaleml_capture_files_deleted_total", reason=reason)
             for reason in ("max_age", "max_bytes")
         }
-        assert proxy.stop() == 0
+        assert running.stop() == 0
 
     assert deleted == {"max_age": 1.0, "max_bytes": 1.0}
     assert [path.name for path in capture_files(directory)] == [newest.name]
@@ -249,3 +259,122 @@ def test_a_window_ends_before_the_file_that_would_take_it_past_its_bytes(tmp_pat
     assert window.nbytes <= 2.5 * one_file
     assert np.unique(window.columns["INPUT__0"]).tolist() == [3.0, 4.0]
     assert "model" not in window.columns
+
+
+def churn_sample(rows: int, timestamp: float = 0.0) -> Sample:
+    """An inference of the churn model as the converter captures it: five features in, two scores out."""
+    inputs = (Tensor("INPUT__0", "FP32", feature_batch(rows)),)
+    return Sample(
+        timestamp, MODEL_NAME, "1", "", inputs, (Tensor("OUTPUT__0", "FP32", np.zeros((rows, 2), np.float32)),)
+    )
+
+
+def test_a_file_is_completed_once_it_holds_max_bytes_of_tensor_data(tmp_path: Path) -> None:
+    sample = churn_sample(3)
+    assert sample.nbytes == 3 * (5 + 2) * 4
+    files = CaptureFiles(tmp_path, "npz", rows_per_file=1000, seconds_per_file=60, max_bytes=2 * sample.nbytes + 1)
+
+    flushed = [outcome.rows for _ in range(5) for outcome in files.add(sample)] + [o.rows for o in files.flush()]
+
+    assert flushed == [6, 6, 3]
+
+
+def test_files_are_written_again_once_the_volume_is_back(tmp_path: Path) -> None:
+    volume = tmp_path / "not-yet-mounted"
+    files = CaptureFiles(volume, "parquet", rows_per_file=2, seconds_per_file=60)
+
+    [lost] = files.add(churn_sample(2))
+    volume.mkdir()
+    [written] = files.add(churn_sample(2))
+
+    assert isinstance(lost.error, FileNotFoundError)
+    assert (lost.samples, lost.rows, lost.path) == (1, 2, None)
+    assert written.error is None
+    assert capture_files(volume) == [written.path]
+
+
+def _values(datatype: str, shape: tuple[int, ...], seed: int) -> npt.NDArray[Any]:
+    rng = np.random.default_rng(seed)
+    if datatype == "BYTES":
+        return np.array(
+            [f"v{value}".encode() for value in rng.integers(0, 99, size=math.prod(shape))], dtype=object
+        ).reshape(shape)
+    return (rng.normal(size=shape) * 50).astype(DATATYPES[datatype])
+
+
+@pytest.mark.parametrize("file_format", ["parquet", "npz"])
+def test_every_datatype_reads_back_as_written(tmp_path: Path, file_format: CaptureFormat) -> None:
+    files = CaptureFiles(tmp_path, file_format, rows_per_file=1000, seconds_per_file=60)
+    samples = []
+    for n in range(3):
+        inputs = tuple(Tensor(datatype, datatype, _values(datatype, (n + 1, 2, 3), n)) for datatype in DATATYPES)
+        outputs = (Tensor("OUT", "FP32", _values("FP32", (n + 1, 2), n)),)
+        samples.append(Sample(float(n), MODEL_NAME, "4", f"id-{n}", inputs, outputs))
+        assert files.add(samples[-1]) == []
+    [flushed] = files.flush()
+    assert (flushed.samples, flushed.rows, flushed.error) == (3, 6, None)
+
+    columns = read_captures(tmp_path, newest_rows=100)
+
+    assert flushed.path is not None
+    assert read_layout(flushed.path) == [
+        *(TensorSpec(datatype, "input", datatype, (2, 3)) for datatype in sorted(DATATYPES)),
+        TensorSpec("OUT", "output", "FP32", (2,)),
+    ]
+    assert columns["timestamp"].tolist() == [0.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    assert columns["request_id"].tolist() == ["id-0", "id-1", "id-1", "id-2", "id-2", "id-2"]
+    assert set(columns["model"].tolist()) == {MODEL_NAME}
+    for name in [*DATATYPES, "OUT"]:
+        expected = np.concatenate([sample.array(name) for sample in samples])
+        assert columns[name].dtype == expected.dtype
+        assert columns[name].shape == expected.shape
+        assert columns[name].tolist() == expected.tolist()
+
+
+def test_a_new_layout_starts_a_new_file_and_the_reader_keeps_to_the_newest(tmp_path: Path) -> None:
+    files = CaptureFiles(tmp_path, "parquet", rows_per_file=1000, seconds_per_file=60)
+
+    def sample(width: int, timestamp: float) -> Sample:
+        return Sample(timestamp, MODEL_NAME, "1", "", (Tensor("X", "FP32", np.zeros((2, width), np.float32)),), ())
+
+    assert files.add(sample(3, 1.0)) == []
+    [first] = files.add(sample(4, 2.0))
+    [second] = files.flush()
+
+    assert first.rows == second.rows == 2
+    assert read_captures(tmp_path, newest_rows=100)["X"].shape == (2, 4)
+
+
+def test_the_reader_skips_corrupt_files_and_hidden_ones(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    files = CaptureFiles(tmp_path, "parquet", rows_per_file=2, seconds_per_file=60)
+    for n in range(3):
+        files.add(Sample(float(n), MODEL_NAME, "1", str(n), (Tensor("X", "INT64", np.full((2, 1), n)),), ()))
+    (tmp_path / file_name(1.5, "other", 1, "parquet")).write_bytes(b"PAR1 truncated")
+    (tmp_path / f".{file_name(9.0, 'other', 1, 'parquet')}").write_bytes(b"half written")
+
+    with caplog.at_level(logging.WARNING):
+        newest = read_captures(tmp_path, newest_rows=5)
+
+    assert newest["X"].ravel().tolist() == [0, 1, 1, 2, 2]
+    assert f"skipping capture file {tmp_path / file_name(1.5, 'other', 1, 'parquet')}" in caplog.text
+
+
+def test_a_starting_writer_removes_only_its_pod_s_unfinished_files(tmp_path: Path) -> None:
+    mine = tmp_path / f".{file_name(1.0, this_instance(), 7, 'npz')}"
+    others = tmp_path / f".{file_name(1.0, 'another-pod', 7, 'npz')}"
+    complete = tmp_path / file_name(1.0, this_instance(), 6, "npz")
+    for path in (mine, others, complete):
+        path.write_bytes(b"")
+
+    CaptureFiles(tmp_path, "npz", 10, 60).remove_stale_temporaries()
+
+    assert sorted(os.listdir(tmp_path)) == sorted([others.name, complete.name])
+
+
+def test_files_are_named_after_the_pod(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("POD_NAME", "churn-7d9f8c-x2x4q")
+    files = CaptureFiles(tmp_path, "npz", rows_per_file=1, seconds_per_file=60)
+
+    [flushed] = files.add(churn_sample(1, timestamp=1_700_000_000.25))
+
+    assert flushed.path == tmp_path / "captures-20231114T221320.250000Z-churn-7d9f8c-x2x4q-000001.npz"

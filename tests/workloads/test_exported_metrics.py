@@ -1,7 +1,7 @@
 """The workloads export every metric the dashboards and alerts query (tests/support/metrics_catalog.py).
 
 Each component runs for real and its /metrics endpoint is scraped: rank 0's progress reporter of a
-training run, Triton with the options a ModelDeployment's pod gives it, the capture proxy in front of
+training run, Triton with the options a ModelDeployment's pod gives it, the capture converter beside
 that Triton, and a drift monitor process.
 """
 
@@ -138,32 +138,25 @@ def test_triton_exports_the_inference_metrics(triton_server: tritonserver.Ports)
     assert missing("triton", page) == []
 
 
-def test_the_capture_proxy_exports_the_capture_metrics(triton_server: tritonserver.Ports, tmp_path: Path) -> None:
-    http, metrics = free_port(), free_port()
+def test_the_capture_converter_exports_the_capture_metrics(triton_server: tritonserver.Ports, tmp_path: Path) -> None:
+    metrics = free_port()
     (tmp_path / "captures").mkdir()
+    (tmp_path / "traces").mkdir()
     command = [
         PYTHON,
         "-m",
         "scaleml_workloads.capture",
-        f"--upstream-http=127.0.0.1:{triton_server.http}",
-        f"--upstream-grpc=127.0.0.1:{triton_server.grpc}",
-        f"--http-port={http}",
-        f"--grpc-port={free_port()}",
+        f"--traces={tmp_path / 'traces'}",
         f"--metrics-port={metrics}",
         f"--directory={tmp_path / 'captures'}",
-        "--sample-rate=1",
     ]
-    with process(command, tmp_path / "capture.log") as proxy:
+    with process(command, tmp_path / "capture.log") as converter:
 
-        def answered() -> bool:
-            assert proxy.poll() is None, "the capture proxy exited"
-            with contextlib.suppress(Exception):
-                infer(f"127.0.0.1:{http}")
-                return True
-            return False
+        def scraped() -> str | None:
+            assert converter.poll() is None, "the capture converter exited"
+            return scrape(metrics)
 
-        wait_for(answered, timeout=30, message="an inference through the capture proxy")
-        page = wait_for(lambda: scrape(metrics), timeout=10, message="the capture proxy's metrics")
+        page = wait_for(scraped, timeout=30, message="the capture converter's metrics")
     assert missing("capture", page) == []
 
 

@@ -171,7 +171,8 @@ def test_ctrl_c_stops_every_process_and_leaves_no_port_listening(tmp_path: Path)
         wait_for(
             lambda: (
                 {"modeldeployments/cancer", "driftmonitors/cancer"} <= set(state.processes())
-                and "capture-http" in state.processes()["modeldeployments/cancer"]["ports"]
+                # The model agent, Triton and the capture converter.
+                and len(state.processes()["modeldeployments/cancer"]["pids"]) == 3
             ),
             180,
             "the demo to serve and monitor",
@@ -184,8 +185,8 @@ def test_ctrl_c_stops_every_process_and_leaves_no_port_listening(tmp_path: Path)
     assert process.returncode == 130, stderr.decode()[-2000:]
     pids = [pid for entry in recorded.values() for pid in entry["pids"]]
     ports = [port for entry in recorded.values() for port in entry["ports"].values()]
-    # The agent, Triton, the capture proxy and the monitor, and perhaps the trainer, still finishing.
+    # The agent, Triton, the capture converter and the monitor, and perhaps the trainer, still finishing.
     assert len(pids) >= 4, recorded
-    assert len(ports) == 5, recorded
+    assert len(ports) == 3, recorded
     assert not [pid for pid in pids if running(pid)]
     assert not [port for port in ports if _listening(port)]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from scaleml_api import runtime
 from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from scaleml_operator.builders import modeldeployment as build
 from scaleml_operator.builders.meta import Owner
+from scaleml_workloads.capture.files import capture_files, read_captures
 from scaleml_workloads.serving import tritonserver
 from tests.support.polling import wait_for
 from tests.support.ports import free_port
@@ -36,14 +38,14 @@ pytestmark = pytest.mark.workloads
 OWNER = Owner("ModelDeployment", "churn", "ml", "77aa-uid")
 
 
-def _pod(version: int) -> dict[str, Any]:
-    spec = ModelDeploymentSpec.model_validate({"model": {"fromTrainingJob": "churn"}, "backend": "python"})
+def _pod(version: int, **fields: Any) -> dict[str, Any]:
+    spec = ModelDeploymentSpec.model_validate({"model": {"fromTrainingJob": "churn"}, "backend": "python", **fields})
     source = build.ModelSource("models", MODEL_NAME, version)
     pod: dict[str, Any] = build.pod_template(OWNER, spec, source, ("tritonserver", "workloads"))["spec"]
     return pod
 
 
-def _local(value: str, mounts: dict[str, Path]) -> str:
+def _local(value: str, mounts: Mapping[str, Path | str]) -> str:
     for mount, directory in mounts.items():
         value = value.replace(mount, str(directory))
     return value
@@ -141,3 +143,68 @@ def _status(port: int) -> int:
         return int(error.code)
     except (urllib.error.URLError, ConnectionError):
         return 0
+
+
+def test_with_capture_the_rendered_triton_traces_and_the_rendered_converter_writes_captures(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    pod = _pod(version=1, capture={"enabled": True, "volumeClaim": "captures", "sampleRate": 0.5})
+    agent, converter = pod["initContainers"]
+    (triton,) = pod["containers"]
+    mounts = {
+        runtime.REPOSITORY_DIR: exported_model.parent,
+        runtime.SERVING_DIR: tmp_path / "serving",
+        runtime.TRACE_DIR: tmp_path / "traces",
+        runtime.CAPTURE_DIR: tmp_path / "captures",
+    }
+    for directory in (tmp_path / "traces", tmp_path / "captures"):
+        directory.mkdir()
+    config = json.loads(_local(agent["env"][0]["value"], mounts))
+    health = free_port()
+    config["healthPort"] = health
+    ports = tritonserver.Ports(free_port(), free_port(), free_port())
+    metrics = free_port()
+    local_ports: dict[str, Path | str] = {
+        **mounts,
+        f"--metrics-port={runtime.CAPTURE_METRICS_PORT}": f"--metrics-port={metrics}",
+    }
+    processes = [
+        subprocess.Popen(
+            [sys.executable, *agent["command"][1:]], env={**os.environ, runtime.CONFIG_ENV: json.dumps(config)}
+        )
+    ]
+    try:
+        wait_for(lambda: _status(health) == 200, 30, "the agent's startup probe")
+        converter_command = [sys.executable, *(_local(part, local_ports) for part in converter["command"][1:])]
+        with (tmp_path / "converter.log").open("wb") as log:
+            processes.append(
+                subprocess.Popen(converter_command, env={**os.environ, "POD_NAME": "churn-abc"}, stdout=log, stderr=log)
+            )
+        _binary, *options = tritonserver.command(tmp_path / "serving", ports, tmp_path / "cache")
+        command = [_local(part, mounts) for part in triton["command"]] + options[len(runtime.triton_options("")) :]
+        environment = tritonserver.environment()
+        environment["PATH"] = f"{tritonserver.binary().parent}{os.pathsep}{environment['PATH']}"
+        with (tmp_path / "triton.log").open("wb") as log:
+            processes.append(subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT))
+            tritonserver.wait_ready(processes[-1], ports.http)
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{ports.http}")
+        for n in range(20):
+            batch = feature_batch(1, seed=n)
+            tensor = httpclient.InferInput("INPUT__0", list(batch.shape), "FP32")
+            tensor.set_data_from_numpy(batch)
+            client.infer(MODEL_NAME, [tensor])
+        # Triton first, then the converter, as the kubelet stops a pod's sidecars after its containers.
+        for process in reversed(processes[1:]):
+            process.terminate()
+            process.wait(timeout=30)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+        print((tmp_path / "converter.log").read_text()[-3000:])
+
+    captured = read_captures(tmp_path / "captures", newest_rows=100)
+    # One request in every two.
+    assert len(captured["timestamp"]) == 10
+    assert [path.name.split("-")[2:4] for path in capture_files(tmp_path / "captures")] == [["churn", "abc"]]

@@ -156,13 +156,13 @@ def not_shorter(field: str, minimum: str, name: str = "") -> Rule:
 
 
 class CaptureRetention(ApiModel):
-    """How long captured requests stay on the capture volume; the capture proxy deletes the rest."""
+    """How long captured requests stay on the capture volume; the capture converters delete the rest."""
 
     max_age: Duration = Field(
         default="168h",
         description="Capture files whose first row is older than this are deleted (within a minute), e.g. "
         '"168h" (7 days), "24h", "30m". Lowering it erases older captures: the serving pods roll, and each new '
-        "capture proxy deletes them as it starts.",
+        "capture converter deletes them as it starts.",
     )
     max_bytes: Quantity = Field(
         default="10Gi",
@@ -191,13 +191,23 @@ class Capture(ApiModel):
 
     The captured inputs and outputs are user data. They stay on the capture volume for at most
     `retention.maxAge` and `retention.maxBytes`. To erase them: lower `retention.maxAge` (the capture
-    proxies delete older files within a minute), or delete the files `captures-*` on the volume (a
+    converters delete older files within a minute), or delete the files `captures-*` on the volume (a
     name starts with the UTC time of its first row, so a time range is a range of names), or delete
     the PersistentVolumeClaim (its data goes with it when the volume's reclaim policy is Delete).
     """
 
-    enabled: bool = Field(default=False, description="Put the capture proxy in front of Triton.")
-    sample_rate: float = Field(default=0.1, ge=0.0, le=1.0, description="Fraction of requests written.")
+    enabled: bool = Field(
+        default=False,
+        description="Capture a sample of the requests Triton answers: Triton traces them, inputs and outputs, and a "
+        "sidecar writes the traces into capture files. Clients call Triton directly either way.",
+    )
+    sample_rate: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of requests captured: Triton traces one request in every round(1/sampleRate) "
+        "(0.1: every 10th; 0.3: every 3rd), over HTTP and gRPC alike; 0 captures none.",
+    )
     volume_claim: OptionalObjectName = Field(
         default="",
         description="PersistentVolumeClaim for captured samples. The files are user data (inputs and outputs of "
@@ -252,6 +262,15 @@ class ModelDeploymentSpec(ApiModel):
             message="instances.kind gpu needs resources.gpus > 0",
             check=lambda s: s.instances.kind != "gpu" or s.resources.gpus > 0,
             field_path=".instances.kind",
+        ),
+        # A python-backend model ScaleML exports writes its own capture traces; one from a repository
+        # would have to be traced by Triton, whose tracer crashes the python backend under load (2.51).
+        Rule(
+            cel="!self.capture.enabled || self.backend != 'python' || !has(self.model.repository)",
+            message="capture of a python-backend model works for models a TrainingJob exports "
+            "(model.fromTrainingJob), not for a model.repository",
+            check=lambda s: not s.capture.enabled or s.backend != "python" or s.model.repository is None,
+            field_path=".capture.enabled",
         ),
     )
 

@@ -2,8 +2,9 @@
 
 Each pod runs three containers: the model agent (a native sidecar that builds Triton's repository
 from the exported versions and holds Triton back until a version is there), Triton itself, and,
-with capture on, the capture proxy (a native sidecar too, so it starts before Triton takes traffic
-and stops after it). The version to serve is part of the pod template: a new version rolls the
+with capture on, the capture converter (a native sidecar too, which stops after Triton and turns
+the traces of the requests Triton sampled into capture files). Clients call Triton directly
+either way. The version to serve is part of the pod template: a new version rolls the
 Deployment, one pod at a time, never below the desired number of ready pods.
 """
 
@@ -136,15 +137,13 @@ def _capture(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
     return {
         "name": CAPTURE_CONTAINER,
         "image": image,
+        # A native sidecar: it stops after Triton, so it still reads the traces Triton writes as it exits.
         "restartPolicy": "Always",
         "command": [
             "python",
             "-m",
             "scaleml_workloads.capture",
-            f"--upstream-http=127.0.0.1:{runtime.TRITON_HTTP_PORT}",
-            f"--upstream-grpc=127.0.0.1:{runtime.TRITON_GRPC_PORT}",
-            f"--http-port={runtime.CAPTURE_HTTP_PORT}",
-            f"--grpc-port={runtime.CAPTURE_GRPC_PORT}",
+            f"--traces={runtime.TRACE_DIR}",
             f"--metrics-port={runtime.CAPTURE_METRICS_PORT}",
             f"--directory={runtime.CAPTURE_DIR}",
             *runtime.capture_options(spec.capture),
@@ -154,17 +153,13 @@ def _capture(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
         ],
-        "ports": [
-            {"name": "capture-http", "containerPort": runtime.CAPTURE_HTTP_PORT},
-            {"name": "capture-grpc", "containerPort": runtime.CAPTURE_GRPC_PORT},
-            {"name": "capture-metrics", "containerPort": runtime.CAPTURE_METRICS_PORT},
-        ],
-        # Proxied to Triton: the pod takes traffic through the proxy only once Triton is ready too.
-        "readinessProbe": _http_probe("/v2/health/ready", "capture-http", 5, 2),
-        "livenessProbe": {"tcpSocket": {"port": "capture-http"}, "periodSeconds": 10, "failureThreshold": 3},
-        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
+        "ports": [{"name": "capture-metrics", "containerPort": runtime.CAPTURE_METRICS_PORT}],
+        "livenessProbe": {"tcpSocket": {"port": "capture-metrics"}, "periodSeconds": 10, "failureThreshold": 3},
         "resources": CAPTURE_RESOURCES,
-        "volumeMounts": [{"name": "captures", "mountPath": runtime.CAPTURE_DIR}],
+        "volumeMounts": [
+            {"name": "captures", "mountPath": runtime.CAPTURE_DIR},
+            {"name": "traces", "mountPath": runtime.TRACE_DIR},
+        ],
         "securityContext": CONTAINER_SECURITY_CONTEXT,
     }
 
@@ -189,16 +184,30 @@ TRITON_SCRIPT: Final = (
 )
 
 
-def triton_command() -> list[str]:
-    """The Triton container's command: tritonserver with the pod's options and its management APIs restricted."""
-    return ["/bin/sh", "-c", TRITON_SCRIPT, "tritonserver", *runtime.triton_options(runtime.SERVING_DIR)]
+def triton_command(spec: ModelDeploymentSpec) -> list[str]:
+    """The Triton container's command: tritonserver with the pod's options and its management APIs restricted.
+
+    With capture on, Triton traces the sampled requests into the pod's trace volume itself (a
+    python-backend model writes them there instead: runtime.traced_by_triton).
+    """
+    tracing = runtime.trace_options(spec.capture, runtime.TRACE_DIR) if runtime.traced_by_triton(spec) else []
+    return ["/bin/sh", "-c", TRITON_SCRIPT, "tritonserver", *runtime.triton_options(runtime.SERVING_DIR), *tracing]
 
 
 def _triton(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
+    mounts = [
+        {"name": "serving", "mountPath": runtime.SERVING_DIR, "readOnly": True},
+        {"name": "repository", "mountPath": runtime.REPOSITORY_DIR, "readOnly": True},
+        # The python backend passes tensors through shared memory.
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "scratch", "mountPath": runtime.SCRATCH_DIR},
+    ]
+    if spec.capture.enabled:
+        mounts.append({"name": "traces", "mountPath": runtime.TRACE_DIR})
     return {
         "name": TRITON_CONTAINER,
         "image": image,
-        "command": triton_command(),
+        "command": triton_command(spec),
         "env": [
             {"name": "HOME", "value": runtime.SCRATCH_DIR},
             {"name": "OMP_NUM_THREADS", "value": str(threads_per_instance(spec))},
@@ -214,13 +223,7 @@ def _triton(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
         # Requests already routed here still arrive for a moment after the pod starts terminating.
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "resources": _triton_resources(spec),
-        "volumeMounts": [
-            {"name": "serving", "mountPath": runtime.SERVING_DIR, "readOnly": True},
-            {"name": "repository", "mountPath": runtime.REPOSITORY_DIR, "readOnly": True},
-            # The python backend passes tensors through shared memory.
-            {"name": "dshm", "mountPath": "/dev/shm"},
-            {"name": "scratch", "mountPath": runtime.SCRATCH_DIR},
-        ],
+        "volumeMounts": mounts,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -229,7 +232,7 @@ def _triton(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
 def pod_template(
     owner: Owner, spec: ModelDeploymentSpec, source: ModelSource, images: tuple[str, str]
 ) -> dict[str, Any]:
-    """`images` is (Triton's image, the workload image of the agent and the capture proxy)."""
+    """`images` is (Triton's image, the workload image of the agent and the capture converter)."""
     triton_image, workload_image = images
     sidecars = [_agent(spec, owner, source, workload_image)]
     volumes: list[dict[str, Any]] = [
@@ -240,7 +243,11 @@ def pod_template(
     ]
     if spec.capture.enabled:
         sidecars.append(_capture(spec, workload_image))
-        volumes.append({"name": "captures", "persistentVolumeClaim": {"claimName": spec.capture.volume_claim}})
+        volumes += [
+            {"name": "captures", "persistentVolumeClaim": {"claimName": spec.capture.volume_claim}},
+            # Triton's trace files until the converter has read them; it keeps them under --max-backlog-mib.
+            {"name": "traces", "emptyDir": {}},
+        ]
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "securityContext": POD_SECURITY_CONTEXT,
@@ -279,23 +286,13 @@ def deployment(owner: Owner, spec: ModelDeploymentSpec, source: ModelSource, ima
 
 
 def service(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any]:
-    capture = spec.capture.enabled
+    # Clients call Triton itself, capture on or off: Triton traces the sample the capture keeps.
     ports = [
-        {
-            "name": "http",
-            "port": runtime.TRITON_HTTP_PORT,
-            "targetPort": "capture-http" if capture else "http",
-            "appProtocol": "http",
-        },
-        {
-            "name": "grpc",
-            "port": runtime.TRITON_GRPC_PORT,
-            "targetPort": "capture-grpc" if capture else "grpc",
-            "appProtocol": "kubernetes.io/h2c",
-        },
+        {"name": "http", "port": runtime.TRITON_HTTP_PORT, "targetPort": "http", "appProtocol": "http"},
+        {"name": "grpc", "port": runtime.TRITON_GRPC_PORT, "targetPort": "grpc", "appProtocol": "kubernetes.io/h2c"},
         {"name": "metrics", "port": runtime.TRITON_METRICS_PORT, "targetPort": "metrics", "appProtocol": "http"},
     ]
-    if capture:
+    if spec.capture.enabled:
         ports.append(
             {
                 "name": "capture-metrics",

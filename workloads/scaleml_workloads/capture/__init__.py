@@ -1,7 +1,6 @@
-"""The capture proxy: a sidecar in front of Triton that writes a sample of live requests and responses.
+"""Capture of live requests and responses: Triton traces a sample, a sidecar turns the traces into capture files.
 
-`proxy` forwards the KServe v2 protocol to the local Triton server untouched (`http_proxy`,
-`grpc_proxy`, within `limits`), `kserve` decodes sampled inferences into tensors, `writer` writes
-them from a background thread into the rotated files that the package `files` defines (and reads
-back, for the drift monitor).
+`traces` reads Triton's trace files into samples, `converter` is the sidecar's loop (flushing
+Triton's traces, converting them, bounding what waits, applying the retention), and the package
+`files` defines the rotated files it writes and the drift monitor reads.
 """

@@ -66,7 +66,7 @@ def sync(run: ServingRun) -> int | None:
     except (OSError, ValidationError) as error:
         raise NotServableError(f"{version_dir / MODEL_CARD_FILE} is missing or unreadable: {error}") from error
     model_dir.mkdir(parents=True, exist_ok=True)
-    config = deployment_config(run.spec, run.model_name, card.inputs, card.outputs, run.version)
+    config = deployment_config(run.spec, run.model_name, card.inputs, card.outputs, run.version, run.traces_dir)
     _replace(model_dir / TRITON_CONFIG_FILE, config.render())
     link = model_dir / str(version)
     if not link.is_symlink():

@@ -12,6 +12,7 @@ from typing import Final, Literal
 
 from scaleml_api.profile import TensorSpec
 from scaleml_api.repository import ONNX_FILE, TORCHSCRIPT_FILE, TRITON_PYTHON_MODEL_FILE
+from scaleml_api.runtime import TRACE_DIR, trace_rate
 from scaleml_api.v1alpha1.modeldeployment import Backend, Batching, ModelDeploymentSpec
 
 # The model file Triton loads from a version directory, per backend.
@@ -26,6 +27,9 @@ _PLATFORMS: Final[dict[Backend, str]] = {
 }
 
 InstanceKind = Literal["KIND_GPU", "KIND_CPU"]
+# The parameters a python-backend model reads its capture from (torchscript_model.py).
+CAPTURE_RATE_PARAMETER: Final = "scaleml_capture_rate"
+TRACES_DIR_PARAMETER: Final = "scaleml_traces_dir"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class ModelConfig:
     instance_kind: InstanceKind = "KIND_CPU"
     # None: the newest version; a number: exactly that one.
     version: int | None = None
+    # A python-backend model that captures: one request in every `capture_rate` traced into `traces_dir`.
+    capture_rate: int = 0
+    traces_dir: str = ""
 
     def render(self) -> str:
         lines = [
@@ -58,6 +65,11 @@ class ModelConfig:
             *_tensors("output", self.outputs),
             f"instance_group [ {{ count: {self.instance_count}, kind: {self.instance_kind} }} ]",
         ]
+        if self.capture_rate:
+            lines += [
+                _parameter(CAPTURE_RATE_PARAMETER, str(self.capture_rate)),
+                _parameter(TRACES_DIR_PARAMETER, self.traces_dir),
+            ]
         if self.batching.max_batch_size > 0:
             preferred = ", ".join(map(str, self.batching.preferred_batch_sizes))
             lines.append(
@@ -80,8 +92,14 @@ def deployment_config(
     inputs: Sequence[TensorSpec],
     outputs: Sequence[TensorSpec],
     version: int | None,
+    traces_dir: str = TRACE_DIR,
 ) -> ModelConfig:
-    """The configuration a ModelDeployment asks for, with the tensors of the version it serves."""
+    """The configuration a ModelDeployment asks for, with the tensors of the version it serves.
+
+    A python-backend model with capture on writes the traces of its sampled requests itself, into
+    `traces_dir`: Triton's tracer is off for it (runtime.traced_by_triton).
+    """
+    writes_traces = spec.capture.enabled and spec.backend == "python"
     return ModelConfig(
         name=model_name,
         backend=spec.backend,
@@ -91,6 +109,8 @@ def deployment_config(
         instance_count=spec.instances.count,
         instance_kind=instance_kind(spec),
         version=version,
+        capture_rate=trace_rate(spec.capture.sample_rate) if writes_traces else 0,
+        traces_dir=traces_dir if writes_traces else "",
     )
 
 
@@ -109,6 +129,10 @@ def quoted(text: str) -> str:
 
 def _octal(char: str) -> str:
     return "".join(f"\\{byte:03o}" for byte in char.encode())
+
+
+def _parameter(key: str, value: str) -> str:
+    return f"parameters {{ key: {quoted(key)}, value: {{ string_value: {quoted(value)} }} }}"
 
 
 def _dims(dims: Sequence[int]) -> str:

@@ -4,17 +4,118 @@ Exported next to model.pt as model.py, so a repository is served by the `python`
 the libtorch backend is missing (CPU-only Triton builds, local mode). It runs inside Triton's
 Python stub, which provides `triton_python_backend_utils`; requests that Triton's dynamic batcher
 hands over together go through the model as one batch.
+
+With capture on (the parameters `scaleml_capture_rate` and `scaleml_traces_dir` of its config),
+it writes one request in every `scaleml_capture_rate` as a trace file, in the form Triton's own
+tracer writes, for the capture converter: Triton's tracer is off for the python backend, which it
+crashes under concurrent load. Writing a trace never fails or holds up a request beyond its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import queue
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
+
+# The KServe datatype of each NumPy type a TorchScript model takes or gives.
+_DATATYPES = {
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float64): "FP64",
+    np.dtype(np.int32): "INT32",
+    np.dtype(np.int64): "INT64",
+    np.dtype(np.bool_): "BOOL",
+}
+
+
+_QUEUED = 1024
+# How long the thread lets sampled requests gather between two files.
+_GATHER_SECONDS = 0.1
+
+
+class _Traces:
+    """One request in every `rate`, written as a trace file into `directory` by a thread of its own.
+
+    At most _QUEUED sampled requests wait for the thread; more are not captured.
+    """
+
+    def __init__(self, directory: str, rate: int, model: str, version: str) -> None:
+        self.directory = Path(directory)
+        self.rate = rate
+        self.model = model
+        self.version = version
+        self.count = 0
+        self.failed = False
+        self._queue: queue.Queue[tuple[int, str, int, dict[str, Any], dict[str, Any]]] = queue.Queue(_QUEUED)
+        threading.Thread(target=self._run, name="capture-traces", daemon=True).start()
+
+    def offer(self, request_id: str, started_ns: int, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+        """Counts a request, and hands it to the thread if it is the one in `rate`; never waits."""
+        self.count += 1
+        if self.count % self.rate == 0:
+            # Copies: a request's inputs live in shared memory that Triton reuses once it is answered.
+            copied = ({name: array.copy() for name, array in tensors.items()} for tensors in (inputs, outputs))
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait((self.count, request_id, started_ns, next(copied), next(copied)))
+
+    def _run(self) -> None:
+        while True:
+            # Whatever waits goes into one file: under load, fewer and larger files for the converter.
+            waiting = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(waiting) < _QUEUED:
+                    waiting.append(self._queue.get_nowait())
+            self._write([entry for sampled in waiting for entry in self._entries(*sampled)])
+            time.sleep(_GATHER_SECONDS)
+
+    def _entries(
+        self, trace: int, request_id: str, started_ns: int, inputs: dict[str, Any], outputs: dict[str, Any]
+    ) -> list[str]:
+        # Printed as JSON would print them, never breaking out of the string.
+        request_id = request_id.replace("\\", "").replace('"', "")
+        entries = [
+            f'{{"id":{trace},"model_name":"{self.model}","model_version":{self.version},"request_id":"{request_id}"}}',
+            f'{{"id":{trace},"timestamps":[{{"name":"REQUEST_START","ns":{started_ns}}}]}}',
+        ]
+        for activity, tensors in (("TENSOR_QUEUE_INPUT", inputs), ("TENSOR_BACKEND_OUTPUT", outputs)):
+            for name, array in tensors.items():
+                datatype = _DATATYPES.get(array.dtype)
+                if datatype is None:
+                    continue
+                values = array.astype(np.int8) if datatype == "BOOL" else array
+                data = ",".join(map(repr, values.ravel().tolist()))
+                shape = ",".join(map(str, array.shape))
+                entries.append(
+                    f'{{"id":{trace},"activity":"{activity}","tensor":{{"name":"{name}","data":"{data}",'
+                    f'"shape":"{shape}","dtype":"{datatype}"}}}}'
+                )
+        return entries
+
+    def _write(self, entries: list[str]) -> None:
+        # Named as Triton names its trace files, unique across the instances of the model, and complete
+        # before it appears under that name.
+        index = time.monotonic_ns() * 100 + os.getpid() % 100
+        temporary = self.directory / f".trace.json.{index}"
+        try:
+            temporary.write_text("[" + ",".join(entries) + "]")
+            temporary.rename(self.directory / f"trace.json.{index}")
+        except OSError as error:
+            if not self.failed:
+                print(f"cannot write capture traces to {self.directory}: {error}", file=sys.stderr)
+                self.failed = True
+
+
+def _parameter(config: dict[str, Any], key: str) -> str:
+    return str(config.get("parameters", {}).get(key, {}).get("string_value", ""))
 
 
 class TritonPythonModel:
@@ -26,16 +127,27 @@ class TritonPythonModel:
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
         path = Path(args["model_repository"]) / args["model_version"] / "model.pt"
         self.model = torch.jit.load(str(path), map_location=self.device).eval()  # type: ignore[no-untyped-call]
+        rate = int(_parameter(config, "scaleml_capture_rate") or 0)
+        self.traces = (
+            _Traces(_parameter(config, "scaleml_traces_dir"), rate, args["model_name"], args["model_version"])
+            if rate > 0
+            else None
+        )
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        started_ns = time.monotonic_ns()
         arrays = [pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy() for request in requests]
         with torch.inference_mode():
             outputs = self.model(torch.from_numpy(np.concatenate(arrays)).to(self.device)).cpu().numpy()
         responses = []
         start = 0
-        for array in arrays:
+        for request, array in zip(requests, arrays, strict=True):
             end = start + len(array)
-            tensor = pb_utils.Tensor(self.output_name, np.ascontiguousarray(outputs[start:end]))
-            responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
+            output = np.ascontiguousarray(outputs[start:end])
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, output)]))
+            if self.traces is not None:
+                self.traces.offer(
+                    request.request_id(), started_ns, {self.input_name: array}, {self.output_name: output}
+                )
             start = end
         return responses

@@ -1,0 +1,258 @@
+"""Triton's trace files read into capture samples, and the converter's bounds, on files written as Triton writes them.
+
+The forms of the entries are Triton 2.51's (checked against a real server in
+tests/workloads/test_capture.py); here they are written by hand to reach what a real server
+rarely does: a file cut off, a mangled entry, raw bytes that look like the file's own syntax.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from scaleml_workloads.capture.converter import TraceConverter, TraceDirectory
+from scaleml_workloads.capture.files import CaptureFiles, read_captures
+from scaleml_workloads.capture.traces import MAX_ID_CHARS, read_trace_file
+
+MIB = 1024 * 1024
+
+
+def _wall(ns: int) -> float:
+    return ns / 1e9
+
+
+def trace(
+    trace_id: int,
+    inputs: dict[str, tuple[str, str, str]],
+    outputs: dict[str, tuple[str, str, str]] | None = None,
+    request_id: str | None = None,
+    parent_id: int | None = None,
+    start_ns: int = 1_000_000_000,
+) -> str:
+    """The entries of one trace, as Triton writes them: tensors are name -> (data, shape, datatype)."""
+    model = f'{{"id":{trace_id},"model_name":"churn","model_version":3'
+    if request_id is not None:
+        model += f',"request_id":"{request_id}"'
+    if parent_id is not None:
+        model += f',"parent_id":{parent_id}'
+    entries = [
+        f'{{"id":{trace_id},"timestamps":[{{"name":"GRPC_WAITREAD_START","ns":{start_ns - 10**9}}}]}}',
+        model + "}",
+        f'{{"id":{trace_id},"timestamps":[{{"name":"REQUEST_START","ns":{start_ns}}}]}}',
+    ]
+    for activity, tensors in (("TENSOR_QUEUE_INPUT", inputs), ("TENSOR_BACKEND_OUTPUT", outputs or {})):
+        for name, (data, shape, datatype) in tensors.items():
+            entries.append(
+                f'{{"id":{trace_id},"activity":"{activity}","tensor":'
+                f'{{"name":"{name}","data":"{data}","shape":"{shape}","dtype":"{datatype}"}}}}'
+            )
+    entries.append(f'{{"id":{trace_id},"timestamps":[{{"name":"REQUEST_END","ns":{start_ns + 5000}}}]}}')
+    return ",".join(entries)
+
+
+def trace_file(*traces: str) -> bytes:
+    return ("[" + ",".join(traces) + "]").encode()
+
+
+def churn(trace_id: int, **options: object) -> str:
+    inputs = {"INPUT__0": ("0.5,-1.25,3e+10,nan,-inf,0.1,0.2,0.3,0.4,0.5", "2,5", "FP32")}
+    return trace(trace_id, inputs, {"OUTPUT__0": ("0.9,0.1,0.2,0.8", "2,2", "FP32")}, **options)  # type: ignore[arg-type]
+
+
+def test_a_trace_becomes_a_sample_of_its_inputs_outputs_model_and_request_time() -> None:
+    read = read_trace_file(trace_file(churn(1, start_ns=7_500_000_000)), _wall)
+
+    [sample] = read.samples
+    assert (sample.model, sample.model_version, sample.request_id, sample.rows) == ("churn", "3", "", 2)
+    assert sample.timestamp == 7.5, "the time Triton took the request, not when it began to wait for one"
+    np.testing.assert_array_equal(
+        sample.array("INPUT__0"), np.array([[0.5, -1.25, 3e10, np.nan, -np.inf], [0.1, 0.2, 0.3, 0.4, 0.5]], np.float32)
+    )
+    assert sample.array("INPUT__0").dtype == np.float32
+    assert sample.array("OUTPUT__0").tolist() == np.array([[0.9, 0.1], [0.2, 0.8]], np.float32).tolist()
+    assert read.unreadable == {}
+
+
+def test_request_ids_are_kept_only_when_asked_and_cut_to_their_bound() -> None:
+    data = trace_file(churn(1, request_id="r" * 100))
+    assert read_trace_file(data, _wall).samples[0].request_id == ""
+    assert read_trace_file(data, _wall, request_ids=True).samples[0].request_id == "r" * MAX_ID_CHARS
+
+
+def test_raw_bytes_that_look_like_the_file_s_syntax_are_read_by_their_lengths() -> None:
+    # INT8 -5 and 44 (a comma), UINT8 34 (a quote) and 93 (a bracket); BYTES with quotes, a comma and a newline.
+    raw_int8 = bytes([0xFB]) + b"," + b","
+    raw_uint8 = b'"' + b"," + b"]"
+    strings = b'\\"a,"b\n\\",\\"}]\\"'
+    head = '{"id":1,"model_name":"m","model_version":1},{"id":1,"timestamps":[{"name":"REQUEST_START","ns":5}]},'
+    tensors = [
+        b'{"id":1,"activity":"TENSOR_QUEUE_INPUT","tensor":{"name":"A","data":"' + raw_int8 + b'","shape":"1,2",'
+        b'"dtype":"INT8"}}',
+        b'{"id":1,"activity":"TENSOR_QUEUE_INPUT","tensor":{"name":"B","data":"' + raw_uint8 + b'","shape":"1,2",'
+        b'"dtype":"UINT8"}}',
+        b'{"id":1,"activity":"TENSOR_QUEUE_INPUT","tensor":{"name":"S","data":"' + strings + b'","shape":"1,2",'
+        b'"dtype":"BYTES"}}',
+    ]
+    data = b"[" + head.encode() + b",".join(tensors) + b"]"
+
+    [sample] = read_trace_file(data, _wall).samples
+
+    assert sample.array("A").tolist() == [[-5, 44]]
+    assert sample.array("B").tolist() == [[34, 93]]
+    assert sample.array("S").tolist() == [[b'a,"b\n', b"}]"]]
+
+
+def test_every_numeric_datatype_keeps_its_type_and_range() -> None:
+    inputs = {
+        "I64": ("-9223372036854775808,7", "1,2", "INT64"),
+        "U64": ("18446744073709551615,0", "1,2", "UINT64"),
+        "B": ("1,0", "1,2", "BOOL"),
+        "D": ("1e-300,-0", "1,2", "FP64"),
+    }
+    [sample] = read_trace_file(trace_file(trace(1, inputs)), _wall).samples
+
+    assert sample.array("I64").tolist() == [[-(2**63), 7]]
+    assert sample.array("U64").tolist() == [[2**64 - 1, 0]]
+    assert sample.array("B").tolist() == [[True, False]]
+    assert sample.array("D").dtype == np.float64
+
+
+def test_fp16_tensors_carry_no_data_and_are_left_out_and_counted() -> None:
+    inputs = {"X": ("1,2", "1,2", "INT32"), "H": ("", "1,2", "FP16")}
+    read = read_trace_file(trace_file(trace(1, inputs), trace(2, {"H": ("", "1,2", "FP16")})), _wall)
+
+    [sample] = read.samples
+    assert [tensor.name for tensor in sample.inputs] == ["X"]
+    assert read.untraced == {"FP16": 2}
+    assert read.unreadable == {2: "only FP16 tensors, not in Triton's traces"}
+
+
+BROKEN = {
+    "too few values": ("1,2,3", "1,2", "INT32"),
+    "not a number": ("1,x", "1,2", "INT32"),
+    "a BOOL of 2": ("1,2", "1,2", "BOOL"),
+    "an INT8 byte short": ("a", "1,2", "INT8"),
+    "BYTES elements short": ('\\"a\\"', "1,2", "BYTES"),
+    "BYTES without quotes": ("a,b", "1,2", "BYTES"),
+    "an unknown datatype": ("1,2", "1,2", "INT4"),
+}
+
+
+@pytest.mark.parametrize("tensor", BROKEN.values(), ids=BROKEN)
+def test_a_tensor_that_does_not_match_its_shape_costs_its_own_trace_only(tensor: tuple[str, str, str]) -> None:
+    read = read_trace_file(trace_file(churn(1), trace(2, {"X": tensor}), churn(3)), _wall)
+
+    assert [sample.rows for sample in read.samples] == [2, 2]
+    assert list(read.unreadable) == [2]
+    assert read.unreadable[2].startswith("tensor X: ")
+
+
+def test_an_entry_of_an_unknown_form_costs_its_own_trace_and_reading_goes_on() -> None:
+    mangled = '{"id":2,"activity":"TENSOR_QUEUE_INPUT","tensor":{"name":"X","shape":"1,2"}}'
+    read = read_trace_file(trace_file(churn(1), mangled, churn(3)), _wall)
+
+    assert len(read.samples) == 2
+    assert read.unreadable == {2: "an entry that is not one Triton writes"}
+
+
+def test_a_file_cut_off_by_a_dying_triton_yields_its_whole_traces() -> None:
+    whole = trace_file(churn(1), churn(2))
+    cut = whole[: whole.rindex(b'"activity":"TENSOR_BACKEND_OUTPUT"') + 10]
+
+    read = read_trace_file(cut, _wall, complete=False)
+
+    assert len(read.samples) == 1, "the second trace lost its output: it is not a sample"
+    assert read.unreadable == {2: "cut off at the end of an incomplete file"}
+    assert read_trace_file(b"[", _wall).samples == []
+
+
+def test_the_steps_of_an_ensemble_are_not_samples() -> None:
+    read = read_trace_file(trace_file(churn(1), churn(2, parent_id=1)), _wall)
+
+    assert len(read.samples) == 1
+    assert read.unreadable == {}
+
+
+# --- the converter's bounds -------------------------------------------------------------------
+
+
+def _count(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def directories(tmp_path: Path) -> tuple[Path, Path]:
+    traces, captures = tmp_path / "traces", tmp_path / "captures"
+    traces.mkdir()
+    captures.mkdir()
+    return traces, captures
+
+
+def _converter(traces: Path, captures: Path, max_file: int = 64 * MIB, max_backlog: int = 256 * MIB) -> TraceConverter:
+    files = CaptureFiles(captures, "parquet", rows_per_file=10_000, seconds_per_file=3600)
+    return TraceConverter(TraceDirectory(traces, "trace.json"), files, max_file, max_backlog)
+
+
+def _settled(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    past = time.time() - 60
+    os.utime(path, (past, past))
+
+
+def test_trace_files_are_read_in_triton_s_order_and_deleted(directories: tuple[Path, Path]) -> None:
+    traces, captures = directories
+    for index in (10, 9, 2):
+        _settled(traces / f"trace.json.{index}", trace_file(churn(index, start_ns=index * 10**9)))
+    (traces / "trace.json.11").write_bytes(trace_file(churn(11)))  # written a moment ago: maybe still being written
+    (traces / "unrelated").write_text("")
+    converter = _converter(traces, captures)
+
+    converter.convert()
+    converter.files.flush()
+
+    # Triton's monotonic nanoseconds, on the wall clock: 2 s, 9 s and 10 s after the clock's start.
+    timestamps = read_captures(captures, newest_rows=10)["timestamp"]
+    np.testing.assert_allclose(np.diff(timestamps), [0, 7, 0, 1, 0], atol=1e-6)
+    assert abs(timestamps[0] - (time.time() - time.monotonic() + 2)) < 1
+    assert sorted(os.listdir(traces)) == ["trace.json.11", "unrelated"]
+
+
+def test_oversized_files_and_a_backlog_are_deleted_unread_and_counted(directories: tuple[Path, Path]) -> None:
+    traces, captures = directories
+    one = trace_file(churn(1))
+    big = trace_file(churn(1, request_id="x" * 4096))
+    for index in range(6):
+        _settled(traces / f"trace.json.{index}", big if index == 5 else one)
+    before = {
+        reason: _count("scaleml_capture_trace_files_dropped_total", reason=reason)
+        for reason in ("backlog", "too_large")
+    }
+    # Room for the three newest small files: the two oldest go unread.
+    converter = _converter(traces, captures, max_file=4096, max_backlog=3 * len(one) + len(big))
+
+    converter.convert()
+    converter.files.flush()
+
+    after = {reason: _count("scaleml_capture_trace_files_dropped_total", reason=reason) for reason in before}
+    assert {reason: after[reason] - before[reason] for reason in before} == {"backlog": 2, "too_large": 1}
+    assert len(read_captures(captures, newest_rows=100)["timestamp"]) == 3 * 2
+    assert os.listdir(traces) == []
+
+
+def test_at_stop_the_converter_reads_every_file_left_and_writes_its_open_file(directories: tuple[Path, Path]) -> None:
+    traces, captures = directories
+    # Written as Triton exits: the file without an index, just now.
+    (traces / "trace.json").write_bytes(trace_file(churn(1), churn(2)))
+    stop = threading.Event()
+    stop.set()
+
+    _converter(traces, captures).run(stop)
+
+    assert len(read_captures(captures, newest_rows=100)["timestamp"]) == 4
+    assert os.listdir(traces) == []

@@ -1,0 +1,233 @@
+"""Triton's trace files, read as capture samples.
+
+With `--trace-config level=TIMESTAMPS --trace-config level=TENSORS` Triton traces one request in
+every `rate` and writes each batch of finished traces as one JSON array, `<file>.<index>`. Three
+kinds of entry matter here, all keyed by the trace's `id`:
+
+    {"id":1,"model_name":"churn","model_version":1,"request_id":"r-7"}
+    {"id":1,"timestamps":[{"name":"HTTP_RECV_START","ns":32604533203021}]}
+    {"id":1,"activity":"TENSOR_QUEUE_INPUT","tensor":{"name":"INPUT__0","data":"0.5,1.25","shape":"1,2","dtype":"FP32"}}
+
+`TENSOR_QUEUE_INPUT` holds a request's inputs as Triton received them, `TENSOR_BACKEND_OUTPUT` the
+outputs of its response; timestamps are Triton's monotonic clock in nanoseconds, and a sample's
+time is its REQUEST_START. A trace with a
+`parent_id` is a composing model's part of another request (an ensemble step) and is not a sample.
+
+Triton prints tensor data as text, which is where this reader is careful:
+
+- numbers as C++ streams print them: integers exactly, FP32 and FP64 to 6 significant digits;
+- INT8 and UINT8 elements as raw bytes (characters), and BYTES elements as raw bytes between
+  `\\"` and `\\"`, neither escaped, so a file may not be valid JSON;
+- FP16 and BF16 not at all (empty data): such a tensor is left out of its sample and counted.
+
+So entries are matched by their exact form rather than parsed as JSON, raw data is cut out by the
+lengths the shape implies, and an entry that cannot be read costs its own trace, never the file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+
+from scaleml_workloads.capture.files import BYTES, DATATYPES, Array, Sample, Tensor
+
+INPUT_ACTIVITY: Final = b"TENSOR_QUEUE_INPUT"
+OUTPUT_ACTIVITY: Final = b"TENSOR_BACKEND_OUTPUT"
+# Datatypes Triton's traces carry no data of.
+UNTRACED: Final = frozenset({"FP16", "BF16"})
+MAX_ID_CHARS: Final = 64
+MAX_NAME_CHARS: Final = 128
+_ENTRY_END: Final = rb"(?=,\{|\]\Z)"
+_MODEL: Final = re.compile(
+    rb'\{"id":(\d+),"model_name":"([^"\\]*)","model_version":(-?\d+)'
+    rb'(?:,"request_id":"(.*?)")?(?:,"parent_id":(\d+))?\}' + _ENTRY_END,
+    re.DOTALL,
+)
+_TIMESTAMPS: Final = re.compile(rb'\{"id":(\d+),"timestamps":\[([^\]]*)\]\}' + _ENTRY_END)
+_TENSOR: Final = re.compile(
+    rb'\{"id":(\d+),"activity":"([A-Z_]+)","tensor":\{"name":"([^"\\]*)","data":"(.*?)",'
+    rb'"shape":"(\d+(?:,\d+)*|)","dtype":"([A-Z0-9]+)"\}\}' + _ENTRY_END,
+    re.DOTALL,
+)
+_ID: Final = re.compile(rb'\{"id":(\d+),')
+# When Triton took the request: a gRPC trace's first timestamp (GRPC_WAITREAD_START) is when the
+# server began waiting for a call, which may be long before the client made it.
+_REQUEST_START: Final = re.compile(rb'\{"name":"REQUEST_START","ns":(\d+)\}')
+_BYTES_QUOTE: Final = b'\\"'
+_BYTES_SEPARATOR: Final = b'\\",\\"'
+
+
+class UnreadableError(ValueError):
+    """Tensor data that does not match its datatype and shape."""
+
+
+@dataclass
+class _Trace:
+    model: str = ""
+    version: str = ""
+    request_id: str = ""
+    child: bool = False
+    started_ns: int | None = None
+    inputs: list[Tensor] = field(default_factory=list)
+    outputs: list[Tensor] = field(default_factory=list)
+    untraced: list[str] = field(default_factory=list)
+    broken: str = ""
+
+
+@dataclass
+class TraceFile:
+    """What one trace file held: its samples, in the order Triton finished them, and what could not become one.
+
+    `unreadable` maps each trace that was dropped to why; `untraced` counts tensors left out of
+    their samples by datatype (FP16 and BF16, which Triton does not print).
+    """
+
+    samples: list[Sample] = field(default_factory=list)
+    unreadable: dict[int, str] = field(default_factory=dict)
+    untraced: Counter[str] = field(default_factory=Counter)
+
+
+def read_trace_file(
+    data: bytes, wall_time: Callable[[int], float], request_ids: bool = False, complete: bool = True
+) -> TraceFile:
+    """The samples of one trace file's `data`.
+
+    `wall_time` turns Triton's monotonic nanoseconds into epoch seconds. Request ids are kept (at
+    most MAX_ID_CHARS) only with `request_ids`. A file that is not `complete` (cut off by a Triton
+    that died while writing it) yields the traces whose entries are all there.
+    """
+    traces: dict[int, _Trace] = {}
+    body = data.strip()
+    if body.startswith(b"["):
+        body = body[1:]
+    complete = complete and body.endswith(b"]")
+    if not complete:
+        # Whatever follows the last whole entry was cut off: end the text where that entry ends.
+        cut = body.rfind(b',{"id":')
+        body = body[:cut] + b"]" if cut >= 0 else b"]"
+    position = 0
+    end = len(body) - 1
+    while position < end:
+        position = _read_entry(body, position, traces)
+        if body[position : position + 1] == b",":
+            position += 1
+    if not complete and traces:
+        # Traces are written whole, one after the other: only the last can be missing entries.
+        traces[next(reversed(traces))].broken = "cut off at the end of an incomplete file"
+    result = TraceFile()
+    for trace_id, trace in traces.items():
+        if trace.child:
+            continue
+        if trace.broken:
+            result.unreadable[trace_id] = trace.broken
+            continue
+        if trace.started_ns is None:
+            result.unreadable[trace_id] = "no REQUEST_START timestamp: not traced at level TIMESTAMPS"
+            continue
+        result.untraced.update(trace.untraced)
+        if trace.untraced and not (trace.inputs or trace.outputs):
+            result.unreadable[trace_id] = (
+                f"only {'/'.join(sorted(set(trace.untraced)))} tensors, not in Triton's traces"
+            )
+            continue
+        try:
+            sample = Sample(
+                timestamp=wall_time(trace.started_ns),
+                model=trace.model[:MAX_NAME_CHARS],
+                model_version=trace.version[:MAX_NAME_CHARS],
+                request_id=trace.request_id[:MAX_ID_CHARS] if request_ids else "",
+                inputs=tuple(trace.inputs),
+                outputs=tuple(trace.outputs),
+            )
+        except ValueError as error:
+            result.unreadable[trace_id] = str(error)
+            continue
+        result.samples.append(sample)
+    return result
+
+
+def _read_entry(body: bytes, position: int, traces: dict[int, _Trace]) -> int:
+    """Reads the entry at `position` into its trace; returns where the entry ends."""
+    if match := _TENSOR.match(body, position):
+        trace = traces.setdefault(int(match[1]), _Trace())
+        activity, name, data, shape_text, datatype = match[2], match[3], match[4], match[5], match[6]
+        if datatype.decode() in UNTRACED:
+            trace.untraced.append(datatype.decode())
+        elif activity in (INPUT_ACTIVITY, OUTPUT_ACTIVITY):
+            tensors = trace.inputs if activity == INPUT_ACTIVITY else trace.outputs
+            shape = tuple(int(dim) for dim in shape_text.split(b",")) if shape_text else ()
+            try:
+                tensor = _tensor(name.decode(), datatype.decode(), data, shape)
+            except (UnreadableError, UnicodeDecodeError) as error:
+                trace.broken = trace.broken or f"tensor {name.decode(errors='replace')}: {error}"
+            else:
+                tensors.append(tensor)
+        return match.end()
+    if match := _MODEL.match(body, position):
+        trace = traces.setdefault(int(match[1]), _Trace())
+        trace.model = match[2].decode(errors="replace")
+        trace.version = match[3].decode()
+        trace.request_id = (match[4] or b"").decode(errors="replace")
+        trace.child = match[5] is not None and int(match[5]) != 0
+        return match.end()
+    if match := _TIMESTAMPS.match(body, position):
+        trace = traces.setdefault(int(match[1]), _Trace())
+        if start := _REQUEST_START.search(match[2]):
+            trace.started_ns = int(start[1])
+        return match.end()
+    # An entry of a form not known here, or mangled: its trace is dropped, and reading goes on at the next entry.
+    if match := _ID.match(body, position):
+        traces.setdefault(int(match[1]), _Trace()).broken = "an entry that is not one Triton writes"
+    following = body.find(b',{"id":', position + 1)
+    return following if following >= 0 else len(body) - 1
+
+
+def _tensor(name: str, datatype: str, data: bytes, shape: tuple[int, ...]) -> Tensor:
+    count = math.prod(shape)
+    if datatype not in DATATYPES:
+        raise UnreadableError(f"datatype {datatype} is not captured")
+    return Tensor(name, datatype, _values(datatype, data, count).reshape(shape))
+
+
+def _values(datatype: str, data: bytes, count: int) -> Array:
+    dtype = DATATYPES[datatype]
+    if count == 0:
+        if data:
+            raise UnreadableError(f"data for an empty shape: {len(data)} bytes")
+        return np.empty(0, dtype=dtype)
+    if datatype in ("INT8", "UINT8"):
+        # One raw byte per element, a comma after every one but the last.
+        if len(data) != 2 * count - 1 or data[1::2].strip(b",") != b"":
+            raise UnreadableError(f"{len(data)} bytes are not {count} {datatype} elements")
+        return np.frombuffer(data[0::2], dtype=np.uint8).view(dtype).copy()
+    if datatype == BYTES:
+        if not (data.startswith(_BYTES_QUOTE) and data.endswith(_BYTES_QUOTE) and len(data) >= 2 * len(_BYTES_QUOTE)):
+            raise UnreadableError("BYTES elements not between quotes")
+        elements = data[len(_BYTES_QUOTE) : -len(_BYTES_QUOTE)].split(_BYTES_SEPARATOR)
+        if len(elements) != count:
+            raise UnreadableError(f"{len(elements)} BYTES elements for {count}")
+        array = np.empty(count, dtype=np.object_)
+        array[:] = elements
+        return array
+    # Parsed by NumPy straight from the text: a Python object per value would take ten times the memory.
+    with warnings.catch_warnings():
+        # NumPy warns, and stops, where the text is not a number.
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            values = np.fromstring(data, dtype=np.int8 if dtype.kind == "b" else dtype, sep=",")
+        except (DeprecationWarning, ValueError) as error:
+            raise UnreadableError(f"not {datatype} numbers: {error}") from None
+    if values.size != count:
+        raise UnreadableError(f"{values.size} values for {count} elements")
+    if dtype.kind == "b":
+        if not np.isin(values, (0, 1)).all():
+            raise UnreadableError("BOOL values other than 0 and 1")
+        return values.astype(np.bool_)
+    return values
