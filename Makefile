@@ -102,7 +102,7 @@ test: venv control-plane promtool prometheus-crds chromium lint ## Everything: s
 	SCALEML_REQUIRE_CONTROL_PLANE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: venv ## Benchmarks: training loop vs a hand-written one; Triton serving vs a baseline, and the capture proxy; drift statistics vs SciPy and Evidently; the operator at 100-1,000 objects vs their plain children
+bench: venv ## Benchmarks: training loop vs a hand-written one; Triton serving vs a baseline, and with capture on vs off; drift statistics vs SciPy and Evidently; the operator at 100-1,000 objects vs their plain children
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/drift.py

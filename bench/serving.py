@@ -1,4 +1,4 @@
-"""Serving throughput and latency: Triton as ScaleML configures it, a one-at-a-time baseline, and the capture proxy.
+"""Serving throughput and latency: Triton as ScaleML configures it, capture off and on, and a one-at-a-time baseline.
 
 A small tabular model is trained with the training workload and exported as TorchScript. Then,
 under the same closed-loop client load (N threads, each sending batch-1 requests back to back),
@@ -11,14 +11,20 @@ this measures:
 - a baseline: the plainest server that speaks enough of the KServe v2 protocol for tritonclient,
   stdlib `HTTPServer` (one request at a time, one connection per request) running the same file
   with torch;
-- the capture proxy (`python -m scaleml_workloads.capture`) in front of the same Triton, to show
-  the latency it adds.
+- a second Triton serving the same model with capture on, as a ModelDeployment's pod runs it: the
+  python-backend model writes one request in ten (sample rate 0.1) as a trace file, in the form
+  Triton's tracer writes for pytorch and onnx models (`runtime.traced_by_triton`), and the capture
+  converter (`python -m scaleml_workloads.capture`) beside it turns them into parquet capture
+  files; over HTTP and gRPC, against the first Triton, for what
+  capture costs: the throughput ratio and the added p50 and p99 at each concurrency. Both Tritons
+  run all along, but only one is loaded at a time. Once both have stopped, the rows the converter
+  wrote are counted against the requests the captured Triton answered (about a tenth).
 
 Every server runs in its own process; the clients run in this one, and all share the machine's
 CPUs, so the table also gives the CPU time per request of the clients and of the servers: on a
 small machine it, more than any queue, sets the throughput. Triton's own statistics give the batch
 sizes its dynamic batcher formed. Targets and repeats are interleaved so that drifts of the machine
-hit all alike. Run with `make bench`.
+hit all alike. Run with `make bench`; `--json PATH` also writes the capture figures as JSON.
 
 The pieces: `serving_baseline` the baseline server, `serving_load` the clients and what they
 measure, `serving_report` the table; this file trains the model, starts the servers, runs the
@@ -29,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -40,19 +45,26 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
-import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from serving_baseline import serve_baseline
 from serving_load import Server, Target, load, triton_stats, wait_answering
-from serving_report import Totals, report
+from serving_report import Totals, capture_figures, report
 from synthetic import write_classification_data
 
 from scaleml_api.card import ModelCard
 from scaleml_api.repository import MODEL_CARD_FILE, TORCHSCRIPT_FILE, TRITON_CONFIG_FILE
-from scaleml_api.runtime import TERMINATION_LOG_ENV, TORCHRUN_ENV, ServingRun
+from scaleml_api.runtime import (
+    TERMINATION_LOG_ENV,
+    TORCHRUN_ENV,
+    ServingRun,
+    capture_options,
+    trace_rate,
+)
+from scaleml_api.v1alpha1.modeldeployment import Capture
+from scaleml_workloads.capture.files import capture_files
 from scaleml_workloads.export.repository import versions
 from scaleml_workloads.serving import agent, tritonserver
 
@@ -70,12 +82,12 @@ CONCURRENCY = [1, 8, 32]
 WARMUP_SECONDS = 1.0
 SECONDS = 4.0
 REPEATS = 2
-SAMPLE_RATE = 0.1
+# spec.capture of the captured Triton, as a ModelDeployment would set it.
+CAPTURE = Capture.model_validate({"enabled": True, "volumeClaim": "captures", "sampleRate": 0.1, "format": "parquet"})
 # torch's default of one intra-op thread per core spins OpenMP threads that wait for a core this
 # small machine does not have (clients and servers share it): a batch-1 request then costs
 # milliseconds of CPU instead of half of one. One thread, for Triton and the baseline alike.
 TORCH_THREADS = 1
-CAPTURE_MODULE: Final = "scaleml_workloads.capture"
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -116,15 +128,25 @@ def train(root: Path) -> Path:
     return root / "models" / MODEL
 
 
-def serving_run(source: Path, root: Path, model_name: str, batching: dict[str, Any]) -> ServingRun:
+def serving_run(
+    source: Path, repository: Path, model_name: str, batching: dict[str, Any], traces: Path | None = None
+) -> ServingRun:
+    """The model agent's run that builds `repository`; with `traces`, capture on as CAPTURE says, into them."""
+    capture = CAPTURE.model_dump(by_alias=True) if traces is not None else {}
     return ServingRun.model_validate(
         {
             "namespace": "bench",
             "name": model_name.replace("_", "-"),
-            "spec": {"model": {"fromTrainingJob": "bench"}, "backend": "python", "batching": batching},
+            "spec": {
+                "model": {"fromTrainingJob": "bench"},
+                "backend": "python",
+                "batching": batching,
+                "capture": capture,
+            },
             "modelName": model_name,
             "sourceDir": str(source),
-            "servingDir": str(root / "serving"),
+            "servingDir": str(repository),
+            "tracesDir": str(traces or ""),
             "healthPort": 0,
         }
     )
@@ -161,21 +183,10 @@ def process_group(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen
 # --- the bench ---------------------------------------------------------------------------------
 
 
-def capture_available() -> bool:
-    try:
-        return importlib.util.find_spec(f"{CAPTURE_MODULE}.__main__") is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def captured_rows(directory: Path) -> tuple[int, int]:
-    """Files and rows the capture proxy wrote (a file still being written counts as no rows)."""
-    files = list(directory.rglob("*.parquet"))
-    rows = 0
-    for path in files:
-        with contextlib.suppress(OSError, pa.ArrowException):
-            rows += pq.read_metadata(path).num_rows
-    return len(files), rows
+    """Files and rows the capture converter wrote; read once it has stopped and written its open file."""
+    files = capture_files(directory)
+    return len(files), sum(pq.read_metadata(path).num_rows for path in files)
 
 
 def start_baseline(stack: contextlib.ExitStack, model_file: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -191,52 +202,48 @@ def start_baseline(stack: contextlib.ExitStack, model_file: Path, log: Path) -> 
     return process, int(line)
 
 
+def triton_ports() -> tritonserver.Ports:
+    return tritonserver.Ports(free_port(), free_port(), free_port())
+
+
 def start_triton(
-    stack: contextlib.ExitStack, root: Path, log: Path, threads: int | None
-) -> tuple[subprocess.Popen[bytes], tritonserver.Ports]:
-    ports = tritonserver.Ports(free_port(), free_port(), free_port())
+    stack: contextlib.ExitStack,
+    repository: Path,
+    cache: Path,
+    ports: tritonserver.Ports,
+    log: Path,
+    threads: int | None,
+) -> subprocess.Popen[bytes]:
     sink = stack.enter_context(log.open("wb"))
     process = stack.enter_context(
-        process_group(tritonserver.start(root / "serving", ports, root / "triton-cache", log=sink, threads=threads))
+        process_group(tritonserver.start(repository, ports, cache, log=sink, threads=threads))
     )
     try:
         tritonserver.wait_ready(process, ports.http)
     except BaseException:
         print(log.read_text()[-3000:], file=sys.stderr)
         raise
-    return process, ports
+    return process
 
 
-def start_proxy(
-    stack: contextlib.ExitStack, triton: tritonserver.Ports, directory: Path, log: Path
-) -> tuple[subprocess.Popen[bytes], int, int]:
-    http, grpc = free_port(), free_port()
+def start_converter(stack: contextlib.ExitStack, traces: Path, captures: Path, log: Path) -> subprocess.Popen[bytes]:
+    """The capture converter of Triton's traces in `traces`, writing into `captures`, as the sidecar of a pod runs."""
     command = [
         sys.executable,
         "-m",
-        CAPTURE_MODULE,
-        "--upstream-http",
-        f"127.0.0.1:{triton.http}",
-        "--upstream-grpc",
-        f"127.0.0.1:{triton.grpc}",
-        "--http-port",
-        str(http),
-        "--grpc-port",
-        str(grpc),
+        "scaleml_workloads.capture",
+        "--traces",
+        str(traces),
+        "--directory",
+        str(captures),
+        *capture_options(CAPTURE),
         "--metrics-port",
         "0",
-        "--directory",
-        str(directory),
-        "--sample-rate",
-        str(SAMPLE_RATE),
-        "--format",
-        "parquet",
     ]
     sink = stack.enter_context(log.open("wb"))
-    process = stack.enter_context(
+    return stack.enter_context(
         process_group(subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True))
     )
-    return process, http, grpc
 
 
 def measure(targets: Sequence[Target], args: argparse.Namespace) -> dict[tuple[str, int], Totals]:
@@ -269,51 +276,72 @@ def run_bench(root: Path, args: argparse.Namespace) -> None:
     version_dir = source / str(versions(source)[-1])
     trained = time.monotonic() - started
     card = ModelCard.model_validate_json((version_dir / MODEL_CARD_FILE).read_text())
+    # Volumes of the pod: the model and the converter write into them and, as in a pod, do not create them.
+    traces, captures = root / "traces", root / "captures"
+    traces.mkdir()
+    captures.mkdir()
+    repository, capture_repository = root / "serving", root / "serving-capture"
     runs = [
-        serving_run(source, root, MODEL, {}),
-        serving_run(source, root, PREFERRED_MODEL, {"preferredBatchSizes": PREFERRED_SIZES}),
+        serving_run(source, repository, MODEL, {}),
+        serving_run(source, repository, PREFERRED_MODEL, {"preferredBatchSizes": PREFERRED_SIZES}),
     ]
-    for run in runs:
+    capture_run = serving_run(source, capture_repository, MODEL, {}, traces)
+    for run in (*runs, capture_run):
         if agent.sync(run) is None:
             raise RuntimeError(f"no version to serve in {source}")
     logs = root / "logs"
     logs.mkdir()
-    # The proxy writes into its capture volume and, as in a pod, does not create it.
-    captures = root / "captures"
-    captures.mkdir()
-    captured: tuple[int, int] | None = None
-    capture_log = ""
     if args.torch_threads:
         # Through the environment, the one way into Triton's Python stubs, and alike into the baseline.
         os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)
+    threads = args.torch_threads or None
     with contextlib.ExitStack() as servers:
         process, port = start_baseline(servers, version_dir / TORCHSCRIPT_FILE, logs / "baseline.log")
         baseline = Server(process, logs / "baseline.log", (process.pid,))
-        process, ports = start_triton(servers, root, logs / "triton.log", args.torch_threads or None)
+        ports = triton_ports()
+        process = start_triton(servers, repository, root / "triton-cache", ports, logs / "triton.log", threads)
         triton = Server(process, logs / "triton.log", (process.pid,))
         http, grpc = f"127.0.0.1:{ports.http}", f"127.0.0.1:{ports.grpc}"
-        targets = [
-            Target("baseline http", "http", f"127.0.0.1:{port}", MODEL, None, baseline),
-            Target("triton http", "http", http, MODEL, http, triton),
-            Target("triton http preferred", "http", http, PREFERRED_MODEL, http, triton),
-            Target("triton grpc", "grpc", grpc, MODEL, http, triton),
-        ]
-        with contextlib.ExitStack() as proxy_stack:
-            if capture_available():
-                process, proxy_http, proxy_grpc = start_proxy(proxy_stack, ports, captures, logs / "capture.log")
-                proxy = Server(process, logs / "capture.log", (process.pid, triton.process.pid))
-                targets += [
-                    Target("proxy http", "http", f"127.0.0.1:{proxy_http}", MODEL, http, proxy),
-                    Target("proxy grpc", "grpc", f"127.0.0.1:{proxy_grpc}", MODEL, http, proxy),
-                ]
-            before = {model: triton_stats(http, model) for model in (MODEL, PREFERRED_MODEL)}
+        with contextlib.ExitStack() as capturing:
+            # The converter starts first and, left last, stops after Triton, as in a pod: it then converts
+            # the traces of Triton's last requests, and writes its open capture file.
+            capture_ports = triton_ports()
+            converter = start_converter(capturing, traces, captures, logs / "converter.log")
+            process = start_triton(
+                capturing,
+                capture_repository,
+                root / "triton-cache",
+                capture_ports,
+                logs / "triton-capture.log",
+                threads,
+            )
+            # The converter's CPU is counted with Triton's: capture costs both.
+            captured = Server(process, logs / "triton-capture.log", (process.pid, converter.pid))
+            capture_http, capture_grpc = f"127.0.0.1:{capture_ports.http}", f"127.0.0.1:{capture_ports.grpc}"
+            # Each direct target next to its captured one, so that the two compared meet the same machine.
+            targets = [
+                Target("baseline http", "http", f"127.0.0.1:{port}", MODEL, None, baseline),
+                Target("triton http", "http", http, MODEL, http, triton),
+                Target("capture http", "http", capture_http, MODEL, capture_http, captured),
+                Target("triton http preferred", "http", http, PREFERRED_MODEL, http, triton),
+                Target("triton grpc", "grpc", grpc, MODEL, http, triton),
+                Target("capture grpc", "grpc", capture_grpc, MODEL, capture_http, captured),
+            ]
+            counted = {
+                MODEL: (http, MODEL),
+                PREFERRED_MODEL: (http, PREFERRED_MODEL),
+                f"{MODEL} with capture": (capture_http, MODEL),
+            }
+            before = {label: triton_stats(*where) for label, where in counted.items()}
             ready = time.monotonic() - started - trained
             totals = measure(targets, args)
-            histograms = {model: (triton_stats(http, model) - before[model]).batches for model in before}
-        # After the proxy has stopped: it may hold samples in memory until then.
-        if any(target.name.startswith("proxy") for target in targets):
-            captured = captured_rows(captures)
-            capture_log = (logs / "capture.log").read_text()
+            after = {label: triton_stats(*where) for label, where in counted.items()}
+        # Read once Triton, then the converter, have stopped: the last traces are converted only then.
+        files, rows = captured_rows(captures)
+        converter_log = (logs / "converter.log").read_text()
+    histograms = {label: (after[label] - before[label]).batches for label in counted}
+    # Every request the captured Triton answered, the first answers awaited and the warm-ups included.
+    requests = after[f"{MODEL} with capture"].requests
     print(f"model: {_describe(card)}, trained and exported by the training workload in {trained:.0f} s")
     print(
         f"load: batch-{BATCH} requests back to back from {_either(args.concurrency)} client threads "
@@ -325,24 +353,28 @@ def run_bench(root: Path, args: argparse.Namespace) -> None:
         config = (Path(run.serving_dir) / run.model_name / TRITON_CONFIG_FILE).read_text()
         batching = [line for line in config.splitlines() if line.startswith(("max_batch_size", "dynamic_batching"))]
         print(f"triton config {run.model_name}: python backend, 1 CPU instance, {'; '.join(batching)}")
+    print(
+        f"capture: a second Triton serves the model with capture on; the python-backend model writes 1 request in "
+        f"{trace_rate(CAPTURE.sample_rate)} (sample rate {CAPTURE.sample_rate:g}) as a trace file, and the "
+        f"converter beside it writes {CAPTURE.format} captures"
+    )
     report(targets, totals, args.concurrency, BATCH)
     print("Triton's batch sizes over the whole bench (batch size x executions, most frequent first):")
-    for model, histogram in histograms.items():
+    for label, histogram in histograms.items():
         common = sorted(histogram.items(), key=lambda item: -item[1])[:10]
-        print(f"  {model}: " + ", ".join(f"{size}x{count}" for size, count in common))
-    if captured is None:
-        print(f"capture proxy: not measured, {CAPTURE_MODULE} has no __main__ in this checkout")
-    else:
-        proxied = sum(
-            trial.requests for (name, _), total in totals.items() if name.startswith("proxy") for trial in total.trials
-        )
-        print(
-            f"capture proxy wrote {captured[1]} rows in {captured[0]} parquet files for {proxied} requests "
-            f"(sample rate {SAMPLE_RATE}: about {SAMPLE_RATE * proxied:.0f} expected)"
-        )
-        if not captured[1]:
-            print("the capture proxy's log ends:\n" + capture_log[-2000:])
+        print(f"  {label}: " + ", ".join(f"{size}x{count}" for size, count in common))
+    print(
+        f"the capture converter wrote {rows} rows in {files} {CAPTURE.format} files for {requests} requests "
+        f"(batch-{BATCH}) to Triton with capture: {rows / max(requests, 1):.2%} "
+        f"(sample rate {CAPTURE.sample_rate:g}: about {CAPTURE.sample_rate * requests * BATCH:.0f} expected)"
+    )
+    if converter.returncode != 0 or not rows:
+        print(f"the converter exited with code {converter.returncode}; its log ends:\n" + converter_log[-2000:])
     print(f"bench took {time.monotonic() - started:.0f} s")
+    if args.json:
+        figures: dict[str, Any] = {**capture_figures(totals, args.concurrency)}
+        figures |= {"captured_rows": rows, "capture_requests": requests}
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 def _either(values: Sequence[int]) -> str:
@@ -369,6 +401,9 @@ def main() -> None:
         help="intra-op threads of torch in every server (OMP_NUM_THREADS); 0: torch's default, one per core",
     )
     parser.add_argument("--verbose", action="store_true", help="print each trial as it ends, on stderr")
+    parser.add_argument(
+        "--json", type=Path, metavar="PATH", help="also write the figures of capture over direct Triton as JSON"
+    )
     args = parser.parse_args()
     if args.baseline:
         serve_baseline(args.baseline)

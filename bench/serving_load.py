@@ -52,8 +52,6 @@ class Target:
 class Trial:
     latencies: list[float]
     seconds: float
-    # Sent in the whole trial, warm-up included (what the capture proxy saw).
-    requests: int
     # CPU seconds in the measured window: of this process (the clients), of the target's servers.
     client_cpu: float = 0.0
     server_cpu: float = 0.0
@@ -93,6 +91,8 @@ def requests_of(target: Target, rows: npt.NDArray[np.float32]) -> Callable[[], n
 class TritonStats:
     """A model's counters in Triton so far."""
 
+    # Requests answered, and the batch rows they held.
+    requests: int
     inferences: int
     executions: int
     queue_ns: int
@@ -102,6 +102,7 @@ class TritonStats:
     def __sub__(self, earlier: TritonStats) -> TritonStats:
         batches = {size: count - earlier.batches.get(size, 0) for size, count in self.batches.items()}
         return TritonStats(
+            self.requests - earlier.requests,
             self.inferences - earlier.inferences,
             self.executions - earlier.executions,
             self.queue_ns - earlier.queue_ns,
@@ -112,6 +113,7 @@ class TritonStats:
 def triton_stats(address: str, model: str) -> TritonStats:
     stats = httpclient.InferenceServerClient(address).get_inference_statistics(model)["model_stats"][0]
     return TritonStats(
+        int(stats["inference_stats"]["success"]["count"]),
         int(stats["inference_count"]),
         int(stats["execution_count"]),
         int(stats["inference_stats"]["queue"]["ns"]),
@@ -136,7 +138,6 @@ def load(target: Target, concurrency: int, rows: npt.NDArray[np.float32], warmup
     window: list[float] = []
     opened = threading.Event()
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    sent = [0] * concurrency
     errors: list[BaseException] = []
 
     def open_window() -> None:
@@ -157,7 +158,6 @@ def load(target: Target, concurrency: int, rows: npt.NDArray[np.float32], warmup
             while (started := time.perf_counter()) < end:
                 call()
                 finished = time.perf_counter()
-                sent[index] += 1
                 if begin <= finished <= end:
                     mine.append(finished - started)
         except threading.BrokenBarrierError:
@@ -181,7 +181,7 @@ def load(target: Target, concurrency: int, rows: npt.NDArray[np.float32], warmup
         thread.join()
     if errors:
         raise RuntimeError(f"{target.name} at concurrency {concurrency} failed") from errors[0]
-    trial = Trial([value for mine in latencies for value in mine], seconds, sum(sent))
+    trial = Trial([value for mine in latencies for value in mine], seconds)
     trial.client_cpu, trial.server_cpu = cpu[1][0] - cpu[0][0], cpu[1][1] - cpu[0][1]
     if target.triton and before:
         stats = triton_stats(target.triton, target.model) - before

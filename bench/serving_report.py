@@ -5,10 +5,21 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 from serving_load import Target, Trial
+
+PROTOCOLS: Final = ("http", "grpc")
+# The figures of capture over direct Triton, by protocol, then by concurrency (a string, as in JSON).
+THROUGHPUT_RATIO: Final = "capture_throughput_ratio"
+ADDED_P50: Final = "capture_added_p50_ms"
+ADDED_P99: Final = "capture_added_p99_ms"
+# What capture may cost: this share of the throughput at this many clients, this much p50 at one.
+GOAL_CONCURRENCY: Final = 32
+GOAL_RATIO: Final = 0.95
+GOAL_ADDED_P50_MS: Final = 0.1
 
 
 @dataclass
@@ -51,10 +62,29 @@ class Totals:
         return sum(trial.queue_ns for trial in self.trials) / inferences / 1000 if inferences else None
 
 
+def capture_figures(
+    totals: dict[tuple[str, int], Totals], concurrency: Sequence[int]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Triton with capture on ("capture <protocol>") over Triton alone ("triton <protocol>"): throughput ratio,
+    added p50 and p99 in milliseconds."""
+    figures: dict[str, dict[str, dict[str, float]]] = {
+        name: {protocol: {} for protocol in PROTOCOLS} for name in (THROUGHPUT_RATIO, ADDED_P50, ADDED_P99)
+    }
+    for protocol in PROTOCOLS:
+        for threads in concurrency:
+            direct, captured = totals[f"triton {protocol}", threads], totals[f"capture {protocol}", threads]
+            key = str(threads)
+            figures[THROUGHPUT_RATIO][protocol][key] = round(captured.rate() / direct.rate(), 4)
+            for name, q in ((ADDED_P50, 50), (ADDED_P99, 99)):
+                figures[name][protocol][key] = round(captured.percentile_ms(q) - direct.percentile_ms(q), 4)
+    return figures
+
+
 def report(
     targets: Sequence[Target], totals: dict[tuple[str, int], Totals], concurrency: Sequence[int], rows_per_request: int
 ) -> None:
-    """The table of every target at every concurrency (`rows_per_request` rows each), then ratios between them."""
+    """The table of every target at every concurrency (`rows_per_request` rows each), then ratios between them:
+    Triton over the baseline, and Triton with capture over Triton alone."""
     print()
     print(
         f"{'target':22} {'conc':>4} {'req/s':>8} {'(min-max)':>13} {'rows/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
@@ -73,7 +103,6 @@ def report(
                 f"{f'{client:.0f} + {server:.0f}':>24} {total.busy():5.0%}"
             )
     print()
-    names = {target.name for target in targets}
     for threads in concurrency:
         baseline = totals["baseline http", threads]
         ratios = ", ".join(
@@ -81,22 +110,26 @@ def report(
             for name in ("triton http", "triton http preferred", "triton grpc")
         )
         print(f"throughput vs baseline at concurrency {threads:2d}: {ratios}")
+    figures = capture_figures(totals, concurrency)
     for threads in concurrency:
-        for protocol in ("http", "grpc"):
-            if f"proxy {protocol}" not in names:
-                continue
-            direct, proxied = totals[f"triton {protocol}", threads], totals[f"proxy {protocol}", threads]
-            overhead = [
-                f"p{q} {proxied.percentile_ms(q) - direct.percentile_ms(q):+.2f} ms "
-                f"(x{proxied.percentile_ms(q) / direct.percentile_ms(q):.2f})"
-                for q in (50, 99)
-            ]
+        for protocol in PROTOCOLS:
+            key = str(threads)
             print(
-                f"capture proxy over triton {protocol} at concurrency {threads:2d}: {', '.join(overhead)}, "
-                f"throughput x{proxied.rate() / direct.rate():.2f}"
+                f"capture over triton {protocol} at concurrency {threads:2d}: "
+                f"throughput x{figures[THROUGHPUT_RATIO][protocol][key]:.3f}, "
+                f"p50 {figures[ADDED_P50][protocol][key]:+.3f} ms, p99 {figures[ADDED_P99][protocol][key]:+.3f} ms"
+            )
+    if GOAL_CONCURRENCY in concurrency and 1 in concurrency:
+        for protocol in PROTOCOLS:
+            ratio = figures[THROUGHPUT_RATIO][protocol][str(GOAL_CONCURRENCY)]
+            added = figures[ADDED_P50][protocol]["1"]
+            met = ratio >= GOAL_RATIO and added < GOAL_ADDED_P50_MS
+            print(
+                f"capture goal over {protocol} (x{GOAL_RATIO} of the throughput at {GOAL_CONCURRENCY} clients, under "
+                f"{GOAL_ADDED_P50_MS} ms added p50 at 1): {'met' if met else 'missed'} (x{ratio:.3f}, {added:+.3f} ms)"
             )
     print(
         "(mean batch: Triton's inference_count / execution_count in each target's trials; queue us: Triton's "
-        "queue time per request; cpu: of this process's client threads, and of the server processes (the proxy "
-        "and Triton with its Python stubs); busy: of all CPUs, by both)"
+        "queue time per request; cpu: of this process's client threads, and of the server processes (Triton with "
+        "its Python stubs, and for capture the converter too); busy: of all CPUs, by both)"
     )
