@@ -106,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "--workload-image",
         default=os.environ.get("SCALEML_WORKLOAD_IMAGE", DEFAULT_WORKLOAD_IMAGE),
-        help="Image of training pods, model agents, capture proxies and monitors, where a spec names none "
+        help="Image of training pods, model agents, capture converters and monitors, where a spec names none "
         "(env SCALEML_WORKLOAD_IMAGE).",
     )
     operator.add_argument(

@@ -1,7 +1,7 @@
 """The demo's story: apply the YAML, train, serve, send calm traffic, shift it, catch the drift, retrain, roll.
 
 It trains a classifier on scikit-learn's breast cancer data (it ships inside the package: nothing
-is downloaded), serves it with Triton behind the capture proxy, and sends traffic with tritonclient:
+is downloaded), serves it with Triton capturing every request, and sends traffic with tritonclient:
 rows of the data set, resampled, with a little noise. Then the traffic shifts (a new scanner
 measures the size features 40% larger) and a newly labelled training set of shifted rows arrives;
 the drift monitor catches the shift, its retraining policy creates a TrainingJob, and the
@@ -265,7 +265,7 @@ class Demo:
                 endpoint = deployment["status"]["endpoints"]["grpc"]
                 profile_path = self.state.volume("models") / NAME / str(first) / PROFILE_FILE
                 profile = DataProfile.model_validate_json(profile_path.read_text())
-                self.view.say(f"serving version {first}; traffic through the capture proxy at {endpoint}")
+                self.view.say(f"serving version {first}; traffic to Triton at {endpoint}, every request captured")
                 self.traffic = Traffic(
                     endpoint,
                     NAME,

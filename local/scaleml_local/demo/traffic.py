@@ -1,4 +1,4 @@
-"""The demo's clients: requests drawn from labelled rows, sent through the capture proxy, each answer scored."""
+"""The demo's clients: requests drawn from labelled rows, sent to Triton, each answer scored."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def pool(profile: DataProfile, table: pa.Table, *, shifted: bool) -> Pool:
 
 
 class Traffic(threading.Thread):
-    """Clients calling the capture proxy over gRPC at a steady rate.
+    """Clients calling Triton over gRPC at a steady rate.
 
     Counts answers by version, failures, and right answers by version and traffic.
     """

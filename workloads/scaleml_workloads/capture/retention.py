@@ -1,7 +1,7 @@
-"""Retention of captured requests: what the capture proxy deletes from its captures directory.
+"""Retention of captured requests: what the capture converter deletes from its captures directory.
 
 Captured inputs and outputs are user data, kept no longer than a ModelDeployment's
-`spec.capture.retention` says. Every capture proxy sweeps the whole directory (pods that share
+`spec.capture.retention` says. Every capture converter sweeps the whole directory (pods that share
 the volume sweep each other's files too; whoever deletes a file first wins):
 
 - a complete file whose first row (the time in its name) is older than `max_age` is deleted, so

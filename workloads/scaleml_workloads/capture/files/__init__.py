@@ -1,4 +1,4 @@
-"""Capture files: what the capture proxy writes and the drift monitor reads.
+"""Capture files: what the capture converter writes and the drift monitor reads.
 
 A captures directory (the volume of a ModelDeployment's `spec.capture`) holds complete files named
 
@@ -16,7 +16,7 @@ One row per row of a captured request's batch (the first dimension of its tensor
 the requests were sampled:
 
     column           Parquet type                         meaning
-    timestamp        double                               when the proxy received the request, epoch seconds
+    timestamp        double                               when Triton received the request, epoch seconds
     model            string                               the model that answered
     model_version    string                               its version
     request_id       string                               the request's `id`, empty unless the capture
