@@ -275,6 +275,23 @@ def test_an_unwritable_volume_or_a_dead_converter_fails_no_request(every_request
     assert _rows(directory) == 20
 
 
+def test_a_trace_volume_that_refuses_files_fails_no_request(exported_model: Path, tmp_path: Path) -> None:
+    root = tmp_path / "triton"
+    root.mkdir()
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    capture = {"enabled": True, "volumeClaim": "captures", "sampleRate": 1.0}
+    run = serving_run(exported_model, root, {"capture": capture}, tracesDir=str(blocker / "traces"))
+    with triton(run, root) as server:
+        for n in range(20):
+            batch = feature_batch(n % 4 + 1, seed=n)
+            answer = infer_grpc(server.grpc, batch) if n % 2 else infer_http(server.http, batch)
+            assert answer.shape == (len(batch), 2)
+        # The model's thread tries, fails and says so once, in Triton's log.
+        wait_for(lambda: "cannot write capture traces" in server.log.read_text(), timeout=15, message="the error")
+    assert server.log.read_text().count("cannot write capture traces") == 1
+
+
 # --- every datatype, through a real Triton --------------------------------------------------------
 
 ECHO_CONFIG = """name: "echo"

@@ -19,6 +19,7 @@ is counted (`metrics`) and logged, at once for each kind of failure and then at 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import re
@@ -83,6 +84,11 @@ class TraceDirectory:
         return [entry for _, entry in sorted(found, key=lambda item: item[0])]
 
 
+# What a python-backend model that writes its own traces has lost, per process: {"queue_full": n, "write_error": n}.
+MODEL_COUNTS_GLOB: Final = ".model-*.json"
+_MODEL_REASONS: Final = {"queue_full": "queue_full", "write_error": "trace_write_error"}
+
+
 class TraceConverter:
     """Turns the trace files in `traces` into capture files through `files`; `run` until `stop` is set.
 
@@ -106,6 +112,7 @@ class TraceConverter:
         self.request_ids = request_ids
         self.retention = retention
         self._log = _ThrottledLog()
+        self._model_counts: dict[str, dict[str, int]] = {}
 
     def run(self, stop: threading.Event) -> None:
         """Converts until `stop` is set, then what is left (Triton has stopped by then), and writes the open file."""
@@ -143,7 +150,23 @@ class TraceConverter:
                 # Triton may still be writing it, and writes the later ones after it.
                 break
             self._convert_file(path, status.st_size)
+        self._count_model_losses()
         self._account(self.files.rotate_if_due())
+
+    def _count_model_losses(self) -> None:
+        """Adds what python-backend models lost since the last look to the drop counts (their counts only grow)."""
+        for path in self.traces.directory.glob(MODEL_COUNTS_GLOB):
+            try:
+                counts = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            seen = self._model_counts.setdefault(path.name, {})
+            for key, reason in _MODEL_REASONS.items():
+                value = counts.get(key, 0) if isinstance(counts, dict) else 0
+                if isinstance(value, int) and value > seen.get(key, 0):
+                    metrics.SAMPLES_DROPPED.labels(reason).inc(value - seen.get(key, 0))
+                    self._log.warning(reason, f"the model lost {value} sampled requests ({reason}), by {path.name}")
+                    seen[key] = value
 
     def sweep(self) -> None:
         if self.retention is None:

@@ -10,7 +10,7 @@ from typing import Final
 
 from prometheus_client import Counter
 
-DROP_REASONS: Final = ("write_error", "undecodable")
+DROP_REASONS: Final = ("write_error", "undecodable", "queue_full", "trace_write_error")
 TRACE_FILE_DROP_REASONS: Final = ("too_large", "backlog", "unreadable")
 DELETE_REASONS: Final = ("max_age", "max_bytes")
 UNTRACED_DATATYPES: Final = ("FP16", "BF16")
@@ -25,9 +25,10 @@ ROWS_WRITTEN: Final = Counter(
 )
 SAMPLES_DROPPED: Final = Counter(
     "scaleml_capture_samples_dropped_total",
-    "Traced inferences not written, by reason: write_error (the volume refused the file: full, read-only, no "
-    "permission), undecodable (the trace could not be read as tensors: malformed, cut off, or a layout a capture "
-    "file cannot hold).",
+    "Sampled inferences not written, by reason: write_error (the volume refused the capture file: full, "
+    "read-only, no permission), undecodable (the trace could not be read as tensors: malformed, cut off, or a "
+    "layout a capture file cannot hold); and, counted by a python-backend model that writes its own traces, "
+    "queue_full (its writer thread fell behind) and trace_write_error (the trace volume refused the file).",
     ["reason"],
 )
 TRACE_FILES_DROPPED: Final = Counter(

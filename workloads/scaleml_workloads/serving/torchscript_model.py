@@ -45,7 +45,9 @@ _GATHER_SECONDS = 0.1
 class _Traces:
     """One request in every `rate`, written as a trace file into `directory` by a thread of its own.
 
-    At most _QUEUED sampled requests wait for the thread; more are not captured.
+    At most _QUEUED sampled requests wait for the thread; more are not captured. What is lost (not
+    queued, or not written) is counted in `.model-<pid>.json` beside the traces, for the converter's
+    metrics (MODEL_COUNTS_GLOB in scaleml_workloads.capture.converter).
     """
 
     def __init__(self, directory: str, rate: int, model: str, version: str) -> None:
@@ -54,7 +56,8 @@ class _Traces:
         self.model = model
         self.version = version
         self.count = 0
-        self.failed = False
+        self.lost = {"queue_full": 0, "write_error": 0}
+        self._reported = dict(self.lost)
         self._queue: queue.Queue[tuple[int, str, int, dict[str, Any], dict[str, Any]]] = queue.Queue(_QUEUED)
         threading.Thread(target=self._run, name="capture-traces", daemon=True).start()
 
@@ -64,8 +67,10 @@ class _Traces:
         if self.count % self.rate == 0:
             # Copies: a request's inputs live in shared memory that Triton reuses once it is answered.
             copied = ({name: array.copy() for name, array in tensors.items()} for tensors in (inputs, outputs))
-            with contextlib.suppress(queue.Full):
+            try:
                 self._queue.put_nowait((self.count, request_id, started_ns, next(copied), next(copied)))
+            except queue.Full:
+                self.lost["queue_full"] += 1
 
     def _run(self) -> None:
         while True:
@@ -74,7 +79,11 @@ class _Traces:
             with contextlib.suppress(queue.Empty):
                 while len(waiting) < _QUEUED:
                     waiting.append(self._queue.get_nowait())
-            self._write([entry for sampled in waiting for entry in self._entries(*sampled)])
+            if not self._write([entry for sampled in waiting for entry in self._entries(*sampled)]):
+                self.lost["write_error"] += len(waiting)
+            if self.lost != self._reported:
+                self._reported = dict(self.lost)
+                self._write_atomically(f".model-{os.getpid()}.json", json.dumps(self._reported))
             time.sleep(_GATHER_SECONDS)
 
     def _entries(
@@ -100,18 +109,22 @@ class _Traces:
                 )
         return entries
 
-    def _write(self, entries: list[str]) -> None:
-        # Named as Triton names its trace files, unique across the instances of the model, and complete
-        # before it appears under that name.
+    def _write(self, entries: list[str]) -> bool:
+        # Named as Triton names its trace files, unique across the instances of the model.
         index = time.monotonic_ns() * 100 + os.getpid() % 100
-        temporary = self.directory / f".trace.json.{index}"
+        return self._write_atomically(f"trace.json.{index}", "[" + ",".join(entries) + "]")
+
+    def _write_atomically(self, name: str, text: str) -> bool:
+        """Writes a file, complete before it appears under its name; False (the first error logged) when it cannot."""
+        temporary = self.directory / f".{name}.tmp"
         try:
-            temporary.write_text("[" + ",".join(entries) + "]")
-            temporary.rename(self.directory / f"trace.json.{index}")
+            temporary.write_text(text)
+            temporary.rename(self.directory / name)
         except OSError as error:
-            if not self.failed:
+            if not any(self._reported.values()) and not any(self.lost.values()):
                 print(f"cannot write capture traces to {self.directory}: {error}", file=sys.stderr)
-                self.failed = True
+            return False
+        return True
 
 
 def _parameter(config: dict[str, Any], key: str) -> str:
