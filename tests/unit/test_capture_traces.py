@@ -165,7 +165,7 @@ def test_a_file_cut_off_by_a_dying_triton_yields_its_whole_traces() -> None:
     whole = trace_file(churn(1), churn(2))
     cut = whole[: whole.rindex(b'"activity":"TENSOR_BACKEND_OUTPUT"') + 10]
 
-    read = read_trace_file(cut, _wall, complete=False)
+    read = read_trace_file(cut, _wall)
 
     assert len(read.samples) == 1, "the second trace lost its output: it is not a sample"
     assert read.unreadable == {2: "cut off at the end of an incomplete file"}

@@ -65,28 +65,28 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    triton = parser.add_argument_group("Triton's trace files")
-    triton.add_argument(
+    traces = parser.add_argument_group("Triton's trace files")
+    traces.add_argument(
         "--traces",
         type=Path,
         default=Path(TRACE_DIR),
         metavar="DIR",
         help="where Triton writes its trace files (its --trace-config triton,file) (default: %(default)s)",
     )
-    triton.add_argument(
+    traces.add_argument(
         "--trace-file",
         default=TRACE_FILE,
         metavar="NAME",
         help="the name of Triton's trace file in that directory; it writes NAME.0, NAME.1, ... (default: %(default)s)",
     )
-    triton.add_argument(
+    traces.add_argument(
         "--max-trace-file-mib",
         type=positive_int,
         default=64,
         metavar="MIB",
         help="trace files larger than this are deleted unread, and counted (default: %(default)s)",
     )
-    triton.add_argument(
+    traces.add_argument(
         "--max-backlog-mib",
         type=positive_int,
         default=256,

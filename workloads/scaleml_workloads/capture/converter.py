@@ -1,7 +1,8 @@
 """The capture converter: Triton's trace files in, capture files out, never in the way of a request.
 
-Triton traces its sampled requests itself (`runtime.trace_options`) and writes each finished
-trace at once to `<trace file>.<index>` in a directory of the pod. The converter, a sidecar:
+Triton traces its sampled requests (`runtime.trace_options`), or a python-backend model writes the
+same traces itself (`serving/torchscript_model.py`), into `<trace file>.<index>` in a directory of
+the pod. The converter, a sidecar:
 
 - reads each trace file once it has not changed for SETTLE_SECONDS (Triton writes one in a go),
   in the order Triton wrote them, turns its traces into samples (`traces`), hands them to the
@@ -205,19 +206,16 @@ class TraceConverter:
         except OSError as error:
             self._drop(path, "unreadable", str(error))
             return
-        complete = data.rstrip().endswith(b"]")
-        if not complete:
-            self._log.warning(
-                "incomplete", f"{path} was cut off (Triton stopped while writing it): reading what it holds"
-            )
         offset = time.time_ns() - time.monotonic_ns()
         try:
-            read = read_trace_file(data, lambda ns: (ns + offset) / 1e9, self.request_ids, complete)
+            read = read_trace_file(data, lambda ns: (ns + offset) / 1e9, self.request_ids)
         # Whatever a trace file holds, it costs its own samples and never the converter.
         except Exception as error:
             self._drop(path, "unreadable", f"{type(error).__name__}: {error}")
             return
         self._remove(path)
+        if not read.complete:
+            self._log.warning("incomplete", f"{path} was cut off (Triton stopped while writing it): read what it held")
         if read.unreadable:
             metrics.SAMPLES_DROPPED.labels("undecodable").inc(len(read.unreadable))
             trace_id, why = next(iter(read.unreadable.items()))

@@ -1,8 +1,9 @@
 """Triton's trace files, read as capture samples.
 
 With `--trace-config level=TIMESTAMPS --trace-config level=TENSORS` Triton traces one request in
-every `rate` and writes each batch of finished traces as one JSON array, `<file>.<index>`. Three
-kinds of entry matter here, all keyed by the trace's `id`:
+every `rate` and writes finished traces as one JSON array, `<file>.<index>`; a python-backend model
+ScaleML exports writes the same form itself. Three kinds of entry matter here, all keyed by the
+trace's `id`:
 
     {"id":1,"model_name":"churn","model_version":1,"request_id":"r-7"}
     {"id":1,"timestamps":[{"name":"HTTP_RECV_START","ns":32604533203021}]}
@@ -10,8 +11,8 @@ kinds of entry matter here, all keyed by the trace's `id`:
 
 `TENSOR_QUEUE_INPUT` holds a request's inputs as Triton received them, `TENSOR_BACKEND_OUTPUT` the
 outputs of its response; timestamps are Triton's monotonic clock in nanoseconds, and a sample's
-time is its REQUEST_START. A trace with a
-`parent_id` is a composing model's part of another request (an ensemble step) and is not a sample.
+time is its REQUEST_START. A trace with a `parent_id` is a composing model's part of another
+request (an ensemble step) and is not a sample.
 
 Triton prints tensor data as text, which is where this reader is careful:
 
@@ -86,28 +87,28 @@ class TraceFile:
     """What one trace file held: its samples, in the order Triton finished them, and what could not become one.
 
     `unreadable` maps each trace that was dropped to why; `untraced` counts tensors left out of
-    their samples by datatype (FP16 and BF16, which Triton does not print).
+    their samples by datatype (FP16 and BF16, which Triton does not print). A file that is not
+    `complete` was cut off (by a Triton that died while writing it).
     """
 
+    complete: bool = True
     samples: list[Sample] = field(default_factory=list)
     unreadable: dict[int, str] = field(default_factory=dict)
     untraced: Counter[str] = field(default_factory=Counter)
 
 
-def read_trace_file(
-    data: bytes, wall_time: Callable[[int], float], request_ids: bool = False, complete: bool = True
-) -> TraceFile:
+def read_trace_file(data: bytes, wall_time: Callable[[int], float], request_ids: bool = False) -> TraceFile:
     """The samples of one trace file's `data`.
 
     `wall_time` turns Triton's monotonic nanoseconds into epoch seconds. Request ids are kept (at
-    most MAX_ID_CHARS) only with `request_ids`. A file that is not `complete` (cut off by a Triton
-    that died while writing it) yields the traces whose entries are all there.
+    most MAX_ID_CHARS) only with `request_ids`. A file cut off before its closing bracket yields the
+    traces whose entries are all there.
     """
     traces: dict[int, _Trace] = {}
     body = data.strip()
     if body.startswith(b"["):
         body = body[1:]
-    complete = complete and body.endswith(b"]")
+    complete = body.endswith(b"]")
     if not complete:
         # Whatever follows the last whole entry was cut off: end the text where that entry ends.
         cut = body.rfind(b',{"id":')
@@ -121,7 +122,7 @@ def read_trace_file(
     if not complete and traces:
         # Traces are written whole, one after the other: only the last can be missing entries.
         traces[next(reversed(traces))].broken = "cut off at the end of an incomplete file"
-    result = TraceFile()
+    result = TraceFile(complete)
     for trace_id, trace in traces.items():
         if trace.child:
             continue
@@ -157,14 +158,14 @@ def _read_entry(body: bytes, position: int, traces: dict[int, _Trace]) -> int:
     """Reads the entry at `position` into its trace; returns where the entry ends."""
     if match := _TENSOR.match(body, position):
         trace = traces.setdefault(int(match[1]), _Trace())
-        activity, name, data, shape_text, datatype = match[2], match[3], match[4], match[5], match[6]
-        if datatype.decode() in UNTRACED:
-            trace.untraced.append(datatype.decode())
+        activity, name, data, shape_text, datatype = match[2], match[3], match[4], match[5], match[6].decode()
+        if datatype in UNTRACED:
+            trace.untraced.append(datatype)
         elif activity in (INPUT_ACTIVITY, OUTPUT_ACTIVITY):
             tensors = trace.inputs if activity == INPUT_ACTIVITY else trace.outputs
             shape = tuple(int(dim) for dim in shape_text.split(b",")) if shape_text else ()
             try:
-                tensor = _tensor(name.decode(), datatype.decode(), data, shape)
+                tensor = _tensor(name.decode(), datatype, data, shape)
             except (UnreadableError, UnicodeDecodeError) as error:
                 trace.broken = trace.broken or f"tensor {name.decode(errors='replace')}: {error}"
             else:

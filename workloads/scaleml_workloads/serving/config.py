@@ -12,7 +12,7 @@ from typing import Final, Literal
 
 from scaleml_api.profile import TensorSpec
 from scaleml_api.repository import ONNX_FILE, TORCHSCRIPT_FILE, TRITON_PYTHON_MODEL_FILE
-from scaleml_api.runtime import TRACE_DIR, trace_rate
+from scaleml_api.runtime import TRACE_DIR, trace_rate, traced_by_triton
 from scaleml_api.v1alpha1.modeldeployment import Backend, Batching, ModelDeploymentSpec
 
 # The model file Triton loads from a version directory, per backend.
@@ -99,7 +99,7 @@ def deployment_config(
     A python-backend model with capture on writes the traces of its sampled requests itself, into
     `traces_dir`: Triton's tracer is off for it (runtime.traced_by_triton).
     """
-    writes_traces = spec.capture.enabled and spec.backend == "python"
+    writes_traces = spec.capture.enabled and not traced_by_triton(spec)
     return ModelConfig(
         name=model_name,
         backend=spec.backend,

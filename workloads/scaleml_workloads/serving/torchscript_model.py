@@ -58,6 +58,7 @@ class _Traces:
         self.count = 0
         self.lost = {"queue_full": 0, "write_error": 0}
         self._reported = dict(self.lost)
+        self._warned = False
         self._queue: queue.Queue[tuple[int, str, int, dict[str, Any], dict[str, Any]]] = queue.Queue(_QUEUED)
         threading.Thread(target=self._run, name="capture-traces", daemon=True).start()
 
@@ -65,10 +66,8 @@ class _Traces:
         """Counts a request, and hands it to the thread if it is the one in `rate`; never waits."""
         self.count += 1
         if self.count % self.rate == 0:
-            # Copies: a request's inputs live in shared memory that Triton reuses once it is answered.
-            copied = ({name: array.copy() for name, array in tensors.items()} for tensors in (inputs, outputs))
             try:
-                self._queue.put_nowait((self.count, request_id, started_ns, next(copied), next(copied)))
+                self._queue.put_nowait((self.count, request_id, started_ns, _copies(inputs), _copies(outputs)))
             except queue.Full:
                 self.lost["queue_full"] += 1
 
@@ -114,6 +113,7 @@ class _Traces:
         index = time.monotonic_ns() * 100 + os.getpid() % 100
         return self._write_atomically(f"trace.json.{index}", "[" + ",".join(entries) + "]")
 
+    # Not scaleml_workloads.atomic: this file runs in Triton's image, where no ScaleML package is.
     def _write_atomically(self, name: str, text: str) -> bool:
         """Writes a file, complete before it appears under its name; False (the first error logged) when it cannot."""
         temporary = self.directory / f".{name}.tmp"
@@ -121,10 +121,16 @@ class _Traces:
             temporary.write_text(text)
             temporary.rename(self.directory / name)
         except OSError as error:
-            if not any(self._reported.values()) and not any(self.lost.values()):
+            if not self._warned:
                 print(f"cannot write capture traces to {self.directory}: {error}", file=sys.stderr)
+                self._warned = True
             return False
         return True
+
+
+def _copies(tensors: dict[str, Any]) -> dict[str, Any]:
+    """Copies of a request's arrays: its inputs live in shared memory that Triton reuses once it is answered."""
+    return {name: array.copy() for name, array in tensors.items()}
 
 
 def _parameter(config: dict[str, Any], key: str) -> str:
