@@ -39,7 +39,7 @@ from scaleml_workloads.capture.traces import read_trace_file
 log = logging.getLogger(__name__)
 
 # A trace file unchanged for this long is complete: Triton writes each in one go, in milliseconds.
-SETTLE_SECONDS: Final = 1.0
+SETTLE_SECONDS: Final = 0.5
 # How often the retention is applied: files are deleted within this long of being due.
 RETENTION_SECONDS: Final = 30.0
 _POLL_SECONDS: Final = 0.5
