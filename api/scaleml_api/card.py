@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from scaleml_api.base import ApiModel
+from scaleml_api.evaluation import Evaluation
 from scaleml_api.profile import Calibration, TensorSpec
 from scaleml_api.v1alpha1.architectures import Architecture
 from scaleml_api.v1alpha1.trainingjob import Hyperparameters
@@ -97,6 +98,12 @@ class ModelCard(ApiModel):
     export_seconds: float
     torch_version: str
     python_version: str
+    intended_use: str = Field(default="", description="What the model is for and not for (spec.evaluation).")
+    evaluation: Evaluation | None = Field(
+        default=None,
+        description="Metrics overall and per group of each sensitive feature, the gaps, and earlier versions on "
+        "the same rows; None without validation rows.",
+    )
 
 
 class CardTensors(ApiModel):

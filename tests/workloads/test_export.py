@@ -98,7 +98,7 @@ def test_exported_formats_compute_what_the_trained_model_computes(
     data = load_run_data(run)
     result = train(run, data, process_group, ProgressReporter(None, leader=True, metrics_port=0))
 
-    version = export_result(run, data, result, process_group)
+    version, _ = export_result(run, data, result, process_group)
 
     # Rows the export did not trace with, in a batch of another size; the table has missing values.
     inputs = torch.from_numpy(data.features[-20:])

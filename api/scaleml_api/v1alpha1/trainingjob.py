@@ -19,6 +19,7 @@ from scaleml_api.base import (
     not_above,
 )
 from scaleml_api.conditions import CREATING, Conditions, Vocabulary
+from scaleml_api.evaluation import EvaluationSummary
 from scaleml_api.kind import AGE_COLUMN, PHASE_COLUMN, Kind, PrinterColumn
 from scaleml_api.v1alpha1.architectures import Architecture, parse_params
 from scaleml_api.v1alpha1.pods import EnvList, PodMetadata, Scheduling
@@ -229,6 +230,50 @@ class RunPolicy(ApiModel):
     suspend: bool = Field(default=False, description="Suspend the job: running pods are stopped, none are created.")
 
 
+class EvaluationSpec(ApiModel):
+    """How a trained version is evaluated before it is exported, beyond the validation metric.
+
+    Every version gets its overall metrics and, for maxRegression, the metrics of the previous
+    versions on its validation rows; `sensitiveFeatures` adds a per-group audit of each.
+    """
+
+    sensitive_features: list[ColumnName] = Field(
+        default=[],
+        max_length=8,
+        description="Columns (or 1-D npz arrays) whose groups are audited: the task metric per group with a "
+        "bootstrap interval and, for classification, the demographic parity difference, equal opportunity "
+        "difference and disparate impact ratio. A column that is not among the features is read for the audit "
+        "only, never fed to the model. Each value is a group (at most 100 per column: bin a numeric column first).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    positive_label: Annotated[str, StringConstraints(max_length=256)] = Field(
+        default="",
+        description="Classification: the label of the favourable outcome the fairness measures count, as the "
+        'target holds it (e.g. "1", "true", "approved"). Empty: the second of two classes in sorted order; '
+        "a model with more classes then gets per-group metrics but no fairness measures.",
+    )
+    min_group_size: int = Field(
+        default=30,
+        ge=1,
+        le=1_000_000,
+        description="Fewest validation rows a group needs to be judged: smaller groups are reported as too small "
+        "and left out of the gaps (and so out of the gates).",
+    )
+    bootstrap_samples: int = Field(
+        default=200, ge=0, le=10_000, description="Resamples for the 95% intervals of the per-group metrics; 0: none."
+    )
+    compare_versions: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="How many of the model's previous versions (the newest) are evaluated on this version's "
+        "validation rows, for the ModelDeployment's maxRegression gate.",
+    )
+    intended_use: Annotated[str, StringConstraints(max_length=4096)] = Field(
+        default="", description="What the model is for and what it must not be used for, for the model card."
+    )
+
+
 class TrainingJobSpec(ApiModel):
     """The desired training run."""
 
@@ -243,6 +288,9 @@ class TrainingJobSpec(ApiModel):
     elastic: ElasticPolicy | None = Field(default=None, description="Elastic membership; absent: fixed size.")
     checkpoint: CheckpointSpec | None = Field(default=None, description="Checkpointing; absent: none.")
     output: OutputSpec = Field(description="Where the trained model is exported.")
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec, description="Per-group audit and comparison with earlier versions."
+    )
     run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Retries, deadlines and suspension.")
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Node selection and queueing.")
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata, description="Extra labels and annotations.")
@@ -261,6 +309,12 @@ class TrainingJobSpec(ApiModel):
             message="fp16 mixed precision needs GPUs (resources.gpusPerWorker > 0); use bf16 on CPU",
             check=lambda s: s.precision != "fp16" or s.resources.gpus_per_worker > 0,
             field_path=".precision",
+        ),
+        Rule(
+            cel="!self.evaluation.sensitiveFeatures.exists(f, f == self.data.target)",
+            message="evaluation.sensitiveFeatures must not name the target column",
+            check=lambda s: s.data.target not in s.evaluation.sensitive_features,
+            field_path=".evaluation.sensitiveFeatures",
         ),
     )
 
@@ -290,6 +344,11 @@ class TrainingJobStatus(ApiModel):
     progress: Progress | None = Field(default=None, description="Training progress.")
     restarts: int | None = Field(default=None, ge=0, description="Times the process group restarted.")
     model_version: int | None = Field(default=None, ge=1, description="Version directory written on success.")
+    evaluation: EvaluationSummary | None = Field(
+        default=None,
+        description="The exported version's evaluation, written with modelVersion: metrics, per-group gaps and "
+        "earlier versions on the same rows (the model card has every group).",
+    )
     gpu_hours: float | None = Field(default=None, ge=0.0, description="GPU time used so far, in hours.")
     start_time: datetime | None = Field(default=None, description="When the first worker started.")
     completion_time: datetime | None = Field(default=None, description="When the job finished.")

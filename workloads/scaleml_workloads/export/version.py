@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from scaleml_api.card import Label, ModelCard, TrainingSummary
+from scaleml_api.evaluation import Evaluation
 from scaleml_api.profile import DataProfile, TensorSpec, TritonDataType
 from scaleml_api.repository import (
     LABELS_FILE,
@@ -54,6 +55,8 @@ def export_version(
     training: TrainingSummary,
     labels: Sequence[Label],
     profile: DataProfile,
+    evaluation: Evaluation | None = None,
+    intended_use: str = "",
 ) -> int:
     """Write `model` as version N = highest + 1 of `<root>/<model_name>/` and return N.
 
@@ -94,6 +97,8 @@ def export_version(
             export_seconds=round(time.monotonic() - started, 3),
             torch_version=torch.__version__,
             python_version=platform.python_version(),
+            intended_use=intended_use,
+            evaluation=evaluation,
         )
         (staging / MODEL_CARD_FILE).write_text(card.model_dump_json(by_alias=True, indent=2))
         default_config = ModelConfig(name=model_name, backend="pytorch", inputs=inputs, outputs=outputs)

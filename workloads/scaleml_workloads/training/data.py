@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
@@ -64,6 +64,8 @@ class TrainingData:
     # Classification: the original label of each class index. Empty for regression.
     labels: tuple[Label, ...]
     target_name: str
+    # Per sensitive feature (spec.evaluation), each row's group as text: read for the audit only.
+    groups: Mapping[str, npt.NDArray[np.str_]] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -83,14 +85,17 @@ def load_run_data(run: TrainingRun) -> TrainingData:
     spec = run.spec
     params = parse_params(spec.model.architecture, spec.model.params)
     vocab_size = params.vocab_size if isinstance(params, TransformerParams) else 0
-    return load_data(Path(run.data_dir), spec.data, spec.model.task, vocab_size=vocab_size)
+    sensitive = spec.evaluation.sensitive_features
+    return load_data(Path(run.data_dir), spec.data, spec.model.task, vocab_size=vocab_size, sensitive=sensitive)
 
 
-def load_data(data_dir: Path, spec: DataSpec, task: Task, *, vocab_size: int = 0) -> TrainingData:
+def load_data(
+    data_dir: Path, spec: DataSpec, task: Task, *, vocab_size: int = 0, sensitive: Sequence[str] = ()
+) -> TrainingData:
     """Read `<data_dir>/<spec.source>` and check it against `spec.checks`.
 
     `vocab_size > 0` means the model embeds token ids: the npz features must then be integers in
-    [0, vocab_size).
+    [0, vocab_size). `sensitive` names columns (or 1-D arrays) read as groups for the audit.
     """
     path = data_dir / spec.source.lstrip("/")
     if not path.is_file():
@@ -98,24 +103,50 @@ def load_data(data_dir: Path, spec: DataSpec, task: Task, *, vocab_size: int = 0
     if path.stat().st_size == 0:
         raise InvalidInputError(f"data file {path} is empty")
     if spec.format == "npz":
-        features, names, categories, target, target_missing = _read_npz(path, spec, vocab_size)
+        features, names, categories, target, target_missing, groups = _read_npz(path, spec, vocab_size, sensitive)
     else:
-        features, names, categories, target, target_missing = _read_table(path, spec)
+        features, names, categories, target, target_missing, groups = _read_table(path, spec, sensitive)
     rows = features.shape[0]
     if rows < spec.checks.min_rows:
         raise InvalidInputError(f"data file {path} has {rows} rows, fewer than checks.minRows={spec.checks.min_rows}")
     keep = ~target_missing
     if not keep.all():
         features, target = features[keep], target[keep]
+        groups = {name: values[keep] for name, values in groups.items()}
     if task == "classification":
         labels, codes = _classes(path, spec.target, target)
-        return TrainingData(path, features, codes, names, categories, labels, spec.target)
+        return TrainingData(path, features, codes, names, categories, labels, spec.target, groups)
     if target.dtype.kind not in "biuf":
         raise InvalidInputError(
             f"target column '{spec.target}' in {path} has dtype {target.dtype}; regression needs a numeric target"
         )
     _check_float32(path, {spec.target: target}, "target column")
-    return TrainingData(path, features, target.astype(np.float32), names, categories, (), spec.target)
+    return TrainingData(path, features, target.astype(np.float32), names, categories, (), spec.target, groups)
+
+
+# A group per distinct value: beyond this many, a column is a measurement to bin, not a set of groups.
+MAX_GROUPS: Final = 100
+MISSING_GROUP: Final = "(missing)"
+
+
+def group_labels(path: Path, name: str, values: npt.NDArray[np.generic]) -> npt.NDArray[np.str_]:
+    """Each row's group of the sensitive column `name`: its value as text, MISSING_GROUP where absent."""
+    if values.ndim != 1:
+        raise InvalidInputError(
+            f"sensitive feature '{name}' in {path} has shape {values.shape}; it must be one value per row"
+        )
+    missing = _missing(values)
+    if values.dtype.kind == "f" and not missing.all() and np.all(np.mod(values[~missing], 1) == 0):
+        values = np.where(missing, 0, values).astype(np.int64)
+    text = np.array(["true" if v is True else "false" if v is False else str(v) for v in values.tolist()], dtype=str)
+    text = np.where(missing, MISSING_GROUP, text)
+    distinct = np.unique(text)
+    if len(distinct) > MAX_GROUPS:
+        raise InvalidInputError(
+            f"sensitive feature '{name}' in {path} has {len(distinct)} distinct values, more than {MAX_GROUPS} groups; "
+            "bin it into a column of groups (e.g. age bands) and name that one in evaluation.sensitiveFeatures"
+        )
+    return text
 
 
 _FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
@@ -171,12 +202,19 @@ _Columns = tuple[
     dict[str, tuple[str, ...]],
     npt.NDArray[np.generic],
     npt.NDArray[np.bool_],
+    dict[str, npt.NDArray[np.str_]],
 ]
 
 
-def _requested(path: Path, spec: DataSpec, available: Sequence[str], kind: str) -> list[str]:
-    """The feature names, after checking that they and the target exist."""
-    features = list(spec.features) or [name for name in available if name != spec.target]
+def _requested(
+    path: Path, spec: DataSpec, available: Sequence[str], kind: str, sensitive: Sequence[str] = ()
+) -> list[str]:
+    """The feature names, after checking that they, the target and the sensitive features exist.
+
+    Without spec.features, every column but the target is a feature, except sensitive ones: a
+    column named for the audit only is never fed to the model unless spec.features lists it.
+    """
+    features = list(spec.features) or [name for name in available if name not in (spec.target, *sensitive)]
     listing = f"available {kind}s: {', '.join(available) or '(none)'}"
     if spec.target not in available:
         raise InvalidInputError(f"target {kind} '{spec.target}' not found in {path}; {listing}")
@@ -184,6 +222,10 @@ def _requested(path: Path, spec: DataSpec, available: Sequence[str], kind: str) 
     if missing:
         quoted = ", ".join(f"'{name}'" for name in missing)
         raise InvalidInputError(f"feature {kind}s {quoted} not found in {path}; {listing}")
+    absent = [name for name in sensitive if name not in available]
+    if absent:
+        quoted = ", ".join(f"'{name}'" for name in absent)
+        raise InvalidInputError(f"evaluation.sensitiveFeatures {quoted} not found in {path}; {listing}")
     if not features:
         raise InvalidInputError(f"{path} has no feature {kind}s besides the target '{spec.target}'")
     return features
@@ -201,16 +243,17 @@ def _check_missing(path: Path, spec: DataSpec, fractions: Mapping[str, float]) -
         raise InvalidInputError(f"{path}: {'; '.join(problems)}")
 
 
-def _read_table(path: Path, spec: DataSpec) -> _Columns:
+def _read_table(path: Path, spec: DataSpec, sensitive: Sequence[str]) -> _Columns:
     try:
         if spec.format == "csv":
             table = pacsv.read_csv(path)
             available = table.column_names
         else:
             available = pq.read_schema(path).names
-        features = _requested(path, spec, available, "column")
+        features = _requested(path, spec, available, "column", sensitive)
         if spec.format == "parquet":
-            table = pq.read_table(path, columns=[*features, spec.target])
+            extra = [name for name in sensitive if name not in (*features, spec.target)]
+            table = pq.read_table(path, columns=[*features, spec.target, *extra])
     except (pa.ArrowException, OSError) as error:
         raise InvalidInputError(f"cannot read {spec.format} file {path}: {error}") from None
     if table.num_rows == 0:
@@ -240,7 +283,15 @@ def _read_table(path: Path, spec: DataSpec) -> _Columns:
     fractions = {name: float(np.isnan(values).mean()) for name, values in zip(features, columns, strict=True)}
     fractions[spec.target] = float(target_missing.mean())
     _check_missing(path, spec, fractions)
-    return np.stack(columns, axis=1), tuple(features), categories, target, target_missing
+    groups = {name: group_labels(path, name, _plain(table.column(name))) for name in sensitive}
+    return np.stack(columns, axis=1), tuple(features), categories, target, target_missing, groups
+
+
+def _plain(column: pa.ChunkedArray) -> npt.NDArray[np.generic]:
+    """A column's values as numpy, nulls as None (or NaN), dictionaries decoded."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    return column.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
 
 
 def is_numeric(kind: pa.DataType) -> bool:
@@ -273,11 +324,12 @@ def _missing(values: npt.NDArray[np.generic]) -> npt.NDArray[np.bool_]:
     return np.zeros(len(values), dtype=np.bool_)
 
 
-def _read_npz(path: Path, spec: DataSpec, vocab_size: int) -> _Columns:
+def _read_npz(path: Path, spec: DataSpec, vocab_size: int, sensitive: Sequence[str]) -> _Columns:
     try:
         with np.load(path, allow_pickle=False) as archive:
-            features = _requested(path, spec, list(archive.files), "array")
+            features = _requested(path, spec, list(archive.files), "array", sensitive)
             arrays = {name: archive[name] for name in [*features, spec.target]}
+            audited = {name: archive[name] for name in sensitive}
     except (OSError, ValueError, EOFError) as error:
         raise InvalidInputError(f"cannot read npz file {path}: {error}") from None
     target = arrays.pop(spec.target)
@@ -296,6 +348,13 @@ def _read_npz(path: Path, spec: DataSpec, vocab_size: int) -> _Columns:
             )
         if array.dtype.kind not in "biuf":
             raise InvalidInputError(f"feature array '{name}' in {path} has dtype {array.dtype}; it must be numeric")
+    for name, array in audited.items():
+        if array.shape[:1] != (rows,):
+            raise InvalidInputError(
+                f"sensitive feature array '{name}' in {path} has shape {array.shape}; it must hold one value for "
+                f"each of the {rows} rows of the target"
+            )
+    groups = {name: group_labels(path, name, array) for name, array in audited.items()}
     target_missing = _missing(target)
     fractions = {
         name: float(np.isnan(array).mean()) if array.dtype.kind == "f" else 0.0 for name, array in arrays.items()
@@ -304,14 +363,14 @@ def _read_npz(path: Path, spec: DataSpec, vocab_size: int) -> _Columns:
     _check_missing(path, spec, fractions)
     _check_float32(path, arrays, "feature array")
     if vocab_size > 0:
-        return (*_token_ids(path, arrays, vocab_size), {}, target, target_missing)
+        return (*_token_ids(path, arrays, vocab_size), {}, target, target_missing, groups)
     if len(arrays) == 1:
         ((name, array),) = arrays.items()
         values = array.astype(np.float32)
         if values.ndim == 1:
-            return values[:, None], (name,), {}, target, target_missing
+            return values[:, None], (name,), {}, target, target_missing, groups
         names = tuple(f"{name}[{index}]" for index in range(values.shape[1])) if values.ndim == 2 else (name,)
-        return values, names, {}, target, target_missing
+        return values, names, {}, target, target_missing, groups
     not_columns = [name for name, array in arrays.items() if array.ndim != 1]
     if not_columns:
         raise InvalidInputError(
@@ -319,7 +378,7 @@ def _read_npz(path: Path, spec: DataSpec, vocab_size: int) -> _Columns:
             "several feature arrays are combined as columns, so each must be 1-D (or name a single array)"
         )
     values = np.stack([array.astype(np.float32) for array in arrays.values()], axis=1)
-    return values, tuple(arrays), {}, target, target_missing
+    return values, tuple(arrays), {}, target, target_missing, groups
 
 
 def _token_ids(

@@ -11,17 +11,22 @@ import numpy as np
 import torch
 
 from scaleml_api.card import DataSummary, EpochMetrics, Metrics, TrainingSummary
+from scaleml_api.evaluation import Evaluation, EvaluationSummary
 from scaleml_api.runtime import TrainingRun
 from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.export.formats import INPUT_NAME
 from scaleml_workloads.export.version import export_version, tensor_spec
 from scaleml_workloads.kubeapi import status_sink
 from scaleml_workloads.training import distributed
+from scaleml_workloads.training.baselines import baselines
 from scaleml_workloads.training.calibration import validation_calibration
 from scaleml_workloads.training.config import checkpoint_directory
 from scaleml_workloads.training.data import TrainingData, file_sha256, split_rows
 from scaleml_workloads.training.distributed import Topology
+from scaleml_workloads.training.errors import InvalidInputError
+from scaleml_workloads.training.evaluation import evaluate, positive_index
 from scaleml_workloads.training.importance import with_importance
+from scaleml_workloads.training.inference import predict
 from scaleml_workloads.training.loop import TrainingResult, train
 from scaleml_workloads.training.models import build_model, warm_start
 from scaleml_workloads.training.profile import profile_data
@@ -38,6 +43,11 @@ _EXAMPLE_ROWS = 8
 def check(run: TrainingRun, data: TrainingData) -> None:
     """What else can fail on bad input before training, once the data is read: the model and its warm start."""
     train_rows, _ = split_rows(data.rows, run.spec.data.validation_split, run.spec.hyperparameters.seed)
+    if run.spec.model.task == "classification":
+        try:
+            positive_index(data.labels, run.spec.evaluation.positive_label)
+        except ValueError as error:
+            raise InvalidInputError(str(error)) from None
     model = build_model(run.spec.model, data, train_rows)
     warm_start(model, run.spec.model, Path(run.output_dir), run.spec.output.model_name)
 
@@ -86,9 +96,9 @@ def run_job(run: TrainingRun, data: TrainingData) -> int | None:
         failure: BaseException | None = None
         if topology.leader:
             try:
-                version = export_result(run, data, result, topology)
+                version, evaluation = export_result(run, data, result, topology)
                 _record_export(run, version)
-                reporter.finish(version)
+                reporter.finish(version, evaluation)
             except BaseException as error:  # re-raised below, once every rank has met
                 failure = error
         # Every rank leaves the group together, after the export: a rank that tears the group down
@@ -101,8 +111,39 @@ def run_job(run: TrainingRun, data: TrainingData) -> int | None:
         distributed.leave()
 
 
-def export_result(run: TrainingRun, data: TrainingData, result: TrainingResult, topology: Topology) -> int:
-    """Export the trained model with its model card and the data's reference profile; returns the version."""
+def evaluation_of(
+    run: TrainingRun, data: TrainingData, result: TrainingResult, device: torch.device
+) -> Evaluation | None:
+    """The trained model's evaluation on the validation rows, with the earlier versions on the same rows.
+
+    None without validation rows: there is nothing to judge the model on.
+    """
+    spec, rows = run.spec, result.validation_rows
+    if not len(rows):
+        return None
+    outputs = predict(result.model, torch.from_numpy(data.features[rows]), device).numpy()
+    groups = {name: values[rows] for name, values in data.groups.items()}
+    evaluation = evaluate(
+        spec.model.task,
+        data.target[rows],
+        outputs,
+        data.labels,
+        groups,
+        spec.evaluation,
+        seed=spec.hyperparameters.seed,
+    )
+    model_dir = Path(run.output_dir) / spec.output.model_name
+    earlier = baselines(model_dir, spec.evaluation.compare_versions, data, rows, evaluation.positive_label, device)
+    return evaluation.model_copy(update={"baselines": earlier})
+
+
+def export_result(
+    run: TrainingRun, data: TrainingData, result: TrainingResult, topology: Topology
+) -> tuple[int, EvaluationSummary | None]:
+    """Export the trained model with its model card, evaluation and the data's reference profile.
+
+    Returns the version and the evaluation's summary for the status.
+    """
     spec = run.spec
     rows = np.arange(max(2, min(_EXAMPLE_ROWS, data.rows))) % data.rows
     example = torch.from_numpy(data.features[rows])
@@ -164,7 +205,8 @@ def export_result(run: TrainingRun, data: TrainingData, result: TrainingResult, 
         finished=result.finished,
         training_seconds=round(result.seconds, 3),
     )
-    return export_version(
+    evaluation = evaluation_of(run, data, result, device)
+    version = export_version(
         Path(run.output_dir),
         spec.output.model_name,
         result.model,
@@ -173,4 +215,7 @@ def export_result(run: TrainingRun, data: TrainingData, result: TrainingResult, 
         training=training,
         labels=data.labels,
         profile=profile,
+        evaluation=evaluation,
+        intended_use=spec.evaluation.intended_use,
     )
+    return version, EvaluationSummary.of(evaluation) if evaluation is not None else None

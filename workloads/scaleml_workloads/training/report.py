@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from prometheus_client import Gauge, Histogram, start_http_server
 
+from scaleml_api.evaluation import EvaluationSummary
 from scaleml_workloads.kubeapi import StatusSink
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,14 @@ EPOCH = Gauge("scaleml_training_epoch", "Current epoch, from 0.")
 LOSS = Gauge("scaleml_training_loss", "Training loss, mean since the previous report.")
 VALIDATION_METRIC = Gauge("scaleml_training_validation_metric", "Accuracy or RMSE on the validation rows.")
 SAMPLES_PER_SECOND = Gauge("scaleml_training_samples_per_second", "Training samples per second over the group.")
+EVALUATION_METRIC = Gauge(
+    "scaleml_training_evaluation_metric", "The exported version's task metrics on the validation rows.", ["metric"]
+)
+FAIRNESS_GAP = Gauge(
+    "scaleml_training_fairness_gap",
+    "Per sensitive feature, the exported version's gaps between judged groups (and the disparate impact ratio).",
+    ["feature", "measure"],
+)
 CHECKPOINT_SECONDS = Histogram(
     "scaleml_training_checkpoint_seconds",
     "Time to write a checkpoint.",
@@ -106,8 +115,28 @@ class ProgressReporter:
         if self.leader:
             CHECKPOINT_SECONDS.observe(seconds)
 
-    def finish(self, model_version: int) -> None:
-        """Report the exported version and flush what is queued."""
+    def finish(self, model_version: int, evaluation: EvaluationSummary | None = None) -> None:
+        """Report the exported version with its evaluation, in one write, and flush what is queued.
+
+        One write: a ModelDeployment's gates never see the version without the evaluation they judge.
+        """
+        if evaluation is not None and self.leader:
+            for name, value in evaluation.metrics.items():
+                if value is not None:
+                    EVALUATION_METRIC.labels(name).set(value)
+            for gaps in evaluation.fairness:
+                measures = {
+                    "metricGap": gaps.metric_gap,
+                    "demographicParityDifference": gaps.demographic_parity_difference,
+                    "equalOpportunityDifference": gaps.equal_opportunity_difference,
+                    "disparateImpactRatio": gaps.disparate_impact_ratio,
+                }
+                for measure, gap in measures.items():
+                    if gap is not None:
+                        FAIRNESS_GAP.labels(gaps.feature, measure).set(gap)
         if self.patcher is not None:
-            self.patcher.patch({"modelVersion": model_version})
+            patch: dict[str, Any] = {"modelVersion": model_version}
+            if evaluation is not None:
+                patch["evaluation"] = evaluation.to_wire()
+            self.patcher.patch(patch)
             self.patcher.close()
