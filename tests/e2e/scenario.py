@@ -20,9 +20,13 @@ def training_job(kubectl: Kubectl, namespace: str, name: str = "churn", **change
     wait_for(lambda: (kubectl.find("trainingjob", name, namespace) or {}).get("status", {}).get("phase"), 60)
 
 
-def export(kubectl: Kubectl, namespace: str, version: int, job: str = "churn") -> None:
-    """What a trainer pod does at the end of a run: patch modelVersion, as the ServiceAccount the operator gave it."""
-    patch_status(kubectl, "trainingjob", job, namespace, {"modelVersion": version}, f"{job}-trainer")
+def export(
+    kubectl: Kubectl, namespace: str, version: int, job: str = "churn", evaluation: dict[str, Any] | None = None
+) -> None:
+    """What a trainer pod does at the end of a run: patch modelVersion (with its evaluation, if given), as the
+    ServiceAccount the operator gave it."""
+    reported: dict[str, Any] = {"modelVersion": version, **({"evaluation": evaluation} if evaluation else {})}
+    patch_status(kubectl, "trainingjob", job, namespace, reported, f"{job}-trainer")
 
 
 def patch_status(

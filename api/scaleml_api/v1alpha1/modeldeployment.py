@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
@@ -237,6 +238,78 @@ class Capture(ApiModel):
     )
 
 
+class GroupGaps(ApiModel):
+    """The largest gaps between the judged groups of any sensitive feature that a version may show."""
+
+    metric_gap: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Best minus worst group on the evaluation's metric (accuracy or rmse), in its units.",
+    )
+    demographic_parity_difference: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Largest minus smallest selection rate between groups."
+    )
+    equal_opportunity_difference: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Largest minus smallest true-positive rate between groups."
+    )
+
+
+class Gates(ApiModel):
+    """What a new version must show, in its TrainingJob's evaluation, to be rolled out.
+
+    A version that fails one is held back: the served version stays, status.candidateVersion names
+    the held one and the Promoted condition says which gate failed with its numbers. Annotating the
+    ModelDeployment `scaleml.dev/promote=<version>` serves that candidate anyway (recorded in status).
+    """
+
+    metric: Literal["", "accuracy", "f1", "auc", "mae", "rmse"] = Field(
+        default="",
+        description="The metric minMetric, maxMetric, maxRegression and maxGroupGap.metricGap judge: accuracy, f1, "
+        "auc, mae or rmse; empty: the evaluation's own (accuracy for classification, rmse for regression).",
+    )
+    min_metric: float | None = Field(default=None, description="The least the metric may be (for accuracy, f1, auc).")
+    max_metric: float | None = Field(default=None, description="The most the metric may be (for mae, rmse).")
+    max_regression: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="How much worse than the served version the new one may be, in the metric's units, both "
+        "measured on the new version's validation rows (the served version must be among the ones its "
+        "TrainingJob compared: evaluation.compareVersions).",
+    )
+    max_group_gap: GroupGaps | None = Field(default=None, description="Largest gaps between groups, per measure.")
+    min_disparate_impact_ratio: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Least ratio of the smallest to the largest selection rate between groups (0.8: four-fifths).",
+    )
+    require_evaluation: bool = Field(
+        default=True,
+        description="A version whose evaluation lacks a number a gate needs (no evaluation, no sensitive feature, "
+        "the served version not compared) fails that gate; false: such a gate is skipped, and the condition "
+        "says so.",
+    )
+
+    rules = (
+        Rule(
+            cel="!has(self.minMetric) || !has(self.maxMetric) || self.minMetric <= self.maxMetric",
+            message="minMetric must not be above maxMetric",
+            check=lambda g: g.min_metric is None or g.max_metric is None or g.min_metric <= g.max_metric,
+            field_path=".minMetric",
+        ),
+    )
+
+
+class Promotion(ApiModel):
+    """Which new versions are served: all (no gates), or those that pass the gates."""
+
+    gates: Gates | None = Field(
+        default=None,
+        description="Gates a new version must pass to be rolled out; absent: every new version rolls out. They do not "
+        "apply to a pinned model.version, which is served as asked.",
+    )
+
+
 class ModelDeploymentSpec(ApiModel):
     """The desired serving setup."""
 
@@ -255,6 +328,7 @@ class ModelDeploymentSpec(ApiModel):
     )
     autoscaling: Autoscaling | None = Field(default=None, description="Autoscaling; absent: fixed replicas.")
     capture: Capture = Field(default_factory=Capture, description="Request capture for drift monitoring.")
+    promotion: Promotion = Field(default_factory=Promotion, description="Gates that keep a worse version out.")
 
     rules = (
         Rule(
@@ -272,11 +346,20 @@ class ModelDeploymentSpec(ApiModel):
             check=lambda s: not s.capture.enabled or s.backend != "python" or s.model.repository is None,
             field_path=".capture.enabled",
         ),
+        # Gates judge a version by its TrainingJob's evaluation; a repository's versions have none.
+        Rule(
+            cel="!has(self.promotion.gates) || self.model.fromTrainingJob != ''",
+            message="promotion.gates judge versions a TrainingJob exports: they need model.fromTrainingJob",
+            check=lambda s: s.promotion.gates is None or s.model.from_training_job != "",
+            field_path=".promotion.gates",
+        ),
     )
 
 
 # On the Triton Deployment and its pod template: the model version the pods serve.
 MODEL_VERSION_ANNOTATION: Final = "scaleml.dev/model-version"
+# On a ModelDeployment: serve this version although it failed the promotion gates (audited in status).
+PROMOTE_ANNOTATION: Final = "scaleml.dev/promote"
 # The Triton container of a serving pod, whose failures say why a model does not load.
 TRITON_CONTAINER: Final = "triton"
 
@@ -291,6 +374,14 @@ class Endpoints(ApiModel):
     grpc: str = Field(default="", description="KServe v2 gRPC endpoint.")
 
 
+class Override(ApiModel):
+    """A version served by the promote annotation although it failed a gate."""
+
+    version: int = Field(ge=1, description="The version the annotation promoted.")
+    time: datetime = Field(description="When the operator first served it on the annotation's word.")
+    failed: str = Field(default="", description="What the gates said of it.")
+
+
 class ModelDeploymentStatus(ApiModel):
     """The observed state of a ModelDeployment."""
 
@@ -300,6 +391,10 @@ class ModelDeploymentStatus(ApiModel):
     replicas: int | None = Field(default=None, ge=0, description="Triton pods that exist.")
     ready_replicas: int | None = Field(default=None, ge=0, description="Triton pods that are ready.")
     served_version: int | None = Field(default=None, ge=1, description="Model version being served.")
+    candidate_version: int | None = Field(
+        default=None, ge=1, description="The newest version, when the promotion gates hold it back; else absent."
+    )
+    override: Override | None = Field(default=None, description="The last version promoted by the annotation.")
     endpoints: Endpoints | None = Field(default=None, description="Where to send inference requests.")
     selector: str | None = Field(default=None, description="Label selector of the pods (for the scale subresource).")
 
@@ -315,6 +410,7 @@ MODEL_DEPLOYMENT = Kind(
         PHASE_COLUMN,
         PrinterColumn("Model", ".spec.model.fromTrainingJob", description="Source TrainingJob."),
         PrinterColumn("Served", ".status.servedVersion", "integer", "Model version being served."),
+        PrinterColumn("Held", ".status.candidateVersion", "integer", "Newest version, held back by a gate."),
         PrinterColumn("Ready", ".status.readyReplicas", "integer", "Ready Triton pods."),
         PrinterColumn("Replicas", ".status.replicas", "integer", "Triton pods."),
         AGE_COLUMN,
@@ -328,6 +424,9 @@ VOCABULARY: Final = Vocabulary(MODEL_DEPLOYMENT.kind)
 
 PROGRESSING: Final = VOCABULARY.condition("Progressing", "A rollout is under way; the message says what it waits for.")
 DEGRADED: Final = VOCABULARY.condition("Degraded", "Triton fails on some or all replicas; the message has its log.")
+PROMOTED: Final = VOCABULARY.condition(
+    "Promoted", "The newest version passed the promotion gates (or was promoted by hand) and is the one to serve."
+)
 
 TRAINING_JOB_NOT_FOUND: Final = VOCABULARY.reason(
     "TrainingJobNotFound",
@@ -356,6 +455,22 @@ PROGRESS_DEADLINE_EXCEEDED: Final = VOCABULARY.reason(
 FAILED_CREATE: Final = VOCABULARY.reason(
     "FailedCreate", "The Deployment cannot create pods (its ReplicaFailure reason is passed on).", on=(DEGRADED, READY)
 )
+GATES_PASSED: Final = VOCABULARY.reason(
+    "GatesPassed", "The newest version passed every gate; the message has the numbers.", on=(PROMOTED,)
+)
+GATE_FAILED: Final = VOCABULARY.reason(
+    "GateFailed",
+    "The newest version failed a gate and is held back; the message names the gate and the numbers.",
+    on=(PROMOTED, READY, PROGRESSING),
+)
+NOT_GATED: Final = VOCABULARY.reason(
+    "NotGated",
+    "No gates (spec.promotion.gates absent), a pinned version or a repository (served as asked), or no version yet.",
+    on=(PROMOTED,),
+)
+PROMOTED_BY_ANNOTATION: Final = VOCABULARY.reason(
+    "PromotedByAnnotation", "The newest version failed a gate but the promote annotation names it.", on=(PROMOTED,)
+)
 SCALED_TO_ZERO: Final = VOCABULARY.reason("ScaledToZero", "The Deployment is scaled to zero replicas.", on=(READY,))
 NO_READY_REPLICA: Final = VOCABULARY.reason("NoReadyReplica", "No replica is ready yet.", on=(READY,))
 REPLICAS_READY: Final = VOCABULARY.reason(
@@ -364,6 +479,12 @@ REPLICAS_READY: Final = VOCABULARY.reason(
 
 MODEL_VERSION_SERVED: Final = VOCABULARY.event(
     "ModelVersionServed", "Normal", "Every ready replica serves a new version."
+)
+VERSION_HELD_BACK: Final = VOCABULARY.event(
+    "VersionHeldBack", "Warning", "A new version failed a promotion gate; the served version stays."
+)
+VERSION_PROMOTED_BY_HAND: Final = VOCABULARY.event(
+    "VersionPromotedByAnnotation", "Warning", "A version that failed a gate is served on the promote annotation."
 )
 MODEL_DEPLOYMENT_READY: Final = VOCABULARY.event("ModelDeploymentReady", "Normal", "The phase became Ready.")
 for _failure in (MODEL_LOAD_FAILED, SERVER_CRASHING, PROGRESS_DEADLINE_EXCEEDED, FAILED_CREATE):

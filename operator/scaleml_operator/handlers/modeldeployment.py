@@ -7,9 +7,16 @@ from typing import Any
 import kopf
 
 from scaleml_api.v1alpha1 import MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_api.v1alpha1.modeldeployment import PROMOTE_ANNOTATION
 from scaleml_operator.handlers.loop import refresh_soon
 from scaleml_operator.handlers.metrics import instrumented
-from scaleml_operator.reconcile.modeldeployment import EXPORTS_INDEX, OWNER_LABEL, RECONCILER, SERVING_SELECTOR
+from scaleml_operator.reconcile.modeldeployment import (
+    EVALUATIONS_INDEX,
+    EXPORTS_INDEX,
+    OWNER_LABEL,
+    RECONCILER,
+    SERVING_SELECTOR,
+)
 
 # (namespace, claim, model) -> the versions TrainingJobs exported into that model directory.
 Exports = kopf.Index[tuple[str, str, str], int]
@@ -29,6 +36,18 @@ async def exported_versions(
     return {(namespace or "", output.get("volumeClaim", ""), output.get("modelName", "")): version}
 
 
+@kopf.index(*TRAINING_JOB.group_version, id=EVALUATIONS_INDEX)
+async def version_evaluations(
+    namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[Any, Any] | None:
+    """The evaluation each exported version was written with, which the promotion gates judge."""
+    version, evaluation = status.get("modelVersion"), status.get("evaluation")
+    output = spec.get("output") or {}
+    if not isinstance(version, int) or not evaluation:
+        return None
+    return {(namespace or "", output.get("volumeClaim", ""), output.get("modelName", ""), version): evaluation}
+
+
 @kopf.index(*MODEL_DEPLOYMENT.group_version, id="training_job_followers")
 async def training_job_followers(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[str, str] | None:
     return {namespace or "": name} if (spec.get("model") or {}).get("fromTrainingJob") else None
@@ -42,6 +61,18 @@ async def training_job_followers(namespace: str | None, name: str, spec: kopf.Sp
 async def child_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     # A deleted Deployment is stale too: it comes back.
     refresh_soon(RECONCILER, labels[OWNER_LABEL], namespace, memo, kwargs)
+
+
+def _promotes_held_version(annotations: kopf.Annotations, status: kopf.Status, **_: Any) -> bool:
+    held = status.get("candidateVersion")
+    return held is not None and annotations.get(PROMOTE_ANNOTATION, "").strip() == str(held)
+
+
+# An annotation changes no generation, so the reconcile of the spec does not see it: this does.
+@kopf.on.event(*MODEL_DEPLOYMENT.group_version, when=_promotes_held_version, id="promote-annotation")
+@instrumented(MODEL_DEPLOYMENT.kind)
+async def promote_annotated(name: str, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    refresh_soon(RECONCILER, name, namespace, memo, kwargs)
 
 
 @kopf.on.event(*TRAINING_JOB.group_version, when=lambda status, **_: bool(status.get("modelVersion")), id="new-version")

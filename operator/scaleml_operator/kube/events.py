@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import Counter
 
 from scaleml_operator.kube.apply import FIELD_MANAGER, NamespaceTerminatingError, RejectedError, create
 from scaleml_operator.status.acceptance import event_message
@@ -22,6 +23,12 @@ from scaleml_operator.status.conditions import Event
 log = logging.getLogger(__name__)
 
 NAME_PREFIX: Final = "scaleml-"
+# Alerts key on these: a version held back by a gate, a failed job, a refused retraining.
+WARNINGS = Counter(
+    "scaleml_operator_warning_events_total",
+    "Warning Events the operator posted, by the kind of the object and the Event's reason.",
+    ["kind", "reason"],
+)
 
 
 def event_body(involved: Mapping[str, Any], event: Event, now: datetime, instance: str) -> dict[str, Any]:
@@ -62,6 +69,8 @@ def post(involved: Mapping[str, Any], events: Iterable[Event]) -> None:
         meta = involved["metadata"]
         # The operator's log at INFO is these lines: what changed for a user, one line per transition.
         log.info("%s %s/%s: %s: %s", involved["kind"], meta["namespace"], meta["name"], event.reason, body["message"])
+        if event.type == "Warning":
+            WARNINGS.labels(involved["kind"], event.reason).inc()
         try:
             create(body)
         except NamespaceTerminatingError:

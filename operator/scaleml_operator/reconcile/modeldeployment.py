@@ -14,52 +14,93 @@ from typing import Any, Final
 
 from scaleml_api.conditions import Waiting
 from scaleml_api.v1alpha1 import MODEL_DEPLOYMENT, TRAINING_JOB
-from scaleml_api.v1alpha1.modeldeployment import MODEL_VERSION_ANNOTATION, ModelDeploymentSpec
+from scaleml_api.v1alpha1.modeldeployment import (
+    GATE_FAILED,
+    MODEL_VERSION_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    ModelDeploymentSpec,
+)
 from scaleml_operator.builders import modeldeployment as build
 from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
 from scaleml_operator.status import modeldeployment as status
+from scaleml_operator.status.promotion import Promotion, evaluation_of, promote
 
 OWNER_LABEL: Final = "scaleml.dev/modeldeployment"
 SERVING_SELECTOR: Final = {"app.kubernetes.io/name": build.COMPONENT, "app.kubernetes.io/managed-by": MANAGED_BY}
 # The kopf index of the versions TrainingJobs exported: (namespace, claim, model) -> versions.
 EXPORTS_INDEX: Final = "exported_versions"
+# The kopf index of each exported version's evaluation: (namespace, claim, model, version) -> status.evaluation.
+EVALUATIONS_INDEX: Final = "version_evaluations"
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """Where the model comes from (or why there is none yet), the Deployment as it runs, and its pods."""
+    """Where the model comes from (or why there is none yet), the Deployment as it runs, its pods, and
+    what the promotion gates said of the newest version."""
 
     source: build.ModelSource | Waiting
     deployment: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]]
+    promotion: Promotion | None = None
 
 
 def selector(name: str) -> str:
     return ",".join(f"{key}={value}" for key, value in {**SERVING_SELECTOR, OWNER_LABEL: name}.items())
 
 
-def _source(spec: ModelDeploymentSpec, namespace: str, indexes: Mapping[str, Any]) -> build.ModelSource | Waiting:
+def served_version(deployment: Mapping[str, Any] | None, status: Mapping[str, Any]) -> int | None:
+    """The version the Deployment is built for (its annotation), else the one the status last recorded."""
+    annotated = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(MODEL_VERSION_ANNOTATION, "")
+    if annotated.isdigit():
+        return int(annotated)
+    recorded = status.get("servedVersion")
+    return recorded if isinstance(recorded, int) else None
+
+
+def _source(
+    spec: ModelDeploymentSpec,
+    parent: Mapping[str, Any],
+    deployment: Mapping[str, Any] | None,
+    indexes: Mapping[str, Any],
+) -> tuple[build.ModelSource | Waiting, Promotion | None]:
+    namespace = parent["metadata"].get("namespace", "")
     if spec.model.repository is not None:
-        return build.resolve_source(spec, None, None)
+        return build.resolve_source(spec, None, None), None
     training_job = cache.one(indexes, cache.PARENTS[TRAINING_JOB.kind], (namespace, spec.model.from_training_job))
     exported: Mapping[tuple[str, str, str], Iterable[int]] = indexes[EXPORTS_INDEX]
-    newest = None
-    if training_job is not None:
-        output = training_job["spec"]["output"]
-        newest = max(exported.get((namespace, output["volumeClaim"], output["modelName"]), ()), default=None)
-    return build.resolve_source(spec, training_job, newest)
+    if training_job is None:
+        return build.resolve_source(spec, None, None), None
+    output = training_job["spec"]["output"]
+    model = (namespace, output["volumeClaim"], output["modelName"])
+    newest = max(exported.get(model, ()), default=None)
+    own = (training_job.get("status") or {}).get("modelVersion")
+    newest = max(filter(None, (own, newest)), default=None)
+    if isinstance(spec.model.version, int):
+        return build.resolve_source(spec, training_job, newest), None
+    status = parent.get("status") or {}
+    evaluations = indexes[EVALUATIONS_INDEX].get((*model, newest), ())
+    annotation = (parent["metadata"].get("annotations") or {}).get(PROMOTE_ANNOTATION, "")
+    overridden = (status.get("override") or {}).get("version")
+    served = served_version(deployment, status)
+    evaluation = next((evaluation_of({"evaluation": found}) for found in evaluations), None)
+    promotion = promote(spec.promotion.gates, newest, served, evaluation, annotation, overridden)
+    if promotion.version is None:
+        waiting = Waiting(GATE_FAILED, promotion.message) if promotion.candidate is not None else None
+        return waiting or build.resolve_source(spec, training_job, None), promotion
+    # Not resolve_source's newest: a held version is newer than the one to serve.
+    return build.ModelSource(output["volumeClaim"], output["modelName"], promotion.version), promotion
 
 
 def read(owner: Owner, spec: ModelDeploymentSpec, parent: Mapping[str, Any], context: Context) -> Inputs:
-    source = _source(spec, owner.namespace, context.indexes)
     deployment = cache.one(
         context.indexes, cache.SERVING_DEPLOYMENTS, (owner.namespace, build.deployment_name(owner.name))
     )
+    source, promotion = _source(spec, parent, deployment, context.indexes)
     pods = cache.every(context.indexes, cache.SERVING_PODS, (owner.namespace, owner.name)) if deployment else []
-    return Inputs(source, deployment, pods)
+    return Inputs(source, deployment, pods, promotion)
 
 
 def children(owner: Owner, spec: ModelDeploymentSpec, inputs: Inputs, config: OperatorConfig) -> Children:
@@ -94,6 +135,7 @@ def observed(
         pods=inputs.pods,
         waiting=source if isinstance(source, Waiting) else None,
         version=None if isinstance(source, Waiting) else source.version,
+        promotion=inputs.promotion,
         endpoints=build.endpoints(owner),
         selector=selector(owner.name),
         generation=generation,

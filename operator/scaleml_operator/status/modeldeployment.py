@@ -9,23 +9,29 @@ from typing import Any, Final
 from scaleml_api.conditions import CREATING, READY, Waiting
 from scaleml_api.v1alpha1.modeldeployment import (
     DEGRADED,
+    GATE_FAILED,
     MODEL_DEPLOYMENT_READY,
     MODEL_LOAD_FAILED,
     MODEL_VERSION_ANNOTATION,
     MODEL_VERSION_SERVED,
     NO_FAILURE,
     NO_READY_REPLICA,
+    NOT_GATED,
     PROGRESS_DEADLINE_EXCEEDED,
     PROGRESSING,
+    PROMOTED,
     REPLICAS_READY,
     ROLLOUT_COMPLETE,
     ROLLOUT_IN_PROGRESS,
     SCALED_TO_ZERO,
     SERVER_CRASHING,
     TRITON_CONTAINER,
+    VERSION_HELD_BACK,
+    VERSION_PROMOTED_BY_HAND,
 )
 from scaleml_operator.status.acceptance import applied_events
 from scaleml_operator.status.conditions import Conditions, Event, find_condition
+from scaleml_operator.status.promotion import Promotion
 
 # Enough of Triton's log to say why a model did not load, short enough for a condition.
 MAX_REASON_CHARS: Final = 2000
@@ -35,6 +41,12 @@ def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event
     """The Events to post when a ModelDeployment's status moves from `previous` to `status`."""
     phase = status.get("phase")
     posted = applied_events(previous, status)
+    held = status.get("candidateVersion")
+    if held and held != previous.get("candidateVersion"):
+        posted.append(Event("Warning", VERSION_HELD_BACK, _condition(status, PROMOTED).get("message", "")))
+    override = status.get("override") or {}
+    if override.get("version") and override.get("version") != (previous.get("override") or {}).get("version"):
+        posted.append(Event("Warning", VERSION_PROMOTED_BY_HAND, _condition(status, PROMOTED).get("message", "")))
     version = status.get("servedVersion")
     if version and version != previous.get("servedVersion"):
         posted.append(Event("Normal", MODEL_VERSION_SERVED, f"Every ready replica serves model version {version}."))
@@ -93,6 +105,28 @@ def _rollout(deployment: Mapping[str, Any], version: int | None) -> tuple[bool, 
     return True, f"{available} replica(s) up to date and available."
 
 
+def _promotion(
+    status: Mapping[str, Any], conditions: Conditions, promotion: Promotion | None, now: datetime
+) -> dict[str, Any]:
+    """The Promoted condition, candidateVersion and override (kept from the first time it served a version)."""
+    mark = conditions.mark
+    if promotion is None:
+        mark(
+            PROMOTED,
+            True,
+            NOT_GATED,
+            "Nothing to judge: the version is pinned, the model is a repository, or its TrainingJob is missing.",
+        )
+        return {"candidateVersion": None}
+    mark(PROMOTED, promotion.reason != GATE_FAILED, promotion.reason, promotion.message)
+    patch: dict[str, Any] = {"candidateVersion": promotion.candidate}
+    recorded = status.get("override") or {}
+    if promotion.overruled and recorded.get("version") != promotion.version:
+        time = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch["override"] = {"version": promotion.version, "time": time, "failed": promotion.overruled}
+    return patch
+
+
 def observed(
     status: Mapping[str, Any],
     *,
@@ -100,6 +134,7 @@ def observed(
     pods: Sequence[Mapping[str, Any]],
     waiting: Waiting | None,
     version: int | None,
+    promotion: Promotion | None = None,
     endpoints: Mapping[str, str],
     selector: str,
     generation: int | None,
@@ -110,6 +145,7 @@ def observed(
     mark = conditions.mark
 
     patch: dict[str, Any] = {"endpoints": dict(endpoints), "selector": selector}
+    patch.update(_promotion(status, conditions, promotion, now))
     if waiting is not None or deployment is None:
         reason, message = (waiting.reason, waiting.message) if waiting else (CREATING, "Creating the Deployment.")
         mark(READY, False, reason, message)
