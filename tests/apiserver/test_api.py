@@ -55,7 +55,7 @@ def test_get_scaleml_lists_all_three_kinds_with_their_columns(scaleml_installed:
         assert name in out
     headers = [line.split() for line in out.splitlines() if line.startswith("NAME")]
     assert ["NAME", "PHASE", "WORKERS", "EPOCH", "STEP", "TOTAL", "LOSS", "VERSION", "AGE"] in headers
-    assert ["NAME", "PHASE", "MODEL", "SERVED", "READY", "REPLICAS", "AGE"] in headers
+    assert ["NAME", "PHASE", "MODEL", "SERVED", "HELD", "READY", "REPLICAS", "AGE"] in headers
     assert ["NAME", "TARGET", "DRIFT", "SCORE", "RETRAINS", "LAST-CHECK", "AGE"] in headers
 
 

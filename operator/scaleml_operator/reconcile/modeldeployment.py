@@ -85,7 +85,7 @@ def _source(
     annotation = (parent["metadata"].get("annotations") or {}).get(PROMOTE_ANNOTATION, "")
     overridden = (status.get("override") or {}).get("version")
     served = served_version(deployment, status)
-    evaluation = next((evaluation_of({"evaluation": found}) for found in evaluations), None)
+    evaluation = next((evaluation_of(found) for found in evaluations), None)
     promotion = promote(spec.promotion.gates, newest, served, evaluation, annotation, overridden)
     if promotion.version is None:
         waiting = Waiting(GATE_FAILED, promotion.message) if promotion.candidate is not None else None

@@ -12,7 +12,6 @@ later does not take down what runs. A pinned `model.version` is served as asked.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,9 +63,8 @@ class Verdict:
         return " ".join(parts)
 
 
-def evaluation_of(status: Mapping[str, Any] | None) -> EvaluationSummary | None:
-    """The evaluation a TrainingJob's status records, or None (none written, or not readable)."""
-    raw = (status or {}).get("evaluation")
+def evaluation_of(raw: Any) -> EvaluationSummary | None:
+    """The evaluation a TrainingJob's status records (`status.evaluation`), or None if absent or unreadable."""
     if not raw:
         return None
     try:
