@@ -18,3 +18,9 @@ MODEL_CARD_FILE: Final = "model_card.json"
 PROFILE_FILE: Final = "profile.json"
 # At the model level, shared by its versions.
 TRITON_CONFIG_FILE: Final = "config.pbtxt"
+# The explanation model of a version (integrated gradients, a TorchScript file and the python-backend
+# runner), in this subdirectory of the version; Triton serves it as `<model>-explain`, whose one
+# output holds an attribution per input element.
+EXPLAIN_DIR: Final = "explain"
+EXPLAIN_SUFFIX: Final = "-explain"
+ATTRIBUTIONS_NAME: Final = "ATTRIBUTIONS"

@@ -34,9 +34,10 @@ def trace(
     request_id: str | None = None,
     parent_id: int | None = None,
     start_ns: int = 1_000_000_000,
+    model_name: str = "churn",
 ) -> str:
     """The entries of one trace, as Triton writes them: tensors are name -> (data, shape, datatype)."""
-    model = f'{{"id":{trace_id},"model_name":"churn","model_version":3'
+    model = f'{{"id":{trace_id},"model_name":"{model_name}","model_version":3'
     if request_id is not None:
         model += f',"request_id":"{request_id}"'
     if parent_id is not None:
@@ -194,9 +195,15 @@ def directories(tmp_path: Path) -> tuple[Path, Path]:
     return traces, captures
 
 
-def _converter(traces: Path, captures: Path, max_file: int = 64 * MIB, max_backlog: int = 256 * MIB) -> TraceConverter:
+def _converter(
+    traces: Path,
+    captures: Path,
+    max_file: int = 64 * MIB,
+    max_backlog: int = 256 * MIB,
+    skip: frozenset[str] = frozenset(),
+) -> TraceConverter:
     files = CaptureFiles(captures, "parquet", rows_per_file=10_000, seconds_per_file=3600)
-    return TraceConverter(TraceDirectory(traces, "trace.json"), files, max_file, max_backlog)
+    return TraceConverter(TraceDirectory(traces, "trace.json"), files, max_file, max_backlog, skip_models=skip)
 
 
 def _settled(path: Path, data: bytes) -> None:
@@ -221,6 +228,19 @@ def test_trace_files_are_read_in_triton_s_order_and_deleted(directories: tuple[P
     np.testing.assert_allclose(np.diff(timestamps), [0, 7, 0, 1, 0], atol=1e-3)
     assert abs(timestamps[0] - (time.time() - time.monotonic() + 2)) < 1
     assert sorted(os.listdir(traces)) == ["trace.json.11", "unrelated"]
+
+
+def test_requests_for_explanations_are_not_captured(directories: tuple[Path, Path]) -> None:
+    traces, captures = directories
+    inputs = {"INPUT__0": ("0.5,-1.25,3,0,1", "1,5", "FP32")}
+    explained = trace(2, inputs, {"ATTRIBUTIONS": ("0.1,0.2,0.3,0,0", "1,5", "FP32")}, model_name="churn-explain")
+    _settled(traces / "trace.json.0", trace_file(churn(1), explained))
+    converter = _converter(traces, captures, skip=frozenset({"churn-explain"}))
+
+    converter.convert()
+    converter.files.flush()
+
+    assert list(read_captures(captures, newest_rows=10)["model"]) == ["churn", "churn"]
 
 
 def test_oversized_files_and_a_backlog_are_deleted_unread_and_counted(directories: tuple[Path, Path]) -> None:

@@ -230,6 +230,14 @@ def test_with_capture_triton_traces_the_sample_and_the_converter_gets_the_captur
     assert "--request-ids" not in default
 
 
+def test_with_explanations_the_converter_leaves_their_requests_out() -> None:
+    spec = _spec(explain={"enabled": True})
+    converter = _kinds(spec)["Deployment"]["spec"]["template"]["spec"]["initContainers"][1]
+    assert f"--skip-model={SOURCE.model_name}-explain" in converter["command"]
+    plain = _kinds(_spec())["Deployment"]["spec"]["template"]["spec"]["initContainers"][1]
+    assert not [option for option in plain["command"] if option.startswith("--skip-model")]
+
+
 def test_a_sample_rate_of_zero_traces_nothing() -> None:
     pod = _kinds(_spec(capture={"sampleRate": 0}))["Deployment"]["spec"]["template"]["spec"]
     tracing = [option for option in pod["containers"][0]["command"] if option.startswith("--trace-config=level")]

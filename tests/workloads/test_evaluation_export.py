@@ -77,6 +77,13 @@ def test_versions_carry_their_audit_and_the_previous_version_on_the_same_rows(
     assert baseline.metrics == pytest.approx(expected, abs=1e-6)
     assert baseline.metrics != summary.metrics
 
+    # The explanations' baseline is the mean training row.
+    train_rows, _ = split_rows(data.rows, run.spec.data.validation_split, run.spec.hyperparameters.seed)
+    explainer = torch.jit.load(str(version_dir(tmp_path, 2) / "explain" / "model.pt"))  # type: ignore[no-untyped-call]
+    expected_mean = np.nanmean(data.features[train_rows].astype(np.float64), axis=0)
+    np.testing.assert_allclose(explainer.baseline[0].numpy(), expected_mean, rtol=1e-5, atol=1e-6)
+    assert "explain/model.pt" in card.files
+
 
 def test_an_earlier_version_with_other_inputs_is_not_compared(tmp_path: Path, process_group: Topology) -> None:
     write_parquet(tmp_path / "data" / "train.parquet", _with_region(600))

@@ -205,7 +205,12 @@ def test_the_generated_config_passes_tritons_parser_up_to_the_missing_backend(
     run = serving_run(
         source,
         tmp_path,
-        {"backend": backend, "batching": {"preferredBatchSizes": [8, 16]}, "instances": {"count": 2}},
+        {
+            "backend": backend,
+            "batching": {"preferredBatchSizes": [8, 16]},
+            "instances": {"count": 2},
+            "explain": {"enabled": True},
+        },
     )
     sync(run)
 
@@ -215,6 +220,12 @@ def test_the_generated_config_passes_tritons_parser_up_to_the_missing_backend(
     assert re.search(
         rf"failed to load '{MODEL_NAME}' version 1: Invalid argument: unable to find backend library for backend "
         rf"'{missing}'",
+        errors,
+    ), errors
+    # The explanation model's too, on the libtorch backend whatever the model's (ONNX has no gradients).
+    assert re.search(
+        rf"failed to load '{MODEL_NAME}-explain' version 1: Invalid argument: unable to find backend library for "
+        r"backend 'pytorch'",
         errors,
     ), errors
     assert "proto" not in errors

@@ -310,6 +310,19 @@ class Promotion(ApiModel):
     )
 
 
+class Explain(ApiModel):
+    """Explanations of single predictions, served next to the model."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Serve `<modelName>-explain` beside the model, on the same endpoints: it takes the model's "
+        "input and returns ATTRIBUTIONS, one integrated-gradients attribution per input element (of the predicted "
+        "class's logit, or of the value), against the mean training row. Versions a TrainingJob exported with "
+        "TorchScript have one, except models over token ids. It runs on the libtorch backend, or on the python "
+        "backend when the model does; the cost of a batch is that of predicting 50 times as many rows, twice.",
+    )
+
+
 class ModelDeploymentSpec(ApiModel):
     """The desired serving setup."""
 
@@ -329,6 +342,7 @@ class ModelDeploymentSpec(ApiModel):
     autoscaling: Autoscaling | None = Field(default=None, description="Autoscaling; absent: fixed replicas.")
     capture: Capture = Field(default_factory=Capture, description="Request capture for drift monitoring.")
     promotion: Promotion = Field(default_factory=Promotion, description="Gates that keep a worse version out.")
+    explain: Explain = Field(default_factory=Explain, description="Explanations served beside the model.")
 
     rules = (
         Rule(

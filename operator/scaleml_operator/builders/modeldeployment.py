@@ -18,6 +18,7 @@ from typing import Any, Final
 from scaleml_api import runtime
 from scaleml_api.base import quantity_value
 from scaleml_api.conditions import Waiting
+from scaleml_api.repository import EXPLAIN_SUFFIX
 from scaleml_api.v1alpha1.modeldeployment import (
     MODEL_VERSION_ANNOTATION,
     TRAINING_JOB_NOT_FOUND,
@@ -133,7 +134,7 @@ def _agent(spec: ModelDeploymentSpec, owner: Owner, source: ModelSource, image: 
     }
 
 
-def _capture(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
+def _capture(spec: ModelDeploymentSpec, source: ModelSource, image: str) -> dict[str, Any]:
     return {
         "name": CAPTURE_CONTAINER,
         "image": image,
@@ -147,6 +148,8 @@ def _capture(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
             f"--metrics-port={runtime.CAPTURE_METRICS_PORT}",
             f"--directory={runtime.CAPTURE_DIR}",
             *runtime.capture_options(spec.capture),
+            # Triton traces every model it serves: requests for explanations are no traffic to monitor.
+            *([f"--skip-model={source.model_name}{EXPLAIN_SUFFIX}"] if spec.explain.enabled else []),
         ],
         # Files of several pods share the volume: the pod name keeps their names apart.
         "env": [
@@ -242,7 +245,7 @@ def pod_template(
         {"name": "scratch", "emptyDir": {}},
     ]
     if spec.capture.enabled:
-        sidecars.append(_capture(spec, workload_image))
+        sidecars.append(_capture(spec, source, workload_image))
         volumes += [
             {"name": "captures", "persistentVolumeClaim": {"claimName": spec.capture.volume_claim}},
             # Triton's trace files until the converter has read them; it keeps them under --max-backlog-mib.

@@ -127,6 +127,13 @@ def parser() -> argparse.ArgumentParser:
         help="write the requests' ids (at most 64 characters) into the captures; without it the column is empty",
     )
     capture.add_argument(
+        "--skip-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave out the traced requests of this model (e.g. the explanation model); may be repeated",
+    )
+    capture.add_argument(
         "--rows-per-file",
         type=positive_int,
         default=10_000,
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         max_trace_file_bytes=args.max_trace_file_mib * MIB,
         max_backlog_bytes=args.max_backlog_mib * MIB,
         request_ids=args.request_ids,
+        skip_models=frozenset(args.skip_model),
         retention=Retention(float(duration_seconds(retention.max_age)), retention.max_byte_count),
     )
     if args.metrics_port:

@@ -94,7 +94,7 @@ class TraceConverter:
     """Turns the trace files in `traces` into capture files through `files`; `run` until `stop` is set.
 
     Request ids are written only with `request_ids`; `retention`, when given, is applied to the
-    captures directory.
+    captures directory. Samples of the `skip_models` are left out.
     """
 
     def __init__(
@@ -105,6 +105,7 @@ class TraceConverter:
         max_backlog_bytes: int,
         request_ids: bool = False,
         retention: Retention | None = None,
+        skip_models: frozenset[str] = frozenset(),
     ) -> None:
         self.traces = traces
         self.files = files
@@ -112,6 +113,9 @@ class TraceConverter:
         self.max_backlog_bytes = max_backlog_bytes
         self.request_ids = request_ids
         self.retention = retention
+        # Models Triton traces that are not the served one: the explanation model, whose outputs are
+        # attributions and whose requests a drift monitor must not count as traffic.
+        self.skip_models = skip_models
         self._log = _ThrottledLog()
         self._model_counts: dict[str, dict[str, int]] = {}
 
@@ -229,7 +233,8 @@ class TraceConverter:
                 f"untraced-{datatype}", f"{datatype} tensors are not in Triton's traces: left out of {count} samples"
             )
         for sample in read.samples:
-            self._account(self.files.add(sample))
+            if sample.model not in self.skip_models:
+                self._account(self.files.add(sample))
 
     def _drop(self, path: Path, reason: str, why: str) -> None:
         metrics.TRACE_FILES_DROPPED.labels(reason).inc()

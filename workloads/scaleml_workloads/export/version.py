@@ -23,6 +23,7 @@ from scaleml_api.card import Label, ModelCard, TrainingSummary
 from scaleml_api.evaluation import Evaluation
 from scaleml_api.profile import DataProfile, TensorSpec, TritonDataType
 from scaleml_api.repository import (
+    EXPLAIN_DIR,
     LABELS_FILE,
     MODEL_CARD_FILE,
     ONNX_FILE,
@@ -33,6 +34,7 @@ from scaleml_api.repository import (
     TRITON_PYTHON_MODEL_FILE,
 )
 from scaleml_api.v1alpha1.trainingjob import ExportFormat
+from scaleml_workloads.export.explain import save_explainer
 from scaleml_workloads.export.formats import INPUT_NAME, OUTPUT_NAME, save_onnx, save_torchscript
 from scaleml_workloads.export.repository import publish, staging_dir, write_once
 from scaleml_workloads.serving.config import ModelConfig
@@ -57,6 +59,7 @@ def export_version(
     profile: DataProfile,
     evaluation: Evaluation | None = None,
     intended_use: str = "",
+    baseline: torch.Tensor | None = None,
 ) -> int:
     """Write `model` as version N = highest + 1 of `<root>/<model_name>/` and return N.
 
@@ -79,12 +82,20 @@ def export_version(
             save_torchscript(model, example, staging / TORCHSCRIPT_FILE)
             # Servable by Triton's python backend too, where the libtorch backend is missing.
             _write_python_backend_model(staging / TRITON_PYTHON_MODEL_FILE)
+            # Token ids have no path between them to integrate along: no explanation model.
+            if baseline is not None and example.is_floating_point():
+                explain = staging / EXPLAIN_DIR
+                explain.mkdir()
+                save_explainer(model, baseline.cpu(), training.task == "classification", explain / TORCHSCRIPT_FILE)
+                _write_python_backend_model(explain / TRITON_PYTHON_MODEL_FILE)
         if "onnx" in formats:
             save_onnx(model, example, staging / ONNX_FILE)
         torch.save(model.state_dict(), staging / STATE_DICT_FILE)
         (staging / LABELS_FILE).write_text(json.dumps({"target": training.data.target, "labels": list(labels)}))
         (staging / PROFILE_FILE).write_text(profile.model_dump_json(by_alias=True))
-        files = sorted([entry.name for entry in staging.iterdir() if entry.is_file()] + [MODEL_CARD_FILE])
+        files = sorted(
+            [str(entry.relative_to(staging)) for entry in staging.rglob("*") if entry.is_file()] + [MODEL_CARD_FILE]
+        )
         card = ModelCard(
             model_name=model_name,
             created=datetime.now(UTC),

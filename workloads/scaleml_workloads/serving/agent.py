@@ -7,6 +7,9 @@ volume. Triton runs in poll mode, so a version linked later is loaded in place a
 it is ready, with no restart and no failed request. The agent is a native sidecar: the pod's main
 containers start once its health endpoint answers, that is once a version is linked.
 
+With `spec.explain.enabled`, the agent serves the version's explanation model beside it the same
+way: `<model>-explain/config.pbtxt` and a link to the version's `explain/` directory.
+
 Links are only ever added (or removed when their target disappears): with the `latest` version
 policy Triton serves the newest link and ignores the others, so none has to go away while it
 might still be serving.
@@ -20,6 +23,7 @@ or Triton keeps the same one.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import secrets
@@ -30,11 +34,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from scaleml_api.card import CardTensors
-from scaleml_api.repository import MODEL_CARD_FILE, TRITON_CONFIG_FILE
+from scaleml_api.repository import EXPLAIN_DIR, EXPLAIN_SUFFIX, MODEL_CARD_FILE, TRITON_CONFIG_FILE
 from scaleml_api.runtime import ADMIN_KEY_FILE, CONFIG_ENV, EXIT_INVALID_INPUT, ServingRun
 from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.export.repository import versions
-from scaleml_workloads.serving.config import MODEL_FILES, deployment_config
+from scaleml_workloads.serving.config import MODEL_FILES, deployment_config, explain_config
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +72,40 @@ def sync(run: ServingRun) -> int | None:
     model_dir.mkdir(parents=True, exist_ok=True)
     config = deployment_config(run.spec, run.model_name, card.inputs, card.outputs, run.version, run.traces_dir)
     _replace(model_dir / TRITON_CONFIG_FILE, config.render())
+    _link(model_dir, version, version_dir, source)
+    if run.spec.explain.enabled:
+        explain_dir = version_dir / EXPLAIN_DIR
+        if (explain_dir / MODEL_FILES[explain_config(config).backend]).exists():
+            explainer = Path(run.serving_dir) / f"{run.model_name}{EXPLAIN_SUFFIX}"
+            explainer.mkdir(parents=True, exist_ok=True)
+            _replace(explainer / TRITON_CONFIG_FILE, explain_config(config).render())
+            _link(explainer, version, explain_dir, source)
+        else:
+            _unexplained(version_dir)
+    return version
+
+
+def _link(model_dir: Path, version: int, target: Path, source: Path) -> None:
+    """Links `target` as `version` of the served `model_dir` (config first), and unlinks versions that are gone."""
     link = model_dir / str(version)
     if not link.is_symlink():
         # Config first, then the version: Triton never sees a version without the tensors it has.
-        link.symlink_to(version_dir.resolve(), target_is_directory=True)
-        log.info("linked version %d of %s", version, run.model_name)
+        link.symlink_to(target.resolve(), target_is_directory=True)
+        log.info("linked version %d of %s", version, model_dir.name)
     for entry in model_dir.iterdir():
         if entry.is_symlink() and not entry.exists():
-            log.warning("version %s of %s disappeared from %s; unlinking it", entry.name, run.model_name, source)
+            log.warning("version %s of %s disappeared from %s; unlinking it", entry.name, model_dir.name, source)
             entry.unlink()
-    return version
+
+
+@functools.cache
+def _unexplained(version_dir: Path) -> None:
+    """Says once per version that it has no explanation model to serve."""
+    log.warning(
+        "explain is enabled but %s has no explanation model (exported without TorchScript, over token ids, or by "
+        "an older release); serving the model alone",
+        version_dir,
+    )
 
 
 def ensure_admin_key(serving_dir: Path) -> str:

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from scaleml_api.profile import TensorSpec
-from scaleml_api.repository import ONNX_FILE, TORCHSCRIPT_FILE, TRITON_PYTHON_MODEL_FILE
+from scaleml_api.repository import (
+    ATTRIBUTIONS_NAME,
+    EXPLAIN_SUFFIX,
+    ONNX_FILE,
+    TORCHSCRIPT_FILE,
+    TRITON_PYTHON_MODEL_FILE,
+)
 from scaleml_api.runtime import TRACE_DIR, trace_rate, traced_by_triton
 from scaleml_api.v1alpha1.modeldeployment import Backend, Batching, ModelDeploymentSpec
 
@@ -30,6 +36,9 @@ InstanceKind = Literal["KIND_GPU", "KIND_CPU"]
 # The parameters a python-backend model reads its capture from (torchscript_model.py).
 CAPTURE_RATE_PARAMETER: Final = "scaleml_capture_rate"
 TRACES_DIR_PARAMETER: Final = "scaleml_traces_dir"
+# An explanation model computes gradients: the python-backend runner must not run it in inference
+# mode (this parameter), nor the libtorch backend (its own INFERENCE_MODE parameter).
+GRADIENTS_PARAMETER: Final = "scaleml_gradients"
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,8 @@ class ModelConfig:
     # A python-backend model that captures: one request in every `capture_rate` traced into `traces_dir`.
     capture_rate: int = 0
     traces_dir: str = ""
+    # An explanation model, which needs gradients.
+    gradients: bool = False
 
     def render(self) -> str:
         lines = [
@@ -70,6 +81,12 @@ class ModelConfig:
                 _parameter(CAPTURE_RATE_PARAMETER, str(self.capture_rate)),
                 _parameter(TRACES_DIR_PARAMETER, self.traces_dir),
             ]
+        if self.gradients:
+            lines.append(
+                _parameter("INFERENCE_MODE", "false")
+                if self.backend == "pytorch"
+                else _parameter(GRADIENTS_PARAMETER, "true")
+            )
         if self.batching.max_batch_size > 0:
             preferred = ", ".join(map(str, self.batching.preferred_batch_sizes))
             lines.append(
@@ -145,3 +162,23 @@ def _tensors(section: str, tensors: Sequence[TensorSpec]) -> list[str]:
         for tensor in tensors
     )
     return [f"{section} [\n{entries}\n]"]
+
+
+def explain_config(config: ModelConfig) -> ModelConfig:
+    """The configuration of the explanation model served beside `config`'s (export/explain.py).
+
+    Same input, batching and instances; one output, an attribution per input element. It runs on
+    the libtorch backend, or on the python backend when the model does (an ONNX file has no gradients).
+    """
+    (tensor,) = config.inputs
+    return ModelConfig(
+        name=f"{config.name}{EXPLAIN_SUFFIX}",
+        backend="python" if config.backend == "python" else "pytorch",
+        inputs=config.inputs,
+        outputs=[TensorSpec(name=ATTRIBUTIONS_NAME, data_type="TYPE_FP32", dims=tensor.dims)],
+        batching=config.batching,
+        instance_count=config.instance_count,
+        instance_kind=config.instance_kind,
+        version=config.version,
+        gradients=True,
+    )

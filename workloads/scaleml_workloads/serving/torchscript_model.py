@@ -146,6 +146,8 @@ class TritonPythonModel:
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
         path = Path(args["model_repository"]) / args["model_version"] / "model.pt"
         self.model = torch.jit.load(str(path), map_location=self.device).eval()  # type: ignore[no-untyped-call]
+        # An explanation model computes gradients, which inference mode forbids.
+        self.gradients = _parameter(config, "scaleml_gradients") == "true"
         rate = int(_parameter(config, "scaleml_capture_rate") or 0)
         self.traces = (
             _Traces(_parameter(config, "scaleml_traces_dir"), rate, args["model_name"], args["model_version"])
@@ -156,7 +158,7 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         started_ns = time.monotonic_ns()
         arrays = [pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy() for request in requests]
-        with torch.inference_mode():
+        with torch.no_grad() if self.gradients else torch.inference_mode():
             outputs = self.model(torch.from_numpy(np.concatenate(arrays)).to(self.device)).cpu().numpy()
         responses = []
         start = 0

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from scaleml_api.card import DataSummary, EpochMetrics, Metrics, TrainingSummary
@@ -109,6 +111,19 @@ def run_job(run: TrainingRun, data: TrainingData) -> int | None:
         return version
     finally:
         distributed.leave()
+
+
+def training_mean(data: TrainingData, rows: npt.NDArray[np.int64]) -> torch.Tensor | None:
+    """The explanations' baseline: the mean training row (missing values left out), None for token ids."""
+    if data.tokens or not len(rows):
+        return None
+    # At most 100,000 rows: the mean of a larger sample moves less than float32 can show.
+    chosen = rows[:: max(1, len(rows) // 100_000)]
+    with warnings.catch_warnings():
+        # A column missing in every chosen row has no mean: its baseline is 0, as the model imputes it.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(data.features[chosen].astype(np.float64), axis=0)
+    return torch.from_numpy(np.nan_to_num(mean).astype(np.float32))
 
 
 def evaluation_of(
@@ -217,5 +232,6 @@ def export_result(
         profile=profile,
         evaluation=evaluation,
         intended_use=spec.evaluation.intended_use,
+        baseline=training_mean(data, result.train_rows),
     )
     return version, EvaluationSummary.of(evaluation) if evaluation is not None else None
