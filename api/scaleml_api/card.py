@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field
 from scaleml_api.base import ApiModel
 from scaleml_api.evaluation import Evaluation
 from scaleml_api.profile import Calibration, TensorSpec
+from scaleml_api.runtime import Lineage
 from scaleml_api.v1alpha1.architectures import Architecture
 from scaleml_api.v1alpha1.trainingjob import Hyperparameters
 
@@ -99,6 +100,12 @@ class ModelCard(ApiModel):
     torch_version: str
     python_version: str
     intended_use: str = Field(default="", description="What the model is for and not for (spec.evaluation).")
+    lineage: Lineage | None = Field(
+        default=None, description="The drift episode whose retraining produced this version; None for a job by hand."
+    )
+    previous_version: int | None = Field(
+        default=None, description="The newest version of the model when this one was exported: the one it replaces."
+    )
     evaluation: Evaluation | None = Field(
         default=None,
         description="Metrics overall and per group of each sensitive feature, the gaps, and earlier versions on "

@@ -55,6 +55,15 @@ RENDEZVOUS_PORT: Final = 29400
 METRICS_PORT: Final = 9090
 
 
+class Lineage(ApiModel):
+    """Why a TrainingJob exists, when a DriftMonitor created it to retrain another (for the model card)."""
+
+    retrained_by: str = Field(default="", description="The DriftMonitor that created the job.")
+    retrain_of: str = Field(default="", description="The TrainingJob it retrains.")
+    since: str = Field(default="", description="When the run of drifted or degraded windows that triggered it began.")
+    rule: str = Field(default="", description="What persisted: drift or degradation.")
+
+
 class TrainingRun(ApiModel):
     """Everything a training pod needs besides its volumes."""
 
@@ -69,6 +78,12 @@ class TrainingRun(ApiModel):
     metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 turns it off.")
     report_status: bool = Field(
         default=True, description="Patch the TrainingJob's status.progress through the Kubernetes API."
+    )
+    # Left out of the JSON when unset, as status_file: the pods' config, and their template hash, stay as they were.
+    lineage: Lineage | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The drift episode that triggered a retraining job; None for a job created by hand.",
     )
     # Left out of the JSON when unset: the pods' config, and so their template hash, stays as it was.
     status_file: str | None = Field(

@@ -18,7 +18,7 @@ from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
 from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_local.state import State
-from scaleml_operator.builders import driftmonitor, modeldeployment, trainingjob
+from scaleml_operator.builders import driftmonitor, modeldeployment, retraining, trainingjob
 from scaleml_operator.builders.meta import Owner
 
 PYTHON: Final = sys.executable
@@ -52,7 +52,7 @@ def processes(spec: TrainingJobSpec) -> int:
 
 def training_run(state: State, job: Mapping[str, Any], spec: TrainingJobSpec) -> runtime.TrainingRun:
     local = cpu_training_spec(spec)
-    run = trainingjob.training_run(owner(job), local)
+    run = trainingjob.training_run(owner(job), local, retraining.lineage(job["metadata"]))
     checkpoint_dir = (
         _mounted(run.checkpoint_dir, runtime.CHECKPOINT_DIR, state.volume(local.checkpoint.volume_claim))
         if run.checkpoint_dir and local.checkpoint

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from scaleml_api.base import API_VERSION, duration_seconds, quantity_value
 from scaleml_api.merge import merge_patch
+from scaleml_api.runtime import Lineage
 from scaleml_api.v1alpha1 import TRAINING_JOB
 from scaleml_api.v1alpha1.driftmonitor import (
     COOLDOWN_ACTIVE,
@@ -101,6 +102,19 @@ class Run:
         if self.rule == "drift":
             return f"Drift persisted for {self.windows} windows."
         return f"The estimated accuracy stayed degraded for {self.windows} windows."
+
+
+def lineage(metadata: Mapping[str, Any]) -> Lineage | None:
+    """The drift episode a retraining TrainingJob (its metadata) records, or None for a job created by hand."""
+    labels, annotations = metadata.get("labels") or {}, metadata.get("annotations") or {}
+    if RETRAINED_BY_LABEL not in labels:
+        return None
+    return Lineage(
+        retrained_by=str(labels[RETRAINED_BY_LABEL]),
+        retrain_of=str(labels.get(RETRAIN_OF_LABEL, "")),
+        since=str(annotations.get(DRIFT_SINCE_ANNOTATION, "")),
+        rule=str(annotations.get(RETRAIN_RULE_ANNOTATION, "")),
+    )
 
 
 def job_name(source: str, monitor_uid: str, drift_since: str) -> str:

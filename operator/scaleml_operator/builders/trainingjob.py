@@ -73,7 +73,7 @@ def torchrun_command(owner: Owner, spec: TrainingJobSpec) -> list[str]:
     ]
 
 
-def training_run(owner: Owner, spec: TrainingJobSpec) -> runtime.TrainingRun:
+def training_run(owner: Owner, spec: TrainingJobSpec, lineage: runtime.Lineage | None = None) -> runtime.TrainingRun:
     # The run policy is the Job's business, not the pods': left out, changing it (suspend, say)
     # leaves the pod template as it is.
     return runtime.TrainingRun(
@@ -83,6 +83,7 @@ def training_run(owner: Owner, spec: TrainingJobSpec) -> runtime.TrainingRun:
         # One directory per TrainingJob object: jobs share a claim, and a TrainingJob recreated
         # under the same name (perhaps with another model) must not resume its predecessor.
         checkpoint_dir=f"{runtime.CHECKPOINT_DIR}/{owner.name}-{owner.uid}" if spec.checkpoint else None,
+        lineage=lineage,
     )
 
 
@@ -121,12 +122,14 @@ def _tolerations(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     return tolerations
 
 
-def run_config(owner: Owner, spec: TrainingJobSpec) -> meta.RunConfig:
-    return meta.RunConfig.of(service_account_name(owner.name), training_run(owner, spec))
+def run_config(owner: Owner, spec: TrainingJobSpec, lineage: runtime.Lineage | None = None) -> meta.RunConfig:
+    return meta.RunConfig.of(service_account_name(owner.name), training_run(owner, spec, lineage))
 
 
-def pod_template(owner: Owner, spec: TrainingJobSpec, image: str) -> dict[str, Any]:
-    config = run_config(owner, spec)
+def pod_template(
+    owner: Owner, spec: TrainingJobSpec, image: str, lineage: runtime.Lineage | None = None
+) -> dict[str, Any]:
+    config = run_config(owner, spec, lineage)
     volumes, mounts = _volumes(spec)
     volumes.append(config.volume)
     mounts.append(config.mount)
@@ -201,8 +204,10 @@ def template_hash(template: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def batch_job(owner: Owner, spec: TrainingJobSpec, image: str) -> dict[str, Any]:
-    template = pod_template(owner, spec, image)
+def batch_job(
+    owner: Owner, spec: TrainingJobSpec, image: str, lineage: runtime.Lineage | None = None
+) -> dict[str, Any]:
+    template = pod_template(owner, spec, image, lineage)
     meta = metadata(owner, owner.name, COMPONENT)
     meta["annotations"] = {TEMPLATE_HASH: template_hash(template)}
     if spec.scheduling.queue_name:
@@ -249,17 +254,24 @@ def identity(owner: Owner) -> list[dict[str, Any]]:
 
 
 def children(
-    owner: Owner, spec: TrainingJobSpec, image: str, *, live_job: Mapping[str, Any] | None = None
+    owner: Owner,
+    spec: TrainingJobSpec,
+    image: str,
+    *,
+    live_job: Mapping[str, Any] | None = None,
+    lineage: runtime.Lineage | None = None,
 ) -> meta.Children:
     """Every object a TrainingJob needs, in the order to apply them (the Job last).
 
     `live_job` is the Job as it runs: what of the spec cannot reach it is kept back and named.
+    `lineage` says which drift episode created the job, for its model card.
     """
-    job, kept_back = job_to_apply(batch_job(owner, spec, image), dict(live_job) if live_job is not None else None)
+    desired = batch_job(owner, spec, image, lineage)
+    job, kept_back = job_to_apply(desired, dict(live_job) if live_job is not None else None)
     objects = [*identity(owner), headless_service(owner)]
     if job is not None and not kept_back:
         # A Job kept as it runs (or finished) keeps the config its pods read.
-        objects.append(run_config(owner, spec).config_map(owner, COMPONENT))
+        objects.append(run_config(owner, spec, lineage).config_map(owner, COMPONENT))
     return meta.Children(apply=[*objects, *([job] if job is not None else [])], kept_back=kept_back)
 
 

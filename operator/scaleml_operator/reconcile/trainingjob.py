@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from scaleml_api.runtime import Lineage
 from scaleml_api.v1alpha1 import TRAINING_JOB
 from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
+from scaleml_operator.builders import retraining
 from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
 from scaleml_operator.config import OperatorConfig
@@ -22,10 +24,11 @@ WORKER_SELECTOR: Final = {"app.kubernetes.io/name": build.COMPONENT, "app.kubern
 
 @dataclass(frozen=True)
 class Inputs:
-    """The Job as it runs (None before it is created) and its pods."""
+    """The Job as it runs (None before it is created), its pods, and the drift episode that created the job."""
 
     job: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]]
+    lineage: Lineage | None = None
 
 
 def selector(name: str) -> str:
@@ -35,11 +38,13 @@ def selector(name: str) -> str:
 def read(owner: Owner, spec: TrainingJobSpec, parent: Mapping[str, Any], context: Context) -> Inputs:
     key = (owner.namespace, owner.name)
     job = cache.one(context.indexes, cache.JOBS, key)
-    return Inputs(job, cache.every(context.indexes, cache.TRAINING_PODS, key) if job else [])
+    pods = cache.every(context.indexes, cache.TRAINING_PODS, key) if job else []
+    return Inputs(job, pods, retraining.lineage(parent["metadata"]))
 
 
 def children(owner: Owner, spec: TrainingJobSpec, inputs: Inputs, config: OperatorConfig) -> Children:
-    return build.children(owner, spec, spec.image or config.workload_image, live_job=inputs.job)
+    image = spec.image or config.workload_image
+    return build.children(owner, spec, image, live_job=inputs.job, lineage=inputs.lineage)
 
 
 def stale(inputs: Inputs) -> bool:

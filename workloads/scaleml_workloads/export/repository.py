@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -55,13 +56,19 @@ def staging_dir(model_dir: Path) -> Path:
     return path
 
 
-def publish(staging: Path) -> int:
-    """Rename a complete staging directory to the next free version number, and return that number."""
+def publish(staging: Path, finish: Callable[[Path, int], None] | None = None) -> int:
+    """Rename a complete staging directory to the next free version number, and return that number.
+
+    `finish(staging, version)` writes what must know the number (the transparency report), before
+    the rename; it runs again with the next number when another writer took this one.
+    """
     model_dir = staging.parent
-    _fsync_tree(staging)
     while True:
         present = versions(model_dir)
         version = present[-1] + 1 if present else 1
+        if finish is not None:
+            finish(staging, version)
+        _fsync_tree(staging)
         try:
             os.rename(staging, model_dir / str(version))
         except OSError as error:

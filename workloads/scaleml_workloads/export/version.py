@@ -33,10 +33,12 @@ from scaleml_api.repository import (
     TRITON_CONFIG_FILE,
     TRITON_PYTHON_MODEL_FILE,
 )
+from scaleml_api.runtime import Lineage
 from scaleml_api.v1alpha1.trainingjob import ExportFormat
 from scaleml_workloads.export.explain import save_explainer
 from scaleml_workloads.export.formats import INPUT_NAME, OUTPUT_NAME, save_onnx, save_torchscript
-from scaleml_workloads.export.repository import publish, staging_dir, write_once
+from scaleml_workloads.export.repository import publish, staging_dir, versions, write_once
+from scaleml_workloads.export.transparency import REPORT_HTML, REPORT_JSON, render, report_json
 from scaleml_workloads.serving.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ def export_version(
     evaluation: Evaluation | None = None,
     intended_use: str = "",
     baseline: torch.Tensor | None = None,
+    lineage: Lineage | None = None,
 ) -> int:
     """Write `model` as version N = highest + 1 of `<root>/<model_name>/` and return N.
 
@@ -93,9 +96,9 @@ def export_version(
         torch.save(model.state_dict(), staging / STATE_DICT_FILE)
         (staging / LABELS_FILE).write_text(json.dumps({"target": training.data.target, "labels": list(labels)}))
         (staging / PROFILE_FILE).write_text(profile.model_dump_json(by_alias=True))
-        files = sorted(
-            [str(entry.relative_to(staging)) for entry in staging.rglob("*") if entry.is_file()] + [MODEL_CARD_FILE]
-        )
+        written = [str(entry.relative_to(staging)) for entry in staging.rglob("*") if entry.is_file()]
+        files = sorted([*written, MODEL_CARD_FILE, REPORT_HTML, REPORT_JSON])
+        present = versions(model_dir)
         card = ModelCard(
             model_name=model_name,
             created=datetime.now(UTC),
@@ -110,17 +113,24 @@ def export_version(
             python_version=platform.python_version(),
             intended_use=intended_use,
             evaluation=evaluation,
+            lineage=lineage,
+            previous_version=present[-1] if present else None,
         )
         (staging / MODEL_CARD_FILE).write_text(card.model_dump_json(by_alias=True, indent=2))
         default_config = ModelConfig(name=model_name, backend="pytorch", inputs=inputs, outputs=outputs)
         if "torchscript" in formats and write_once(model_dir / TRITON_CONFIG_FILE, default_config.render()):
             log.info("wrote %s", model_dir / TRITON_CONFIG_FILE)
-        version = publish(staging)
+        version = publish(staging, lambda directory, number: _write_report(directory, card, number))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log.info("exported %s version %d (%s) in %.1f s", model_name, version, ", ".join(files), time.monotonic() - started)
     return version
+
+
+def _write_report(directory: Path, card: ModelCard, version: int) -> None:
+    (directory / REPORT_HTML).write_text(render(card, version))
+    (directory / REPORT_JSON).write_text(report_json(card, version))
 
 
 def _write_python_backend_model(path: Path) -> None:

@@ -233,5 +233,6 @@ def export_result(
         evaluation=evaluation,
         intended_use=spec.evaluation.intended_use,
         baseline=training_mean(data, result.train_rows),
+        lineage=run.lineage,
     )
     return version, EvaluationSummary.of(evaluation) if evaluation is not None else None
