@@ -212,6 +212,14 @@ class ServingRun(ApiModel):
         ge=1,
         description="The version to serve; None follows the newest. The operator resolves a TrainingJob's version.",
     )
+    # Left out of the JSON when unset: a pod's config, and so its template hash, stays as it was.
+    up_to: int | None = Field(
+        default=None,
+        ge=1,
+        exclude_if=lambda value: value is None,
+        description="Follow the newest version up to this one: what the promotion gates allow, in local mode, "
+        "where one server follows versions in place instead of a Deployment rolling to a pinned one.",
+    )
     poll_seconds: float = Field(default=5.0, gt=0, description="How often the agent looks for new versions.")
     health_port: int = Field(default=AGENT_HEALTH_PORT, ge=0, le=65535, description="Health endpoint; 0: none.")
 

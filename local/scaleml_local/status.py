@@ -21,6 +21,8 @@ from scaleml_api.v1alpha1.driftmonitor import RETRAIN_REJECTED
 from scaleml_operator.builders.retraining import Retraining
 from scaleml_operator.status import driftmonitor
 from scaleml_operator.status.conditions import Conditions, timestamp
+from scaleml_operator.status.modeldeployment import promotion_status
+from scaleml_operator.status.promotion import Promotion
 
 Status = Mapping[str, Any]
 
@@ -58,14 +60,24 @@ def training(current: Status, /, phase: tj.Phase, message: str = "", *, now: dat
 
 
 def serving(
-    current: Status, /, phase: md.DeploymentPhase, reason: str, message: str, *, now: datetime, **fields: Any
+    current: Status,
+    /,
+    phase: md.DeploymentPhase,
+    reason: str,
+    message: str,
+    *,
+    now: datetime,
+    promotion: Promotion | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
     """A ModelDeployment: `reason` and `message` say why it is Ready or not; Progressing and Degraded follow.
 
-    Pending waits for a model version (the reason is the one `resolve_source` gives), Progressing
-    waits for the agent or Triton, Failed is a process that exited (Degraded, with its log).
+    Pending waits for a model version (the reason is the one `resolve_source` gives, or a version
+    the gates hold back), Progressing waits for the agent or Triton, Failed is a process that exited
+    (Degraded, with its log). `promotion` is what the gates said, as on a cluster.
     """
     conditions = _conditions(current, now)
+    gates = promotion_status(current, conditions, promotion, now)
     ready = phase == "Ready"
     conditions.mark(READY, ready, reason, message)
     if phase == "Failed":
@@ -74,7 +86,7 @@ def serving(
         rollout = reason if phase == "Pending" else md.ROLLOUT_COMPLETE if ready else md.ROLLOUT_IN_PROGRESS
         conditions.mark(md.PROGRESSING, not ready, rollout, message)
         conditions.mark(md.DEGRADED, False, md.NO_FAILURE)
-    return {"phase": phase, "conditions": conditions.items, **fields}
+    return {"phase": phase, "conditions": conditions.items, **gates, **fields}
 
 
 def monitoring(

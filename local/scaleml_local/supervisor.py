@@ -39,11 +39,20 @@ from scaleml_api.conditions import Waiting
 from scaleml_api.kind import AnyKind, Kind, SpecT
 from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_api.v1alpha1.driftmonitor import RUN_FIELDS, DriftMonitorSpec
-from scaleml_api.v1alpha1.modeldeployment import NO_READY_REPLICA, REPLICAS_READY, SERVER_CRASHING, ModelDeploymentSpec
+from scaleml_api.v1alpha1.modeldeployment import (
+    GATE_FAILED,
+    NO_READY_REPLICA,
+    PROMOTE_ANNOTATION,
+    REPLICAS_READY,
+    SERVER_CRASHING,
+    ModelDeploymentSpec,
+)
 from scaleml_local import runs, status
 from scaleml_local.state import LocalError, Manifest, State, running
 from scaleml_operator.builders import driftmonitor, modeldeployment, retraining
 from scaleml_operator.status import acceptance
+from scaleml_operator.status.promotion import Promotion, evaluation_of, promote
+from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.export.repository import versions
 from scaleml_workloads.serving import tritonserver
 from scaleml_workloads.signals import stop_on_signals
@@ -78,29 +87,58 @@ class Group:
     # A ModelDeployment's model directory; what a DriftMonitor reads as its reference (driftmonitor.reference).
     model: str = ""
     reference: str = ""
+    # A ModelDeployment's agent config, which it reads again, and the version its Triton serves.
+    config: Path | None = None
+    served: int | None = None
 
 
 def _key(kind: AnyKind, name: str) -> str:
     return f"{kind.plural}/{name}"
 
 
-def newest_exported(jobs: Mapping[str, Manifest], training_job: Manifest | None) -> int | None:
-    """The newest version any TrainingJob reports exporting into `training_job`'s model directory.
+def exports(jobs: Mapping[str, Manifest], training_job: Manifest | None) -> dict[int, Manifest]:
+    """The versions TrainingJobs report exporting into `training_job`'s model directory, and who exported each.
 
-    What the operator's index of exported versions answers on a cluster (a retraining job writes
-    the next version of the model it retrains), for `modeldeployment.resolve_source`.
+    What the operator's indexes of exported versions and their evaluations answer on a cluster (a
+    retraining job writes the next version of the model it retrains).
     """
     if training_job is None:
-        return None
+        return {}
     output = training_job["spec"]["output"]
-    exported = [
-        job["status"]["modelVersion"]
+    return {
+        job["status"]["modelVersion"]: job
         for job in jobs.values()
         if isinstance(job["status"].get("modelVersion"), int)
         and (job["spec"]["output"]["volumeClaim"], job["spec"]["output"]["modelName"])
         == (output["volumeClaim"], output["modelName"])
-    ]
-    return max(exported, default=None)
+    }
+
+
+def newest_exported(jobs: Mapping[str, Manifest], training_job: Manifest | None) -> int | None:
+    """The newest version any TrainingJob reports exporting into `training_job`'s model directory."""
+    return max(exports(jobs, training_job), default=None)
+
+
+def gated(
+    spec: ModelDeploymentSpec,
+    deployment: Manifest,
+    jobs: Mapping[str, Manifest],
+    training_job: Manifest | None,
+    served: int | None,
+) -> Promotion | None:
+    """What the promotion gates say of the newest version, as the operator's reconcile decides it.
+
+    None for a pinned version or a missing TrainingJob, which are served (or waited for) as asked.
+    """
+    if isinstance(spec.model.version, int) or training_job is None:
+        return None
+    exported = exports(jobs, training_job)
+    newest = max(exported, default=None)
+    exporter = exported.get(newest) if newest is not None else None
+    evaluation = evaluation_of((exporter or {}).get("status", {}).get("evaluation"))
+    annotation = (deployment["metadata"].get("annotations") or {}).get(PROMOTE_ANNOTATION, "")
+    overridden = ((deployment.get("status") or {}).get("override") or {}).get("version")
+    return promote(spec.promotion.gates, newest, served, evaluation, annotation, overridden)
 
 
 def served_version(http_port: int, model: str) -> int | None:
@@ -327,19 +365,34 @@ class Supervisor:
             return
         now = datetime.now(UTC)
         group = self.groups.get(key)
+        job = jobs.get(spec.model.from_training_job or "")
+        promotion = gated(spec, deployment, jobs, job, group.served if group else None)
+        # Without gates the agent follows every new version in place; with them, up to the one they allow.
+        up_to = promotion.version if promotion is not None and spec.promotion.gates is not None else None
         if group is None:
-            job = jobs.get(spec.model.from_training_job or "")
             source = modeldeployment.resolve_source(spec, job, newest_exported(jobs, job))
+            if promotion is not None and promotion.version is None and promotion.candidate is not None:
+                source = Waiting(GATE_FAILED, promotion.message)
             if isinstance(source, Waiting):
-                self._write(MODEL_DEPLOYMENT, name, status.serving, "Pending", source.reason, source.message, now=now)
+                self._write(
+                    MODEL_DEPLOYMENT,
+                    name,
+                    status.serving,
+                    "Pending",
+                    source.reason,
+                    source.message,
+                    now=now,
+                    promotion=promotion,
+                )
                 return
             run = runs.serving_run(self.state, deployment, spec, source)
+            run = run.model_copy(update={"up_to": up_to})
             config = self.state.directory("run") / f"modeldeployment-{name}.json"
             config.write_text(run.model_dump_json(by_alias=True))
             agent = self._spawn(
                 key, "agent", [runs.PYTHON, "-m", "scaleml_workloads.serving.agent", "--config", str(config)]
             )
-            group = self.groups[key] = Group({"agent": agent}, model=source.model_name)
+            group = self.groups[key] = Group({"agent": agent}, model=source.model_name, config=config)
             self._write(
                 MODEL_DEPLOYMENT,
                 name,
@@ -349,7 +402,15 @@ class Supervisor:
                 "The model agent links the exported version.",
                 now=now,
                 replicas=1,
+                promotion=promotion,
             )
+        elif up_to is not None and group.config is not None:
+            # The agent reads its config again before each look: it links the version the gates allow.
+            run = runtime.ServingRun.model_validate_json(group.config.read_text())
+            if run.up_to != up_to:
+                write_text_atomically(
+                    group.config, run.model_copy(update={"up_to": up_to}).model_dump_json(by_alias=True)
+                )
         if (problem := self._died(key, group)) is not None:
             self._stop(key)
             self.failed.add(key)
@@ -361,7 +422,7 @@ class Supervisor:
         if "triton" not in group.processes and versions(self.state.root / "serving" / name / group.model):
             self._start_triton(key, name, spec, group)
         if "triton" in group.processes:
-            version = served_version(group.ports["http"], group.model)
+            version = group.served = served_version(group.ports["http"], group.model)
             endpoints = {"http": f"http://127.0.0.1:{group.ports['http']}", "grpc": f"127.0.0.1:{group.ports['grpc']}"}
             self._write(
                 MODEL_DEPLOYMENT,
@@ -375,6 +436,7 @@ class Supervisor:
                 replicas=1,
                 readyReplicas=int(version is not None),
                 endpoints=endpoints,
+                promotion=promotion,
             )
 
     def _start_triton(self, key: str, name: str, spec: ModelDeploymentSpec, group: Group) -> None:

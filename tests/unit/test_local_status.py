@@ -21,7 +21,9 @@ from scaleml_api.v1alpha1 import DRIFT_MONITOR, KINDS, MODEL_DEPLOYMENT, TRAININ
 from scaleml_api.v1alpha1.driftmonitor import MONITOR_RUNNING, RETRAINING, TRAINING_JOB_RUNNING
 from scaleml_api.v1alpha1.modeldeployment import (
     DEGRADED,
+    GATE_FAILED,
     NO_READY_REPLICA,
+    PROMOTED,
     REPLICAS_READY,
     SERVER_CRASHING,
     WAITING_FOR_MODEL,
@@ -156,8 +158,18 @@ def test_serving_monitoring_and_retraining_write_valid_statuses(state: State, su
     assert waiting["phase"] == "Pending"
     assert _condition(waiting, READY)["reason"] == WAITING_FOR_MODEL
 
-    state.workload_status_file(TRAINING_JOB, "cancer").patch({"modelVersion": 1})
+    # The demo's ModelDeployment has promotion gates (minMetric 0.85): a worse version is held back.
+    trainer = state.workload_status_file(TRAINING_JOB, "cancer")
+    trainer.patch({"modelVersion": 1, "evaluation": {"metric": "accuracy", "metrics": {"accuracy": 0.5}}})
     wait_for(lambda: _exited(supervisor, "trainingjobs/cancer"), 30, "the trainer to exit")
+    supervisor.reconcile()
+    held = _valid(state)["modeldeployments/cancer"]
+    assert (held["phase"], held["candidateVersion"]) == ("Pending", 1)
+    assert _condition(held, READY)["reason"] == GATE_FAILED
+    assert _condition(held, PROMOTED)["message"].startswith("Version 1 failed: minMetric: accuracy 0.5 < 0.85.")
+    assert "modeldeployments/cancer" not in supervisor.groups
+
+    trainer.patch({"evaluation": {"metric": "accuracy", "metrics": {"accuracy": 0.97}}})
     supervisor.reconcile()
     wait_for(lambda: _exited(supervisor, "modeldeployments/cancer"), 30, "the agent to die")
     supervisor.reconcile()

@@ -14,7 +14,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 from scaleml_api.card import CardTensors
 from scaleml_api.profile import TensorSpec
 from scaleml_api.runtime import ServingRun
-from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
+from scaleml_api.v1alpha1.modeldeployment import Explain, ModelDeploymentSpec
 from scaleml_workloads.serving.agent import NotServableError, sync
 from scaleml_workloads.serving.config import deployment_config
 
@@ -129,6 +129,43 @@ def test_a_pinned_version_waits_for_its_export_and_is_kept(tmp_path: Path, card_
     model = tmp_path / "serving" / "churn"
     assert sorted(entry.name for entry in model.iterdir()) == ["2", "config.pbtxt"]
     assert "specific: { versions: [ 2 ] }" in (model / "config.pbtxt").read_text()
+
+
+def test_up_to_follows_the_newest_version_the_gates_allow(tmp_path: Path, card_file: Path) -> None:
+    source = tmp_path / "source"
+    for version in (1, 2, 3):
+        _export(source, version, card_file)
+    run = _run(tmp_path).model_copy(update={"up_to": 2})
+
+    assert sync(run) == 2
+    assert sync(run.model_copy(update={"up_to": 3})) == 3
+    model = tmp_path / "serving" / "churn"
+    assert sorted(entry.name for entry in model.iterdir()) == ["2", "3", "config.pbtxt"]
+    # Followed in place, as without gates: Triton loads the new link and then lets the old one go.
+    assert "latest: { num_versions: 1 }" in (model / "config.pbtxt").read_text()
+    # Unset, it is left out of the pods' config, whose template hash stays as it was.
+    assert "upTo" not in _run(tmp_path).model_dump_json(by_alias=True)
+
+
+def test_with_explanations_the_explanation_model_is_served_beside_the_model(tmp_path: Path, card_file: Path) -> None:
+    source = tmp_path / "source"
+    _export(source, 1, card_file)
+    explain = source / "1" / "explain"
+    explain.mkdir()
+    (explain / "model.pt").write_bytes(b"torchscript")
+    _export(source, 2, card_file)  # exported without one: served alone
+    spec = _spec().model_copy(update={"explain": Explain(enabled=True)})
+    run = _run(tmp_path, version=1).model_copy(update={"spec": spec})
+
+    assert sync(run) == 1
+    explainer = tmp_path / "serving" / "churn-explain"
+    assert (explainer / "1").resolve() == explain.resolve()
+    config = (explainer / "config.pbtxt").read_text()
+    assert 'name: "churn-explain"' in config
+    assert '{ name: "ATTRIBUTIONS", data_type: TYPE_FP32, dims: [ 5 ] }' in config
+    assert 'parameters { key: "INFERENCE_MODE", value: { string_value: "false" } }' in config
+    assert sync(run.model_copy(update={"version": 2})) == 2
+    assert sorted(entry.name for entry in explainer.iterdir()) == ["1", "config.pbtxt"]
 
 
 def test_the_config_is_rewritten_only_when_it_changes(tmp_path: Path, card_file: Path) -> None:

@@ -105,7 +105,7 @@ def _rollout(deployment: Mapping[str, Any], version: int | None) -> tuple[bool, 
     return True, f"{available} replica(s) up to date and available."
 
 
-def _promotion(
+def promotion_status(
     status: Mapping[str, Any], conditions: Conditions, promotion: Promotion | None, now: datetime
 ) -> dict[str, Any]:
     """The Promoted condition, candidateVersion and override (kept from the first time it served a version)."""
@@ -145,7 +145,7 @@ def observed(
     mark = conditions.mark
 
     patch: dict[str, Any] = {"endpoints": dict(endpoints), "selector": selector}
-    patch.update(_promotion(status, conditions, promotion, now))
+    patch.update(promotion_status(status, conditions, promotion, now))
     if waiting is not None or deployment is None:
         reason, message = (waiting.reason, waiting.message) if waiting else (CREATING, "Creating the Deployment.")
         mark(READY, False, reason, message)

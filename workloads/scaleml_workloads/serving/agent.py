@@ -47,18 +47,19 @@ class NotServableError(Exception):
     """The version to serve cannot be served (no model card, no file for the backend); says why."""
 
 
-def chosen_version(source: Path, pinned: int | None) -> int | None:
-    """The version to serve: the pinned one once it exists, else the newest; None while there is none."""
+def chosen_version(source: Path, pinned: int | None, up_to: int | None = None) -> int | None:
+    """The version to serve: the pinned one once it exists, else the newest up to `up_to`; None while there is none."""
     present = versions(source)
     if pinned is not None:
         return pinned if pinned in present else None
-    return present[-1] if present else None
+    allowed = [version for version in present if up_to is None or version <= up_to]
+    return allowed[-1] if allowed else None
 
 
 def sync(run: ServingRun) -> int | None:
     """Brings the serving repository up to date; returns the version linked last (None: nothing to serve yet)."""
     source, model_dir = Path(run.source_dir), Path(run.serving_dir) / run.model_name
-    version = chosen_version(source, run.version)
+    version = chosen_version(source, run.version, run.up_to)
     if version is None:
         return None
     version_dir = source / str(version)
@@ -151,13 +152,19 @@ def serve_health(port: int) -> threading.Event:
     return _Health.linked
 
 
-def watch(run: ServingRun, stop: threading.Event | None = None) -> None:
-    """Syncs every `poll_seconds` until `stop` is set; logs (once) while there is nothing to serve."""
+def watch(run: ServingRun, stop: threading.Event | None = None, config: Path | None = None) -> None:
+    """Syncs every `poll_seconds` until `stop` is set; logs (once) while there is nothing to serve.
+
+    With `config`, the file the run came from is read again before each sync, so that local mode
+    can move `up_to` (the promotion gates' choice) without restarting the agent.
+    """
     stop = stop or threading.Event()
     linked = serve_health(run.health_port) if run.health_port else threading.Event()
     waiting_said = False
     last_problem = ""
     while not stop.is_set():
+        if config is not None:
+            run = _reread(config, run)
         try:
             version = sync(run)
             last_problem = ""
@@ -175,6 +182,15 @@ def watch(run: ServingRun, stop: threading.Event | None = None) -> None:
         stop.wait(run.poll_seconds)
 
 
+def _reread(config: Path, run: ServingRun) -> ServingRun:
+    """The run as `config` says now; `run` unchanged if the file cannot be read (it is replaced atomically)."""
+    try:
+        return ServingRun.model_validate_json(config.read_text())
+    except (OSError, ValidationError) as error:
+        log.warning("cannot read %s again, keeping the run as it was: %s", config, error)
+        return run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scaleml_workloads.serving.agent", description=__doc__)
     parser.add_argument("--config", type=Path, help=f"ServingRun JSON file (default: the {CONFIG_ENV} variable)")
@@ -187,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("no valid ServingRun: %s", error)
         return EXIT_INVALID_INPUT
     ensure_admin_key(Path(run.serving_dir))
-    watch(run)
+    watch(run, config=args.config)
     return 0
 
 
