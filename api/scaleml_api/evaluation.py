@@ -29,6 +29,11 @@ HIGHER_IS_BETTER: Final[frozenset[str]] = frozenset({"accuracy", "f1", "auc"})
 CLASSIFICATION_METRICS: Final[tuple[MetricName, ...]] = ("accuracy", "f1", "auc")
 REGRESSION_METRICS: Final[tuple[MetricName, ...]] = ("mae", "rmse")
 
+# The bounds the CRD puts on status.evaluation, which the trainer writes and the operator reads:
+# a status the API server refuses would lose the modelVersion written with it.
+MAX_TEXT: Final = 1024
+MAX_NAME: Final = 256
+
 FairnessMeasure = Literal["metricGap", "demographicParityDifference", "equalOpportunityDifference"]
 
 
@@ -81,8 +86,10 @@ class Baseline(ApiModel):
     """An earlier version of the same model, evaluated on this version's validation rows."""
 
     version: int = Field(ge=1)
-    metrics: dict[str, float | None] = Field(default={}, description="Its task metrics on these rows.")
-    note: str = Field(default="", description="Why it was not evaluated, when it was not (metrics empty).")
+    metrics: dict[str, float | None] = Field(default={}, max_length=8, description="Its task metrics on these rows.")
+    note: str = Field(
+        default="", max_length=MAX_TEXT, description="Why it was not evaluated, when it was not (metrics empty)."
+    )
 
 
 class Evaluation(ApiModel):
@@ -101,8 +108,8 @@ class Evaluation(ApiModel):
 class FeatureGaps(ApiModel):
     """The status's summary of one sensitive feature's audit."""
 
-    feature: str
-    worst_group: str | None = None
+    feature: str = Field(max_length=MAX_NAME)
+    worst_group: str | None = Field(default=None, max_length=MAX_NAME)
     worst_value: float | None = None
     metric_gap: float | None = None
     demographic_parity_difference: float | None = None
@@ -123,11 +130,17 @@ class EvaluationSummary(ApiModel):
     """`status.evaluation` of a TrainingJob: what the promotion gates read (the model card has the rest)."""
 
     metric: MetricName = Field(description="The evaluation's main metric: accuracy or rmse.")
-    metrics: dict[str, float | None] = Field(default={}, description="Task metrics on the validation rows.")
+    metrics: dict[str, float | None] = Field(
+        default={}, max_length=8, description="Task metrics on the validation rows."
+    )
     rows: int = Field(default=0, ge=0, description="Validation rows evaluated.")
-    fairness: list[FeatureGaps] = Field(default=[], description="Per sensitive feature, its gaps and worst group.")
+    fairness: list[FeatureGaps] = Field(
+        default=[], max_length=8, description="Per sensitive feature, its gaps and worst group."
+    )
     baselines: list[Baseline] = Field(
-        default=[], description="Earlier versions of the model evaluated on the same rows, for maxRegression."
+        default=[],
+        max_length=20,
+        description="Earlier versions of the model evaluated on the same rows, for maxRegression.",
     )
 
     @classmethod
@@ -139,7 +152,8 @@ class EvaluationSummary(ApiModel):
             fairness=[
                 FeatureGaps(
                     feature=audit.feature,
-                    worst_group=audit.worst_group,
+                    # A group is a value of the data: a long one is cut to what the status holds.
+                    worst_group=audit.worst_group[:MAX_NAME] if audit.worst_group is not None else None,
                     worst_value=audit.worst_value,
                     metric_gap=audit.metric_gap,
                     demographic_parity_difference=audit.demographic_parity_difference,

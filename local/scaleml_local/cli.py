@@ -34,7 +34,7 @@ def _demo(args: argparse.Namespace) -> int:
     # The demo's own dependencies (rich, tritonclient, scikit-learn) load only when it runs.
     from scaleml_local.demo import main
 
-    return main(args.state.resolve(), args.manifests)
+    return main(args.state.resolve(), args.manifests, args.scenario)
 
 
 def register(commands: Any) -> None:
@@ -61,4 +61,11 @@ def register(commands: Any) -> None:
     demo = commands.add_parser("demo", help="Train, serve, monitor and retrain on this machine, in a few minutes.")
     demo.add_argument("--state", type=Path, default=Path(".scaleml/demo"), help="State directory, emptied first.")
     demo.add_argument("--manifests", type=Path, help="A folder of YAML to run instead of the demo's own.")
+    demo.add_argument(
+        "--scenario",
+        choices=("retrain", "bad-retrain"),
+        default="retrain",
+        help="retrain: the retrained version passes the gates and rolls out; bad-retrain: a retrained version that "
+        "is worse is held back by the ModelDeployment's promotion gates (default: %(default)s).",
+    )
     demo.set_defaults(run=_demo)

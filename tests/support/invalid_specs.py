@@ -55,6 +55,15 @@ CASES = (
         {"spec": {"hyperparameters": {"learningRate": 0}}},
         "spec.hyperparameters.learningRate",
     ),
+    InvalidCase(
+        "sensitive-feature-is-the-target",
+        TJ,
+        {"spec": {"evaluation": {"sensitiveFeatures": ["churned"]}}},
+        "spec.evaluation.sensitiveFeatures",
+    ),
+    InvalidCase(
+        "min-group-size-zero", TJ, {"spec": {"evaluation": {"minGroupSize": 0}}}, "spec.evaluation.minGroupSize"
+    ),
     InvalidCase("validation-split-one", TJ, {"spec": {"data": {"validationSplit": 1.0}}}, "spec.data.validationSplit"),
     InvalidCase("memory-not-a-quantity", TJ, {"spec": {"resources": {"memory": "lots"}}}, "spec.resources.memory"),
     InvalidCase(
@@ -99,6 +108,35 @@ CASES = (
     ),
     InvalidCase("capture-without-volume", MD, {"spec": {"capture": {"volumeClaim": None}}}, "spec.capture.volumeClaim"),
     InvalidCase("replicas-negative", MD, {"spec": {"replicas": -1}}, "spec.replicas"),
+    InvalidCase(
+        "gates-on-a-repository",
+        MD,
+        {
+            "spec": {
+                "model": {"fromTrainingJob": None, "repository": {"volumeClaim": "models", "modelName": "churn"}},
+                "promotion": {"gates": {"minMetric": 0.9}},
+            }
+        },
+        "spec.promotion.gates",
+    ),
+    InvalidCase(
+        "gates-min-above-max",
+        MD,
+        {"spec": {"promotion": {"gates": {"minMetric": 3, "maxMetric": 2}}}},
+        "spec.promotion.gates.minMetric",
+    ),
+    InvalidCase(
+        "gates-disparate-impact-above-one",
+        MD,
+        {"spec": {"promotion": {"gates": {"minDisparateImpactRatio": 1.5}}}},
+        "spec.promotion.gates.minDisparateImpactRatio",
+    ),
+    InvalidCase(
+        "gates-unknown-metric",
+        MD,
+        {"spec": {"promotion": {"gates": {"metric": "loss"}}}},
+        "spec.promotion.gates.metric",
+    ),
     InvalidCase(
         "capture-kept-under-a-minute",
         MD,

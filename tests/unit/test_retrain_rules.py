@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
-from scaleml_api.v1alpha1 import DRIFT_MONITOR
+from scaleml_api.v1alpha1 import DRIFT_MONITOR, TRAINING_JOB
 from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec, RetrainPolicy
 from scaleml_api.validation import InvalidSpecError, parse_spec
 from scaleml_operator.builders import retraining
+from scaleml_operator.builders.meta import Owner
+from scaleml_operator.builders.trainingjob import training_run
 from scaleml_operator.status import driftmonitor as status
 from tests.support.manifests import example, merged
 
@@ -120,3 +122,41 @@ def test_a_degradation_retrain_is_named_from_its_run_and_every_report_says_which
 def test_invalid_rules_and_thresholds_are_refused_naming_the_field(change: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidSpecError, match=field.replace(".", r"\.")):
         parse_spec(DRIFT_MONITOR, merged(example("DriftMonitor"), {"spec": change})["spec"])
+
+
+def test_a_retraining_job_carries_its_drift_episode_to_its_pods_and_model_card() -> None:
+    source = merged(example("TrainingJob"), {"metadata": {"namespace": "ml"}})
+    policy = RetrainPolicy.model_validate({"enabled": True})
+    job = retraining.retraining_job(
+        source, policy, name="churn-retrain-1", monitor="churn", drift_since="2026-12-05T03:00:00Z", rule="degradation"
+    )
+    lineage = retraining.lineage(job["metadata"])
+    assert lineage is not None
+    assert lineage.to_wire() == {
+        "retrainedBy": "churn",
+        "retrainOf": "churn",
+        "since": "2026-12-05T03:00:00Z",
+        "rule": "degradation",
+    }
+    owner = Owner("TrainingJob", "churn-retrain-1", "ml", "uid-1")
+    spec = parse_spec(TRAINING_JOB, job["spec"])
+    assert training_run(owner, spec, lineage).lineage == lineage
+    # A job created by hand has none, and its pods' config is as it was.
+    assert retraining.lineage(source["metadata"]) is None
+    assert "lineage" not in training_run(owner, spec).model_dump_json(by_alias=True)
+
+
+def test_a_held_back_retrained_version_is_named_in_the_monitors_status() -> None:
+    job = {"metadata": {"name": "churn-retrain-1"}, "status": {"phase": "Succeeded", "modelVersion": 3}}
+    promoted = {
+        "type": "Promoted",
+        "status": "False",
+        "reason": "GateFailed",
+        "message": "Version 3 failed: minMetric.",
+    }
+    deployment = {"metadata": {"name": "churn"}, "status": {"candidateVersion": 3, "conditions": [promoted]}}
+    assert status.held_back(job, deployment) == (
+        "Version 3, which TrainingJob churn-retrain-1 exported, is held back by ModelDeployment churn's promotion "
+        "gates: Version 3 failed: minMetric."
+    )
+    assert status.held_back(job, {"metadata": {"name": "churn"}, "status": {"servedVersion": 3}}) == ""

@@ -33,12 +33,15 @@ EXPORTS_PER_PROCESS = 2
 COPIES_PER_PROCESS = 20
 COMPLETE_VERSION = [
     "__pycache__",
+    "explain",
     "labels.json",
     "model.pt",
     "model.py",
     "model_card.json",
     "profile.json",
     "state_dict.pt",
+    "transparency.html",
+    "transparency.json",
 ]
 
 
@@ -60,7 +63,7 @@ def main(root: Path, processes: int) -> None:
     )
     topology = Topology(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
     _barrier(root, "exports", processes)
-    exported = [export_result(run, data, result, topology) for _ in range(EXPORTS_PER_PROCESS)]
+    exported = [export_result(run, data, result, topology)[0] for _ in range(EXPORTS_PER_PROCESS)]
     model_dir = root / "models" / run.spec.output.model_name
     copies = []
     for _ in range(COPIES_PER_PROCESS):

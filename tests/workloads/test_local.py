@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from scaleml_api.v1alpha1 import TRAINING_JOB
+from scaleml_api.v1alpha1 import MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_local import demo
 from scaleml_local.demo.view import summary
 from scaleml_local.state import State, running
@@ -155,8 +156,33 @@ def test_the_demo_catches_the_shift_retrains_and_rolls_without_failures(tmp_path
         f"{first.estimated:.3f} on calm traffic (mean of {first.windows} windows, no labels) vs {first.true:.3f} true: "
         f"error {first.error:.3f}" in printed.getvalue()
     )
+    # The retrained version passed the ModelDeployment's gates against the served one; both were audited per clinic.
+    assert result.gates[2].startswith("Version 2 passed. Passed: accuracy ")
+    assert "of served version 1 (maxRegression 0.02)" in result.gates[2]
+    assert all("north" in groups and "south" in groups for groups in result.groups.values())
+    assert result.groups[2] in printed.getvalue()
     assert state.processes() == {}
     assert state.supervisor_pid() is None
+
+
+def test_a_worse_retrained_version_is_held_back_and_never_answers(tmp_path: Path) -> None:
+    state = State(tmp_path / "state")
+    result = demo.run(
+        state, settings=dataclasses.replace(SMALL, scenario="bad-retrain"), console=Console(file=io.StringIO())
+    )
+
+    assert result.held_back
+    assert result.new_version == 2
+    assert result.gates[2].startswith("Version 2 failed: minMetric: accuracy ")
+    assert result.by_version.get("2", 0) == 0
+    assert result.failed == 0
+    deployment = state.get(MODEL_DEPLOYMENT, "cancer")
+    assert deployment is not None
+    assert deployment["status"]["servedVersion"] == 1
+    assert deployment["status"]["candidateVersion"] == 2
+    promoted = next(c for c in deployment["status"]["conditions"] if c["type"] == "Promoted")
+    assert (promoted["status"], promoted["reason"]) == ("False", "GateFailed")
+    assert promoted["message"].endswith("Version 1 stays served.")
 
 
 def test_ctrl_c_stops_every_process_and_leaves_no_port_listening(tmp_path: Path) -> None:

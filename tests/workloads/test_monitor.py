@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -32,12 +31,12 @@ from scaleml_workloads.monitor.loop import LATEST_REPORT, Monitor, Reporter
 from scaleml_workloads.monitor.reference import AGGREGATES_ONLY, MULTIVARIATE_SKIPPED, detector_for
 from scaleml_workloads.training.data import load_data
 from scaleml_workloads.training.profile import profile_data
+from tests.support.browser import render
 from tests.support.controlplane import ControlPlane
 from tests.support.fixtures import NamespaceFactory
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import example, merged
 from tests.support.polling import wait_for
-from tests.support.requirements import skip_or_fail
 from tests.workloads.monitoring import model_inputs, write_window
 from tests.workloads.runs import churn_table, training_run, write_parquet
 
@@ -300,9 +299,6 @@ def test_status_and_events_reach_the_drift_monitor_and_a_restart_resumes_the_cou
 
 
 def test_the_report_renders_in_chromium_with_a_plot_per_feature(exported_model: Path, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or ""
-    if not chromium:
-        skip_or_fail("chromium not found: `make chromium` installs Debian's package")
     run = _run(exported_model, tmp_path)
     profile = _profile(run)
     monitor = _monitor(run)
@@ -311,19 +307,8 @@ def test_the_report_renders_in_chromium_with_a_plot_per_feature(exported_model: 
     monitor.check()
     write_window(captures, model_inputs(profile, _shifted(churn_table(WINDOW, seed=62), "a", 1.5)), start=20.0)
     assert monitor.check() is not None
-    page = Path(run.reports_dir) / LATEST_REPORT
-    screenshot = tmp_path / "report.png"
-    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'chromium'}"]
 
-    dom = subprocess.run(
-        [*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
-    ).stdout
-    subprocess.run(
-        [*browser, f"--screenshot={screenshot}", "--window-size=1400,2400", page.as_uri()],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    dom, screenshot = render(Path(run.reports_dir) / LATEST_REPORT, tmp_path, "1400,2400")
 
     # As the browser built it: one figure with one chart per feature, the trend, the table.
     assert dom.count("<figure") == len(profile.features)

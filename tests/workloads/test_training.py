@@ -43,6 +43,7 @@ def test_a_single_process_run_learns_and_exports_a_complete_version(tmp_path: Pa
     version = version_dir(tmp_path, 1)
     assert sorted(path.name for path in version.iterdir()) == [
         "__pycache__",
+        "explain",
         "labels.json",
         "model.onnx",
         "model.pt",
@@ -50,6 +51,8 @@ def test_a_single_process_run_learns_and_exports_a_complete_version(tmp_path: Pa
         "model_card.json",
         "profile.json",
         "state_dict.pt",
+        "transparency.html",
+        "transparency.json",
     ]
     card = ModelCard.model_validate_json((version / "model_card.json").read_text())
     history = card.training.metrics.history

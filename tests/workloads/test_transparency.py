@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from scaleml_workloads.training.distributed import Topology
 from scaleml_workloads.training.job import export_result
 from scaleml_workloads.training.loop import train
 from scaleml_workloads.training.report import ProgressReporter
-from tests.support.requirements import skip_or_fail
+from tests.support.browser import render
 from tests.workloads.runs import churn_table, training_run, version_dir, write_parquet
 
 pytestmark = pytest.mark.workloads
@@ -30,9 +28,6 @@ INTENDED_USE = "Ranks customers for retention offers <b>not</b> for pricing."
 
 
 def test_the_report_renders_every_section_in_chromium(tmp_path: Path, process_group: Topology) -> None:
-    chromium = shutil.which("chromium") or ""
-    if not chromium:
-        skip_or_fail("chromium not found: `make chromium` installs Debian's package")
     table = churn_table(1200)
     c = table.column("c").to_numpy()
     table = table.append_column("region", pa.array(np.where(c > 0, "north", np.where(c < -1.8, "isles", "south"))))
@@ -51,22 +46,13 @@ def test_the_report_renders_every_section_in_chromium(tmp_path: Path, process_gr
         export_result(run, data, result, process_group)
 
     directory = version_dir(tmp_path, 2)
-    page, screenshot = directory / REPORT_HTML, tmp_path / "report.png"
     behind = json.loads((directory / REPORT_JSON).read_text())
     card = ModelCard.model_validate(json.loads((directory / "model_card.json").read_text()))
     assert behind["version"] == 2
     assert ModelCard.model_validate(behind["modelCard"]) == card
     assert {REPORT_HTML, REPORT_JSON} <= set(card.files)
-    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'chromium'}"]
-    dom = subprocess.run(
-        [*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
-    ).stdout
-    subprocess.run(
-        [*browser, f"--screenshot={screenshot}", "--window-size=1200,3200", page.as_uri()],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+
+    dom, screenshot = render(directory / REPORT_HTML, tmp_path, "1200,3200")
 
     for section in SECTIONS:
         assert f'<section id="{section}">' in dom

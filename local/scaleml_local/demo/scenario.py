@@ -25,7 +25,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -38,6 +38,7 @@ from scaleml_api.merge import merge_patch
 from scaleml_api.profile import DataProfile
 from scaleml_api.repository import MODEL_CARD_FILE, PROFILE_FILE
 from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_api.v1alpha1.modeldeployment import PROMOTED, Gates
 from scaleml_api.v1alpha1.trainingjob import FAILED
 from scaleml_local.demo.traffic import TARGET, Score, Traffic, pool
 from scaleml_local.demo.view import View, summary
@@ -45,6 +46,7 @@ from scaleml_local.runs import reports_dir
 from scaleml_local.state import LocalError, Manifest, State, read_manifests
 from scaleml_local.supervisor import Supervisor, stop_orphans
 from scaleml_operator.status.conditions import find_condition
+from scaleml_operator.status.promotion import evaluation_of, judge
 
 # The demo's TrainingJob, ModelDeployment and DriftMonitor: package data, in a wheel as in a checkout.
 MANIFESTS: Final = resources.files("scaleml_local.demo") / "manifests"
@@ -53,6 +55,14 @@ NAME: Final = "cancer"
 SHIFTED_PREFIXES: Final = ("mean_", "worst_")
 SHIFT_FACTOR: Final = 1.4
 POLL_SECONDS: Final = 0.25
+# The synthetic sensitive column (see `dataset`).
+CLINIC: Final = "clinic"
+CLINIC_SEED: Final = 20261205
+Scenario = Literal["retrain", "bad-retrain"]
+SCENARIOS: Final[tuple[Scenario, ...]] = ("retrain", "bad-retrain")
+# What the bad-retrain scenario does to the retraining job: a learning rate that barely moves the
+# weights, for one epoch. Its version fails the ModelDeployment's gates and stays out of production.
+BAD_RETRAIN: Final = {"hyperparameters": {"epochs": 1, "learningRate": 1e-6}}
 
 
 class DemoError(Exception):
@@ -75,6 +85,7 @@ class Settings:
     windows_after: int = 1
     stage_timeout: float = 180.0
     live: bool = True
+    scenario: Scenario = "retrain"
 
 
 @dataclass(frozen=True)
@@ -138,10 +149,19 @@ class Result:
     report: Path | None = None
     stages: dict[str, float] = field(default_factory=dict)
     estimates: list[Estimate] = field(default_factory=list)
+    # Per version: what the ModelDeployment's gates say of it, and its metric per clinic.
+    gates: dict[int, str] = field(default_factory=dict)
+    groups: dict[int, str] = field(default_factory=dict)
+    held_back: bool = False
 
 
 def dataset(shifted: bool = False) -> pa.Table:
-    """scikit-learn's breast cancer data with snake_case columns and the diagnosis as a label."""
+    """scikit-learn's breast cancer data with snake_case columns, the diagnosis as a label, and a clinic.
+
+    The data set records no patient attribute to audit, so the demo adds one and says so: `clinic`
+    is synthetic, each row drawn at random (seeded, two rows in three "north"), independent of
+    everything else. It is a sensitive feature of the TrainingJob, audited and never fed to the model.
+    """
     from sklearn.datasets import load_breast_cancer
 
     data = load_breast_cancer()
@@ -151,6 +171,8 @@ def dataset(shifted: bool = False) -> pa.Table:
         values = data.data[:, index]
         columns[column] = values * SHIFT_FACTOR if shifted and column.startswith(SHIFTED_PREFIXES) else values
     columns[TARGET] = np.asarray(data.target_names)[data.target]
+    draws = np.random.default_rng(CLINIC_SEED).random(len(data.target))
+    columns[CLINIC] = np.where(draws < 2 / 3, "north", "south")
     return pa.table(columns)
 
 
@@ -205,9 +227,15 @@ class Demo:
     # Stages.
 
     def apply(self) -> None:
+        retrain = {"trainingJobOverrides": BAD_RETRAIN} if self.settings.scenario == "bad-retrain" else None
         overrides: dict[str, Manifest] = {
             TRAINING_JOB.kind: {"spec": {"hyperparameters": {"epochs": self.settings.epochs}}},
-            DRIFT_MONITOR.kind: {"spec": {"window": {"size": self.settings.window_size, "every": self.settings.every}}},
+            DRIFT_MONITOR.kind: {
+                "spec": {
+                    "window": {"size": self.settings.window_size, "every": self.settings.every},
+                    "retrain": retrain,
+                }
+            },
         }
         for document in read_manifests([self.manifests]):
             # A None leaves the YAML's value: merge_patch would remove the field.
@@ -226,13 +254,27 @@ class Demo:
         self.wait(f"TrainingJob {name} to succeed", lambda: self._job(name)["status"].get("phase") == "Succeeded")
         job = self._job(name)
         version = int(job["status"]["modelVersion"])
-        card = self.state.volume("models") / NAME / str(version) / MODEL_CARD_FILE
-        accuracy = ModelCard.model_validate_json(card.read_text()).training.metrics.validation_metric
+        card = ModelCard.model_validate_json(
+            (self.state.volume("models") / NAME / str(version) / MODEL_CARD_FILE).read_text()
+        )
+        accuracy = card.training.metrics.validation_metric
         if accuracy is None:
             raise DemoError(f"version {version} has no validation accuracy: the demo's YAML sets validationSplit")
         self.result.accuracy[version] = accuracy
+        self.result.groups[version] = per_group(card)
+        self.result.gates[version] = self._gates(job, version)
         self.view.say(f"TrainingJob {name} exported version {version} (validation accuracy {accuracy:.3f})")
         return version
+
+    def _gates(self, job: Manifest, version: int) -> str:
+        """What the ModelDeployment's gates say of `version`, against the version served when it was exported."""
+        deployment = self.state.get(MODEL_DEPLOYMENT, NAME)
+        gates = ((deployment or {}).get("spec") or {}).get("promotion", {}).get("gates")
+        if gates is None:
+            return "no gates"
+        served = self.served()
+        verdict = judge(Gates.model_validate(gates), evaluation_of(job["status"].get("evaluation")), served)
+        return verdict.message(version)
 
     def served(self) -> int | None:
         deployment = self.state.get(MODEL_DEPLOYMENT, NAME)
@@ -302,15 +344,12 @@ class Demo:
                 self.result.retrain_job = self._retrain_job()
                 self.view.say(f"the monitor's retraining policy created TrainingJob {self.result.retrain_job}")
                 self.result.new_version = self.train(self.result.retrain_job)
-            with self.stage("rollout"):
-                new = self.result.new_version
-                self.wait(f"ModelDeployment {NAME} to serve version {new}", lambda: self.served() == new)
-                self.view.say(f"ModelDeployment {NAME} serves version {new}, with no restart")
-                self.windows(self.settings.windows_after, lambda w: w.reference == new)
-                self.wait(
-                    f"requests answered by version {new}",
-                    lambda: self.traffic is not None and self.traffic.by_version[str(new)] > 0,
-                )
+            if self.settings.scenario == "bad-retrain":
+                with self.stage("held back"):
+                    self.hold(first)
+            else:
+                with self.stage("rollout"):
+                    self.roll()
             self.traffic.stop.set()
             self.traffic.join()
             self._observe()
@@ -323,6 +362,34 @@ class Demo:
             raise DemoError(f"{self.result.failed} request(s) failed: {self.traffic.last_error}")
         return self.result
 
+    def hold(self, first: int) -> None:
+        """The retrained version fails the gates: the first stays served, and the status says why."""
+        new = self.result.new_version
+
+        def held() -> bool:
+            status = (self.state.get(MODEL_DEPLOYMENT, NAME) or {}).get("status") or {}
+            return status.get("candidateVersion") == new and status.get("servedVersion") == first
+
+        self.wait(f"ModelDeployment {NAME} to hold version {new} back", held)
+        deployment = self.state.get(MODEL_DEPLOYMENT, NAME)
+        assert deployment is not None
+        self.result.held_back = True
+        self.view.say(f"[yellow]version {new} held back[/]: {_message(deployment, PROMOTED)}")
+        self.windows(self.settings.windows_after, lambda w: w.reference == first)
+        if self.traffic is not None and self.traffic.by_version[str(new)]:
+            raise DemoError(f"version {new} answered requests although the gates held it back")
+
+    def roll(self) -> None:
+        """The retrained version passes the gates and is served in place."""
+        new = self.result.new_version
+        self.wait(f"ModelDeployment {NAME} to serve version {new}", lambda: self.served() == new)
+        self.view.say(f"ModelDeployment {NAME} serves version {new}, with no restart")
+        self.windows(self.settings.windows_after, lambda w: w.reference == new)
+        self.wait(
+            f"requests answered by version {new}",
+            lambda: self.traffic is not None and self.traffic.by_version[str(new)] > 0,
+        )
+
     def _retrain_job(self) -> str:
         return str(self.state.status(DRIFT_MONITOR, NAME).get("lastRetrainJob") or "")
 
@@ -331,6 +398,21 @@ class Demo:
             self.traffic.stop.set()
             self.traffic.join(timeout=10)
         self.view.close()
+
+
+def per_group(card: ModelCard) -> str:
+    """A version's accuracy per clinic on its validation rows, with the interval and the parity difference."""
+    evaluation = card.evaluation
+    if evaluation is None or not evaluation.fairness:
+        return "not audited"
+    audit = evaluation.fairness[0]
+    groups = []
+    for group in audit.groups:
+        interval = group.intervals.get("accuracy")
+        spread = f" [{interval.low:.2f}, {interval.high:.2f}]" if interval else ""
+        groups.append(f"{group.group} {group.metrics.get('accuracy') or 0:.3f}{spread} ({group.rows} rows)")
+    parity = audit.demographic_parity_difference
+    return f"{', '.join(groups)}; parity difference {'n/a' if parity is None else f'{parity:.3f}'}"
 
 
 def _without_none(mapping: dict[str, Any]) -> dict[str, Any]:
@@ -372,7 +454,7 @@ def run(
         thread.join()
 
 
-def main(state_dir: Path, manifests: Path | None = None) -> int:
+def main(state_dir: Path, manifests: Path | None = None, scenario: Scenario = "retrain") -> int:
     console = Console()
 
     def interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -383,7 +465,7 @@ def main(state_dir: Path, manifests: Path | None = None) -> int:
     started = time.monotonic()
     state = State(state_dir)
     try:
-        result = run(state, manifests or MANIFESTS, console=console)
+        result = run(state, manifests or MANIFESTS, Settings(scenario=scenario), console=console)
     except KeyboardInterrupt:
         console.print("interrupted: every process stopped")
         return 130

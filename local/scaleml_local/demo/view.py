@@ -91,6 +91,10 @@ def summary(result: Result, state: State) -> Table:
             f"{estimate.windows} windows, no labels) vs {estimate.true:.3f} true: error {estimate.error:.3f}"
             + ("; the traffic drifted, where the model can be confidently wrong" if estimate.drifted else ""),
         )
+    for version, groups in sorted(result.groups.items()):
+        table.add_row(f"version {version} per clinic", groups)
+    for version, verdict in sorted(result.gates.items()):
+        table.add_row(f"version {version} gates", verdict)
     versions = ", ".join(f"v{v}: {n}" for v, n in sorted(result.by_version.items()))
     table.add_row("requests", f"{result.served} served ({versions}), {result.failed} failed")
     calm = [w for w in result.windows if not w.shifted]
@@ -101,6 +105,8 @@ def summary(result: Result, state: State) -> Table:
     table.add_row(
         "drift caught", f"in window {result.drift_after_windows} after the shift; retrained by {result.retrain_job}"
     )
+    if result.held_back:
+        table.add_row("held back", f"version {result.new_version} failed the gates; the first version stays served")
     table.add_row("stages", ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.stages.items()))
     table.add_row("drift report", str(result.report))
     table.add_row("state", f"{state.root} (scaleml local get --state {state.root})")

@@ -53,9 +53,9 @@ class Verdict:
         (self.failed if gates.require_evaluation else self.skipped).append(what)
 
     def message(self, version: int) -> str:
-        parts = []
-        if self.failed:
-            parts.append(f"Version {version} failed: {'; '.join(self.failed)}.")
+        parts = [
+            f"Version {version} failed: {'; '.join(self.failed)}." if self.failed else f"Version {version} passed."
+        ]
         if self.passed:
             parts.append(f"Passed: {'; '.join(self.passed)}.")
         if self.skipped:
@@ -178,7 +178,7 @@ def promote(
         return Promotion(newest, GATES_PASSED, f"Version {newest} is served; the gates judge newer versions.")
     verdict = judge(gates, evaluation, served)
     if verdict.ok:
-        return Promotion(newest, GATES_PASSED, verdict.message(newest) or f"Version {newest} passed.")
+        return Promotion(newest, GATES_PASSED, verdict.message(newest))
     failed = verdict.message(newest)
     if annotation.strip() == str(newest):
         message = f"Version {newest} is served on the annotation scaleml.dev/promote={newest}, although: {failed}"

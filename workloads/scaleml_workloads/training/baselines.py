@@ -17,7 +17,7 @@ import numpy.typing as npt
 import torch
 
 from scaleml_api.card import ModelCard
-from scaleml_api.evaluation import Baseline
+from scaleml_api.evaluation import MAX_TEXT, Baseline
 from scaleml_api.repository import MODEL_CARD_FILE, TORCHSCRIPT_FILE
 from scaleml_workloads.export.repository import versions
 from scaleml_workloads.training.data import TrainingData
@@ -51,7 +51,7 @@ def baseline(
     try:
         card = ModelCard.model_validate(json.loads((version_dir / MODEL_CARD_FILE).read_text()))
     except (OSError, ValueError) as error:
-        return Baseline(version=version, note=f"its model card cannot be read: {error}")
+        return Baseline(version=version, note=f"its model card cannot be read: {error}"[:MAX_TEXT])
     if problem := _incompatible(card, data):
         return Baseline(version=version, note=problem)
     if not (version_dir / TORCHSCRIPT_FILE).is_file():
@@ -60,7 +60,7 @@ def baseline(
         model = torch.jit.load(str(version_dir / TORCHSCRIPT_FILE), map_location=device)  # type: ignore[no-untyped-call]
         outputs = predict(model, torch.from_numpy(data.features[rows]), device).numpy()
     except (OSError, RuntimeError) as error:
-        return Baseline(version=version, note=f"it did not run: {error}")
+        return Baseline(version=version, note=f"it did not run: {error}"[:MAX_TEXT])
     metrics = task_metrics(card.training.task, data.target[rows], outputs, data.labels, positive_label)
     return Baseline(version=version, metrics=metrics)
 
