@@ -156,3 +156,20 @@ def test_group_labels_of_numbers_strings_and_missing_values() -> None:
     ]
     with pytest.raises(InvalidInputError, match=r"'age' in d\.parquet has 500 distinct values"):
         group_labels(Path("d.parquet"), "age", np.arange(500, dtype=np.float64))
+
+
+def test_a_large_group_s_interval_keeps_the_width_its_rows_give() -> None:
+    # 60,000 rows, more than one resample takes: the interval of the accuracy still matches the normal
+    # approximation of a proportion over all of them.
+    target, logits, _ = _classifier(60_000, seed=6)
+    groups = np.full(60_000, "all")
+    spec = EvaluationSpec(min_group_size=1, bootstrap_samples=200)
+    ((group,),) = [
+        audit.groups
+        for audit in evaluate("classification", target, logits, (0, 1), {"g": groups}, spec, seed=0).fairness
+    ]
+    accuracy = group.metrics["accuracy"] or 0.0
+    interval = group.intervals["accuracy"]
+    expected = 2 * 1.96 * np.sqrt(accuracy * (1 - accuracy) / 60_000)
+    assert interval.low < accuracy < interval.high
+    assert interval.high - interval.low == pytest.approx(expected, rel=0.2)

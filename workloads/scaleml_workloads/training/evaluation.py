@@ -7,11 +7,12 @@ hold them to Fairlearn's `MetricFrame` and difference functions on the same pred
 Groups smaller than `minGroupSize` are reported with their numbers but marked not judged and kept
 out of every gap: a gap between a group of 3 rows and one of 3,000 says nothing about the model.
 The bootstrap intervals resample a group's rows with replacement (seeded), and take the 2.5th and
-97.5th percentiles of each metric over the resamples.
+97.5th percentiles of each metric over the resamples (for very large groups, see `intervals`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -33,6 +34,8 @@ from scaleml_workloads.training.data import Label, Task
 
 Array = npt.NDArray[np.generic]
 _CONFIDENCE: Final = (2.5, 97.5)
+# Rows of one bootstrap resample at most (see `intervals`).
+MAX_BOOTSTRAP_ROWS: Final = 20_000
 
 
 def positive_index(labels: Sequence[Label], positive_label: str) -> int | None:
@@ -146,22 +149,33 @@ class Predictions:
 def intervals(
     predictions: Predictions, rows: npt.NDArray[np.int64], samples: int, generator: np.random.Generator
 ) -> dict[str, Interval]:
-    """Per metric, the 95% bootstrap interval over `samples` resamples of `rows`."""
+    """Per metric, the 95% bootstrap interval over `samples` resamples of `rows`.
+
+    A group of more than MAX_BOOTSTRAP_ROWS rows is resampled MAX_BOOTSTRAP_ROWS at a time (the
+    m-out-of-n bootstrap), and the interval's distance from the group's metric is scaled by
+    sqrt(m / n): the spread of a mean-like metric shrinks as one over the root of the rows. Cost
+    then stays flat in the group's size.
+    """
     if samples == 0 or len(rows) < 2:
         return {}
+    size = min(len(rows), MAX_BOOTSTRAP_ROWS)
+    scale = math.sqrt(size / len(rows))
+    centre = predictions.metrics(rows)
     draws: dict[str, list[float]] = {}
     for _ in range(samples):
-        resample = rows[generator.integers(0, len(rows), size=len(rows))]
+        resample = rows[generator.integers(0, len(rows), size=size)]
         for name, value in predictions.metrics(resample).items():
             if value is not None:
                 draws.setdefault(name, []).append(value)
-    # A metric undefined on most resamples (AUC of a group with one positive row) has no honest interval.
-    return {
-        name: Interval(low=float(low), high=float(high))
-        for name, values in draws.items()
-        if len(values) >= samples // 2
-        for low, high in [np.percentile(values, _CONFIDENCE)]
-    }
+    found = {}
+    for name, values in draws.items():
+        metric = centre.get(name)
+        # A metric undefined on most resamples (AUC of a group with one positive row) has no honest interval.
+        if metric is None or len(values) < samples // 2:
+            continue
+        low, high = np.percentile(values, _CONFIDENCE)
+        found[name] = Interval(low=metric + scale * (low - metric), high=metric + scale * (high - metric))
+    return found
 
 
 def _spread(values: Sequence[float | None]) -> float | None:
