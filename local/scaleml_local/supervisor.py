@@ -483,7 +483,7 @@ class Supervisor:
         now, current = datetime.now(UTC), self.state.status(DRIFT_MONITOR, name)
         last = jobs.get(current.get("lastRetrainJob") or "") if spec.retrain.enabled else None
         source = retraining.source_job(spec, deployment, jobs)
-        verdict = retraining.retrain(spec, monitor["metadata"], current, last, source, now)
+        verdict = retraining.retrain(spec, monitor["metadata"], current, last, source, now, model_deployment=deployment)
         refused = self._create(name, verdict.job, jobs)
         self._write(
             DRIFT_MONITOR,

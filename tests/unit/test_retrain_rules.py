@@ -155,8 +155,8 @@ def test_a_held_back_retrained_version_is_named_in_the_monitors_status() -> None
         "message": "Version 3 failed: minMetric.",
     }
     deployment = {"metadata": {"name": "churn"}, "status": {"candidateVersion": 3, "conditions": [promoted]}}
-    assert status.held_back(job, deployment) == (
+    assert retraining.held_back(job, deployment) == (
         "Version 3, which TrainingJob churn-retrain-1 exported, is held back by ModelDeployment churn's promotion "
         "gates: Version 3 failed: minMetric."
     )
-    assert status.held_back(job, {"metadata": {"name": "churn"}, "status": {"servedVersion": 3}}) == ""
+    assert retraining.held_back(job, {"metadata": {"name": "churn"}, "status": {"servedVersion": 3}}) == ""

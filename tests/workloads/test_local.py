@@ -17,7 +17,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from scaleml_api.v1alpha1 import MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_local import demo
 from scaleml_local.demo.view import summary
 from scaleml_local.state import State, running
@@ -183,6 +183,14 @@ def test_a_worse_retrained_version_is_held_back_and_never_answers(tmp_path: Path
     promoted = next(c for c in deployment["status"]["conditions"] if c["type"] == "Promoted")
     assert (promoted["status"], promoted["reason"]) == ("False", "GateFailed")
     assert promoted["message"].endswith("Version 1 stays served.")
+    # The monitor's Retraining condition says what became of its retraining.
+    monitor = state.get(DRIFT_MONITOR, "cancer")
+    assert monitor is not None
+    retraining = next(c for c in monitor["status"]["conditions"] if c["type"] == "Retraining")
+    assert (
+        f"Version 2, which TrainingJob {result.retrain_job} exported, is held back by ModelDeployment cancer's"
+        in (retraining["message"])
+    )
 
 
 def test_ctrl_c_stops_every_process_and_leaves_no_port_listening(tmp_path: Path) -> None:

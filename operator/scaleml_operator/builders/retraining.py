@@ -43,6 +43,7 @@ from scaleml_api.v1alpha1.driftmonitor import (
     RetrainPolicy,
     RetrainRule,
 )
+from scaleml_api.v1alpha1.modeldeployment import PROMOTED
 from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_api.validation import InvalidSpecError, parse_spec
 
@@ -273,6 +274,21 @@ def entrypoint_allowed(spec: TrainingJobSpec, prefixes: Sequence[str]) -> bool:
     return any(module == prefix or module.startswith(f"{prefix}.") for prefix in prefixes)
 
 
+def held_back(last_job: Mapping[str, Any] | None, model_deployment: Mapping[str, Any] | None) -> str:
+    """What the monitor's status says when the version its last retraining exported failed the target's gates."""
+    if last_job is None or model_deployment is None:
+        return ""
+    version = (last_job.get("status") or {}).get("modelVersion")
+    status = model_deployment.get("status") or {}
+    if version is None or status.get("candidateVersion") != version:
+        return ""
+    promoted: Mapping[str, Any] = next((c for c in status.get("conditions") or () if c.get("type") == PROMOTED), {})
+    return (
+        f"Version {version}, which TrainingJob {last_job['metadata']['name']} exported, is held back by "
+        f"ModelDeployment {model_deployment['metadata']['name']}'s promotion gates: {promoted.get('message', '')}"
+    )
+
+
 def retrain(
     spec: DriftMonitorSpec,
     monitor: Mapping[str, Any],
@@ -282,6 +298,7 @@ def retrain(
     now: datetime,
     *,
     entrypoint_prefixes: Sequence[str] = (),
+    model_deployment: Mapping[str, Any] | None = None,
 ) -> Retraining:
     """The whole retraining step of a DriftMonitor (`monitor` is its metadata), pure.
 
@@ -306,6 +323,8 @@ def retrain(
         message = f"TrainingJob {last_job['metadata']['name']} retrains {origin} ({rule} persisted)."
     else:
         active, reason, message = False, decision.reason, decision.message
+    if held := held_back(last_job, model_deployment):
+        message += f" {held}"
     if spec.retrain.use_captured_data:
         message += f" {CAPTURED_DATA_NOTE}"
     return Retraining(active, reason, message, job, decision.rule if job is not None else None)

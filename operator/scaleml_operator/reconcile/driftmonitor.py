@@ -9,7 +9,7 @@ rolls to a new version moves its monitors along.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -62,9 +62,8 @@ def read(owner: Owner, spec: DriftMonitorSpec, parent: Mapping[str, Any], contex
         source,
         now,
         entrypoint_prefixes=context.config.retrain_entrypoint_prefixes,
+        model_deployment=target,
     )
-    if held := status.held_back(last_job, target):
-        verdict = replace(verdict, message=f"{verdict.message} {held}")
     return Inputs(build.resolve_inputs(spec, target, training_job), deployment, verdict)
 
 

@@ -25,7 +25,6 @@ from scaleml_api.v1alpha1.driftmonitor import (
     RETRAIN_TRIGGERED,
     RETRAINING,
 )
-from scaleml_api.v1alpha1.modeldeployment import PROMOTED
 from scaleml_operator.status.acceptance import applied_events
 from scaleml_operator.status.conditions import Conditions, Event, find_condition, timestamp
 
@@ -152,18 +151,3 @@ def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event
     ):
         posted.append(Event("Warning", retraining_now["reason"], retraining_now.get("message", "")))
     return posted
-
-
-def held_back(last_job: Mapping[str, Any] | None, model_deployment: Mapping[str, Any] | None) -> str:
-    """What the monitor's status says when the version its last retraining exported failed the target's gates."""
-    if last_job is None or model_deployment is None:
-        return ""
-    version = (last_job.get("status") or {}).get("modelVersion")
-    status = model_deployment.get("status") or {}
-    if version is None or status.get("candidateVersion") != version:
-        return ""
-    promoted = find_condition(status.get("conditions") or (), PROMOTED) or {}
-    return (
-        f"Version {version}, which TrainingJob {last_job['metadata']['name']} exported, is held back by "
-        f"ModelDeployment {model_deployment['metadata']['name']}'s promotion gates: {promoted.get('message', '')}"
-    )
