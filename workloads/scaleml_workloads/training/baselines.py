@@ -10,6 +10,7 @@ TorchScript runs as exported; a version that cannot be compared says why in its 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,10 @@ def baseline(
     if not (version_dir / TORCHSCRIPT_FILE).is_file():
         return Baseline(version=version, note=f"it has no {TORCHSCRIPT_FILE} to run")
     try:
-        model = torch.jit.load(str(version_dir / TORCHSCRIPT_FILE), map_location=device)  # type: ignore[no-untyped-call]
+        with warnings.catch_warnings():
+            # Deprecated in torch 2.9+, and still the way to run what Triton's libtorch backend runs.
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+.* is deprecated")
+            model = torch.jit.load(str(version_dir / TORCHSCRIPT_FILE), map_location=device)  # type: ignore[no-untyped-call]
         outputs = predict(model, torch.from_numpy(data.features[rows]), device).numpy()
     except (OSError, RuntimeError) as error:
         return Baseline(version=version, note=f"it did not run: {error}"[:MAX_TEXT])
