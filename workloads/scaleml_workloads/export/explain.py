@@ -51,11 +51,10 @@ class IntegratedGradients(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         steps, rows = self.alphas.shape[0], inputs.shape[0]
         shape = [steps, 1] + [1] * (inputs.dim() - 1)
-        # TorchScript has neither an enable_grad block nor list unpacking (hence the + below). The
-        # runner calls this under no_grad, never in inference mode, which no setting could undo.
+        # TorchScript has no enable_grad block, no try and no list unpacking (hence the + below).
+        # The caller runs this under no_grad (never inference mode, which nothing here could undo),
+        # and its block restores the mode should the model raise before the last line resets it.
         was_enabled = torch.is_grad_enabled()
-        # TorchScript has no try: if the model raises in between, the caller's no_grad block (the
-        # runner's, or the libtorch backend's guard) restores the mode.
         torch.set_grad_enabled(True)
         outputs = self.model(inputs.detach())
         explained = outputs.argmax(dim=-1) if self.classification else torch.zeros_like(outputs[:, 0]).long()
@@ -74,9 +73,13 @@ class IntegratedGradients(nn.Module):
         return (delta * averaged).detach()
 
 
-def save_explainer(model: nn.Module, baseline: torch.Tensor, classification: bool, path: Path) -> None:
-    """Script the integrated-gradients model of `model` (traced first, in eval mode on the CPU) and save it."""
-    example = baseline.unsqueeze(0).repeat(2, *([1] * baseline.dim()))
+def save_explainer(
+    model: nn.Module, example: torch.Tensor, baseline: torch.Tensor, classification: bool, path: Path
+) -> None:
+    """Script the integrated-gradients model of `model` (in eval mode on the CPU) and save it.
+
+    `model` is traced on `example`, real rows (at least two), as the exported model is.
+    """
     with warnings.catch_warnings(), torch.no_grad():
         # torch 2.9+ deprecates TorchScript; Triton's libtorch backend still loads only TorchScript.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+.* is deprecated")

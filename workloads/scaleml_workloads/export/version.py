@@ -89,7 +89,9 @@ def export_version(
             if baseline is not None and example.is_floating_point():
                 explain = staging / EXPLAIN_DIR
                 explain.mkdir()
-                save_explainer(model, baseline.cpu(), training.task == "classification", explain / TORCHSCRIPT_FILE)
+                save_explainer(
+                    model, example, baseline.cpu(), training.task == "classification", explain / TORCHSCRIPT_FILE
+                )
                 _write_python_backend_model(explain / TRITON_PYTHON_MODEL_FILE)
         if "onnx" in formats:
             save_onnx(model, example, staging / ONNX_FILE)
