@@ -205,6 +205,12 @@ def serving(
     return patched(status, patch)
 
 
+def held(status: Status) -> Status:
+    """`status` with version 4 held back by the gates."""
+    message = "Version 4 failed: maxRegression: accuracy 0.8 against 0.9 of served version 3. Version 3 stays served."
+    return patched(with_condition(status, "Promoted", "False", "GateFailed", message), {"candidateVersion": 4})
+
+
 @pytest.mark.parametrize(
     ("status", "expected", "said"),
     [
@@ -231,6 +237,18 @@ def serving(
             serving(_deployment(available=0), [_crashing_triton()]), "Degraded", "failed to load", id="failed"
         ),
         pytest.param(serving(_deployment(replicas=0, updated=0, available=0)), "Healthy", "zero", id="scaled to zero"),
+        pytest.param(
+            held(serving(_deployment())),
+            "Suspended",
+            "Version 4 failed: maxRegression",
+            id="a new version held back by the gates",
+        ),
+        pytest.param(
+            held(serving(_deployment(available=0), [_crashing_triton()])),
+            "Degraded",
+            "failed to load",
+            id="failing while a version is held",
+        ),
         pytest.param(
             with_condition(
                 serving(_deployment()),

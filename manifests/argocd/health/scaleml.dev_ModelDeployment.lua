@@ -50,6 +50,13 @@ if phase == "Failed" or phase == "Degraded" then
   hs.message = said(condition(status, "Degraded"), "Triton replicas are failing.")
   return hs
 end
+-- A new version the promotion gates hold back waits for a person (the promote annotation), as an
+-- Argo Rollouts rollout paused for promotion does: Suspended, with what the gates said.
+if status.candidateVersion ~= nil then
+  hs.status = "Suspended"
+  hs.message = said(condition(status, "Promoted"), "A new version is held back by the promotion gates.")
+  return hs
+end
 if phase == "Ready" then
   hs.status = "Healthy"
   hs.message = said(ready, "Serving.")
