@@ -42,7 +42,6 @@ from scaleml_api.v1alpha1.driftmonitor import RUN_FIELDS, DriftMonitorSpec
 from scaleml_api.v1alpha1.modeldeployment import (
     GATE_FAILED,
     NO_READY_REPLICA,
-    PROMOTE_ANNOTATION,
     REPLICAS_READY,
     SERVER_CRASHING,
     ModelDeploymentSpec,
@@ -51,7 +50,7 @@ from scaleml_local import runs, status
 from scaleml_local.state import LocalError, Manifest, State, running
 from scaleml_operator.builders import driftmonitor, modeldeployment, retraining
 from scaleml_operator.status import acceptance
-from scaleml_operator.status.promotion import Promotion, evaluation_of, promote
+from scaleml_operator.status.promotion import Promotion, promote_deployment
 from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.export.repository import versions
 from scaleml_workloads.serving import tritonserver
@@ -135,10 +134,8 @@ def gated(
     exported = exports(jobs, training_job)
     newest = max(exported, default=None)
     exporter = exported.get(newest) if newest is not None else None
-    evaluation = evaluation_of((exporter or {}).get("status", {}).get("evaluation"))
-    annotation = (deployment["metadata"].get("annotations") or {}).get(PROMOTE_ANNOTATION, "")
-    overridden = ((deployment.get("status") or {}).get("override") or {}).get("version")
-    return promote(spec.promotion.gates, newest, served, evaluation, annotation, overridden)
+    evaluation = (exporter or {}).get("status", {}).get("evaluation")
+    return promote_deployment(deployment, spec.promotion.gates, newest, served, evaluation)
 
 
 def served_version(http_port: int, model: str) -> int | None:

@@ -8,7 +8,7 @@ the children only when the Deployment is missing or serves a stale version.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -17,7 +17,6 @@ from scaleml_api.v1alpha1 import MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_api.v1alpha1.modeldeployment import (
     GATE_FAILED,
     MODEL_VERSION_ANNOTATION,
-    PROMOTE_ANNOTATION,
     ModelDeploymentSpec,
 )
 from scaleml_operator.builders import modeldeployment as build
@@ -26,7 +25,7 @@ from scaleml_operator.config import OperatorConfig
 from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
 from scaleml_operator.status import modeldeployment as status
-from scaleml_operator.status.promotion import Promotion, evaluation_of, promote
+from scaleml_operator.status.promotion import Promotion, promote_deployment
 
 OWNER_LABEL: Final = "scaleml.dev/modeldeployment"
 SERVING_SELECTOR: Final = {"app.kubernetes.io/name": build.COMPONENT, "app.kubernetes.io/managed-by": MANAGED_BY}
@@ -66,32 +65,27 @@ def _source(
     deployment: Mapping[str, Any] | None,
     indexes: Mapping[str, Any],
 ) -> tuple[build.ModelSource | Waiting, Promotion | None]:
+    """The version to serve, and what the promotion gates said of the newest (None when nothing is judged)."""
     namespace = parent["metadata"].get("namespace", "")
-    if spec.model.repository is not None:
-        return build.resolve_source(spec, None, None), None
-    training_job = cache.one(indexes, cache.PARENTS[TRAINING_JOB.kind], (namespace, spec.model.from_training_job))
-    exported: Mapping[tuple[str, str, str], Iterable[int]] = indexes[EXPORTS_INDEX]
-    if training_job is None:
-        return build.resolve_source(spec, None, None), None
-    output = training_job["spec"]["output"]
-    model = (namespace, output["volumeClaim"], output["modelName"])
-    newest = max(exported.get(model, ()), default=None)
-    own = (training_job.get("status") or {}).get("modelVersion")
-    newest = max(filter(None, (own, newest)), default=None)
-    if isinstance(spec.model.version, int):
-        return build.resolve_source(spec, training_job, newest), None
-    status = parent.get("status") or {}
-    evaluations = indexes[EVALUATIONS_INDEX].get((*model, newest), ())
-    annotation = (parent["metadata"].get("annotations") or {}).get(PROMOTE_ANNOTATION, "")
-    overridden = (status.get("override") or {}).get("version")
-    served = served_version(deployment, status)
-    evaluation = next((evaluation_of(found) for found in evaluations), None)
-    promotion = promote(spec.promotion.gates, newest, served, evaluation, annotation, overridden)
+    training_job = None
+    if spec.model.repository is None:
+        training_job = cache.one(indexes, cache.PARENTS[TRAINING_JOB.kind], (namespace, spec.model.from_training_job))
+    newest = None
+    if training_job is not None:
+        output = training_job["spec"]["output"]
+        exported: Mapping[tuple[str, str, str], Iterable[int]] = indexes[EXPORTS_INDEX]
+        newest = max(exported.get((namespace, output["volumeClaim"], output["modelName"]), ()), default=None)
+    source = build.resolve_source(spec, training_job, newest)
+    if isinstance(source, Waiting) or spec.model.repository is not None or isinstance(spec.model.version, int):
+        return source, None
+    key = (namespace, source.volume_claim, source.model_name, source.version)
+    evaluation = next(iter(indexes[EVALUATIONS_INDEX].get(key, ())), None)
+    served = served_version(deployment, parent.get("status") or {})
+    promotion = promote_deployment(parent, spec.promotion.gates, source.version, served, evaluation)
     if promotion.version is None:
-        waiting = Waiting(GATE_FAILED, promotion.message) if promotion.candidate is not None else None
-        return waiting or build.resolve_source(spec, training_job, None), promotion
-    # Not resolve_source's newest: a held version is newer than the one to serve.
-    return build.ModelSource(output["volumeClaim"], output["modelName"], promotion.version), promotion
+        return Waiting(GATE_FAILED, promotion.message), promotion
+    # The newest version resolve_source found, unless the gates hold it back.
+    return replace(source, version=promotion.version), promotion
 
 
 def read(owner: Owner, spec: ModelDeploymentSpec, parent: Mapping[str, Any], context: Context) -> Inputs:

@@ -12,6 +12,7 @@ later does not take down what runs. A pinned `model.version` is served as asked.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from scaleml_api.v1alpha1.modeldeployment import (
     GATE_FAILED,
     GATES_PASSED,
     NOT_GATED,
+    PROMOTE_ANNOTATION,
     PROMOTED_BY_ANNOTATION,
     Gates,
 )
@@ -185,3 +187,15 @@ def promote(
         return Promotion(newest, PROMOTED_BY_ANNOTATION, message, overruled=failed)
     keeps = f" Version {served} stays served." if served is not None else " No version is served yet."
     return Promotion(served, GATE_FAILED, failed + keeps, candidate=newest)
+
+
+def promote_deployment(
+    deployment: Mapping[str, Any], gates: Gates | None, newest: int | None, served: int | None, evaluation: Any
+) -> Promotion:
+    """`promote` for a ModelDeployment (as the API returns it): its promote annotation and recorded override.
+
+    `evaluation` is the newest version's `status.evaluation`, as its TrainingJob wrote it (or None).
+    """
+    annotation = (deployment["metadata"].get("annotations") or {}).get(PROMOTE_ANNOTATION, "")
+    overridden = ((deployment.get("status") or {}).get("override") or {}).get("version")
+    return promote(gates, newest, served, evaluation_of(evaluation), annotation, overridden)

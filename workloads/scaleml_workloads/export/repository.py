@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
@@ -56,19 +56,22 @@ def staging_dir(model_dir: Path) -> Path:
     return path
 
 
-def publish(staging: Path, finish: Callable[[Path, int], None] | None = None) -> int:
+def publish(staging: Path, finish: Callable[[Path, int], Iterable[Path]] | None = None) -> int:
     """Rename a complete staging directory to the next free version number, and return that number.
 
-    `finish(staging, version)` writes what must know the number (the transparency report), before
-    the rename; it runs again with the next number when another writer took this one.
+    `finish(staging, version)` writes what must know the number (the transparency report) and
+    returns those files; it runs again with the next number when another writer took this one.
     """
     model_dir = staging.parent
+    _fsync_tree(staging)
     while True:
         present = versions(model_dir)
         version = present[-1] + 1 if present else 1
         if finish is not None:
-            finish(staging, version)
-        _fsync_tree(staging)
+            # Only what finish wrote is new since the whole tree was synced.
+            for path in finish(staging, version):
+                _fsync(path)
+            _fsync(staging)
         try:
             os.rename(staging, model_dir / str(version))
         except OSError as error:

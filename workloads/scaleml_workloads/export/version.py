@@ -130,9 +130,10 @@ def export_version(
     return version
 
 
-def _write_report(directory: Path, card: ModelCard, version: int) -> None:
+def _write_report(directory: Path, card: ModelCard, version: int) -> list[Path]:
     (directory / REPORT_HTML).write_text(render(card, version))
     (directory / REPORT_JSON).write_text(report_json(card, version))
+    return [directory / REPORT_HTML, directory / REPORT_JSON]
 
 
 def _write_python_backend_model(path: Path) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from scaleml_api.card import CardTensors
-from scaleml_api.repository import EXPLAIN_DIR, EXPLAIN_SUFFIX, MODEL_CARD_FILE, TRITON_CONFIG_FILE
+from scaleml_api.repository import EXPLAIN_DIR, MODEL_CARD_FILE, TRITON_CONFIG_FILE
 from scaleml_api.runtime import ADMIN_KEY_FILE, CONFIG_ENV, EXIT_INVALID_INPUT, ServingRun
 from scaleml_workloads.atomic import write_text_atomically
 from scaleml_workloads.export.repository import versions
@@ -75,11 +75,11 @@ def sync(run: ServingRun) -> int | None:
     _replace(model_dir / TRITON_CONFIG_FILE, config.render())
     _link(model_dir, version, version_dir, source)
     if run.spec.explain.enabled:
-        explain_dir = version_dir / EXPLAIN_DIR
-        if (explain_dir / MODEL_FILES[explain_config(config).backend]).exists():
-            explainer = Path(run.serving_dir) / f"{run.model_name}{EXPLAIN_SUFFIX}"
+        explain_dir, explaining = version_dir / EXPLAIN_DIR, explain_config(config)
+        if (explain_dir / MODEL_FILES[explaining.backend]).exists():
+            explainer = Path(run.serving_dir) / explaining.name
             explainer.mkdir(parents=True, exist_ok=True)
-            _replace(explainer / TRITON_CONFIG_FILE, explain_config(config).render())
+            _replace(explainer / TRITON_CONFIG_FILE, explaining.render())
             _link(explainer, version, explain_dir, source)
         else:
             _unexplained(version_dir)
