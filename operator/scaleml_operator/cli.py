@@ -69,6 +69,7 @@ async def _serve(args: argparse.Namespace) -> list[str]:
                     retrain_entrypoint_prefixes=tuple(args.retrain_entrypoint_prefix),
                     workers=args.workers,
                     resync_seconds=args.resync_seconds,
+                    cluster_wide=not args.namespace,
                 )
             ),
         )
@@ -133,7 +134,8 @@ def parser() -> argparse.ArgumentParser:
         type=positive_float,
         default=OperatorConfig.resync_seconds,
         help="Period in which every object's status is recomputed from what the watches hold, so that a change "
-        "whose handling failed is not lost; costs no request when nothing changed (default: %(default)s).",
+        "whose handling failed is not lost, and children deleted by hand are found and made again; costs one "
+        "metadata list per child kind when nothing changed (default: %(default)s).",
     )
     operator.add_argument("-v", "--verbose", action="store_true", help="Log at debug level.")
     operator.set_defaults(run=_operator)

@@ -20,3 +20,5 @@ class OperatorConfig:
     workers: int = 16
     # Every object's status is recomputed from the caches once per period (see handlers.resync).
     resync_seconds: float = 60.0
+    # Whether the operator serves every namespace (else those given by --namespace).
+    cluster_wide: bool = True

@@ -129,6 +129,8 @@ CAN_I: list[Case] = [
     (True, "create", "services", "", None),
     (True, "create", "serviceaccounts", "", None),
     (True, "patch", "rolebindings.rbac.authorization.k8s.io", "", None),
+    (True, "list", "rolebindings.rbac.authorization.k8s.io", "", None),
+    (False, "delete", "rolebindings.rbac.authorization.k8s.io", "", None),
     # Its pods' ClusterRoles it may bind, by name, and no other.
     (True, "bind", "clusterroles.rbac.authorization.k8s.io", "", None, "scaleml-trainer-status"),
     (True, "bind", "clusterroles.rbac.authorization.k8s.io", "", None, "scaleml-monitor-status"),
@@ -146,10 +148,12 @@ CAN_I: list[Case] = [
     (True, "patch", "clusterkopfpeerings.kopf.dev", "", None),
     (True, "watch", "customresourcedefinitions.apiextensions.k8s.io", "", None),
     (True, "list", "namespaces", "", None),
-    # The run configs of its pods: ConfigMaps it reads (whose is it?) before it applies one, never lists.
+    # The run configs of its pods: ConfigMaps it reads (whose is it?) before it applies one, and lists
+    # (metadata only, its own) to find those deleted by hand; never watches or deletes.
     (True, "get", "configmaps", "", None),
     (True, "patch", "configmaps", "", None),
-    (False, "list", "configmaps", "", None),
+    (True, "list", "configmaps", "", None),
+    (False, "watch", "configmaps", "", None),
     (False, "delete", "configmaps", "", None),
     # No Secret anywhere, not even in its own namespace.
     (False, "get", "secrets", "", None),

@@ -1,9 +1,12 @@
-"""A TrainingJob's status reaches Succeeded even when the API server refused the write of that transition.
+"""What only the operator's periodic resync can mend: a refused last status write, children deleted by hand.
 
 kopf does not retry a watch-event handler that failed. Here the API server refuses the operator's
 status write that says Succeeded (a ValidatingAdmissionPolicy on trainingjobs/status), at the moment
 the Job completes. Once the refusal is lifted no further event comes (the Job is done): only the
 operator's periodic resync can still bring the TrainingJob's status to what its Job says.
+
+The children the operator does not watch (ServiceAccount, RoleBinding, Service, ConfigMap) send it
+no event when someone deletes them: its periodic sweep finds them gone and applies them again.
 """
 
 from __future__ import annotations
@@ -134,3 +137,49 @@ def _job_complete(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
     conditions = (job or {}).get("status", {}).get("conditions") or ()
     complete = any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
     return job if complete else None
+
+
+# The children of a TrainingJob that no watch of the operator follows, by kubectl resource.
+UNWATCHED = ("serviceaccounts", "rolebindings.rbac.authorization.k8s.io", "services", "configmaps")
+
+
+def _children(kubectl: Kubectl, namespace: str, owner_uid: str) -> dict[tuple[str, str], str]:
+    """(resource, name) -> uid of the objects of UNWATCHED kinds that the object `owner_uid` controls."""
+    found: dict[tuple[str, str], str] = {}
+    for resource in UNWATCHED:
+        listed = json.loads(kubectl.run("get", resource, "-n", namespace, "-o", "json").stdout)
+        for item in listed["items"]:
+            references = item["metadata"].get("ownerReferences") or ()
+            if any(ref["uid"] == owner_uid and ref.get("controller") for ref in references):
+                found[(resource, item["metadata"]["name"])] = item["metadata"]["uid"]
+    return found
+
+
+def test_children_deleted_by_hand_are_made_again_within_a_resync_period(
+    kubectl: Kubectl, claims_namespace: str, resyncing_operator: OperatorProcess
+) -> None:
+    namespace = claims_namespace
+    kubectl.apply(_training_job(runPolicy={"suspend": True}), "-n", namespace)
+    job = wait_for(lambda: _phase(kubectl, namespace, "Suspended"), 60, "the TrainingJob to be suspended")
+    before = _children(kubectl, namespace, job["metadata"]["uid"])
+    assert {resource for resource, _ in before} == set(UNWATCHED), before
+
+    for resource, name in before:
+        kubectl.run("delete", resource, name, "-n", namespace)
+
+    def made_again() -> dict[tuple[str, str], str] | None:
+        now = _children(kubectl, namespace, job["metadata"]["uid"])
+        return now if set(now) == set(before) else None
+
+    after = wait_for(made_again, 3 * RESYNC_SECONDS + 15, "the deleted children to be made again")
+    # New objects, not the old ones seen late.
+    assert not set(after.values()) & set(before.values())
+    log = resyncing_operator.output()
+    for resource, name in before:
+        kind = {"serviceaccounts": "ServiceAccount", "services": "Service", "configmaps": "ConfigMap"}.get(
+            resource, "RoleBinding"
+        )
+        assert f"{kind} {name}" in log
+    assert f"TrainingJob {namespace}/churn: " in log
+    # Its status did not move: the sweep made no transition.
+    assert _phase(kubectl, namespace, "Suspended")

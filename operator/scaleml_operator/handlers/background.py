@@ -1,6 +1,7 @@
 """The operator's background tasks, started with it and ended before it stops: the periodic resync
-(handlers.resync), the release of memory once a wave of deletions has ended (memory), and the check
-that the admission policy still keeps the operator off others' objects (kube.admission)."""
+and the sweep for children deleted by hand (handlers.resync), the release of memory once a wave of
+deletions has ended (memory), and the check that the admission policy still keeps the operator off
+others' objects (kube.admission)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import kopf
 
 from scaleml_operator import memory
 from scaleml_operator.config import OperatorConfig
-from scaleml_operator.handlers.resync import resync
+from scaleml_operator.handlers.resync import resync, sweep
 from scaleml_operator.kube.admission import GUARD
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ async def start_background(memo: kopf.Memo, **kwargs: Any) -> None:
     indexes = {key: value for key, value in kwargs.items() if isinstance(value, kopf.Index)}
     memo[_TASKS] = [
         asyncio.create_task(resync(memo, indexes, config.resync_seconds), name="resync"),
+        asyncio.create_task(sweep(memo, indexes, config.resync_seconds), name="children sweep"),
         asyncio.create_task(release_after_deletions(RELEASE_CHECK_SECONDS), name="memory release"),
         asyncio.create_task(recheck_admission(config.resync_seconds), name="admission check"),
     ]

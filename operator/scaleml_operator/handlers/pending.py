@@ -21,6 +21,7 @@ from typing import Final
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from scaleml_operator.kube.apply import api_message
 from scaleml_operator.reconcile.loop import StatusConflictError
 
 log = logging.getLogger(__name__)
@@ -100,17 +101,17 @@ class Pending:
             delay = backoff(failures)
             # The API server's refusals and absences are said in a line; anything else is a fault to trace.
             trace = not isinstance(error, _TRANSIENT)
-            log.warning("%s %s/%s: %s; trying again in %.0f s.", *key, _said(error), delay, exc_info=trace)
+            log.warning("%s %s/%s: %s; trying again in %.0f s.", *key, said(error), delay, exc_info=trace)
             self.later(key, work, delay)
         else:
             self._failures.pop(key, None)
 
 
-def _said(error: Exception) -> str:
-    # An API error's text carries the response's headers and body: its status and reason say enough.
-    status, reason = getattr(error, "status", None), getattr(error, "reason", None)
-    if status is not None:
-        return f"{type(error).__name__} {status} {reason or ''}".rstrip()
+def said(error: Exception) -> str:
+    """The error in a log line: an API error's text carries the response's headers and body, where its
+    status and the API server's message say enough (and say why: "denied by policy X: ...")."""
+    if isinstance(error, ApiException):
+        return f"{type(error).__name__} {error.status}: {api_message(error)}"
     return str(error) or type(error).__name__
 
 

@@ -6,6 +6,9 @@ later event, which may never come. So, once per `--resync-seconds`, every object
 refreshed, one after the other and spread evenly over the period (from a random start, so replicas
 and restarts do not fall into step). A refresh reads only the caches and writes only what changed:
 when nothing did, a resync costs the API server no request.
+
+Once per period too, the children the operator does not watch are swept for those deleted behind
+its back (reconcile.vanished), and their owners run in full, which applies them again.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Any
 
 import kopf
 
-from scaleml_operator.handlers.loop import RECONCILERS, run
-from scaleml_operator.reconcile import cache
+from scaleml_operator.config import OperatorConfig
+from scaleml_operator.handlers.loop import HANDLED, RECONCILERS, refresh_soon, run
+from scaleml_operator.handlers.pending import said
+from scaleml_operator.reconcile import cache, vanished
 
 log = logging.getLogger(__name__)
 
@@ -41,5 +46,28 @@ async def resync(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> 
             try:
                 await run(reconciler, name, namespace, memo, indexes)
             except Exception as error:
-                log.warning("Resync of %s %s/%s failed: %s", reconciler.kind.kind, namespace, name, error)
+                log.warning("Resync of %s %s/%s failed: %s", reconciler.kind.kind, namespace, name, said(error))
             await asyncio.sleep(spacing)
+
+
+async def sweep(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> None:
+    config: OperatorConfig = memo.get("config", OperatorConfig())
+    reconcilers = {reconciler.kind.kind: reconciler for reconciler in RECONCILERS}
+    while True:
+        await asyncio.sleep(period * random.uniform(0.9, 1.1))
+        try:
+            gone = await asyncio.to_thread(vanished.sweep, config.cluster_wide)
+        except Exception as error:
+            log.warning("Could not look for children deleted by hand: %s", said(error))
+            continue
+        for owner, children in gone.items():
+            log.info(
+                "%s %s/%s: %s gone, deleted outside the operator; applying again.",
+                owner.kind,
+                owner.namespace,
+                owner.name,
+                ", ".join(f"{child.kind} {child.name}" for child in children),
+            )
+            # A full run applies every child: the generation it handled is forgotten, so the next is one.
+            HANDLED.forget(owner.uid)
+            refresh_soon(reconcilers[owner.kind], owner.name, owner.namespace, memo, indexes)

@@ -73,6 +73,7 @@ def request(
     query: list[tuple[str, str]] | None = None,
     body: Any = None,
     content_type: str = "application/json",
+    accept: str = "application/json",
 ) -> dict[str, Any]:
     """One request, and its JSON answer as plain dicts; ApiException for any answer but a 2xx.
 
@@ -85,7 +86,7 @@ def request(
         method,
         path,
         query_params=query or [],
-        header_params={"Accept": "application/json", "Content-Type": content_type},
+        header_params={"Accept": accept, "Content-Type": content_type},
         body=body,
         auth_settings=["BearerToken"],
     )

@@ -282,7 +282,7 @@ def _apply(owner: Owner, manifest: Mapping[str, Any]) -> Object | None:
 
 
 def _remembered(owner: Owner, child: Object) -> Object:
-    KNOWN.remember(owner.uid, child["kind"], child["metadata"]["name"], child["metadata"]["uid"])
+    KNOWN.remember(owner, child["kind"], child["metadata"]["name"], child["metadata"]["uid"])
     return child
 
 
