@@ -446,7 +446,11 @@ NAMESPACED_CAN_I: list[Case] = [
     (True, "bind", "clusterroles.rbac.authorization.k8s.io", "", SERVED, "scaleml-trainer-status"),
     (True, "create", "events", "", SERVED, ""),
     (True, "patch", "configmaps", "", SERVED, ""),
-    (False, "list", "configmaps", "", SERVED, ""),
+    # Listed (metadata, its own) to find those deleted by hand; never watched.
+    (True, "list", "configmaps", "", SERVED, ""),
+    (False, "watch", "configmaps", "", SERVED, ""),
+    (False, "list", "configmaps", "", None, ""),
+    (False, "list", "configmaps", "", "default", ""),
     # Another namespace, or all of them: nothing namespaced.
     (False, "list", "jobs.batch", "", None, ""),
     (False, "list", "jobs.batch", "", "default", ""),
