@@ -91,7 +91,12 @@ IMMUTABLE_WHILE_RUNNING: Final = SHARED.reason(
     on=(SPEC_APPLIED,),
 )
 
-SPEC_ACCEPTED_EVENT: Final = SHARED.event(SPEC_ACCEPTED, "Normal", "A new generation of the spec is valid.")
+SPEC_ACCEPTED_EVENT: Final = SHARED.event(
+    SPEC_ACCEPTED,
+    "Normal",
+    "A changed spec (a new generation) is valid, or an invalid one was corrected. Not posted for a spec "
+    "valid from the start: the `Accepted` condition says so.",
+)
 INVALID_SPEC_EVENT: Final = SHARED.event(INVALID_SPEC, "Warning", "The spec is invalid; the message says where.")
 RESOURCE_EXISTS_EVENT: Final = SHARED.event(
     RESOURCE_EXISTS, "Warning", "A child's name is taken by an object this one does not control; the message names it."

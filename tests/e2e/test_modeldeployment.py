@@ -56,7 +56,7 @@ def test_a_deployment_waits_for_its_training_job_then_serves_it(kubectl: Kubectl
     assert condition(ready, "Degraded")["status"] == "False"
     # Written by the reconcile, and kept by every status refresh the Deployment's events cause since.
     assert condition(ready, "Accepted")["status"] == "True"
-    assert {"SpecAccepted", "ModelVersionServed", "ModelDeploymentReady"} <= _reasons(kubectl, ml_namespace)
+    assert {"ModelVersionServed", "ModelDeploymentReady"} <= _reasons(kubectl, ml_namespace)
 
     deployment = json.loads(
         kubectl.run(

@@ -71,7 +71,10 @@ def test_training_job_gets_its_children_and_succeeds(kubectl: Kubectl, ml_namesp
         "-o",
         "jsonpath={.items[*].reason}",
     )
-    assert {"SpecAccepted", "TrainingSucceeded"} <= set(events.stdout.split())
+    reasons = set(events.stdout.split())
+    assert {"TrainingStarted", "TrainingSucceeded"} <= reasons
+    # Valid from the start: the Accepted condition says so, no Event.
+    assert "SpecAccepted" not in reasons
 
     # The pods' ServiceAccount may patch this TrainingJob's status (and, as test_tenancy.py shows, no other's).
     workers = f"system:serviceaccount:{ml_namespace}:churn-trainer"

@@ -5,7 +5,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from scaleml_operator.status.acceptance import MAX_EVENT_MESSAGE_BYTES, Verdict, accepted, event_message, rejected
+from scaleml_operator.status.acceptance import (
+    MAX_EVENT_MESSAGE_BYTES,
+    Verdict,
+    acceptance_events,
+    accepted,
+    event_message,
+    rejected,
+)
 from scaleml_operator.status.conditions import Conditions, find_condition, set_condition
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -138,6 +145,28 @@ def test_rejected_says_why_and_marks_the_object_not_ready() -> None:
     assert (accepted_condition["status"], accepted_condition["reason"]) == ("False", "InvalidSpec")
     assert accepted_condition["message"] == "spec.precision: bad"
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+
+
+def _reasons(previous: dict[str, Any], status: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(event.type, event.reason) for event in acceptance_events("TrainingJob", previous, status)]
+
+
+def test_a_spec_valid_from_the_start_posts_no_event_and_every_later_verdict_posts_one() -> None:
+    first = Verdict(_Spec(), accepted({}, generation=1, initial_phase="Pending", now=T0)).over({})
+    assert _reasons({}, first) == []
+    # The same verdict written again (a retried run) says nothing new either.
+    assert _reasons(first, first) == []
+    changed = Verdict(_Spec(), accepted(first, generation=2, initial_phase="Pending", now=T1)).over(first)
+    assert _reasons(first, changed) == [("Normal", "SpecAccepted")]
+    broken = Verdict(None, rejected(changed, generation=3, problem="spec.data: missing", now=T1)).over(changed)
+    assert _reasons(changed, broken) == [("Warning", "InvalidSpec")]
+    fixed = Verdict(_Spec(), accepted(broken, generation=4, initial_phase="Pending", now=T1)).over(broken)
+    assert _reasons(broken, fixed) == [("Normal", "SpecAccepted")]
+
+
+def test_a_spec_invalid_from_the_start_posts_its_warning() -> None:
+    invalid = Verdict(None, rejected({}, generation=1, problem="spec.data: missing", now=T0)).over({})
+    assert _reasons({}, invalid) == [("Warning", "InvalidSpec")]
 
 
 def test_event_messages_are_cut_to_a_kibibyte_without_breaking_characters() -> None:

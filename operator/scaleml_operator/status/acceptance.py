@@ -136,11 +136,19 @@ def _changed(previous: Mapping[str, Any], status: Mapping[str, Any], type_: str)
 
 
 def acceptance_events(kind: str, previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
-    """The Event of a new verdict on the spec, if the status move from `previous` to `status` holds one."""
+    """The Event of a new verdict on the spec, if the status move from `previous` to `status` holds one.
+
+    A spec valid from its first generation posts none: its Accepted condition says so, and an Event
+    for every object created would be a write per object that tells its owner nothing new (as with
+    Kubernetes' own kinds, the Events say what happened to it next). A changed spec found valid, and
+    a spec that turns valid again, post one; every invalid spec posts its Warning.
+    """
     verdict = _changed(previous, status, ACCEPTED)
     if verdict is None:
         return []
     if verdict["status"] == "True":
+        if find_condition(previous.get("conditions") or (), ACCEPTED) is None:
+            return []
         generation = verdict.get("observedGeneration")
         return [Event("Normal", SPEC_ACCEPTED_EVENT, f"{kind} spec accepted (generation {generation}).")]
     return [Event("Warning", INVALID_SPEC_EVENT, verdict.get("message", ""))]
