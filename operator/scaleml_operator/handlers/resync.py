@@ -61,6 +61,9 @@ async def sweep(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> N
             log.warning("Could not look for children deleted by hand: %s", said(error))
             continue
         for owner, children in gone.items():
+            parent = cache.one(indexes, cache.PARENTS[owner.kind], (owner.namespace, owner.name))
+            if parent is None or parent["metadata"]["uid"] != owner.uid or parent["metadata"].get("deletionTimestamp"):
+                continue  # its children went with it (the garbage collector's doing), not by hand
             log.info(
                 "%s %s/%s: %s gone, deleted outside the operator; applying again.",
                 owner.kind,
