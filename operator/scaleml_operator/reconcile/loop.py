@@ -256,8 +256,9 @@ def _apply(owner: Owner, manifest: Mapping[str, Any]) -> Object | None:
     """The child as applied, or None when the object of its name is not this parent's (left untouched).
 
     A child this process applied before is applied with its uid as the precondition: one request.
-    Any other is applied at once where the admission policy refuses the operator others' objects
-    (kube.admission), and read first elsewhere, then applied with the uid read if it is ours.
+    Any other (or a known one since deleted or replaced) is applied at once where the admission
+    policy refuses the operator others' objects (kube.admission), and read first elsewhere, then
+    applied with the uid read if it is ours.
     """
     kind, name = manifest["kind"], manifest["metadata"]["name"]
     known = KNOWN.uid(owner.uid, kind, name)
@@ -265,9 +266,9 @@ def _apply(owner: Owner, manifest: Mapping[str, Any]) -> Object | None:
         try:
             return _remembered(owner, kube.apply(manifest, uid=known))
         except kube.NotThatObjectError:
-            # Deleted, or replaced by another object of that name, since: look at what is there now.
+            # Deleted, or replaced by another object of that name, since: as if never seen.
             KNOWN.forget(owner.uid, kind, name)
-    elif GUARD.in_force:
+    if GUARD.in_force:
         try:
             return _remembered(owner, kube.apply(manifest))
         except kube.RejectedError:
