@@ -139,8 +139,13 @@ def _job_complete(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
     return job if complete else None
 
 
-# The children of a TrainingJob that no watch of the operator follows, by kubectl resource.
-UNWATCHED = ("serviceaccounts", "rolebindings.rbac.authorization.k8s.io", "services", "configmaps")
+# The children of a TrainingJob that no watch of the operator follows: kubectl resource -> kind.
+UNWATCHED = {
+    "serviceaccounts": "ServiceAccount",
+    "rolebindings.rbac.authorization.k8s.io": "RoleBinding",
+    "services": "Service",
+    "configmaps": "ConfigMap",
+}
 
 
 def _children(kubectl: Kubectl, namespace: str, owner_uid: str) -> dict[tuple[str, str], str]:
@@ -174,12 +179,13 @@ def test_children_deleted_by_hand_are_made_again_within_a_resync_period(
     after = wait_for(made_again, 3 * RESYNC_SECONDS + 15, "the deleted children to be made again")
     # New objects, not the old ones seen late.
     assert not set(after.values()) & set(before.values())
-    log = resyncing_operator.output()
+    # The operator's log says which, for this TrainingJob.
+    said = " ".join(
+        line
+        for line in resyncing_operator.output().splitlines()
+        if f"TrainingJob {namespace}/churn: " in line and "deleted outside the operator" in line
+    )
     for resource, name in before:
-        kind = {"serviceaccounts": "ServiceAccount", "services": "Service", "configmaps": "ConfigMap"}.get(
-            resource, "RoleBinding"
-        )
-        assert f"{kind} {name}" in log
-    assert f"TrainingJob {namespace}/churn: " in log
+        assert f"{UNWATCHED[resource]} {name}" in said
     # Its status did not move: the sweep made no transition.
     assert _phase(kubectl, namespace, "Suspended")
