@@ -59,7 +59,7 @@ def test_new_object_gets_observed_generation_and_accepted_condition(
     assert condition["reason"] == "SpecAccepted"
     assert condition["observedGeneration"] == 1
     # Valid from the start: the condition says so, and no SpecAccepted Event repeats it.
-    assert _reasons(scaleml_installed, namespace, kind) == []
+    assert scaleml_installed.event_reasons(namespace, kind) == set()
 
     # The generation handled is status.observedGeneration: the operator writes nothing else to the
     # object, neither bookkeeping annotations nor a finalizer, and touches only its status subresource.
@@ -106,19 +106,7 @@ def test_spec_that_fails_deeper_validation_is_reported_not_retried(
     )
     # The fix is news, unlike a spec valid from the start: it gets its Event.
     wait_for(
-        lambda: "SpecAccepted" in _reasons(scaleml_installed, namespace, "TrainingJob"), 30, "the SpecAccepted Event"
+        lambda: "SpecAccepted" in scaleml_installed.event_reasons(namespace, "TrainingJob"),
+        30,
+        "the SpecAccepted Event",
     )
-
-
-def _reasons(kubectl: Kubectl, namespace: str, kind: str) -> list[str]:
-    events = kubectl.run(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.kind={kind}",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    )
-    return events.stdout.split()

@@ -57,17 +57,3 @@ def status(kubectl: Kubectl, resource: str, name: str, namespace: str) -> dict[s
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
-
-
-def event_reasons(kubectl: Kubectl, namespace: str, kind: str) -> set[str]:
-    out = kubectl.run(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.kind={kind}",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ).stdout
-    return set(out.split())

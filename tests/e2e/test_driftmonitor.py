@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.scenario import condition, event_reasons, export, model_deployment, patch_status, status, training_job
+from tests.e2e.scenario import condition, export, model_deployment, patch_status, status, training_job
 from tests.support.access import can
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import example, merged
@@ -164,7 +164,7 @@ def test_persistent_drift_creates_exactly_one_training_job_and_the_cooldown_hold
     detected = condition(monitor, "DriftDetected")
     assert (detected["status"], detected["reason"]) == ("True", "DriftDetected")
     assert "a, c, plan" in detected["message"]
-    assert "RetrainTriggered" in event_reasons(kubectl, ml_namespace, "DriftMonitor")
+    assert "RetrainTriggered" in kubectl.event_reasons(ml_namespace, "DriftMonitor")
 
     # The job runs (KWOK completes it); drift goes on, then a new episode begins: the cooldown holds.
     wait_for(

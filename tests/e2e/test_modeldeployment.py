@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.scenario import condition, event_reasons, export, model_deployment, status, training_job
+from tests.e2e.scenario import condition, export, model_deployment, status, training_job
 from tests.support.kubectl import Kubectl
 from tests.support.polling import wait_for
 
@@ -31,7 +31,7 @@ def _ready_with(kubectl: Kubectl, namespace: str, version: int) -> dict[str, Any
 
 
 def _reasons(kubectl: Kubectl, namespace: str) -> set[str]:
-    return event_reasons(kubectl, namespace, "ModelDeployment")
+    return kubectl.event_reasons(namespace, "ModelDeployment")
 
 
 def test_a_deployment_waits_for_its_training_job_then_serves_it(kubectl: Kubectl, ml_namespace: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import start_operator
-from tests.e2e.scenario import condition, event_reasons, export, model_deployment, status, training_job
+from tests.e2e.scenario import condition, export, model_deployment, status, training_job
 from tests.support.controlplane import ControlPlane
 from tests.support.kubectl import Kubectl
 from tests.support.operator_process import OperatorProcess
@@ -76,7 +76,7 @@ def test_a_worse_version_is_held_back_until_promoted_by_hand(
         "Version 1 stays served."
     )
     assert _deployed_version(kubectl, namespace) == "1"
-    assert "VersionHeldBack" in event_reasons(kubectl, namespace, "ModelDeployment")
+    assert "VersionHeldBack" in kubectl.event_reasons(namespace, "ModelDeployment")
     warnings = re.search(
         r'scaleml_operator_warning_events_total\{kind="ModelDeployment",reason="VersionHeldBack"\} (\S+)',
         gated_operator.metrics(),
@@ -91,7 +91,7 @@ def test_a_worse_version_is_held_back_until_promoted_by_hand(
     assert overridden["override"]["version"] == 2
     assert "maxRegression" in overridden["override"]["failed"]
     assert _deployed_version(kubectl, namespace) == "2"
-    assert "VersionPromotedByAnnotation" in event_reasons(kubectl, namespace, "ModelDeployment")
+    assert "VersionPromotedByAnnotation" in kubectl.event_reasons(namespace, "ModelDeployment")
 
     # A version within the gates rolls as before.
     export(kubectl, namespace, 3, evaluation=_evaluation(0.9, {2: 0.895, 1: 0.91}))

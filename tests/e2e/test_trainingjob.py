@@ -61,17 +61,7 @@ def test_training_job_gets_its_children_and_succeeds(kubectl: Kubectl, ml_namesp
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["status"]["succeeded"] == 2
 
-    events = kubectl.run(
-        "get",
-        "events",
-        "-n",
-        ml_namespace,
-        "--field-selector",
-        "involvedObject.kind=TrainingJob",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    )
-    reasons = set(events.stdout.split())
+    reasons = kubectl.event_reasons(ml_namespace, "TrainingJob")
     assert {"TrainingStarted", "TrainingSucceeded"} <= reasons
     # Valid from the start: the Accepted condition says so, no Event.
     assert "SpecAccepted" not in reasons

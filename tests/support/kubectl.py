@@ -46,3 +46,17 @@ class Kubectl:
 
     def gone(self, resource: str, name: str, namespace: str) -> bool:
         return self.find(resource, name, namespace) is None
+
+    def event_reasons(self, namespace: str, kind: str) -> set[str]:
+        """The reasons of the Events on objects of `kind` in `namespace`."""
+        out = self.run(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            f"involvedObject.kind={kind}",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ).stdout
+        return set(out.split())
