@@ -51,6 +51,7 @@ async def resync(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> 
 
 
 async def sweep(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> None:
+    """Once per period (with jitter), the owners of children deleted by hand run in full (reconcile.vanished)."""
     config: OperatorConfig = memo.get("config", OperatorConfig())
     reconcilers = {reconciler.kind.kind: reconciler for reconciler in RECONCILERS}
     while True:

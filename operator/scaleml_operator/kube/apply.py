@@ -130,15 +130,16 @@ def uids(api_version: str, kind: str, namespace: str | None, label_selector: str
     """
     _checked(None, namespace)
     path = resource(api_version, kind).path(namespace=namespace)
+    selected = [("labelSelector", label_selector), ("limit", str(_PAGE))]
     found: set[str] = set()
-    query = [("labelSelector", label_selector), ("limit", str(_PAGE))]
+    after = ""
     while True:
+        query = [*selected, ("continue", after)] if after else selected
         page = request("GET", path, query=query, accept=_METADATA_LIST)
         found.update(item["metadata"]["uid"] for item in page.get("items") or ())
-        after = page["metadata"].get("continue")
+        after = page["metadata"].get("continue") or ""
         if not after:
             return found
-        query = [*query[:2], ("continue", after)]
 
 
 def delete(api_version: str, kind: str, name: str, namespace: str, uid: str | None = None) -> bool:
