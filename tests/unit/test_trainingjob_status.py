@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scaleml_operator.status.conditions import find_condition
-from scaleml_operator.status.trainingjob import gpu_hours, observed, phase_event, termination_message
+from scaleml_operator.status.trainingjob import events, gpu_hours, observed, phase_event, termination_message
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -128,3 +128,12 @@ def test_phase_changes_come_with_events() -> None:
     assert started is not None
     assert (started.reason, started.message) == ("TrainingStarted", "2/2 ready.")
     assert phase_event("Pending", {}) is None
+
+
+def test_a_run_seen_only_when_it_succeeded_still_says_it_started() -> None:
+    succeeded = observed({}, job=_job("Complete"), pods=[], generation=1, now=NOW)
+    unseen = [event.reason for event in events({"phase": "Pending"}, succeeded)]
+    assert unseen == ["TrainingStarted", "TrainingSucceeded"]
+    seen = [event.reason for event in events({"phase": "Running"}, succeeded)]
+    assert seen == ["TrainingSucceeded"]
+    assert events(succeeded, succeeded) == []

@@ -410,7 +410,11 @@ WORKER_FAILED: Final = VOCABULARY.reason(
 )
 NOT_RESTARTING: Final = VOCABULARY.reason("NotRestarting", "No worker failed since the group formed.", on=(RESTARTING,))
 
-TRAINING_STARTED: Final = VOCABULARY.event("TrainingStarted", "Normal", "The workers started.")
+TRAINING_STARTED: Final = VOCABULARY.event(
+    "TrainingStarted",
+    "Normal",
+    "The workers started; posted before TrainingSucceeded if the run was never seen running.",
+)
 TRAINING_SUCCEEDED: Final = VOCABULARY.event(
     "TrainingSucceeded", "Normal", "Training finished; the message names the exported version."
 )

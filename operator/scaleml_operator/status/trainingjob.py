@@ -38,8 +38,14 @@ from scaleml_operator.status.conditions import Conditions, Event, timestamp
 def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
     """The Events to post when a TrainingJob's status moves from `previous` to `status`."""
     posted = applied_events(previous, status)
-    phase = status.get("phase")
-    if phase and phase != previous.get("phase") and (event := phase_event(phase, status)) is not None:
+    phase, before = status.get("phase"), previous.get("phase")
+    if not phase or phase == before:
+        return posted
+    # Workers that ran and finished between two observations (a short run, a busy operator) did
+    # start: the Event history tells the whole story whichever transitions the operator saw.
+    if phase == "Succeeded" and before != "Running":
+        posted.append(Event("Normal", TRAINING_STARTED, "The workers started and finished between two observations."))
+    if (event := phase_event(phase, status)) is not None:
         posted.append(event)
     return posted
 
