@@ -105,8 +105,4 @@ def test_spec_that_fails_deeper_validation_is_reported_not_retried(
         message="accepted after the fix",
     )
     # The fix is news, unlike a spec valid from the start: it gets its Event.
-    wait_for(
-        lambda: "SpecAccepted" in scaleml_installed.event_reasons(namespace, "TrainingJob"),
-        30,
-        "the SpecAccepted Event",
-    )
+    scaleml_installed.await_event_reasons(namespace, "TrainingJob", {"SpecAccepted"}, 30)

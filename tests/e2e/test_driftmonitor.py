@@ -164,7 +164,7 @@ def test_persistent_drift_creates_exactly_one_training_job_and_the_cooldown_hold
     detected = condition(monitor, "DriftDetected")
     assert (detected["status"], detected["reason"]) == ("True", "DriftDetected")
     assert "a, c, plan" in detected["message"]
-    assert "RetrainTriggered" in kubectl.event_reasons(ml_namespace, "DriftMonitor")
+    kubectl.await_event_reasons(ml_namespace, "DriftMonitor", {"RetrainTriggered"})
 
     # The job runs (KWOK completes it); drift goes on, then a new episode begins: the cooldown holds.
     wait_for(

@@ -30,10 +30,6 @@ def _ready_with(kubectl: Kubectl, namespace: str, version: int) -> dict[str, Any
     return status if status.get("phase") == "Ready" and status.get("servedVersion") == version else None
 
 
-def _reasons(kubectl: Kubectl, namespace: str) -> set[str]:
-    return kubectl.event_reasons(namespace, "ModelDeployment")
-
-
 def test_a_deployment_waits_for_its_training_job_then_serves_it(kubectl: Kubectl, ml_namespace: str) -> None:
     training_job(kubectl, ml_namespace)
     kubectl.apply(model_deployment(), "-n", ml_namespace)
@@ -56,7 +52,7 @@ def test_a_deployment_waits_for_its_training_job_then_serves_it(kubectl: Kubectl
     assert condition(ready, "Degraded")["status"] == "False"
     # Written by the reconcile, and kept by every status refresh the Deployment's events cause since.
     assert condition(ready, "Accepted")["status"] == "True"
-    assert {"ModelVersionServed", "ModelDeploymentReady"} <= _reasons(kubectl, ml_namespace)
+    kubectl.await_event_reasons(ml_namespace, "ModelDeployment", {"ModelVersionServed", "ModelDeploymentReady"})
 
     deployment = json.loads(
         kubectl.run(
@@ -202,7 +198,7 @@ def test_a_child_the_api_server_refuses_is_reported_and_the_rest_still_applies(
     assert "HorizontalPodAutoscaler churn" in refused["message"]
     assert "spec.metrics[1].pods" in refused["message"]
     wait_for(partial(_ready_with, kubectl, ml_namespace, 1), 90, "version 1 to be served all the same")
-    assert "SpecNotApplied" in _reasons(kubectl, ml_namespace)
+    kubectl.await_event_reasons(ml_namespace, "ModelDeployment", {"SpecNotApplied"})
 
     fixed = {"metrics": [], "minReplicas": 1, "maxReplicas": 3}
     kubectl.run(

@@ -76,7 +76,7 @@ def test_a_worse_version_is_held_back_until_promoted_by_hand(
         "Version 1 stays served."
     )
     assert _deployed_version(kubectl, namespace) == "1"
-    assert "VersionHeldBack" in kubectl.event_reasons(namespace, "ModelDeployment")
+    kubectl.await_event_reasons(namespace, "ModelDeployment", {"VersionHeldBack"})
     warnings = re.search(
         r'scaleml_operator_warning_events_total\{kind="ModelDeployment",reason="VersionHeldBack"\} (\S+)',
         gated_operator.metrics(),
@@ -91,7 +91,7 @@ def test_a_worse_version_is_held_back_until_promoted_by_hand(
     assert overridden["override"]["version"] == 2
     assert "maxRegression" in overridden["override"]["failed"]
     assert _deployed_version(kubectl, namespace) == "2"
-    assert "VersionPromotedByAnnotation" in kubectl.event_reasons(namespace, "ModelDeployment")
+    kubectl.await_event_reasons(namespace, "ModelDeployment", {"VersionPromotedByAnnotation"})
 
     # A version within the gates rolls as before.
     export(kubectl, namespace, 3, evaluation=_evaluation(0.9, {2: 0.895, 1: 0.91}))

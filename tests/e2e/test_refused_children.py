@@ -72,7 +72,7 @@ def test_a_job_that_admission_refuses_is_reported_once_and_not_retried(
     refused = wait_for(lambda: _refused(kubectl, ml_namespace), 60, "SpecApplied=False ChildRejected")
     assert "Job churn" in refused["message"]
     assert "batch Jobs are not allowed here" in refused["message"]
-    assert "SpecNotApplied" in kubectl.event_reasons(ml_namespace, "TrainingJob")
+    kubectl.await_event_reasons(ml_namespace, "TrainingJob", {"SpecNotApplied"})
     assert kubectl.find("job", "churn", ml_namespace) is None
     # The children before it were applied, and the status says what the object is waiting for.
     assert kubectl.find("serviceaccount", "churn-trainer", ml_namespace) is not None

