@@ -13,6 +13,16 @@ ETCD_VERSION ?= v3.6.14
 KWOK_VERSION ?= v0.8.0
 CONTROL_PLANE_DIR ?= $(HOME)/.cache/scaleml/control-plane/k8s-$(K8S_VERSION)
 export SCALEML_CONTROL_PLANE_DIR := $(CONTROL_PLANE_DIR)
+# A real node beside it (tests/node): container runtime, CNI plugins and cluster DNS, pinned and cached.
+CONTAINERD_VERSION ?= v2.4.2
+RUNC_VERSION ?= v1.5.3
+CNI_PLUGINS_VERSION ?= v1.10.0
+COREDNS_VERSION ?= v1.15.0
+NODE_DIR ?= $(HOME)/.cache/scaleml/node/containerd-$(CONTAINERD_VERSION)
+export SCALEML_NODE_DIR := $(NODE_DIR)
+# Debian packages the node needs: libseccomp's headers to build runc; iptables for kube-proxy; socat
+# to relay the API server to the pods; a static busybox and debootstrap for the test images.
+NODE_PACKAGES := libseccomp-dev pkg-config iptables socat busybox-static debootstrap
 
 # Tools the monitoring tests run, pinned and cached outside the repository.
 TOOLS_DIR ?= $(HOME)/.cache/scaleml/tools
@@ -58,6 +68,13 @@ control-plane: ## Build etcd, kube-apiserver, kube-controller-manager, kube-sche
 	K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) KWOK_VERSION=$(KWOK_VERSION) \
 		OUT=$(CONTROL_PLANE_DIR) hack/build-control-plane.sh
 
+.PHONY: node
+node: control-plane ## Build containerd, runc, the CNI plugins and CoreDNS for a real node (cached; installs Debian packages: needs root)
+	@dpkg -s $(NODE_PACKAGES) >/dev/null 2>&1 || \
+		{ apt-get update -q && apt-get install -y -q --no-install-recommends $(NODE_PACKAGES); }
+	CONTAINERD_VERSION=$(CONTAINERD_VERSION) RUNC_VERSION=$(RUNC_VERSION) CNI_PLUGINS_VERSION=$(CNI_PLUGINS_VERSION) \
+		COREDNS_VERSION=$(COREDNS_VERSION) OUT=$(NODE_DIR) hack/build-node.sh
+
 .PHONY: cluster
 cluster: venv control-plane ## Run the test control plane with KWOK nodes, the CRDs and the operator until Ctrl-C; prints the KUBECONFIG
 	$(BIN)/python -m tests.support.cluster
@@ -98,7 +115,7 @@ unit: venv promtool ## Unit tests only: no control plane needed
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: venv control-plane promtool prometheus-crds chromium lint ## Everything: set-up, lint and the whole test suite
+test: venv control-plane node promtool prometheus-crds chromium lint ## Everything: set-up, lint and the whole test suite
 	SCALEML_REQUIRE_CONTROL_PLANE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the control-plane binaries the test suite runs (kube-apiserver, kube-controller-manager,
-# kube-scheduler, etcd, kwok) from source through the Go module proxy, into a cache outside the
-# repository. A second run with the binaries present returns at once.
+# kube-scheduler, etcd, kwok) and the real node's kubelet and kube-proxy, from source through the Go
+# module proxy, into a cache outside the repository. A second run with the binaries present returns
+# at once.
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod resolves every staging module k8s.io/*
 # through ./staging replace lines that a consumer never sees. A wrapper module replaces each of
@@ -21,7 +22,7 @@ mkdir -p "$BIN"
 have() { for b in "$@"; do [ -x "$BIN/$b" ] || return 1; done; }
 
 build_kubernetes() {
-  have kube-apiserver kube-controller-manager kube-scheduler && return 0
+  have kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy && return 0
   local staging="v0.${K8S_VERSION#v1.}" minor src modfile ldflags
   minor=$(echo "$K8S_VERSION" | cut -d. -f2)
   src="$OUT/src/kubernetes"
@@ -37,14 +38,16 @@ build_kubernetes() {
   echo "kubernetes $K8S_VERSION: $(grep -c ' => ' go.mod) staging modules replaced with $staging"
   go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
     "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
-    "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION"
+    "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" "k8s.io/kubernetes/cmd/kubelet@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-proxy@$K8S_VERSION"
   # The version stamp must match the source: kube components derive their emulation version from it.
   ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags="$ldflags -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
   done
   go build -buildvcs=false -trimpath -tags=selinux,notest,grpcnotrace -ldflags="$ldflags" -o "$BIN/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 }
 
 build_etcd() {

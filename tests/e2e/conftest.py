@@ -8,29 +8,10 @@ import kubernetes
 import pytest
 from kubernetes.client import ApiClient
 
-from tests.support.controlplane import NODES_TIER, ControlPlane, MissingBinariesError, find_binaries
-from tests.support.fixtures import NamespaceFactory
+from tests.support.controlplane import ControlPlane
+from tests.support.fixtures import RESTRICTED, NamespaceFactory
 from tests.support.kubectl import Kubectl
-from tests.support.operator_process import OperatorProcess
-from tests.support.requirements import skip_or_fail
-
-
-@pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest) -> ControlPlane:
-    """The session's control plane with the nodes tier started as well.
-
-    kube-controller-manager, kube-scheduler and KWOK run next to etcd and kube-apiserver, and one fake
-    Node (32 cpu, 128Gi, 110 pods, 8 nvidia.com/gpu) is Ready. Same process set as ``control_plane``
-    and ``api``. Pods annotated ``scaleml.dev/kwok-exit-code: "<n>"`` end Failed with exit code n.
-    """
-    # Check every binary first, so that the skip names all that is missing, not just the API tier.
-    binaries = find_binaries()
-    missing = binaries.missing(NODES_TIER)
-    if missing:
-        skip_or_fail(str(MissingBinariesError(missing, binaries.searched)))
-    plane: ControlPlane = request.getfixturevalue("control_plane")
-    plane.start_nodes()
-    return plane
+from tests.support.operator_process import start_operator
 
 
 @pytest.fixture(scope="session")
@@ -46,22 +27,6 @@ def k8s_client(cluster: ControlPlane) -> Iterator[ApiClient]:
 
 
 CLAIMS = ("datasets", "checkpoints", "models", "captures")
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
-
-
-def start_operator(
-    cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory, name: str, *args: str
-) -> OperatorProcess:
-    """`scaleml operator --standalone` as the operator's ServiceAccount, alive; `args` are added flags."""
-    token = cluster.request_token("scaleml-system", "scaleml-operator")
-    process = OperatorProcess(
-        cluster.kubeconfig_for_token(token, name=name),
-        tmp_path_factory.mktemp("operator") / "operator.log",
-        "--standalone",
-        *args,
-    )
-    process.wait_alive()
-    return process
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import start_operator
 from tests.e2e.test_trainingjob import _condition, _patch_spec, _phase, _training_job
 from tests.support.controlplane import ControlPlane
 from tests.support.kubectl import Kubectl
-from tests.support.operator_process import OperatorProcess
+from tests.support.operator_process import OperatorProcess, start_operator
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -8,12 +8,33 @@ from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import NODES_TIER, ControlPlane, MissingBinariesError, find_binaries
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import ROOT
 from tests.support.polling import wait_for
+from tests.support.requirements import skip_or_fail
 
 NamespaceFactory = Callable[..., str]
+#: The label of a namespace that enforces Pod Security "restricted", as the operator's pods must pass.
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> ControlPlane:
+    """The session's control plane with the nodes tier started as well.
+
+    kube-controller-manager, kube-scheduler and KWOK run next to etcd and kube-apiserver, and one fake
+    Node (32 cpu, 128Gi, 110 pods, 8 nvidia.com/gpu) is Ready. Same process set as ``control_plane``
+    and ``api``. Pods annotated ``scaleml.dev/kwok-exit-code: "<n>"`` end Failed with exit code n.
+    """
+    # Check every binary first, so that the skip names all that is missing, not just the API tier.
+    binaries = find_binaries()
+    missing = binaries.missing(NODES_TIER)
+    if missing:
+        skip_or_fail(str(MissingBinariesError(missing, binaries.searched)))
+    plane: ControlPlane = request.getfixturevalue("control_plane")
+    plane.start_nodes()
+    return plane
 
 
 @pytest.fixture(scope="session")

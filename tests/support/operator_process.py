@@ -9,6 +9,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from tests.support.controlplane import ControlPlane
 from tests.support.polling import wait_for
 from tests.support.ports import free_port
 
@@ -71,3 +74,18 @@ class OperatorProcess:
                 self.process.wait()
         self._log_file.close()
         return self.process.returncode
+
+
+def start_operator(
+    cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory, name: str, *args: str
+) -> OperatorProcess:
+    """`scaleml operator --standalone` as the operator's ServiceAccount, alive; `args` are added flags."""
+    token = cluster.request_token("scaleml-system", "scaleml-operator")
+    process = OperatorProcess(
+        cluster.kubeconfig_for_token(token, name=name),
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        "--standalone",
+        *args,
+    )
+    process.wait_alive()
+    return process

@@ -35,6 +35,8 @@ def apiserver_args(etcd_url: str, port: int, workdir: Path, pki: Pki) -> list[st
         # validation rejects it), so advertise 127.0.0.1 but don't reconcile those endpoints.
         "--advertise-address=127.0.0.1",
         "--endpoint-reconciler-type=none",
+        # A real node (tests/node) is reached for logs and exec at its address; its name resolves nowhere.
+        "--kubelet-preferred-address-types=InternalIP",
         f"--cert-dir={workdir / 'pki'}",
         f"--tls-cert-file={pki.apiserver_cert}",
         f"--tls-private-key-file={pki.apiserver_key}",

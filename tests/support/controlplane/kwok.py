@@ -102,7 +102,9 @@ def kwok_args(kubeconfig: Path, configs: Sequence[Path]) -> list[str]:
     return [
         f"--kubeconfig={kubeconfig}",
         *(f"--config={c}" for c in configs),
-        "--manage-all-nodes=true",
+        # Only the nodes it was given (annotated so, node_manifest): a real node's pods are the kubelet's.
+        "--manage-all-nodes=false",
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
         "--node-lease-duration-seconds=40",
         "--cidr=10.244.0.0/16",
         "--node-ip=10.0.0.1",

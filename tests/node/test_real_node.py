@@ -1,0 +1,150 @@
+"""Real containers on the real node: what KWOK cannot show, checked the way a user would.
+
+Pods here run in a namespace that enforces Pod Security "restricted", under runc with the
+RuntimeDefault seccomp profile; names resolve through CoreDNS and Services route through kube-proxy.
+The module's last test stops the node and compares the host with what it was before the node began.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.node.conftest import BUSYBOX_IMAGE, NodeRun
+from tests.support.fixtures import RESTRICTED, NamespaceFactory
+from tests.support.kubectl import Kubectl
+from tests.support.node import host
+from tests.support.node.config import NODE_NAME, TAINT
+from tests.support.node.node import RealNode
+from tests.support.polling import wait_for
+
+pytestmark = pytest.mark.node
+
+
+def _pod(name: str, command: str, **spec: Any) -> dict[str, Any]:
+    """A pod that passes "restricted" and lands on the real node alone."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
+            "tolerations": [{**TAINT, "operator": "Equal"}],
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "runAsGroup": 1000,
+                "fsGroup": 2000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "main",
+                    "image": BUSYBOX_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", command],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                }
+            ],
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            **spec,
+        },
+    }
+
+
+def _finished(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any] | None:
+    pod = kubectl.find("pod", name, namespace)
+    return pod if pod and pod["status"].get("phase") in ("Succeeded", "Failed") else None
+
+
+def _run_to_end(kubectl: Kubectl, namespace: str, pod: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    kubectl.run("apply", "-n", namespace, "-f", "-", stdin=json.dumps(pod))
+    name = pod["metadata"]["name"]
+    return wait_for(lambda: _finished(kubectl, namespace, name), timeout, f"pod {name} to finish")
+
+
+def test_a_restricted_pod_runs_as_its_user_with_a_read_only_root(
+    real_node: RealNode, kubectl: Kubectl, make_namespace: NamespaceFactory
+) -> None:
+    namespace = make_namespace(RESTRICTED)
+    command = (
+        "id -u; id -G; grep NoNewPrivs /proc/self/status; grep Seccomp: /proc/self/status;"
+        " touch /root-file 2>/dev/null && echo root-writable || echo root-read-only;"
+        " echo data > /scratch/file && stat -c '%u:%g' /scratch/file;"
+        " echo 'all checked' > /dev/termination-log"
+    )
+    done = _run_to_end(kubectl, namespace, _pod("restricted", command))
+
+    assert done["spec"]["nodeName"] == NODE_NAME
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    terminated = done["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 0
+    assert terminated["message"].strip() == "all checked"
+    uid, groups, no_new_privs, seccomp, root, owner = kubectl.run("logs", "restricted", "-n", namespace).stdout.split(
+        "\n"
+    )[:6]
+    assert uid == "1000"
+    assert "2000" in groups.split()  # fsGroup
+    assert no_new_privs.split() == ["NoNewPrivs:", "1"]
+    assert seccomp.split() == ["Seccomp:", "2"]  # a filter: RuntimeDefault
+    assert root == "root-read-only"
+    assert owner == "1000:2000"
+
+
+def test_a_failing_container_reports_its_exit_code_and_message(
+    real_node: RealNode, kubectl: Kubectl, make_namespace: NamespaceFactory
+) -> None:
+    namespace = make_namespace(RESTRICTED)
+    done = _run_to_end(kubectl, namespace, _pod("fails", "echo 'no column age' > /dev/termination-log; exit 2"))
+    assert done["status"]["phase"] == "Failed"
+    terminated = done["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["message"].strip()) == (2, "no column age")
+
+
+def test_a_service_answers_by_its_dns_name(
+    real_node: RealNode, kubectl: Kubectl, make_namespace: NamespaceFactory
+) -> None:
+    namespace = make_namespace(RESTRICTED)
+    server = _pod(
+        "web",
+        "mkdir -p /scratch/www && echo hello-from-web > /scratch/www/index.html && httpd -f -p 8080 -h /scratch/www",
+    )
+    server["spec"]["restartPolicy"] = "Always"
+    server["spec"]["containers"][0]["readinessProbe"] = {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    kubectl.run(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [server, service]}),
+    )
+    kubectl.run("wait", "-n", namespace, "--for=condition=Ready", "pod/web", "--timeout=60s")
+
+    # busybox's wget -T crashes; `timeout` bounds it instead.
+    client = _pod("client", f"timeout 5 wget -qO- http://web.{namespace}.svc.cluster.local/")
+    done = _run_to_end(kubectl, namespace, client)
+    assert done["status"]["phase"] == "Succeeded", kubectl.run("logs", "client", "-n", namespace, check=False).stdout
+    assert kubectl.run("logs", "client", "-n", namespace).stdout.strip() == "hello-from-web"
+
+
+def test_the_node_leaves_the_host_as_it_found_it(node_run: NodeRun, kubectl: Kubectl) -> None:
+    node_run.node.stop()
+    assert host.differences(node_run.before, host.snapshot()) == []
+    assert kubectl.find("node", NODE_NAME, "") is None
+    assert not list(node_run.node.running())
