@@ -104,6 +104,18 @@ def test_termination_message_falls_back_to_the_exit_code() -> None:
     assert termination_message([_pod("Running")]) == ""
 
 
+def test_termination_message_is_the_failed_check_s_when_the_pod_ended_before_its_trainer() -> None:
+    check = {"name": "check", "state": {"terminated": {"exitCode": 2, "message": "no column 'cancelled'\n"}}}
+    waiting = {"name": "trainer", "state": {"waiting": {"reason": "PodInitializing"}}}
+    pod = {"status": {"phase": "Failed", "initContainerStatuses": [check], "containerStatuses": [waiting]}}
+    assert termination_message([pod]) == "exit code 2: no column 'cancelled'"
+    # A check that passed says nothing: the trainer's failure is the story.
+    passed = {"name": "check", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    trainer = _pod("Failed", exitCode=137, reason="OOMKilled")
+    trainer["status"]["initContainerStatuses"] = [passed]
+    assert termination_message([trainer]) == "exit code 137 (OOMKilled)"
+
+
 def test_model_version_comes_from_the_workers_last_words_when_the_patch_was_lost() -> None:
     pods = [_pod("Succeeded", exitCode=0, message='{"modelVersion": 4}'), _pod("Succeeded", exitCode=0)]
     patch = observed({}, job=_job("Complete"), pods=pods, generation=1, now=NOW)

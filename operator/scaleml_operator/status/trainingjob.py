@@ -109,12 +109,18 @@ def termination_message(pods: Iterable[Mapping[str, Any]]) -> str:
     failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"]
     failed.sort(key=lambda pod: _pod_end(pod) or datetime.min.replace(tzinfo=UTC))
     for pod in reversed(failed):
-        for status in pod.get("status", {}).get("containerStatuses") or ():
+        # The data check runs as an init container: a missing column ends the pod there, before the trainer.
+        statuses = [
+            *(pod["status"].get("initContainerStatuses") or ()),
+            *(pod["status"].get("containerStatuses") or ()),
+        ]
+        for status in statuses:
             terminated = status.get("state", {}).get("terminated", {})
+            if not terminated or terminated.get("exitCode") == 0:
+                continue
             if terminated.get("message"):
                 return f"exit code {terminated.get('exitCode')}: {terminated['message'].strip()}"
-            if terminated:
-                return f"exit code {terminated.get('exitCode')} ({terminated.get('reason', 'Error')})"
+            return f"exit code {terminated.get('exitCode')} ({terminated.get('reason', 'Error')})"
     return ""
 
 
