@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,6 +123,46 @@ def test_triton_runs_the_spec_options_with_gpus_and_drains_before_it_stops() -> 
     cpu_pod = cpu_only["spec"]["template"]["spec"]
     assert "tolerations" not in cpu_pod
     assert "nvidia.com/gpu" not in cpu_pod["containers"][0]["resources"]["limits"]
+
+
+def test_triton_runs_a_copy_of_the_python_backend_it_may_make_executable(tmp_path: Path) -> None:
+    backends = tmp_path / "opt" / "backends"
+    for backend in ("python", "pytorch"):
+        (backends / backend).mkdir(parents=True)
+        (backends / backend / "lib.so").write_text(backend)
+    scratch, serving, bin_dir = tmp_path / "scratch", tmp_path / "serving", tmp_path / "bin"
+    for directory in (scratch, serving, bin_dir):
+        directory.mkdir()
+    (serving / runtime.ADMIN_KEY_FILE).write_text("k" * 40)
+    fake = bin_dir / "tritonserver"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    script = (
+        build.TRITON_SCRIPT.replace(f"{runtime.SCRATCH_DIR}/backends", f"{scratch}/backends")
+        .replace(f"{runtime.SERVING_DIR}/", f"{serving}/")
+        .replace(build.TRITON_BACKENDS, str(backends))
+    )
+    triton = _kinds(_spec(backend="python"))["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert triton["command"][2] == build.TRITON_SCRIPT
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    ran = subprocess.run(["/bin/sh", "-c", script, *triton["command"][3:]], env=env, capture_output=True, text=True)
+
+    assert ran.returncode == 0, ran.stderr
+    assert f"--backend-directory={scratch}/backends" in ran.stdout.splitlines()
+    staged = scratch / "backends"
+    assert (staged / "python").is_dir()
+    assert not (staged / "python").is_symlink()
+    assert (staged / "python" / "lib.so").stat().st_uid == os.getuid()
+    assert (staged / "pytorch").resolve() == backends / "pytorch"
+    # A restarted container finds the copy it made before, and starts all the same.
+    again = subprocess.run(["/bin/sh", "-c", script, *triton["command"][3:]], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert sorted(path.name for path in staged.iterdir()) == ["python", "pytorch"]
+    # Without Triton's usual directory (another image), the server keeps its default.
+    shutil.rmtree(backends)
+    bare = subprocess.run(["/bin/sh", "-c", script, *triton["command"][3:]], env=env, capture_output=True, text=True)
+    assert bare.returncode == 0, bare.stderr
+    assert not any(line.startswith("--backend-directory") for line in bare.stdout.splitlines())
 
 
 @pytest.mark.parametrize("capture", [True, False])

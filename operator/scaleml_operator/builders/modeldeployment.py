@@ -180,9 +180,24 @@ def threads_per_instance(spec: ModelDeploymentSpec) -> int:
 # a shell reads it, as a command line cannot. Without the key Triton does not start.
 _ADMIN_KEY_PATH: Final = f"{runtime.SERVING_DIR}/{runtime.ADMIN_KEY_FILE}"
 _RESTRICTIONS: Final = " ".join(runtime.restricted_api_options('"$key"'))
+# The python backend makes its stub executable (chmod) whenever it loads a model: on the container's
+# read-only root, or with the image's files owned by another user than the pod's, that fails and no
+# python-backend model loads. The pod's own copy of that backend, in its scratch volume, can be
+# chmod-ed; the other backends are linked, not copied (libtorch's is gigabytes). Made anew at each
+# start (a restarted container finds the last one's). An image without Triton's usual backend
+# directory keeps its own default.
+TRITON_BACKENDS: Final = "/opt/tritonserver/backends"
+_STAGED_BACKENDS: Final = f"{runtime.SCRATCH_DIR}/backends"
+_STAGE_BACKENDS: Final = (
+    f"if [ -d {TRITON_BACKENDS}/python ]; then rm -rf {_STAGED_BACKENDS} && mkdir -p {_STAGED_BACKENDS} "
+    f'&& for backend in {TRITON_BACKENDS}/*; do ln -s "$backend" {_STAGED_BACKENDS}/; done '
+    f"&& rm {_STAGED_BACKENDS}/python && cp -R {TRITON_BACKENDS}/python {_STAGED_BACKENDS}/python "
+    f'&& set -- "$@" --backend-directory={_STAGED_BACKENDS} || exit 1; fi; '
+)
 TRITON_SCRIPT: Final = (
     f'key="$(cat {_ADMIN_KEY_PATH})" && [ -n "$key" ] '
     f'|| {{ echo "no Triton admin key in {_ADMIN_KEY_PATH}: the model agent writes it" >&2; exit 1; }}; '
+    f"{_STAGE_BACKENDS}"
     f'exec tritonserver "$@" {_RESTRICTIONS}'
 )
 
