@@ -2,32 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from scaleml_operator.config import DEFAULT_TRITON_IMAGE, DEFAULT_WORKLOAD_IMAGE
 from tests.support.controlplane import ControlPlane
+from tests.support.kubectl import Kubectl
+from tests.support.manifests import merged
 from tests.support.node import host
-from tests.support.node.images import busybox_rootfs, oci_archive
-from tests.support.node.node import RealNode, find_node_binaries
+from tests.support.node.images import busybox_rootfs, normalise_reference, oci_archive
+from tests.support.node.node import RealNode, find_node_binaries, node_dir
+from tests.support.node.workload_image import workload_archive
+from tests.support.operator_process import start_operator
+from tests.support.polling import wait_for
 from tests.support.requirements import skip_or_fail
 
 #: The image the tier's own pods run: busybox, imported into the node (nothing is pulled).
 BUSYBOX_IMAGE = "scaleml.dev/busybox:1"
 
 
+@dataclasses.dataclass(frozen=True)
 class NodeRun:
     """The node, and the host as it was before the node started (to compare with after it stopped)."""
 
-    def __init__(self, node: RealNode, before: host.HostState) -> None:
-        self.node = node
-        self.before = before
+    node: RealNode
+    before: host.HostState
 
 
 @pytest.fixture(scope="session")
 def node_run(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRun]:
+    """The session's real node, with the busybox image; removed with its images at the end.
+
+    Skips (fails under `make test`) naming what is missing: `make node`'s binaries, or root.
+    ``SCALEML_NODE_WORKDIR`` keeps its logs, configs and volumes in that directory.
+    """
     binaries = find_node_binaries()
     missing = binaries.missing()
     if missing:
@@ -40,13 +54,192 @@ def node_run(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) ->
     node.start()
     try:
         rootfs = busybox_rootfs(workdir / "busybox-rootfs")
-        node.import_image(oci_archive(rootfs, BUSYBOX_IMAGE, workdir / "busybox.oci.tar"))
+        node.import_image(lambda out: oci_archive(rootfs, BUSYBOX_IMAGE, out, scratch=workdir))
         yield NodeRun(node, before)
     finally:
-        node.stop()
+        node.remove()
+
+
+@pytest.fixture
+def real_node(node_run: NodeRun, kubectl: Kubectl) -> Iterator[RealNode]:
+    """The node, running (started again if a test stopped it), and the only one pods are scheduled to
+    during the test.
+
+    The e2e tier's KWOK nodes are cordoned meanwhile: the tests apply manifests as users write them,
+    with no node selector, and their pods must run for real.
+    """
+    node = node_run.node
+    node.start()
+    fake = kubectl.run("get", "nodes", "-l", "type=kwok", "-o", "name").stdout.split()
+    for name in fake:
+        kubectl.run("cordon", name)
+    kubectl.run("uncordon", f"node/{node.name}")
+    try:
+        yield node
+    finally:
+        # Between the tier's tests, as in the e2e tier, pods go to the fake nodes.
+        kubectl.run("cordon", f"node/{node.name}", check=False)
+        for name in fake:
+            kubectl.run("uncordon", name, check=False)
 
 
 @pytest.fixture(scope="session")
-def real_node(node_run: NodeRun) -> RealNode:
-    return node_run.node
+def workload_image(node_run: NodeRun) -> str:
+    """The operator's default workload image, built from this checkout and imported into the node, also
+    tagged as its default Triton image."""
+    real_node = node_run.node
+    real_node.start()
+    base = node_dir() / "images" / "debian-bookworm"
+    real_node.import_image(lambda out: workload_archive(base, DEFAULT_WORKLOAD_IMAGE, out, real_node.workdir))
+    # The same image is Triton's too (its tritonserver is the nvidia-pytriton wheel's): under the
+    # operator's default tritonImage, a ModelDeployment's pods find it.
+    tagged = real_node.ctr(
+        "images",
+        "tag",
+        "--force",
+        normalise_reference(DEFAULT_WORKLOAD_IMAGE),
+        normalise_reference(DEFAULT_TRITON_IMAGE),
+    )
+    assert tagged.returncode == 0, tagged.stderr
+    return DEFAULT_WORKLOAD_IMAGE
 
+
+@pytest.fixture(scope="module")
+def node_operator(
+    cluster: ControlPlane, scaleml_installed: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """The operator as its ServiceAccount, for the module's tests.
+
+    It runs as a local process: the install's Deployment is scaled to none meanwhile, whose pods would
+    otherwise land on the real node with an image it does not have.
+    """
+    deployment = ("deployment", "scaleml-operator", "-n", "scaleml-system")
+    replicas = scaleml_installed.run("get", *deployment, "-o", "jsonpath={.spec.replicas}").stdout
+    scaleml_installed.run("scale", *deployment, "--replicas=0")
+    process = start_operator(cluster, tmp_path_factory, "node-operator")
+    yield
+    process.stop()
+    scaleml_installed.run("scale", *deployment, f"--replicas={replicas}")
+
+
+def local_claims(kubectl: Kubectl, node: RealNode, namespace: str, claims: tuple[str, ...]) -> dict[str, Path]:
+    """A `local` PersistentVolume on the real node for each claim, bound to it; the host directory of each.
+
+    The directories are root's: the kubelet gives a claim mounted read-write to the pod's fsGroup, as
+    on any node, and a read-only one is read as it is.
+    """
+    directories = {}
+    for claim in claims:
+        volume = f"{namespace}-{claim}"[:63]
+        directory = node.workdir / "volumes" / volume
+        directory.mkdir(parents=True, exist_ok=True)
+        directories[claim] = directory
+        affinity = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node.name]}
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": volume},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "local": {"path": str(directory)},
+                    "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [affinity]}]}},
+                    "claimRef": {"namespace": namespace, "name": claim},
+                },
+            }
+        )
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": namespace},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }
+        )
+    return directories
+
+
+#: The claims a TrainingJob churn mounts.
+TRAINING_CLAIMS = ("datasets", "checkpoints", "models")
+
+
+def churn_training_job(**changes: Any) -> dict[str, Any]:
+    """TrainingJob churn: an MLP on tests.workloads.runs.churn_table, two CPU workers, checkpoints; `changes` merged."""
+    return merged(
+        {
+            "apiVersion": "scaleml.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "churn"},
+            "spec": {
+                "model": {"architecture": "mlp", "params": {"hiddenSizes": [16]}},
+                "data": {"source": "churn/train.parquet", "volumeClaim": "datasets", "target": "churned"},
+                "hyperparameters": {"epochs": 3, "batchSize": 64, "learningRate": 0.01, "seed": 7},
+                "resources": {"workers": 2, "cpu": "500m", "memory": "1536Mi"},
+                "checkpoint": {"volumeClaim": "checkpoints", "everySteps": 10, "keep": 2},
+                "output": {"volumeClaim": "models", "modelName": "churn", "formats": ["torchscript"]},
+            },
+        },
+        {"spec": changes},
+    )
+
+
+def finished(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
+    """TrainingJob churn once it succeeded or failed."""
+    job = kubectl.find("trainingjob", "churn", namespace)
+    return job if job and job.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+
+def restricted_pod(name: str, command: str, image: str = BUSYBOX_IMAGE, **spec: Any) -> dict[str, Any]:
+    """A pod that passes "restricted", running `command` with `sh -c`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "runAsGroup": 1000,
+                "fsGroup": 2000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "main",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", command],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                }
+            ],
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            **spec,
+        },
+    }
+
+
+def pod_finished(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any] | None:
+    """The pod once it succeeded or failed."""
+    pod = kubectl.find("pod", name, namespace)
+    return pod if pod and pod["status"].get("phase") in ("Succeeded", "Failed") else None
+
+
+def run_to_end(kubectl: Kubectl, namespace: str, pod: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    """Creates `pod` and returns it once it ended."""
+    kubectl.run("apply", "-n", namespace, "-f", "-", stdin=json.dumps(pod))
+    name = pod["metadata"]["name"]
+    return wait_for(lambda: pod_finished(kubectl, namespace, name), timeout, f"pod {name} to finish")

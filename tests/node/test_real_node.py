@@ -8,68 +8,17 @@ The module's last test stops the node and compares the host with what it was bef
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
-from tests.node.conftest import BUSYBOX_IMAGE, NodeRun
+from tests.node.conftest import NodeRun, restricted_pod, run_to_end
 from tests.support.fixtures import RESTRICTED, NamespaceFactory
 from tests.support.kubectl import Kubectl
 from tests.support.node import host
-from tests.support.node.config import NODE_NAME, TAINT
+from tests.support.node.config import NODE_NAME
 from tests.support.node.node import RealNode
-from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.node
-
-
-def _pod(name: str, command: str, **spec: Any) -> dict[str, Any]:
-    """A pod that passes "restricted" and lands on the real node alone."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "restartPolicy": "Never",
-            "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
-            "tolerations": [{**TAINT, "operator": "Equal"}],
-            "automountServiceAccountToken": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": 1000,
-                "runAsGroup": 1000,
-                "fsGroup": 2000,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [
-                {
-                    "name": "main",
-                    "image": BUSYBOX_IMAGE,
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", command],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
-                }
-            ],
-            "volumes": [{"name": "scratch", "emptyDir": {}}],
-            **spec,
-        },
-    }
-
-
-def _finished(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any] | None:
-    pod = kubectl.find("pod", name, namespace)
-    return pod if pod and pod["status"].get("phase") in ("Succeeded", "Failed") else None
-
-
-def _run_to_end(kubectl: Kubectl, namespace: str, pod: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-    kubectl.run("apply", "-n", namespace, "-f", "-", stdin=json.dumps(pod))
-    name = pod["metadata"]["name"]
-    return wait_for(lambda: _finished(kubectl, namespace, name), timeout, f"pod {name} to finish")
 
 
 def test_a_restricted_pod_runs_as_its_user_with_a_read_only_root(
@@ -82,7 +31,7 @@ def test_a_restricted_pod_runs_as_its_user_with_a_read_only_root(
         " echo data > /scratch/file && stat -c '%u:%g' /scratch/file;"
         " echo 'all checked' > /dev/termination-log"
     )
-    done = _run_to_end(kubectl, namespace, _pod("restricted", command))
+    done = run_to_end(kubectl, namespace, restricted_pod("restricted", command))
 
     assert done["spec"]["nodeName"] == NODE_NAME
     assert done["status"]["phase"] == "Succeeded", done["status"]
@@ -104,7 +53,9 @@ def test_a_failing_container_reports_its_exit_code_and_message(
     real_node: RealNode, kubectl: Kubectl, make_namespace: NamespaceFactory
 ) -> None:
     namespace = make_namespace(RESTRICTED)
-    done = _run_to_end(kubectl, namespace, _pod("fails", "echo 'no column age' > /dev/termination-log; exit 2"))
+    done = run_to_end(
+        kubectl, namespace, restricted_pod("fails", "echo 'no column age' > /dev/termination-log; exit 2")
+    )
     assert done["status"]["phase"] == "Failed"
     terminated = done["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (terminated["exitCode"], terminated["message"].strip()) == (2, "no column age")
@@ -114,7 +65,7 @@ def test_a_service_answers_by_its_dns_name(
     real_node: RealNode, kubectl: Kubectl, make_namespace: NamespaceFactory
 ) -> None:
     namespace = make_namespace(RESTRICTED)
-    server = _pod(
+    server = restricted_pod(
         "web",
         "mkdir -p /scratch/www && echo hello-from-web > /scratch/www/index.html && httpd -f -p 8080 -h /scratch/www",
     )
@@ -137,8 +88,8 @@ def test_a_service_answers_by_its_dns_name(
     kubectl.run("wait", "-n", namespace, "--for=condition=Ready", "pod/web", "--timeout=60s")
 
     # busybox's wget -T crashes; `timeout` bounds it instead.
-    client = _pod("client", f"timeout 5 wget -qO- http://web.{namespace}.svc.cluster.local/")
-    done = _run_to_end(kubectl, namespace, client)
+    client = restricted_pod("client", f"timeout 5 wget -qO- http://web.{namespace}.svc.cluster.local/")
+    done = run_to_end(kubectl, namespace, client)
     assert done["status"]["phase"] == "Succeeded", kubectl.run("logs", "client", "-n", namespace, check=False).stdout
     assert kubectl.run("logs", "client", "-n", namespace).stdout.strip() == "hello-from-web"
 

@@ -10,6 +10,7 @@ from tests.support.controlplane.kwok import kwok_args
 from tests.support.controlplane.pki import SERVICE_CLUSTER_IP_RANGE
 from tests.support.node.config import (
     BRIDGE,
+    NO_REGISTRY,
     POD_CIDR,
     Layout,
     cni_config,
@@ -18,6 +19,7 @@ from tests.support.node.config import (
     kube_proxy_config,
     kubelet_config,
     node_ip,
+    registry_hosts,
 )
 from tests.support.node.network import GUARD_RULES
 
@@ -39,6 +41,15 @@ def test_containerd_keeps_its_state_sockets_and_pods_namespaces_to_itself() -> N
     assert runtime["cni"] == {"bin_dirs": ["/cni"], "conf_dir": str(LAYOUT.cni_conf_dir)}
     assert config["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == "scaleml.dev/pause:1"
     assert config["plugins"]["io.containerd.grpc.v1.cri"]["stream_server_address"] == "127.0.0.1"
+    images = config["plugins"]["io.containerd.cri.v1.images"]
+    assert images["registry"]["config_path"] == str(LAYOUT.registry_config)
+
+
+def test_no_image_is_pulled_from_anywhere_but_a_closed_loopback_port() -> None:
+    hosts = tomllib.loads(registry_hosts())
+    assert hosts["server"] == NO_REGISTRY
+    assert list(hosts["host"]) == [NO_REGISTRY]
+    assert NO_REGISTRY.startswith("http://127.0.0.1:")
 
 
 def test_pods_get_no_default_route_and_no_masquerade() -> None:
@@ -63,7 +74,6 @@ def test_the_kubelet_and_kube_proxy_listen_on_loopback_or_the_guarded_node_addre
     assert (kubelet["address"], kubelet["healthzBindAddress"], kubelet["readOnlyPort"]) == (node_ip(), "127.0.0.1", 0)
     assert kubelet["resolvConf"] == "/tmp/node/resolv.conf"
     assert kubelet["podLogsDir"].startswith("/tmp/node/")
-    assert kubelet["registerWithTaints"]
     proxy = kube_proxy_config(Path("/kubeconfig"))
     assert proxy["bindAddress"] == "127.0.0.1"
     assert proxy["healthzBindAddress"].startswith("127.0.0.1:")

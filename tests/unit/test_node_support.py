@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import platform
@@ -131,10 +132,43 @@ def _blob(outer: tarfile.TarFile, descriptor: dict[str, Any]) -> bytes:
     return content
 
 
+def _layer_members(outer: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+    index_file = outer.extractfile("index.json")
+    assert index_file is not None
+    [descriptor] = json.load(index_file)["manifests"]
+    [layer_descriptor] = json.loads(_blob(outer, descriptor))["layers"]
+    with tarfile.open(fileobj=io.BytesIO(_blob(outer, layer_descriptor))) as layer:
+        return {member.name: member for member in layer.getmembers()}
+
+
+def test_a_host_tree_goes_in_at_its_own_path_and_the_archive_can_be_a_stream(tmp_path: Path) -> None:
+    rootfs = _tiny_rootfs(tmp_path / "rootfs")
+    venv = tmp_path / "machine" / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("#!/bin/sh\n")
+    venv.parent.chmod(0o700)
+    scratch = tmp_path / "scratch"
+    stream = io.BytesIO()
+    images.oci_archive(rootfs, "scaleml/test:1", stream, scratch=scratch, host_trees=[venv])
+    assert list(scratch.iterdir()) == []  # the layer's file is gone
+
+    stream.seek(0)
+    with tarfile.open(fileobj=stream) as outer:
+        members = _layer_members(outer)
+    inside = venv.relative_to("/").as_posix()
+    assert f"{inside}/bin/python" in members
+    assert "bin/hello" in members
+    # Every directory down to the tree is there, open to the pods' user whatever it is on this machine.
+    for directory in [*venv.parents[:-1], venv]:
+        member = members[directory.relative_to("/").as_posix()]
+        assert member.isdir()
+        assert member.mode == 0o755
+
+
 def test_an_archive_is_a_consistent_oci_layout(tmp_path: Path) -> None:
     rootfs = _tiny_rootfs(tmp_path / "rootfs")
     archive = tmp_path / "out" / "test.tar"
-    assert images.oci_archive(rootfs, "scaleml/test:1", archive, entrypoint=["/bin/hello"], user="1000") == archive
+    images.oci_archive(rootfs, "scaleml/test:1", archive, entrypoint=["/bin/hello"], user="1000")
     # The layer's temporary file is gone.
     assert [path.name for path in archive.parent.iterdir()] == ["test.tar"]
 

@@ -22,8 +22,6 @@ BRIDGE: Final = "scaleml0"
 POD_CIDR: Final = "10.88.0.0/24"
 CLUSTER_DOMAIN: Final = "cluster.local"
 NODE_NAME: Final = "scaleml-real-node"
-#: On the real node only pods that ask for it: the e2e tier's pods belong on KWOK's nodes.
-TAINT: Final = {"key": "scaleml.dev/real-node", "value": "true", "effect": "NoSchedule"}
 #: Where pods reach the API server: a relay on the node's address (kube-apiserver binds loopback only).
 API_RELAY_PORT: Final = 6443
 
@@ -42,6 +40,10 @@ class Layout:
     @property
     def containerd_config(self) -> Path:
         return self.root / "containerd.toml"
+
+    @property
+    def registry_config(self) -> Path:
+        return self.root / "registries"
 
     @property
     def cni_conf_dir(self) -> Path:
@@ -89,6 +91,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   [plugins."io.containerd.cri.v1.images".pinned_images]
     # Imported from a tarball: nothing is ever pulled.
     sandbox = {q(sandbox_image)}
+  [plugins."io.containerd.cri.v1.images".registry]
+    # Every registry is a dead end here (registry_hosts): an image that was not imported fails at
+    # once, and the host never reaches out.
+    config_path = {q(layout.registry_config)}
 
 [plugins."io.containerd.cri.v1.runtime"]
   # No AppArmor in this kernel; and without CAP_SYS_RESOURCE even root cannot lower oom_score_adj,
@@ -110,6 +116,19 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+"""
+
+
+#: A port on loopback where nothing listens.
+NO_REGISTRY: Final = "http://127.0.0.1:9"
+
+
+def registry_hosts() -> str:
+    """containerd's hosts.toml for every registry (`_default`): pulls go to a closed loopback port."""
+    return f"""server = "{NO_REGISTRY}"
+
+[host."{NO_REGISTRY}"]
+  capabilities = ["pull", "resolve"]
 """
 
 
@@ -180,7 +199,6 @@ def kubelet_config(layout: Layout, cluster_dns: str, resolv_conf: Path, ca_file:
         "protectKernelDefaults": False,
         "makeIPTablesUtilChains": False,
         "registerNode": True,
-        "registerWithTaints": [TAINT],
         "shutdownGracePeriod": "0s",
         "localStorageCapacityIsolation": True,
     }

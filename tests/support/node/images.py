@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -73,34 +73,42 @@ def normalise_reference(reference: str) -> str:
 def oci_archive(
     rootfs: Path,
     reference: str,
-    archive: Path,
+    archive: Path | IO[bytes],
     *,
+    scratch: Path | None = None,
     entrypoint: Sequence[str] = (),
     env: Sequence[str] = (DEFAULT_PATH,),
     user: str = "",
     workdir: str = "/",
+    overlays: Sequence[Path] = (),
     host_trees: Sequence[Path] = (),
-) -> Path:
-    """Packs `rootfs` into an OCI image archive at `archive` naming the image `reference`; returns `archive`.
+) -> None:
+    """Packs `rootfs` into an OCI image archive naming the image `reference`, in the file or the stream `archive`.
 
     The one layer is an uncompressed tar of `rootfs` (modes, owners, links; no device nodes): its digest
-    is its diff_id. It is written beside `archive` and hashed as it goes, so the rootfs is never held in memory.
-    `host_trees` are directories of this machine added at their own absolute paths (a Python environment
-    whose scripts and links name those paths), their parents made traversable for any user.
+    is its diff_id. It is written to a file in `scratch` (default: beside `archive`) and hashed as it
+    goes, so the rootfs is never held in memory; a stream (`ctr images import -`) spares the archive's
+    second copy of it. `overlays` are more root file systems, added over `rootfs`. `host_trees` are
+    directories of this machine added at their own absolute paths (a Python environment whose
+    scripts and links name those paths), their parents made traversable for any user.
     """
     name = normalise_reference(reference)
     last = name.rpartition("/")[2]
     if "@" in last:
         raise ValueError(f"{reference}: an archive's image is named by a tag, its digest being the archive's own")
     tag = last.rpartition(":")[2]
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    # Beside the archive rather than in /tmp: the layer is as large as the rootfs, and the archive's
-    # file system has to hold a copy of it anyway.
-    fd, layer_path = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".layer", dir=archive.parent)
+    if scratch is None:
+        if not isinstance(archive, Path):
+            raise ValueError("an archive written to a stream needs a scratch directory for its layer")
+        scratch = archive.parent
+    scratch.mkdir(parents=True, exist_ok=True)
+    # Not /tmp by default: the layer is as large as the rootfs.
+    fd, layer_path = tempfile.mkstemp(prefix=".oci-", suffix=".layer", dir=scratch)
     try:
         with _Sha256Writer(fd) as layer_file:
             with tarfile.open(fileobj=layer_file, mode="w", format=tarfile.PAX_FORMAT) as layer:
-                _add_tree(layer, rootfs)
+                for tree in (rootfs, *overlays):
+                    _add_tree(layer, tree)
                 for tree in host_trees:
                     _add_parents(layer, tree)
                     _add_tree(layer, tree, Path("/"))
@@ -134,7 +142,9 @@ def oci_archive(
                 ],
             }
         )
-        with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as outer:
+        target = {"name": archive} if isinstance(archive, Path) else {"fileobj": archive}
+        # "w|": a stream need not be seekable.
+        with tarfile.open(mode="w|", format=tarfile.PAX_FORMAT, **target) as outer:
             _add_bytes(outer, "oci-layout", _json({"imageLayoutVersion": "1.0.0"}))
             _add_bytes(outer, "index.json", index)
             _add_bytes(outer, _blob(config), config)
@@ -145,7 +155,6 @@ def oci_archive(
                 outer.addfile(info, layer_blob)
     finally:
         os.unlink(layer_path)
-    return archive
 
 
 def busybox_rootfs(directory: Path, busybox: Path = Path("/bin/busybox")) -> Path:

@@ -10,6 +10,7 @@ that against a :func:`host.snapshot` taken before.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -18,14 +19,14 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 import yaml
 
 from tests.support.controlplane import ControlPlane, ControlPlaneError, control_plane_dir
-from tests.support.controlplane.processes import Component, spawn, terminate, wait_until
+from tests.support.controlplane.processes import Component, spawn, tail, terminate, wait_until
 from tests.support.kubectl import Kubectl
 from tests.support.node import host, network
 from tests.support.node.config import (
@@ -38,6 +39,7 @@ from tests.support.node.config import (
     kube_proxy_config,
     kubelet_config,
     node_ip,
+    registry_hosts,
 )
 from tests.support.node.images import oci_archive, pause_rootfs
 
@@ -103,6 +105,10 @@ class RealNode:
         self._sysctls: dict[str, str] = {}
         self._foreign: list[Path] = []
         self.kubectl = Kubectl(plane.kubeconfig)
+        self.started = False
+        # Anything begun that a stop must undo (a start that failed half-way too).
+        self._begun = False
+        self._atexit_registered = False
         self.startup_seconds: float | None = None
 
     @property
@@ -112,7 +118,15 @@ class RealNode:
     # ---------------------------------------------------------------- up
 
     def start(self) -> None:
+        """Starts the node, or does nothing if it runs. The images imported before a stop are kept."""
+        if self.started:
+            return
+        if not self._atexit_registered:
+            # Should the run end without its fixtures' teardown: no node outlives it.
+            atexit.register(self.remove)
+            self._atexit_registered = True
         began = time.monotonic()
+        self._begun = True
         self._sysctls = host.snapshot().sysctls
         self._foreign = [path for path in FOREIGN_PATHS if not path.exists()]
         for directory in (self.layout.root, self.layout.run, self.layout.cni_conf_dir, self.layout.pod_logs):
@@ -122,7 +136,7 @@ class RealNode:
             # A pod reaching another through a Service is forwarded from the bridge back onto it.
             host.write_sysctl("net.ipv4.ip_forward", "1")
             self._start_containerd()
-            self.import_image(self._pause_archive())
+            self._import_pause()
             self._start_dns()
             self._start_relay()
             self._start_kubelet()
@@ -130,6 +144,7 @@ class RealNode:
         except BaseException:
             self.stop()
             raise
+        self.started = True
         self.startup_seconds = time.monotonic() - began
 
     def _spawn(self, name: str, binary: Path, args: Sequence[str], env: dict[str, str] | None = None) -> Component:
@@ -141,6 +156,9 @@ class RealNode:
         config = self.layout.containerd_config
         config.write_text(containerd_config(self.layout, self.binaries.path("runc"), self.binaries.cni, SANDBOX_IMAGE))
         (self.layout.cni_conf_dir / "10-scaleml.conflist").write_text(json.dumps(cni_config(self.layout)))
+        registries = self.layout.registry_config / "_default"
+        registries.mkdir(parents=True, exist_ok=True)
+        (registries / "hosts.toml").write_text(registry_hosts())
         # The shim is found on PATH.
         path = f"{self.binaries.bin}:{os.environ.get('PATH', '')}"
         containerd = self._spawn(
@@ -148,29 +166,40 @@ class RealNode:
         )
         wait_until(containerd, "did not open its socket", self.layout.containerd_socket.exists, 30)
 
+    def _ctr_command(self) -> list[str]:
+        return [str(self.binaries.path("ctr")), "--address", str(self.layout.containerd_socket), "-n", "k8s.io"]
+
     def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self._ctr_command(), *args], capture_output=True, text=True, check=False, timeout=600)
+
+    def import_image(self, write: Callable[[IO[bytes]], None]) -> None:
+        """Imports the OCI archive `write` produces into the node's image store, where pods find it
+        without pulling. Streamed into `ctr`: the archive is never on disk, only its layer."""
         command = [
-            str(self.binaries.path("ctr")),
-            "--address",
-            str(self.layout.containerd_socket),
-            "-n",
-            "k8s.io",
-            *args,
+            *self._ctr_command(),
+            "images",
+            "import",
+            "--all-platforms",
+            "-",
         ]
-        return subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+        # Its progress to a file: a pipe nobody reads while the archive is written would fill and stall it.
+        with (
+            open(self.workdir / "ctr-import.log", "ab") as log,
+            subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT) as ctr,
+        ):
+            assert ctr.stdin is not None
+            try:
+                write(ctr.stdin)
+            finally:
+                ctr.stdin.close()
+            if ctr.wait(timeout=600) != 0:
+                raise ControlPlaneError(f"ctr images import failed; see {log.name}:\n{tail(Path(log.name))}")
 
-    def import_image(self, archive: Path) -> None:
-        """Imports an OCI archive into the node's image store, where pods find it without pulling."""
-        result = self.ctr("images", "import", "--all-platforms", str(archive))
-        if result.returncode != 0:
-            raise ControlPlaneError(f"importing {archive} failed: {result.stderr.strip()}")
-
-    def _pause_archive(self) -> Path:
-        archive = self.workdir / "pause.oci.tar"
-        if not archive.exists():
-            rootfs = pause_rootfs(self.workdir / "pause-rootfs", self.binaries.path("pause"))
-            oci_archive(rootfs, SANDBOX_IMAGE, archive, entrypoint=["/pause"])
-        return archive
+    def _import_pause(self) -> None:
+        rootfs = pause_rootfs(self.workdir / "pause-rootfs", self.binaries.path("pause"))
+        self.import_image(
+            lambda out: oci_archive(rootfs, SANDBOX_IMAGE, out, scratch=self.workdir, entrypoint=["/pause"])
+        )
 
     def _start_dns(self) -> None:
         config = self.workdir / "Corefile"
@@ -235,6 +264,8 @@ class RealNode:
 
     def stop(self) -> None:
         """Ends everything `start()` began, in an order that leaves nothing behind; safe to call twice."""
+        if not self._begun:
+            return
         self._delete_pods()
         # The kubelet and kube-proxy go first, containerd after them, the relay and DNS with them.
         terminate([c for c in self._components if c.name != "containerd"])
@@ -254,6 +285,12 @@ class RealNode:
             shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(self.layout.run, ignore_errors=True)
         self.kubectl.run("delete", "node", NODE_NAME, "--ignore-not-found", check=False)
+        self.started = self._begun = False
+
+    def remove(self) -> None:
+        """Stops the node and deletes its state: the images (gigabytes) and the containers' files."""
+        self.stop()
+        shutil.rmtree(self.layout.root, ignore_errors=True)
 
     def running(self) -> list[str]:
         """What of the node still runs: its components, and the shims of containers."""
@@ -265,7 +302,10 @@ class RealNode:
         if not any(c.name == "kubelet" and c.process.poll() is None for c in self._components):
             return
         selector = f"spec.nodeName={NODE_NAME}"
-        self.kubectl.run("delete", "pods", "-A", "--field-selector", selector, "--wait=false", check=False)
+        # Quickly: the node is going, and a container that ignores SIGTERM would hold it for 30 s.
+        self.kubectl.run(
+            "delete", "pods", "-A", "--field-selector", selector, "--grace-period=1", "--wait=false", check=False
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             listed = self.ctr("tasks", "ls", "-q")
