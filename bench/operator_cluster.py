@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from operator_api import Api, collection
 from operator_audit import AuditLog, apiserver_flags
@@ -26,6 +26,7 @@ from tests.support.controlplane import NODES_TIER, ControlPlane, find_binaries
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import ROOT
 from tests.support.operator_process import SCALEML, OperatorProcess
+from tests.support.volumes import bound_claim, volume_name
 
 OPERATOR_NAMESPACE: Final = "scaleml-system"
 OPERATOR_ACCOUNT: Final = "scaleml-operator"
@@ -147,8 +148,8 @@ class Cluster:
         api = self.api
         api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": RESTRICTED}})
         for claim in CLAIMS:
-            api.create(_volume(name, claim))
-            api.create(_claim(name, claim))
+            for manifest in bound_claim(name, claim, {"hostPath": {"path": f"/srv/{volume_name(name, claim)}"}}):
+                api.create(manifest)
         # ServiceAccount admission turns pods away until the account exists; unbound claims keep pods
         # unscheduled. Either would be counted against whichever run comes first.
         _wait(lambda: api.exists(f"{collection('v1', 'serviceaccounts', name)}/default"), f"{name}'s ServiceAccount")
@@ -164,7 +165,7 @@ class Cluster:
         api.delete(f"{collection('v1', 'namespaces')}/{name}")
         _wait(lambda: not api.exists(f"{collection('v1', 'namespaces')}/{name}"), f"namespace {name} to go")
         for claim in CLAIMS:
-            api.delete(f"{collection('v1', 'persistentvolumes')}/{_volume_name(name, claim)}")
+            api.delete(f"{collection('v1', 'persistentvolumes')}/{volume_name(name, claim)}")
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout: float = NAMESPACE_TIMEOUT) -> None:
@@ -173,36 +174,3 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float = NAMESPACE_T
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.5)
-
-
-def _volume_name(namespace: str, claim: str) -> str:
-    return f"{namespace}-{claim}"[:63]
-
-
-def _volume(namespace: str, claim: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": _volume_name(namespace, claim)},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteMany"],
-            "storageClassName": "",
-            "hostPath": {"path": f"/srv/{_volume_name(namespace, claim)}"},
-            "claimRef": {"namespace": namespace, "name": claim},
-        },
-    }
-
-
-def _claim(namespace: str, claim: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": claim, "namespace": namespace},
-        "spec": {
-            "accessModes": ["ReadWriteMany"],
-            "storageClassName": "",
-            "volumeName": _volume_name(namespace, claim),
-            "resources": {"requests": {"storage": "1Gi"}},
-        },
-    }

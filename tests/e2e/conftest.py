@@ -12,6 +12,7 @@ from tests.support.controlplane import ControlPlane
 from tests.support.fixtures import RESTRICTED, NamespaceFactory
 from tests.support.kubectl import Kubectl
 from tests.support.operator_process import start_operator
+from tests.support.volumes import bound_claim, volume_name
 
 
 @pytest.fixture(scope="session")
@@ -51,34 +52,8 @@ def claims_namespace(make_namespace: NamespaceFactory, kubectl: Kubectl) -> Iter
     """A restricted namespace with the example's claims bound to volumes."""
     namespace = make_namespace(labels=RESTRICTED)
     for claim in CLAIMS:
-        volume = f"{namespace}-{claim}"[:63]
-        kubectl.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": volume},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteMany"],
-                    "storageClassName": "",
-                    "hostPath": {"path": f"/srv/{volume}"},
-                    "claimRef": {"namespace": namespace, "name": claim},
-                },
-            }
-        )
-        kubectl.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": claim, "namespace": namespace},
-                "spec": {
-                    "accessModes": ["ReadWriteMany"],
-                    "storageClassName": "",
-                    "volumeName": volume,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            }
-        )
+        source = {"hostPath": {"path": f"/srv/{volume_name(namespace, claim)}"}}
+        kubectl.apply({"apiVersion": "v1", "kind": "List", "items": bound_claim(namespace, claim, source)})
     yield namespace
     for claim in CLAIMS:
-        kubectl.run("delete", "pv", f"{namespace}-{claim}"[:63], "--wait=false", check=False)
+        kubectl.run("delete", "pv", volume_name(namespace, claim), "--wait=false", check=False)

@@ -13,6 +13,7 @@ import pytest
 
 from scaleml_operator.config import DEFAULT_TRITON_IMAGE, DEFAULT_WORKLOAD_IMAGE
 from tests.support.controlplane import ControlPlane
+from tests.support.fixtures import RESTRICTED, NamespaceFactory
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import merged
 from tests.support.node import host
@@ -22,6 +23,8 @@ from tests.support.node.workload_image import workload_archive
 from tests.support.operator_process import start_operator
 from tests.support.polling import wait_for
 from tests.support.requirements import skip_or_fail
+from tests.support.volumes import bound_claim, volume_name
+from tests.workloads.runs import churn_table, write_parquet
 
 #: The image the tier's own pods run: busybox, imported into the node (nothing is pulled).
 BUSYBOX_IMAGE = "scaleml.dev/busybox:1"
@@ -122,6 +125,14 @@ def node_operator(
     scaleml_installed.run("scale", *deployment, f"--replicas={replicas}")
 
 
+@pytest.fixture
+def ml_namespace(
+    real_node: RealNode, workload_image: str, node_operator: None, make_namespace: NamespaceFactory
+) -> str:
+    """A namespace enforcing Pod Security "restricted", with the node, its images and the operator ready."""
+    return make_namespace(RESTRICTED)
+
+
 def local_claims(kubectl: Kubectl, node: RealNode, namespace: str, claims: tuple[str, ...]) -> dict[str, Path]:
     """A `local` PersistentVolume on the real node for each claim, bound to it; the host directory of each.
 
@@ -129,45 +140,28 @@ def local_claims(kubectl: Kubectl, node: RealNode, namespace: str, claims: tuple
     on any node, and a read-only one is read as it is.
     """
     directories = {}
+    affinity = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node.name]}
     for claim in claims:
-        volume = f"{namespace}-{claim}"[:63]
-        directory = node.workdir / "volumes" / volume
+        directory = node.workdir / "volumes" / volume_name(namespace, claim)
         directory.mkdir(parents=True, exist_ok=True)
         directories[claim] = directory
-        affinity = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node.name]}
-        kubectl.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": volume},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteMany"],
-                    "storageClassName": "",
-                    "local": {"path": str(directory)},
-                    "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [affinity]}]}},
-                    "claimRef": {"namespace": namespace, "name": claim},
-                },
-            }
-        )
-        kubectl.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": claim, "namespace": namespace},
-                "spec": {
-                    "accessModes": ["ReadWriteMany"],
-                    "storageClassName": "",
-                    "volumeName": volume,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            }
-        )
+        node_affinity = {"required": {"nodeSelectorTerms": [{"matchExpressions": [affinity]}]}}
+        manifests = bound_claim(namespace, claim, {"local": {"path": str(directory)}}, nodeAffinity=node_affinity)
+        kubectl.apply({"apiVersion": "v1", "kind": "List", "items": manifests})
     return directories
 
 
 #: The claims a TrainingJob churn mounts.
 TRAINING_CLAIMS = ("datasets", "checkpoints", "models")
+
+
+def churn_claims(
+    kubectl: Kubectl, node: RealNode, namespace: str, rows: int, claims: tuple[str, ...] = TRAINING_CLAIMS
+) -> dict[str, Path]:
+    """`claims` on local volumes (see local_claims), the data set a churn table of `rows` rows."""
+    volumes = local_claims(kubectl, node, namespace, claims)
+    write_parquet(volumes["datasets"] / "churn" / "train.parquet", churn_table(rows))
+    return volumes
 
 
 def churn_training_job(**changes: Any) -> dict[str, Any]:

@@ -17,18 +17,16 @@ import pytest
 
 from tests.node.conftest import (
     TRAINING_CLAIMS,
+    churn_claims,
     churn_training_job,
     finished,
-    local_claims,
     pod_finished,
     restricted_pod,
     run_to_end,
 )
-from tests.support.fixtures import RESTRICTED, NamespaceFactory
 from tests.support.kubectl import Kubectl
 from tests.support.node.node import RealNode
 from tests.support.polling import wait_for
-from tests.workloads.runs import churn_table, write_parquet
 from tests.workloads.serving import expected_outputs, feature_batch
 
 pytestmark = pytest.mark.node
@@ -86,15 +84,10 @@ def _served(kubectl: Kubectl, namespace: str, version: int) -> dict[str, Any] | 
 
 
 def test_triton_serves_through_the_service_captures_and_rolls_to_a_new_version_without_a_failed_request(
-    real_node: RealNode,
-    workload_image: str,
-    node_operator: None,
-    kubectl: Kubectl,
-    make_namespace: NamespaceFactory,
+    real_node: RealNode, workload_image: str, kubectl: Kubectl, ml_namespace: str
 ) -> None:
-    namespace = make_namespace(RESTRICTED)
-    volumes = local_claims(kubectl, real_node, namespace, (*TRAINING_CLAIMS, "captures"))
-    write_parquet(volumes["datasets"] / "churn" / "train.parquet", churn_table(1000))
+    namespace = ml_namespace
+    volumes = churn_claims(kubectl, real_node, namespace, 1000, (*TRAINING_CLAIMS, "captures"))
     kubectl.apply(churn_training_job(resources={"workers": 1}), "-n", namespace)
     trained = wait_for(partial(finished, kubectl, namespace), 300, "the TrainingJob to finish")
     assert trained["status"]["phase"] == "Succeeded", trained["status"]

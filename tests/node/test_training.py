@@ -9,27 +9,20 @@ from functools import partial
 
 import pytest
 
-from tests.node.conftest import TRAINING_CLAIMS, churn_training_job, finished, local_claims
-from tests.support.fixtures import RESTRICTED, NamespaceFactory
+from tests.node.conftest import churn_claims, churn_training_job, finished
 from tests.support.kubectl import Kubectl
 from tests.support.node.config import NODE_NAME
 from tests.support.node.node import RealNode
 from tests.support.polling import wait_for
-from tests.workloads.runs import churn_table, write_parquet
 
 pytestmark = pytest.mark.node
 
 
 def test_two_workers_meet_over_dns_train_checkpoint_and_export(
-    real_node: RealNode,
-    workload_image: str,
-    node_operator: None,
-    kubectl: Kubectl,
-    make_namespace: NamespaceFactory,
+    real_node: RealNode, kubectl: Kubectl, ml_namespace: str
 ) -> None:
-    namespace = make_namespace(RESTRICTED)
-    volumes = local_claims(kubectl, real_node, namespace, TRAINING_CLAIMS)
-    write_parquet(volumes["datasets"] / "churn" / "train.parquet", churn_table(2000))
+    namespace = ml_namespace
+    volumes = churn_claims(kubectl, real_node, namespace, 2000)
 
     kubectl.apply(churn_training_job(), "-n", namespace)
     done = wait_for(partial(finished, kubectl, namespace), 300, "the TrainingJob to finish")
@@ -62,15 +55,10 @@ def test_two_workers_meet_over_dns_train_checkpoint_and_export(
 
 
 def test_a_missing_column_fails_the_job_at_once_and_names_the_column(
-    real_node: RealNode,
-    workload_image: str,
-    node_operator: None,
-    kubectl: Kubectl,
-    make_namespace: NamespaceFactory,
+    real_node: RealNode, kubectl: Kubectl, ml_namespace: str
 ) -> None:
-    namespace = make_namespace(RESTRICTED)
-    volumes = local_claims(kubectl, real_node, namespace, TRAINING_CLAIMS)
-    write_parquet(volumes["datasets"] / "churn" / "train.parquet", churn_table(200))
+    namespace = ml_namespace
+    churn_claims(kubectl, real_node, namespace, 200)
 
     job = churn_training_job(data={"target": "cancelled"}, runPolicy={"backoffLimit": 4})
     kubectl.apply(job, "-n", namespace)
