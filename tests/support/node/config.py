@@ -3,7 +3,7 @@
 Every setting that differs from a component's default says why: most keep the node on loopback and
 inside its own directories (so that a test run leaves the host as it found it), the rest get the
 components running in a VM whose kernel lacks what a distribution's node would have (cgroup v1 only,
-no CAP_SYS_RESOURCE in the bounding set: see ../shared/notes/real-node.md).
+no CAP_SYS_RESOURCE in the bounding set).
 """
 
 from __future__ import annotations
