@@ -9,7 +9,7 @@ import json
 import os
 import platform
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -141,7 +141,7 @@ def _layer_members(outer: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
         return {member.name: member for member in layer.getmembers()}
 
 
-def test_a_host_tree_goes_in_at_its_own_path_and_the_archive_can_be_a_stream(tmp_path: Path) -> None:
+def test_a_host_tree_goes_in_where_the_image_wants_it_and_the_archive_can_be_a_stream(tmp_path: Path) -> None:
     rootfs = _tiny_rootfs(tmp_path / "rootfs")
     venv = tmp_path / "machine" / "venv"
     (venv / "bin").mkdir(parents=True)
@@ -149,18 +149,19 @@ def test_a_host_tree_goes_in_at_its_own_path_and_the_archive_can_be_a_stream(tmp
     venv.parent.chmod(0o700)
     scratch = tmp_path / "scratch"
     stream = io.BytesIO()
-    images.oci_archive(rootfs, "scaleml/test:1", stream, scratch=scratch, host_trees=[venv])
+    at = PurePosixPath("/opt/env/venv")
+    images.oci_archive(rootfs, "scaleml/test:1", stream, scratch=scratch, host_trees=[(venv, at)])
     assert list(scratch.iterdir()) == []  # the layer's file is gone
 
     stream.seek(0)
     with tarfile.open(fileobj=stream) as outer:
         members = _layer_members(outer)
-    inside = venv.relative_to("/").as_posix()
-    assert f"{inside}/bin/python" in members
+    assert "opt/env/venv/bin/python" in members
     assert "bin/hello" in members
+    assert not any(name.startswith(venv.relative_to("/").as_posix()) for name in members)
     # Every directory down to the tree is there, open to the pods' user whatever it is on this machine.
-    for directory in [*venv.parents[:-1], venv]:
-        member = members[directory.relative_to("/").as_posix()]
+    for directory in ["opt", "opt/env", "opt/env/venv"]:
+        member = members[directory]
         assert member.isdir()
         assert member.mode == 0o755
 

@@ -17,7 +17,7 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ IMAGE_NAME_ANNOTATION: Final = "io.containerd.image.name"
 REF_NAME_ANNOTATION: Final = "org.opencontainers.image.ref.name"
 
 DEFAULT_REGISTRY: Final = "docker.io"
+IMAGE_ROOT: Final = PurePosixPath("/")
 # platform.machine() names the architecture as the kernel does, OCI as Go does; the rest agree.
 _GOARCH: Final = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
 
@@ -81,7 +82,7 @@ def oci_archive(
     user: str = "",
     workdir: str = "/",
     overlays: Sequence[Path] = (),
-    host_trees: Sequence[Path] = (),
+    host_trees: Sequence[tuple[Path, PurePosixPath]] = (),
 ) -> None:
     """Packs `rootfs` into an OCI image archive naming the image `reference`, in the file or the stream `archive`.
 
@@ -89,8 +90,8 @@ def oci_archive(
     is its diff_id. It is written to a file in `scratch` (default: beside `archive`) and hashed as it
     goes, so the rootfs is never held in memory; a stream (`ctr images import -`) spares the archive's
     second copy of it. `overlays` are more root file systems, added over `rootfs`. `host_trees` are
-    directories of this machine added at their own absolute paths (a Python environment whose
-    scripts and links name those paths), their parents made traversable for any user.
+    directories of this machine, each added at the path in the image it is paired with, whose
+    parents are made traversable for any user.
     """
     name = normalise_reference(reference)
     last = name.rpartition("/")[2]
@@ -109,9 +110,9 @@ def oci_archive(
             with tarfile.open(fileobj=layer_file, mode="w", format=tarfile.PAX_FORMAT) as layer:
                 for tree in (rootfs, *overlays):
                     _add_tree(layer, tree)
-                for tree in host_trees:
-                    _add_parents(layer, tree)
-                    _add_tree(layer, tree, Path("/"))
+                for tree, at in host_trees:
+                    _add_parents(layer, at)
+                    _add_tree(layer, tree, at)
             layer_size = layer_file.tell()
             layer_digest = f"sha256:{layer_file.sha256.hexdigest()}"
         config = _json(
@@ -200,22 +201,22 @@ def _walk(directory: Path) -> Iterator[Path]:
             yield from _walk(Path(entry.path))
 
 
-def _add_parents(layer: tarfile.TarFile, tree: Path) -> None:
-    """The directories down to `tree`, and `tree` itself: a user other than root must reach it."""
-    tree = tree.absolute()
-    for parent in [*reversed(tree.parents[:-1]), tree]:
+def _add_parents(layer: tarfile.TarFile, at: PurePosixPath) -> None:
+    """The directories down to `at`, and `at` itself: a user other than root must reach it."""
+    for parent in [*reversed(at.parents[:-1]), at]:
         info = tarfile.TarInfo(parent.relative_to("/").as_posix())
         info.type, info.mode = tarfile.DIRTYPE, 0o755
         layer.addfile(info)
 
 
-def _add_tree(layer: tarfile.TarFile, rootfs: Path, base: Path | None = None) -> None:
-    """Adds what is under `rootfs`, named relative to `base` (default: `rootfs` itself)."""
-    tree = rootfs.absolute()
+def _add_tree(layer: tarfile.TarFile, tree: Path, at: PurePosixPath = IMAGE_ROOT) -> None:
+    """Adds what is under `tree`, named as the image has it: under `at` (default: its root)."""
+    tree = tree.absolute()
     for path in _walk(tree):
         # gettarinfo keeps the mode, owner and link target, and turns a second name of a file already
         # added into a hard link; it gives sockets no entry.
-        info = layer.gettarinfo(path, arcname=path.relative_to(base or tree).as_posix())
+        name = (at / path.relative_to(tree).as_posix()).relative_to("/").as_posix()
+        info = layer.gettarinfo(path, arcname=name)
         if info is None or info.ischr() or info.isblk():
             continue
         # The host's names for the owners mean nothing in the image: only the numbers count.

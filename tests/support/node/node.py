@@ -314,6 +314,16 @@ class RealNode:
             time.sleep(0.5)
 
     def _kill_shims(self) -> None:
+        """Kills what the kubelet did not stop: the containers' processes, then the shims that ran them.
+
+        A shim's death leaves its container running, and a running container keeps its network
+        namespace, its veth and its cgroups."""
+        deadline = time.monotonic() + 10
+        while (pids := _pids_in(_cgroup_trees())) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
         shim = str(self.binaries.path("containerd-shim-runc-v2"))
         for pid in _pids_of(shim):
             with contextlib.suppress(ProcessLookupError):
@@ -325,10 +335,7 @@ class RealNode:
             subprocess.run(["umount", "-l", target], capture_output=True, check=False)
 
     def _remove_cgroups(self) -> None:
-        for hierarchy in Path("/sys/fs/cgroup").iterdir():
-            top = hierarchy / "kubepods"
-            if not top.is_dir():
-                continue
+        for top in _cgroup_trees():
             for directory in sorted(
                 (p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
             ):
@@ -336,6 +343,22 @@ class RealNode:
                     directory.rmdir()
             with contextlib.suppress(OSError):
                 top.rmdir()
+
+
+def _cgroup_trees() -> list[Path]:
+    """The kubelet's cgroups (cgroupfs driver): `kubepods` at the top of each hierarchy."""
+    return [
+        hierarchy / "kubepods" for hierarchy in Path("/sys/fs/cgroup").iterdir() if (hierarchy / "kubepods").is_dir()
+    ]
+
+
+def _pids_in(trees: Sequence[Path]) -> set[int]:
+    pids: set[int] = set()
+    for tree in trees:
+        for procs in tree.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                pids.update(int(line) for line in procs.read_text().split())
+    return pids
 
 
 def _pids_of(executable: str) -> list[int]:

@@ -1,9 +1,9 @@
 """The workload image for the real node, built from this checkout without a registry or Docker.
 
 A Debian bookworm root file system (debootstrap's minbase and the libraries Python's extension
-modules link against), plus this machine's Python environment at the paths it was built at: the
-interpreter, the virtual environment `make venv` made (PyTorch included: nothing is downloaded a
-second time) and the project's source, which the environment's editable install names. The rendered
+modules link against), plus this machine's Python environment: the interpreter at the path it was
+built at, the virtual environment `make venv` made (PyTorch included: nothing is downloaded a
+second time) at /opt/scaleml/venv, and the project's packages in that environment's site-packages. The rendered
 pods run `python` and `torchrun` from PATH, as in the production image (workloads.Dockerfile), and
 as the uid their security context gives them.
 
@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Final
 
 from scaleml_operator.builders.modeldeployment import TRITON_BACKENDS
@@ -37,6 +37,8 @@ MIRROR: Final = "http://deb.debian.org/debian"
 PACKAGES: Final = ("libssl3", "libffi8", "libsqlite3-0", "libncursesw6", "libreadline8", "libgomp1", "libquadmath0")
 #: The project's packages, as the editable install finds them (pyproject.toml's package-dir).
 SOURCES: Final = ("api", "operator", "workloads", "local")
+#: The virtual environment in the image.
+VENV: Final = PurePosixPath("/opt/scaleml/venv")
 
 
 class ImageError(RuntimeError):
@@ -66,13 +68,34 @@ def debian_rootfs(directory: Path) -> Path:
     return directory
 
 
-def environment_trees() -> list[Path]:
-    """This machine's Python environment: the interpreter's installation, the venv, the project source."""
+def _site_packages() -> PurePosixPath:
+    """Where the virtual environment's packages are, relative to it (`lib/python3.11/site-packages`)."""
+    return PurePosixPath(Path(sysconfig.get_paths()["purelib"]).relative_to(sys.prefix).as_posix())
+
+
+def in_image(path: Path) -> PurePosixPath:
+    """Where a file of the virtual environment is in the image."""
+    return VENV / Path(path).relative_to(sys.prefix).as_posix()
+
+
+def environment_trees() -> list[tuple[Path, PurePosixPath]]:
+    """This machine's Python environment, and where each part goes in the image.
+
+    The interpreter's installation stays at its own path, which the virtual environment names. The
+    environment itself goes to VENV, wherever the checkout is (a pod mounts its scratch volume on
+    /tmp, say), and the project's packages into its site-packages: the editable install's paths do
+    not exist in the image, and Python finds them there instead.
+    """
     interpreter = Path(sys.base_prefix).resolve()
     venv = Path(sys.prefix)
     if venv == Path(sys.base_prefix):
         raise ImageError("not running in a virtual environment: the workload image copies `make venv`'s")
-    return [interpreter, venv, *(ROOT / name for name in SOURCES if (ROOT / name).is_dir())]
+    packages = [package for source in SOURCES for package in (ROOT / source).glob("scaleml_*") if package.is_dir()]
+    return [
+        (interpreter, PurePosixPath(interpreter.as_posix())),
+        (venv, VENV),
+        *((package, VENV / _site_packages() / package.name) for package in packages),
+    ]
 
 
 def triton_rootfs(directory: Path) -> Path:
@@ -84,15 +107,15 @@ def triton_rootfs(directory: Path) -> Path:
     staged.rename(backends)
     # The wheel's bundled libraries, and the interpreter's libpython, which the python backend's stub
     # embeds (on a distribution's Python it would come from the system's library path).
-    bundled = tritonserver.environment(threads=None)["LD_LIBRARY_PATH"].split(os.pathsep)[0]
-    libraries = os.pathsep.join([bundled, str(sysconfig.get_config_var("LIBDIR"))])
+    bundled = in_image(Path(tritonserver.environment(threads=None)["LD_LIBRARY_PATH"].split(os.pathsep)[0]))
+    libraries = os.pathsep.join([str(bundled), str(sysconfig.get_config_var("LIBDIR"))])
     wrapper = directory / "usr" / "local" / "bin" / "tritonserver"
     wrapper.parent.mkdir(parents=True, exist_ok=True)
     wrapper.write_text(
         "#!/bin/sh\n"
         "# The nvidia-pytriton wheel's server in place of the NGC image's, with its bundled libraries.\n"
         f'export LD_LIBRARY_PATH="{libraries}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"\n'
-        f'exec "{tritonserver.binary()}" "$@"\n'
+        f'exec "{in_image(tritonserver.binary())}" "$@"\n'
     )
     wrapper.chmod(0o755)
     return directory
@@ -100,9 +123,8 @@ def triton_rootfs(directory: Path) -> Path:
 
 def workload_archive(base: Path, reference: str, out: IO[bytes], scratch: Path) -> None:
     """Writes the workload image, named `reference`, as an OCI archive to `out` (its layer in `scratch`)."""
-    venv_bin = Path(sys.prefix) / "bin"
     env = [
-        f"PATH={venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        f"PATH={VENV / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "PYTHONUNBUFFERED=1",
         "PYTHONDONTWRITEBYTECODE=1",
         # The pods' user has no home in the image; libraries that cache (matplotlib, torch) go to /tmp.
