@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from scaleml_api.runtime import TrainingRun
+from scaleml_api.runtime import EXIT_INTERRUPTED, TrainingRun
 from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import Owner
@@ -149,15 +149,50 @@ def test_input_is_checked_before_torchrun_starts() -> None:
     assert check["securityContext"] == trainer["securityContext"]
 
 
-def test_exit_codes_decide_between_failing_now_and_retrying() -> None:
-    rules = _by_kind(_spec())["Job"]["spec"]["podFailurePolicy"]["rules"]
-    fail, killed, disrupted = rules
-    assert fail["action"] == "FailJob"
-    assert "containerName" not in fail["onExitCodes"], "the check init container's exit 2 must fail the job too"
-    assert set(fail["onExitCodes"]["values"]) == {1, 2, 126, 127}
-    assert killed["action"] == "Ignore"
-    assert set(killed["onExitCodes"]["values"]) == {137, 143}
-    assert disrupted == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+def _action(rules: list[dict[str, Any]], exit_codes: dict[str, int], conditions: tuple[str, ...] = ()) -> str:
+    """What the Job controller does with a failed pod: the first rule that matches, Count when none does.
+
+    `exit_codes` by container (init containers included), `conditions` the pod's True conditions.
+    """
+    for rule in rules:
+        if "onExitCodes" in rule:
+            requirement = rule["onExitCodes"]
+            assert requirement["operator"] == "In", "only In is evaluated here"
+            named = requirement.get("containerName")
+            if any(code in requirement["values"] for name, code in exit_codes.items() if named in (None, name)):
+                return str(rule["action"])
+        elif any(pattern["status"] == "True" and pattern["type"] in conditions for pattern in rule["onPodConditions"]):
+            return str(rule["action"])
+    return "Count"
+
+
+@pytest.mark.parametrize(
+    ("exit_codes", "conditions", "action"),
+    [
+        # The input check failed: no retry can help.
+        ({"check": 2}, (), "FailJob"),
+        ({"check": 0, "trainer": 2}, (), "FailJob"),
+        # A program error (the launcher's 1), or a command that cannot run or is missing.
+        ({"check": 0, "trainer": 1}, (), "FailJob"),
+        ({"check": 0, "trainer": 126}, (), "FailJob"),
+        ({"check": 0, "trainer": 127}, (), "FailJob"),
+        # The run was interrupted (a peer or the rendezvous went away): retried, within backoffLimit.
+        ({"check": 0, "trainer": EXIT_INTERRUPTED}, (), "Count"),
+        # A crash of another kind: the same.
+        ({"check": 0, "trainer": 139}, (), "Count"),
+        # Killed from outside, or disrupted (preempted, evicted, drained): retried for free.
+        ({"check": 0, "trainer": 137}, (), "Ignore"),
+        ({"check": 0, "trainer": 143}, (), "Ignore"),
+        ({"check": 0, "trainer": EXIT_INTERRUPTED}, ("DisruptionTarget",), "Ignore"),
+    ],
+)
+def test_exit_codes_decide_between_failing_now_and_retrying(
+    exit_codes: dict[str, int], conditions: tuple[str, ...], action: str
+) -> None:
+    job = _by_kind(_spec())["Job"]["spec"]
+    pod = job["template"]["spec"]
+    assert set(exit_codes) <= {c["name"] for c in (*pod["initContainers"], *pod["containers"])}
+    assert _action(job["podFailurePolicy"]["rules"], exit_codes, conditions) == action
 
 
 def test_run_policy_and_scheduling_reach_the_job() -> None:

@@ -218,6 +218,9 @@ def batch_job(
         "parallelism": spec.resources.workers,
         "backoffLimit": spec.run_policy.backoff_limit,
         "suspend": spec.run_policy.suspend,
+        # A pod that no rule matches is retried and counted against backoffLimit (the action Count):
+        # so is runtime.EXIT_INTERRUPTED, a worker that lost a peer, its rendezvous or its store. No
+        # rule of its own: a started Job's policy cannot change, and running Jobs would keep theirs.
         "podFailurePolicy": {
             "rules": [
                 # No containerName: the rule covers the check init container too.

@@ -8,9 +8,12 @@ The run comes from $SCALEML_CONFIG (a TrainingRun as JSON), or from --config FIL
 init container: torchrun turns a worker's exit code into its own 1 and retries it, so only a
 check outside torchrun can end the pod with EXIT_INVALID_INPUT.
 
-Exit codes (contract.runtime): 0 on success (rank 0 then writes {"modelVersion": N} to the
+Exit codes (scaleml_api.runtime): 0 on success (rank 0 then writes {"modelVersion": N} to the
 termination log), EXIT_INVALID_INPUT (2) when the data or the spec is wrong (the reason goes to the
-termination log), 1 for anything else, which is worth a retry.
+termination log), 1 for anything else. torchrun turns any failure into its own 1, so a worker also
+tells the launcher how it ended (`launch.mark`): finished, invalid input, lost its group (a peer,
+the store or a connection went away; see `interruption`), or a program error. The launcher makes
+the pod's exit code from that.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from scaleml_api.runtime import EXIT_INVALID_INPUT, EXIT_SUCCEEDED, write_termin
 from scaleml_workloads.training.config import load_run
 from scaleml_workloads.training.data import load_run_data
 from scaleml_workloads.training.errors import InvalidInputError
-from scaleml_workloads.training.launch import mark_done
+from scaleml_workloads.training.launch import Outcome, mark
 
 log = logging.getLogger("scaleml_workloads.training")
 
@@ -51,14 +54,23 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidInputError as error:
         log.error("invalid input: %s", error)
         write_termination_message(str(error))
+        mark(Outcome.INVALID_INPUT)
         return EXIT_INVALID_INPUT
     except Exception as error:
         write_termination_message(f"{type(error).__name__}: {error}")
+        # Imported only here, as job is above: it imports torch.
+        from scaleml_workloads.training.interruption import lost_group
+
+        if lost_group(error):
+            log.error("lost the group (a peer, the store or a connection went away); the run is interrupted")
+            mark(Outcome.INTERRUPTED)
+        else:
+            mark(Outcome.PROGRAM_ERROR)
         raise
     if version is not None:
         write_termination_message(json.dumps({"modelVersion": version}))
     if not args.check:
-        mark_done()
+        mark(Outcome.DONE)
     return EXIT_SUCCEEDED
 
 
