@@ -79,6 +79,10 @@ node: control-plane ## Build containerd, runc, the CNI plugins and CoreDNS for a
 cluster: venv control-plane ## Run the test control plane with KWOK nodes, the CRDs and the operator until Ctrl-C; prints the KUBECONFIG
 	$(BIN)/python -m tests.support.cluster
 
+.PHONY: cluster-node
+cluster-node: venv node ## As `make cluster`, on one real node where pods run (root): the demo's manifests train, serve and monitor
+	$(BIN)/python -m tests.support.cluster --real-node
+
 .PHONY: promtool
 promtool: ## Install promtool from Debian's prometheus package into ~/.cache/scaleml/tools (cached)
 	VERSION=$(PROMTOOL_VERSION) SHA256_amd64=$(PROMTOOL_SHA256_amd64) SHA256_arm64=$(PROMTOOL_SHA256_arm64) \

@@ -6,14 +6,10 @@ free port of its own, and its files go to this test's directory.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
 import shlex
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +19,10 @@ import pytest
 import yaml
 
 from tests.support.cluster import EXPORT_COMMAND
+from tests.support.cluster_process import alive, cluster_process, descendants, printed_kubeconfig
 from tests.support.controlplane import NODES_TIER, MissingBinariesError, find_binaries
 from tests.support.kubectl import Kubectl
-from tests.support.manifests import EXAMPLES, ROOT
+from tests.support.manifests import EXAMPLES
 from tests.support.polling import wait_for
 from tests.support.requirements import skip_or_fail
 
@@ -33,44 +30,6 @@ pytestmark = pytest.mark.e2e
 
 # /proc/<pid>/comm is cut to 15 characters: "kube-controller-manager" reads "kube-controller".
 CHILDREN = {"etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok", "scaleml"}
-
-Process = tuple[int, int]  # (pid, start time in clock ticks): a pid alone may be reused
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(comm, ppid, start time) of a live process, or None."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2 :].split()
-    # Fields 3 (state) onwards; ppid is field 4, starttime field 22 (proc(5)). A zombie is gone already.
-    if fields[0] == "Z":
-        return None
-    return comm, int(fields[1]), int(fields[19])
-
-
-def _descendants(root: int) -> dict[Process, str]:
-    parents: dict[int, list[int]] = {}
-    stats: dict[int, tuple[str, int, int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
-            stats[int(entry.name)] = stat
-            parents.setdefault(stat[1], []).append(int(entry.name))
-    found: dict[Process, str] = {}
-    pending = list(parents.get(root, []))
-    while pending:
-        pid = pending.pop()
-        comm, _, started = stats[pid]
-        found[(pid, started)] = comm
-        pending.extend(parents.get(pid, []))
-    return found
-
-
-def _alive(process: Process) -> bool:
-    stat = _stat(process[0])
-    return stat is not None and stat[2] == process[1]
 
 
 def _listening(port: int) -> bool:
@@ -86,33 +45,9 @@ def cluster_module(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Pa
     missing = binaries.missing(NODES_TIER)
     if missing:
         skip_or_fail(str(MissingBinariesError(missing, binaries.searched)))
-    output = tmp_path / "output.txt"
-    directory = tmp_path / "cluster"
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.cluster", f"--dir={directory}", "--nodes=1"],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    seen: dict[Process, str] = {}
-    try:
+    output, directory = tmp_path / "output.txt", tmp_path / "cluster"
+    with cluster_process(directory, output, "--nodes=1") as process:
         yield process, output, directory
-    finally:
-        seen.update(_descendants(process.pid))
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        # Only if the module failed to: its children, by pid and start time.
-        for child in seen:
-            if _alive(child):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child[0], signal.SIGKILL)
 
 
 def test_make_cluster_runs_the_examples_and_stops_clean(
@@ -120,19 +55,13 @@ def test_make_cluster_runs_the_examples_and_stops_clean(
 ) -> None:
     process, output, directory = cluster_module
 
-    def printed_kubeconfig() -> str | None:
-        if process.poll() is not None:
-            raise AssertionError(f"the module exited with {process.returncode}:\n{output.read_text()}")
-        found = re.search(r"^\s*export KUBECONFIG=(\S+)$", output.read_text(), re.MULTILINE)
-        return found.group(1) if found else None
-
-    kubeconfig = Path(wait_for(printed_kubeconfig, 60, "the printed KUBECONFIG", interval=0.2))
+    kubeconfig = printed_kubeconfig(process, output, 60)
     assert kubeconfig == directory / "kubeconfig"
     text = output.read_text()
     assert "kubectl apply -f manifests/examples/" in text
     assert "kubectl get scaleml -w" in text
     assert f"{directory / 'operator.log'}" in text
-    children = _descendants(process.pid)
+    children = descendants(process.pid)
     assert set(children.values()) == CHILDREN, children
     server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
     port = urlsplit(server).port
@@ -167,7 +96,7 @@ def test_make_cluster_runs_the_examples_and_stops_clean(
     assert process.wait(timeout=60) == 0, output.read_text()
     stopping = time.monotonic() - began
     assert stopping < 30, f"took {stopping:.0f} s to stop"
-    assert [comm for child, comm in children.items() if _alive(child)] == []
+    assert [comm for child, comm in children.items() if alive(child)] == []
     assert not _listening(port)
     assert not kubeconfig.exists()
     assert "Stopped: operator, KWOK, controllers, kube-apiserver and etcd" in output.read_text()

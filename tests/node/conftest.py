@@ -11,19 +11,18 @@ from typing import Any
 
 import pytest
 
-from scaleml_operator.config import DEFAULT_TRITON_IMAGE, DEFAULT_WORKLOAD_IMAGE
 from tests.support.controlplane import ControlPlane
 from tests.support.fixtures import RESTRICTED, NamespaceFactory
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import merged
 from tests.support.node import host
-from tests.support.node.images import busybox_rootfs, normalise_reference, oci_archive
-from tests.support.node.node import RealNode, find_node_binaries, node_dir
-from tests.support.node.workload_image import workload_archive
+from tests.support.node.images import busybox_rootfs, oci_archive
+from tests.support.node.node import RealNode, find_node_binaries
+from tests.support.node.workload_image import import_workload_images
 from tests.support.operator_process import start_operator
 from tests.support.polling import wait_for
 from tests.support.requirements import skip_or_fail
-from tests.support.volumes import bound_claim, volume_name
+from tests.support.volumes import bound_claim, on_node, volume_name
 from tests.workloads.runs import churn_table, write_parquet
 
 #: The image the tier's own pods run: busybox, imported into the node (nothing is pulled).
@@ -89,22 +88,9 @@ def real_node(node_run: NodeRun, kubectl: Kubectl) -> Iterator[RealNode]:
 @pytest.fixture(scope="session")
 def workload_image(node_run: NodeRun) -> str:
     """The operator's default workload image, built from this checkout and imported into the node, also
-    tagged as its default Triton image."""
-    real_node = node_run.node
-    real_node.start()
-    base = node_dir() / "images" / "debian-bookworm"
-    real_node.import_image(lambda out: workload_archive(base, DEFAULT_WORKLOAD_IMAGE, out, real_node.workdir))
-    # The same image is Triton's too (its tritonserver is the nvidia-pytriton wheel's): under the
-    # operator's default tritonImage, a ModelDeployment's pods find it.
-    tagged = real_node.ctr(
-        "images",
-        "tag",
-        "--force",
-        normalise_reference(DEFAULT_WORKLOAD_IMAGE),
-        normalise_reference(DEFAULT_TRITON_IMAGE),
-    )
-    assert tagged.returncode == 0, tagged.stderr
-    return DEFAULT_WORKLOAD_IMAGE
+    tagged as its default Triton image (see import_workload_images)."""
+    node_run.node.start()
+    return import_workload_images(node_run.node)
 
 
 @pytest.fixture(scope="module")
@@ -140,13 +126,11 @@ def local_claims(kubectl: Kubectl, node: RealNode, namespace: str, claims: tuple
     on any node, and a read-only one is read as it is.
     """
     directories = {}
-    affinity = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node.name]}
     for claim in claims:
         directory = node.workdir / "volumes" / volume_name(namespace, claim)
         directory.mkdir(parents=True, exist_ok=True)
         directories[claim] = directory
-        node_affinity = {"required": {"nodeSelectorTerms": [{"matchExpressions": [affinity]}]}}
-        manifests = bound_claim(namespace, claim, {"local": {"path": str(directory)}}, nodeAffinity=node_affinity)
+        manifests = bound_claim(namespace, claim, {"local": {"path": str(directory)}}, nodeAffinity=on_node(node.name))
         kubectl.apply({"apiVersion": "v1", "kind": "List", "items": manifests})
     return directories
 

@@ -10,9 +10,17 @@ component, and nothing is left running or listening.
 KWOK stands in for the kubelet, so pods turn Running (and Job pods Succeeded) without any container
 running: what is real is the operator, the API server and the controllers around it.
 
+With ``--real-node`` (`make cluster-node`, as root) the cluster has one real node instead, the node
+tier's (:class:`~tests.support.node.node.RealNode`): the workload image is built from this checkout
+and imported into it, the example claims are `local` volumes in its directory, the demo's data set
+is on the ``datasets`` volume, and the demo's CPU manifests (``scaleml demo`` runs the same YAML)
+train, serve and monitor in real pods. A stop also stops the node and deletes its images; the
+volumes' files stay.
+
 Everything lives in ``--dir`` (default ``~/.cache/scaleml/cluster``, next to the control-plane binaries
 and outside the repository): ``kubeconfig`` (admin), ``operator.log`` and ``control-plane/`` (the
-components' logs, PKI and the operator's token kubeconfig). The logs stay after a stop, for a look at
+components' logs, PKI and the operator's token kubeconfig), and with a real node ``node/`` (its logs
+and volumes). The logs stay after a stop, for a look at
 what happened; the kubeconfig goes, since it names a port that no longer listens. A lock on the
 directory keeps a second cluster from overwriting the first one's kubeconfig.
 """
@@ -33,6 +41,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+from scaleml_local.demo.scenario import MANIFESTS as DEMO_MANIFEST_FILES
+from scaleml_local.demo.scenario import NAME as DEMO_NAME
+from scaleml_local.demo.scenario import dataset as demo_dataset
 from tests.support.controlplane import (
     KUBERNETES_VERSION,
     NODES_TIER,
@@ -43,9 +56,12 @@ from tests.support.controlplane import (
 )
 from tests.support.kubectl import KUBECTL, Kubectl
 from tests.support.manifests import EXAMPLES, ROOT, load_all
+from tests.support.node.node import RealNode, find_node_binaries
+from tests.support.node.workload_image import import_workload_images
 from tests.support.operator_process import OperatorProcess
+from tests.support.volumes import on_node
 
-__all__ = ["DEFAULT_DIR", "GPU_NODE_LABEL", "main"]
+__all__ = ["DEFAULT_DIR", "DEMO_MANIFESTS", "GPU_NODE_LABEL", "main"]
 
 DEFAULT_DIR: Final = Path("~/.cache/scaleml/cluster")
 #: What NVIDIA's GPU feature discovery puts on GPU nodes; the example TrainingJob selects it.
@@ -62,6 +78,8 @@ EXPORT_COMMAND: Final = (
 )
 COMPONENTS: Final = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: The CPU manifests `scaleml demo` runs, which a real node runs as they are.
+DEMO_MANIFESTS: Final = Path(str(DEMO_MANIFEST_FILES))
 
 
 class Stop(BaseException):
@@ -134,11 +152,12 @@ def _locked(directory: Path) -> Iterator[None]:
         yield
 
 
-def example_volumes() -> list[dict[str, Any]]:
-    """A hostPath PersistentVolume for each claim in manifests/examples/volumes.yaml, pre-bound to it.
+def example_volumes(node: RealNode | None = None) -> list[dict[str, Any]]:
+    """A PersistentVolume for each claim in manifests/examples/volumes.yaml, pre-bound to it.
 
     Sizes and access modes are read from the claims, so that an edit there keeps them binding. No
-    provisioner runs here, and KWOK mounts nothing, so the path is never touched.
+    provisioner runs here. Without a real node the volume is a hostPath that nothing mounts (KWOK
+    mounts nothing); with one, a `local` volume in a directory of the node's.
     """
     volumes = []
     for claim in load_all(EXAMPLES / "volumes.yaml"):
@@ -146,6 +165,11 @@ def example_volumes() -> list[dict[str, Any]]:
             continue
         name = claim["metadata"]["name"]
         volume = f"scaleml-example-{name}"
+        source: dict[str, Any] = {"hostPath": {"path": f"/srv/scaleml/{name}"}}
+        if node is not None:
+            directory = example_volume(node, name)
+            directory.mkdir(parents=True, exist_ok=True)
+            source = {"local": {"path": str(directory)}, "nodeAffinity": on_node(node.name)}
         volumes.append(
             {
                 "apiVersion": "v1",
@@ -158,12 +182,17 @@ def example_volumes() -> list[dict[str, Any]]:
                     # a volume of no class.
                     "storageClassName": "",
                     "persistentVolumeReclaimPolicy": "Retain",
-                    "hostPath": {"path": f"/srv/scaleml/{name}"},
+                    **source,
                     "claimRef": {"namespace": EXAMPLES_NAMESPACE, "name": name},
                 },
             }
         )
     return volumes
+
+
+def example_volume(node: RealNode, claim: str) -> Path:
+    """The directory of the example claim `claim` on the real node."""
+    return node.workdir / "volumes" / claim
 
 
 def _dead_components(plane: ControlPlane) -> list[str]:
@@ -178,15 +207,16 @@ def _kubectl_hint() -> str:
     return f"  (kubectl is not on your PATH; the virtual environment has one: export PATH={KUBECTL.parent}:$PATH)\n"
 
 
-def _start_cluster(plane: ControlPlane, nodes: int) -> None:
+def _start_cluster(plane: ControlPlane, nodes: int, node: RealNode | None) -> None:
     say(f"Starting etcd and kube-apiserver {KUBERNETES_VERSION} ...")
     plane.start_api()
     say(f"Starting kube-controller-manager, kube-scheduler and KWOK with {nodes} fake node(s) ...")
     plane.start_nodes(count=nodes)
     kubectl = Kubectl(plane.kubeconfig)
-    key, value = GPU_NODE_LABEL
-    # The fake nodes have GPUs in their capacity but not the label the example TrainingJob selects.
-    kubectl.run("label", "node", *plane.nodes, f"{key}={value}", "--overwrite")
+    if plane.nodes:
+        key, value = GPU_NODE_LABEL
+        # The fake nodes have GPUs in their capacity but not the label the example TrainingJob selects.
+        kubectl.run("label", "node", *plane.nodes, f"{key}={value}", "--overwrite")
 
     say("Installing manifests/ (server-side apply) ...")
     kubectl.run("apply", "--server-side", "-k", str(ROOT / "manifests"))
@@ -196,29 +226,61 @@ def _start_cluster(plane: ControlPlane, nodes: int) -> None:
     # The CRDs' storage answers 429 for a moment after Established: kubectl's client waits that out, and
     # the operator starts on a quiet log instead of one with a retried error per kind.
     kubectl.run("get", "trainingjobs,modeldeployments,driftmonitors", "--all-namespaces")
-    # KWOK would show its pods Running without running them; the operator runs as a local process instead.
+    # No image of the operator is on any node: it runs as a local process instead.
     kubectl.run("scale", "deployment", "scaleml-operator", "-n", OPERATOR_NAMESPACE, "--replicas=0")
-    kubectl.run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": example_volumes()}))
+    if node is not None:
+        say("Starting the real node: containerd, kubelet, kube-proxy and CoreDNS ...")
+        node.start()
+        say("Building the workload image from this checkout and importing it into the node (a few minutes) ...")
+        import_workload_images(node)
+        # The demo's data set, where its TrainingJob reads it.
+        data = example_volume(node, "datasets") / DEMO_NAME / "train.parquet"
+        data.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(demo_dataset(), data)
+    volumes = example_volumes(node)
+    kubectl.run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": volumes}))
 
 
-def _banner(plane: ControlPlane, operator: OperatorProcess, kubeconfig: Path) -> str:
-    examples = os.path.relpath(EXAMPLES, Path.cwd())
-    if examples.startswith(".."):
-        examples = str(EXAMPLES)
+def _relative(path: Path) -> str:
+    """`path` as a user in the current directory would type it."""
+    relative = os.path.relpath(path, Path.cwd())
+    return str(path) if relative.startswith("..") else relative
+
+
+def _banner(plane: ControlPlane, operator: OperatorProcess, kubeconfig: Path, node: RealNode | None) -> str:
+    examples = _relative(EXAMPLES)
+    if node is None:
+        nodes = f"{len(plane.nodes)} KWOK node(s) ({', '.join(plane.nodes)}; pods are simulated, no container runs)"
+        tryout = (
+            f"  kubectl apply -f {examples}/\n"
+            "  kubectl get scaleml -w\n"
+            f"{_kubectl_hint()}\n"
+            "KWOK runs no trainer, so no model version gets exported and the ModelDeployment waits for one.\n"
+            "Play the trainer's part to see it served:\n\n"
+            f"  {EXPORT_COMMAND}\n\n"
+        )
+        volumes = "PersistentVolumes scaleml-example-*"
+    else:
+        nodes = f"one real node ({node.name}: containerd, runc, CNI, kube-proxy, CoreDNS; pods run for real)"
+        service = f"http://{DEMO_NAME}.{EXAMPLES_NAMESPACE}.svc:8000/v2/models/{DEMO_NAME}"
+        tryout = (
+            "The demo's CPU manifests train, serve and monitor a classifier of scikit-learn's breast cancer data\n"
+            "(on the datasets volume already):\n\n"
+            f"  kubectl apply -f {examples}/volumes.yaml -f {_relative(DEMO_MANIFESTS)}/\n"
+            "  kubectl get scaleml -w\n"
+            f"  kubectl logs -f job/{DEMO_NAME}\n"
+            f"{_kubectl_hint()}\n"
+            f"Triton answers pods at {service}; the monitor waits for captured requests.\n\n"
+        )
+        volumes = f"PersistentVolumes scaleml-example-*, in {node.workdir / 'volumes'}"
     return (
-        f"\nScaleML cluster: kube-apiserver at {plane.server}, {len(plane.nodes)} KWOK node(s) "
-        f"({', '.join(plane.nodes)}; pods are simulated, no container runs).\n\n"
+        f"\nScaleML cluster: kube-apiserver at {plane.server}, {nodes}.\n\n"
         f"  export KUBECONFIG={kubeconfig}\n\n"
         "Then try:\n\n"
-        f"  kubectl apply -f {examples}/\n"
-        "  kubectl get scaleml -w\n"
-        f"{_kubectl_hint()}\n"
-        "KWOK runs no trainer, so no model version gets exported and the ModelDeployment waits for one.\n"
-        "Play the trainer's part to see it served:\n\n"
-        f"  {EXPORT_COMMAND}\n\n"
+        f"{tryout}"
         f"Operator log:     {operator.log}   (metrics: http://127.0.0.1:{operator.metrics_port}/metrics)\n"
         f"Component logs:   {plane.workdir}/*.log\n"
-        f"Example volumes:  PersistentVolumes scaleml-example-* for the claims in {EXAMPLES_NAMESPACE}\n\n"
+        f"Example volumes:  {volumes} for the claims in {EXAMPLES_NAMESPACE}\n\n"
         "Ctrl-C stops everything.\n"
     )
 
@@ -239,11 +301,18 @@ def _serve(plane: ControlPlane, operator: OperatorProcess) -> int:
             return 1
 
 
-def run(directory: Path, nodes: int, signals: StopSignals) -> int:
+def run(directory: Path, nodes: int, signals: StopSignals, real_node: bool = False) -> int:
     binaries = find_binaries()
     missing = binaries.missing(NODES_TIER)
     if missing:
         say(f"Missing: {', '.join(missing)}. `make control-plane` builds them.")
+        return 1
+    node_binaries = find_node_binaries()
+    if real_node and (missing := node_binaries.missing()):
+        say(f"Missing: {', '.join(missing)}. `make node` builds them.")
+        return 1
+    if real_node and os.geteuid() != 0:
+        say("A real node needs root (a bridge, iptables rules, mounts and cgroups).")
         return 1
     kubeconfig = directory / "kubeconfig"
     with _locked(directory):
@@ -252,10 +321,11 @@ def run(directory: Path, nodes: int, signals: StopSignals) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
         kubeconfig.unlink(missing_ok=True)
         plane = ControlPlane(binaries, workdir=workdir)
+        node = RealNode(plane, node_binaries, directory / "node") if real_node else None
         operator: OperatorProcess | None = None
         try:
             began = time.monotonic()
-            _start_cluster(plane, nodes)
+            _start_cluster(plane, nodes, node)
             say("Starting the operator as its ServiceAccount ...")
             token = plane.request_token(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, expiration_seconds=TOKEN_SECONDS)
             token_kubeconfig = plane.kubeconfig_for_token(token, name=OPERATOR_ACCOUNT)
@@ -265,7 +335,7 @@ def run(directory: Path, nodes: int, signals: StopSignals) -> int:
             shutil.copyfile(plane.kubeconfig, kubeconfig)
             kubeconfig.chmod(0o600)
             say(f"Up in {time.monotonic() - began:.0f} s.")
-            say(_banner(plane, operator, kubeconfig))
+            say(_banner(plane, operator, kubeconfig, node))
             return _serve(plane, operator)
         except Stop as stop:
             say(f"\n{stop}: stopping ...")
@@ -278,9 +348,13 @@ def run(directory: Path, nodes: int, signals: StopSignals) -> int:
             signals.stopping = True
             if operator is not None:
                 operator.stop()
+            if node is not None:
+                # Its pods, containers, network and images go; its volumes' files stay, like the logs.
+                node.remove()
             plane.stop()
             kubeconfig.unlink(missing_ok=True)
-            say(f"Stopped: operator, KWOK, controllers, kube-apiserver and etcd. Logs are in {directory}.")
+            stopped = "the real node, " if node is not None else ""
+            say(f"Stopped: operator, {stopped}KWOK, controllers, kube-apiserver and etcd. Logs are in {directory}.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,13 +365,22 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_DIR,
         help=f"where the kubeconfig, the operator log and the components' files go (default {DEFAULT_DIR})",
     )
-    parser.add_argument("--nodes", type=int, default=2, help="fake nodes, each with 8 nvidia.com/gpu (default 2)")
+    parser.add_argument(
+        "--nodes", type=int, help="fake nodes, each with 8 nvidia.com/gpu (default 2, or 0 with --real-node)"
+    )
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="add one real node (root; `make node` builds it) on which pods run, with the workload image built "
+        "from this checkout and the demo's data set",
+    )
     args = parser.parse_args(argv)
+    nodes = args.nodes if args.nodes is not None else (0 if args.real_node else 2)
     signals = StopSignals()
     # Installed before anything starts, so that a signal during start-up also stops what already runs.
     signals.install()
     try:
-        return run(args.dir.expanduser().resolve(), args.nodes, signals)
+        return run(args.dir.expanduser().resolve(), nodes, signals, args.real_node)
     except AlreadyRunningError as error:
         say(str(error))
         return 1

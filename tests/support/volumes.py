@@ -43,3 +43,9 @@ def bound_claim(namespace: str, claim: str, source: dict[str, Any], **volume_spe
             },
         },
     ]
+
+
+def on_node(node: str) -> dict[str, Any]:
+    """The nodeAffinity of a `local` volume on `node`."""
+    term = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}
+    return {"required": {"nodeSelectorTerms": [term]}}

@@ -160,7 +160,8 @@ def oci_archive(
 
 def busybox_rootfs(directory: Path, busybox: Path = Path("/bin/busybox")) -> Path:
     """A root file system in `directory`: a static busybox with a link per applet in /bin, root, and
-    a user `app` (uid and gid 1000) with a group `data` (gid 2000); returns `directory`."""
+    a user `app` (uid and gid 1000) with a group `data` (gid 2000); returns `directory`, made anew."""
+    shutil.rmtree(directory, ignore_errors=True)
     bin_dir = directory / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(busybox, bin_dir / "busybox")

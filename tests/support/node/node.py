@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -57,8 +58,9 @@ FOREIGN_PATHS: Final = (
     Path("/etc/cni"),
     Path("/opt/cni"),
 )
-#: The node's sockets: short, since a unix socket's path is at most 107 bytes and the shims' are
-#: <socket dir>/<64 hex digits>.
+#: The longest path a unix socket may have (sun_path holds 108 bytes with the terminating NUL).
+MAX_SOCKET_PATH: Final = 107
+#: The node's sockets: short, since the shims' are <socket dir>/<64 hex digits>.
 RUN_DIR: Final = Path("/run/scaleml-node")
 
 
@@ -94,7 +96,7 @@ def find_node_binaries() -> NodeBinaries:
 
 
 class RealNode:
-    """One real node, registered as :data:`NODE_NAME` and tainted so that only pods tolerating it land there."""
+    """One real node, registered as :data:`NODE_NAME`: a kubelet, containerd, runc, CNI, kube-proxy and CoreDNS."""
 
     def __init__(self, plane: ControlPlane, binaries: NodeBinaries, workdir: Path) -> None:
         self.plane = plane
@@ -104,7 +106,6 @@ class RealNode:
         self._components: list[Component] = []
         self._sysctls: dict[str, str] = {}
         self._foreign: list[Path] = []
-        self.kubectl = Kubectl(plane.kubeconfig)
         self.started = False
         # Anything begun that a stop must undo (a start that failed half-way too).
         self._begun = False
@@ -114,6 +115,11 @@ class RealNode:
     @property
     def name(self) -> str:
         return NODE_NAME
+
+    @functools.cached_property
+    def kubectl(self) -> Kubectl:
+        # Made when first needed: the node may be set up before its control plane starts.
+        return Kubectl(self.plane.kubeconfig)
 
     # ---------------------------------------------------------------- up
 
@@ -125,6 +131,13 @@ class RealNode:
             # Should the run end without its fixtures' teardown: no node outlives it.
             atexit.register(self.remove)
             self._atexit_registered = True
+        # The kubelet listens on sockets in its directory, named with ten digits.
+        socket = self.layout.kubelet_dir / "pod-resources" / ("0" * 10)
+        if len(bytes(socket)) > MAX_SOCKET_PATH:
+            raise ControlPlaneError(
+                f"the node's directory {self.workdir} is too deep: the kubelet's sockets in it would pass the "
+                f"{MAX_SOCKET_PATH} bytes a unix socket's path may have"
+            )
         began = time.monotonic()
         self._begun = True
         self._sysctls = host.snapshot().sysctls

@@ -27,9 +27,11 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Final
 
 from scaleml_operator.builders.modeldeployment import TRITON_BACKENDS
+from scaleml_operator.config import DEFAULT_TRITON_IMAGE, DEFAULT_WORKLOAD_IMAGE
 from scaleml_workloads.serving import tritonserver
 from tests.support.manifests import ROOT
-from tests.support.node.images import oci_archive
+from tests.support.node.images import normalise_reference, oci_archive
+from tests.support.node.node import RealNode, node_dir
 
 SUITE: Final = "bookworm"
 MIRROR: Final = "http://deb.debian.org/debian"
@@ -139,3 +141,21 @@ def workload_archive(base: Path, reference: str, out: IO[bytes], scratch: Path) 
         overlays=[triton_rootfs(scratch / "triton-rootfs")],
         host_trees=environment_trees(),
     )
+
+
+def import_workload_images(node: RealNode) -> str:
+    """Builds the operator's default workload image from this checkout into `node`, also tagged as its
+    default Triton image (this image's tritonserver is the nvidia-pytriton wheel's); its reference."""
+    base = node_dir() / "images" / "debian-bookworm"
+    node.import_image(lambda out: workload_archive(base, DEFAULT_WORKLOAD_IMAGE, out, node.workdir))
+    # Under the operator's default tritonImage, a ModelDeployment's pods find it.
+    tagged = node.ctr(
+        "images",
+        "tag",
+        "--force",
+        normalise_reference(DEFAULT_WORKLOAD_IMAGE),
+        normalise_reference(DEFAULT_TRITON_IMAGE),
+    )
+    if tagged.returncode != 0:
+        raise RuntimeError(f"could not tag the workload image as Triton's: {tagged.stderr}")
+    return DEFAULT_WORKLOAD_IMAGE
