@@ -75,12 +75,16 @@ node: control-plane ## Build containerd, runc, the CNI plugins and CoreDNS for a
 	CONTAINERD_VERSION=$(CONTAINERD_VERSION) RUNC_VERSION=$(RUNC_VERSION) CNI_PLUGINS_VERSION=$(CNI_PLUGINS_VERSION) \
 		COREDNS_VERSION=$(COREDNS_VERSION) OUT=$(NODE_DIR) hack/build-node.sh
 
+.PHONY: node-images
+node-images: venv node ## Fetch the real node's Debian base (debootstrap, cached); its tests pack the images from it and this checkout
+	$(BIN)/python -m tests.support.node.workload_image
+
 .PHONY: cluster
 cluster: venv control-plane ## Run the test control plane with KWOK nodes, the CRDs and the operator until Ctrl-C; prints the KUBECONFIG
 	$(BIN)/python -m tests.support.cluster
 
 .PHONY: cluster-node
-cluster-node: venv node ## As `make cluster`, on one real node where pods run (root): the demo's manifests train, serve and monitor
+cluster-node: venv node-images ## As `make cluster`, on one real node where pods run (root): the demo's manifests train, serve and monitor
 	$(BIN)/python -m tests.support.cluster --real-node
 
 .PHONY: promtool
@@ -119,7 +123,7 @@ unit: venv promtool ## Unit tests only: no control plane needed
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: venv control-plane node promtool prometheus-crds chromium lint ## Everything: set-up, lint and the whole test suite
+test: venv control-plane node node-images promtool prometheus-crds chromium lint ## Everything: set-up, lint and the whole test suite
 	SCALEML_REQUIRE_CONTROL_PLANE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench

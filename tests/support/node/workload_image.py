@@ -143,11 +143,15 @@ def workload_archive(base: Path, reference: str, out: IO[bytes], scratch: Path) 
     )
 
 
+def debian_base() -> Path:
+    """Where the Debian base is cached: beside the node's binaries."""
+    return node_dir() / "images" / "debian-bookworm"
+
+
 def import_workload_images(node: RealNode) -> str:
     """Builds the operator's default workload image from this checkout into `node`, also tagged as its
     default Triton image (this image's tritonserver is the nvidia-pytriton wheel's); its reference."""
-    base = node_dir() / "images" / "debian-bookworm"
-    node.import_image(lambda out: workload_archive(base, DEFAULT_WORKLOAD_IMAGE, out, node.workdir))
+    node.import_image(lambda out: workload_archive(debian_base(), DEFAULT_WORKLOAD_IMAGE, out, node.workdir))
     # Under the operator's default tritonImage, a ModelDeployment's pods find it.
     tagged = node.ctr(
         "images",
@@ -159,3 +163,8 @@ def import_workload_images(node: RealNode) -> str:
     if tagged.returncode != 0:
         raise RuntimeError(f"could not tag the workload image as Triton's: {tagged.stderr}")
     return DEFAULT_WORKLOAD_IMAGE
+
+
+if __name__ == "__main__":
+    # `make node-images`: the Debian base, fetched from the mirror once, so that no test downloads it.
+    print(debian_rootfs(debian_base()))
