@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from scaleml_api.card import ModelCard
 from scaleml_api.profile import DataProfile
+from scaleml_api.runtime import EXIT_INVALID_INPUT
+from scaleml_workloads.training import launch
 from tests.workloads.runs import (
     MODEL_NAME,
     churn_table,
@@ -121,10 +126,29 @@ def test_a_restart_after_the_export_does_not_export_again(tmp_path: Path) -> Non
 
 
 def test_the_launcher_passes_a_failed_run_on(tmp_path: Path) -> None:
-    """The launcher forgives torchrun's teardown only when every local worker finished: a failure stays one."""
+    """The launcher forgives torchrun's teardown only when every local worker finished: a failure stays
+    one, with the workers' own code (torchrun's would be 1)."""
     config = write_config(tmp_path / "run.json", training_run(tmp_path))  # no data file written
 
     result = run(torchrun(config, "--standalone", "--nproc-per-node=2"), workload_env(tmp_path / "termination-log"))
 
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == EXIT_INVALID_INPUT, result.stderr
     assert "local workers finished" not in result.stderr
+
+
+def test_a_finished_pod_ends_even_if_torchrun_hangs_in_its_teardown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A torchrun that does not end (a worker hung at exit), below a launcher whose one worker finished.
+    hung = subprocess.Popen(["sleep", "600"])
+    monkeypatch.setenv(launch.OUTCOME_DIR_ENV, str(tmp_path))
+    launch.mark(launch.Outcome.DONE)
+
+    started = time.monotonic()
+    code = launch.await_torchrun(hung, tmp_path, local_workers=1, grace=0.5)
+
+    # Stopped once the grace was up, and the pod's part of the run counts as done.
+    assert time.monotonic() - started < 10
+    assert code == -signal.SIGTERM
+    assert hung.poll() is not None
+    assert launch.pod_exit_code(code, [launch.Outcome.DONE], 1, None) == 0

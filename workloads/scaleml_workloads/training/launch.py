@@ -7,7 +7,8 @@ workers with it, and every other worker's next collective fails. So each worker 
 saying how it ended (see `mark`), and the launcher decides, in this order:
 
 - every local worker finished: 0, whatever torchrun says after that (the agent that hosts the
-  c10d store may exit first, and the others then fail to reach it as they close the rendezvous);
+  c10d store may exit first, and the others then fail to reach it as they close the rendezvous),
+  and however long it takes to say it (after FINISHED_GRACE_SECONDS it is stopped);
 - the launcher was asked to stop (SIGTERM from the kubelet, or Ctrl-C): it stops torchrun and its
   workers at once and ends with 128 + the signal (143 for SIGTERM), as a pod killed from outside does;
 - a local worker's input was invalid: EXIT_INVALID_INPUT;
@@ -39,6 +40,8 @@ from scaleml_workloads.atomic import write_text_atomically
 
 OUTCOME_DIR_ENV: Final = "SCALEML_OUTCOME_DIR"
 _MARK_PREFIX: Final = "local-rank-"
+# How long torchrun may take to end once every local worker finished: enough to close the rendezvous.
+FINISHED_GRACE_SECONDS: Final = 30
 # SIGTERM: the kubelet stopping the pod; SIGINT: Ctrl-C on a terminal.
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 
@@ -77,7 +80,7 @@ def _local_workers(options: list[str]) -> int:
     return 1
 
 
-def _decide(torchrun_code: int, outcomes: Sequence[Outcome], local_workers: int, stopped_by: int | None) -> int:
+def pod_exit_code(torchrun_code: int, outcomes: Sequence[Outcome], local_workers: int, stopped_by: int | None) -> int:
     """The pod's exit code, from torchrun's, the local workers' marks and the signal that stopped the launcher."""
     done = outcomes.count(Outcome.DONE)
     if torchrun_code == 0 or done >= local_workers:
@@ -130,6 +133,34 @@ class _Stopper:
             torchrun.send_signal(self.signum)
 
 
+def await_torchrun(
+    torchrun: subprocess.Popen[bytes], marks: Path, local_workers: int, grace: float = FINISHED_GRACE_SECONDS
+) -> int:
+    """torchrun's exit code. Once every local worker finished, torchrun has `grace` seconds to end;
+    then it is stopped (SIGTERM, SIGKILL 10 s later).
+
+    A worker that finished its part can still hang as it exits, in the teardown of a group whose
+    peer is gone (seen with gloo when the other pod's worker aborted at exit): the pod would run on
+    with its work done, and the Job would never complete.
+    """
+    while True:
+        try:
+            return torchrun.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            if list(_marks(marks).values()).count(Outcome.DONE) >= local_workers:
+                break
+    try:
+        return torchrun.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        log.warning("every local worker finished, but torchrun has not ended %.0f s later: stopping it", grace)
+    torchrun.terminate()
+    try:
+        return torchrun.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        torchrun.kill()
+        return torchrun.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     options = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [launch] %(levelname)s %(message)s")
@@ -140,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, OUTCOME_DIR_ENV: directory}
         torchrun = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *options], env=env)
         stopper.started(torchrun)
-        code = torchrun.wait()
+        code = await_torchrun(torchrun, Path(directory), _local_workers(options))
         outcomes = _marks(Path(directory))
     if outcomes:
         log.info(
@@ -148,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             code,
             ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())),
         )
-    return _decide(code, list(outcomes.values()), _local_workers(options), stopper.signum)
+    return pod_exit_code(code, list(outcomes.values()), _local_workers(options), stopper.signum)
 
 
 if __name__ == "__main__":
