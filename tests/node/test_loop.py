@@ -49,7 +49,8 @@ CALM_SECONDS = 65
 
 def _drift_monitor() -> dict[str, Any]:
     """The example DriftMonitor, checking a small window often and retraining on the first drifted one."""
-    overrides = {"resources": {"workers": 1}, "hyperparameters": {"epochs": 3}}
+    # One worker: the node's two cores also run Triton and the monitor meanwhile.
+    overrides = {"resources": {"workers": 1}}
     return merged(
         example("DriftMonitor"),
         {

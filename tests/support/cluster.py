@@ -20,9 +20,9 @@ volumes' files stay.
 Everything lives in ``--dir`` (default ``~/.cache/scaleml/cluster``, next to the control-plane binaries
 and outside the repository): ``kubeconfig`` (admin), ``operator.log`` and ``control-plane/`` (the
 components' logs, PKI and the operator's token kubeconfig), and with a real node ``node/`` (its logs
-and volumes). The logs stay after a stop, for a look at
-what happened; the kubeconfig goes, since it names a port that no longer listens. A lock on the
-directory keeps a second cluster from overwriting the first one's kubeconfig.
+and volumes). The logs stay after a stop, for a look at what happened; the kubeconfig goes, since it
+names a port that no longer listens. A lock on the directory keeps a second cluster from overwriting
+the first one's kubeconfig.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from tests.support.controlplane import (
 from tests.support.kubectl import KUBECTL, Kubectl
 from tests.support.manifests import EXAMPLES, ROOT, load_all
 from tests.support.node.node import RealNode, find_node_binaries
-from tests.support.node.workload_image import import_workload_images
+from tests.support.node.workload_image import ImageError, import_workload_images
 from tests.support.operator_process import OperatorProcess
 from tests.support.volumes import on_node
 
@@ -340,7 +340,7 @@ def run(directory: Path, nodes: int, signals: StopSignals, real_node: bool = Fal
         except Stop as stop:
             say(f"\n{stop}: stopping ...")
             return 0
-        except (ControlPlaneError, AssertionError) as error:
+        except (ControlPlaneError, ImageError, AssertionError) as error:
             # AssertionError: what kubectl and the operator's readiness wait (test helpers) raise.
             say(f"Start-up failed: {error}")
             return 1

@@ -164,6 +164,17 @@ def _checkpoint_steps(directory: Path) -> list[int]:
     )
 
 
+def _await_first_checkpoint(directory: Path) -> None:
+    # Polled at a steady 20 ms: the whole run lasts seconds, and a backed-off poll would miss it as it ends.
+    wait_for(
+        lambda: directory.is_dir() and _checkpoint_steps(directory),
+        60,
+        "a first checkpoint",
+        interval=0.02,
+        max_interval=0.02,
+    )
+
+
 def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_bit_identical(tmp_path: Path) -> None:
     # Dropout makes the result depend on every rank's RNG state, which the checkpoint must restore.
     spec = {
@@ -182,14 +193,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_bit_identical(tmp_
     checkpoints = tmp_path / "killed" / "checkpoints"
     log = tmp_path / "killed" / "agent.log"
     with _agent(commands["killed"], workload_env(tmp_path / "killed" / "termination-log"), log) as agent:
-        # Polled at a steady 20 ms: the whole run lasts seconds, and a backed-off poll would kill it as it ends.
-        wait_for(
-            lambda: checkpoints.is_dir() and _checkpoint_steps(checkpoints),
-            60,
-            "a first checkpoint",
-            interval=0.02,
-            max_interval=0.02,
-        )
+        _await_first_checkpoint(checkpoints)
         os.kill(_workers(agent.pid)[0], signal.SIGKILL)
         # The agent needs seconds to restart the group; what is on disk now is what a restart can resume from.
         newest_at_kill = _checkpoint_steps(checkpoints)[-1]
@@ -260,13 +264,7 @@ def test_a_stopped_pod_ends_143_its_peer_is_interrupted_and_a_retry_resumes_from
     checkpoints = tmp_path / "checkpoints"
 
     with _two_pods(config, tmp_path, "first") as pods:
-        wait_for(
-            lambda: checkpoints.is_dir() and _checkpoint_steps(checkpoints),
-            60,
-            "a first checkpoint",
-            interval=0.02,
-            max_interval=0.02,
-        )
+        _await_first_checkpoint(checkpoints)
         victim, survivor = pods[stopped], pods[1 - stopped]
         workers = _workers(victim.pid)
         # As the kubelet stops a pod: SIGTERM to the container's first process, the launcher.

@@ -161,7 +161,7 @@ def import_workload_images(node: RealNode) -> str:
         normalise_reference(DEFAULT_TRITON_IMAGE),
     )
     if tagged.returncode != 0:
-        raise RuntimeError(f"could not tag the workload image as Triton's: {tagged.stderr}")
+        raise ImageError(f"could not tag the workload image as Triton's: {tagged.stderr}")
     return DEFAULT_WORKLOAD_IMAGE
 
 
