@@ -168,10 +168,19 @@ def churn_training_job(**changes: Any) -> dict[str, Any]:
     )
 
 
-def finished(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
-    """TrainingJob churn once it succeeded or failed."""
-    job = kubectl.find("trainingjob", "churn", namespace)
+def finished(kubectl: Kubectl, namespace: str, name: str = "churn") -> dict[str, Any] | None:
+    """TrainingJob `name` once it succeeded or failed."""
+    job = kubectl.find("trainingjob", name, namespace)
     return job if job and job.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+
+def pod_logs(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    """`kubectl logs` of every pod in `namespace`, by pod name (for a failed assertion's message)."""
+    pods = json.loads(kubectl.run("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
+    return {
+        pod["metadata"]["name"]: kubectl.run("logs", pod["metadata"]["name"], "-n", namespace, check=False).stdout
+        for pod in pods
+    }
 
 
 def restricted_pod(name: str, command: str, image: str = BUSYBOX_IMAGE, **spec: Any) -> dict[str, Any]:

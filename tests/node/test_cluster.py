@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import signal
 from functools import partial
-from typing import Any
 
 import pytest
 
 from scaleml_local.demo.scenario import NAME as DEMO_NAME
-from tests.node.conftest import NodeRun
+from tests.node.conftest import NodeRun, finished
+from tests.node.traffic import served
 from tests.support.cluster import DEMO_MANIFESTS
 from tests.support.cluster_process import cluster_process, printed_kubeconfig
 from tests.support.kubectl import Kubectl
@@ -22,21 +22,6 @@ from tests.support.polling import wait_for
 pytestmark = pytest.mark.node
 
 NAMESPACE = "default"
-
-
-def _status(kubectl: Kubectl, kind: str) -> dict[str, Any]:
-    found: dict[str, Any] = (kubectl.find(kind, DEMO_NAME, NAMESPACE) or {}).get("status", {})
-    return found
-
-
-def _trained(kubectl: Kubectl) -> dict[str, Any] | None:
-    status = _status(kubectl, "trainingjob")
-    return status if status.get("phase") in ("Succeeded", "Failed") else None
-
-
-def _served(kubectl: Kubectl) -> dict[str, Any] | None:
-    status = _status(kubectl, "modeldeployment")
-    return status if status.get("phase") == "Ready" and status.get("servedVersion") == 1 else None
 
 
 def test_make_cluster_node_trains_and_serves_the_demo_in_real_pods_and_stops_clean(
@@ -58,12 +43,15 @@ def test_make_cluster_node_trains_and_serves_the_demo_in_real_pods_and_stops_cle
         # As the banner says.
         kubectl = Kubectl(kubeconfig)
         kubectl.run("apply", "-f", str(EXAMPLES / "volumes.yaml"), "-f", str(DEMO_MANIFESTS))
-        trained = wait_for(partial(_trained, kubectl), 420, "the demo's TrainingJob to finish")
+        job = wait_for(partial(finished, kubectl, NAMESPACE, DEMO_NAME), 420, "the demo's TrainingJob to finish")
+        trained = job["status"]
         assert trained["phase"] == "Succeeded", (trained, kubectl.run("logs", f"job/{DEMO_NAME}", check=False).stdout)
         assert trained["modelVersion"] == 1
         nodes = kubectl.run("get", "pods", "-o", "jsonpath={.items[*].spec.nodeName}").stdout.split()
         assert set(nodes) == {NODE_NAME}
-        wait_for(partial(_served, kubectl), 300, "the demo's ModelDeployment to serve version 1")
+        wait_for(
+            partial(served, kubectl, NAMESPACE, 1, DEMO_NAME), 300, "the demo's ModelDeployment to serve version 1"
+        )
         # The monitor's pod runs, and waits for traffic to test.
         monitor = wait_for(
             lambda: kubectl.find("deployment", f"{DEMO_NAME}-monitor", NAMESPACE), 120, "the monitor's Deployment"

@@ -27,6 +27,7 @@ from tests.node.conftest import (
     churn_training_job,
     finished,
     pod_finished,
+    pod_logs,
     restricted_pod,
     run_to_end,
 )
@@ -91,14 +92,6 @@ def _retraining(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
     return ended[0] if ended else None
 
 
-def _pod_logs(kubectl: Kubectl, namespace: str) -> dict[str, str]:
-    pods = json.loads(kubectl.run("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
-    return {
-        pod["metadata"]["name"]: kubectl.run("logs", pod["metadata"]["name"], "-n", namespace, check=False).stdout
-        for pod in pods
-    }
-
-
 def test_train_serve_monitor_retrain_and_roll_in_real_pods(
     real_node: RealNode, workload_image: str, kubectl: Kubectl, ml_namespace: str
 ) -> None:
@@ -109,7 +102,7 @@ def test_train_serve_monitor_retrain_and_roll_in_real_pods(
     kubectl.apply(churn_training_job(), "-n", namespace)
     trained = wait_for(partial(finished, kubectl, namespace), 300, "the TrainingJob to finish")
     pods = json.loads(kubectl.run("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
-    logs = _pod_logs(kubectl, namespace)
+    logs = pod_logs(kubectl, namespace)
     assert trained["status"]["phase"] == "Succeeded", (trained["status"], logs)
     assert trained["status"]["modelVersion"] == 1
     assert sorted(pod["spec"]["nodeName"] for pod in pods) == [NODE_NAME, NODE_NAME]
@@ -171,7 +164,7 @@ def test_train_serve_monitor_retrain_and_roll_in_real_pods(
     assert re.search(r'<figure id="feature-a"><figcaption><b>a</b> \([^)]*\) <span class="drift">drifted', page), page
 
     retrained = wait_for(partial(_retraining, kubectl, namespace), 300, "the retraining TrainingJob to finish")
-    assert retrained["status"]["phase"] == "Succeeded", (retrained["status"], _pod_logs(kubectl, namespace))
+    assert retrained["status"]["phase"] == "Succeeded", (retrained["status"], pod_logs(kubectl, namespace))
     assert retrained["status"]["modelVersion"] == 2
     assert retrained["metadata"]["labels"]["scaleml.dev/retrain-of"] == "churn"
     monitor = _monitor(kubectl, namespace)

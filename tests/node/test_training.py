@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.node.conftest import churn_claims, churn_training_job, finished
+from tests.node.conftest import churn_claims, churn_training_job, finished, pod_logs
 from tests.support.kubectl import Kubectl
 from tests.support.node.node import RealNode
 from tests.support.polling import wait_for
@@ -63,10 +63,7 @@ def test_a_deleted_worker_pod_is_replaced_and_the_run_resumes_from_its_checkpoin
     newest_at_delete = _checkpoint_steps(checkpoints)[-1]
 
     done = wait_for(partial(finished, kubectl, namespace), 420, "the TrainingJob to finish")
-    logs = {
-        pod: kubectl.run("logs", pod, "-n", namespace, check=False).stdout
-        for pod in kubectl.run("get", "pods", "-n", namespace, "-o", "name").stdout.split()
-    }
+    logs = pod_logs(kubectl, namespace)
     assert done["status"]["phase"] == "Succeeded", (done["status"], logs)
     total = done["status"]["progress"]["totalSteps"]
     assert newest_at_delete < total, "the pod was deleted after training had ended"

@@ -92,9 +92,9 @@ def model_deployment(**changes: Any) -> dict[str, Any]:
     )
 
 
-def served(kubectl: Kubectl, namespace: str, version: int) -> dict[str, Any] | None:
-    """ModelDeployment churn's status once it is Ready and serves `version`."""
-    deployment = kubectl.find("modeldeployment", "churn", namespace)
+def served(kubectl: Kubectl, namespace: str, version: int, name: str = "churn") -> dict[str, Any] | None:
+    """ModelDeployment `name`'s status once it is Ready and serves `version`."""
+    deployment = kubectl.find("modeldeployment", name, namespace)
     status = (deployment or {}).get("status", {})
     return status if status.get("phase") == "Ready" and status.get("servedVersion") == version else None
 
