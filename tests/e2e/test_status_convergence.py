@@ -168,8 +168,9 @@ def test_children_deleted_by_hand_are_made_again_within_a_resync_period(
     before = _children(kubectl, namespace, job["metadata"]["uid"])
     assert {resource for resource, _ in before} == set(UNWATCHED), before
 
-    for resource, name in before:
-        kubectl.run("delete", resource, name, "-n", namespace)
+    # At once: deleted one by one, a sweep between two deletions would run the owner in full, and that
+    # run would make anew a child deleted after the sweep listed it, before any sweep saw it gone.
+    kubectl.run("delete", *(f"{resource}/{name}" for resource, name in before), "-n", namespace)
 
     def made_again() -> dict[tuple[str, str], str] | None:
         now = _children(kubectl, namespace, job["metadata"]["uid"])
