@@ -14,7 +14,7 @@ import pytest
 
 # The scenario, collected here again with this module's fixtures.
 from tests.e2e.test_trainingjob import (  # noqa: F401
-    test_a_change_the_running_job_cannot_take_is_explained,
+    test_a_change_the_running_job_cannot_take_is_explained_and_the_rest_reaches_it,
     test_deleting_the_training_job_removes_every_child,
     test_failing_workers_restart_then_fail_after_the_backoff_limit,
     test_invalid_input_exit_code_fails_at_once_without_retries,

@@ -33,6 +33,12 @@ def _phase(kubectl: Kubectl, namespace: str, phase: str) -> dict[str, Any] | Non
     return job if job and job.get("status", {}).get("phase") == phase else None
 
 
+def _job_template(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    job = kubectl.find("job", "churn", namespace)
+    assert job is not None
+    return job["spec"]["template"]  # type: ignore[no-any-return]
+
+
 def _condition(job: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in job["status"]["conditions"] if c["type"] == type_)
 
@@ -101,10 +107,14 @@ def test_suspend_and_resume(kubectl: Kubectl, ml_namespace: str) -> None:
     assert spec_applied["status"] == "True", spec_applied["message"]
 
 
-def test_a_change_the_running_job_cannot_take_is_explained(kubectl: Kubectl, ml_namespace: str) -> None:
+def test_a_change_the_running_job_cannot_take_is_explained_and_the_rest_reaches_it(
+    kubectl: Kubectl, ml_namespace: str
+) -> None:
     kubectl.apply(_training_job(runPolicy={"suspend": True}), "-n", ml_namespace)
     wait_for(lambda: _phase(kubectl, ml_namespace, "Suspended"), 60, "the TrainingJob to be suspended")
-    _patch_spec(kubectl, ml_namespace, {"hyperparameters": {"epochs": 99}})
+    template = _job_template(kubectl, ml_namespace)
+    # The pods' arguments cannot change once the Job exists; whether it is suspended can.
+    _patch_spec(kubectl, ml_namespace, {"hyperparameters": {"epochs": 99}, "runPolicy": {"suspend": False}})
 
     def explained() -> dict[str, Any] | None:
         job = kubectl.find("trainingjob", "churn", ml_namespace)
@@ -114,6 +124,10 @@ def test_a_change_the_running_job_cannot_take_is_explained(kubectl: Kubectl, ml_
     condition = wait_for(explained, 30, "the SpecApplied condition")
     assert condition["reason"] == "ImmutableWhileRunning"
     assert "spec.template" in condition["message"]
+    # The Job was applied with its own template kept, so the rest of the change reached it: it runs.
+    done = wait_for(lambda: _phase(kubectl, ml_namespace, "Succeeded"), 90, "the resumed TrainingJob to succeed")
+    assert not any(c.get("reason") == "ChildRejected" for c in done["status"]["conditions"])
+    assert _job_template(kubectl, ml_namespace) == template
 
 
 def test_ttl_deletes_the_finished_training_job(kubectl: Kubectl, ml_namespace: str) -> None:

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import copy
+import json
+from datetime import UTC, datetime
 from typing import Any
 
-from scaleml_operator.reconcile.cache import slim
+from scaleml_api.v1alpha1 import MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
+from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
+from scaleml_api.validation import parse_spec
+from scaleml_operator.builders import modeldeployment, trainingjob
+from scaleml_operator.builders.meta import Owner
+from scaleml_operator.reconcile.cache import pod_summary, slim, without_template
+from scaleml_operator.status.modeldeployment import observed as observed_serving
+from scaleml_operator.status.trainingjob import observed as observed_training
 
 
 def test_slim_drops_managed_fields_and_kopfs_copy_of_the_spec_and_keeps_the_rest() -> None:
@@ -43,3 +53,105 @@ def test_slim_drops_managed_fields_and_kopfs_copy_of_the_spec_and_keeps_the_rest
 def test_slim_leaves_no_empty_annotations_behind() -> None:
     body = {"metadata": {"name": "a", "annotations": {"scaleml.dev/last-handled-configuration": "{}"}}}
     assert slim(body) == {"metadata": {"name": "a"}}
+
+
+# The children as the operator renders them, with a status as the API server would report it: the
+# projections must keep whatever the status functions read of them.
+_OWNER = Owner("TrainingJob", "churn", "ml", "p-1")
+_TRAINING: dict[str, Any] = {
+    "model": {"architecture": "mlp"},
+    "data": {"volumeClaim": "datasets", "source": "churn.parquet", "target": "label"},
+    "resources": {"workers": 2, "gpusPerWorker": 1},
+    "output": {"volumeClaim": "models", "modelName": "churn"},
+}
+_SERVING: dict[str, Any] = {
+    "model": {"repository": {"volumeClaim": "models", "modelName": "churn"}, "version": 3},
+    "replicas": 2,
+}
+_NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+
+def _child(children: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [child for child in children if child["kind"] == kind]
+    return {**found, "metadata": {**found["metadata"], "uid": f"{kind}-1", "generation": 2}}
+
+
+def _pod_of(template: dict[str, Any], name: str, status: dict[str, Any]) -> dict[str, Any]:
+    metadata = {**template["metadata"], "name": name, "namespace": "ml", "uid": f"{name}-uid"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"], "status": status}
+
+
+def _terminated(phase: str, exit_code: int, message: str) -> dict[str, Any]:
+    state = {"terminated": {"exitCode": exit_code, "message": message, "finishedAt": "2026-12-05T11:00:00Z"}}
+    return {"phase": phase, "startTime": "2026-12-05T10:00:00Z", "containerStatuses": [{"name": "w", "state": state}]}
+
+
+def test_a_training_jobs_status_reads_the_same_from_the_cached_job_and_pods_as_from_whole_ones() -> None:
+    spec: TrainingJobSpec = parse_spec(TRAINING_JOB, _TRAINING)
+    job = _child(trainingjob.children(_OWNER, spec, "scaleml/workloads:1").apply, "Job")
+    template = job["spec"]["template"]
+    for job_status, pods in (
+        ({"active": 2}, [_pod_of(template, "churn-0", {"phase": "Running", "startTime": "2026-12-05T10:00:00Z"})]),
+        (
+            {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]},
+            [_pod_of(template, "churn-0", _terminated("Failed", 2, "data.target: no column 'label'"))],
+        ),
+        (
+            {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]},
+            [_pod_of(template, f"churn-{i}", _terminated("Succeeded", 0, '{"modelVersion": 4}')) for i in range(2)],
+        ),
+    ):
+        whole = {**job, "status": job_status}
+        cached_job, cached_pods = without_template(whole), [pod_summary(pod) for pod in pods]
+
+        assert len(json.dumps(cached_job)) < len(json.dumps(whole)) / 2
+        assert observed_training({}, job=cached_job, pods=cached_pods, generation=1, now=_NOW) == observed_training(
+            {}, job=whole, pods=pods, generation=1, now=_NOW
+        )
+
+
+def test_a_model_deployments_status_reads_the_same_from_the_cached_deployment_and_pods_as_from_whole_ones() -> None:
+    spec: ModelDeploymentSpec = parse_spec(MODEL_DEPLOYMENT, _SERVING)
+    owner = Owner("ModelDeployment", "churn", "ml", "p-2")
+    source = modeldeployment.resolve_source(spec, None, None)
+    assert isinstance(source, modeldeployment.ModelSource)
+    deployment = _child(modeldeployment.children(owner, spec, source, ("triton:1", "workloads:1")).apply, "Deployment")
+    deployment["status"] = {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}
+    crashed = {
+        "phase": "Running",
+        "containerStatuses": [
+            {
+                "name": "triton",
+                "restartCount": 2,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "message": "failed to load 'churn' version 3"}},
+            }
+        ],
+    }
+    pods = [_pod_of(deployment["spec"]["template"], "churn-a", crashed)]
+
+    def observe(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> dict[str, Any]:
+        return observed_serving(
+            {},
+            deployment=deployment,
+            pods=pods,
+            waiting=None,
+            version=3,
+            endpoints=modeldeployment.endpoints(owner),
+            selector="app=churn",
+            generation=1,
+            now=_NOW,
+        )
+
+    assert observe(without_template(deployment), [pod_summary(pod) for pod in pods]) == observe(deployment, pods)
+
+
+def test_the_projections_leave_the_watched_object_as_it_was() -> None:
+    spec: TrainingJobSpec = parse_spec(TRAINING_JOB, _TRAINING)
+    job = _child(trainingjob.children(_OWNER, spec, "scaleml/workloads:1").apply, "Job")
+    pod = _pod_of(job["spec"]["template"], "churn-0", {"phase": "Pending"})
+    originals = copy.deepcopy((job, pod))
+
+    without_template(job), pod_summary(pod)
+
+    assert (job, pod) == originals

@@ -52,14 +52,20 @@ Labels = dict[str, Any]
 TRAINING: Labels = {**training.WORKER_SELECTOR, training.OWNER_LABEL: kopf.PRESENT}
 SERVING: Labels = {**serving.SERVING_SELECTOR, serving.OWNER_LABEL: kopf.PRESENT}
 MONITORING: Labels = {**monitoring.MONITOR_SELECTOR, monitoring.OWNER_LABEL: kopf.PRESENT}
-kopf.index("batch", "v1", "jobs", labels=TRAINING, id=cache.JOBS)(_by_name)
-kopf.index("apps", "v1", "deployments", labels=SERVING, id=cache.SERVING_DEPLOYMENTS)(_by_name)
-kopf.index("apps", "v1", "deployments", labels=MONITORING, id=cache.MONITOR_DEPLOYMENTS)(_by_name)
+
+
+async def _children_by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
+    return {(namespace or "", name or ""): cache.without_template(body)}
+
+
+kopf.index("batch", "v1", "jobs", labels=TRAINING, id=cache.JOBS)(_children_by_name)
+kopf.index("apps", "v1", "deployments", labels=SERVING, id=cache.SERVING_DEPLOYMENTS)(_children_by_name)
+kopf.index("apps", "v1", "deployments", labels=MONITORING, id=cache.MONITOR_DEPLOYMENTS)(_children_by_name)
 
 
 def _by_owner(label: str) -> Callable[..., Coroutine[Any, Any, dict[cache.Key, Any]]]:
     async def index(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
-        return {(namespace or "", labels[label]): cache.slim(body)}
+        return {(namespace or "", labels[label]): cache.pod_summary(body)}
 
     return index
 

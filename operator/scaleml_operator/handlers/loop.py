@@ -69,7 +69,7 @@ async def run(
     if body is None:
         return
     full = HANDLED.due(body)
-    context = loop.Context(memo.get("config", OperatorConfig()), indexes)
+    context = loop.Context(memo.get("config", OperatorConfig()), indexes, full=full)
     await asyncio.to_thread(loop.run, reconciler, name, namespace or "", context, full=full, body=body)
     if full:
         HANDLED.done(body)

@@ -61,6 +61,8 @@ class Context:
     config: OperatorConfig
     # kopf indexes by id, for reads that a cache answers (e.g. the versions exported per model).
     indexes: Mapping[str, Any] = field(default_factory=dict)
+    # Whether this run is a full one (it applies every child): a read may need more for that.
+    full: bool = False
 
 
 @dataclass(frozen=True)

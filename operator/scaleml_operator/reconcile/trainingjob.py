@@ -14,6 +14,7 @@ from scaleml_operator.builders import retraining
 from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
 from scaleml_operator.config import OperatorConfig
+from scaleml_operator.kube import apply as kube
 from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
 from scaleml_operator.status import trainingjob as status
@@ -38,6 +39,10 @@ def selector(name: str) -> str:
 def read(owner: Owner, spec: TrainingJobSpec, parent: Mapping[str, Any], context: Context) -> Inputs:
     key = (owner.namespace, owner.name)
     job = cache.one(context.indexes, cache.JOBS, key)
+    if job is not None and context.full and not build.job_finished(job):
+        # The cache keeps Jobs without their pod template. A full run applies the Job again, and
+        # where its template may not change, it copies the running one (build.job_to_apply).
+        job = kube.get("batch/v1", "Job", owner.name, owner.namespace) or job
     pods = cache.every(context.indexes, cache.TRAINING_PODS, key) if job else []
     return Inputs(job, pods, retraining.lineage(parent["metadata"]))
 
