@@ -21,6 +21,7 @@ import kopf
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.handlers.metrics import instrumented
 from scaleml_operator.handlers.pending import PENDING, Key
+from scaleml_operator.handlers.slots import Slots
 from scaleml_operator.kube.client import dynamic_client
 from scaleml_operator.reconcile import cache, driftmonitor, loop, modeldeployment, trainingjob
 
@@ -61,16 +62,24 @@ async def run(
     otherwise it is read from the watch's cache.
     """
     indexes = {key: value for key, value in kwargs.items() if isinstance(value, kopf.Index)}
-    body = (
-        dict(parent)
-        if parent is not None
-        else cache.one(indexes, cache.PARENTS[reconciler.kind.kind], (namespace or "", name))
-    )
+
+    def current() -> Mapping[str, Any] | None:
+        if parent is not None:
+            return dict(parent)
+        return cache.one(indexes, cache.PARENTS[reconciler.kind.kind], (namespace or "", name))
+
+    body = current()
     if body is None:
         return
-    full = HANDLED.due(body)
-    context = loop.Context(memo.get("config", OperatorConfig()), indexes, full=full)
-    await asyncio.to_thread(loop.run, reconciler, name, namespace or "", context, full=full, body=body)
+    slots: Slots = memo["slots"]
+    async with slots.taken(full=HANDLED.due(body)):
+        # A refresh reads the cache again once it has a thread: it may have waited for one a while.
+        body = current()
+        if body is None:
+            return
+        full = HANDLED.due(body)
+        context = loop.Context(memo.get("config", OperatorConfig()), indexes, full=full)
+        await asyncio.to_thread(loop.run, reconciler, name, namespace or "", context, full=full, body=body)
     if full:
         HANDLED.done(body)
 
@@ -98,6 +107,8 @@ async def start_workers(memo: kopf.Memo, **_: Any) -> None:
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="reconcile")
     )
+    # As many runs at once as the pool has threads: the rest wait for a slot, full runs first.
+    memo["slots"] = Slots(config.workers)
     # Built now, before the first handlers need it at once.
     await asyncio.to_thread(dynamic_client)
 
