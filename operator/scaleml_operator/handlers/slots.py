@@ -2,10 +2,11 @@
 
 Every run holds one of the pool's threads while it talks to the API server. Under a wave of new
 objects, their Jobs' and pods' events ask for refreshes of the objects already handled at the same
-time, and in one first-come queue a new object waited behind all of them: the status of a running
-job (a few seconds stale at worst) was kept fresh at the price of the user's `kubectl apply` going
-unanswered. controller-runtime's priority queue makes the same choice. Refreshes still run whenever
-no full run waits, and a refresh that waited covers every event before it (handlers.pending).
+time, and in one first-come queue a new object waited behind all of them: the status of running
+jobs was kept fresh at the price of the user's `kubectl apply` going unanswered. controller-runtime's
+priority queue makes the same choice. Refreshes run whenever no full run waits (so a status may lag
+while new objects keep every thread busy), and a refresh that waited covers every event before it
+(handlers.pending).
 """
 
 from __future__ import annotations
