@@ -26,13 +26,19 @@ from scaleml_operator.reconcile import trainingjob as training
 from scaleml_operator.reconcile.known import KNOWN
 from scaleml_operator.reconcile.own_writes import OWN_WRITES
 
+Index = Callable[..., Coroutine[Any, Any, dict[cache.Key, Any]]]
+Projection = Callable[[kopf.Body], dict[str, Any]]
 
-async def _by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
-    return {(namespace or "", name or ""): cache.slim(body)}
+
+def _by_name(project: Projection) -> Index:
+    async def index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
+        return {(namespace or "", name or ""): project(body)}
+
+    return index
 
 
 def _register(kind: AnyKind) -> None:
-    kopf.index(*kind.group_version, id=cache.PARENTS[kind.kind])(_by_name)
+    kopf.index(*kind.group_version, id=cache.PARENTS[kind.kind])(_by_name(cache.slim))
 
     @kopf.on.event(*kind.group_version, id="forget-children", when=lambda type, **_: type == "DELETED")
     async def forget_children(uid: str | None, **_: Any) -> None:
@@ -52,18 +58,14 @@ Labels = dict[str, Any]
 TRAINING: Labels = {**training.WORKER_SELECTOR, training.OWNER_LABEL: kopf.PRESENT}
 SERVING: Labels = {**serving.SERVING_SELECTOR, serving.OWNER_LABEL: kopf.PRESENT}
 MONITORING: Labels = {**monitoring.MONITOR_SELECTOR, monitoring.OWNER_LABEL: kopf.PRESENT}
+kopf.index("batch", "v1", "jobs", labels=TRAINING, id=cache.JOBS)(_by_name(cache.without_template))
+kopf.index("apps", "v1", "deployments", labels=SERVING, id=cache.SERVING_DEPLOYMENTS)(_by_name(cache.without_template))
+kopf.index("apps", "v1", "deployments", labels=MONITORING, id=cache.MONITOR_DEPLOYMENTS)(
+    _by_name(cache.without_template)
+)
 
 
-async def _children_by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
-    return {(namespace or "", name or ""): cache.without_template(body)}
-
-
-kopf.index("batch", "v1", "jobs", labels=TRAINING, id=cache.JOBS)(_children_by_name)
-kopf.index("apps", "v1", "deployments", labels=SERVING, id=cache.SERVING_DEPLOYMENTS)(_children_by_name)
-kopf.index("apps", "v1", "deployments", labels=MONITORING, id=cache.MONITOR_DEPLOYMENTS)(_children_by_name)
-
-
-def _by_owner(label: str) -> Callable[..., Coroutine[Any, Any, dict[cache.Key, Any]]]:
+def _by_owner(label: str) -> Index:
     async def index(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
         return {(namespace or "", labels[label]): cache.pod_summary(body)}
 
