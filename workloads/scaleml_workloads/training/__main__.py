@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from scaleml_api.runtime import EXIT_INVALID_INPUT, EXIT_SUCCEEDED, write_termination_message
 from scaleml_workloads.training.config import load_run
@@ -89,5 +90,20 @@ def _configure_logging() -> None:
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
+def _exit(code: int) -> NoReturn:
+    """End the process without finalising the interpreter.
+
+    The process group is left by then, yet gloo's worker threads outlive `destroy_process_group`
+    and may still release the last collective's tensors. A C++ thread that takes the GIL while the
+    interpreter finalises is ended by `pthread_exit`, whose unwinding through torch's noexcept
+    frames calls std::terminate: a run that succeeded would end with SIGABRT. Everything the run
+    writes is closed and renamed into place before this; only the log streams are left to flush.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())
