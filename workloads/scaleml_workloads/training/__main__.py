@@ -93,11 +93,12 @@ def _configure_logging() -> None:
 def _exit(code: int) -> NoReturn:
     """End the process without finalising the interpreter.
 
-    The process group is left by then, yet gloo's worker threads outlive `destroy_process_group`
-    and may still release the last collective's tensors. A C++ thread that takes the GIL while the
-    interpreter finalises is ended by `pthread_exit`, whose unwinding through torch's noexcept
-    frames calls std::terminate: a run that succeeded would end with SIGABRT. Everything the run
-    writes is closed and renamed into place before this; only the log streams are left to flush.
+    gloo's threads outlive `destroy_process_group` (torch 2.15) and are torn down only while the
+    interpreter finalises; a worker that had exported its version was seen to die there with
+    "terminate called without an active exception" (SIGABRT), most likely a C++ thread taking the
+    GIL during finalisation, which CPython ends with `pthread_exit` through noexcept frames. By
+    now the termination log, the launcher's mark, the export and the status patcher are closed;
+    only the log streams are left to flush.
     """
     logging.shutdown()
     sys.stdout.flush()
