@@ -17,3 +17,11 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not positive")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    # `not value >= 0` refuses NaN too.
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a non-negative number")
+    return value

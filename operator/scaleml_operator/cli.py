@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from scaleml_api.arguments import positive_float, positive_int
+from scaleml_api.arguments import non_negative_float, positive_float, positive_int
 from scaleml_operator.config import DEFAULT_TRITON_IMAGE, DEFAULT_WORKLOAD_IMAGE, OperatorConfig
 
 # The peering object (ClusterKopfPeering) the operator replicas share; the operator creates it.
@@ -25,6 +25,7 @@ def _operator(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     import scaleml_operator.handlers  # noqa: F401  (registers the handlers)
+    from scaleml_operator import memory
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -38,6 +39,8 @@ def _operator(args: argparse.Namespace) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.bind_address)
     failed = asyncio.run(_serve(args))
+    if not failed and memory.REPLACEMENT.asked:
+        memory.REPLACEMENT.replace()
     # Non-zero, so that the Deployment restarts it: a new process watches afresh.
     return 1 if failed else 0
 
@@ -63,6 +66,7 @@ async def _serve(args: argparse.Namespace) -> list[str]:
             liveness_endpoint=liveness,
             stop_flag=stop,
             memo=kopf.Memo(
+                stop=stop,
                 config=OperatorConfig(
                     workload_image=args.workload_image,
                     triton_image=args.triton_image,
@@ -70,7 +74,8 @@ async def _serve(args: argparse.Namespace) -> list[str]:
                     workers=args.workers,
                     resync_seconds=args.resync_seconds,
                     cluster_wide=not args.namespace,
-                )
+                    recycle_above_mib=args.recycle_above_mib,
+                ),
             ),
         )
     finally:
@@ -136,6 +141,15 @@ def parser() -> argparse.ArgumentParser:
         help="Period in which every object's status is recomputed from what the watches hold, so that a change "
         "whose handling failed is not lost, and children deleted by hand are found and made again; costs one "
         "metadata list per child kind when nothing changed (default: %(default)s).",
+    )
+    operator.add_argument(
+        "--recycle-above-mib",
+        type=non_negative_float,
+        default=OperatorConfig.recycle_above_mib,
+        help="Once a wave of deletions has ended and at most a tenth of the most objects served at once are left, "
+        "the operator replaces its process with a fresh one (same pid and arguments) if its resident memory is "
+        "still more than this above its start-up size: CPython keeps the memory of objects that are gone. "
+        "0 turns it off (default: %(default)s).",
     )
     operator.add_argument("-v", "--verbose", action="store_true", help="Log at debug level.")
     operator.set_defaults(run=_operator)

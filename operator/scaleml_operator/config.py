@@ -22,3 +22,6 @@ class OperatorConfig:
     resync_seconds: float = 60.0
     # Whether the operator serves every namespace (else those given by --namespace).
     cluster_wide: bool = True
+    # Growth over the start-up size (MiB) above which a process whose objects are nearly all gone is
+    # replaced by a fresh one (memory.worth_replacing); 0: never.
+    recycle_above_mib: float = 32.0

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 
+from scaleml_operator.handlers.background import RELEASE_CHECK_SECONDS
 from tests.support.controlplane import ControlPlane
 from tests.support.kubectl import Kubectl
-from tests.support.manifests import example
+from tests.support.manifests import example, merged
 from tests.support.operator_process import OperatorProcess
 from tests.support.polling import wait_for
 
@@ -18,6 +20,8 @@ pytestmark = pytest.mark.apiserver
 
 SERVICE_ACCOUNT = "system:serviceaccount:scaleml-system:scaleml-operator"
 StartOperator = Callable[..., OperatorProcess]
+# The line the operator logs as it replaces its process (handlers.background).
+REPLACED = "Replacing the process to give back memory"
 
 
 @pytest.fixture
@@ -97,3 +101,28 @@ def test_replicas_peer_and_the_standby_takes_over(
     wait_for(lambda: "Resuming operations" in standby.output(), 90, "the standby to take over")
     scaleml_installed.apply(example("ModelDeployment"), "-n", namespace)
     wait_for(lambda: _accepted(scaleml_installed, "modeldeployment", "churn", namespace), 30, "accepted by the standby")
+
+
+def test_a_process_left_large_by_deleted_objects_replaces_itself_and_serves_on(
+    start_operator: StartOperator, scaleml_installed: Kubectl, namespace: str
+) -> None:
+    """After its objects are gone, a process grown past --recycle-above-mib execs itself afresh (same pid)."""
+    # Any growth at all is above 1 MiB: the first reconcile alone loads the API client's models.
+    operator = start_operator("--standalone", "--recycle-above-mib=1")
+    first = merged(example("TrainingJob"), {"metadata": {"name": "before"}})
+    scaleml_installed.apply(first, "-n", namespace)
+    wait_for(partial(_accepted, scaleml_installed, "trainingjob", "before", namespace), 30, "the first accepted")
+    # The operator counts what its caches hold every RELEASE_CHECK_SECONDS: a wave it never saw is none.
+    time.sleep(2 * RELEASE_CHECK_SECONDS)
+    scaleml_installed.run("delete", "trainingjob", "before", "-n", namespace, "--wait=true")
+    # This tier runs no garbage collector: the Job goes by hand, as it would after its owner.
+    scaleml_installed.run("delete", "jobs", "--all", "-n", namespace, "--wait=true")
+
+    wait_for(lambda: REPLACED in operator.output(), 60, "the operator replacing its process")
+    assert operator.process.poll() is None, operator.output()
+    operator.wait_alive()
+    second = merged(example("TrainingJob"), {"metadata": {"name": "after"}})
+    scaleml_installed.apply(second, "-n", namespace)
+    wait_for(partial(_accepted, scaleml_installed, "trainingjob", "after", namespace), 30, "the second accepted")
+    # The new process ran its start-up, and logged on to the same stream.
+    assert operator.output().count("Activity 'start_workers' succeeded") == 2, operator.output()

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import textwrap
 
-from scaleml_operator.memory import Deletions
+import pytest
+
+from scaleml_operator.memory import Footprint, Wave, worth_replacing
 
 # Another process, so that its RSS is its own: a worker thread fills a glibc arena with 1 KiB
 # objects and frees all but one in a hundred, which pins the heap's top as a reconcile's leftovers do.
@@ -73,15 +75,36 @@ def test_with_glibcs_allocator_release_returns_what_small_objects_left() -> None
     assert before - after > 150, (before, after)  # of the ~250 MiB freed
 
 
-def test_release_is_due_once_after_deletions_stop() -> None:
-    deletions = Deletions()
-    assert not deletions.settled()  # nothing deleted
-    deletions.deleted()
-    assert not deletions.settled()  # deleting now
-    deletions.deleted()
-    assert not deletions.settled()  # still deleting
-    assert deletions.settled()  # none since the last look
-    assert not deletions.settled()  # released already
-    deletions.deleted()
-    assert not deletions.settled()
-    assert deletions.settled()
+def test_a_wave_of_deletions_has_ended_once_the_count_stops_falling() -> None:
+    wave = Wave()
+    assert not wave.ended(0)  # nothing yet
+    assert not wave.ended(500)  # objects arrive
+    assert not wave.ended(1000)
+    assert not wave.ended(1000)  # at rest, nothing was deleted
+    assert not wave.ended(400)  # deleting
+    assert not wave.ended(30)  # still deleting
+    assert wave.ended(30)  # no change since the last look
+    assert not wave.ended(30)  # and that one has been told
+    assert not wave.ended(40)  # a few more
+    assert not wave.ended(40)
+    assert not wave.ended(0)
+    assert wave.ended(0)
+    assert wave.peak == 1000
+
+
+@pytest.mark.parametrize(
+    ("footprint", "worth"),
+    [
+        pytest.param(Footprint(214, 71, 0, 1000), True, id="every-object-deleted"),
+        pytest.param(Footprint(214, 71, 100, 1000), True, id="a-tenth-left"),
+        # A fresh process would run each of them in full again, and grow back with them.
+        pytest.param(Footprint(214, 71, 101, 1000), False, id="more-than-a-tenth-left"),
+        pytest.param(Footprint(100, 71, 0, 50), False, id="grown-by-less-than-the-threshold"),
+    ],
+)
+def test_a_fresh_process_only_when_it_gives_back_much_for_little_work(footprint: Footprint, worth: bool) -> None:
+    assert worth_replacing(footprint, above_mib=32) is worth
+
+
+def test_a_threshold_of_zero_never_replaces() -> None:
+    assert not worth_replacing(Footprint(1000, 71, 0, 1000), above_mib=0)

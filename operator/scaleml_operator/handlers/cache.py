@@ -18,7 +18,6 @@ import kopf
 from scaleml_api.kind import AnyKind
 from scaleml_api.v1alpha1 import KINDS
 from scaleml_operator.handlers.loop import HANDLED
-from scaleml_operator.memory import DELETIONS
 from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile import driftmonitor as monitoring
 from scaleml_operator.reconcile import modeldeployment as serving
@@ -47,7 +46,6 @@ def _register(kind: AnyKind) -> None:
         HANDLED.forget(uid or "")
         OWN_WRITES.forget(uid or "")
         KNOWN.forget_owner(uid or "")
-        DELETIONS.deleted()
 
 
 for _kind in KINDS:
