@@ -22,7 +22,8 @@ the plain run, its children's creates from the first sent to the last answered. 
 operator's API requests come from kube-apiserver's audit log (its ServiceAccount alone, verb and
 resource, a watch counted once), its CPU seconds (user + system) and memory from /proc: RSS idle
 after start-up, at N objects (once settled: no request for 5 s), and after every object was
-deleted, it settled again and had the time to give memory back; the peak is VmHWM. Requests and
+deleted, it settled again and had the time to give memory back (or to replace its process, which the
+bench then waits for); the peak is VmHWM, over both processes if it was replaced. Requests and
 CPU are per object from the first create until it settled (Jobs run to completion and
 Deployments turn ready meanwhile, and the operator follows them), and, in brackets, until the last
 object converged. Between runs the namespace is deleted and the bench waits until it is gone.
