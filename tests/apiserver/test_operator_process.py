@@ -107,8 +107,9 @@ def test_a_process_left_large_by_deleted_objects_replaces_itself_and_serves_on(
     start_operator: StartOperator, scaleml_installed: Kubectl, namespace: str
 ) -> None:
     """After its objects are gone, a process grown past --recycle-above-mib execs itself afresh (same pid)."""
-    # Any growth at all is above 1 MiB: the first reconcile alone loads the API client's models.
-    operator = start_operator("--standalone", "--recycle-above-mib=1")
+    # Any growth at all is above 1 MiB: the first reconcile alone loads the API client's models. The
+    # test's namespace only: other tests' objects would be most of what its caches hold, and stay.
+    operator = start_operator("--standalone", "--recycle-above-mib=1", f"--namespace={namespace}")
     first = merged(example("TrainingJob"), {"metadata": {"name": "before"}})
     scaleml_installed.apply(first, "-n", namespace)
     wait_for(partial(_accepted, scaleml_installed, "trainingjob", "before", namespace), 30, "the first accepted")
