@@ -60,7 +60,7 @@ from operator_cluster import Cluster, Usage, operator_code, usage
 from operator_kinds import WORKLOADS, Convergence, Workload
 
 from scaleml_api.base import API_VERSION
-from scaleml_operator.handlers.background import RELEASE_CHECK_SECONDS
+from scaleml_operator.handlers.background import RELEASE_CHECK_SECONDS, REPLACING
 
 DEFAULT_SIZES: Final = {"trainingjobs": (100, 300, 1000), "modeldeployments": (100, 300)}
 QUICK_SIZES: Final = (50,)
@@ -69,8 +69,6 @@ CONCURRENCY: Final = 8
 QUIET_SECONDS: Final = 5.0
 TIMEOUT_SECONDS: Final = 900.0
 KIB_PER_MIB: Final = 1024
-# What the operator logs when it replaces its process to give memory back (handlers.background).
-REPLACED: Final = "Replacing the process to give back memory"
 
 
 @dataclass(frozen=True)
@@ -246,7 +244,7 @@ def measure(cluster: Cluster, workload: Workload, n: int, concurrency: int, logs
     say(f"{workload.key} N={n}: operator {converged}, settled after {run.settle_seconds:.1f} s")
     say(f"  the bench's watches: {run.watched.events} events, {run.watched.received / 2**20:.1f} MiB")
     log = (logs / f"operator-{workload.key}-{n}.log").read_text()
-    replaced = "replaced its process after the deletions" if REPLACED in log else "kept its process"
+    replaced = "replaced its process after the deletions" if REPLACING in log else "kept its process"
     say(f"  the operator {replaced}")
     return run
 

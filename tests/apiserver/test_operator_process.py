@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scaleml_operator.handlers.background import RELEASE_CHECK_SECONDS
+from scaleml_operator.handlers.background import RELEASE_CHECK_SECONDS, REPLACING
 from tests.support.controlplane import ControlPlane
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import example, merged
@@ -20,8 +20,6 @@ pytestmark = pytest.mark.apiserver
 
 SERVICE_ACCOUNT = "system:serviceaccount:scaleml-system:scaleml-operator"
 StartOperator = Callable[..., OperatorProcess]
-# The line the operator logs as it replaces its process (handlers.background).
-REPLACED = "Replacing the process to give back memory"
 
 
 @pytest.fixture
@@ -119,7 +117,7 @@ def test_a_process_left_large_by_deleted_objects_replaces_itself_and_serves_on(
     # This tier runs no garbage collector: the Job goes by hand, as it would after its owner.
     scaleml_installed.run("delete", "jobs", "--all", "-n", namespace, "--wait=true")
 
-    wait_for(lambda: REPLACED in operator.output(), 60, "the operator replacing its process")
+    wait_for(lambda: REPLACING in operator.output(), 60, "the operator replacing its process")
     assert operator.process.poll() is None, operator.output()
     operator.wait_alive()
     second = merged(example("TrainingJob"), {"metadata": {"name": "after"}})

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 _TASKS: Final = "background-tasks"
 # How often the release looks whether deletions have stopped: memory goes back 5 to 10 s after the last.
 RELEASE_CHECK_SECONDS: Final = 5.0
+# How the log line that announces a replaced process begins (the bench and the tests look for it).
+REPLACING: Final = "Replacing the process to give back memory"
 
 
 def _held(indexes: Mapping[str, kopf.Index[Any, Any]]) -> int:
@@ -60,8 +62,8 @@ async def release_after_deletions(
         footprint = memory.Footprint(resident_mib, start_mib, held, wave.peak)
         if memory.worth_replacing(footprint, recycle_above_mib):
             log.info(
-                "Replacing the process to give back memory: resident %.0f MiB, %.0f at start-up; "
-                "%d objects cached, at most %d",
+                "%s: resident %.0f MiB, %.0f at start-up; %d objects cached, at most %d",
+                REPLACING,
                 resident_mib,
                 start_mib,
                 held,
