@@ -1,9 +1,16 @@
-"""Progress reaches the TrainingJob's status through a real kube-apiserver; an unreachable one delays nothing."""
+"""Progress reaches the TrainingJob's status through a real kube-apiserver; an unreachable one delays nothing,
+and what it could not take arrives once it answers."""
 
 from __future__ import annotations
 
+import socket
+import socketserver
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +20,7 @@ from tests.support.controlplane import ControlPlane, generate_pki
 from tests.support.fixtures import NamespaceFactory
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import example, merged
+from tests.support.polling import wait_for
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.workloads
@@ -28,18 +36,10 @@ def _service_account(tmp_path: Path, token: str, ca: bytes) -> Path:
     return credentials
 
 
-@pytest.mark.apiserver
-def test_progress_and_version_are_patched_into_the_training_job_status(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    control_plane: ControlPlane,
-    scaleml_installed: Kubectl,
-    make_namespace: NamespaceFactory,
-) -> None:
-    kubectl = scaleml_installed
-    namespace = make_namespace()
+def _trainer(control_plane: ControlPlane, kubectl: Kubectl, namespace: str, tmp_path: Path) -> Path:
+    """TrainingJob churn in `namespace`, and the credentials of what the operator grants a training pod:
+    patching its job's status, nothing else."""
     kubectl.apply(merged(example("TrainingJob"), {"metadata": {"namespace": namespace}}))
-    # What the operator grants a training pod: patching its job's status, nothing else.
     kubectl.apply(
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "trainer", "namespace": namespace}}
     )
@@ -60,12 +60,30 @@ def test_progress_and_version_are_patched_into_the_training_job_status(
             "subjects": [{"kind": "ServiceAccount", "name": "trainer", "namespace": namespace}],
         }
     )
-    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
-    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
-    credentials = _service_account(
+    return _service_account(
         tmp_path, control_plane.request_token(namespace, "trainer"), control_plane.ca_file.read_bytes()
     )
+
+
+def _api_server(control_plane: ControlPlane) -> tuple[str, int]:
+    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
+    return host, int(port)
+
+
+@pytest.mark.apiserver
+def test_progress_and_version_are_patched_into_the_training_job_status(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    control_plane: ControlPlane,
+    scaleml_installed: Kubectl,
+    make_namespace: NamespaceFactory,
+) -> None:
+    kubectl = scaleml_installed
+    namespace = make_namespace()
+    credentials = _trainer(control_plane, kubectl, namespace, tmp_path)
+    host, port = _api_server(control_plane)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(port))
     reporter = ProgressReporter(
         StatusPatcher(namespace, "trainingjobs", "churn", credentials), leader=True, metrics_port=0
     )
@@ -100,3 +118,71 @@ def test_an_unreachable_api_server_neither_fails_nor_stalls_the_run(
 
     assert queued < 0.05
     assert "Connection refused" in caplog.text
+
+
+@contextmanager
+def _forwarded(port: int, upstream: tuple[str, int]) -> Iterator[None]:
+    """Connections to 127.0.0.1:`port` piped to `upstream` byte for byte (TLS passes through), while open."""
+
+    class Pipe(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            with socket.create_connection(upstream) as server:
+                back = threading.Thread(target=_pump, args=(server, self.request), daemon=True)
+                back.start()
+                _pump(self.request, server)
+                back.join()
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", port), Pipe) as listener:
+        listener.daemon_threads = True
+        threading.Thread(target=listener.serve_forever, daemon=True).start()
+        try:
+            yield
+        finally:
+            listener.shutdown()
+
+
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+
+@pytest.mark.apiserver
+def test_a_status_the_api_server_could_not_take_arrives_once_it_answers_and_a_refused_one_is_dropped(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    control_plane: ControlPlane,
+    scaleml_installed: Kubectl,
+    make_namespace: NamespaceFactory,
+) -> None:
+    kubectl = scaleml_installed
+    namespace = make_namespace()
+    credentials = _trainer(control_plane, kubectl, namespace, tmp_path)
+    # The pod's address of the API server, where nothing answers until the test forwards it.
+    port = free_port()
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(port))
+    patcher = StatusPatcher(namespace, "trainingjobs", "churn", credentials)
+
+    def status() -> dict[str, Any]:
+        found: dict[str, Any] = kubectl.get("trainingjob", "churn", namespace).get("status", {})
+        return found
+
+    patcher.patch({"modelVersion": 3})
+    wait_for(lambda: "Connection refused" in caplog.text, 10, "the refused connection")
+    assert "sending it again" in caplog.text
+    with _forwarded(port, _api_server(control_plane)):
+        wait_for(lambda: status().get("modelVersion") == 3, 30, "the patch sent again to arrive")
+        # What the API server refuses (the schema's bound) is not sent again: the next patch goes alone.
+        patcher.patch({"progress": {"step": -1}})
+        wait_for(lambda: "HTTP 422" in caplog.text, 10, "the refusal")
+        patcher.patch({"modelVersion": 4})
+        wait_for(lambda: status().get("modelVersion") == 4, 10, "the next patch to arrive")
+        patcher.close()
+    assert "progress" not in status()

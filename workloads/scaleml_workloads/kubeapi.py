@@ -3,8 +3,8 @@
 Pods report on the object that started them (a TrainingJob's progress, a DriftMonitor's results)
 with the ServiceAccount the operator gave them, allowed to do exactly that. Patches go out from a
 background thread that always sends the newest state: a slow or unreachable API server delays
-nothing and fails nothing, it only leaves the status behind. Outside a cluster (`scaleml local`)
-the same patches merge into a JSON file instead: `status_sink` picks one.
+nothing and fails nothing, it only leaves the status behind until it answers again. Outside a
+cluster (`scaleml local`) the same patches merge into a JSON file instead: `status_sink` picks one.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ REQUEST_ERRORS: Final = (OSError, ValueError)
 
 SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 REQUEST_TIMEOUT_SECONDS: Final = 5.0
+# A status patch the API server could not take is sent again after these pauses, doubling up to the last.
+RETRY_FIRST_SECONDS: Final = 0.5
+RETRY_MAX_SECONDS: Final = 30.0
+_RETRYING: Final = " (sending it again)"
 
 
 class InClusterClient:
@@ -64,8 +68,20 @@ def object_path(namespace: str, plural: str, name: str) -> str:
     return f"/apis/{API_VERSION}/namespaces/{namespace}/{plural}/{name}"
 
 
+def _passing(error: urllib.error.HTTPError) -> bool:
+    """An answer that may be different later: too many requests, or the server's own failure."""
+    return error.code == 429 or error.code >= 500
+
+
 class StatusPatcher:
-    """Sends JSON merge patches to an object's /status from a background thread, newest first."""
+    """Sends JSON merge patches to an object's /status from a background thread, newest first.
+
+    A patch the API server did not take for a passing reason (unreachable, too slow, overloaded:
+    `_passing`) is merged under the newer ones and sent again after a pause that doubles up to
+    RETRY_MAX_SECONDS: a monitor writes its result once per window, and a lost one would leave the
+    status behind until the next. A refusal (forbidden, gone, invalid) would be refused again: it
+    is logged and dropped.
+    """
 
     def __init__(self, namespace: str, plural: str, name: str, credentials: Path = SERVICE_ACCOUNT_DIR) -> None:
         self.client = InClusterClient(credentials)
@@ -98,29 +114,53 @@ class StatusPatcher:
             self._condition.notify_all()
 
     def _send_loop(self) -> None:
+        pause = 0.0
         while True:
             with self._condition:
-                while self._pending is None and not self._closed:
-                    self._condition.wait()
+                resume = time.monotonic() + pause
+                while not self._closed:
+                    if self._pending is None:
+                        self._condition.wait()
+                    elif (left := resume - time.monotonic()) > 0:
+                        # The pause after a failure: patches meanwhile merge into the one to send.
+                        self._condition.wait(left)
+                    else:
+                        break
                 if self._closed:
                     return
                 body, self._pending, self._busy = self._pending, None, True
             assert body is not None
+            delivered = False
             try:
-                self._send(body)
+                delivered = self._send(body)
             finally:
                 with self._condition:
+                    if not delivered:
+                        # Newer fields win over the ones that did not get through.
+                        self._pending = {**body, **(self._pending or {})}
                     self._busy = False
                     self._condition.notify_all()
+            pause = 0.0 if delivered else min(max(pause * 2, RETRY_FIRST_SECONDS), RETRY_MAX_SECONDS)
 
-    def _send(self, status: dict[str, Any]) -> None:
+    def _send(self, status: dict[str, Any]) -> bool:
+        """Whether the patch is done with: taken, or refused for good (logged either way it failed)."""
         try:
             self.client.request("PATCH", self.path, {"status": status}, "application/merge-patch+json")
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")[:300]
-            log.warning("status patch refused by %s: HTTP %d %s", self.path, error.code, detail)
-        except REQUEST_ERRORS as error:
+            passing = _passing(error)
+            log.warning(
+                "status patch refused by %s: HTTP %d %s%s", self.path, error.code, detail, _RETRYING if passing else ""
+            )
+            return not passing
+        except OSError as error:
+            # Refused or reset connections, timeouts, TLS failures, credentials not mounted yet.
+            log.warning("status patch to %s failed: %s%s", self.path, error, _RETRYING)
+            return False
+        except ValueError as error:
+            # A malformed address or answer: sending it again would fail the same way.
             log.warning("status patch to %s failed: %s", self.path, error)
+        return True
 
 
 class StatusSink(Protocol):
