@@ -78,7 +78,16 @@ def test_operator_works_with_only_its_own_rbac(
     )
     # Pending, or already Running where the control plane has nodes (after the e2e tier in the same session).
     assert _sample(metrics, "scaleml_operator_objects", kind="TrainingJob") >= 1
-    assert _sample(metrics, "scaleml_operator_reaction_lag_seconds_count", kind="ModelDeployment") >= 1
+    # A spec change made while it watches is a reaction, timed (objects it first saw in its initial
+    # listing, had it not been watching yet when they were applied, are resumed, not timed).
+    scaleml_installed.run(
+        "patch", "modeldeployment", "churn", "-n", namespace, "--type=merge", "-p", '{"spec":{"replicas":2}}'
+    )
+    wait_for(
+        lambda: _sample(operator.metrics(), "scaleml_operator_reaction_lag_seconds_count", kind="ModelDeployment"),
+        timeout=30,
+        message="the reaction to the change timed",
+    )
     assert f'User "{SERVICE_ACCOUNT}" cannot' not in operator.output()
 
 
