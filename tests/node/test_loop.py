@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import suppress
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,6 +74,29 @@ def _checked(kubectl: Kubectl, namespace: str, drift: bool) -> dict[str, Any] | 
     """The monitor's status once its last window drifted (or did not) as `drift` says."""
     status = _monitor(kubectl, namespace)
     return status if "lastCheckTime" in status and status.get("driftDetected") is drift else None
+
+
+def _monitored(kubectl: Kubectl, namespace: str, captures: Path, drift: bool, timeout: float) -> dict[str, Any]:
+    """The monitor's status once a window drifted (or did not) as `drift` says; on timeout, what the
+    monitor, the capture converter and the claim show, to tell which of them fell behind."""
+    try:
+        return wait_for(
+            partial(_checked, kubectl, namespace, drift), timeout, f"a window {'with' if drift else 'without'} drift"
+        )
+    except AssertionError as error:
+        pods = kubectl.run("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+        running = ("get", "pods", "-n", namespace, "--field-selector=status.phase=Running", "-o", "name")
+        logs = {
+            name: kubectl.run("logs", name, "-n", namespace, "--all-containers", "--tail=30", check=False).stdout
+            for name in kubectl.run(*running, check=False).stdout.split()
+        }
+        files = []
+        for path in captures.rglob("*"):
+            # The converter renames and the retention deletes files meanwhile.
+            with suppress(OSError):
+                files.append(f"{path.relative_to(captures)} {path.stat().st_size}")
+        status = _monitor(kubectl, namespace)
+        raise AssertionError(f"{error}\nstatus: {status}\npods:\n{pods}\ncaptures: {files}\nlogs: {logs}") from None
 
 
 def _retrain_jobs(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
@@ -142,7 +167,7 @@ def test_train_serve_monitor_retrain_and_roll_in_real_pods(
     np.testing.assert_allclose(got, expected_outputs(version_1, calm[:BATCH]), rtol=1e-5, atol=1e-6)
 
     # 3. The monitor reads the calm captures from their claim and sees no drift.
-    calm_window = wait_for(partial(_checked, kubectl, namespace, False), 120, "a window without drift")
+    calm_window = _monitored(kubectl, namespace, volumes["captures"], False, 240)
     assert calm_window["windowSize"] == WINDOW, calm_window
     assert calm_window["consecutiveDriftedWindows"] == 0
     assert _retrain_jobs(kubectl, namespace) == []
@@ -150,7 +175,7 @@ def test_train_serve_monitor_retrain_and_roll_in_real_pods(
     # 4. Traffic shifts while a client keeps sending: drift, a retraining TrainingJob, version 2, a rollout.
     steady_client = client_pod("steady", namespace, workload_image, "shifted.json", until="2", settle=15, limit=900)
     kubectl.apply(steady_client, "-n", namespace)
-    drifted = wait_for(partial(_checked, kubectl, namespace, True), 180, "the shifted window to drift")
+    drifted = _monitored(kubectl, namespace, volumes["captures"], True, 240)
     assert "a" in drifted["driftedFeatures"], drifted
     assert kubectl.await_event_reasons(namespace, "DriftMonitor", {"DriftDetected"})
 
