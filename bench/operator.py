@@ -20,7 +20,9 @@ operator adds from what the API server spends on any non-admin's writes (RBAC, t
 Latency per object: the event that showed it converged arriving, minus its create's answer; for
 the plain run, its children's creates from the first sent to the last answered. The
 operator's API requests come from kube-apiserver's audit log (its ServiceAccount alone, verb and
-resource, a watch counted once), its CPU seconds (user + system) and memory from /proc: RSS idle
+resource, a watch counted once), its CPU seconds (user + system) and kube-apiserver's (for the
+plain creates as the admin, and for the operator run: what the API server spent on the objects, the
+operator and everything they set going) and memory from /proc: RSS idle
 after start-up, at N objects (once settled: no request for 5 s), and after every object was
 deleted, it settled again and had the time to give memory back (or to replace its process, which the
 bench then waits for); the peak is VmHWM, over both processes if it was replaced. Requests and
@@ -79,6 +81,8 @@ class Plain:
     seconds: float
     latencies: list[float]
     as_operator_seconds: float
+    # kube-apiserver's CPU seconds for the admin's creates.
+    apiserver_cpu_seconds: float
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,9 @@ class Run:
     delete_requests: list[Request]
     cpu_seconds: float
     converge_cpu_seconds: float
+    # kube-apiserver's, from the first create until the operator settled, and until the last object converged.
+    apiserver_cpu_seconds: float
+    converge_apiserver_cpu_seconds: float
     settle_seconds: float
     idle: Usage
     at_n: Usage
@@ -127,14 +134,19 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _create_plain(cluster: Cluster, api: Api, workload: Workload, n: int, concurrency: int, name: str) -> list[Created]:
+def _create_plain(
+    cluster: Cluster, api: Api, workload: Workload, n: int, concurrency: int, name: str
+) -> tuple[list[Created], float]:
+    """The creates of the plain children, and the API server's CPU seconds for them."""
     namespace = f"bench-{workload.key}-{n}-{name}"
     cluster.make_namespace(namespace)
     # Rendered before the clock starts: the operator renders in its reconciles, but the baseline is the API's work.
     groups = [workload.plain_children(f"bench-{i:04d}", namespace) for i in range(n)]
+    before = cluster.apiserver_cpu_seconds()
     created = create_groups(api, groups, concurrency)
+    spent = cluster.apiserver_cpu_seconds() - before
     cluster.delete_namespace(namespace)
-    return created
+    return created, spent
 
 
 def _span(created: list[Created]) -> float:
@@ -142,9 +154,9 @@ def _span(created: list[Created]) -> float:
 
 
 def plain_run(cluster: Cluster, workload: Workload, n: int, concurrency: int) -> Plain:
-    created = _create_plain(cluster, cluster.api, workload, n, concurrency, "plain")
-    as_operator = _create_plain(cluster, cluster.operator_api, workload, n, concurrency, "plain-sa")
-    return Plain(_span(created), [c.finished - c.started for c in created], _span(as_operator))
+    created, apiserver_cpu = _create_plain(cluster, cluster.api, workload, n, concurrency, "plain")
+    as_operator, _ = _create_plain(cluster, cluster.operator_api, workload, n, concurrency, "plain-sa")
+    return Plain(_span(created), [c.finished - c.started for c in created], _span(as_operator), apiserver_cpu)
 
 
 @dataclass(frozen=True)
@@ -194,12 +206,13 @@ def operator_run(cluster: Cluster, workload: Workload, n: int, concurrency: int,
         pid = operator.process.pid
         audit = cluster.audit
         audit.wait_quiet(QUIET_SECONDS, TIMEOUT_SECONDS)  # start-up: its first LISTs and WATCHes
-        idle = usage(pid)
+        idle, apiserver_idle = usage(pid), cluster.apiserver_cpu_seconds()
         start = time.time()
         watched = create_and_watch(cluster, workload, namespace, n, concurrency)
         converged_at, at_converged = time.time(), usage(pid)
+        apiserver_converged = cluster.apiserver_cpu_seconds()
         settled_at = audit.wait_quiet(QUIET_SECONDS, TIMEOUT_SECONDS)
-        at_n = usage(pid)
+        at_n, apiserver_at_n = usage(pid), cluster.apiserver_cpu_seconds()
         requests = audit.between(start, time.time())
         converge_requests = len(audit.between(start, converged_at))
         deleting = time.time()
@@ -225,6 +238,8 @@ def operator_run(cluster: Cluster, workload: Workload, n: int, concurrency: int,
         delete_requests=delete_requests,
         cpu_seconds=at_n.cpu_seconds - idle.cpu_seconds,
         converge_cpu_seconds=at_converged.cpu_seconds - idle.cpu_seconds,
+        apiserver_cpu_seconds=apiserver_at_n - apiserver_idle,
+        converge_apiserver_cpu_seconds=apiserver_converged - apiserver_idle,
         settle_seconds=settled_at - first,
         idle=idle,
         at_n=at_n,
@@ -278,6 +293,19 @@ def report(runs: list[Run]) -> None:
             f" / {_mib(run.peak_kib):.0f}"
         )
     for run in runs:
+        per_object = [
+            1000 * seconds / run.n
+            for seconds in (
+                run.plain.apiserver_cpu_seconds,
+                run.apiserver_cpu_seconds,
+                run.converge_apiserver_cpu_seconds,
+            )
+        ]
+        print(
+            f"API server CPU ms per object, {run.kind} N={run.n}: plain {per_object[0]:.1f}, "
+            f"with the operator {per_object[1]:.1f} ({per_object[2]:.1f} until converged)"
+        )
+    for run in runs:
         for label, requests in (("", run.requests), (" while deleting", run.delete_requests)):
             counts = ", ".join(f"{name} {count / run.n:.3g}" for name, count in by_name(requests).items())
             print(f"requests per object{label}, {run.kind} N={run.n}: {counts or '-'}")
@@ -304,6 +332,9 @@ def as_json(runs: list[Run]) -> dict[str, dict[str, dict[str, Any]]]:
             "plain_p50_seconds": statistics.median(run.plain.latencies),
             "cpu_seconds_per_object": run.cpu_seconds / run.n,
             "cpu_seconds_per_object_converged": run.converge_cpu_seconds / run.n,
+            "apiserver_cpu_seconds_per_object": run.apiserver_cpu_seconds / run.n,
+            "apiserver_cpu_seconds_per_object_converged": run.converge_apiserver_cpu_seconds / run.n,
+            "plain_apiserver_cpu_seconds_per_object": run.plain.apiserver_cpu_seconds / run.n,
             "rss_idle_mib": _mib(run.idle.rss_kib),
             "rss_at_n_mib": _mib(run.at_n.rss_kib),
             "rss_after_delete_mib": _mib(run.after_delete.rss_kib),

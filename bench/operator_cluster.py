@@ -132,6 +132,10 @@ class Cluster:
     def stop(self) -> None:
         self.plane.stop()
 
+    def apiserver_cpu_seconds(self) -> float:
+        """kube-apiserver's CPU seconds (user + system) so far: what every client's requests cost it."""
+        return usage(self.plane.pid("kube-apiserver")).cpu_seconds
+
     @contextlib.contextmanager
     def operator(self, log: Path) -> Iterator[OperatorProcess]:
         """`scaleml operator --standalone` as its ServiceAccount, as the e2e tests run it; stopped afterwards."""

@@ -370,6 +370,10 @@ class ControlPlane:
             if c.process.poll() is None
         }
 
+    def pid(self, component: str) -> int:
+        """The process id of a running component ("kube-apiserver", "etcd", ...)."""
+        return self._component(component).process.pid
+
     def log_path(self, component: str) -> Path:
         return self._component(component).log_path
 
