@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,27 @@ def _service_account(tmp_path: Path, token: str, ca: bytes) -> Path:
     return credentials
 
 
-def _trainer(control_plane: ControlPlane, kubectl: Kubectl, namespace: str, tmp_path: Path) -> Path:
-    """TrainingJob churn in `namespace`, and the credentials of what the operator grants a training pod:
-    patching its job's status, nothing else."""
+@dataclass(frozen=True)
+class Trainer:
+    """TrainingJob churn in a namespace of its own, and the credentials of what the operator grants a
+    training pod: patching its job's status, nothing else."""
+
+    kubectl: Kubectl
+    namespace: str
+    credentials: Path
+    #: The API server's host and port.
+    api_server: tuple[str, int]
+
+    def status(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.kubectl.get("trainingjob", "churn", self.namespace).get("status", {})
+        return found
+
+
+@pytest.fixture
+def trainer(
+    tmp_path: Path, control_plane: ControlPlane, scaleml_installed: Kubectl, make_namespace: NamespaceFactory
+) -> Trainer:
+    kubectl, namespace = scaleml_installed, make_namespace()
     kubectl.apply(merged(example("TrainingJob"), {"metadata": {"namespace": namespace}}))
     kubectl.apply(
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "trainer", "namespace": namespace}}
@@ -60,38 +79,28 @@ def _trainer(control_plane: ControlPlane, kubectl: Kubectl, namespace: str, tmp_
             "subjects": [{"kind": "ServiceAccount", "name": "trainer", "namespace": namespace}],
         }
     )
-    return _service_account(
+    credentials = _service_account(
         tmp_path, control_plane.request_token(namespace, "trainer"), control_plane.ca_file.read_bytes()
     )
-
-
-def _api_server(control_plane: ControlPlane) -> tuple[str, int]:
     host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
-    return host, int(port)
+    return Trainer(kubectl, namespace, credentials, (host, int(port)))
 
 
 @pytest.mark.apiserver
 def test_progress_and_version_are_patched_into_the_training_job_status(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    control_plane: ControlPlane,
-    scaleml_installed: Kubectl,
-    make_namespace: NamespaceFactory,
+    trainer: Trainer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kubectl = scaleml_installed
-    namespace = make_namespace()
-    credentials = _trainer(control_plane, kubectl, namespace, tmp_path)
-    host, port = _api_server(control_plane)
+    host, port = trainer.api_server
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(port))
     reporter = ProgressReporter(
-        StatusPatcher(namespace, "trainingjobs", "churn", credentials), leader=True, metrics_port=0
+        StatusPatcher(trainer.namespace, "trainingjobs", "churn", trainer.credentials), leader=True, metrics_port=0
     )
 
     reporter.report(SNAPSHOT)
     reporter.finish(model_version=4)
 
-    status = kubectl.get("trainingjob", "churn", namespace)["status"]
+    status = trainer.status()
     assert status["progress"] == {
         "epoch": 2,
         "step": 300,
@@ -157,35 +166,23 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
 
 @pytest.mark.apiserver
 def test_a_status_the_api_server_could_not_take_arrives_once_it_answers_and_a_refused_one_is_dropped(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    control_plane: ControlPlane,
-    scaleml_installed: Kubectl,
-    make_namespace: NamespaceFactory,
+    trainer: Trainer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    kubectl = scaleml_installed
-    namespace = make_namespace()
-    credentials = _trainer(control_plane, kubectl, namespace, tmp_path)
     # The pod's address of the API server, where nothing answers until the test forwards it.
     port = free_port()
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(port))
-    patcher = StatusPatcher(namespace, "trainingjobs", "churn", credentials)
-
-    def status() -> dict[str, Any]:
-        found: dict[str, Any] = kubectl.get("trainingjob", "churn", namespace).get("status", {})
-        return found
+    patcher = StatusPatcher(trainer.namespace, "trainingjobs", "churn", trainer.credentials)
 
     patcher.patch({"modelVersion": 3})
     wait_for(lambda: "Connection refused" in caplog.text, 10, "the refused connection")
     assert "sending it again" in caplog.text
-    with _forwarded(port, _api_server(control_plane)):
-        wait_for(lambda: status().get("modelVersion") == 3, 30, "the patch sent again to arrive")
+    with _forwarded(port, trainer.api_server):
+        wait_for(lambda: trainer.status().get("modelVersion") == 3, 30, "the patch sent again to arrive")
         # What the API server refuses (the schema's bound) is not sent again: the next patch goes alone.
         patcher.patch({"progress": {"step": -1}})
         wait_for(lambda: "HTTP 422" in caplog.text, 10, "the refusal")
         patcher.patch({"modelVersion": 4})
-        wait_for(lambda: status().get("modelVersion") == 4, 10, "the next patch to arrive")
+        wait_for(lambda: trainer.status().get("modelVersion") == 4, 10, "the next patch to arrive")
         patcher.close()
-    assert "progress" not in status()
+    assert "progress" not in trainer.status()
