@@ -30,6 +30,11 @@ CPU are per object from the first create until it settled (Jobs run to completio
 Deployments turn ready meanwhile, and the operator follows them), and, in brackets, until the last
 object converged. Between runs the namespace is deleted and the bench waits until it is gone.
 
+Where the machine's CPU went is printed too, by process (each control-plane component, the
+operator, the bench itself), over the plain creates and from the first create until the last
+object converged: on a machine whose CPUs are all busy, the ratio is the CPU the operator run
+costs over what the plain creates cost, and the shares say which process to look at.
+
 Run with `make bench` (every size, tens of minutes), or `python bench/operator.py --quick` (N=50).
 PYTHONPATH=<dir>/operator:<dir>/api runs another copy of the operator (and of its builders); the
 first line printed says which one ran.
@@ -58,7 +63,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from operator_api import JSON, METADATA, Api, Created, collection, create_groups
 from operator_audit import Request, by_name
-from operator_cluster import Cluster, Usage, operator_code, usage
+from operator_cluster import APISERVER, Cluster, Usage, operator_code, usage
 from operator_kinds import WORKLOADS, Convergence, Workload
 
 from scaleml_api.base import API_VERSION
@@ -71,6 +76,41 @@ CONCURRENCY: Final = 8
 QUIET_SECONDS: Final = 5.0
 TIMEOUT_SECONDS: Final = 900.0
 KIB_PER_MIB: Final = 1024
+OPERATOR: Final = "operator"
+BENCH: Final = "bench"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The CPU seconds each process spent over `seconds` of wall time, by name: the control plane's
+    components, the operator (when it runs) and the bench itself."""
+
+    seconds: float
+    cpu: dict[str, float]
+
+    def shares(self) -> str:
+        """Each process's part of the machine's CPU time (its CPUs times the wall time), the largest first."""
+        capacity = (os.cpu_count() or 1) * self.seconds
+        parts = sorted(self.cpu.items(), key=lambda item: -item[1])
+        listed = ", ".join(f"{name} {100 * cpu / capacity:.0f}%" for name, cpu in parts)
+        busy = 100 * sum(self.cpu.values()) / capacity
+        return f"busy {busy:.0f}% of {os.cpu_count()} CPUs for {self.seconds:.1f} s: {listed}"
+
+
+# A reading of the clock and of every process's CPU seconds so far.
+Reading = tuple[float, dict[str, float]]
+
+
+def read_cpu(cluster: Cluster, operator_pid: int | None = None) -> Reading:
+    cpu = cluster.cpu_seconds()
+    cpu[BENCH] = usage(os.getpid()).cpu_seconds
+    if operator_pid is not None:
+        cpu[OPERATOR] = usage(operator_pid).cpu_seconds
+    return time.time(), cpu
+
+
+def window(start: Reading, end: Reading) -> Window:
+    return Window(end[0] - start[0], {name: cpu - start[1][name] for name, cpu in end[1].items() if name in start[1]})
 
 
 @dataclass(frozen=True)
@@ -81,8 +121,8 @@ class Plain:
     seconds: float
     latencies: list[float]
     as_operator_seconds: float
-    # kube-apiserver's CPU seconds for the admin's creates.
-    apiserver_cpu_seconds: float
+    # Every process's CPU over the admin's creates.
+    window: Window
 
 
 @dataclass(frozen=True)
@@ -97,16 +137,20 @@ class Run:
     converge_requests: int
     # From the namespace's deletion until the operator settled again.
     delete_requests: list[Request]
+    # The operator's and kube-apiserver's CPU seconds from the first create until the operator settled.
     cpu_seconds: float
-    converge_cpu_seconds: float
-    # kube-apiserver's, from the first create until the operator settled, and until the last object converged.
     apiserver_cpu_seconds: float
-    converge_apiserver_cpu_seconds: float
+    # Every process's CPU from the first create until the last object converged.
+    converged: Window
     settle_seconds: float
     idle: Usage
     at_n: Usage
     after_delete: Usage
     watched: Watched
+
+    @property
+    def converge_cpu_seconds(self) -> float:
+        return self.converged.cpu[OPERATOR]
 
     @property
     def ratio(self) -> float | None:
@@ -136,15 +180,15 @@ def say(message: str) -> None:
 
 def _create_plain(
     cluster: Cluster, api: Api, workload: Workload, n: int, concurrency: int, name: str
-) -> tuple[list[Created], float]:
-    """The creates of the plain children, and the API server's CPU seconds for them."""
+) -> tuple[list[Created], Window]:
+    """The creates of the plain children, and every process's CPU over them."""
     namespace = f"bench-{workload.key}-{n}-{name}"
     cluster.make_namespace(namespace)
     # Rendered before the clock starts: the operator renders in its reconciles, but the baseline is the API's work.
     groups = [workload.plain_children(f"bench-{i:04d}", namespace) for i in range(n)]
-    before = cluster.apiserver_cpu_seconds()
+    before = read_cpu(cluster)
     created = create_groups(api, groups, concurrency)
-    spent = cluster.apiserver_cpu_seconds() - before
+    spent = window(before, read_cpu(cluster))
     cluster.delete_namespace(namespace)
     return created, spent
 
@@ -154,9 +198,9 @@ def _span(created: list[Created]) -> float:
 
 
 def plain_run(cluster: Cluster, workload: Workload, n: int, concurrency: int) -> Plain:
-    created, apiserver_cpu = _create_plain(cluster, cluster.api, workload, n, concurrency, "plain")
+    created, cpu = _create_plain(cluster, cluster.api, workload, n, concurrency, "plain")
     as_operator, _ = _create_plain(cluster, cluster.operator_api, workload, n, concurrency, "plain-sa")
-    return Plain(_span(created), [c.finished - c.started for c in created], _span(as_operator), apiserver_cpu)
+    return Plain(_span(created), [c.finished - c.started for c in created], _span(as_operator), cpu)
 
 
 @dataclass(frozen=True)
@@ -206,11 +250,11 @@ def operator_run(cluster: Cluster, workload: Workload, n: int, concurrency: int,
         pid = operator.process.pid
         audit = cluster.audit
         audit.wait_quiet(QUIET_SECONDS, TIMEOUT_SECONDS)  # start-up: its first LISTs and WATCHes
-        idle, apiserver_idle = usage(pid), cluster.apiserver_cpu_seconds()
-        start = time.time()
+        idle, before = usage(pid), read_cpu(cluster, pid)
+        start = before[0]
         watched = create_and_watch(cluster, workload, namespace, n, concurrency)
-        converged_at, at_converged = time.time(), usage(pid)
-        apiserver_converged = cluster.apiserver_cpu_seconds()
+        at_converged = read_cpu(cluster, pid)
+        converged_at = at_converged[0]
         settled_at = audit.wait_quiet(QUIET_SECONDS, TIMEOUT_SECONDS)
         at_n, apiserver_at_n = usage(pid), cluster.apiserver_cpu_seconds()
         requests = audit.between(start, time.time())
@@ -237,9 +281,8 @@ def operator_run(cluster: Cluster, workload: Workload, n: int, concurrency: int,
         converge_requests=converge_requests,
         delete_requests=delete_requests,
         cpu_seconds=at_n.cpu_seconds - idle.cpu_seconds,
-        converge_cpu_seconds=at_converged.cpu_seconds - idle.cpu_seconds,
-        apiserver_cpu_seconds=apiserver_at_n - apiserver_idle,
-        converge_apiserver_cpu_seconds=apiserver_converged - apiserver_idle,
+        apiserver_cpu_seconds=apiserver_at_n - before[1][APISERVER],
+        converged=window(before, at_converged),
         settle_seconds=settled_at - first,
         idle=idle,
         at_n=at_n,
@@ -296,15 +339,17 @@ def report(runs: list[Run]) -> None:
         per_object = [
             1000 * seconds / run.n
             for seconds in (
-                run.plain.apiserver_cpu_seconds,
+                run.plain.window.cpu[APISERVER],
                 run.apiserver_cpu_seconds,
-                run.converge_apiserver_cpu_seconds,
+                run.converged.cpu[APISERVER],
             )
         ]
         print(
             f"API server CPU ms per object, {run.kind} N={run.n}: plain {per_object[0]:.1f}, "
             f"with the operator {per_object[1]:.1f} ({per_object[2]:.1f} until converged)"
         )
+        print(f"CPU, {run.kind} N={run.n}, plain creates: {run.plain.window.shares()}")
+        print(f"CPU, {run.kind} N={run.n}, until the operator converged all: {run.converged.shares()}")
     for run in runs:
         for label, requests in (("", run.requests), (" while deleting", run.delete_requests)):
             counts = ", ".join(f"{name} {count / run.n:.3g}" for name, count in by_name(requests).items())
@@ -333,8 +378,11 @@ def as_json(runs: list[Run]) -> dict[str, dict[str, dict[str, Any]]]:
             "cpu_seconds_per_object": run.cpu_seconds / run.n,
             "cpu_seconds_per_object_converged": run.converge_cpu_seconds / run.n,
             "apiserver_cpu_seconds_per_object": run.apiserver_cpu_seconds / run.n,
-            "apiserver_cpu_seconds_per_object_converged": run.converge_apiserver_cpu_seconds / run.n,
-            "plain_apiserver_cpu_seconds_per_object": run.plain.apiserver_cpu_seconds / run.n,
+            "apiserver_cpu_seconds_per_object_converged": run.converged.cpu[APISERVER] / run.n,
+            "plain_apiserver_cpu_seconds_per_object": run.plain.window.cpu[APISERVER] / run.n,
+            # CPU seconds by process (control plane, operator, bench) and the wall time they were spent in.
+            "cpu_until_converged": {"seconds": run.converged.seconds, **run.converged.cpu},
+            "cpu_plain": {"seconds": run.plain.window.seconds, **run.plain.window.cpu},
             "rss_idle_mib": _mib(run.idle.rss_kib),
             "rss_at_n_mib": _mib(run.at_n.rss_kib),
             "rss_after_delete_mib": _mib(run.after_delete.rss_kib),

@@ -32,6 +32,7 @@ OPERATOR_NAMESPACE: Final = "scaleml-system"
 OPERATOR_ACCOUNT: Final = "scaleml-operator"
 OPERATOR_USER: Final = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
 NODES: Final = 10
+APISERVER: Final = "kube-apiserver"
 # The volumes the specs name, as tests/e2e/conftest.py's claims_namespace makes them.
 CLAIMS: Final = ("datasets", "checkpoints", "models", "captures")
 RESTRICTED: Final = {"pod-security.kubernetes.io/enforce": "restricted"}
@@ -132,9 +133,13 @@ class Cluster:
     def stop(self) -> None:
         self.plane.stop()
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """Each control-plane process's CPU seconds (user + system) so far, by component ("kube-apiserver", ...)."""
+        return {name: usage(pid).cpu_seconds for name, pid in self.plane.pids().items()}
+
     def apiserver_cpu_seconds(self) -> float:
-        """kube-apiserver's CPU seconds (user + system) so far: what every client's requests cost it."""
-        return usage(self.plane.pid("kube-apiserver")).cpu_seconds
+        """kube-apiserver's CPU seconds so far: what every client's requests cost it."""
+        return self.cpu_seconds()[APISERVER]
 
     @contextlib.contextmanager
     def operator(self, log: Path) -> Iterator[OperatorProcess]:

@@ -370,9 +370,9 @@ class ControlPlane:
             if c.process.poll() is None
         }
 
-    def pid(self, component: str) -> int:
-        """The process id of a running component ("kube-apiserver", "etcd", ...)."""
-        return self._component(component).process.pid
+    def pids(self) -> dict[str, int]:
+        """The process id of each running component, by name ("kube-apiserver", "etcd", ...)."""
+        return {c.name: c.process.pid for c in self._components if c.process.poll() is None}
 
     def log_path(self, component: str) -> Path:
         return self._component(component).log_path
