@@ -4,7 +4,11 @@ the sweep for children deleted by hand runs their owners in full."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import kopf
 import pytest
@@ -15,6 +19,7 @@ from scaleml_operator.handlers.loop import HANDLED
 from scaleml_operator.handlers.resync import resync, sweep
 from scaleml_operator.reconcile import cache, vanished
 from scaleml_operator.reconcile.known import Child
+from scaleml_operator.reconcile.terminating import Terminating
 
 
 def test_a_resync_with_no_objects_leaves_the_event_loop_to_the_rest() -> None:
@@ -43,6 +48,7 @@ def test_the_sweep_runs_in_full_the_owners_of_children_deleted_by_hand_and_not_t
     monkeypatch.setattr(vanished, "sweep", lambda cluster_wide: gone)
     ran: list[str] = []
     monkeypatch.setattr(resync_module, "refresh_soon", lambda reconciler, name, *_: ran.append(name))
+    monkeypatch.setattr(resync_module, "run_now", _recorded(ran))
     # Only `a` is still there (and handled at its generation); `b` went, its children with it.
     body = {"metadata": {"uid": there.uid, "name": "a", "namespace": "ml", "generation": 1}}
     indexes: dict[str, dict[object, object]] = {index: {} for index in cache.PARENTS.values()}
@@ -58,3 +64,60 @@ def test_the_sweep_runs_in_full_the_owners_of_children_deleted_by_hand_and_not_t
     assert set(ran) == {"a"}
     # Its next run is a full one, which applies every child again.
     assert HANDLED.due(body)
+
+
+def _recorded(ran: list[str], *, refused: Terminating | None = None) -> Callable[..., Coroutine[Any, Any, None]]:
+    """A run at once that only records the object's name (and, given `refused`, the API server's refusal
+    of its write: its namespace is being deleted)."""
+
+    async def run_now(reconciler: object, name: str, namespace: str, *_: object) -> None:
+        ran.append(name)
+        if refused is not None:
+            refused.refused(namespace)
+
+    return run_now
+
+
+def test_the_sweep_leaves_the_objects_of_a_namespace_being_deleted_to_go_with_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting a namespace deletes the children before their owners: that is no deletion by hand."""
+    owners = [Owner("TrainingJob", name, "going", f"uid-{name}") for name in ("a", "b", "c")]
+    owners.append(Owner("TrainingJob", "d", "staying", "uid-d"))
+    gone = {owner: [Child(owner, "ConfigMap", f"{owner.name}-config", "cm")] for owner in owners}
+    # Reported once: the sweep forgets the children it found gone.
+    found = iter([gone])
+    monkeypatch.setattr(vanished, "sweep", lambda cluster_wide: next(found, {}))
+    seen = Terminating(time.time)
+    monkeypatch.setattr(resync_module, "TERMINATING", seen)
+    ran: list[str] = []
+    monkeypatch.setattr(resync_module, "refresh_soon", lambda reconciler, name, *_: ran.append(name))
+    # The API server refuses the first write in "going", which terminates; "staying" does not.
+    refusing = _recorded(ran, refused=seen)
+    accepting = _recorded(ran)
+    monkeypatch.setattr(
+        resync_module,
+        "run_now",
+        lambda reconciler, name, namespace, *rest: (refusing if namespace == "going" else accepting)(
+            reconciler, name, namespace, *rest
+        ),
+    )
+    indexes: dict[str, dict[object, object]] = {index: {} for index in cache.PARENTS.values()}
+    for owner in owners:
+        meta = {"uid": owner.uid, "name": owner.name, "namespace": owner.namespace, "generation": 1}
+        indexes[cache.PARENTS["TrainingJob"]][(owner.namespace, owner.name)] = [
+            {"metadata": {**meta, "creationTimestamp": "2026-12-06T00:00:00Z"}}
+        ]
+
+    async def one_sweep() -> None:
+        task = asyncio.create_task(sweep(kopf.Memo(), indexes, period=0.01))
+        await asyncio.sleep(0.1)
+        task.cancel()
+
+    with caplog.at_level(logging.INFO, logger=resync_module.__name__):
+        asyncio.run(one_sweep())
+    # One owner of the terminating namespace tried (and was refused); its others were left alone.
+    assert sorted(ran) == ["a", "d"]
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == 1, said
+    assert said[0].startswith("TrainingJob staying/d:"), said

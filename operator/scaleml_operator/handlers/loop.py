@@ -79,8 +79,8 @@ async def run(
             return
         full = HANDLED.due(body)
         context = loop.Context(memo.get("config", OperatorConfig()), indexes, full=full)
-        await asyncio.to_thread(loop.run, reconciler, name, namespace or "", context, full=full, body=body)
-    if full:
+        handled = await asyncio.to_thread(loop.run, reconciler, name, namespace or "", context, full=full, body=body)
+    if full and handled:
         HANDLED.done(body)
 
 
@@ -97,6 +97,17 @@ def refresh_soon(
         await run(reconciler, name, namespace, memo, kwargs)
 
     PENDING.later(key(reconciler, name, namespace), work)
+
+
+async def run_now(
+    reconciler: loop.Reconciler[Any, Any], name: str, namespace: str | None, memo: kopf.Memo, kwargs: Mapping[str, Any]
+) -> None:
+    """A run of the object at once (covering any pending one), retried later should it fail (see handlers.pending)."""
+
+    async def work(_failures: int) -> None:
+        await run(reconciler, name, namespace, memo, kwargs)
+
+    await PENDING.now(key(reconciler, name, namespace), work)
 
 
 @kopf.on.startup()

@@ -8,7 +8,10 @@ and restarts do not fall into step). A refresh reads only the caches and writes 
 when nothing did, a resync costs the API server no request.
 
 Once per period too, the children the operator does not watch are swept for those deleted behind
-its back (reconcile.vanished), and their owners run in full, which applies them again.
+its back (reconcile.vanished), and their owners run in full, which applies them again. Children
+missing because their namespace is being deleted are not applied again: the first owner's run in
+each namespace finds out (the API server refuses it), and the others are left to go with their
+namespace (reconcile.terminating).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Any
 import kopf
 
 from scaleml_operator.config import OperatorConfig
-from scaleml_operator.handlers.loop import HANDLED, RECONCILERS, refresh_soon, run
+from scaleml_operator.handlers.loop import HANDLED, RECONCILERS, refresh_soon, run, run_now
 from scaleml_operator.handlers.pending import said
 from scaleml_operator.reconcile import cache, vanished
+from scaleml_operator.reconcile.terminating import TERMINATING, created
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +65,25 @@ async def sweep(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> N
         except Exception as error:
             log.warning("Could not look for children deleted by hand: %s", said(error))
             continue
+        tried: set[str] = set()
         for owner, children in gone.items():
             parent = cache.one(indexes, cache.PARENTS[owner.kind], (owner.namespace, owner.name))
             if parent is None or parent["metadata"]["uid"] != owner.uid or parent["metadata"].get("deletionTimestamp"):
                 continue  # its children went with it (the garbage collector's doing), not by hand
+            if TERMINATING.goes_with(owner.namespace, created(parent)):
+                continue  # its namespace is being deleted: the children went with it, and it goes too
+            reconciler = reconcilers[owner.kind]
+            # A full run applies every child: the generation it handled is forgotten, so the next is one.
+            HANDLED.forget(owner.uid)
+            if owner.namespace in tried:
+                refresh_soon(reconciler, owner.name, owner.namespace, memo, indexes)
+            else:
+                # The first owner of each namespace runs at once: should the namespace be being deleted,
+                # the API server's refusal says so, and its other owners are left to go with it.
+                tried.add(owner.namespace)
+                await run_now(reconciler, owner.name, owner.namespace, memo, indexes)
+                if TERMINATING.goes_with(owner.namespace, created(parent)):
+                    continue
             log.info(
                 "%s %s/%s: %s gone, deleted outside the operator; applying again.",
                 owner.kind,
@@ -72,6 +91,3 @@ async def sweep(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> N
                 owner.name,
                 ", ".join(f"{child.kind} {child.name}" for child in children),
             )
-            # A full run applies every child: the generation it handled is forgotten, so the next is one.
-            HANDLED.forget(owner.uid)
-            refresh_soon(reconcilers[owner.kind], owner.name, owner.namespace, memo, indexes)

@@ -38,6 +38,7 @@ from scaleml_operator.kube.admission import GUARD
 from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile.known import KNOWN
 from scaleml_operator.reconcile.own_writes import OWN_WRITES
+from scaleml_operator.reconcile.terminating import TERMINATING, created
 from scaleml_operator.status.acceptance import Verdict, acceptance_events, applied, judge
 from scaleml_operator.status.conditions import Event
 
@@ -130,18 +131,19 @@ def run(
     *,
     full: bool,
     body: Mapping[str, Any] | None = None,
-) -> None:
+) -> bool:
     """One pass of the loop over the object `namespace/name`, which may have gone meanwhile.
 
     `body` is the object as the event that triggered the run carried it; without it, the object is
-    taken from the watch's cache.
+    taken from the watch's cache. False when the object's namespace is being deleted: nothing was
+    written, and the object goes with its namespace (reconcile.terminating).
     """
     try:
-        _pass(reconciler, name, namespace, context, full=full, body=body)
+        return _pass(reconciler, name, namespace, context, full=full, body=body)
     except kube.NamespaceTerminatingError:
-        # The children's deletions (the namespace's) trigger refreshes that would make them anew: the
-        # parent goes with its namespace, and nothing is left to converge.
-        return
+        # The children's deletions (the namespace's) trigger runs that would make them anew.
+        TERMINATING.refused(namespace)
+        return False
 
 
 def _pass(
@@ -152,11 +154,13 @@ def _pass(
     *,
     full: bool,
     body: Mapping[str, Any] | None,
-) -> None:
+) -> bool:
     kind = reconciler.kind
     parent = body if body is not None else cache.one(context.indexes, cache.PARENTS[kind.kind], (namespace, name))
     if parent is None or parent["metadata"].get("deletionTimestamp"):
-        return
+        return True
+    if TERMINATING.goes_with(namespace, created(parent)):
+        return False
     parent = OWN_WRITES.newest(parent)
     now = datetime.now(UTC)
     verdict: Verdict[SpecT] | None = judge(kind, parent, now) if full else None
@@ -165,7 +169,7 @@ def _pass(
     if spec is None:
         # Nothing is applied until the spec is corrected; a refresh has nothing to add to the verdict.
         if verdict is None:
-            return
+            return True
         rejection = verdict
 
         def compose(status: Mapping[str, Any], generation: int | None, now: datetime) -> dict[str, Any]:
@@ -203,6 +207,7 @@ def _pass(
             written.body,
             [*acceptance_events(kind.kind, written.previous, status), *reconciler.events(written.previous, status)],
         )
+    return True
 
 
 def apply_children(owner: Owner, children: Children, everything: bool, *, observed_before: bool = True) -> Applied:
