@@ -13,12 +13,16 @@ from typing import Any
 import pytest
 
 from scaleml_operator.builders.meta import Children, Owner, RunConfig
+from scaleml_operator.config import OperatorConfig
 from scaleml_operator.kube import apply as kube
+from scaleml_operator.kube.client import request
+from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile.known import KNOWN
-from scaleml_operator.reconcile.loop import apply_children
+from scaleml_operator.reconcile.loop import Context, apply_children, run
+from scaleml_operator.reconcile.trainingjob import RECONCILER
 from tests.support.controlplane import ControlPlane
 from tests.support.kubectl import Kubectl
-from tests.support.manifests import merged
+from tests.support.manifests import example, merged
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.apiserver
@@ -75,12 +79,10 @@ def test_a_delete_by_uid_leaves_another_object_of_the_name(kubectl: Kubectl, nam
     assert kubectl.find("configmap", "other", namespace) is not None
 
 
-def test_nothing_is_made_anew_in_a_namespace_being_deleted_and_that_is_told_apart(
-    kubectl: Kubectl, namespace: str
-) -> None:
-    """Its children's deletions trigger refreshes: the API server's refusal to create is a signal, not an error."""
+def _delete_namespace(kubectl: Kubectl, namespace: str) -> Owner:
+    """Deletes the namespace, which stays Terminating (no namespace controller runs in this tier), and
+    returns once the API server refuses to create in it: an owner whose children it refused."""
     owner = Owner("TrainingJob", "churn", namespace, str(uuid.uuid4()))
-    # No namespace controller runs in this tier: the namespace stays Terminating.
     kubectl.run("delete", "namespace", namespace, "--wait=false")
     attempts = iter(range(1000))
 
@@ -94,5 +96,39 @@ def test_nothing_is_made_anew_in_a_namespace_being_deleted_and_that_is_told_apar
         return False
 
     wait_for(refused, 10, "the API server to refuse creating in the namespace")
+    return owner
+
+
+def test_nothing_is_made_anew_in_a_namespace_being_deleted_and_that_is_told_apart(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """Its children's deletions trigger refreshes: the API server's refusal to create is a signal, not an error."""
+    owner = _delete_namespace(kubectl, namespace)
     with pytest.raises(kube.NamespaceTerminatingError):
         kube.create(merged(_config_map(owner, "one"), {"metadata": {"name": "churn-created"}}))
+
+
+def test_an_object_of_a_namespace_being_deleted_costs_one_refused_write_and_then_none(
+    scaleml_installed: Kubectl, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleting a namespace removes children before their owners; each owner's run would make them anew."""
+    kubectl = scaleml_installed
+    kubectl.apply(merged(example("TrainingJob"), {"metadata": {"name": "churn", "namespace": namespace}}))
+    body = kubectl.get("trainingjob", "churn", namespace)
+    _delete_namespace(kubectl, namespace)
+    sent: list[str] = []
+
+    def counted(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        sent.append(f"{method} {path}")
+        return request(method, path, **kwargs)
+
+    monkeypatch.setattr(kube, "request", counted)
+    # The watches' caches, empty: no Job or pod of it was seen.
+    context = Context(OperatorConfig(), {index: {} for index in (cache.JOBS, cache.TRAINING_PODS)})
+    # The first run applies the first child, and the API server refuses it: the run did not go through.
+    assert run(RECONCILER, "churn", namespace, context, full=True, body=body) is False
+    assert sent, "the first run made no request"
+    sent.clear()
+    # Every later run of it (each deletion of a child brings one) knows, and asks nothing.
+    assert run(RECONCILER, "churn", namespace, context, full=True, body=body) is False
+    assert sent == []
