@@ -11,9 +11,9 @@ made anew, and runs as any other.
 Comparing the object's creationTimestamp (the API server's clock) with this process's clock is
 safe in one direction only: an object that was there before looks newer when this clock is
 behind, and costs the refused write it costs today. When this clock is ahead, a new object may
-look older and be skipped: a skipped run leaves its object not handled (handlers.loop), so the
-next run of it, at the latest the periodic resync, runs it in full, and a record is dropped
-`HOLD_SECONDS` after the last refusal, which is why that is shorter than the resync period.
+look older and be skipped: a skipped run leaves its object not handled (handlers.loop), and a
+record is dropped `HOLD_SECONDS` after the last refusal, so the first run of it after that (at the
+latest the periodic resync's) runs it in full.
 """
 
 from __future__ import annotations
