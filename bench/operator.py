@@ -55,7 +55,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 # The suite's control plane (tests.support) is imported from the repository root, which the
 # sys.path of a script in bench/ lacks.
@@ -97,8 +97,11 @@ class Window:
         return f"busy {busy:.0f}% of {os.cpu_count()} CPUs for {self.seconds:.1f} s: {listed}"
 
 
-# A reading of the clock and of every process's CPU seconds so far.
-Reading = tuple[float, dict[str, float]]
+class Reading(NamedTuple):
+    """The clock, and every process's CPU seconds so far."""
+
+    at: float
+    cpu: dict[str, float]
 
 
 def read_cpu(cluster: Cluster, operator_pid: int | None = None) -> Reading:
@@ -106,11 +109,13 @@ def read_cpu(cluster: Cluster, operator_pid: int | None = None) -> Reading:
     cpu[BENCH] = usage(os.getpid()).cpu_seconds
     if operator_pid is not None:
         cpu[OPERATOR] = usage(operator_pid).cpu_seconds
-    return time.time(), cpu
+    return Reading(time.time(), cpu)
 
 
 def window(start: Reading, end: Reading) -> Window:
-    return Window(end[0] - start[0], {name: cpu - start[1][name] for name, cpu in end[1].items() if name in start[1]})
+    return Window(
+        end.at - start.at, {name: cpu - start.cpu[name] for name, cpu in end.cpu.items() if name in start.cpu}
+    )
 
 
 @dataclass(frozen=True)
@@ -251,10 +256,10 @@ def operator_run(cluster: Cluster, workload: Workload, n: int, concurrency: int,
         audit = cluster.audit
         audit.wait_quiet(QUIET_SECONDS, TIMEOUT_SECONDS)  # start-up: its first LISTs and WATCHes
         idle, before = usage(pid), read_cpu(cluster, pid)
-        start = before[0]
+        start = before.at
         watched = create_and_watch(cluster, workload, namespace, n, concurrency)
         at_converged = read_cpu(cluster, pid)
-        converged_at = at_converged[0]
+        converged_at = at_converged.at
         settled_at = audit.wait_quiet(QUIET_SECONDS, TIMEOUT_SECONDS)
         at_n, apiserver_at_n = usage(pid), cluster.apiserver_cpu_seconds()
         requests = audit.between(start, time.time())
@@ -281,7 +286,7 @@ def operator_run(cluster: Cluster, workload: Workload, n: int, concurrency: int,
         converge_requests=converge_requests,
         delete_requests=delete_requests,
         cpu_seconds=at_n.cpu_seconds - idle.cpu_seconds,
-        apiserver_cpu_seconds=apiserver_at_n - before[1][APISERVER],
+        apiserver_cpu_seconds=apiserver_at_n - before.cpu[APISERVER],
         converged=window(before, at_converged),
         settle_seconds=settled_at - first,
         idle=idle,

@@ -20,7 +20,7 @@ import kopf
 
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.handlers.metrics import instrumented
-from scaleml_operator.handlers.pending import PENDING, Key
+from scaleml_operator.handlers.pending import PENDING, Key, Work
 from scaleml_operator.handlers.slots import Slots
 from scaleml_operator.kube.client import dynamic_client
 from scaleml_operator.reconcile import cache, driftmonitor, loop, modeldeployment, trainingjob
@@ -88,26 +88,27 @@ def key(reconciler: loop.Reconciler[Any, Any], name: str, namespace: str | None)
     return (reconciler.kind.kind, namespace or "", name)
 
 
+def _work(
+    reconciler: loop.Reconciler[Any, Any], name: str, namespace: str | None, memo: kopf.Memo, kwargs: Mapping[str, Any]
+) -> Work:
+    async def work(_failures: int) -> None:
+        await run(reconciler, name, namespace, memo, kwargs)
+
+    return work
+
+
 def refresh_soon(
     reconciler: loop.Reconciler[Any, Any], name: str, namespace: str | None, memo: kopf.Memo, kwargs: Mapping[str, Any]
 ) -> None:
     """A run of the object a moment from now, for a change of one of its children or inputs (see handlers.pending)."""
-
-    async def work(_failures: int) -> None:
-        await run(reconciler, name, namespace, memo, kwargs)
-
-    PENDING.later(key(reconciler, name, namespace), work)
+    PENDING.later(key(reconciler, name, namespace), _work(reconciler, name, namespace, memo, kwargs))
 
 
 async def run_now(
     reconciler: loop.Reconciler[Any, Any], name: str, namespace: str | None, memo: kopf.Memo, kwargs: Mapping[str, Any]
 ) -> None:
     """A run of the object at once (covering any pending one), retried later should it fail (see handlers.pending)."""
-
-    async def work(_failures: int) -> None:
-        await run(reconciler, name, namespace, memo, kwargs)
-
-    await PENDING.now(key(reconciler, name, namespace), work)
+    await PENDING.now(key(reconciler, name, namespace), _work(reconciler, name, namespace, memo, kwargs))
 
 
 @kopf.on.startup()
