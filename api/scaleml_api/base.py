@@ -218,14 +218,19 @@ def optional_fields(model: type[ApiModel], name: str, doc: str, only: tuple[str,
     """A model with `model`'s fields (or `only` those), each optional with no default, same bounds and text.
 
     For partial updates: the API server fills in no default, so what is set is exactly what the user
-    wrote. Cross-field rules are not carried over; whatever the partial model is laid over is
-    validated whole afterwards.
+    wrote. A section is made partial too, for the same reason: a default inside it would overwrite
+    the value it is laid over. Cross-field rules are not carried over; whatever the partial model
+    is laid over is validated whole afterwards.
     """
     fields: dict[str, Any] = {}
     for field_name, info in model.model_fields.items():
         if only and field_name not in only:
             continue
-        annotation: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        annotation: Any = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, ApiModel):
+            annotation = optional_fields(annotation, f"{name}{annotation.__name__}", annotation.__doc__ or "")
+        if info.metadata:
+            annotation = Annotated[annotation, *info.metadata]
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else None
         fields[field_name] = (
             annotation | None,

@@ -51,11 +51,14 @@ def _structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
         non_null = [v for v in variants if not _is_null(v)]
         if len(non_null) != 1:
             raise ValueError(f"unsupported union in schema: {variants}")
-        # Optional[X]: the field may be absent; the API never stores null.
+        # Optional[X]: the field may be absent; the API never stores null. X is translated once, on
+        # its own: a second pass over its properties would no longer see which of them are Optional
+        # (their marks are consumed) and would give those sections defaults.
         del schema["anyOf"]
-        schema = {**_structural(non_null[0], defs), **schema, _OPTIONAL: True}
-        if schema.get("default", 0) is None:
-            del schema["default"]
+        optional = {**_structural(non_null[0], defs), **_structural(schema, defs), _OPTIONAL: True}
+        if optional.get("default", 0) is None:
+            del optional["default"]
+        return optional
 
     patterned = schema.pop("patternProperties", None)
     if patterned:

@@ -6,7 +6,7 @@ import pytest
 
 from tests.support.invalid_specs import CASES, InvalidCase
 from tests.support.kubectl import Kubectl
-from tests.support.manifests import EXAMPLES, example
+from tests.support.manifests import EXAMPLES, example, merged
 
 pytestmark = pytest.mark.apiserver
 
@@ -25,6 +25,22 @@ def test_examples_apply_and_come_back_with_defaults(scaleml_installed: Kubectl, 
     assert "elastic" not in digits["spec"]
     monitor = scaleml_installed.get("dm", "churn", namespace)
     assert monitor["spec"]["thresholds"]["js"] == 0.1
+
+
+def test_sections_that_change_only_what_is_set_come_back_as_written(scaleml_installed: Kubectl, namespace: str) -> None:
+    # A default inside these would change what the user left alone: an unasked-for fairness gate,
+    # or a retraining job's data checks reset from the source job's.
+    gated = merged(example("ModelDeployment"), {"spec": {"promotion": {"gates": {"minMetric": 0.8}}}})
+    overridden = merged(
+        example("DriftMonitor"),
+        {"spec": {"retrain": {"trainingJobOverrides": {"data": {"checks": {"minRows": 500}}}}}},
+    )
+    for manifest in (gated, overridden):
+        scaleml_installed.apply(manifest, "-n", namespace)
+    gates = scaleml_installed.get("md", "churn", namespace)["spec"]["promotion"]["gates"]
+    assert "maxGroupGap" not in gates, gates
+    overrides = scaleml_installed.get("dm", "churn", namespace)["spec"]["retrain"]["trainingJobOverrides"]
+    assert overrides["data"] == {"checks": {"minRows": 500}}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.kind}-{c.id}")

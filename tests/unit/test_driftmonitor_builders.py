@@ -183,6 +183,15 @@ def test_retraining_never_asks_for_more_resources_than_the_source_job() -> None:
     assert "resources.cpu" in more.message
 
 
+def test_an_override_of_one_data_check_keeps_the_source_jobs_other_checks() -> None:
+    checks = {"minRows": 10000, "maxMissingFraction": 0.2}
+    source = merged(example("TrainingJob"), {"metadata": {"namespace": "ml"}, "spec": {"data": {"checks": checks}}})
+    retrained = _retrain(source, {"data": {"source": "churn/2026-12.parquet", "checks": {"minRows": 500}}})
+    assert retrained.job is not None
+    assert retrained.job["spec"]["data"]["checks"] == {"minRows": 500, "maxMissingFraction": 0.2}
+    assert retrained.job["spec"]["data"]["source"] == "churn/2026-12.parquet"
+
+
 def test_custom_model_code_is_retrained_only_from_modules_the_operator_allows() -> None:
     custom = merged(
         example("TrainingJob"),

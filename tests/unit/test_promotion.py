@@ -99,6 +99,12 @@ def test_a_gate_without_its_number_fails_unless_evaluation_is_optional(
     assert judge(gates, evaluation, served=None).failed == [expected]
 
 
+def test_an_empty_max_group_gap_asks_for_no_fairness_evaluation() -> None:
+    gates = Gates.model_validate({"minMetric": 0.8, "maxGroupGap": {}})
+    verdict = judge(gates, _evaluation(accuracy=0.93), served=None)
+    assert (verdict.passed, verdict.failed) == (["accuracy 0.93 >= minMetric 0.8"], [])
+
+
 def test_error_metrics_are_judged_downwards() -> None:
     evaluation = EvaluationSummary.model_validate(
         {

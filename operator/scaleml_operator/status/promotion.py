@@ -95,7 +95,9 @@ def judge(gates: Gates, evaluation: EvaluationSummary | None, served: int | None
             verdict.failed.append(f"{name}: {metric} {_number(value)} {'<' if sign > 0 else '>'} {_number(limit)}")
     if gates.max_regression is not None and served is not None:
         _regression(verdict, gates, evaluation, metric, value, served)
-    fairness_gates = gates.max_group_gap is not None or gates.min_disparate_impact_ratio is not None
+    # An empty maxGroupGap sets no bound, so it asks for no fairness evaluation either.
+    gap_limits = gates.max_group_gap.model_dump(exclude_none=True) if gates.max_group_gap else {}
+    fairness_gates = bool(gap_limits) or gates.min_disparate_impact_ratio is not None
     if fairness_gates and not evaluation.fairness:
         verdict.missing(gates, "maxGroupGap/minDisparateImpactRatio: no sensitive feature was evaluated")
         return verdict
