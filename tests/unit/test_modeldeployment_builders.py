@@ -221,6 +221,16 @@ def test_optional_children_that_should_not_exist_are_listed_for_deletion(
         assert deployment["spec"]["replicas"] == changes["replicas"]
 
 
+def test_no_autoscaler_is_made_before_the_deployment_it_scales() -> None:
+    # It would scale any Deployment of that name: while the model is awaited, one the operator did not make.
+    waiting = build.children(OWNER, _spec(autoscaling={"minReplicas": 2, "maxReplicas": 9}), None, IMAGES)
+    assert [manifest["kind"] for manifest in waiting.apply] == ["Service", "PodDisruptionBudget"]
+    assert waiting.absent == []
+    serving = build.children(OWNER, _spec(autoscaling={"minReplicas": 2, "maxReplicas": 9}), SOURCE, IMAGES)
+    kinds = [manifest["kind"] for manifest in serving.apply]
+    assert kinds.index("Deployment") < kinds.index("HorizontalPodAutoscaler")
+
+
 @pytest.mark.parametrize(
     ("cpu", "instances", "threads"),
     [("1", 1, 1), ("4", 1, 4), ("4", 2, 2), ("500m", 1, 1), ("2500m", 1, 2), ("1.5", 1, 1), (8, 3, 2)],

@@ -372,7 +372,11 @@ def disruption_budget(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any]
 def children(
     owner: Owner, spec: ModelDeploymentSpec, source: ModelSource | None, images: tuple[str, str]
 ) -> meta.Children:
-    """Every child; the Deployment only once there is a source to serve (a TrainingJob may not have exported yet)."""
+    """Every child; the Deployment only once there is a source to serve (a TrainingJob may not have exported yet).
+
+    The autoscaler comes after the Deployment, never without it: it scales whatever Deployment has
+    the name, and one of that name that the operator did not make is reported, not scaled.
+    """
     apply = [service(owner, spec)]
     absent: list[tuple[str, str, str]] = []
     if source is not None:
@@ -383,7 +387,7 @@ def children(
     ):
         if manifest is None:
             absent.append((api_version, kind, owner.name))
-        else:
+        elif source is not None or kind != "HorizontalPodAutoscaler":
             apply.append(manifest)
     return meta.Children(apply=apply, absent=absent)
 
