@@ -46,6 +46,7 @@ from scaleml_api.v1alpha1.modeldeployment import (
     SERVER_CRASHING,
     ModelDeploymentSpec,
 )
+from scaleml_api.v1alpha1.trainingjob import FINISHED_PHASES
 from scaleml_local import runs, status
 from scaleml_local.state import LocalError, Manifest, State, running
 from scaleml_operator.builders import driftmonitor, modeldeployment, retraining
@@ -333,7 +334,7 @@ class Supervisor:
             self._write(TRAINING_JOB, name, status.training, phase, message, now=datetime.now(UTC))
             log.info("%s: %s", key, message)
             return
-        if job["status"].get("phase") in ("Succeeded", "Failed"):
+        if job["status"].get("phase") in FINISHED_PHASES:
             return
         spec = self._judge(TRAINING_JOB, job)
         if spec is None:

@@ -320,6 +320,8 @@ class TrainingJobSpec(ApiModel):
 
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+# Where a TrainingJob ends: no Job runs it again.
+FINISHED_PHASES: Final = ("Succeeded", "Failed")
 
 
 class Progress(ApiModel):

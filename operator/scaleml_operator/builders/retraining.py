@@ -44,7 +44,7 @@ from scaleml_api.v1alpha1.driftmonitor import (
     RetrainRule,
 )
 from scaleml_api.v1alpha1.modeldeployment import PROMOTED
-from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
+from scaleml_api.v1alpha1.trainingjob import FINISHED_PHASES, TrainingJobSpec
 from scaleml_api.validation import InvalidSpecError, parse_spec
 
 RETRAINED_BY_LABEL: Final = "scaleml.dev/retrained-by"
@@ -130,7 +130,7 @@ def _parse(value: str) -> datetime:
 
 def running(training_job: Mapping[str, Any]) -> bool:
     """Whether a TrainingJob has yet to finish (it neither succeeded nor failed)."""
-    return (training_job.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    return (training_job.get("status") or {}).get("phase") not in FINISHED_PHASES
 
 
 def decide(

@@ -263,14 +263,20 @@ def children(
     *,
     live_job: Mapping[str, Any] | None = None,
     lineage: runtime.Lineage | None = None,
+    finished: bool = False,
 ) -> meta.Children:
     """Every object a TrainingJob needs, in the order to apply them (the Job last).
 
     `live_job` is the Job as it runs: what of the spec cannot reach it is kept back and named.
-    `lineage` says which drift episode created the job, for its model card.
+    `lineage` says which drift episode created the job, for its model card. A `finished` TrainingJob
+    whose Job is gone (deleted by hand, or its time to live was up while nobody watched) gets no
+    new one: that would train again, and export a version nobody asked for.
     """
     desired = batch_job(owner, spec, image, lineage)
-    job, kept_back = job_to_apply(desired, dict(live_job) if live_job is not None else None)
+    if finished and live_job is None:
+        job, kept_back = None, ""
+    else:
+        job, kept_back = job_to_apply(desired, dict(live_job) if live_job is not None else None)
     objects = [*identity(owner), headless_service(owner)]
     if job is not None and not kept_back:
         # A Job kept as it runs (or finished) keeps the config its pods read.

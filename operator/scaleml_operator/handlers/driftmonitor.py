@@ -7,6 +7,7 @@ from typing import Any, Final
 import kopf
 
 from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_api.v1alpha1.trainingjob import FINISHED_PHASES
 from scaleml_operator.builders.retraining import RETRAINED_BY_LABEL
 from scaleml_operator.handlers.loop import refresh_soon
 from scaleml_operator.handlers.metrics import instrumented
@@ -71,7 +72,7 @@ async def target_changed(
 @kopf.on.event(
     *TRAINING_JOB.group_version,
     labels={RETRAINED_BY_LABEL: kopf.PRESENT},
-    when=lambda type, status, **_: type != "DELETED" and status.get("phase") in ("Succeeded", "Failed"),
+    when=lambda type, status, **_: type != "DELETED" and status.get("phase") in FINISHED_PHASES,
     id="retraining-finished",
 )
 @instrumented(TRAINING_JOB.kind)

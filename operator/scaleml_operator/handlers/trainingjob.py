@@ -25,20 +25,21 @@ async def job_changed(
     type: str, body: kopf.Body, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     name = labels[OWNER_LABEL]
-    if type == "DELETED":
-        # A Job that was finished when it went away was removed by the TTL controller (or by hand).
+    if type == "DELETED" and build.job_finished(body):
         training_job = cache.one(kwargs, cache.PARENTS[TRAINING_JOB.kind], (namespace or "", name))
-        if training_job is not None and build.job_finished(body):
-            await asyncio.to_thread(_expire, training_job, dict(body))
-        return
+        # Anyone who may create Jobs can copy the label, and a predecessor of the name leaves its
+        # Job behind for a while: only a Job this TrainingJob controls is its own.
+        if training_job is not None and controlled_by(body, training_job["metadata"]["uid"]):
+            # Finished when it went away: removed by the TTL controller (or by hand).
+            if training_job["spec"].get("runPolicy", {}).get("ttlSecondsAfterFinished") is not None:
+                await asyncio.to_thread(_expire, training_job)
+            return
+    # Another's Job that went may have been in this one's way; this one's own that went before it
+    # finished is made again (reconcile.trainingjob.stale).
     refresh_soon(RECONCILER, name, namespace, memo, kwargs)
 
 
-def _expire(training_job: Mapping[str, Any], job: Mapping[str, Any]) -> None:
-    # Anyone who may create Jobs can copy the label: only a Job this TrainingJob controls counts.
-    if not controlled_by(job, training_job["metadata"]["uid"]):
-        return
+def _expire(training_job: Mapping[str, Any]) -> None:
+    # The finished Job's time to live is over: the TrainingJob's is too.
     name, namespace = training_job["metadata"]["name"], training_job["metadata"]["namespace"]
-    if training_job["spec"].get("runPolicy", {}).get("ttlSecondsAfterFinished") is not None:
-        # The finished Job's time to live is over: the TrainingJob's is too.
-        kube.delete(API_VERSION, TRAINING_JOB.kind, name, namespace, uid=training_job["metadata"]["uid"])
+    kube.delete(API_VERSION, TRAINING_JOB.kind, name, namespace, uid=training_job["metadata"]["uid"])

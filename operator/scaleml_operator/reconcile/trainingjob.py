@@ -9,14 +9,14 @@ from typing import Any, Final
 
 from scaleml_api.runtime import Lineage
 from scaleml_api.v1alpha1 import TRAINING_JOB
-from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
+from scaleml_api.v1alpha1.trainingjob import FINISHED_PHASES, TrainingJobSpec
 from scaleml_operator.builders import retraining
 from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.kube import apply as kube
 from scaleml_operator.reconcile import cache
-from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
+from scaleml_operator.reconcile.loop import Applied, Context, Reconciler, controlled_by
 from scaleml_operator.status import trainingjob as status
 
 OWNER_LABEL: Final = "scaleml.dev/trainingjob"
@@ -25,11 +25,13 @@ WORKER_SELECTOR: Final = {"app.kubernetes.io/name": build.COMPONENT, "app.kubern
 
 @dataclass(frozen=True)
 class Inputs:
-    """The Job as it runs (None before it is created), its pods, and the drift episode that created the job."""
+    """The Job as it runs (None before it is created), its pods, the drift episode that created the
+    job, and whether the TrainingJob already ran to its end."""
 
     job: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]]
     lineage: Lineage | None = None
+    finished: bool = False
 
 
 def selector(name: str) -> str:
@@ -39,22 +41,32 @@ def selector(name: str) -> str:
 def read(owner: Owner, spec: TrainingJobSpec, parent: Mapping[str, Any], context: Context) -> Inputs:
     key = (owner.namespace, owner.name)
     job = cache.one(context.indexes, cache.JOBS, key)
+    if job is not None and not controlled_by(job, owner.uid):
+        # A Job of the name that is not this object's: its predecessor's (deleted, the garbage
+        # collector not done yet) or someone else's. Its outcome is not this object's to report.
+        job = None
     if job is not None and context.full and not build.job_finished(job):
         # The cache keeps Jobs without their pod template. A full run applies the Job again, and
         # where its template may not change, it copies the running one (build.job_to_apply).
         job = kube.get("batch/v1", "Job", owner.name, owner.namespace) or job
-    pods = cache.every(context.indexes, cache.TRAINING_PODS, key) if job else []
-    return Inputs(job, pods, retraining.lineage(parent["metadata"]))
+    pods = [pod for pod in cache.every(context.indexes, cache.TRAINING_PODS, key) if controlled_by(pod, _uid(job))]
+    finished = (parent.get("status") or {}).get("phase") in FINISHED_PHASES
+    return Inputs(job, pods, retraining.lineage(parent["metadata"]), finished)
+
+
+def _uid(job: Mapping[str, Any] | None) -> str:
+    return str(job["metadata"]["uid"]) if job is not None else ""
 
 
 def children(owner: Owner, spec: TrainingJobSpec, inputs: Inputs, config: OperatorConfig) -> Children:
     image = spec.image or config.workload_image
-    return build.children(owner, spec, image, live_job=inputs.job, lineage=inputs.lineage)
+    return build.children(owner, spec, image, live_job=inputs.job, lineage=inputs.lineage, finished=inputs.finished)
 
 
 def stale(inputs: Inputs) -> bool:
-    """Never: a Job's own changes are observed, not undone; only a spec change applies again."""
-    return False
+    """When the Job of a TrainingJob still to finish is missing (deleted, or not made yet because a
+    predecessor's of the same name was in the way). A Job's own changes are observed, not undone."""
+    return inputs.job is None and not inputs.finished
 
 
 def observed(

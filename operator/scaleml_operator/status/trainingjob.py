@@ -13,6 +13,7 @@ from scaleml_api.v1alpha1.trainingjob import (
     COMPLETED,
     CREATED,
     FAILED,
+    FINISHED_PHASES,
     JOB_CREATED,
     JOB_FAILED,
     JOB_SUSPENDED,
@@ -153,6 +154,9 @@ def observed(
     mark = conditions.mark
 
     patch: dict[str, Any] = {}
+    if job is None and status.get("phase") in FINISHED_PHASES:
+        # The outcome stays when the finished Job goes.
+        return patch
     if job is None:
         mark(CREATED, False, CREATING, "The workers' Job does not exist yet.")
         patch.update(phase="Pending", conditions=conditions.items)
