@@ -58,12 +58,12 @@ from scaleml_api.card import ModelCard
 from scaleml_api.repository import MODEL_CARD_FILE, TORCHSCRIPT_FILE, TRITON_CONFIG_FILE
 from scaleml_api.runtime import (
     TERMINATION_LOG_ENV,
-    TORCHRUN_ENV,
     ServingRun,
     capture_options,
     trace_rate,
 )
 from scaleml_api.v1alpha1.modeldeployment import Capture
+from scaleml_api.v1alpha1.pods import TORCHRUN_ENV
 from scaleml_workloads.capture.files import capture_files
 from scaleml_workloads.export.repository import versions
 from scaleml_workloads.serving import agent, tritonserver

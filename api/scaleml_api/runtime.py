@@ -52,11 +52,6 @@ TERMINATION_LOG_ENV: Final = "SCALEML_TERMINATION_LOG"
 # Kubernetes keeps the first 4096 bytes of a termination message.
 TERMINATION_LIMIT: Final = 4096
 
-# Environment of the torchrun agent. By default torchrun shares its rendezvous store with the
-# workers, and a restarted group then reads the previous group's gloo/NCCL addresses from it and
-# fails to connect (pytorch/pytorch#135712); with sharing off, rank 0 of each group hosts a new store.
-TORCHRUN_ENV: Final = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-
 # c10d rendezvous port on worker 0.
 RENDEZVOUS_PORT: Final = 29400
 METRICS_PORT: Final = 9090

@@ -46,6 +46,7 @@ from scaleml_api.v1alpha1.modeldeployment import (
     SERVER_CRASHING,
     ModelDeploymentSpec,
 )
+from scaleml_api.v1alpha1.pods import TORCHRUN_ENV
 from scaleml_api.v1alpha1.trainingjob import FINISHED_PHASES
 from scaleml_local import runs, status
 from scaleml_local.state import LocalError, Manifest, State, running
@@ -346,7 +347,7 @@ class Supervisor:
         config = self.state.directory("run") / f"trainingjob-{name}.json"
         config.write_text(run.model_dump_json(by_alias=True))
         self._termination_log(name).unlink(missing_ok=True)
-        env = {**runtime.TORCHRUN_ENV, runtime.TERMINATION_LOG_ENV: str(self._termination_log(name))}
+        env = {**TORCHRUN_ENV, runtime.TERMINATION_LOG_ENV: str(self._termination_log(name))}
         process = self._spawn(key, "trainer", runs.training_command(spec, config), env)
         self.groups[key] = Group({"trainer": process})
         message = f"{runs.processes(spec)} processes on the CPU (torchrun, gloo)."

@@ -74,6 +74,12 @@ CASES = (
     ),
     InvalidCase("reserved-env", TJ, {"spec": {"env": [{"name": "MASTER_ADDR", "value": "x"}]}}, "spec.env[0].name"),
     InvalidCase(
+        "reserved-torchrun-env",
+        TJ,
+        {"spec": {"env": [{"name": "TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "value": "0"}]}},
+        "spec.env[0].name",
+    ),
+    InvalidCase(
         "source-escapes-volume", TJ, {"spec": {"data": {"source": "churn/../../etc/passwd"}}}, "spec.data.source"
     ),
     InvalidCase("unknown-field", TJ, {"spec": {"resources": {"gpu": 1}}}, "spec.resources.gpu"),

@@ -23,6 +23,17 @@ def _by_kind(spec: TrainingJobSpec) -> dict[str, dict[str, Any]]:
     return {m["kind"]: m for m in build.children(OWNER, spec, IMAGE).apply}
 
 
+def test_a_users_variable_replaces_the_operators_default_of_that_name() -> None:
+    spec = _spec(env=[{"name": "HOME", "value": "/scratch/me"}, {"name": "PYTHONUNBUFFERED", "value": "0"}])
+    pod = _by_kind(spec)["Job"]["spec"]["template"]["spec"]
+    for container in (*pod["initContainers"], *pod["containers"]):
+        names = [variable["name"] for variable in container["env"]]
+        assert len(names) == len(set(names)), names
+        assert {"name": "HOME", "value": "/scratch/me"} in container["env"]
+        assert {"name": "PYTHONUNBUFFERED", "value": "0"} in container["env"]
+        assert {"name": "TORCHINDUCTOR_CACHE_DIR", "value": "/tmp/inductor"} in container["env"]
+
+
 def test_children_are_owned_labelled_and_the_job_comes_last() -> None:
     children = build.children(OWNER, _spec(), IMAGE).apply
     assert [c["kind"] for c in children] == ["ServiceAccount", "RoleBinding", "Service", "ConfigMap", "Job"]

@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from scaleml_api.runtime import TERMINATION_LOG_ENV, TORCHRUN_ENV
+from scaleml_api.runtime import TERMINATION_LOG_ENV
+from scaleml_api.v1alpha1.pods import TORCHRUN_ENV
 from tests.support.manifests import merged
 
 PYTHON = sys.executable

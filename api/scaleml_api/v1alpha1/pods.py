@@ -102,9 +102,15 @@ class Scheduling(ApiModel):
     )
 
 
+# Environment of the torchrun agent. By default torchrun shares its rendezvous store with the
+# workers, and a restarted group then reads the previous group's gloo/NCCL addresses from it and
+# fails to connect (pytorch/pytorch#135712); with sharing off, rank 0 of each group hosts a new store.
+TORCHRUN_ENV: Final = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
 # Names the operator sets itself for torch.distributed and its own wiring; a user value would
-# silently break rendezvous.
+# silently break rendezvous (or restarts).
 RESERVED_ENV_NAMES = (
+    *TORCHRUN_ENV,
     "MASTER_ADDR",
     "MASTER_PORT",
     "WORLD_SIZE",
@@ -159,7 +165,8 @@ EnvList = Annotated[
     Field(
         default=[],
         max_length=128,
-        description="Extra environment variables for the workload container.",
+        description="Extra environment variables for the workload container. One named PYTHONUNBUFFERED, HOME or "
+        "TORCHINDUCTOR_CACHE_DIR replaces the operator's default; the names torch.distributed needs are reserved.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     ),
 ]

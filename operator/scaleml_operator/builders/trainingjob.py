@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from scaleml_api import runtime
-from scaleml_api.v1alpha1.pods import GPU_RESOURCE, GPU_TOLERATION
+from scaleml_api.v1alpha1.pods import GPU_RESOURCE, GPU_TOLERATION, TORCHRUN_ENV
 from scaleml_api.v1alpha1.trainingjob import RunPolicy, TrainingJobSpec
 from scaleml_operator.builders import meta
 from scaleml_operator.builders.meta import (
@@ -133,12 +133,17 @@ def pod_template(
     volumes, mounts = _volumes(spec)
     volumes.append(config.volume)
     mounts.append(config.mount)
-    env = [
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    defaults = {
+        "PYTHONUNBUFFERED": "1",
         # The root filesystem is read-only: caches and home go to the scratch volume.
-        {"name": "HOME", "value": runtime.SCRATCH_DIR},
-        {"name": "TORCHINDUCTOR_CACHE_DIR", "value": f"{runtime.SCRATCH_DIR}/inductor"},
-        *({"name": name, "value": value} for name, value in runtime.TORCHRUN_ENV.items()),
+        "HOME": runtime.SCRATCH_DIR,
+        "TORCHINDUCTOR_CACHE_DIR": f"{runtime.SCRATCH_DIR}/inductor",
+    }
+    # The user's value of a default replaces it: a name twice in a container's env is refused.
+    for variable in spec.env:
+        defaults.pop(variable.name, None)
+    env = [
+        *({"name": name, "value": value} for name, value in {**defaults, **TORCHRUN_ENV}.items()),
         *(e.to_wire() for e in spec.env),
     ]
     pod_spec: dict[str, Any] = {

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from scaleml_api.runtime import TORCHRUN_ENV
+from scaleml_api.v1alpha1.pods import TORCHRUN_ENV
 
 log = logging.getLogger(__name__)
 
