@@ -19,7 +19,7 @@ import yaml
 
 from scaleml_api import generated
 from scaleml_api.base import GROUP, VERSION
-from scaleml_api.kind import CATEGORY, AnyKind
+from scaleml_api.kind import CATEGORY, NAME_MESSAGE, NAME_PATTERN, AnyKind
 from scaleml_api.v1alpha1 import KINDS
 
 Schema = dict[str, Any]
@@ -135,6 +135,13 @@ def crd(kind: AnyKind) -> Schema:
         "type": "object",
         "description": kind.description,
         "required": ["spec"],
+        "x-kubernetes-validations": [
+            {
+                "rule": f"self.metadata.name.matches('{NAME_PATTERN}')",
+                "message": NAME_MESSAGE,
+                "fieldPath": ".metadata.name",
+            }
+        ],
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},

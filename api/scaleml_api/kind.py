@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from scaleml_api.base import GROUP, VERSION
 
 CATEGORY = "scaleml"
+
+# An object's name names its Services too, which must be DNS-1035 labels: a letter first, no dots.
+NAME_PATTERN: Final = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_MESSAGE: Final = (
+    "must consist of lower case letters, digits and '-', start with a letter and end with a letter or digit "
+    "(it names the object's Services)"
+)
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 StatusT = TypeVar("StatusT", bound=BaseModel)
@@ -38,6 +46,12 @@ class Kind(Generic[SpecT, StatusT]):
     # Longest metadata.name: child object names derive from it (pods add "-N-xxxxx").
     max_name_length: int = 63
     scale: bool = False
+
+    def name_error(self, name: str) -> str | None:
+        """What is wrong with `name` as this kind's metadata.name, as the API server says it; None if nothing."""
+        if len(name) > self.max_name_length:
+            return f"may be at most {self.max_name_length} characters long"
+        return None if re.fullmatch(NAME_PATTERN, name) else NAME_MESSAGE
 
     @property
     def singular(self) -> str:

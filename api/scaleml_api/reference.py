@@ -16,7 +16,7 @@ from typing import Any, Final
 from scaleml_api import generated
 from scaleml_api.base import API_VERSION
 from scaleml_api.crdgen import openapi_schema
-from scaleml_api.kind import CATEGORY, AnyKind
+from scaleml_api.kind import CATEGORY, NAME_MESSAGE, AnyKind
 from scaleml_api.v1alpha1 import KINDS
 from scaleml_api.vocabulary_reference import CONDITIONS_EVENTS_PAGE, anchor, cell, conditions_events_page
 
@@ -102,6 +102,8 @@ def _kind_section(kind: AnyKind) -> str:
         "",
         f"`apiVersion: {API_VERSION}`, `kind: {kind.kind}`; plural `{kind.plural}`, short name `{kind.short_name}`, "
         f"category `{CATEGORY}`. `kubectl get` shows {columns}.{scale}",
+        "",
+        f"`metadata.name`: at most {kind.max_name_length} characters; it {NAME_MESSAGE}.",
         "",
         "### Spec",
         "",

@@ -140,6 +140,8 @@ class State:
         if api_version != API_VERSION:
             raise LocalError(f"{kind_name}/{name}: local mode runs {API_VERSION} objects and volume claims only")
         kind = kind_named(kind_name)
+        if (wrong := kind.name_error(str(name))) is not None:
+            raise LocalError(f"{kind.singular}/{name} is invalid: metadata.name {wrong}")
         try:
             parse_spec(kind, manifest.get("spec") or {})
         except ValueError as error:

@@ -26,6 +26,10 @@ class InvalidCase:
 TJ, MD, DM = "TrainingJob", "ModelDeployment", "DriftMonitor"
 
 CASES = (
+    # Names name the objects' Services, which must be DNS-1035 labels.
+    InvalidCase("name-leading-digit", TJ, {"metadata": {"name": "2024-churn"}}, "metadata.name"),
+    InvalidCase("name-with-dot", MD, {"metadata": {"name": "churn.v2"}}, "metadata.name"),
+    InvalidCase("name-too-long", DM, {"metadata": {"name": "d" * 53}}, "metadata.name"),
     InvalidCase("workers-zero", TJ, {"spec": {"resources": {"workers": 0}}}, "spec.resources.workers"),
     InvalidCase("workers-not-a-number", TJ, {"spec": {"resources": {"workers": "two"}}}, "spec.resources.workers"),
     InvalidCase(

@@ -31,12 +31,14 @@ from scaleml_api.v1alpha1.modeldeployment import (
 from scaleml_api.v1alpha1.trainingjob import FAILED, JOB_FAILED, RUNNING, SUCCEEDED, SUSPENDED
 from scaleml_local import status
 from scaleml_local.demo import MANIFESTS
-from scaleml_local.state import Manifest, State, read_manifests
+from scaleml_local.state import LocalError, Manifest, State, read_manifests
 from scaleml_local.supervisor import Supervisor
 from scaleml_operator.status.conditions import find_condition
+from tests.support.invalid_specs import CASES, InvalidCase
 from tests.support.manifests import merged
 from tests.support.polling import wait_for
 
+NAME_CASES = [case for case in CASES if case.field == "metadata.name"]
 SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 
@@ -128,6 +130,13 @@ def test_a_suspended_training_job_writes_a_valid_status(state: State, supervisor
     suspended = _valid(state)["trainingjobs/cancer"]
     assert suspended["phase"] == "Suspended"
     assert _condition(suspended, SUSPENDED)["status"] == "True"
+
+
+@pytest.mark.parametrize("case", NAME_CASES, ids=lambda c: c.id)
+def test_local_apply_refuses_the_names_the_api_server_refuses(state: State, case: InvalidCase) -> None:
+    manifest = _example(case.kind, case.changes)
+    with pytest.raises(LocalError, match=r"metadata\.name"):
+        state.apply(manifest)
 
 
 def test_an_invalid_spec_is_reported_as_the_operator_does(state: State, supervisors: list[StandIns]) -> None:
