@@ -114,6 +114,41 @@ _QUANTITY = re.compile(
 )
 
 
+_SUFFIXES: Final = {
+    **{suffix: 1024.0**power for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), start=1)},
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+}
+
+
+def quantity_value(quantity: str) -> float:
+    """A resource quantity as a number of its unit: "500m" is 0.5 (cores), "2Gi" 2147483648.0 (bytes), "1e3" 1000."""
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * _SUFFIXES[suffix]
+    return float(quantity)
+
+
+# The largest quantity the API server holds exactly (int64); beyond it, arithmetic on it breaks.
+_QUANTITY_LIMIT: Final = 2.0**63
+
+
+_QUANTITY_BOUNDS: Final = "must be a quantity of at least 0 and below 2^63"
+
+
+def _bounded_quantity(quantity: str) -> str:
+    if not 0 <= quantity_value(quantity) < _QUANTITY_LIMIT:
+        raise ValueError(_QUANTITY_BOUNDS)
+    return quantity
+
+
 def _quantity_to_str(value: object) -> object:
     if isinstance(value, bool):
         return value
@@ -128,11 +163,20 @@ Quantity = Annotated[
     str,
     BeforeValidator(_quantity_to_str),
     StringConstraints(pattern=_QUANTITY.pattern, max_length=64),
+    AfterValidator(_bounded_quantity),
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": _QUANTITY.pattern,
             "x-kubernetes-int-or-string": True,
+            # 8Ei is 2^63.
+            "x-kubernetes-validations": [
+                {
+                    "rule": "type(self) == int ? self >= 0 : !isQuantity(self) || "
+                    "(!quantity(self).isLessThan(quantity('0')) && quantity(self).isLessThan(quantity('8Ei')))",
+                    "message": _QUANTITY_BOUNDS,
+                }
+            ],
         }
     ),
 ]
@@ -190,28 +234,6 @@ OptionalVolumePath = Annotated[
     AfterValidator(_inside_volume),
     Field(json_schema_extra=_NO_PARENT_STEP),
 ]
-
-
-_SUFFIXES: Final = {
-    **{suffix: 1024.0**power for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), start=1)},
-    "n": 1e-9,
-    "u": 1e-6,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-}
-
-
-def quantity_value(quantity: str) -> float:
-    """A resource quantity as a number of its unit: "500m" is 0.5 (cores), "2Gi" 2147483648.0 (bytes), "1e3" 1000."""
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if quantity.endswith(suffix):
-            return float(quantity[: -len(suffix)]) * _SUFFIXES[suffix]
-    return float(quantity)
 
 
 def optional_fields(model: type[ApiModel], name: str, doc: str, only: tuple[str, ...] = ()) -> type[ApiModel]:

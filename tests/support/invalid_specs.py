@@ -30,6 +30,8 @@ CASES = (
     InvalidCase("name-leading-digit", TJ, {"metadata": {"name": "2024-churn"}}, "metadata.name"),
     InvalidCase("name-with-dot", MD, {"metadata": {"name": "churn.v2"}}, "metadata.name"),
     InvalidCase("name-too-long", DM, {"metadata": {"name": "d" * 53}}, "metadata.name"),
+    InvalidCase("cpu-negative", MD, {"spec": {"resources": {"cpu": "-1"}}}, "spec.resources.cpu"),
+    InvalidCase("memory-beyond-int64", TJ, {"spec": {"resources": {"memory": "1e309"}}}, "spec.resources.memory"),
     InvalidCase("workers-zero", TJ, {"spec": {"resources": {"workers": 0}}}, "spec.resources.workers"),
     InvalidCase("workers-not-a-number", TJ, {"spec": {"resources": {"workers": "two"}}}, "spec.resources.workers"),
     InvalidCase(
