@@ -16,7 +16,7 @@ from scaleml_api.v1alpha1 import KINDS
 from tests.support.manifests import Manifest, example, merged
 
 # A path out of the namespace, a path separator, a parent step, upper case, a leading dot.
-HOSTILE_NAMES = ("x/../../../othertenant/trainingjobs/theirjob", "a/b", "..", "Upper", ".leading")
+HOSTILE_NAMES = ("x/../../../othertenant/trainingjobs/theirjob", "a/b", "..", "Upper", ".leading", "trailing\n")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scaleml_operator.status.conditions import find_condition
-from scaleml_operator.status.trainingjob import events, gpu_hours, observed, phase_event, termination_message
+from scaleml_operator.status.trainingjob import (
+    events,
+    exported_version,
+    gpu_hours,
+    observed,
+    phase_event,
+    termination_message,
+)
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -122,6 +129,13 @@ def test_model_version_comes_from_the_workers_last_words_when_the_patch_was_lost
     assert patch["modelVersion"] == 4
     reported = observed({"modelVersion": 5}, job=_job("Complete"), pods=pods, generation=1, now=NOW)
     assert "modelVersion" not in reported
+
+
+def test_a_termination_message_that_is_not_json_gives_no_version_and_no_error() -> None:
+    # The worker's code writes it: up to 4096 bytes of anything, as deeply nested as that allows.
+    for message in ('{"modelVersion": 3', '{"a":' + "[" * 4000):
+        assert exported_version([_pod("Succeeded", exitCode=0, message=message)]) is None
+    assert exported_version([_pod("Succeeded", exitCode=0, message='{"modelVersion": 3}')]) == 3
 
 
 def test_phase_changes_come_with_events() -> None:

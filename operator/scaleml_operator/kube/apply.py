@@ -36,9 +36,9 @@ class InvalidNameError(ValueError):
 
 
 def _checked(name: str | None, namespace: str | None) -> None:
-    if name is not None and (len(name) > 253 or not _NAME.match(name)):
+    if name is not None and (len(name) > 253 or not _NAME.fullmatch(name)):
         raise InvalidNameError(f"not an object name: {name!r}")
-    if namespace and (len(namespace) > 63 or not _NAMESPACE.match(namespace)):
+    if namespace and (len(namespace) > 63 or not _NAMESPACE.fullmatch(namespace)):
         raise InvalidNameError(f"not a namespace: {namespace!r}")
 
 

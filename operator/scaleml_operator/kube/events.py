@@ -68,7 +68,10 @@ def post(involved: Mapping[str, Any], events: Iterable[Event]) -> None:
         body = event_body(involved, event, datetime.now(UTC), socket.gethostname())
         meta = involved["metadata"]
         # The operator's log at INFO is these lines: what changed for a user, one line per transition.
-        log.info("%s %s/%s: %s: %s", involved["kind"], meta["namespace"], meta["name"], event.reason, body["message"])
+        # The message may quote a workload's own words (its termination message): written as a
+        # literal, a line break in it cannot start a line of its own in the log.
+        told = _one_line(body["message"])
+        log.info("%s %s/%s: %s: %s", involved["kind"], meta["namespace"], meta["name"], event.reason, told)
         if event.type == "Warning":
             WARNINGS.labels(involved["kind"], event.reason).inc()
         try:
@@ -78,3 +81,7 @@ def post(involved: Mapping[str, Any], events: Iterable[Event]) -> None:
         except (ApiException, RejectedError) as error:
             reason = error.reason if isinstance(error, ApiException) else str(error)
             log.warning("Could not post Event %s on %s: %s", event.reason, involved["metadata"]["name"], reason)
+
+
+def _one_line(message: str) -> str:
+    return message if message.isprintable() else repr(message)

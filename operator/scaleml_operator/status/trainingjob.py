@@ -134,7 +134,8 @@ def exported_version(pods: Iterable[Mapping[str, Any]]) -> int | None:
             message = status.get("state", {}).get("terminated", {}).get("message", "")
             try:
                 version = json.loads(message).get("modelVersion") if message.startswith("{") else None
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
+                # The worker's code writes the message: anything, nested as deep as 4096 bytes allow.
                 continue
             if isinstance(version, int):
                 return version

@@ -27,7 +27,7 @@ def versions(model_dir: Path) -> list[int]:
     """The version numbers present in a model directory, ascending."""
     if not model_dir.is_dir():
         return []
-    return sorted(int(entry.name) for entry in model_dir.iterdir() if _VERSION.match(entry.name) and entry.is_dir())
+    return sorted(int(entry.name) for entry in model_dir.iterdir() if _VERSION.fullmatch(entry.name) and entry.is_dir())
 
 
 def resolve_version(root: Path, model_name: str, reference: str) -> Path:

@@ -125,7 +125,7 @@ class Checkpointer:
 
     def _files(self) -> list[tuple[int, Path]]:
         assert self.directory is not None
-        found = [(int(match[1]), path) for path in self.directory.iterdir() if (match := _NAME.match(path.name))]
+        found = [(int(match[1]), path) for path in self.directory.iterdir() if (match := _NAME.fullmatch(path.name))]
         return sorted(found, reverse=True)
 
     def _newest_readable(self) -> dict[str, Any] | None:
