@@ -482,7 +482,11 @@ class Supervisor:
         now, current = datetime.now(UTC), self.state.status(DRIFT_MONITOR, name)
         last = jobs.get(current.get("lastRetrainJob") or "") if spec.retrain.enabled else None
         source = retraining.source_job(spec, deployment, jobs)
-        verdict = retraining.retrain(spec, monitor["metadata"], current, last, source, now, model_deployment=deployment)
+        # Local mode runs no image, only its own Python: a job's image is no code of its own here.
+        allowed = retraining.AllowedCode(image_prefixes=("",))
+        verdict = retraining.retrain(
+            spec, monitor["metadata"], current, last, source, now, allowed=allowed, model_deployment=deployment
+        )
         refused = self._create(name, verdict.job, jobs)
         self._write(
             DRIFT_MONITOR,

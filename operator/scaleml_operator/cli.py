@@ -71,6 +71,7 @@ async def _serve(args: argparse.Namespace) -> list[str]:
                     workload_image=args.workload_image,
                     triton_image=args.triton_image,
                     retrain_entrypoint_prefixes=tuple(args.retrain_entrypoint_prefix),
+                    retrain_image_prefixes=tuple(args.retrain_image_prefix),
                     workers=args.workers,
                     resync_seconds=args.resync_seconds,
                     cluster_wide=not args.namespace,
@@ -127,6 +128,14 @@ def parser() -> argparse.ArgumentParser:
         help="A Python package whose custom model code (model.entrypoint) DriftMonitors may retrain "
         "(repeatable; env SCALEML_RETRAIN_ENTRYPOINT_PREFIXES, comma-separated). None by default: retraining "
         "runs code someone else wrote on behalf of whoever may edit a DriftMonitor.",
+    )
+    operator.add_argument(
+        "--retrain-image-prefix",
+        action="append",
+        default=[prefix for prefix in os.environ.get("SCALEML_RETRAIN_IMAGE_PREFIXES", "").split(",") if prefix],
+        help="An image reference prefix, e.g. registry.example/ml/, whose TrainingJobs DriftMonitors may retrain "
+        "(repeatable; env SCALEML_RETRAIN_IMAGE_PREFIXES, comma-separated). None by default: only jobs that run "
+        "the workload image are retrained.",
     )
     operator.add_argument(
         "--workers",

@@ -14,8 +14,10 @@ DEFAULT_TRITON_IMAGE: Final = "nvcr.io/nvidia/tritonserver:24.10-py3"
 class OperatorConfig:
     workload_image: str = DEFAULT_WORKLOAD_IMAGE
     triton_image: str = DEFAULT_TRITON_IMAGE
-    # Modules whose custom model code a DriftMonitor may retrain; none by default (see builders.retraining).
+    # Modules whose custom model code, and images whose jobs, a DriftMonitor may retrain; none by
+    # default (see builders.retraining.AllowedCode).
     retrain_entrypoint_prefixes: tuple[str, ...] = ()
+    retrain_image_prefixes: tuple[str, ...] = ()
     # Threads that run reconciles' API calls at once (and connections to the API server).
     workers: int = 16
     # Every object's status is recomputed from the caches once per period (see handlers.resync).

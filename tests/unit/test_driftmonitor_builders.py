@@ -162,14 +162,17 @@ def test_overrides_outside_the_allow_list_are_refused_naming_the_field(field: st
         parse_spec(DRIFT_MONITOR, spec)
 
 
-def _retrain(source: dict[str, Any], overrides: dict[str, Any], prefixes: tuple[str, ...] = ()) -> Retraining:
+NOTHING_ELSE = retraining.AllowedCode()
+
+
+def _retrain(
+    source: dict[str, Any], overrides: dict[str, Any], allowed: retraining.AllowedCode = NOTHING_ELSE
+) -> Retraining:
     spec = DriftMonitorSpec.model_validate(
         {**example("DriftMonitor")["spec"], "retrain": {"enabled": True, "after": 1, "trainingJobOverrides": overrides}}
     )
     drifting = _status(3)
-    return retraining.retrain(
-        spec, {"name": "churn", "uid": "9c0d"}, drifting, None, source, NOW, entrypoint_prefixes=prefixes
-    )
+    return retraining.retrain(spec, {"name": "churn", "uid": "9c0d"}, drifting, None, source, NOW, allowed=allowed)
 
 
 def test_retraining_never_asks_for_more_resources_than_the_source_job() -> None:
@@ -202,9 +205,27 @@ def test_custom_model_code_is_retrained_only_from_modules_the_operator_allows() 
     )
     refused = _retrain(custom, {})
     assert (refused.job, refused.reason) == (None, "CustomModelNotAllowed")
-    assert _retrain(custom, {}, prefixes=("team",)).job is not None
-    assert _retrain(custom, {}, prefixes=("team.nets",)).job is not None
-    assert _retrain(custom, {}, prefixes=("tea",)).job is None
+    assert _retrain(custom, {}, retraining.AllowedCode(entrypoint_prefixes=("team",))).job is not None
+    assert _retrain(custom, {}, retraining.AllowedCode(entrypoint_prefixes=("team.nets",))).job is not None
+    assert _retrain(custom, {}, retraining.AllowedCode(entrypoint_prefixes=("tea",))).job is None
+
+
+def test_a_job_of_its_own_image_is_retrained_only_from_images_the_operator_allows() -> None:
+    # Its own image runs any code, whatever the architecture says: no less than custom model code.
+    own = merged(
+        example("TrainingJob"), {"metadata": {"namespace": "ml"}, "spec": {"image": "registry.example/ml/x:1"}}
+    )
+    refused = _retrain(own, {})
+    assert (refused.job, refused.reason) == (None, "CustomModelNotAllowed")
+    assert "its own image (registry.example/ml/x:1)" in refused.message
+    assert "--retrain-image-prefix" in refused.message
+    allowed = _retrain(own, {}, retraining.AllowedCode(image_prefixes=("registry.example/ml/",)))
+    assert allowed.job is not None
+    assert allowed.job["spec"]["image"] == "registry.example/ml/x:1"
+    assert _retrain(own, {}, retraining.AllowedCode(image_prefixes=("registry.example/other/",))).job is None
+    # The operator's own image, named explicitly, is the operator's code.
+    workload = merged(own, {"spec": {"image": "scaleml/workloads:0.1.0"}})
+    assert _retrain(workload, {}, retraining.AllowedCode(workload_image="scaleml/workloads:0.1.0")).job is not None
 
 
 def test_the_producer_of_the_served_version_is_found_among_retraining_jobs() -> None:

@@ -378,8 +378,8 @@ OVERRIDES_EXCEED_SOURCE: Final = VOCABULARY.reason(
 )
 CUSTOM_MODEL_NOT_ALLOWED: Final = VOCABULARY.reason(
     "CustomModelNotAllowed",
-    "Retraining is due, but the source job runs custom model code that the operator does not retrain "
-    "(scaleml operator --retrain-entrypoint-prefix).",
+    "Retraining is due, but the source job runs custom model code or an image of its own that the operator does "
+    "not retrain (scaleml operator --retrain-entrypoint-prefix, --retrain-image-prefix).",
     on=(RETRAINING,),
 )
 RETRAIN_REJECTED: Final = VOCABULARY.reason(

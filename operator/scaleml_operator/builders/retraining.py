@@ -266,12 +266,38 @@ def exceeding(source: TrainingJobSpec, retrained: TrainingJobSpec) -> list[str]:
     return [f"resources.{name} is above the source job's" for name, (was, now) in counts.items() if now > was]
 
 
-def entrypoint_allowed(spec: TrainingJobSpec, prefixes: Sequence[str]) -> bool:
-    """Whether retraining may run `spec`'s model code: a built-in architecture, or a module under a prefix."""
-    if spec.model.architecture != "custom":
-        return True
+@dataclass(frozen=True)
+class AllowedCode:
+    """What code, besides the operator's own, a retraining job may run: the operator's settings.
+
+    Retraining runs code someone else chose on behalf of whoever may edit a DriftMonitor, so code
+    that is not the operator's (custom model code, an image of the source job's own) is retrained
+    only where the operator allows it; nothing by default.
+    """
+
+    # Python packages whose custom model code (model.entrypoint) may be retrained.
+    entrypoint_prefixes: tuple[str, ...] = ()
+    # Image references (as written, e.g. "registry.example/ml/") whose jobs may be retrained.
+    image_prefixes: tuple[str, ...] = ()
+    # The operator's own workload image, which a job may also name explicitly.
+    workload_image: str = ""
+
+
+def code_refused(spec: TrainingJobSpec, allowed: AllowedCode) -> str:
+    """Why retraining may not run `spec`'s code, or "" when it may."""
     module = spec.model.entrypoint.split(":", 1)[0]
-    return any(module == prefix or module.startswith(f"{prefix}.") for prefix in prefixes)
+    if spec.model.architecture == "custom" and not any(
+        module == prefix or module.startswith(f"{prefix}.") for prefix in allowed.entrypoint_prefixes
+    ):
+        return (
+            f"custom model code ({spec.model.entrypoint}), retrained only from modules the operator allows "
+            "(--retrain-entrypoint-prefix)"
+        )
+    if spec.image not in ("", allowed.workload_image) and not any(
+        spec.image.startswith(prefix) for prefix in allowed.image_prefixes
+    ):
+        return f"its own image ({spec.image}), retrained only from images the operator allows (--retrain-image-prefix)"
+    return ""
 
 
 def held_back(last_job: Mapping[str, Any] | None, model_deployment: Mapping[str, Any] | None) -> str:
@@ -297,7 +323,7 @@ def retrain(
     source: Mapping[str, Any] | None,
     now: datetime,
     *,
-    entrypoint_prefixes: Sequence[str] = (),
+    allowed: AllowedCode = AllowedCode(),
     model_deployment: Mapping[str, Any] | None = None,
 ) -> Retraining:
     """The whole retraining step of a DriftMonitor (`monitor` is its metadata), pure.
@@ -305,15 +331,15 @@ def retrain(
     `last_job` is the TrainingJob it created last, `source` the one to retrain (see `source_job`;
     needed only when `decide` says create). The job's name derives from the monitor and the start
     of the drift, so a restart that repeats the step finds the job it created instead of a second.
-    The job is the source job with the allowed overrides, never more resources, and custom model
-    code only from modules under `entrypoint_prefixes` (the operator's setting; none by default).
+    The job is the source job with the allowed overrides, never more resources, and code that is not
+    the operator's only where `allowed` (the operator's settings) says so.
     """
     if not spec.retrain.enabled:
         return Retraining(False, DISABLED, "spec.retrain.enabled is false.")
     decision = decide(spec.retrain, status, last_job, now)
     job = None
     if decision.create:
-        decision, job = _build(decision, spec, monitor, source, entrypoint_prefixes)
+        decision, job = _build(decision, spec, monitor, source, allowed)
         if job is not None:
             last_job = job
     if last_job is not None and running(last_job):
@@ -335,7 +361,7 @@ def _build(
     spec: DriftMonitorSpec,
     monitor: Mapping[str, Any],
     source: Mapping[str, Any] | None,
-    entrypoint_prefixes: Sequence[str],
+    allowed: AllowedCode,
 ) -> tuple[Decision, dict[str, Any] | None]:
     """The retraining TrainingJob that `due` calls for, or the decision that says why there is none."""
     if source is None:
@@ -351,12 +377,8 @@ def _build(
     except InvalidSpecError as error:
         message = f"spec.retrain.trainingJobOverrides make an invalid TrainingJob: {error}"
         return Decision(False, INVALID_OVERRIDES, message), None
-    if not entrypoint_allowed(before, entrypoint_prefixes):
-        message = (
-            f"TrainingJob {origin} runs custom model code ({before.model.entrypoint}), which the operator retrains "
-            "only from modules it allows (--retrain-entrypoint-prefix)."
-        )
-        return Decision(False, CUSTOM_MODEL_NOT_ALLOWED, message), None
+    if refused := code_refused(before, allowed):
+        return Decision(False, CUSTOM_MODEL_NOT_ALLOWED, f"TrainingJob {origin} runs {refused}."), None
     if problems := exceeding(before, after):
         message = f"spec.retrain.trainingJobOverrides: {'; '.join(problems)}."
         return Decision(False, OVERRIDES_EXCEED_SOURCE, message), None

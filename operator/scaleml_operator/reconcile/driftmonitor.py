@@ -61,7 +61,11 @@ def read(owner: Owner, spec: DriftMonitorSpec, parent: Mapping[str, Any], contex
         last_job,
         source,
         now,
-        entrypoint_prefixes=context.config.retrain_entrypoint_prefixes,
+        allowed=retraining.AllowedCode(
+            context.config.retrain_entrypoint_prefixes,
+            context.config.retrain_image_prefixes,
+            context.config.workload_image,
+        ),
         model_deployment=target,
     )
     return Inputs(build.resolve_inputs(spec, target, training_job), deployment, verdict)
