@@ -21,12 +21,15 @@ from prometheus_client import REGISTRY
 
 from scaleml_api.profile import DataProfile, DataSample, TensorSpec
 from scaleml_api.runtime import CONFIG_ENV, TERMINATION_LOG_ENV, MonitorRun
+from scaleml_api.v1alpha1 import driftmonitor as monitoring
 from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_operator.builders import driftmonitor as build
 from scaleml_operator.builders.meta import Owner
 from scaleml_workloads.capture.files import file_name
+from scaleml_workloads.drift import comparison
 from scaleml_workloads.drift.detector import DriftDetector
 from scaleml_workloads.kubeapi import InClusterClient, StatusPatcher
+from scaleml_workloads.monitor import metrics
 from scaleml_workloads.monitor.loop import LATEST_REPORT, Monitor, Reporter
 from scaleml_workloads.monitor.reference import AGGREGATES_ONLY, MULTIVARIATE_SKIPPED, detector_for
 from scaleml_workloads.training.data import load_data
@@ -105,6 +108,26 @@ def test_the_same_traffic_does_not_drift_and_a_shift_does(exported_model: Path, 
     report = (Path(run.reports_dir) / LATEST_REPORT).read_text()
     assert report.count("<figure") == len(profile.features)
     assert "reference (training data)" in report
+
+
+def test_a_series_of_a_test_that_no_longer_decides_is_removed() -> None:
+    rng = np.random.default_rng(11)
+    detector, _ = comparison.detector_for(
+        {"age": rng.normal(size=2000), "income": rng.normal(size=2000)}, (), monitoring.Tests(), monitoring.Thresholds()
+    )
+    many_missing = {"age": np.r_[rng.normal(size=700), np.full(300, np.nan)], "income": rng.normal(size=1000)}
+    first = detector.check_table(many_missing)
+    metrics.record(first, 1)
+    assert [feature.test for feature in first.features if feature.name == "age"] == ["missing"]
+
+    second = detector.check_table({"age": rng.normal(size=1000), "income": rng.normal(size=1000)})
+    metrics.record(second, 0)
+
+    assert not second.drift_detected
+    for name in ("scaleml_drift_statistic", "scaleml_drift_p_value", "scaleml_drift_q_value"):
+        assert REGISTRY.get_sample_value(name, {"feature": "age", "test": "missing"}) is None, name
+        assert REGISTRY.get_sample_value(name, {"feature": "age", "test": "ks"}) is not None, name
+    assert REGISTRY.get_sample_value("scaleml_drift_feature_drifted", {"feature": "age"}) == 0.0
 
 
 def _plans_moved(table: pa.Table) -> pa.Table:

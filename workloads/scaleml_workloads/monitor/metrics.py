@@ -71,9 +71,15 @@ ACCURACY_DEGRADED = Gauge(
 REFERENCE_AVAILABLE = Gauge("scaleml_drift_reference_available", "0 while the reference profile cannot be read.")
 REFERENCE_VERSION = Gauge("scaleml_drift_reference_version", "Model version whose training data is the reference.")
 
+# A feature's deciding test, and the features themselves when the reference changes, differ from window to window:
+# a series no window sets again would keep its last value, and an alert on it would fire forever.
+PER_FEATURE = (STATISTIC, P_VALUE, Q_VALUE, EVIDENCE, FEATURE_DRIFTED, MISSING_FRACTION)
+
 
 def record(result: DriftResult, consecutive: int) -> None:
     REFERENCE_AVAILABLE.set(1)
+    for gauge in PER_FEATURE:
+        gauge.clear()
     for feature in result.features:
         if feature.statistic is not None:
             STATISTIC.labels(feature.name, feature.test).set(feature.statistic)
