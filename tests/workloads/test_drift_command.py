@@ -22,6 +22,7 @@ import pytest
 
 from scaleml_api.v1alpha1 import driftmonitor as monitoring
 from scaleml_workloads.drift.comparison import compare_files
+from scaleml_workloads.drift.detector import UNSEEN
 from scaleml_workloads.monitor.report import render
 from tests.workloads.runs import churn_table, write_parquet
 
@@ -181,6 +182,19 @@ def test_the_json_has_no_value_json_cannot_hold(files: Path) -> None:
     assert run.returncode == 1
     assert "b" in result["driftedFeatures"]
     assert "NaN" not in run.stdout
+
+
+def test_empty_csv_cells_of_a_text_column_are_missing(files: Path, tmp_path: Path) -> None:
+    table = churn_table(1500, seed=3).drop(["churned"])
+    plans = [None if row % 5 == 0 else plan for row, plan in enumerate(table.column("plan").to_pylist())]
+    gaps = write_csv(tmp_path / "gaps.csv", table.set_column(table.column_names.index("plan"), "plan", pa.array(plans)))
+
+    result = compare_files(files / "reference.csv", gaps, (), monitoring.Tests(), monitoring.Thresholds())
+
+    plan = next(feature for feature in result.features if feature.name == "plan")
+    assert plan.missing_fraction == pytest.approx(0.2)
+    assert (plan.test, plan.drifted) == ("missing", True)
+    assert UNSEEN not in plan.bins or plan.current_frequencies[plan.bins.index(UNSEEN)] == 0.0
 
 
 def test_a_saved_profile_of_the_reference_gives_the_result_of_the_table(files: Path, tmp_path: Path) -> None:

@@ -94,6 +94,12 @@ def _infinite_regression_target(data: Path) -> None:
     _csv(data, table.drop_columns(["plan", "churned"]))
 
 
+def _empty_text_cells_csv(data: Path) -> None:
+    table = churn_table(100)
+    plans = [None if row % 10 == 0 else plan for row, plan in enumerate(table.column("plan").to_pylist())]
+    _csv(data, table.set_column(table.column_names.index("plan"), "plan", pa.array(plans, pa.string())))
+
+
 def _infinite_npz(data: Path) -> None:
     data.mkdir(parents=True)
     images = np.zeros((10, 1, 4, 4), np.float64)
@@ -142,6 +148,12 @@ CASES = [
         _parquet(churn_table(1000, missing=0.3)),
         {"data": {"checks": {"maxMissingFraction": 0.1}}},
         ("column 'b' has 28.9% missing values", "more than checks.maxMissingFraction=0.1"),
+    ),
+    Case(
+        "empty-csv-cells-of-a-text-column",
+        _empty_text_cells_csv,
+        {"data": {"source": "train.csv", "format": "csv"}},
+        ("column 'plan' has 10.0% missing values", "more than checks.maxMissingFraction=0.0"),
     ),
     Case(
         "too-few-rows",

@@ -13,11 +13,11 @@ from typing import Final, Literal
 
 # pyarrow ships no type information.
 import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
 from scaleml_api.profile import DataProfile
+from scaleml_workloads.csvfiles import read_csv
 
 PARQUET_MAGIC: Final = b"PAR1"
 Format = Literal["parquet", "csv", "profile"]
@@ -44,7 +44,7 @@ def file_format(path: Path) -> Format:
 def read_table(path: Path, kind: Format) -> pa.Table:
     """A Parquet or CSV file as a table with at least one row."""
     try:
-        table = pq.read_table(path) if kind == "parquet" else pacsv.read_csv(path)
+        table = pq.read_table(path) if kind == "parquet" else read_csv(path)
     except (pa.ArrowException, OSError) as error:
         raise BadInputError(f"{path}: cannot read it as {'Parquet' if kind == 'parquet' else 'CSV'}: {error}") from None
     if table.num_rows == 0:

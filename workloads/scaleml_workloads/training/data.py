@@ -36,12 +36,12 @@ import numpy.typing as npt
 # pyarrow ships no type information.
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
-import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from scaleml_api.runtime import TrainingRun
 from scaleml_api.v1alpha1.architectures import TransformerParams, parse_params
 from scaleml_api.v1alpha1.trainingjob import DataSpec
+from scaleml_workloads.csvfiles import read_csv
 from scaleml_workloads.training.errors import InvalidInputError
 
 Label = str | int | float | bool
@@ -246,7 +246,7 @@ def _check_missing(path: Path, spec: DataSpec, fractions: Mapping[str, float]) -
 def _read_table(path: Path, spec: DataSpec, sensitive: Sequence[str]) -> _Columns:
     try:
         if spec.format == "csv":
-            table = pacsv.read_csv(path)
+            table = read_csv(path)
             available = table.column_names
         else:
             available = pq.read_schema(path).names
