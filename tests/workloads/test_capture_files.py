@@ -26,6 +26,7 @@ from scaleml_workloads.capture.files import (
     DATATYPES,
     FILE_MODE,
     METADATA_KEY,
+    MODEL_VERSION,
     CaptureFiles,
     Sample,
     Tensor,
@@ -137,9 +138,10 @@ def test_retention_options_are_checked_as_the_api_checks_them(
 # Reading: nothing in a file fails a window, and a window is bounded in bytes.
 
 
-def _sample(timestamp: float, rows: int = 4, width: int = 5) -> Sample:
+def _sample(timestamp: float, rows: int = 4, width: int = 5, version: str = "1") -> Sample:
     inputs = (Tensor("INPUT__0", "FP32", np.full((rows, width), timestamp, np.float32)),)
-    return Sample(timestamp, "churn", "1", "", inputs, (Tensor("OUTPUT__0", "FP32", np.zeros((rows, 2), np.float32)),))
+    outputs = (Tensor("OUTPUT__0", "FP32", np.zeros((rows, 2), np.float32)),)
+    return Sample(timestamp, "churn", version, "", inputs, outputs)
 
 
 def _complete_file(directory: Path, timestamp: float, file_format: str = "parquet", rows: int = 4) -> Path:
@@ -245,6 +247,28 @@ def test_files_that_would_inflate_past_the_window_are_skipped_before_their_data_
 
     assert window.rows == 4
     assert sorted(skip.reason for skip in window.skipped) == ["too_large", "too_large"]
+
+
+@pytest.mark.parametrize("file_format", ["parquet", "npz"])
+def test_a_window_of_one_model_version_leaves_out_and_counts_the_rows_of_others(
+    tmp_path: Path, file_format: CaptureFormat
+) -> None:
+    files = CaptureFiles(tmp_path, file_format, rows_per_file=10**6, seconds_per_file=60)
+    files.add(_sample(100.0))
+    files.flush()
+    # A rollout: both versions answer in one file, then the new one alone, with another input width.
+    files.add(_sample(200.0))
+    files.add(_sample(201.0, version="2"))
+    files.flush()
+    files.add(_sample(300.0, width=7, version="2"))
+    files.flush()
+
+    window = read_window(tmp_path, newest_rows=100, strings=False, model_version="1")
+
+    assert np.unique(window.columns["INPUT__0"]).tolist() == [100.0, 200.0]
+    assert window.other_versions == 8
+    assert window.skipped == ()
+    assert MODEL_VERSION not in window.columns
 
 
 def test_a_window_ends_before_the_file_that_would_take_it_past_its_bytes(tmp_path: Path) -> None:

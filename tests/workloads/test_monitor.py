@@ -130,6 +130,23 @@ def test_a_series_of_a_test_that_no_longer_decides_is_removed() -> None:
     assert REGISTRY.get_sample_value("scaleml_drift_feature_drifted", {"feature": "age"}) == 0.0
 
 
+def test_a_window_holds_only_the_rows_the_reference_version_answered(exported_model: Path, tmp_path: Path) -> None:
+    run = _run(exported_model, tmp_path)
+    profile = _profile(run)
+    captures = Path(run.captures_dir)
+    write_window(captures, model_inputs(profile, churn_table(WINDOW, seed=31)), start=1000.0)
+    # Version 2 rolls out on other traffic, which would drift against version 1's training data.
+    rollout = model_inputs(profile, _shifted(churn_table(400, seed=32), "a", 1.5))
+    write_window(captures, rollout, start=2000.0, model_version="2")
+
+    result = _monitor(run).check()
+
+    assert result is not None
+    assert not result.drift_detected, result.drifted_features
+    assert result.rows == WINDOW
+    assert any(message.startswith("400 captured rows were left out") for message in result.messages)
+
+
 def _plans_moved(table: pa.Table) -> pa.Table:
     """The plan mix of the churn traffic changed: most customers on pro."""
     plans = ["pro" if index % 10 < 7 else "basic" for index in range(table.num_rows)]
@@ -382,7 +399,9 @@ def test_a_window_holds_at_most_its_bytes_and_says_so(exported_model: Path, tmp_
     captures = Path(run.captures_dir)
     for n in range(4):
         write_window(captures, model_inputs(profile, churn_table(WINDOW // 4, seed=80 + n)), start=100.0 * (n + 1))
-    row_bytes = 4 * (profile.input.dims[0] + 2) + 8  # INPUT__0 and OUTPUT__0 in float32, the timestamp
+    # INPUT__0 and OUTPUT__0 in float32, the timestamp, and the model version "1" (a unicode character) read to keep
+    # the window to the reference's version.
+    row_bytes = 4 * (profile.input.dims[0] + 2) + 8 + 4
     monitor = _monitor(run)
     monitor.window_max_bytes = 2 * (WINDOW // 4) * row_bytes + 100
 

@@ -160,8 +160,14 @@ class Monitor:
     def check(self) -> DriftResult | None:
         """Tests the newest window if it holds new rows; returns its result (None: nothing new to test)."""
         started = time.monotonic()
+        # Rows another version answered come from another model, often with other category codes: never the reference's.
+        version = None if self.run.model_version is None else str(self.run.model_version)
         read = read_window(
-            self.run.captures_dir, self.run.spec.window.size, max_bytes=self.window_max_bytes, strings=False
+            self.run.captures_dir,
+            self.run.spec.window.size,
+            max_bytes=self.window_max_bytes,
+            strings=False,
+            model_version=version,
         )
         self._count_skipped(read)
         metrics.WINDOW_BYTES.set(read.nbytes)
@@ -173,7 +179,8 @@ class Monitor:
         )
         if newest is None:
             metrics.CHECKS.labels("no_data").inc()
-            log.info("no captured rows in %s yet", self.run.captures_dir)
+            others = f" ({read.other_versions} rows of other model versions left out)" if read.other_versions else ""
+            log.info("no captured rows in %s yet%s", self.run.captures_dir, others)
             return None
         if newest == self.last_tested:
             metrics.CHECKS.labels("no_new_data").inc()
@@ -254,6 +261,11 @@ class Monitor:
             notes.append(
                 f"the window holds {read.rows} rows ({read.nbytes} bytes): the next older capture file would have "
                 f"taken it past {self.window_max_bytes} bytes"
+            )
+        if read.other_versions:
+            notes.append(
+                f"{read.other_versions} captured rows were left out: another model version than "
+                f"{self.run.model_version}, whose training data is the reference, answered them"
             )
         if read.skipped:
             reasons = Counter(skip.reason for skip in read.skipped)

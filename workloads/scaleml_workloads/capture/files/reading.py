@@ -45,12 +45,16 @@ def read_layout(path: Path) -> list[TensorSpec]:
 
 
 def read_capture_file(
-    path: Path, tensors: Sequence[str] | None = None, *, max_bytes: int | None = None, strings: bool = True
+    path: Path,
+    tensors: Sequence[str] | None = None,
+    *,
+    max_bytes: int | None = None,
+    strings: Sequence[str] = STRING_COLUMNS,
 ) -> dict[str, Array]:
-    """The columns of one capture file: the four row columns, and `tensors` (default: every tensor).
+    """The columns of one capture file: `timestamp`, the row columns in `strings`, and `tensors` (default: all).
 
-    `timestamp` is float64, `model`, `model_version` and `request_id` unicode arrays (left out
-    without `strings`), each tensor (rows, *shape) of its datatype's NumPy type (BYTES: an object
+    `timestamp` is float64, `model`, `model_version` and `request_id` unicode arrays (those of them
+    in `strings`), each tensor (rows, *shape) of its datatype's NumPy type (BYTES: an object
     array of bytes). Raises TooLargeError when the columns would take more than `max_bytes` (checked
     before they are read), KeyError when a tensor in `tensors` is not in the file, and ValueError,
     OSError, a pyarrow error or whatever else a foreign or truncated file makes its reader raise
@@ -79,8 +83,8 @@ def _fits(nbytes: int, budget: int | None, path: Path) -> None:
         raise TooLargeError(f"{path.name} holds {nbytes} bytes of columns, more than the {budget} left to read")
 
 
-def _columns_to_read(chosen: Sequence[TensorSpec], strings: bool) -> list[str]:
-    return [TIMESTAMP, *(STRING_COLUMNS if strings else ()), *(spec.name for spec in chosen)]
+def _columns_to_read(chosen: Sequence[TensorSpec], strings: Sequence[str]) -> list[str]:
+    return [TIMESTAMP, *strings, *(spec.name for spec in chosen)]
 
 
 def _parquet_bytes(parquet: pq.ParquetFile, names: Sequence[str]) -> int:
@@ -124,7 +128,9 @@ def _strings(column: pa.ChunkedArray, budget: int | None, path: Path) -> Array:
     return np.concatenate(parts) if parts else np.array([], dtype=str)
 
 
-def _read_parquet(path: Path, tensors: Sequence[str] | None, budget: int | None, strings: bool) -> dict[str, Array]:
+def _read_parquet(
+    path: Path, tensors: Sequence[str] | None, budget: int | None, strings: Sequence[str]
+) -> dict[str, Array]:
     _fits(path.stat().st_size, budget, path)
     with pq.ParquetFile(path, read_dictionary=list(STRING_COLUMNS)) as parquet:
         chosen = _chosen(parse_metadata(parquet.schema_arrow.metadata[METADATA_KEY.encode()]), tensors)
@@ -136,7 +142,7 @@ def _read_parquet(path: Path, tensors: Sequence[str] | None, budget: int | None,
     for spec in chosen:
         values = table[spec.name].combine_chunks().flatten().to_numpy(zero_copy_only=False)
         columns[spec.name] = values.astype(DATATYPES[spec.datatype], copy=False).reshape(table.num_rows, *spec.shape)
-    for name in STRING_COLUMNS if strings else ():
+    for name in strings:
         columns[name] = _strings(table[name], None if budget is None else budget - nbytes, path)
         nbytes += columns[name].nbytes
     return columns
@@ -164,7 +170,9 @@ def _npy(archive: zipfile.ZipFile, name: str) -> Array:
     return array
 
 
-def _read_npz(path: Path, tensors: Sequence[str] | None, budget: int | None, strings: bool) -> dict[str, Array]:
+def _read_npz(
+    path: Path, tensors: Sequence[str] | None, budget: int | None, strings: Sequence[str]
+) -> dict[str, Array]:
     with zipfile.ZipFile(path) as archive:
         shape, dtype = _npy_header(archive, METADATA_KEY)
         if shape != () or dtype.itemsize > _MAX_METADATA_BYTES:
@@ -184,7 +192,7 @@ def _read_npz(path: Path, tensors: Sequence[str] | None, budget: int | None, str
     return columns
 
 
-_READERS: Final[dict[str, Callable[[Path, Sequence[str] | None, int | None, bool], dict[str, Array]]]] = {
+_READERS: Final[dict[str, Callable[[Path, Sequence[str] | None, int | None, Sequence[str]], dict[str, Array]]]] = {
     SUFFIXES["parquet"]: _read_parquet,
     SUFFIXES["npz"]: _read_npz,
 }

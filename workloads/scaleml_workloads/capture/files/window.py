@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from scaleml_workloads.capture.files.layout import RESERVED_NAMES, STRING_COLUMNS, TIMESTAMP, Array
+from scaleml_workloads.capture.files.layout import MODEL_VERSION, RESERVED_NAMES, STRING_COLUMNS, TIMESTAMP, Array
 from scaleml_workloads.capture.files.names import capture_files
 from scaleml_workloads.capture.files.reading import TooLargeError, columns_nbytes, read_capture_file
 
@@ -37,6 +37,8 @@ class CaptureWindow:
     # Rows ended before the number asked for because the next file would have passed max_bytes.
     bytes_limited: bool = False
     nbytes: int = 0
+    # Rows of the files read left out because another model version than the one asked for answered them.
+    other_versions: int = 0
 
     @property
     def rows(self) -> int:
@@ -50,8 +52,13 @@ def read_window(
     *,
     max_bytes: int | None = None,
     strings: bool = True,
+    model_version: str | None = None,
 ) -> CaptureWindow:
     """The newest `newest_rows` rows (fewer when there are not that many) of the complete files in `directory`.
+
+    With `model_version`, only the rows that version answered: the others are read (and count
+    against `max_bytes`) but left out and counted in `other_versions`; a file without a row of that
+    version is never compared with the others' tensors.
 
     Reads the newest files first until it has enough rows, and returns the rows in time order as
     `read_capture_file` does, with `tensors` (default: those of the newest file read). At most
@@ -65,14 +72,15 @@ def read_window(
         raise ValueError(f"newest_rows must be at least 1, not {newest_rows}")
     parts: list[dict[str, Array]] = []
     skipped: list[Skipped] = []
-    rows = used = 0
+    rows = used = other_versions = 0
     limited = False
+    read_strings = STRING_COLUMNS if strings else (MODEL_VERSION,) if model_version is not None else ()
     for path in reversed(capture_files(Path(directory))):
         if rows >= newest_rows:
             break
         left = None if max_bytes is None else max_bytes - used
         try:
-            part = read_capture_file(path, tensors, max_bytes=left, strings=strings)
+            part = read_capture_file(path, tensors, max_bytes=left, strings=read_strings)
         except TooLargeError as error:
             if parts:
                 limited = True
@@ -82,6 +90,12 @@ def read_window(
         except Exception as error:
             skipped.append(Skipped(path, "unreadable", f"{type(error).__name__}: {error}"))
         else:
+            used += columns_nbytes(part)
+            if model_version is not None:
+                part, left_out = _of_version(part, model_version, keep_column=strings)
+                other_versions += left_out
+                if not len(part[TIMESTAMP]):
+                    continue
             if parts and not _same_layout(parts[0], part):
                 skipped.append(Skipped(path, "layout", "its tensors differ from those of newer files"))
                 continue
@@ -89,18 +103,25 @@ def read_window(
                 tensors = [name for name in part if name not in RESERVED_NAMES]
             parts.append(part)
             rows += len(part[TIMESTAMP])
-            used += columns_nbytes(part)
     for skip in skipped:
         log.warning("skipping capture file %s (%s): %s", skip.path, skip.reason, skip.detail)
     if not parts:
-        return CaptureWindow({}, tuple(skipped), limited, 0)
+        return CaptureWindow({}, tuple(skipped), limited, 0, other_versions)
     columns = {name: np.concatenate([part[name] for part in reversed(parts)])[-newest_rows:] for name in parts[0]}
-    return CaptureWindow(columns, tuple(skipped), limited, columns_nbytes(columns))
+    return CaptureWindow(columns, tuple(skipped), limited, columns_nbytes(columns), other_versions)
 
 
 def read_captures(directory: Path | str, newest_rows: int, tensors: Sequence[str] | None = None) -> dict[str, Array]:
     """The columns of `read_window` (an empty dict when no file could be read), without a bound in bytes."""
     return read_window(directory, newest_rows, tensors).columns
+
+
+def _of_version(part: dict[str, Array], version: str, *, keep_column: bool) -> tuple[dict[str, Array], int]:
+    """The rows of `part` that `version` answered (without the model_version column unless `keep_column`), and how
+    many others it holds."""
+    kept = part[MODEL_VERSION] == version
+    chosen = {name: array[kept] for name, array in part.items() if keep_column or name != MODEL_VERSION}
+    return chosen, int(kept.size - np.count_nonzero(kept))
 
 
 def _same_layout(reference: dict[str, Array], other: dict[str, Array]) -> bool:
