@@ -7,6 +7,8 @@ import pytest
 import torch
 from scipy import stats  # type: ignore[import-untyped]
 
+from scaleml_api.v1alpha1 import driftmonitor as monitoring
+from scaleml_workloads.drift.comparison import compare
 from scaleml_workloads.drift.statistics import chi2_sf, ks_p_value
 from scaleml_workloads.drift.verdict import benjamini_hochberg
 
@@ -24,6 +26,25 @@ def test_a_window_without_drift_is_flagged_at_the_level_by_the_correction() -> N
     trials, alpha = 4000, 0.05
     flagged = sum(min(benjamini_hochberg(list(rng.random(50)))) < alpha for _ in range(trials))
     assert abs(flagged / trials - alpha) < 3.5 * np.sqrt(alpha * (1 - alpha) / trials)
+
+
+def test_a_significant_test_short_of_its_least_effect_does_not_score_as_drift() -> None:
+    rng = np.random.default_rng(17)
+    reference = {"a": rng.normal(size=5000), "b": rng.normal(size=5000)}
+    # 4% missing where the reference has none: beyond doubt, yet under the least change of missing values that counts.
+    window = {name: np.r_[rng.normal(size=4800), np.full(200, np.nan)] for name in reference}
+
+    result = compare(reference, window, tests=monitoring.Tests(multivariate="none"))
+
+    missing = [test for feature in result.features for test in feature.tests if test.test == "missing"]
+    assert all(test.q_value is not None and test.q_value < 0.01 and not test.drifted for test in missing)
+    assert not result.drift_detected
+    assert all(feature.evidence < 0.5 for feature in result.features)
+    # Features that did not drift count by the strongest alone, never combined as drifted ones are.
+    assert result.score == pytest.approx(max(feature.importance * feature.evidence for feature in result.features))
+    smallest = min(test.q_value for test in missing if test.q_value is not None)
+    assert result.verdict.startswith("no drift: significant but below their least effect: a (missing), b (missing)")
+    assert f"smallest q {smallest:.3g}" in result.verdict
 
 
 @pytest.mark.parametrize(

@@ -5,14 +5,16 @@ that noise across many features does not add up). Significant (q < pValue): ln(q
 from 0.5 at q = pValue to 1 at q = pValue² and below. Not significant: 0.5 (ln q / ln pValue)²,
 which meets it at pValue and is near 0 for the q-values of noise (0.01 at q = 0.5 and pValue =
 0.01). A distance or a missing-values test also scales it by how much of its least effect it
-reached, capped at 1. A feature's evidence is that of its strongest test.
+reached, capped at 1; one that fell short of it did not drift however small its q-value, and
+counts at most as a test at q = pValue would, so that only a drifted test reaches 0.5. A feature's
+evidence is that of its strongest test.
 
 Importance: the profile's permutation importance of each feature, relative to the most important
 feature's (in [0, 1]; negative importances, which only chance makes, count as 0). A feature whose
 importance is unknown counts fully, and when no feature has a positive importance all count
 fully (uniform weights). The multivariate test counts with the mean weight of the numeric features.
 
-Score, in [0, 1]: the significant features (and the multivariate test) combine as
+Score, in [0, 1]: the drifted features (and the multivariate test when it drifted) combine as
 1 - prod(1 - weight * evidence), several drifted features scoring more than one; the others count
 only by the strongest of them, so that noise spread over many features does not add up. It never
 decreases when any evidence grows: 1 when the most important feature drifted beyond doubt, near 0
@@ -30,11 +32,14 @@ from scaleml_workloads.drift.results import FeatureResult, MultivariateResult, T
 # Features listed in a window's top features, at most, and the least importance * evidence listed.
 TOP_FEATURES: Final = 5
 TOP_CONTRIBUTION: Final = 0.05
+# The evidence of a q-value equal to pValue, where significance begins.
+_AT_ALPHA: Final = 0.5
 
 
 def evidence(test: TestResult, alpha: float) -> float:
     """How strongly one test shows drift, in [0, 1] (see the module)."""
-    return _q_evidence(test.q_value, alpha) * _effect_share(test)
+    strength = _q_evidence(test.q_value, alpha)
+    return (strength if test.drifted else min(strength, _AT_ALPHA)) * _effect_share(test)
 
 
 def _q_evidence(q_value: float | None, alpha: float) -> float:
@@ -66,12 +71,12 @@ def window_score(
     features: list[FeatureResult], multivariate: MultivariateResult | None, alpha: float
 ) -> tuple[float, list[TopFeature]]:
     """The window's score and its top features by importance * evidence (see the module)."""
-    weighted = [(feature.importance * feature.evidence, _significant(feature, alpha)) for feature in features]
+    weighted = [(feature.importance * feature.evidence, feature.drifted) for feature in features]
     if multivariate is not None:
         numeric = [feature.importance for feature in features if feature.kind == "numeric"]
         weight = sum(numeric) / len(numeric) if numeric else 1.0
         q_value = multivariate.q_value
-        weighted.append((weight * _q_evidence(q_value, alpha), q_value is not None and q_value < alpha))
+        weighted.append((weight * _q_evidence(q_value, alpha), multivariate.drifted))
     remaining = 1.0 - max((value for value, significant in weighted if not significant), default=0.0)
     for value, significant in weighted:
         if significant:
@@ -83,7 +88,3 @@ def window_score(
         if feature.importance * feature.evidence >= TOP_CONTRIBUTION
     ]
     return min(1.0, max(0.0, 1.0 - remaining)), top
-
-
-def _significant(feature: FeatureResult, alpha: float) -> bool:
-    return any(test.q_value is not None and test.q_value < alpha for test in feature.tests)

@@ -196,8 +196,17 @@ def _verdict(
         parts.append(f"the multivariate test drifted (q {number(multivariate.q_value, 3)})")
     if parts:
         return "; ".join(parts) + f" ({level})"
-    q_values = [f.q_value for f in features if f.q_value is not None]
+    # Every test's, not only the deciding ones': a feature's missing values may be nearer to drift than its values.
+    q_values = [test.q_value for f in features for test in f.tests if test.q_value is not None]
     if multivariate is not None and multivariate.q_value is not None:
         q_values.append(multivariate.q_value)
     smallest = f", smallest q {number(min(q_values), 3)}" if q_values else ""
+    short = [
+        f"{f.name} ({test.test})"
+        for f in features
+        for test in f.tests
+        if test.q_value is not None and test.q_value < alpha and not test.drifted
+    ]
+    if short:
+        return f"no drift: significant but below their least effect: {', '.join(short)} ({level}{smallest})"
     return f"no drift: no test significant ({level}{smallest})"
