@@ -7,11 +7,14 @@ name is neither changed nor adopted, and nothing is created in the name of a uid
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import pytest
 
+from scaleml_api.v1alpha1.modeldeployment import Autoscaling, ModelDeploymentSpec
+from scaleml_operator.builders import modeldeployment as serving
 from scaleml_operator.builders.meta import Children, Owner, RunConfig
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.kube import apply as kube
@@ -132,3 +135,32 @@ def test_an_object_of_a_namespace_being_deleted_costs_one_refused_write_and_then
     # Every later run of it (each deletion of a child brings one) knows, and asks nothing.
     assert run(RECONCILER, "churn", namespace, context, full=True, body=body) is False
     assert sent == []
+
+
+@pytest.mark.parametrize("autoscaler_owns_them", [False, True])
+def test_turning_on_autoscaling_keeps_the_replicas_until_the_autoscaler_takes_them(
+    kubectl: Kubectl, namespace: str, autoscaler_owns_them: bool
+) -> None:
+    """Server-side apply removes a field its only manager stops applying: a Deployment of 8 would drop to 1."""
+    owner = Owner("ModelDeployment", "churn", namespace, str(uuid.uuid4()))
+    fixed = ModelDeploymentSpec.model_validate(
+        merged(example("ModelDeployment"), {"spec": {"autoscaling": None, "replicas": 8}})["spec"]
+    )
+    source, images = serving.ModelSource("models", "churn", 3), ("triton:1", "workloads:1")
+    first = apply_children(owner, serving.children(owner, fixed, source, images), True)
+    live = first.live[("Deployment", "churn-triton")]
+    assert live["spec"]["replicas"] == 8
+    if autoscaler_owns_them:
+        # The autoscaler scaled it since, through the scale subresource, as the HPA controller does.
+        kubectl.run("scale", "deployment", "churn-triton", "--replicas=5", "-n", namespace)
+        live = kubectl.get("deployment", "churn-triton", namespace)
+
+    scaled = fixed.model_copy(update={"autoscaling": Autoscaling(min_replicas=2, max_replicas=12)})
+    applied = apply_children(owner, serving.children(owner, scaled, source, images, live), True)
+    assert "HorizontalPodAutoscaler" in [kind for kind, _ in applied.live]
+    shown = ("get", "deployment", "churn-triton", "-n", namespace, "-o", "json", "--show-managed-fields")
+    after = json.loads(kubectl.run(*shown).stdout)
+    assert after["spec"]["replicas"] == (5 if autoscaler_owns_them else 8)
+    # The operator's own manager no longer sets them: the autoscaler's writes are not undone.
+    managers = {entry["manager"]: entry for entry in after["metadata"]["managedFields"]}
+    assert "f:replicas" not in managers["scaleml-operator"]["fieldsV1"]["f:spec"]

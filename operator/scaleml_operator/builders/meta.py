@@ -64,6 +64,11 @@ class Children:
     create: list[dict[str, Any]] = field(default_factory=list)
     # What of the spec cannot reach the live children (a running Job's pod template), to report.
     kept_back: str = ""
+    # Fields `apply` no longer sets that must keep their live value, applied first with their live
+    # value under kube.HANDOVER_MANAGER, unforced. Server-side apply removes a field its only
+    # manager stops applying: a Deployment's replicas would drop to 1 the moment an autoscaler
+    # is turned on, until the autoscaler's first sync. One that someone else owns already stays theirs.
+    hand_over: list[dict[str, Any]] = field(default_factory=list)
 
 
 def labels(owner: Owner, component: str) -> dict[str, str]:

@@ -370,17 +370,25 @@ def disruption_budget(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any]
 
 
 def children(
-    owner: Owner, spec: ModelDeploymentSpec, source: ModelSource | None, images: tuple[str, str]
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    source: ModelSource | None,
+    images: tuple[str, str],
+    live: Mapping[str, Any] | None = None,
 ) -> meta.Children:
     """Every child; the Deployment only once there is a source to serve (a TrainingJob may not have exported yet).
 
     The autoscaler comes after the Deployment, never without it: it scales whatever Deployment has
-    the name, and one of that name that the operator did not make is reported, not scaled.
+    the name, and one of that name that the operator did not make is reported, not scaled. With an
+    autoscaler, the `live` Deployment's replicas are handed over (see meta.Children.hand_over).
     """
     apply = [service(owner, spec)]
     absent: list[tuple[str, str, str]] = []
+    hand_over = []
     if source is not None:
         apply.append(deployment(owner, spec, source, images))
+        if spec.autoscaling is not None and live is not None and "replicas" in live.get("spec", {}):
+            hand_over.append(_replicas_of(owner, live))
     for api_version, kind, manifest in (
         ("autoscaling/v2", "HorizontalPodAutoscaler", autoscaler(owner, spec)),
         ("policy/v1", "PodDisruptionBudget", disruption_budget(owner, spec)),
@@ -389,7 +397,18 @@ def children(
             absent.append((api_version, kind, owner.name))
         elif source is not None or kind != "HorizontalPodAutoscaler":
             apply.append(manifest)
-    return meta.Children(apply=apply, absent=absent)
+    return meta.Children(apply=apply, absent=absent, hand_over=hand_over)
+
+
+def _replicas_of(owner: Owner, live: Mapping[str, Any]) -> dict[str, Any]:
+    # Its uid: a Deployment deleted meanwhile is not created again from this fragment.
+    name, uid = deployment_name(owner.name), live["metadata"]["uid"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": owner.namespace, "uid": uid},
+        "spec": {"replicas": live["spec"]["replicas"]},
+    }
 
 
 def resolve_source(

@@ -16,6 +16,9 @@ from kubernetes.client.exceptions import ApiException
 from scaleml_operator.kube.client import request, resource
 
 FIELD_MANAGER: Final = "scaleml-operator"
+# Holds a field the operator stops applying that must keep its value until another writer takes it
+# (a Deployment's replicas, when an autoscaler starts to own them): see Children.hand_over.
+HANDOVER_MANAGER: Final = "scaleml-operator-handover"
 HTTP_FORBIDDEN: Final = 403
 HTTP_NOT_FOUND: Final = 404
 HTTP_CONFLICT: Final = 409
@@ -65,7 +68,9 @@ def namespace_terminating(error: ApiException) -> bool:
     return any(cause.get("reason") == "NamespaceTerminating" for cause in causes)
 
 
-def apply(manifest: Mapping[str, Any], uid: str | None = None) -> dict[str, Any]:
+def apply(
+    manifest: Mapping[str, Any], uid: str | None = None, *, manager: str = FIELD_MANAGER, force: bool = True
+) -> dict[str, Any]:
     """Applies `manifest` (force: the operator owns these fields) and returns the live object.
 
     With `uid`, the API server applies only to the object of that uid (a precondition it checks):
@@ -82,7 +87,7 @@ def apply(manifest: Mapping[str, Any], uid: str | None = None) -> dict[str, Any]
         return request(
             "PATCH",
             path,
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            query=[("fieldManager", manager), ("force", "true" if force else "false")],
             body=body,
             content_type="application/apply-patch+yaml",
         )

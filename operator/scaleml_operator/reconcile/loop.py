@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, Protocol, TypeVar
 
+from kubernetes.client.exceptions import ApiException
+
 from scaleml_api.base import API_VERSION
 from scaleml_api.kind import Kind, SpecT
 from scaleml_api.validation import parse_spec_or_none
@@ -230,6 +232,8 @@ def apply_children(owner: Owner, children: Children, everything: bool, *, observ
     foreign: list[str] = []
     created: list[str] = []
     if everything:
+        for manifest in children.hand_over:
+            _hand_over(manifest)
         for manifest in children.apply:
             kind, child = manifest["kind"], manifest["metadata"]["name"]
             try:
@@ -287,6 +291,17 @@ def _apply(owner: Owner, manifest: Mapping[str, Any]) -> Object | None:
     if existing is not None and not controlled_by(existing, owner.uid):
         return None
     return _remembered(owner, kube.apply(manifest, uid=existing["metadata"]["uid"] if existing else None))
+
+
+def _hand_over(manifest: Mapping[str, Any]) -> None:
+    try:
+        kube.apply(manifest, manager=kube.HANDOVER_MANAGER, force=False)
+    except kube.RejectedError:
+        pass  # the object went (its uid precondition failed), or was never whole: nothing to keep
+    except ApiException as error:
+        # Conflict: another writer owns the field with another value, and keeps it.
+        if error.status != kube.HTTP_CONFLICT:
+            raise
 
 
 def _remembered(owner: Owner, child: Object) -> Object:

@@ -23,7 +23,7 @@ from scaleml_operator.builders import modeldeployment as build
 from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.reconcile import cache
-from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
+from scaleml_operator.reconcile.loop import Applied, Context, Reconciler, controlled_by
 from scaleml_operator.status import modeldeployment as status
 from scaleml_operator.status.promotion import Promotion, promote_deployment
 
@@ -99,7 +99,10 @@ def read(owner: Owner, spec: ModelDeploymentSpec, parent: Mapping[str, Any], con
 
 def children(owner: Owner, spec: ModelDeploymentSpec, inputs: Inputs, config: OperatorConfig) -> Children:
     images = (spec.triton_image or config.triton_image, config.workload_image)
-    return build.children(owner, spec, None if isinstance(inputs.source, Waiting) else inputs.source, images)
+    source = None if isinstance(inputs.source, Waiting) else inputs.source
+    # Only its own Deployment's replicas are the operator's to hand over.
+    live = inputs.deployment if inputs.deployment and controlled_by(inputs.deployment, owner.uid) else None
+    return build.children(owner, spec, source, images, live)
 
 
 def stale(inputs: Inputs) -> bool:
