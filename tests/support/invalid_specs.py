@@ -31,6 +31,18 @@ CASES = (
     InvalidCase("name-with-dot", MD, {"metadata": {"name": "churn.v2"}}, "metadata.name"),
     InvalidCase("name-too-long", DM, {"metadata": {"name": "d" * 53}}, "metadata.name"),
     InvalidCase("cpu-negative", MD, {"spec": {"resources": {"cpu": "-1"}}}, "spec.resources.cpu"),
+    InvalidCase(
+        "hpa-object-metric",
+        MD,
+        {"spec": {"autoscaling": {"metrics": [{"type": "Object", "pods": {"metric": {"name": "requests"}}}]}}},
+        "spec.autoscaling.metrics[0].type",
+    ),
+    InvalidCase(
+        "hpa-metric-without-its-source",
+        MD,
+        {"spec": {"autoscaling": {"metrics": [{"type": "Pods", "external": {"metric": {"name": "queue"}}}]}}},
+        "spec.autoscaling.metrics[0].type",
+    ),
     InvalidCase("memory-beyond-int64", TJ, {"spec": {"resources": {"memory": "1e309"}}}, "spec.resources.memory"),
     InvalidCase("workers-zero", TJ, {"spec": {"resources": {"workers": 0}}}, "spec.resources.workers"),
     InvalidCase("workers-not-a-number", TJ, {"spec": {"resources": {"workers": "two"}}}, "spec.resources.workers"),

@@ -115,6 +115,30 @@ class ServingResources(ApiModel):
     memory: Quantity = Field(default="2Gi", description="Memory request (and limit) per pod.")
 
 
+# Not Object or ContainerResource: the HPA is made with the operator's rights on behalf of whoever
+# may edit the ModelDeployment, and those would have it read metrics of objects other than the
+# model's pods.
+class MetricSpec(ApiModel):
+    """An autoscaling/v2 MetricSpec of type Pods or External; the API server checks its source with the HPA."""
+
+    type: Literal["Pods", "External"] = Field(description="Pods (a metric of the Triton pods) or External.")
+    pods: dict[str, Any] | None = Field(
+        default=None, description="A PodsMetricSource (metric, target), with type Pods."
+    )
+    external: dict[str, Any] | None = Field(
+        default=None, description="An ExternalMetricSource (metric, target), with type External."
+    )
+
+    rules = (
+        Rule(
+            cel="self.type == 'Pods' ? has(self.pods) && !has(self.external) : has(self.external) && !has(self.pods)",
+            message="set the source its type names (pods or external), and only that one",
+            check=lambda m: (m.pods is not None, m.external is not None) == (m.type == "Pods", m.type == "External"),
+            field_path=".type",
+        ),
+    )
+
+
 class Autoscaling(ApiModel):
     """A HorizontalPodAutoscaler (autoscaling/v2) for the Triton Deployment. Absent: fixed replicas."""
 
@@ -127,7 +151,7 @@ class Autoscaling(ApiModel):
         le=100,
         description="Target average CPU utilisation, percent of the request.",
     )
-    metrics: list[dict[str, Any]] = Field(
+    metrics: list[MetricSpec] = Field(
         default=[],
         max_length=16,
         description="Extra autoscaling/v2 MetricSpecs (Pods or External), e.g. Triton queue time per "

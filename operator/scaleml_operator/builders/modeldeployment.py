@@ -337,7 +337,7 @@ def autoscaler(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any] | None
                 },
             }
         )
-    metrics.extend(spec.autoscaling.metrics)
+    metrics.extend(metric.to_wire() for metric in spec.autoscaling.metrics)
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
