@@ -185,8 +185,8 @@ def test_a_child_the_api_server_refuses_is_reported_and_the_rest_still_applies(
 ) -> None:
     training_job(kubectl, ml_namespace)
     export(kubectl, ml_namespace, 1)
-    # A Pods metric without its "pods" block passes the CRD (metrics are free-form) but not HPA validation.
-    broken = {"minReplicas": 1, "maxReplicas": 3, "metrics": [{"type": "Pods"}]}
+    # A Pods metric without its target passes the CRD (a metric's source is free-form) but not HPA validation.
+    broken = {"minReplicas": 1, "maxReplicas": 3, "metrics": [{"type": "Pods", "pods": {"metric": {"name": "queue"}}}]}
     kubectl.apply(model_deployment(autoscaling=broken), "-n", ml_namespace)
 
     def reported() -> dict[str, Any] | None:
