@@ -32,6 +32,12 @@ CASES = (
     InvalidCase("name-too-long", DM, {"metadata": {"name": "d" * 53}}, "metadata.name"),
     InvalidCase("cpu-negative", MD, {"spec": {"resources": {"cpu": "-1"}}}, "spec.resources.cpu"),
     InvalidCase(
+        "hpa-without-metrics",
+        MD,
+        {"spec": {"autoscaling": {"targetCPUUtilization": 0, "metrics": []}}},
+        "spec.autoscaling.targetCPUUtilization",
+    ),
+    InvalidCase(
         "hpa-object-metric",
         MD,
         {"spec": {"autoscaling": {"metrics": [{"type": "Object", "pods": {"metric": {"name": "requests"}}}]}}},

@@ -198,6 +198,9 @@ def test_autoscaling_owns_the_replicas_and_lists_cpu_and_extra_metrics() -> None
     assert hpa["metrics"][0]["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
     assert hpa["metrics"][1] == queue_time
     assert kinds["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    # Without a CPU target, on the extra metrics alone.
+    queue_only = _spec(autoscaling={"targetCPUUtilization": 0, "metrics": [queue_time]})
+    assert _kinds(queue_only)["HorizontalPodAutoscaler"]["spec"]["metrics"] == [queue_time]
 
 
 @pytest.mark.parametrize(

@@ -203,7 +203,10 @@ class RetrainPolicy(ApiModel):
     )
     cooldown: Duration = Field(default="24h", description="Least time between two retraining jobs.")
     use_captured_data: bool = Field(
-        default=False, description="Train on the newest captured data instead of the original data source."
+        default=False,
+        description="Not applied: captured requests hold the model's own outputs, never true labels. Retraining "
+        "trains on the TrainingJob's data.source, where newly labelled data belongs; the Retraining condition "
+        "says so when this is true.",
     )
     training_job_overrides: RetrainOverrides = Field(
         default_factory=RetrainOverrides,

@@ -144,12 +144,13 @@ class Autoscaling(ApiModel):
 
     min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas.")
     max_replicas: int = Field(default=4, ge=1, le=1000, description="Most replicas.")
-    target_cpu_utilization: int | None = Field(
+    target_cpu_utilization: int = Field(
         default=70,
         alias="targetCPUUtilization",
-        ge=1,
+        ge=0,
         le=100,
-        description="Target average CPU utilisation, percent of the request.",
+        description="Target average CPU utilisation, percent of the request; 0 for none (then metrics names "
+        "at least one).",
     )
     metrics: list[MetricSpec] = Field(
         default=[],
@@ -158,7 +159,16 @@ class Autoscaling(ApiModel):
         "compute time through a Prometheus adapter.",
     )
 
-    rules = (not_above("minReplicas", "maxReplicas"),)
+    rules = (
+        not_above("minReplicas", "maxReplicas"),
+        # An HPA without metrics scales on 80% CPU, Kubernetes' default: not what 0 asked for.
+        Rule(
+            cel="self.targetCPUUtilization > 0 || size(self.metrics) > 0",
+            message="targetCPUUtilization 0 needs at least one of metrics",
+            check=lambda a: a.target_cpu_utilization > 0 or bool(a.metrics),
+            field_path=".targetCPUUtilization",
+        ),
+    )
 
 
 # A size in bytes: a positive whole number, with a binary (Ki, Mi, Gi, ...) or decimal (k, M, G, ...) suffix.

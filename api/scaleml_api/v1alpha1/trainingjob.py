@@ -176,10 +176,18 @@ class Resources(ApiModel):
 
 
 class ElasticPolicy(ApiModel):
-    """Elastic membership through torchrun: the group runs with any size in [minWorkers, maxWorkers]."""
+    """Elastic membership through torchrun: the group runs on with any size in [minWorkers, maxWorkers]."""
 
-    min_workers: int = Field(default=1, ge=1, le=1024, description="Fewest pods the group may shrink to.")
-    max_workers: int = Field(default=1, ge=1, le=1024, description="Most pods the group may grow to.")
+    min_workers: int = Field(
+        default=1, ge=1, le=1024, description="Fewest pods the group may shrink to when pods fail or are preempted."
+    )
+    max_workers: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Largest group the rendezvous admits (torchrun --nnodes MIN:MAX). The Job runs "
+        "resources.workers pods, so the group never grows past that.",
+    )
     max_restarts: int = Field(
         default=3, ge=0, le=100, description="Times torchrun restarts the group after a failure or membership change."
     )

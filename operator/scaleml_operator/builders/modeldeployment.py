@@ -327,7 +327,7 @@ def autoscaler(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any] | None
     if spec.autoscaling is None:
         return None
     metrics: list[dict[str, Any]] = []
-    if spec.autoscaling.target_cpu_utilization is not None:
+    if spec.autoscaling.target_cpu_utilization > 0:
         metrics.append(
             {
                 "type": "Resource",
