@@ -136,6 +136,9 @@ CAN_I: list[Case] = [
     (True, "bind", "clusterroles.rbac.authorization.k8s.io", "", None, "scaleml-monitor-status"),
     (False, "bind", "clusterroles.rbac.authorization.k8s.io", "", None, "edit"),
     (True, "delete", "horizontalpodautoscalers.autoscaling", "", None),
+    # Children that block their owner's deletion, where admission checks that right (OpenShift).
+    (True, "update", "trainingjobs.scaleml.dev", "finalizers", None),
+    (True, "update", "driftmonitors.scaleml.dev", "finalizers", None),
     (True, "delete", "poddisruptionbudgets.policy", "", None),
     (True, "watch", "pods", "", None),
     (True, "create", "events", "", None),
