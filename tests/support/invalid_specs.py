@@ -26,6 +26,18 @@ class InvalidCase:
 TJ, MD, DM = "TrainingJob", "ModelDeployment", "DriftMonitor"
 
 CASES = (
+    InvalidCase(
+        "toleration-without-key-or-exists",
+        TJ,
+        {"spec": {"scheduling": {"tolerations": [{"effect": "NoSchedule"}]}}},
+        "spec.scheduling.tolerations[0].operator",
+    ),
+    InvalidCase(
+        "toleration-seconds-without-noexecute",
+        TJ,
+        {"spec": {"scheduling": {"tolerations": [{"key": "spot", "effect": "NoSchedule", "tolerationSeconds": 60}]}}},
+        "spec.scheduling.tolerations[0].tolerationSeconds",
+    ),
     # Names name the objects' Services, which must be DNS-1035 labels.
     InvalidCase("name-leading-digit", TJ, {"metadata": {"name": "2024-churn"}}, "metadata.name"),
     InvalidCase("name-with-dot", MD, {"metadata": {"name": "churn.v2"}}, "metadata.name"),

@@ -53,6 +53,19 @@ class Toleration(ApiModel):
             check=lambda t: t.operator != "Exists" or t.value == "",
             field_path=".value",
         ),
+        # The Pod API's own rules for a toleration, so that the error names this field, not the Job's.
+        Rule(
+            cel="self.key != '' || self.operator == 'Exists'",
+            message="operator must be Exists when key is empty",
+            check=lambda t: t.key != "" or t.operator == "Exists",
+            field_path=".operator",
+        ),
+        Rule(
+            cel="!has(self.tolerationSeconds) || self.effect == 'NoExecute'",
+            message="tolerationSeconds is for effect NoExecute only",
+            check=lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
+            field_path=".tolerationSeconds",
+        ),
     )
 
 
