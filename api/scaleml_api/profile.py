@@ -98,7 +98,9 @@ class FeatureProfile(ApiModel):
     axis: int | None = Field(description="Axis of INPUT__0 (0 is the batch) that index applies to; None for pool.")
     index: int | None = Field(description="Position on axis; None for pool.")
     count: int = Field(description="Observations: rows, or elements for pool.")
-    missing: int = Field(description="Observations that are missing (null or NaN).")
+    missing: int = Field(
+        description="Observations that are missing (null or NaN) or, numeric, invalid (±inf): the monitor's missing."
+    )
     numeric: NumericSummary | None = Field(default=None, description="For numeric features with any value.")
     categorical: CategoricalSummary | None = Field(default=None, description="For categorical features.")
     importance: float | None = Field(

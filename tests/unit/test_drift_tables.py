@@ -218,3 +218,58 @@ def test_an_empty_reference_is_a_message_never_an_exception() -> None:
     assert result.features == []
     assert not result.drift_detected
     assert "reference: the table has no rows; nothing is tested" in result.messages
+
+
+def test_infinite_reference_values_are_invalid_counted_as_missing_and_said() -> None:
+    reference, current = churn(1000, seed=13), churn(800, seed=14)
+    ages = np.array(reference["age"])
+    ages[:8], ages[8:10] = np.inf, -np.inf
+    result = compare({**reference, "age": ages}, current, tests=PER_FEATURE)
+    assert "reference: 10 values of 'age' are ±inf (counted as missing)" in result.messages
+    age = feature(result, "age")
+    assert age.reference_missing_fraction == pytest.approx(0.01)
+    # The finite values are compared as ever.
+    expected = ks_2samp(ages[10:], current["age"])
+    assert age.statistic == pytest.approx(expected.statistic, abs=1e-12)
+    assert age.p_value == pytest.approx(expected.pvalue, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[1.7e308, -1.7e308, 0.0, 1.0], [-np.finfo(np.float64).max], [1e17], [1e20], [5e-324, 1e-323]],
+    ids=["near-the-largest-float", "the-largest-float", "constant-1e17", "constant-1e20", "subnormal"],
+)
+def test_extreme_reference_values_are_profiled_and_a_table_does_not_drift_from_itself(values: list[float]) -> None:
+    column = np.resize(np.array(values), 400)
+    table, categories, _ = reference_values(read_columns({"x": column}), ["x"])
+    profile = profile_table(table, ["x"], categories, source="x.csv", format="csv", sha256="0" * 64, seed=1)
+    written = DataProfile.model_validate_json(profile.model_dump_json())
+    summary = written.features[0].numeric
+    assert summary is not None
+    edges = np.array(summary.histogram.edges)
+    assert np.isfinite(edges).all()
+    assert (np.diff(edges) > 0).all()
+    assert edges[0] <= min(values)
+    assert max(values) <= edges[-1]
+    assert sum(summary.histogram.counts) == 400
+    assert (summary.quantiles[0], summary.quantiles[-1]) == (min(values), max(values))
+    assert min(values) <= summary.mean <= max(values)
+    same = {"x": column, "y": np.arange(400.0)}
+    result = compare(same, same)
+    assert [f.statistic for f in result.features] == [0.0, 0.0]
+    assert not result.drift_detected
+
+
+def test_a_training_column_constant_beyond_2_to_the_53_is_profiled() -> None:
+    features = np.stack([np.full(300, 1e17), np.random.default_rng(15).normal(size=300)], axis=1).astype(np.float32)
+    data = TrainingData(Path("train.csv"), features, np.full(300, 2.0**60, np.float32), ("id", "x"), {}, (), "y")
+    spec = DataSpec(source="train.csv", volume_claim="datasets", target="y", format="csv")
+    model_input = TensorSpec(name="INPUT__0", data_type="TYPE_FP32", dims=[2])
+    profile = profile_data(data, spec, "regression", "0" * 64, model_input, seed=1)
+    constant = profile.features[0].numeric
+    assert constant is not None
+    assert constant.min == constant.max == float(np.float32(1e17))
+    assert sum(constant.histogram.counts) == 300
+    assert profile.target is not None
+    assert profile.target.numeric is not None
+    assert sum(profile.target.numeric.histogram.counts) == 300

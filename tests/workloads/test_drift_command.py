@@ -138,6 +138,17 @@ def test_bad_input_exits_2_naming_the_file_and_the_column(
     assert run.stdout == ""
 
 
+def test_a_reference_number_beyond_the_largest_float_is_invalid_and_said(files: Path, tmp_path: Path) -> None:
+    header, first, *rows = (files / "reference.csv").read_text().splitlines()
+    cells = first.split(",")
+    cells[header.split(",").index('"a"')] = "1e309"
+    reference = tmp_path / "reference.csv"
+    reference.write_text("\n".join([header, ",".join(cells), *rows]) + "\n")
+    run = scaleml_drift(reference, files / "calm.csv")
+    assert run.returncode == 0, run.stderr
+    assert "note: reference: 1 values of 'a' are ±inf (counted as missing)" in run.stdout
+
+
 def test_html_writes_the_report_the_monitor_serves(files: Path, tmp_path: Path) -> None:
     page = tmp_path / "report.html"
     run = scaleml_drift(files / "reference.parquet", files / "shifted.parquet", "--html", str(page))

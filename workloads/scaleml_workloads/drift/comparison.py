@@ -116,6 +116,13 @@ def table_detector(
     table, categories, left_out = reference_values(columns, names)
     kept = [name for name in names if name not in left_out]
     notes = [*columns.messages, *(f"reference: {why}; it is not tested" for why in left_out.values())]
+    # As in a window: ±inf is invalid, counted as missing (the profile does), and said.
+    infinite = np.isinf(table).sum(axis=0).tolist()
+    notes += [
+        f"reference: {count} values of {name!r} are ±inf (counted as missing)"
+        for name, count in zip(kept, infinite, strict=True)
+        if count
+    ]
     return DriftDetector(Reference.from_arrays(table, kept, categories), tests, thresholds), notes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -31,6 +32,9 @@ Reduction = Literal["none", "mean", "pool"]
 
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 101)
 HISTOGRAM_BINS = 50
+# Narrower bins than a few floats apart would repeat edges: a histogram's range spans at least this many ULPs a bin.
+_LEAST_ULPS_PER_BIN = 4
+_LARGEST = float(np.finfo(np.float64).max)
 
 
 def profile_data(
@@ -133,20 +137,48 @@ def table_features(
 
 
 def numeric_summary(values: Floats) -> NumericSummary | None:
-    """Moments, quantiles and a histogram of the non-missing values; None when there are none."""
-    present = values[~np.isnan(values)].astype(np.float64)
+    """Moments, quantiles and a histogram of the finite values; None when there are none.
+
+    NaN is missing and ±inf invalid, as the drift monitor reads a window: `feature_profile` counts both as missing.
+    """
+    present = values[np.isfinite(values)].astype(np.float64)
     if present.size == 0:
         return None
-    counts, edges = np.histogram(present, bins=HISTOGRAM_BINS)
+    counts, edges = np.histogram(present, bins=_histogram_edges(float(present.min()), float(present.max())))
+    # Sums, squares and differences of values near the largest float overflow. Scaled by a power of two to
+    # magnitudes below 1, they cannot, and scaled back the moments and quantiles are the same numbers
+    # (power-of-two scaling is exact), within the values' range.
+    exponent = math.frexp(float(np.abs(present).max()))[1]
+    scaled = np.ldexp(present, -exponent)
+    quantiles = np.ldexp(np.quantile(scaled, QUANTILE_LEVELS), exponent)
     return NumericSummary(
-        mean=float(present.mean()),
-        std=float(present.std()),
+        mean=math.ldexp(float(scaled.mean()), exponent),
+        std=math.ldexp(float(scaled.std()), exponent),
         min=float(present.min()),
         max=float(present.max()),
         quantile_levels=[round(float(level), 2) for level in QUANTILE_LEVELS],
-        quantiles=[float(value) for value in np.quantile(present, QUANTILE_LEVELS)],
+        quantiles=[float(value) for value in quantiles],
         histogram=Histogram(edges=[float(edge) for edge in edges], counts=[int(count) for count in counts]),
     )
+
+
+def _histogram_edges(low: float, high: float) -> Floats:
+    """HISTOGRAM_BINS + 1 ascending, finite edges from `low` to `high`: numpy's, also where numpy's own fail.
+
+    numpy widens a constant range by 0.5 either side, which rounds away from 2**53 on, and its bins
+    narrower than the floats between them make it index out of its edges: a range narrower than
+    _LEAST_ULPS_PER_BIN ULPs a bin is widened about its middle. A range wider than the largest float
+    (max - min overflows) is spaced at half scale, where it does not, and doubled (exactly).
+    """
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    least = HISTOGRAM_BINS * _LEAST_ULPS_PER_BIN * math.ulp(max(abs(low), abs(high)))
+    if high - low < least:
+        middle = low / 2 + high / 2
+        low, high = max(middle - least / 2, -_LARGEST), min(middle + least / 2, _LARGEST)
+    if math.isinf(high - low):
+        return 2 * np.linspace(low / 2, high / 2, HISTOGRAM_BINS + 1)
+    return np.linspace(low, high, HISTOGRAM_BINS + 1)
 
 
 def categorical_summary(codes: npt.NDArray[np.int64], names: Sequence[str]) -> CategoricalSummary:
@@ -175,8 +207,11 @@ def feature_profile(
     *,
     axis: int = 1,
 ) -> FeatureProfile:
-    """The profile of one feature's values (NaN for missing); `categories` in code order for a categorical one."""
-    missing = np.isnan(values)
+    """The profile of one feature's values (NaN for missing); `categories` in code order for a categorical one.
+
+    ±inf counts as missing too (see `numeric_summary`); a categorical feature's codes are never infinite.
+    """
+    missing = ~np.isfinite(values)
     common = {"name": name, "reduction": reduction, "axis": axis, "index": index, "count": len(values)}
     if categories is None:
         return FeatureProfile(**common, kind="numeric", missing=int(missing.sum()), numeric=numeric_summary(values))

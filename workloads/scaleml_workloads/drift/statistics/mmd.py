@@ -38,6 +38,10 @@ def mmd_test(
     n, m = x.shape[0], y.shape[0]
     if min(n, m) < 2:
         raise ValueError(f"the maximum mean discrepancy needs two complete rows per sample, not {n} and {m}")
+    # The standard deviation squares the values, which overflows near the largest float: scaled first by a
+    # power of two to below 1 (exactly, and the standardised values are the same), they cannot.
+    scale = torch.pow(2.0, -torch.frexp(x.abs().amax(dim=0)).exponent.clamp(min=0).to(torch.float64))
+    x, y = x * scale, y * scale
     mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False)
     std = torch.where(std > 0, std, 1.0)
     pooled = (torch.cat([x, y]) - mean) / std
