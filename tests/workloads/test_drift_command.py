@@ -21,6 +21,8 @@ import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 import pytest
 
 from scaleml_api.v1alpha1 import driftmonitor as monitoring
+from scaleml_operator.cli import main
+from scaleml_workloads.drift import comparison
 from scaleml_workloads.drift.comparison import compare_files
 from scaleml_workloads.drift.detector import UNSEEN
 from scaleml_workloads.monitor.report import render
@@ -136,6 +138,20 @@ def test_bad_input_exits_2_naming_the_file_and_the_column(
     assert run.returncode == 2
     assert said in run.stderr
     assert run.stdout == ""
+
+
+def test_an_unforeseen_error_exits_2_in_one_line_never_1_as_drift(
+    files: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("the comparison broke\nand said more")
+
+    monkeypatch.setattr(comparison, "compare_files", broken)
+    command = ["drift", "--reference", str(files / "reference.csv"), "--current", str(files / "calm.csv")]
+    assert main(command) == 2
+    said = capsys.readouterr()
+    assert said.err == "scaleml drift: error: RuntimeError: the comparison broke\n"
+    assert said.out == ""
 
 
 def test_a_reference_number_beyond_the_largest_float_is_invalid_and_said(files: Path, tmp_path: Path) -> None:

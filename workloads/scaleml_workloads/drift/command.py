@@ -1,8 +1,9 @@
 """`scaleml drift`, added to the `scaleml` command through its entry points.
 
 Exit status as `diff`'s: 0 no drift, 1 drift, 2 bad input (with a message naming the file and
-column). The options for tests and thresholds are the DriftMonitor's `Tests` and `Thresholds`,
-with their defaults: one option per threshold field, so a field added there is an option here.
+column) or any other error (one line naming it, where Python would exit 1, as for drift). The
+options for tests and thresholds are the DriftMonitor's `Tests` and `Thresholds`, with their
+defaults: one option per threshold field, so a field added there is an option here.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from scaleml_api.v1alpha1.driftmonitor import Tests, Thresholds
 
 EXIT_NO_DRIFT: Final = 0
 EXIT_DRIFT: Final = 1
-EXIT_BAD_INPUT: Final = 2
+EXIT_BAD_INPUT: Final = 2  # and any other error
 
 # Thresholds of what a table cannot show: the estimated accuracy needs the model's outputs.
 _NOT_FOR_TABLES: Final = frozenset({"accuracy_drop"})
 _EPILOG: Final = (
-    "Columns are matched by name; string columns are categorical. Exit status: 0 no drift, 1 drift, 2 bad input."
+    "Columns are matched by name; string columns are categorical. "
+    "Exit status: 0 no drift, 1 drift, 2 bad input or error."
 )
 
 
@@ -33,7 +35,8 @@ def register(commands: Any) -> None:
     """Adds `drift` to the `scaleml` command's subparsers."""
     drift = commands.add_parser(
         "drift",
-        help="Compare two tables for drift with the DriftMonitor's tests (exit 0 no drift, 1 drift, 2 bad input).",
+        help="Compare two tables for drift with the DriftMonitor's tests "
+        "(exit 0 no drift, 1 drift, 2 bad input or error).",
         description="Compare a current table with a reference: per column, and all numeric columns together.",
         epilog=_EPILOG,
     )
@@ -77,6 +80,15 @@ def register(commands: Any) -> None:
 
 
 def _drift(args: argparse.Namespace) -> int:
+    try:
+        return _compare(args)
+    except Exception as error:
+        # Unforeseen, but no verdict: the exit status of an error, and one line instead of a traceback.
+        first = next(iter(str(error).splitlines()), "")
+        return _bad_input(f"error: {type(error).__name__}: {first}" if first else f"error: {type(error).__name__}")
+
+
+def _compare(args: argparse.Namespace) -> int:
     given = {name: value for name in _thresholds() if (value := getattr(args, f"threshold_{name}"))}
     try:
         thresholds = Thresholds.model_validate(given)
