@@ -346,6 +346,27 @@ def test_pooled_tokens_from_a_real_profile() -> None:
     assert text.current_frequencies[-1] == pytest.approx(np.mean(shifted >= 50))
 
 
+def topical_text(rows: int, topics: Array, rng: np.random.Generator) -> Array:
+    """Rows of 32 token ids, each row drawn from the token distribution of one topic (of `topics`, chosen at random)."""
+    chosen = rng.integers(0, len(topics), rows)
+    return np.stack([rng.choice(topics.shape[1], 32, p=topics[topic]) for topic in chosen])
+
+
+def test_pooled_tokens_are_tested_at_the_number_of_rows() -> None:
+    rng = np.random.default_rng(17)
+    topics = rng.dirichlet(np.full(200, 0.05), size=20)
+    text_detector = detector(profile_of(topical_text(3000, topics, rng), ["text"]))
+    # Windows of the same text: a row's 32 tokens share its topic, far from 32 independent draws.
+    calm = [feature(text_detector.check({"INPUT__0": topical_text(500, topics, rng)}), "text") for _ in range(10)]
+    assert [text.drifted for text in calm] == [False] * 10
+    assert all(text.rows == 500 * 32 for text in calm)
+    # Rows that keep to half the topics: the token frequencies did move.
+    moved = feature(text_detector.check({"INPUT__0": topical_text(500, topics[:10], rng)}), "text")
+    assert moved.drifted
+    assert moved.p_value is not None
+    assert moved.p_value < 1e-6
+
+
 def test_channel_means_from_a_real_profile() -> None:
     rng = np.random.default_rng(16)
     images = rng.normal(size=(2000, 3, 4, 4)).astype(np.float32) + np.array([0.0, 1.0, 2.0], np.float32)[:, None, None]

@@ -15,6 +15,10 @@ MISSING_SHIFT, the message saying so; that test then decides the feature's resul
 
 A categorical feature's bins are its listed categories and "(unseen)": codes the reference does
 not list, whether new or among the ones left out of a profile that lists only the most frequent.
+The tokens of a text model, pooled into one feature, are tested at the number of rows, not of
+tokens: the tokens of a row are not independent (they share its topic, its author), and counted as
+independent draws they would make every window of correlated text drift. Their counts are divided
+by the tokens a row holds before the test; the frequencies compared are the same.
 
 Multivariate: the maximum mean discrepancy over the numeric features read per row (see
 statistics.mmd_test), reference rows against window rows, in the window's family.
@@ -300,8 +304,18 @@ class DriftDetector:
         drift_test = CATEGORICAL_TESTS[test]
         reference_frequencies = reference / reference.sum(dim=1, keepdim=True)
         current_frequencies = current / current.sum(dim=1, keepdim=True)
+        # The tokens of a row are no independent draws (a row keeps to its topic): a pooled feature is tested
+        # at its number of rows, its counts divided by the tokens a row holds. Frequencies are the same.
+        tokens = math.prod(self.reference.input.dims)
+        per_row = torch.tensor(
+            [[tokens if categorical.feature.reduction == "pool" else 1] for categorical in self._categorical],
+            dtype=torch.float64,
+            device=self.device,
+        )
         outcome = drift_test.compute(
-            CategoricalSamples(reference, current, reference_frequencies, current_frequencies, self._nulls)
+            CategoricalSamples(
+                reference / per_row, current / per_row, reference_frequencies, current_frequencies, self._nulls
+            )
         )
         features = [categorical.feature for categorical in self._categorical]
         labels = [categorical.labels for categorical in self._categorical]

@@ -67,7 +67,10 @@ class NumericSamples:
 
 @dataclass(frozen=True)
 class CategoricalSamples:
-    """What a categorical test reads of one window: (features, bins) category counts and frequencies, unseen last."""
+    """What a categorical test reads of one window: (features, bins) category counts and frequencies, unseen last.
+
+    The counts sum to the sample sizes the tests assume: rows, also for pooled tokens (see `detector`).
+    """
 
     reference_counts: Tensor
     current_counts: Tensor
