@@ -406,6 +406,8 @@ class ModelDeploymentSpec(ApiModel):
 
 # On the Triton Deployment and its pod template: the model version the pods serve.
 MODEL_VERSION_ANNOTATION: Final = "scaleml.dev/model-version"
+# On the Triton Deployment: the model it serves, "<volumeClaim>/<modelName>".
+MODEL_ANNOTATION: Final = "scaleml.dev/model"
 # On a ModelDeployment: serve this version although it failed the promotion gates (audited in status).
 PROMOTE_ANNOTATION: Final = "scaleml.dev/promote"
 # The Triton container of a serving pod, whose failures say why a model does not load.

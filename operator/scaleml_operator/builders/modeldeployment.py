@@ -20,6 +20,7 @@ from scaleml_api.base import quantity_value
 from scaleml_api.conditions import Waiting
 from scaleml_api.repository import EXPLAIN_SUFFIX
 from scaleml_api.v1alpha1.modeldeployment import (
+    MODEL_ANNOTATION,
     MODEL_VERSION_ANNOTATION,
     TRAINING_JOB_NOT_FOUND,
     TRITON_CONTAINER,
@@ -63,6 +64,11 @@ class ModelSource:
     model_name: str
     # None: follow the newest version (the agent picks it up in place).
     version: int | None
+
+    @property
+    def model(self) -> str:
+        """The model, whatever its version: what the Deployment's MODEL_ANNOTATION says it serves."""
+        return f"{self.volume_claim}/{self.model_name}"
 
 
 def deployment_name(name: str) -> str:
@@ -298,8 +304,9 @@ def deployment(owner: Owner, spec: ModelDeploymentSpec, source: ModelSource, ima
         # With an autoscaler the HPA owns the replica count; applying one here would fight it.
         deployment_spec["replicas"] = spec.replicas
     meta = metadata(owner, deployment_name(owner.name), COMPONENT)
+    meta["annotations"] = {MODEL_ANNOTATION: source.model}
     if source.version is not None:
-        meta["annotations"] = {MODEL_VERSION_ANNOTATION: str(source.version)}
+        meta["annotations"][MODEL_VERSION_ANNOTATION] = str(source.version)
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": deployment_spec}
 
 

@@ -16,6 +16,7 @@ from scaleml_api.conditions import Waiting
 from scaleml_api.v1alpha1 import MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_api.v1alpha1.modeldeployment import (
     GATE_FAILED,
+    MODEL_ANNOTATION,
     MODEL_VERSION_ANNOTATION,
     ModelDeploymentSpec,
 )
@@ -59,6 +60,13 @@ def served_version(deployment: Mapping[str, Any] | None, status: Mapping[str, An
     return recorded if isinstance(recorded, int) else None
 
 
+def _serves(deployment: Mapping[str, Any] | None, model: str) -> int | None:
+    """The version of `model` the Deployment serves, if it serves that model."""
+    annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
+    version = annotations.get(MODEL_VERSION_ANNOTATION, "")
+    return int(version) if annotations.get(MODEL_ANNOTATION) == model and version.isdigit() else None
+
+
 def _source(
     spec: ModelDeploymentSpec,
     parent: Mapping[str, Any],
@@ -74,7 +82,11 @@ def _source(
     if training_job is not None:
         output = training_job["spec"]["output"]
         exported: Mapping[tuple[str, str, str], Iterable[int]] = indexes[EXPORTS_INDEX]
-        newest = max(exported.get((namespace, output["volumeClaim"], output["modelName"]), ()), default=None)
+        known = exported.get((namespace, output["volumeClaim"], output["modelName"]), ())
+        # A version stays exported when the TrainingJob that exported it goes (a retraining job's
+        # time to live): the one served, of the same model, is never rolled back for that.
+        serving = _serves(deployment, f"{output['volumeClaim']}/{output['modelName']}")
+        newest = max((*known, *([serving] if serving else [])), default=None)
     source = build.resolve_source(spec, training_job, newest)
     if isinstance(source, Waiting) or spec.model.repository is not None or isinstance(spec.model.version, int):
         return source, None
