@@ -124,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "--retrain-entrypoint-prefix",
         action="append",
-        default=[prefix for prefix in os.environ.get("SCALEML_RETRAIN_ENTRYPOINT_PREFIXES", "").split(",") if prefix],
+        default=_comma_separated("SCALEML_RETRAIN_ENTRYPOINT_PREFIXES"),
         help="A Python package whose custom model code (model.entrypoint) DriftMonitors may retrain "
         "(repeatable; env SCALEML_RETRAIN_ENTRYPOINT_PREFIXES, comma-separated). None by default: retraining "
         "runs code someone else wrote on behalf of whoever may edit a DriftMonitor.",
@@ -132,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "--retrain-image-prefix",
         action="append",
-        default=[prefix for prefix in os.environ.get("SCALEML_RETRAIN_IMAGE_PREFIXES", "").split(",") if prefix],
+        default=_comma_separated("SCALEML_RETRAIN_IMAGE_PREFIXES"),
         help="An image reference prefix, e.g. registry.example/ml/, whose TrainingJobs DriftMonitors may retrain "
         "(repeatable; env SCALEML_RETRAIN_IMAGE_PREFIXES, comma-separated). None by default: only jobs that run "
         "the workload image are retrained.",
@@ -185,3 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _comma_separated(variable: str) -> list[str]:
+    return [item for item in os.environ.get(variable, "").split(",") if item]
