@@ -49,13 +49,16 @@ def read(owner: Owner, spec: TrainingJobSpec, parent: Mapping[str, Any], context
         # The cache keeps Jobs without their pod template. A full run applies the Job again, and
         # where its template may not change, it copies the running one (build.job_to_apply).
         job = kube.get("batch/v1", "Job", owner.name, owner.namespace) or job
-    pods = [pod for pod in cache.every(context.indexes, cache.TRAINING_PODS, key) if controlled_by(pod, _uid(job))]
+    pods = []
+    if job is not None:
+        # The pods of this Job, not those of a predecessor's going with theirs.
+        pods = [
+            pod
+            for pod in cache.every(context.indexes, cache.TRAINING_PODS, key)
+            if controlled_by(pod, job["metadata"]["uid"])
+        ]
     finished = (parent.get("status") or {}).get("phase") in FINISHED_PHASES
     return Inputs(job, pods, retraining.lineage(parent["metadata"]), finished)
-
-
-def _uid(job: Mapping[str, Any] | None) -> str:
-    return str(job["metadata"]["uid"]) if job is not None else ""
 
 
 def children(owner: Owner, spec: TrainingJobSpec, inputs: Inputs, config: OperatorConfig) -> Children:
