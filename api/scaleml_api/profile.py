@@ -76,11 +76,19 @@ class CategoryCount(ApiModel):
     value: str = Field(description="The category as written in the data file (token ids as decimal strings).")
     code: int = Field(description="The integer the model sees for it.")
     count: int
-    frequency: float = Field(description="count divided by the feature's non-missing observations.")
+    frequency: float = Field(
+        description="count divided by the feature's non-missing observations (those counted, see CategoricalSummary)."
+    )
 
 
 class CategoricalSummary(ApiModel):
-    """Frequencies of a categorical feature, most frequent first, ties by code."""
+    """Frequencies of a categorical feature, most frequent first, ties by code.
+
+    A feature with more than MAX_PROFILED_CATEGORIES categories lists the most frequent on a random
+    half of the rows (seen there at least 10 times) and counts them, and the others, on the other
+    half: its counts sum to about half its observations, and they are as large as the categories'
+    frequencies make them, not larger for having been chosen.
+    """
 
     categories: list[CategoryCount] = Field(description="At most MAX_PROFILED_CATEGORIES entries.")
     other_count: int = Field(default=0, description="Observations of categories left out of the list.")

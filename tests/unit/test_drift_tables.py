@@ -129,6 +129,16 @@ def test_new_categories_are_unseen_and_missing_values_are_missing() -> None:
     assert feature(result, "age").rows == 980
 
 
+def test_a_feature_of_categories_each_too_rare_to_list_says_so() -> None:
+    rng = np.random.default_rng(8)
+    ids = [f"user{index}" for index in range(5000)]
+    # 2,000 rows of 5,000 ids: none seen often enough to be listed, every one among the others.
+    result = compare({"user": rng.choice(ids, 2000).tolist()}, {"user": rng.choice(ids, 500).tolist()})
+    user = feature(result, "user")
+    assert user.statistic is None
+    assert "the reference lists none of this feature's categories: each is too rare in it" in user.message
+
+
 def test_numbers_for_a_categorical_feature_are_its_values_or_else_its_codes() -> None:
     rng = np.random.default_rng(7)
     # Read as strings in the reference, as integers in the window: the same categories by value.

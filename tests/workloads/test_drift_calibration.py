@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +43,12 @@ def mixed(rng: np.random.Generator, rows: int, features: int) -> Floats:
     return np.stack([shapes[feature % 4]() for feature in range(features)], axis=1)
 
 
+def zipf(size: int, exponent: float) -> Floats:
+    """Frequencies of `size` categories falling as rank ** -exponent."""
+    weights = 1 / np.arange(1, size + 1, dtype=np.float64) ** exponent
+    return weights / float(weights.sum())
+
+
 def normal(mean: float = 0.0, variance: float = 1.0) -> Draw:
     return lambda rng, rows, features: rng.normal(mean, math.sqrt(variance), size=(rows, features))
 
@@ -62,13 +69,18 @@ def checks(
     p_value: float,
     *,
     features: int = FEATURES,
-    categorical: bool = False,
+    levels: int = 0,
     mmd_rows: int = 1000,
     mmd_permutations: int = 500,
 ) -> list[DriftResult]:
-    """One check per trial, each against a fresh reference; windows as the capture files hold them (float32)."""
+    """One check per trial, each against a fresh reference; windows as the capture files hold them (float32).
+
+    `levels`: the features are categorical with that many categories, codes 0 to levels - 1; 0, numeric.
+    """
     names = [f"x{index}" for index in range(features)]
-    kinds: Mapping[str, Sequence[str]] = {name: ["a", "b", "c"] for name in names} if categorical else {}
+    kinds: Mapping[str, Sequence[str]] = (
+        {name: [f"c{code}" for code in range(levels)] for name in names} if levels else {}
+    )
     results = []
     for trial in range(trials):
         rng = np.random.default_rng(trial)
@@ -126,15 +138,40 @@ def test_ks_finds_a_variance_half_as_large_again_in_5000_rows() -> None:
 
 
 def test_chi2_false_alarms_match_the_p_value_threshold() -> None:
-    results = checks(40, categories(PLANS), categories(PLANS), 20_000, 2000, CHI2, 0.05, categorical=True)
+    results = checks(40, categories(PLANS), categories(PLANS), 20_000, 2000, CHI2, 0.05, levels=len(PLANS))
     assert_calibrated(*feature_alarms(results, 0.05), 0.05)
 
 
 def test_chi2_finds_three_points_of_frequency_moved_in_5000_rows() -> None:
     moved = categories([0.47, 0.3, 0.23])
-    results = checks(8, categories(PLANS), moved, 20_000, 5000, CHI2, 0.01, categorical=True)
+    results = checks(8, categories(PLANS), moved, 20_000, 5000, CHI2, 0.01, levels=len(PLANS))
     alarms, tests = feature_alarms(results, 0.01)
     assert alarms / tests >= 0.9
+
+
+# Beyond the categories a profile lists: equally frequent ones, and a long tail (Zipf, exponent 0.8) where
+# many listed categories are rare, which the Jensen-Shannon distance's null is sensitive to.
+@pytest.mark.parametrize(
+    ("frequencies", "tested"),
+    [(np.full(1200, 1 / 1200), ["chi2"]), (zipf(3000, 0.8), ["chi2", "js"])],
+    ids=["uniform-1200", "zipf-3000"],
+)
+def test_false_alarms_match_the_p_value_threshold_beyond_the_listed_categories_and_a_shift_is_found(
+    frequencies: Floats, tested: list[Literal["chi2", "js"]]
+) -> None:
+    levels = len(frequencies)
+    draw = categories(list(frequencies))
+    for test in tested:
+        tests = monitoring.Tests(categorical=test, multivariate="none")
+        results = checks(20, draw, draw, 50_000, 5000, tests, 0.05, features=5, levels=levels)
+        assert_calibrated(*feature_alarms(results, 0.05), 0.05)
+    moved = frequencies.copy()
+    moved[100:160] *= 2  # sixty listed categories twice as frequent
+    shifted = categories(list(moved / moved.sum()))
+    alarms, tests_run = feature_alarms(
+        checks(8, draw, shifted, 50_000, 10_000, CHI2, 0.01, features=5, levels=levels), 0.01
+    )
+    assert alarms / tests_run >= 0.9
 
 
 def test_mmd_false_alarms_match_the_p_value_threshold() -> None:

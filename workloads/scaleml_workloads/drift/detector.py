@@ -462,8 +462,10 @@ def _frequencies(row: Tensor, length: int) -> list[float]:
 
 def _categorical_gap(feature: FeatureProfile, observed: Observed) -> str:
     """Why a categorical feature has no statistic, or ""."""
-    if feature.categorical is None or not feature.categorical.categories:
+    if feature.categorical is None or feature.categorical.cardinality == 0:
         return "the reference has no values of this feature"
+    if not feature.categorical.categories:
+        return "the reference lists none of this feature's categories: each is too rare in it"
     if observed.valid == 0:
         return "the window has no valid values of this feature"
     return ""

@@ -35,6 +35,15 @@ HISTOGRAM_BINS = 50
 # Narrower bins than a few floats apart would repeat edges: a histogram's range spans at least this many ULPs a bin.
 _LEAST_ULPS_PER_BIN = 4
 _LARGEST = float(np.finfo(np.float64).max)
+# Which rows choose the listed categories of a feature with more than MAX_PROFILED_CATEGORIES (see
+# `categorical_summary`): any fixed seed splits rows independently of their values.
+_SELECTION_SEED = 0
+# And how often that half must have seen a category to list it. A rarer one stays among the others: the
+# chi-square test would mostly pool it (expected fewer than 5 times in a window), and the distances'
+# nulls, drawn from the reference's frequencies, would take a category its half barely saw for rarer
+# than it is (listed from a single sighting on, 1,000 categories of 3,000 made half of the windows
+# without drift drift on the Jensen-Shannon distance).
+_LEAST_CHOSEN_COUNT = 10
 
 
 def profile_data(
@@ -182,20 +191,44 @@ def _histogram_edges(low: float, high: float) -> Floats:
 
 
 def categorical_summary(codes: npt.NDArray[np.int64], names: Sequence[str]) -> CategoricalSummary:
-    """Frequencies of integer codes 0..len(names)-1, most frequent first, at most MAX_PROFILED_CATEGORIES."""
-    counts = np.bincount(codes, minlength=len(names))
+    """Frequencies of integer codes 0..len(names)-1, most frequent first, at most MAX_PROFILED_CATEGORIES.
+
+    `codes` holds one code per row, or (rows, codes per row) for pooled tokens. With more categories
+    than that, the listed ones are the most frequent on a seeded random half of the rows (and seen
+    there at least _LEAST_CHOSEN_COUNT times), and every count, the listed ones' and the other
+    categories', is of the other half only.
+    """
+    rows = codes[:, np.newaxis] if codes.ndim == 1 else codes
+    counts = _code_counts(rows, len(names))
+    cardinality = int(np.count_nonzero(counts))
+    if cardinality > MAX_PROFILED_CATEGORIES:
+        # Counted on the rows that chose them, the categories listed for being the most frequent would be
+        # listed for their luck too: their shares overstated, the other categories' understated (12.9% against
+        # 16.7% for 1,200 equally frequent categories in 50,000 rows), and 13 of 20 windows without drift
+        # would drift. Chosen on one half of the rows and counted on the other, independent half, they are not.
+        # Halves of rows, not of codes: a row's tokens share its topic.
+        chosen = np.random.default_rng(_SELECTION_SEED).permutation(len(rows)) < len(rows) // 2
+        selection = _code_counts(rows[chosen], len(names))
+        top = np.argsort(-selection, kind="stable")[:MAX_PROFILED_CATEGORIES]
+        counts = _code_counts(rows[~chosen], len(names))
+        candidates = np.sort(top[selection[top] >= _LEAST_CHOSEN_COUNT])
+    else:
+        candidates = np.flatnonzero(counts)
     total = int(counts.sum())
-    # Most frequent first; a stable sort keeps ties in code order.
-    order = np.argsort(-counts, kind="stable")
-    listed = [code for code in order[:MAX_PROFILED_CATEGORIES] if counts[code] > 0]
+    # Most frequent first; a stable sort of the codes in order keeps ties in code order.
+    listed = candidates[np.argsort(-counts[candidates], kind="stable")]
     return CategoricalSummary(
         categories=[
             CategoryCount(value=names[code], code=int(code), count=int(counts[code]), frequency=counts[code] / total)
             for code in listed
         ],
         other_count=total - int(counts[listed].sum()),
-        cardinality=int(np.count_nonzero(counts)),
+        cardinality=cardinality,
     )
+
+
+def _code_counts(rows: npt.NDArray[np.int64], categories: int) -> npt.NDArray[np.int64]:
+    return np.bincount(rows.reshape(-1), minlength=categories)
 
 
 def feature_profile(
@@ -224,7 +257,7 @@ def feature_profile(
 
 
 def _pooled_tokens(data: TrainingData) -> FeatureProfile:
-    tokens = data.features.reshape(-1).astype(np.int64)
+    tokens = data.features.reshape(data.rows, math.prod(data.sample_shape)).astype(np.int64)
     vocabulary = int(tokens.max()) + 1 if tokens.size else 0
     return FeatureProfile(
         name=data.feature_names[0],
