@@ -52,7 +52,11 @@ class TensorSpec(ApiModel):
 
 
 class Histogram(ApiModel):
-    """Equal-width histogram over [min, max] of the non-missing values."""
+    """Histogram over [min, max] of the non-missing values, on the edges it lists.
+
+    Training writes bins of about equal shares (every 2% of the values; a value holding more than
+    that in a bin of its own); profiles written before, equal-width bins. Either is read as listed.
+    """
 
     edges: list[float] = Field(description="Bin edges, one more than counts; the last bin includes its right edge.")
     counts: list[int] = Field(description="Values per bin.")

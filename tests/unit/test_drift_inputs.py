@@ -15,7 +15,7 @@ import numpy.typing as npt
 import pytest
 from scipy.stats import chi2_contingency  # type: ignore[import-untyped]
 
-from scaleml_api.profile import DataProfile, TensorSpec
+from scaleml_api.profile import DataProfile, Histogram, TensorSpec
 from scaleml_api.v1alpha1 import driftmonitor as monitoring
 from scaleml_api.v1alpha1.trainingjob import DataSpec
 from scaleml_workloads.drift.detector import MISSING_SHIFT, UNSEEN, DriftDetector, DriftResult, FeatureResult
@@ -203,6 +203,35 @@ def test_constant_columns_in_the_reference_or_the_window() -> None:
     wasserstein = feature(detector(profile, numeric="wasserstein").check({"INPUT__0": moved}), "flat")
     assert wasserstein.statistic == pytest.approx(1.0)
     assert "the reference is constant" in wasserstein.message
+
+
+def test_heavy_tailed_values_tripled_drift_on_bins_of_equal_shares_and_older_profiles_still_load() -> None:
+    rng = np.random.default_rng(8)
+    amounts = rng.lognormal(0.0, 2.5, size=(20_000, 1)).astype(np.float32)
+    profile = profile_of(amounts, ["amount"])
+    tripled = (3 * rng.lognormal(0.0, 2.5, size=(2000, 1))).astype(np.float32)
+    amount = feature(detector(profile, numeric="js").check({"INPUT__0": tripled}), "amount")
+    assert amount.drifted
+    # The report plots these bins: none holds most of the values (equal widths put 98% in one).
+    assert max(amount.reference_frequencies) < 0.05
+    # A profile written with equal-width bins, as before, is read and tested on its own bins.
+    counts, edges = np.histogram(amounts, bins=50)
+    summary = profile.features[0].numeric
+    assert summary is not None
+    histogram = Histogram(edges=edges.tolist(), counts=counts.tolist())
+    older = profile.model_copy(
+        update={
+            "features": [
+                profile.features[0].model_copy(update={"numeric": summary.model_copy(update={"histogram": histogram})})
+            ]
+        }
+    )
+    read = DataProfile.model_validate_json(older.model_dump_json())
+    calm = rng.lognormal(0.0, 2.5, size=(2000, 1)).astype(np.float32)
+    amount = feature(detector(read, numeric="js").check({"INPUT__0": calm}), "amount")
+    assert amount.statistic is not None
+    assert not amount.drifted
+    assert amount.reference_frequencies[1:-1] == pytest.approx(counts / counts.sum())
 
 
 def test_new_categories_go_to_the_unseen_bin_and_drift(churn: DataProfile) -> None:

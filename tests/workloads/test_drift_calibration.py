@@ -43,6 +43,11 @@ def mixed(rng: np.random.Generator, rows: int, features: int) -> Floats:
     return np.stack([shapes[feature % 4]() for feature in range(features)], axis=1)
 
 
+def lognormal(rng: np.random.Generator, rows: int, features: int) -> Floats:
+    """Heavy-tailed: equal-width bins over its range put 98% of it into the first."""
+    return rng.lognormal(0.0, 2.5, size=(rows, features))
+
+
 def zipf(size: int, exponent: float) -> Floats:
     """Frequencies of `size` categories falling as rank ** -exponent."""
     weights = 1 / np.arange(1, size + 1, dtype=np.float64) ** exponent
@@ -112,6 +117,7 @@ def assert_calibrated(alarms: int, tests: int, alpha: float) -> None:
 
 KS = monitoring.Tests(numeric="ks", multivariate="none")
 CHI2 = monitoring.Tests(categorical="chi2", multivariate="none")
+JS = monitoring.Tests(numeric="js", multivariate="none")
 MMD = monitoring.Tests(numeric="ks", multivariate="mmd")
 
 
@@ -135,6 +141,21 @@ def test_ks_finds_a_mean_shift_of_a_fifth_of_a_standard_deviation_in_1000_rows()
 def test_ks_finds_a_variance_half_as_large_again_in_5000_rows() -> None:
     alarms, tests = feature_alarms(checks(8, normal(), normal(variance=1.5), MAX_SAMPLE_ROWS, 5000, KS, 0.01), 0.01)
     assert alarms / tests >= 0.9
+
+
+@pytest.mark.parametrize("shape", [mixed, lognormal])
+@pytest.mark.parametrize("window_rows", [1000, 5000])
+def test_js_false_alarms_match_the_p_value_threshold(shape: Draw, window_rows: int) -> None:
+    results = checks(20, shape, shape, MAX_SAMPLE_ROWS, window_rows, JS, 0.05, features=10)
+    assert_calibrated(*feature_alarms(results, 0.05), 0.05)
+
+
+def test_js_finds_every_value_of_a_heavy_tailed_feature_tripled_in_2000_rows() -> None:
+    def tripled(rng: np.random.Generator, rows: int, features: int) -> Floats:
+        return 3 * lognormal(rng, rows, features)
+
+    results = checks(8, lognormal, tripled, MAX_SAMPLE_ROWS, 2000, JS, 0.01, features=5)
+    assert all(feature.drifted for result in results for feature in result.features)
 
 
 def test_chi2_false_alarms_match_the_p_value_threshold() -> None:
