@@ -138,8 +138,6 @@ def quantity_value(quantity: str) -> float:
 
 # The largest quantity the API server holds exactly (int64); beyond it, arithmetic on it breaks.
 _QUANTITY_LIMIT: Final = 2.0**63
-
-
 _QUANTITY_BOUNDS: Final = "must be a quantity of at least 0 and below 2^63"
 
 
