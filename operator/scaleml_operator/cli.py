@@ -178,6 +178,10 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _comma_separated(variable: str) -> list[str]:
+    return [item for item in os.environ.get(variable, "").split(",") if item]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     return int(args.run(args))
@@ -185,7 +189,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def _comma_separated(variable: str) -> list[str]:
-    return [item for item in os.environ.get(variable, "").split(",") if item]
