@@ -51,11 +51,16 @@ def selector(name: str) -> str:
     return ",".join(f"{key}={value}" for key, value in {**SERVING_SELECTOR, OWNER_LABEL: name}.items())
 
 
+def _annotated_version(deployment: Mapping[str, Any] | None) -> int | None:
+    """The version the Deployment is built for, from its annotation."""
+    annotated = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(MODEL_VERSION_ANNOTATION, "")
+    return int(annotated) if annotated.isdigit() else None
+
+
 def served_version(deployment: Mapping[str, Any] | None, status: Mapping[str, Any]) -> int | None:
     """The version the Deployment is built for (its annotation), else the one the status last recorded."""
-    annotated = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(MODEL_VERSION_ANNOTATION, "")
-    if annotated.isdigit():
-        return int(annotated)
+    if (annotated := _annotated_version(deployment)) is not None:
+        return annotated
     recorded = status.get("servedVersion")
     return recorded if isinstance(recorded, int) else None
 
@@ -63,8 +68,7 @@ def served_version(deployment: Mapping[str, Any] | None, status: Mapping[str, An
 def _serves(deployment: Mapping[str, Any] | None, model: str) -> int | None:
     """The version of `model` the Deployment serves, if it serves that model."""
     annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
-    version = annotations.get(MODEL_VERSION_ANNOTATION, "")
-    return int(version) if annotations.get(MODEL_ANNOTATION) == model and version.isdigit() else None
+    return _annotated_version(deployment) if annotations.get(MODEL_ANNOTATION) == model else None
 
 
 def _source(
