@@ -314,7 +314,12 @@ class DriftDetector:
         )
         outcome = drift_test.compute(
             CategoricalSamples(
-                reference / per_row, current / per_row, reference_frequencies, current_frequencies, self._nulls
+                reference / per_row,
+                current / per_row,
+                reference_frequencies,
+                current_frequencies,
+                self._nulls,
+                [categorical.unseen for categorical in self._categorical],
             )
         )
         features = [categorical.feature for categorical in self._categorical]

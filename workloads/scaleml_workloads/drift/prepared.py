@@ -4,7 +4,8 @@ Numeric features (`PreparedNumeric`): how to read them from a window, their raw 
 and as rows for the multivariate test), standard deviations, the reference's deciles with its
 frequencies in those bins, and its histograms framed by one bin below and one above.
 Categorical features (`PreparedCategorical`): a lookup from category code to bin, the reference's
-counts per bin and the bins' labels, the listed categories and `UNSEEN`.
+counts per bin and the bins' labels, the listed categories and `UNSEEN`, and what its counts say
+of the categories it did not see (`Unseen`, which the nulls of the distances draw from).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 
 from scaleml_api.profile import FeatureProfile, Histogram, NumericSummary
+from scaleml_workloads.drift.nulls import Unseen
 from scaleml_workloads.drift.reference import Reference
 from scaleml_workloads.drift.statistics import SortedColumns, quantile_bin_counts, share, sort_columns
 from scaleml_workloads.drift.window import Read, plan_reads
@@ -53,6 +55,7 @@ class PreparedCategorical:
     lookup: Tensor  # code -> bin; codes past its end are unseen
     reference_counts: Tensor  # (bins,) float64, the last for unseen
     labels: list[str]
+    unseen: Unseen
 
 
 def prepare_numeric(reference: Reference, readable: list[FeatureProfile], device: torch.device) -> PreparedNumeric:
@@ -76,12 +79,15 @@ def prepare_categorical(feature: FeatureProfile, device: torch.device) -> Prepar
     lookup = np.full(max((c.code for c in categories), default=-1) + 1, len(categories), dtype=np.int64)
     for position, category in enumerate(categories):
         lookup[category.code] = position
-    counts = [float(c.count) for c in categories] + [float(summary.other_count if summary else 0)]
+    listed = np.array([c.count for c in categories], dtype=np.float64)
+    other = float(summary.other_count if summary else 0)
     return PreparedCategorical(
         feature,
         torch.from_numpy(lookup).to(device),
-        torch.tensor(counts, dtype=torch.float64, device=device),
+        torch.from_numpy(np.append(listed, other)).to(device),
         [c.value for c in categories] + [UNSEEN],
+        # Listed whole: no observation was left out of the list.
+        Unseen.of(listed, complete=other == 0),
     )
 
 

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from scaleml_api.v1alpha1.driftmonitor import Thresholds
-from scaleml_workloads.drift.nulls import Distance, Nulls
+from scaleml_workloads.drift.nulls import Distance, Nulls, Unseen
 from scaleml_workloads.drift.prepared import PreparedNumeric
 from scaleml_workloads.drift.statistics import (
     SortedColumns,
@@ -77,6 +77,8 @@ class CategoricalSamples:
     reference_frequencies: Tensor
     current_frequencies: Tensor
     nulls: Nulls
+    # Per feature, what the reference says of the categories it did not see.
+    unseen: list[Unseen]
 
 
 @dataclass(frozen=True)
@@ -185,13 +187,14 @@ def categorical_js(samples: CategoricalSamples) -> Outcome:
 def _categorical_null(
     test: str, samples: CategoricalSamples, statistic: Tensor, distance: Distance, *, squared: bool = False
 ) -> Tensor:
-    return samples.nulls.binned(
+    return samples.nulls.categorical(
         test,
         samples.reference_frequencies,
         samples.reference_counts.sum(dim=1),
         samples.current_counts.sum(dim=1),
         statistic,
         distance,
+        samples.unseen,
         squared=squared,
     )
 
