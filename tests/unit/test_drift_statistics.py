@@ -20,6 +20,7 @@ from scaleml_workloads.drift.statistics import (
     KernelTest,
     chi2_sf,
     chi_square,
+    fisher_exact,
     histogram_counts,
     jensen_shannon,
     ks_p_value,
@@ -29,6 +30,7 @@ from scaleml_workloads.drift.statistics import (
     population_stability_index,
     quantile_bin_counts,
     sort_columns,
+    two_by_two,
     wasserstein,
 )
 
@@ -231,6 +233,32 @@ def test_chi_square_equals_scipys_contingency_test() -> None:
         expected = stats.chi2_contingency(table, correction=False)
         assert float(result.statistic[row]) == pytest.approx(expected.statistic, rel=1e-9, abs=1e-9)
         assert float(result.p_value[row]) == pytest.approx(expected.pvalue, rel=1e-6, abs=1e-12)
+
+
+def test_fisher_exact_equals_scipys() -> None:
+    rng = np.random.default_rng(9)
+    reference = np.concatenate([rng.integers(0, 30, size=(40, 2)), [[0, 10_000], [150, 9850], [7, 0]]])
+    current = np.concatenate([rng.integers(0, 12, size=(40, 2)), [[3, 17], [0, 20], [0, 5]]])
+    ours = fisher_exact(torch.from_numpy(reference).double(), torch.from_numpy(current).double())
+    for row, p_value in enumerate(ours.tolist()):
+        table = np.stack([reference[row], current[row]])
+        if table.sum(axis=1).min() == 0:
+            assert math.isnan(p_value)
+        else:
+            assert p_value == pytest.approx(stats.fisher_exact(table).pvalue, rel=1e-9, abs=1e-15)
+
+
+def test_two_by_two_is_exact_on_small_tables_and_chi_square_on_large_ones() -> None:
+    reference = torch.tensor([[200.0, 9800.0], [2000.0, 8000.0]], dtype=torch.float64)
+    current = torch.tensor([[2.0, 18.0], [300.0, 700.0]], dtype=torch.float64)
+    result = two_by_two(reference, current)
+    chi = chi_square(reference, current)
+    assert result.statistic.tolist() == chi.statistic.tolist()
+    # An expected count of 0.4 missing values in the window: exact; then all above 5: chi-square.
+    assert float(result.p_value[0]) == pytest.approx(stats.fisher_exact([[200, 9800], [2, 18]]).pvalue, rel=1e-9)
+    # 2 of 20 against 2%: the approximation calls it significant at 0.05, the exact test does not.
+    assert float(chi.p_value[0]) < 0.05 < float(result.p_value[0])
+    assert float(result.p_value[1]) == float(chi.p_value[1])
 
 
 def test_chi2_survival_function_equals_scipys() -> None:

@@ -10,8 +10,9 @@ Missing values are their own signal. A value is missing when it is NaN; ±inf an
 categorical feature, a value that is not a whole number, are invalid and counted with the missing
 ones (the message says how many). The tests see only the valid values. A feature also drifts when
 its share of missing values moved from the reference's, both significantly (a test of its own,
-"missing": chi-square on the missing and present counts, in the window's family) and by at least
-MISSING_SHIFT, the message saying so; that test then decides the feature's result.
+"missing": chi-square on the missing and present counts, with Fisher's exact p-value where an
+expected count is below 5, in the window's family) and by at least MISSING_SHIFT, the message
+saying so; that test then decides the feature's result.
 
 A categorical feature's bins are its listed categories and "(unseen)": codes the reference does
 not list, whether new or among the ones left out of a profile that lists only the most frequent.
@@ -65,11 +66,11 @@ from scaleml_workloads.drift.results import (
 )
 from scaleml_workloads.drift.statistics import (
     SortedColumns,
-    chi_square,
     histogram_counts,
     mmd_test,
     share,
     sort_columns,
+    two_by_two,
 )
 from scaleml_workloads.drift.tables import encode_window, read_columns
 from scaleml_workloads.drift.verdict import summarise
@@ -381,7 +382,7 @@ class DriftDetector:
         current = torch.tensor(
             [[o.missing + o.invalid, o.valid] for o in observed], dtype=torch.float64, device=self.device
         )
-        outcome = chi_square(reference, current)
+        outcome = two_by_two(reference, current)
         tests: list[TestResult | None] = []
         for feature, seen, statistic, p_value in zip(
             features, observed, outcome.statistic.tolist(), outcome.p_value.tolist(), strict=True

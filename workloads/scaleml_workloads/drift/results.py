@@ -14,7 +14,8 @@ from typing import Literal
 
 from scaleml_api.profile import FeatureProfile
 
-# "missing": the test of a feature's share of missing values (chi-square on missing and present counts).
+# "missing": the test of a feature's share of missing values (chi-square on missing and present counts; its
+# p-value Fisher's exact one where an expected count is below 5).
 TestName = Literal["ks", "psi", "wasserstein", "js", "chi2", "missing"]
 
 

@@ -39,10 +39,12 @@ from scaleml_workloads.drift.statistics.two_sample import (
     TwoSample,
     chi2_sf,
     chi_square,
+    fisher_exact,
     ks_p_value,
     ks_statistic,
     ks_two_sample,
     pool_rare,
+    two_by_two,
 )
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "TwoSample",
     "chi2_sf",
     "chi_square",
+    "fisher_exact",
     "histogram_counts",
     "jensen_shannon",
     "ks_p_value",
@@ -65,5 +68,6 @@ __all__ = [
     "quantile_bin_counts",
     "share",
     "sort_columns",
+    "two_by_two",
     "wasserstein",
 ]

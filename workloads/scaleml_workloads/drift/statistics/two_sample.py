@@ -4,7 +4,9 @@
   neither sample has more than `EXACT_KS_MAX_SIZE` values, else the asymptotic one, both in
   `kolmogorov`);
 - `chi_square`: `scipy.stats.chi2_contingency(table, correction=False)` on the 2 x K table of
-  counts, with `pool_rare` to gather the categories too rare for its approximation.
+  counts, with `pool_rare` to gather the categories too rare for its approximation;
+- `fisher_exact`: `scipy.stats.fisher_exact(table).pvalue` (two-sided) on 2 x 2 tables, for the
+  ones too small for the chi-square approximation.
 
 The p-values of the Kolmogorov-Smirnov test are scalar recursions: they are computed per feature,
 in float64 on the CPU, from the statistics and the sample sizes.
@@ -38,6 +40,8 @@ EXACT_KS_MAX_SIZE: Final = 10_000
 EXACT_TAIL: Final = 1e-7
 # Cochran's rule: the chi-square approximation needs an expected count of about 5 per cell.
 MIN_EXPECTED_COUNT: Final = 5.0
+# Fisher's exact test counts a table as likely as the observed one within this relative tolerance.
+_FISHER_TIES: Final = 1e-7
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,46 @@ def chi_square(reference_counts: Tensor, current_counts: Tensor) -> TwoSample:
     empty = (row.squeeze(-1) == 0).any(dim=-1)
     p_value = chi2_sf(statistic, dof)
     return TwoSample(statistic.masked_fill(empty, math.nan), p_value.masked_fill(empty, math.nan))
+
+
+def two_by_two(reference_counts: Tensor, current_counts: Tensor) -> TwoSample:
+    """The chi-square test of 2 x 2 tables (features, 2), its p-value Fisher's exact one where the table
+    has an expected count below MIN_EXPECTED_COUNT: there the approximation's p-values run small (a
+    share of 2% missing values, windows of 20 rows, no change: 2.4% of them below 0.01)."""
+    outcome = chi_square(reference_counts, current_counts)
+    observed = torch.stack([reference_counts, current_counts], dim=-2).to(torch.float64)
+    total = observed.sum(dim=(-2, -1))
+    smallest = (observed.sum(dim=-1).amin(dim=-1) * observed.sum(dim=-2).amin(dim=-1)) / total.clamp(min=1.0)
+    small = smallest < MIN_EXPECTED_COUNT
+    p_value = outcome.p_value.clone()
+    p_value[small] = fisher_exact(reference_counts[small], current_counts[small]).to(p_value.device)
+    return TwoSample(outcome.statistic, p_value)
+
+
+def fisher_exact(reference_counts: Tensor, current_counts: Tensor) -> Tensor:
+    """Fisher's exact test of 2 x 2 tables, counts (features, 2): its two-sided p-value per feature.
+
+    Given the margins, the current sample's count in the first column is hypergeometric; the
+    p-value sums the probabilities of the tables no likelier than the one observed (relative
+    tolerance 1e-7 for ties, as scipy has it). NaN where a sample is empty.
+    """
+    p_values = []
+    for (a, b), (c, d) in zip(reference_counts.tolist(), current_counts.tolist(), strict=True):
+        total, first, size = a + b + c + d, a + c, c + d
+        if a + b <= 0 or size <= 0:
+            p_values.append(math.nan)
+            continue
+        support = torch.arange(max(0.0, size - (total - first)), min(first, size) + 1, dtype=torch.float64)
+        log_pmf = _log_choose(first, support) + _log_choose(total - first, size - support) - _log_choose(total, size)
+        observed = _log_choose(first, c) + _log_choose(total - first, d) - _log_choose(total, size)
+        likely_as_much = log_pmf <= observed + math.log1p(_FISHER_TIES)
+        p_values.append(min(1.0, float(torch.exp(log_pmf[likely_as_much]).sum())))
+    return torch.tensor(p_values, dtype=torch.float64, device=reference_counts.device)
+
+
+def _log_choose(n: float, k: Tensor | float) -> Tensor:
+    k = torch.as_tensor(k, dtype=torch.float64)
+    return math.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
 
 
 def chi2_sf(statistic: Tensor, dof: Tensor) -> Tensor:
