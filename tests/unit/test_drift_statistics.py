@@ -320,6 +320,27 @@ def test_mmd_subsamples_to_max_rows_and_needs_two_rows() -> None:
         mmd_test(x, y[:1], max_rows=300, permutations=50, generator=torch.Generator())
 
 
+def test_mmd_of_a_window_with_values_at_the_top_of_the_float_range_is_a_number() -> None:
+    # Standardised by a reference of small values, 1e308 overflowed to inf and the distances to NaN:
+    # a NaN statistic that no permutation exceeded, so the least p-value, drift from three values.
+    rng = np.random.default_rng(10)
+    x, y = rng.normal(size=(400, 3)) * 1e-3, rng.normal(size=(200, 3)) * 1e-3
+
+    def with_extremes(value: float) -> KernelTest:
+        far = y.copy()
+        far[0, 0], far[1, 0], far[2, 1] = value, -value, value
+        generator = torch.Generator().manual_seed(2)
+        return mmd_test(
+            torch.from_numpy(x), torch.from_numpy(far), max_rows=1000, permutations=200, generator=generator
+        )
+
+    top, huge = with_extremes(1e308), with_extremes(1e300)
+    assert math.isfinite(top.statistic)
+    # Both are as far as far goes: the same test, and three rows of 200 are no drift.
+    assert top == huge
+    assert top.p_value > 0.05
+
+
 def test_constant_samples() -> None:
     same = sort_columns(torch.full((100, 1), 3.0, dtype=torch.float64))
     other = sort_columns(torch.full((80, 1), 4.0, dtype=torch.float64))

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import torch
 from torch import Tensor
+
+# Standard deviations from the reference's mean beyond which a value counts as this far: the squared
+# distances between rows stay finite (or +inf, never NaN), whatever the values.
+FAR: Final = 1e150
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,10 @@ def mmd_test(
     x, y = x * scale, y * scale
     mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False)
     std = torch.where(std > 0, std, 1.0)
-    pooled = (torch.cat([x, y]) - mean) / std
+    # A window's value may still be far beyond the reference's: standardised, it can overflow to inf, and
+    # inf - inf in the distances is NaN, which no permutation exceeds (a NaN statistic with the least p-value).
+    # Clamped to FAR standard deviations, such a row is as far from all others as any: its kernel is 0.
+    pooled = ((torch.cat([x, y]) - mean) / std).clamp(min=-FAR, max=FAR)
     squared = torch.cdist(pooled, pooled, compute_mode="donot_use_mm_for_euclid_dist") ** 2
     upper = torch.triu_indices(n + m, n + m, offset=1, device=pooled.device)
     bandwidth = float(squared[upper[0], upper[1]].median()) or 1.0
