@@ -42,7 +42,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -156,56 +156,14 @@ class Nulls:
         distance: Distance,
         *,
         squared: bool = False,
+        unseen: Sequence[Unseen] | None = None,
     ) -> Tensor:
         """p-values of a distance between frequencies per bin (features, bins), NaN-padded bins ignored.
 
         `squared`: fit the null of the distance squared (a divergence) and read the observed one squared.
+        `unseen`: the bins are categories, the unseen bin last, and this is what each feature's
+        reference says of the categories it did not see (see `_draw_categories`).
         """
-        return self._binned(
-            test,
-            reference_frequencies,
-            reference_sizes,
-            current_sizes,
-            observed,
-            lambda key, bins, _: functools.partial(self._draw_binned, key, bins, distance, squared),
-            squared,
-        )
-
-    def categorical(
-        self,
-        test: str,
-        reference_frequencies: Tensor,
-        reference_sizes: Tensor,
-        current_sizes: Tensor,
-        observed: Tensor,
-        distance: Distance,
-        unseen: list[Unseen],
-        *,
-        squared: bool = False,
-    ) -> Tensor:
-        """As `binned`, for frequencies per category with the unseen bin last, and each feature's `unseen`."""
-        return self._binned(
-            test,
-            reference_frequencies,
-            reference_sizes,
-            current_sizes,
-            observed,
-            lambda key, bins, position: functools.partial(
-                self._draw_categories, key, bins, unseen[position], distance, squared
-            ),
-            squared,
-        )
-
-    def _binned(
-        self,
-        test: str,
-        reference_frequencies: Tensor,
-        reference_sizes: Tensor,
-        current_sizes: Tensor,
-        observed: Tensor,
-        drawer: Callable[[Key, npt.NDArray[np.float64], int], Callable[[], Tensor]],
-        squared: bool,
-    ) -> Tensor:
         p_values = torch.full_like(observed, math.nan, dtype=torch.float64)
         frequencies = reference_frequencies.detach().to("cpu", torch.float64).numpy()
         for position, (big, small, value) in enumerate(
@@ -215,7 +173,12 @@ class Nulls:
                 continue
             bins = frequencies[position][np.isfinite(frequencies[position])]
             key = (test, position, int(big), _rounded(int(small)))
-            fit = self._fit(key, drawer(key, bins, position))
+            draw = (
+                functools.partial(self._draw_binned, key, bins, distance, squared)
+                if unseen is None
+                else functools.partial(self._draw_categories, key, bins, unseen[position], distance, squared)
+            )
+            fit = self._fit(key, draw)
             p_values[position] = fit.sf(value * value if squared else value)
         return p_values
 

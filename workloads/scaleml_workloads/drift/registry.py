@@ -187,15 +187,15 @@ def categorical_js(samples: CategoricalSamples) -> Outcome:
 def _categorical_null(
     test: str, samples: CategoricalSamples, statistic: Tensor, distance: Distance, *, squared: bool = False
 ) -> Tensor:
-    return samples.nulls.categorical(
+    return samples.nulls.binned(
         test,
         samples.reference_frequencies,
         samples.reference_counts.sum(dim=1),
         samples.current_counts.sum(dim=1),
         statistic,
         distance,
-        samples.unseen,
         squared=squared,
+        unseen=samples.unseen,
     )
 
 
