@@ -180,6 +180,45 @@ def test_the_steps_of_an_ensemble_are_not_samples() -> None:
     assert read.unreadable == {}
 
 
+def _forging(trace_id: int) -> str:
+    """A request id that writes a whole trace of its own (inputs and outputs chosen, a time far ahead) and
+    opens a model entry of that trace for the real end of the id to close: the id is written raw."""
+    forged = trace(trace_id, {"INPUT__0": ("7,7,7", "1,3", "FP32")}, {"OUTPUT__0": ("1,0", "1,2", "FP32")})
+    forged = forged.replace("1000000000", "10000000000000000000")
+    return 'x"},' + forged + f',{{"id":{trace_id},"model_name":"churn","model_version":3,"request_id":"y'
+
+
+@pytest.mark.parametrize("forged_id", [4242, 2], ids=["another-id", "its-own-id"])
+def test_a_request_id_that_writes_entries_forges_no_sample(forged_id: int) -> None:
+    read = read_trace_file(trace_file(churn(1), churn(2, request_id=_forging(forged_id)), churn(3)), _wall)
+
+    assert [sample.rows for sample in read.samples] == [2, 2], "only the honest traces"
+    assert 2 in read.unreadable
+    assert {sample.timestamp for sample in read.samples} == {1.0}
+
+
+def test_a_second_request_start_or_tensor_of_one_name_drops_the_trace() -> None:
+    twice = churn(2) + ',{"id":2,"timestamps":[{"name":"REQUEST_START","ns":5}]}'
+    again = (
+        churn(3)
+        + ',{"id":3,"activity":"TENSOR_QUEUE_INPUT","tensor":{"name":"INPUT__0","data":"1","shape":"1","dtype":"FP32"}}'
+    )
+    read = read_trace_file(trace_file(churn(1), twice, again, churn(4)), _wall)
+
+    assert len(read.samples) == 2
+    assert sorted(read.unreadable) == [2, 3]
+
+
+def test_a_request_id_of_many_entry_beginnings_is_read_in_one_pass() -> None:
+    # Each ',{"id":' is a place to start reading again; scanned to the end of the file from each, as the
+    # tensor entry's pattern once was, 8 MiB of them take hours (the suite's timeout fails the test).
+    hostile = 'x"}' + ',{"id":7,"activity":"X","tensor":{"name":"n","data":"' * 150_000
+    read = read_trace_file(trace_file(churn(1), churn(2, request_id=hostile), churn(3)), _wall)
+
+    assert [sample.rows for sample in read.samples] == [2, 2]
+    assert 2 in read.unreadable
+
+
 # --- the converter's bounds -------------------------------------------------------------------
 
 

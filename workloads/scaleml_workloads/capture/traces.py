@@ -23,10 +23,19 @@ Triton prints tensor data as text, which is where this reader is careful:
 
 So entries are matched by their exact form rather than parsed as JSON, raw data is cut out by the
 lengths the shape implies, and an entry that cannot be read costs its own trace, never the file.
+
+A request's id is the client's, and Triton writes it unescaped: an id holding `"},{"id":...` can
+write entries of its own. So a trace whose entries do not look as Triton writes them is dropped:
+its entries are one run (Triton writes a trace whole), with one model entry, one REQUEST_START and
+one tensor of each name and activity; a second run of an id, text between entries that is none,
+or an id longer than MAX_RAW_ID_BYTES, and the traces around it are dropped, so an id can forge
+no sample. Reading is linear in the file's size, whatever its text: where a tensor's data ends
+is looked up among the places where one can end, found in one pass.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import warnings
@@ -45,22 +54,25 @@ OUTPUT_ACTIVITY: Final = b"TENSOR_BACKEND_OUTPUT"
 UNTRACED: Final = frozenset({"FP16", "BF16"})
 MAX_ID_CHARS: Final = 64
 MAX_NAME_CHARS: Final = 128
+# The longest request id a trace is read with: the model entry's match scans no further for its end.
+MAX_RAW_ID_BYTES: Final = 1024
 _ENTRY_END: Final = rb"(?=,\{|\]\Z)"
 _MODEL: Final = re.compile(
     rb'\{"id":(\d+),"model_name":"([^"\\]*)","model_version":(-?\d+)'
-    rb'(?:,"request_id":"(.*?)")?(?:,"parent_id":(\d+))?\}' + _ENTRY_END,
+    rb'(?:,"request_id":"(.{0,%d}?)")?(?:,"parent_id":(\d+))?\}' % MAX_RAW_ID_BYTES + _ENTRY_END,
     re.DOTALL,
 )
 _TIMESTAMPS: Final = re.compile(rb'\{"id":(\d+),"timestamps":\[([^\]]*)\]\}' + _ENTRY_END)
-_TENSOR: Final = re.compile(
-    rb'\{"id":(\d+),"activity":"([A-Z_]+)","tensor":\{"name":"([^"\\]*)","data":"(.*?)",'
-    rb'"shape":"(\d+(?:,\d+)*|)","dtype":"([A-Z0-9]+)"\}\}' + _ENTRY_END,
-    re.DOTALL,
-)
+# A tensor entry is its head, its raw data, and its tail, which is where the data ends: the first
+# place after the head where a tail matches (found by `_Tails`).
+_TENSOR_HEAD: Final = re.compile(rb'\{"id":(\d+),"activity":"([A-Z_]+)","tensor":\{"name":"([^"\\]*)","data":"')
+_TENSOR_TAIL: Final = re.compile(rb'","shape":"(\d+(?:,\d+)*|)","dtype":"([A-Z0-9]+)"\}\}' + _ENTRY_END)
 _ID: Final = re.compile(rb'\{"id":(\d+),')
 # When Triton took the request: a gRPC trace's first timestamp (GRPC_WAITREAD_START) is when the
 # server began waiting for a call, which may be long before the client made it.
 _REQUEST_START: Final = re.compile(rb'\{"name":"REQUEST_START","ns":(\d+)\}')
+_NEXT_ENTRY: Final = b',{"id":'
+_OUT_OF_RUN: Final = "entries apart from the rest of its trace (a request id that writes entries)"
 _BYTES_QUOTE: Final = b'\\"'
 _BYTES_SEPARATOR: Final = b'\\",\\"'
 
@@ -111,12 +123,13 @@ def read_trace_file(data: bytes, wall_time: Callable[[int], float], request_ids:
     complete = body.endswith(b"]")
     if not complete:
         # Whatever follows the last whole entry was cut off: end the text where that entry ends.
-        cut = body.rfind(b',{"id":')
+        cut = body.rfind(_NEXT_ENTRY)
         body = body[:cut] + b"]" if cut >= 0 else b"]"
+    reading = _Reading(traces, _Tails(body))
     position = 0
     end = len(body) - 1
     while position < end:
-        position = _read_entry(body, position, traces)
+        position = reading.entry(body, position)
         if body[position : position + 1] == b",":
             position += 1
     if not complete and traces:
@@ -154,40 +167,94 @@ def read_trace_file(data: bytes, wall_time: Callable[[int], float], request_ids:
     return result
 
 
-def _read_entry(body: bytes, position: int, traces: dict[int, _Trace]) -> int:
-    """Reads the entry at `position` into its trace; returns where the entry ends."""
-    if match := _TENSOR.match(body, position):
-        trace = traces.setdefault(int(match[1]), _Trace())
-        activity, name, data, shape_text, datatype = match[2], match[3], match[4], match[5], match[6].decode()
+class _Tails:
+    """Where tensor data can end in a file: the starts of every tensor entry's tail, in order, found in one pass."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._starts = [match.start() for match in _TENSOR_TAIL.finditer(body)]
+
+    def after(self, position: int) -> re.Match[bytes] | None:
+        """The first tail at or after `position`."""
+        index = bisect.bisect_left(self._starts, position)
+        return _TENSOR_TAIL.match(self._body, self._starts[index]) if index < len(self._starts) else None
+
+
+@dataclass
+class _Reading:
+    """The traces of a file as its entries are read, and the checks that each trace is as Triton writes it."""
+
+    traces: dict[int, _Trace]
+    tails: _Tails
+    current: int | None = None
+    # Traces whose run of entries ended (another trace's entry came): none may come again.
+    ended: set[int] = field(default_factory=set)
+    # Per trace, the (activity, name) of its tensors, and whether its REQUEST_START came.
+    tensors: dict[int, set[tuple[bytes, bytes]]] = field(default_factory=dict)
+
+    def trace(self, trace_id: int) -> _Trace:
+        """The trace an entry of `trace_id` adds to; an entry apart from its trace's run breaks both traces."""
+        trace = self.traces.setdefault(trace_id, _Trace())
+        if trace_id != self.current:
+            if trace_id in self.ended:
+                trace.broken = _OUT_OF_RUN
+                if self.current is not None:
+                    self.traces[self.current].broken = _OUT_OF_RUN
+            if self.current is not None:
+                self.ended.add(self.current)
+            self.current = trace_id
+        return trace
+
+    def entry(self, body: bytes, position: int) -> int:
+        """Reads the entry at `position` into its trace; returns where the entry ends."""
+        if head := _TENSOR_HEAD.match(body, position):
+            tail = self.tails.after(head.end())
+            if tail is not None:
+                self._tensor(int(head[1]), head[2], head[3], body[head.end() : tail.start()], tail)
+                return tail.end()
+        elif match := _MODEL.match(body, position):
+            trace = self.trace(int(match[1]))
+            if trace.model or trace.version:
+                trace.broken = "a second model entry (a request id that writes entries)"
+            trace.model = match[2].decode(errors="replace")
+            trace.version = match[3].decode()
+            trace.request_id = (match[4] or b"").decode(errors="replace")
+            trace.child = match[5] is not None and int(match[5]) != 0
+            return match.end()
+        elif match := _TIMESTAMPS.match(body, position):
+            trace = self.trace(int(match[1]))
+            if start := _REQUEST_START.search(match[2]):
+                if trace.started_ns is not None:
+                    trace.broken = "a second REQUEST_START (a request id that writes entries)"
+                trace.started_ns = int(start[1])
+            return match.end()
+        # An entry of a form not known here, mangled, or text that is no entry: its trace is dropped
+        # (the one it names, else the one it is among), and reading goes on at the next entry.
+        if match := _ID.match(body, position):
+            self.trace(int(match[1])).broken = "an entry that is not one Triton writes"
+        elif self.current is not None:
+            self.traces[self.current].broken = "text between its entries that is no entry"
+        following = body.find(_NEXT_ENTRY, position + 1)
+        return following if following >= 0 else len(body) - 1
+
+    def _tensor(self, trace_id: int, activity: bytes, name: bytes, data: bytes, tail: re.Match[bytes]) -> None:
+        trace = self.trace(trace_id)
+        datatype = tail[2].decode()
+        seen = self.tensors.setdefault(trace_id, set())
+        if (activity, name) in seen:
+            trace.broken = "a second tensor of one name (a request id that writes entries)"
+        seen.add((activity, name))
         if datatype in UNTRACED:
             trace.untraced.append(datatype)
         elif activity in (INPUT_ACTIVITY, OUTPUT_ACTIVITY):
             tensors = trace.inputs if activity == INPUT_ACTIVITY else trace.outputs
-            shape = tuple(int(dim) for dim in shape_text.split(b",")) if shape_text else ()
+            shape = tuple(int(dim) for dim in tail[1].split(b",")) if tail[1] else ()
             try:
                 tensor = _tensor(name.decode(), datatype, data, shape)
             except (UnreadableError, UnicodeDecodeError) as error:
                 trace.broken = trace.broken or f"tensor {name.decode(errors='replace')}: {error}"
             else:
                 tensors.append(tensor)
-        return match.end()
-    if match := _MODEL.match(body, position):
-        trace = traces.setdefault(int(match[1]), _Trace())
-        trace.model = match[2].decode(errors="replace")
-        trace.version = match[3].decode()
-        trace.request_id = (match[4] or b"").decode(errors="replace")
-        trace.child = match[5] is not None and int(match[5]) != 0
-        return match.end()
-    if match := _TIMESTAMPS.match(body, position):
-        trace = traces.setdefault(int(match[1]), _Trace())
-        if start := _REQUEST_START.search(match[2]):
-            trace.started_ns = int(start[1])
-        return match.end()
-    # An entry of a form not known here, or mangled: its trace is dropped, and reading goes on at the next entry.
-    if match := _ID.match(body, position):
-        traces.setdefault(int(match[1]), _Trace()).broken = "an entry that is not one Triton writes"
-    following = body.find(b',{"id":', position + 1)
-    return following if following >= 0 else len(body) - 1
 
 
 def _tensor(name: str, datatype: str, data: bytes, shape: tuple[int, ...]) -> Tensor:
