@@ -16,6 +16,7 @@ from scaleml_api.validation import InvalidSpecError, parse_spec
 from scaleml_operator.builders import driftmonitor as build
 from scaleml_operator.builders import retraining
 from scaleml_operator.builders.meta import Owner
+from scaleml_operator.builders.modeldeployment import ModelSource
 from scaleml_operator.builders.retraining import Retraining
 from scaleml_operator.status.driftmonitor import drift_condition
 from tests.support.manifests import example, merged
@@ -44,6 +45,14 @@ def test_the_reference_is_the_profile_of_the_served_version() -> None:
     assert inputs == build.Inputs("captures", "models", "churn/2/profile.json", 2)
     # Nothing served yet: the TrainingJob's newest export.
     assert build.resolve_inputs(_spec(), _deployment(served=None), TRAINING_JOB).reference_version == 3  # type: ignore[union-attr]
+
+
+def test_the_reference_is_the_served_versions_profile_when_the_training_job_is_gone() -> None:
+    served = ModelSource("models", "churn", 2)
+    assert build.resolve_inputs(_spec(), _deployment(served=3), None, served) == build.Inputs(
+        "captures", "models", "churn/3/profile.json", 3
+    )
+    assert build.resolve_inputs(_spec(), _deployment(served=None), None, served).reference_version == 2  # type: ignore[union-attr]
 
 
 def test_a_profile_given_by_path_is_read_from_its_claim() -> None:
@@ -241,6 +250,17 @@ def test_the_producer_of_the_served_version_is_found_among_retraining_jobs() -> 
     ]
     assert retraining.producer(jobs, output, 2) == "churn-retrain-ab"
     assert retraining.producer(jobs, output, 7) is None
+
+
+def test_the_source_job_is_found_by_the_served_model_when_the_named_one_is_gone() -> None:
+    output = {"volumeClaim": "models", "modelName": "churn"}
+    retrained = {"metadata": {"name": "churn-retrain-ab"}, "spec": {"output": output}, "status": {"modelVersion": 2}}
+    jobs = {"churn-retrain-ab": retrained}
+    target = {"spec": {"model": {"fromTrainingJob": "churn"}}, "status": {"servedVersion": 2}}
+    spec = _spec()  # its reference names the TrainingJob churn, gone
+    assert retraining.source_job(spec, target, jobs) is None
+    assert retraining.source_job(spec, target, jobs, ModelSource("models", "churn", 2)) is retrained
+    assert retraining.source_job(spec, target, jobs, ModelSource("models", "fraud", 2)) is None
 
 
 def test_the_drift_condition_follows_the_monitors_results() -> None:

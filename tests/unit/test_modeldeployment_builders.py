@@ -56,6 +56,18 @@ def test_nothing_is_deployed_before_the_training_job_exports() -> None:
     assert "Service" in _kinds(_spec(), None)
 
 
+def test_a_model_that_serves_goes_on_when_its_training_job_is_gone() -> None:
+    # The shipped TrainingJob has a time to live: an hour after it finished it goes, while its model serves.
+    deployment = _kinds(_spec())["Deployment"]
+    served = build.served_model(deployment)
+    assert served == SOURCE
+    assert build.resolve_source(_spec(), None, 3, served) == SOURCE
+    # Retraining runs export the next versions into the same model directory: those are served.
+    assert build.resolve_source(_spec(), None, 5, served) == build.ModelSource("models", "churn", 5)
+    assert build.resolve_source(_spec(model={"version": 3}), None, 5, served) == SOURCE
+    assert build.served_model({"metadata": {"annotations": {"scaleml.dev/model": "models/churn"}}}) is None
+
+
 def test_a_repository_source_follows_its_newest_version_in_place_unless_pinned() -> None:
     repository = {"fromTrainingJob": "", "repository": {"volumeClaim": "shared", "modelName": "fraud"}}
     latest = build.resolve_source(_spec(model=repository), None, None)

@@ -28,6 +28,7 @@ from scaleml_operator.builders.meta import (
     labels,
     metadata,
 )
+from scaleml_operator.builders.modeldeployment import ModelSource
 
 COMPONENT: Final = "scaleml-monitor"
 # The ClusterRole (installed with the operator, rbac.yaml) its pod is bound to.
@@ -56,12 +57,17 @@ def monitor_name(name: str) -> str:
 
 
 def resolve_inputs(
-    spec: DriftMonitorSpec, model_deployment: Mapping[str, Any] | None, training_job: Mapping[str, Any] | None
+    spec: DriftMonitorSpec,
+    model_deployment: Mapping[str, Any] | None,
+    training_job: Mapping[str, Any] | None,
+    served: ModelSource | None = None,
 ) -> Inputs | Waiting:
-    """The claims and the profile to read; `training_job` is the one `reference.fromTrainingJob` names.
+    """The claims and the profile to read; `training_job` is the one `reference.fromTrainingJob` names,
+    `served` the model the ModelDeployment's Deployment serves (see modeldeployment.served_model).
 
     The reference follows the served model: a retrained version was trained on other data, so live
-    traffic is compared with that version's profile once it serves.
+    traffic is compared with that version's profile once it serves. When the TrainingJob is gone
+    (its ttlSecondsAfterFinished ran out), the profile is the served version's, beside it.
     """
     target = spec.target.model_deployment
     if model_deployment is None:
@@ -72,16 +78,18 @@ def resolve_inputs(
     if not spec.reference.from_training_job:
         return Inputs(capture["volumeClaim"], spec.reference.volume_claim, spec.reference.path, None)
     name = spec.reference.from_training_job
-    if training_job is None:
+    serving = (model_deployment.get("status") or {}).get("servedVersion")
+    if training_job is not None:
+        output = training_job["spec"]["output"]
+        claim, model = output["volumeClaim"], output["modelName"]
+        version = serving or (training_job.get("status") or {}).get("modelVersion")
+    elif served is not None:
+        claim, model, version = served.volume_claim, served.model_name, serving or served.version
+    else:
         return Waiting(TRAINING_JOB_NOT_FOUND, f"TrainingJob {name} does not exist (yet).")
-    output = training_job["spec"]["output"]
-    version = (model_deployment.get("status") or {}).get("servedVersion") or (training_job.get("status") or {}).get(
-        "modelVersion"
-    )
     if not version:
         return Waiting(WAITING_FOR_MODEL, f"Neither ModelDeployment {target} nor TrainingJob {name} has a version yet.")
-    path = f"{output['modelName']}/{version}/{PROFILE_FILE}"
-    return Inputs(capture["volumeClaim"], output["volumeClaim"], path, int(version))
+    return Inputs(capture["volumeClaim"], claim, f"{model}/{version}/{PROFILE_FILE}", int(version))
 
 
 def monitor_run(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs) -> runtime.MonitorRun:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from scaleml_api import runtime
@@ -418,18 +418,36 @@ def _replicas_of(owner: Owner, live: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def served_model(deployment: Mapping[str, Any]) -> ModelSource | None:
+    """The model and version a ModelDeployment's Deployment was built to serve, from its annotations."""
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    claim, _, model = str(annotations.get(MODEL_ANNOTATION, "")).partition("/")
+    version = str(annotations.get(MODEL_VERSION_ANNOTATION, ""))
+    if not (claim and model and version.isdigit()):
+        return None
+    return ModelSource(claim, model, int(version))
+
+
 def resolve_source(
-    spec: ModelDeploymentSpec, training_job: Mapping[str, Any] | None, newest_exported: int | None
+    spec: ModelDeploymentSpec,
+    training_job: Mapping[str, Any] | None,
+    newest_exported: int | None,
+    served: ModelSource | None = None,
 ) -> ModelSource | Waiting:
     """Where the model comes from. `training_job` is the one `model.fromTrainingJob` names; `newest_exported`
     the highest version any TrainingJob of the namespace exported into the same model directory (a
-    retraining run writes the next version of the model it retrains)."""
+    retraining run writes the next version of the model it retrains); `served` what the Deployment
+    serves (`served_model`), which goes on when that TrainingJob is gone."""
     pinned = spec.model.version if isinstance(spec.model.version, int) else None
     if spec.model.repository is not None:
         return ModelSource(spec.model.repository.volume_claim, spec.model.repository.model_name, pinned)
     name = spec.model.from_training_job
     if training_job is None:
-        return Waiting(TRAINING_JOB_NOT_FOUND, f"TrainingJob {name} does not exist (yet).")
+        if served is None:
+            return Waiting(TRAINING_JOB_NOT_FOUND, f"TrainingJob {name} does not exist (yet).")
+        # It went (its ttlSecondsAfterFinished ran out, or someone deleted it) once its model served: the
+        # versions exported stay, so the model does, and follows what retraining runs export into it.
+        return replace(served, version=pinned or max(filter(None, (served.version, newest_exported)), default=None))
     output = training_job["spec"]["output"]
     own = (training_job.get("status") or {}).get("modelVersion")
     version = pinned or max(filter(None, (own, newest_exported)), default=None)

@@ -46,6 +46,7 @@ from scaleml_api.v1alpha1.driftmonitor import (
 from scaleml_api.v1alpha1.modeldeployment import PROMOTED
 from scaleml_api.v1alpha1.trainingjob import FINISHED_PHASES, TrainingJobSpec
 from scaleml_api.validation import InvalidSpecError, parse_spec
+from scaleml_operator.builders.modeldeployment import ModelSource
 
 RETRAINED_BY_LABEL: Final = "scaleml.dev/retrained-by"
 RETRAIN_OF_LABEL: Final = "scaleml.dev/retrain-of"
@@ -225,20 +226,29 @@ def producer(training_jobs: Sequence[Mapping[str, Any]], output: Mapping[str, An
 
 
 def source_job(
-    spec: DriftMonitorSpec, model_deployment: Mapping[str, Any] | None, jobs: Mapping[str, Mapping[str, Any]]
+    spec: DriftMonitorSpec,
+    model_deployment: Mapping[str, Any] | None,
+    jobs: Mapping[str, Mapping[str, Any]],
+    served: ModelSource | None = None,
 ) -> Mapping[str, Any] | None:
     """The TrainingJob to retrain: the one that produced the served model, else the one the reference
-    or the deployment names. `jobs` are the namespace's TrainingJobs by name."""
+    or the deployment names. `jobs` are the namespace's TrainingJobs by name; `served` the model the
+    deployment's Deployment serves, by which the producer is found when the named one is gone (its
+    ttlSecondsAfterFinished ran out)."""
     deployment = model_deployment or {}
     named = spec.reference.from_training_job or (deployment.get("spec") or {}).get("model", {}).get(
         "fromTrainingJob", ""
     )
     anchor = jobs.get(named) if named else None
-    if anchor is None:
+    version = (deployment.get("status") or {}).get("servedVersion")
+    if anchor is not None:
+        name = producer(list(jobs.values()), anchor["spec"]["output"], version)
+        return jobs[name] if name is not None else anchor
+    if served is None:
         return None
-    served = (deployment.get("status") or {}).get("servedVersion")
-    name = producer(list(jobs.values()), anchor["spec"]["output"], served)
-    return jobs[name] if name is not None else anchor
+    output = {"volumeClaim": served.volume_claim, "modelName": served.model_name}
+    name = producer(list(jobs.values()), output, version or served.version)
+    return jobs[name] if name is not None else None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from scaleml_api.conditions import Waiting
 from scaleml_api.v1alpha1 import MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_api.v1alpha1.modeldeployment import (
     GATE_FAILED,
-    MODEL_ANNOTATION,
     MODEL_VERSION_ANNOTATION,
     ModelDeploymentSpec,
 )
@@ -67,8 +66,8 @@ def served_version(deployment: Mapping[str, Any] | None, status: Mapping[str, An
 
 def _serves(deployment: Mapping[str, Any] | None, model: str) -> int | None:
     """The version of `model` the Deployment serves, if it serves that model."""
-    annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
-    return _annotated_version(deployment) if annotations.get(MODEL_ANNOTATION) == model else None
+    served = build.served_model(deployment) if deployment is not None else None
+    return served.version if served is not None and served.model == model else None
 
 
 def _source(
@@ -79,25 +78,30 @@ def _source(
 ) -> tuple[build.ModelSource | Waiting, Promotion | None]:
     """The version to serve, and what the promotion gates said of the newest (None when nothing is judged)."""
     namespace = parent["metadata"].get("namespace", "")
-    training_job = None
+    training_job, served, model = None, None, None
     if spec.model.repository is None:
         training_job = cache.one(indexes, cache.PARENTS[TRAINING_JOB.kind], (namespace, spec.model.from_training_job))
+        if training_job is not None:
+            model = (training_job["spec"]["output"]["volumeClaim"], training_job["spec"]["output"]["modelName"])
+        elif deployment is not None and controlled_by(deployment, parent["metadata"].get("uid", "")):
+            # Gone after its model served: the model is the one its Deployment serves.
+            served = build.served_model(deployment)
+            model = (served.volume_claim, served.model_name) if served else None
     newest = None
-    if training_job is not None:
-        output = training_job["spec"]["output"]
+    if model is not None:
         exported: Mapping[tuple[str, str, str], Iterable[int]] = indexes[EXPORTS_INDEX]
-        known = exported.get((namespace, output["volumeClaim"], output["modelName"]), ())
+        known = exported.get((namespace, *model), ())
         # A version stays exported when the TrainingJob that exported it goes (a retraining job's
         # time to live): the one served, of the same model, is never rolled back for that.
-        serving = _serves(deployment, f"{output['volumeClaim']}/{output['modelName']}")
+        serving = _serves(deployment, "/".join(model))
         newest = max((*known, *([serving] if serving else [])), default=None)
-    source = build.resolve_source(spec, training_job, newest)
+    source = build.resolve_source(spec, training_job, newest, served)
     if isinstance(source, Waiting) or spec.model.repository is not None or isinstance(spec.model.version, int):
         return source, None
     key = (namespace, source.volume_claim, source.model_name, source.version)
     evaluation = next(iter(indexes[EVALUATIONS_INDEX].get(key, ())), None)
-    served = served_version(deployment, parent.get("status") or {})
-    promotion = promote_deployment(parent, spec.promotion.gates, source.version, served, evaluation)
+    serving_now = served_version(deployment, parent.get("status") or {})
+    promotion = promote_deployment(parent, spec.promotion.gates, source.version, serving_now, evaluation)
     if promotion.version is None:
         return Waiting(GATE_FAILED, promotion.message), promotion
     # The newest version resolve_source found, unless the gates hold it back.
