@@ -110,6 +110,36 @@ def test_the_model_agent_gets_the_version_and_the_spec_but_not_the_replica_count
     assert template() != template(batching={"maxBatchSize": 8, "preferredBatchSizes": [8]})
 
 
+def _template(source: build.ModelSource = SOURCE, **changes: Any) -> str:
+    return json.dumps(_kinds(_spec(**changes), source)["Deployment"]["spec"]["template"], sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"promotion": {"gates": {"minMetric": 0.8, "maxRegression": 0.01}}}, id="promotion gates"),
+        # The operator resolved "latest" to version 3, the one SOURCE serves: pinning 3 changes nothing served.
+        pytest.param({"model": {"version": 3}}, id="model.version pinned to the served version"),
+    ],
+)
+def test_what_only_the_operator_reads_does_not_roll_the_serving_pods(changes: dict[str, Any]) -> None:
+    assert _template(**changes) == _template()
+    run = ServingRun.model_validate_json(
+        _kinds(_spec(**changes))["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]["env"][0]["value"]
+    )
+    assert run.spec.promotion.gates is None
+    assert run.spec.model.version == "latest"
+    assert run.version == 3
+
+
+def test_what_the_serving_pods_read_rolls_them() -> None:
+    assert _template(explain={"enabled": True}) != _template()
+    assert _template(capture={"sampleRate": 0.5}) != _template()
+    # Another version to serve is another pod template, pinned or resolved.
+    assert _template(build.ModelSource("models", "churn", 4), model={"version": 4}) != _template()
+    assert _template(build.ModelSource("models", "churn", 4)) != _template()
+
+
 def test_triton_runs_the_spec_options_with_gpus_and_drains_before_it_stops() -> None:
     deployment = _kinds(_spec())["Deployment"]
     pod = deployment["spec"]["template"]["spec"]

@@ -26,6 +26,7 @@ from scaleml_api.v1alpha1.modeldeployment import (
     TRITON_CONTAINER,
     WAITING_FOR_MODEL,
     ModelDeploymentSpec,
+    Promotion,
 )
 from scaleml_api.v1alpha1.pods import GPU_RESOURCE, GPU_TOLERATION
 from scaleml_operator.builders import meta
@@ -89,11 +90,25 @@ def selector(owner: Owner) -> dict[str, str]:
 
 
 def serving_run(owner: Owner, spec: ModelDeploymentSpec, source: ModelSource) -> runtime.ServingRun:
+    """The agent's run: the spec without what only the operator reads, so that changing it rolls no pod.
+
+    Left at their defaults: the replica counts (the Deployment's and the HPA's business), the
+    promotion gates (the operator judges versions; the pods serve the one it resolved), and the
+    model's version (resolved into `version`, and so "latest" and a pin of the served version are
+    one config). The agent reads the rest of the spec (serving/agent.py, serving/config.py).
+    """
+    served = spec.model_copy(
+        update={
+            "replicas": 1,
+            "autoscaling": None,
+            "promotion": Promotion(),
+            "model": spec.model.model_copy(update={"version": "latest"}),
+        }
+    )
     return runtime.ServingRun(
         namespace=owner.namespace,
         name=owner.name,
-        # Replica counts are the Deployment's business: left out, scaling does not roll the pods.
-        spec=spec.model_copy(update={"replicas": 1, "autoscaling": None}),
+        spec=served,
         model_name=source.model_name,
         source_dir=f"{runtime.REPOSITORY_DIR}/{source.model_name}",
         version=source.version,
