@@ -105,6 +105,34 @@ def test_the_monitor_pod_is_restricted_reads_read_only_and_reports_as_itself() -
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "churn-monitor", "namespace": "ml"}]
 
 
+def _monitor_template(**changes: Any) -> dict[str, Any]:
+    inputs = build.Inputs("captures", "models", "churn/2/profile.json", 2)
+    template: dict[str, Any] = build.deployment(OWNER, _spec(**changes), inputs, "img")["spec"]["template"]
+    return template
+
+
+@pytest.mark.parametrize(
+    "retrain",
+    [
+        {"cooldown": "12h"},
+        {"enabled": False},
+        {"after": 10, "when": "either"},
+        {"trainingJobOverrides": {"hyperparameters": {"epochs": 5}}},
+    ],
+)
+def test_the_retraining_policy_does_not_restart_the_monitor(retrain: dict[str, Any]) -> None:
+    """Only the operator reads spec.retrain; a restart of the (Recreate) monitor would leave a gap."""
+    inputs = build.Inputs("captures", "models", "churn/2/profile.json", 2)
+    assert _monitor_template(retrain=retrain) == _monitor_template()
+    config = build.run_config(OWNER, _spec(retrain=retrain), inputs).config_map(OWNER, build.COMPONENT)
+    assert MonitorRun.model_validate_json(config["data"]["run.json"]).spec.retrain == RetrainPolicy()
+
+
+def test_what_the_monitor_reads_restarts_it() -> None:
+    assert _monitor_template(window={"every": "1m"}) != _monitor_template()
+    assert _monitor_template(thresholds={"pValue": 0.05}) != _monitor_template()
+
+
 def _status(windows: int, **extra: Any) -> dict[str, Any]:
     return {
         "driftDetected": True,

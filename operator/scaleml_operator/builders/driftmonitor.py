@@ -19,6 +19,7 @@ from scaleml_api.v1alpha1.driftmonitor import (
     TRAINING_JOB_NOT_FOUND,
     WAITING_FOR_MODEL,
     DriftMonitorSpec,
+    RetrainPolicy,
 )
 from scaleml_operator.builders import meta
 from scaleml_operator.builders.meta import (
@@ -93,10 +94,15 @@ def resolve_inputs(
 
 
 def monitor_run(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs) -> runtime.MonitorRun:
+    """The monitor's run: the spec without `retrain`, which the operator alone reads (builders/retraining.py).
+
+    A change to the retraining policy then leaves the config, and so the pod, as it was: the
+    Deployment recreates its pod, and a restart would leave a gap in the monitoring.
+    """
     return runtime.MonitorRun(
         namespace=owner.namespace,
         name=owner.name,
-        spec=spec,
+        spec=spec.model_copy(update={"retrain": RetrainPolicy()}),
         profile_path=f"{runtime.REFERENCE_DIR}/{inputs.profile_path}",
         model_version=inputs.reference_version,
     )
