@@ -96,6 +96,34 @@ def test_gpu_workers_request_gpus_and_tolerate_gpu_nodes() -> None:
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
 
 
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+@pytest.mark.parametrize(
+    ("toleration", "covered"),
+    [
+        # Same key, another effect: nodes tainted nvidia.com/gpu:NoSchedule still need the operator's.
+        ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}, False),
+        ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "PreferNoSchedule"}, False),
+        # One value only: a taint nvidia.com/gpu=other:NoSchedule would still repel the pods.
+        ({"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}, False),
+        ({"key": "example.com/pool", "operator": "Exists"}, False),
+        ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}, True),
+        ({"key": "nvidia.com/gpu", "operator": "Exists"}, True),
+        ({"operator": "Exists"}, True),
+        ({"operator": "Exists", "effect": "NoSchedule"}, True),
+        ({"operator": "Exists", "effect": "NoExecute"}, False),
+    ],
+)
+def test_gpu_workers_keep_the_gpu_toleration_unless_the_users_tolerate_that_taint(
+    toleration: dict[str, Any], covered: bool
+) -> None:
+    spec = _spec(resources={"gpusPerWorker": 1}, scheduling={"tolerations": [toleration]})
+    tolerations = _by_kind(spec)["Job"]["spec"]["template"]["spec"]["tolerations"]
+    assert tolerations[1:] == ([] if covered else [GPU_TOLERATION])
+    assert build.covers(tolerations[0], GPU_TOLERATION) is covered
+
+
 def test_cpu_workers_request_no_gpus() -> None:
     pod = _by_kind(_spec(resources={"gpusPerWorker": 0}, precision="bf16", scheduling={"tolerations": []}))["Job"]
     container = pod["spec"]["template"]["spec"]["containers"][0]

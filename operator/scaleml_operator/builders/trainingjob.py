@@ -115,9 +115,30 @@ def _volumes(spec: TrainingJobSpec) -> tuple[list[dict[str, Any]], list[dict[str
     return volumes, mounts
 
 
+def covers(toleration: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """Whether `toleration` tolerates every taint that `other` does (Kubernetes' matching of a toleration).
+
+    An empty key with Exists matches every key, an empty effect every effect; Exists matches any
+    value, Equal only its own.
+    """
+    key, operator = toleration.get("key", ""), toleration.get("operator", "Equal")
+    if key and key != other.get("key", ""):
+        return False
+    if operator != "Exists" and (
+        other.get("operator", "Equal") == "Exists" or toleration.get("value", "") != other.get("value", "")
+    ):
+        return False
+    return toleration.get("effect", "") in ("", other.get("effect", ""))
+
+
 def _tolerations(spec: TrainingJobSpec) -> list[dict[str, Any]]:
+    """The user's tolerations, and with GPUs the GPU taint's unless one of them already tolerates it all.
+
+    A user toleration of the same key for another effect (NoExecute with tolerationSeconds, say)
+    leaves the pods unable to schedule onto nodes tainted nvidia.com/gpu:NoSchedule without it.
+    """
     tolerations = [t.to_wire() for t in spec.scheduling.tolerations]
-    if spec.resources.gpus_per_worker and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+    if spec.resources.gpus_per_worker and not any(covers(t, GPU_TOLERATION) for t in tolerations):
         tolerations.append(dict(GPU_TOLERATION))
     return tolerations
 
