@@ -1,9 +1,11 @@
 """How the operator hands work to its pods, and how they answer: training runs and serving pods.
 
-The operator renders a `TrainingRun` as JSON into the environment variable `SCALEML_CONFIG` of
-every worker container and starts `torchrun ... -m scaleml_workloads.training`. The pod reports
-progress by patching the `status.progress` of its TrainingJob, and ends with one of the exit codes
-below, which the operator's Job podFailurePolicy maps to "fail now" or "retry".
+The operator renders a `TrainingRun` as JSON into a ConfigMap, mounted in every worker container
+at CONFIG_DIR/CONFIG_FILE, and starts `torchrun ... -m scaleml_workloads.training --config FILE`
+(a drift monitor's `MonitorRun` takes the same road; a serving pod's `ServingRun` is in its model
+agent's CONFIG_ENV). The pod reports progress by patching the `status.progress` of its
+TrainingJob, and ends with one of the exit codes below, which the operator's Job podFailurePolicy
+maps to "fail now" or "retry".
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
 from scaleml_api.v1alpha1.modeldeployment import Capture, ModelDeploymentSpec
 from scaleml_api.v1alpha1.trainingjob import ModelName, TrainingJobSpec
 
+# The run config of a serving pod's model agent; the other workloads read it when given no --config.
 CONFIG_ENV: Final = "SCALEML_CONFIG"
 # In a pod the run config is a file: a ConfigMap owned by the object, mounted read-only and named
 # with --config, so a large spec is stored once (not in every container's env, nor in the pods).

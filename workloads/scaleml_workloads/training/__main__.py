@@ -3,7 +3,8 @@
     torchrun --nnodes=MIN:MAX --nproc-per-node=N --rdzv-backend=c10d --rdzv-endpoint=HOST:29400 \\
         --rdzv-id=UID --max-restarts=R -m scaleml_workloads.training
 
-The run comes from $SCALEML_CONFIG (a TrainingRun as JSON), or from --config FILE for local runs.
+The run (a TrainingRun as JSON or YAML) comes from --config FILE: in a pod, the file of a ConfigMap
+the operator mounts (/etc/scaleml/run.json); without --config, from $SCALEML_CONFIG.
 `--check` validates the config, the data, the model and its warm start without training, for an
 init container: torchrun turns a worker's exit code into its own 1 and retries it, so only a
 check outside torchrun can end the pod with EXIT_INVALID_INPUT.

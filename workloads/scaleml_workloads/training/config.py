@@ -1,4 +1,4 @@
-"""The run's configuration: the `TrainingRun` the operator renders into `SCALEML_CONFIG`, or a file."""
+"""The run's configuration: the `TrainingRun` the operator renders into a ConfigMap's file, or `SCALEML_CONFIG`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scaleml_workloads.training.errors import InvalidInputError
 
 
 def load_run(config_file: Path | None = None) -> TrainingRun:
-    """The TrainingRun from `config_file` (JSON or YAML, for local runs) or else from `$SCALEML_CONFIG`."""
+    """The TrainingRun from `config_file` (JSON or YAML; a pod's comes from a ConfigMap) or else `$SCALEML_CONFIG`."""
     if config_file is not None:
         try:
             text = config_file.read_text()
