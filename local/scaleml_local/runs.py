@@ -70,6 +70,16 @@ def training_run(state: State, job: Mapping[str, Any], spec: TrainingJobSpec) ->
     )
 
 
+def training_env(spec: TrainingJobSpec) -> tuple[dict[str, str], list[str]]:
+    """The literal variables of spec.env for the trainer's environment, and the names left out.
+
+    A valueFrom (a Secret's key, a field of the pod, ...) has nothing to read from without a
+    cluster: those names are left unset. The names are the API's (validated, none reserved).
+    """
+    literal = {variable.name: variable.value for variable in spec.env if variable.value_from is None}
+    return literal, [variable.name for variable in spec.env if variable.value_from is not None]
+
+
 def training_command(spec: TrainingJobSpec, config: Path) -> list[str]:
     """torchrun through the pods' launcher, with a rendezvous of its own on this machine."""
     return [

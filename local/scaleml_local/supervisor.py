@@ -347,10 +347,16 @@ class Supervisor:
         config = self.state.directory("run") / f"trainingjob-{name}.json"
         config.write_text(run.model_dump_json(by_alias=True))
         self._termination_log(name).unlink(missing_ok=True)
-        env = {**TORCHRUN_ENV, runtime.TERMINATION_LOG_ENV: str(self._termination_log(name))}
+        # The user's variables first: the supervisor's own wiring wins, as the operator's does in a pod.
+        user_env, unset = runs.training_env(spec)
+        env = {**user_env, **TORCHRUN_ENV, runtime.TERMINATION_LOG_ENV: str(self._termination_log(name))}
         process = self._spawn(key, "trainer", runs.training_command(spec, config), env)
         self.groups[key] = Group({"trainer": process})
         message = f"{runs.processes(spec)} processes on the CPU (torchrun, gloo)."
+        if unset:
+            names = ", ".join(unset[:3]) + (f" and {len(unset) - 3} more" if len(unset) > 3 else "")
+            message += f" Not set locally (valueFrom): {names}."
+            log.warning("%s: spec.env %s use valueFrom, which has nothing to read locally", key, ", ".join(unset))
         self._write(TRAINING_JOB, name, status.training, "Running", message, now=datetime.now(UTC))
 
     def _termination_log(self, name: str) -> Path:

@@ -6,6 +6,7 @@ that dies, a monitor that sleeps): what is under test is what it writes, not the
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -122,6 +123,28 @@ def test_a_training_job_writes_valid_statuses_while_it_runs_and_when_it_ends(
     if code:
         assert _condition(ended, FAILED)["reason"] == JOB_FAILED
         assert "torchrun exited with code 3" in _condition(ended, FAILED)["message"]
+
+
+def test_the_trainer_gets_the_literal_variables_of_spec_env(
+    state: State, supervisors: list[StandIns], tmp_path: Path
+) -> None:
+    seen = tmp_path / "environ.json"
+    dump = f"import json, os; open({str(seen)!r}, 'w').write(json.dumps(dict(os.environ)))"
+    supervisor = _supervise(state, supervisors, trainer=[sys.executable, "-c", dump])
+    env = [
+        {"name": "DATASET_REVISION", "value": "2026-11"},
+        {"name": "PYTHONUNBUFFERED", "value": "0"},
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+    ]
+    state.apply(_example("TrainingJob", {"spec": {"env": env}}))
+    supervisor.reconcile()
+    wait_for(lambda: _exited(supervisor, "trainingjobs/cancer"), 30, "the trainer to exit")
+    environ = json.loads(seen.read_text())
+    assert (environ["DATASET_REVISION"], environ["PYTHONUNBUFFERED"]) == ("2026-11", "0")
+    # Nothing to read a Secret from without a cluster: left unset, and the status says so.
+    assert "HF_TOKEN" not in environ
+    running = _condition(_valid(state)["trainingjobs/cancer"], RUNNING)
+    assert "Not set locally (valueFrom): HF_TOKEN." in running["message"]
 
 
 def test_a_suspended_training_job_writes_a_valid_status(state: State, supervisors: list[StandIns]) -> None:
