@@ -152,7 +152,7 @@ def test_phase_changes_come_with_events() -> None:
     assert "version 3" in succeeded.message
     started = phase_event("Running", observed({}, job=_job(active=2, ready=2), pods=[], generation=1, now=NOW))
     assert started is not None
-    assert (started.reason, started.message) == ("TrainingStarted", "2/2 ready.")
+    assert (started.reason, started.message) == ("TrainingStarted", "2/2 workers running.")
     assert phase_event("Pending", {}) is None
 
 
@@ -163,3 +163,162 @@ def test_a_run_seen_only_when_it_succeeded_still_says_it_started() -> None:
     seen = [event.reason for event in events({"phase": "Running"}, succeeded)]
     assert seen == ["TrainingSucceeded"]
     assert events(succeeded, succeeded) == []
+
+
+UNSCHEDULABLE = "0/5 nodes are available: 5 node(s) didn't match Pod's node affinity/selector."
+
+
+def _waiting_pod(name: str, *, scheduled: str | None = None, waiting: str | None = None, **said: str) -> dict[str, Any]:
+    """A worker pod that has not started: the scheduler's reason on PodScheduled, or its trainer's waiting reason."""
+    status: dict[str, Any] = {"phase": "Pending"}
+    if scheduled:
+        status["conditions"] = [
+            {"type": "PodScheduled", "status": "False", "reason": scheduled, "message": said.get("message", "")}
+        ]
+    if waiting:
+        status["containerStatuses"] = [{"name": "trainer", "state": {"waiting": {"reason": waiting, **said}}}]
+    return {"metadata": {"name": name}, "spec": {"containers": []}, "status": status}
+
+
+def _running_pod(name: str) -> dict[str, Any]:
+    pod = _pod("Running")
+    pod["metadata"] = {"name": name}
+    return pod
+
+
+def _condition(patch: dict[str, Any], type_: str) -> dict[str, Any]:
+    condition = find_condition(patch["conditions"], type_)
+    assert condition is not None
+    return dict(condition)
+
+
+def test_unschedulable_workers_are_pending_with_the_scheduler_s_words_and_no_started_event() -> None:
+    # The Job counts pods still waiting for a node as active.
+    pods = [_waiting_pod(f"churn-{i}-x", scheduled="Unschedulable", message=UNSCHEDULABLE) for i in (1, 0)]
+    patch = observed({}, job=_job(active=2, ready=0), pods=pods, generation=1, now=NOW)
+    assert patch["phase"] == "Pending"
+    running = _condition(patch, "Running")
+    assert (running["status"], running["reason"]) == ("False", "Unschedulable")
+    assert running["message"] == f"0/2 workers running. Pod churn-0-x: Unschedulable: {UNSCHEDULABLE}"
+    assert events({"phase": "Pending"}, patch) == []
+
+
+def test_an_image_that_cannot_be_pulled_is_pending_with_the_kubelet_s_reason() -> None:
+    said = 'Back-off pulling image "registry.example/scaleml/workloads:typo"'
+    pods = [_waiting_pod("churn-0-x", waiting="ImagePullBackOff", message=said), _waiting_pod("churn-1-x")]
+    patch = observed({}, job=_job(active=2, ready=0), pods=pods, generation=1, now=NOW)
+    assert patch["phase"] == "Pending"
+    running = _condition(patch, "Running")
+    assert (running["status"], running["reason"]) == ("False", "ImagePullBackOff")
+    assert running["message"] == f"0/2 workers running. Pod churn-0-x: container trainer: ImagePullBackOff: {said}"
+
+
+def test_a_missing_secret_and_a_crash_looping_init_container_say_so() -> None:
+    config = _waiting_pod("churn-0-x", waiting="CreateContainerConfigError", message='secret "s3" not found')
+    patch = observed({}, job=_job(active=1, ready=0), pods=[config], generation=1, now=NOW)
+    assert _condition(patch, "Running")["reason"] == "CreateContainerConfigError"
+    assert 'secret "s3" not found' in _condition(patch, "Running")["message"]
+    check = _waiting_pod("churn-0-x")
+    check["status"]["initContainerStatuses"] = [
+        {
+            "name": "check",
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": ""}},
+            "lastState": {"terminated": {"exitCode": 2, "message": "no column 'age'\n"}},
+        }
+    ]
+    patch = observed({}, job=_job(active=1, ready=0), pods=[check], generation=1, now=NOW)
+    running = _condition(patch, "Running")
+    assert running["reason"] == "CrashLoopBackOff"
+    assert running["message"].endswith("init container check: CrashLoopBackOff: exit code 2: no column 'age'")
+
+
+def test_workers_starting_as_they_should_are_pending_without_a_problem() -> None:
+    starting = _waiting_pod("churn-0-x", waiting="ContainerCreating")
+    patch = observed({}, job=_job(active=2, ready=0), pods=[starting], generation=1, now=NOW)
+    assert patch["phase"] == "Pending"
+    running = _condition(patch, "Running")
+    assert (running["status"], running["reason"]) == ("False", "WorkersPending")
+    assert running["message"] == "0/2 workers running; the others are being scheduled or starting."
+
+
+def test_an_unknown_kubelet_reason_is_workers_pending_with_the_reason_in_the_message() -> None:
+    pod = _waiting_pod("churn-0-x", waiting="SomethingNew", message="the runtime said no")
+    running = _condition(observed({}, job=_job(active=1), pods=[pod], generation=1, now=NOW), "Running")
+    assert running["reason"] == "WorkersPending"
+    assert "SomethingNew: the runtime said no" in running["message"]
+
+
+def test_running_pods_mean_running_and_training_started_once() -> None:
+    # The Job's ready count may lag its pods: the pods say they run.
+    pods = [_running_pod("churn-0-x"), _running_pod("churn-1-x")]
+    patch = observed({}, job=_job(active=2, ready=0), pods=pods, generation=1, now=NOW)
+    assert patch["phase"] == "Running"
+    running = _condition(patch, "Running")
+    assert (running["status"], running["reason"], running["message"]) == (
+        "True",
+        "WorkersRunning",
+        "2/2 workers running.",
+    )
+    assert [(event.reason, event.message) for event in events({"phase": "Pending"}, patch)] == [
+        ("TrainingStarted", "2/2 workers running.")
+    ]
+
+
+def test_a_pod_being_deleted_does_not_run() -> None:
+    leaving = _running_pod("churn-0-x")
+    leaving["metadata"]["deletionTimestamp"] = "2026-01-01T11:59:00Z"
+    patch = observed({}, job=_job(active=1, ready=0), pods=[leaving], generation=1, now=NOW)
+    assert patch["phase"] == "Pending"
+
+
+def test_one_running_worker_and_one_unschedulable_is_pending_for_a_fixed_size_job() -> None:
+    # torchrun's rendezvous waits for every worker: one alone does not train.
+    pods = [_running_pod("churn-0-x"), _waiting_pod("churn-1-x", scheduled="Unschedulable", message=UNSCHEDULABLE)]
+    patch = observed({}, job=_job(active=2, ready=1), pods=pods, generation=1, now=NOW)
+    assert patch["phase"] == "Pending"
+    running = _condition(patch, "Running")
+    assert (running["status"], running["reason"]) == ("False", "Unschedulable")
+    assert running["message"].startswith("1/2 workers running. Pod churn-1-x: Unschedulable: ")
+
+
+def test_an_elastic_job_runs_with_its_minimum_and_says_what_the_others_wait_for() -> None:
+    job = _job(active=3, ready=2)
+    job["spec"]["parallelism"] = 3
+    pods = [
+        _running_pod("churn-0-x"),
+        _running_pod("churn-1-x"),
+        _waiting_pod("churn-2-x", scheduled="Unschedulable", message=UNSCHEDULABLE),
+    ]
+    patch = observed({}, job=job, pods=pods, generation=1, now=NOW, min_workers=2)
+    assert patch["phase"] == "Running"
+    running = _condition(patch, "Running")
+    assert (running["status"], running["reason"]) == ("True", "WorkersRunning")
+    assert running["message"] == f"2/3 workers running. Pod churn-2-x: Unschedulable: {UNSCHEDULABLE}"
+    one = {**job, "status": {"active": 3, "ready": 1}}
+    below = observed({}, job=one, pods=pods[:1] + pods[2:], generation=1, now=NOW, min_workers=2)
+    below_running = _condition(below, "Running")
+    assert below["phase"] == "Pending"
+    assert below_running["message"].startswith("1/3 workers running (training needs 2). Pod churn-2-x: ")
+
+
+def test_a_started_run_stays_running_while_a_worker_is_replaced_and_says_why_it_waits() -> None:
+    pods = [
+        _pod("Failed", exitCode=137, reason="OOMKilled"),
+        _running_pod("churn-0-x"),
+        _waiting_pod("churn-1-y", scheduled="Unschedulable", message=UNSCHEDULABLE),
+    ]
+    patch = observed({"phase": "Running"}, job=_job(active=2, ready=1), pods=pods, generation=1, now=NOW)
+    assert patch["phase"] == "Running"
+    assert _status(patch, "Restarting") == "True"
+    running = _condition(patch, "Running")
+    assert (running["status"], running["reason"]) == ("False", "Unschedulable")
+    assert events({"phase": "Running"}, patch) == []
+
+
+def test_a_long_message_is_one_line_and_cut() -> None:
+    said = "line one\n" + "x" * 5000
+    pod = _waiting_pod("churn-0-x", waiting="ErrImagePull", message=said)
+    message = _condition(observed({}, job=_job(active=1), pods=[pod], generation=1, now=NOW), "Running")["message"]
+    assert "\n" not in message
+    assert len(message) < 600
+    assert message.endswith("…")

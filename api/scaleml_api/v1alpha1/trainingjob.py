@@ -401,9 +401,40 @@ JOB_CREATED: Final = VOCABULARY.reason(
 )
 COMPLETED: Final = VOCABULARY.reason("Completed", "Every worker finished.", on=(SUCCEEDED,))
 NOT_FINISHED: Final = VOCABULARY.reason("NotFinished", "The Job has not finished yet.", on=(SUCCEEDED,))
-WORKERS_RUNNING: Final = VOCABULARY.reason("WorkersRunning", "The message says how many are ready.", on=(RUNNING,))
-# When the workers are not running, Running's reason is the phase ("Failed" also says why it did not succeed).
-for _phase in ("Pending", "Succeeded", "Suspended"):
+WORKERS_RUNNING: Final = VOCABULARY.reason(
+    "WorkersRunning",
+    "Enough workers run for training to go on (every one; with `elastic`, at least `minWorkers`); the message "
+    "counts them.",
+    on=(RUNNING,),
+)
+WORKERS_PENDING: Final = VOCABULARY.reason(
+    "WorkersPending",
+    "The Job runs but not enough of its workers do, and none says why: they are being scheduled, pull "
+    "their image or run the `check` init container. The message counts them.",
+    on=(RUNNING,),
+)
+# Why a worker pod cannot start, in the scheduler's or the kubelet's own reason; the message names the pod
+# and has their words. Another reason of theirs is given as WorkersPending, with it in the message.
+POD_START_PROBLEMS: Final = {
+    VOCABULARY.reason(
+        reason,
+        f"A worker pod cannot start: {meaning} The message names the pod and has the scheduler's or kubelet's words.",
+        on=(RUNNING,),
+    )
+    for reason, meaning in (
+        ("Unschedulable", "no node can take it (node selector, affinity, GPUs, tolerations, quota)."),
+        ("SchedulingGated", "a scheduling gate holds it (a queue has not admitted it)."),
+        ("ErrImagePull", "the kubelet cannot pull its image (a wrong name or tag, a missing pull secret)."),
+        ("ImagePullBackOff", "the kubelet failed to pull its image and backs off before trying again."),
+        ("InvalidImageName", "its image reference does not parse."),
+        ("CreateContainerConfigError", "a Secret or ConfigMap its containers name is missing."),
+        ("CreateContainerError", "the container runtime cannot create a container."),
+        ("RunContainerError", "the container runtime cannot start a container."),
+        ("CrashLoopBackOff", "a container keeps exiting and the kubelet backs off before restarting it."),
+    )
+}
+# When the Job does not run, Running's reason is the phase ("Failed" also says why it did not succeed).
+for _phase in ("Succeeded", "Suspended"):
     VOCABULARY.reason(_phase, f"Not running: the TrainingJob is {_phase}.", on=(RUNNING,))
 VOCABULARY.reason("Failed", "Not running, and never will: the Job failed.", on=(RUNNING, SUCCEEDED))
 JOB_FAILED: Final = VOCABULARY.reason(
@@ -423,7 +454,9 @@ NOT_RESTARTING: Final = VOCABULARY.reason("NotRestarting", "No worker failed sin
 TRAINING_STARTED: Final = VOCABULARY.event(
     "TrainingStarted",
     "Normal",
-    "The workers started; posted before TrainingSucceeded if the run was never seen running.",
+    "Enough workers run for training to go on: the phase became Running (once a run, or again after a "
+    "suspension; not while pods wait to be scheduled or to start). Posted before TrainingSucceeded if the "
+    "run was never seen running.",
 )
 TRAINING_SUCCEEDED: Final = VOCABULARY.event(
     "TrainingSucceeded", "Normal", "Training finished; the message names the exported version."

@@ -83,7 +83,8 @@ def observed(
     now: datetime,
 ) -> dict[str, Any]:
     job = applied.get("Job", owner.name, inputs.job)
-    return status.observed(current, job=job, pods=inputs.pods, generation=generation, now=now)
+    min_workers = spec.elastic.min_workers if spec.elastic else None
+    return status.observed(current, job=job, pods=inputs.pods, generation=generation, now=now, min_workers=min_workers)
 
 
 RECONCILER: Final = Reconciler(

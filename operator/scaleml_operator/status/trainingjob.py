@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from scaleml_api.conditions import CREATING
 from scaleml_api.v1alpha1.pods import GPU_RESOURCE
@@ -21,6 +21,7 @@ from scaleml_api.v1alpha1.trainingjob import (
     NOT_FINISHED,
     NOT_RESTARTING,
     NOT_SUSPENDED,
+    POD_START_PROBLEMS,
     RESTARTING,
     RUNNING,
     SUCCEEDED,
@@ -30,8 +31,10 @@ from scaleml_api.v1alpha1.trainingjob import (
     TRAINING_SUCCEEDED,
     TRAINING_SUSPENDED,
     WORKER_FAILED,
+    WORKERS_PENDING,
     WORKERS_RUNNING,
 )
+from scaleml_operator.status import pods as worker_pods
 from scaleml_operator.status.acceptance import applied_events
 from scaleml_operator.status.conditions import Conditions, Event, timestamp
 
@@ -55,7 +58,7 @@ def phase_event(phase: str, status: Mapping[str, Any]) -> Event | None:
     """The Event to post when a TrainingJob enters `phase`."""
     conditions = {c["type"]: c for c in status.get("conditions", ())}
     if phase == "Running":
-        return Event("Normal", TRAINING_STARTED, conditions.get(RUNNING, {}).get("message", "Workers are running."))
+        return Event("Normal", TRAINING_STARTED, conditions.get(RUNNING, {}).get("message", "The workers run."))
     if phase == "Succeeded":
         version = status.get("modelVersion")
         exported = f" Exported model version {version}." if version else ""
@@ -142,6 +145,41 @@ def exported_version(pods: Iterable[Mapping[str, Any]]) -> int | None:
     return None
 
 
+class Workers(NamedTuple):
+    """How many workers run, whether that is enough for training to go on, and the Running condition's
+    reason and message while the Job runs."""
+
+    running: int
+    started: bool
+    reason: str
+    message: str
+
+
+def workers_running(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], min_workers: int | None) -> Workers:
+    """Whether enough workers run for training to go on, and if not, why.
+
+    Training goes on when every worker runs (torchrun's rendezvous waits for all `--nnodes`), or with
+    `elastic`, at least `min_workers`. A Job's `active` counts pods still waiting to be scheduled or to
+    start, so the pods themselves say whether they run, and if not, why (the scheduler's or the kubelet's
+    reason and words, for the first pod by name that has one). The Job's `ready` covers pods the cache
+    has not caught up with.
+    """
+    workers = job.get("spec", {}).get("parallelism") or 0
+    running = max(job.get("status", {}).get("ready") or 0, sum(1 for pod in pods if worker_pods.running(pod)))
+    needed = max(1, min(min_workers or workers, workers))
+    counted = f"{running}/{workers} workers running"
+    problem = worker_pods.first_problem(pods) if running < workers else None
+    if running >= needed:
+        waiting = f" {problem.message}" if problem else ""
+        return Workers(running, True, WORKERS_RUNNING, f"{counted}.{waiting}")
+    if needed < workers:
+        counted += f" (training needs {needed})"
+    if problem is None:
+        return Workers(running, False, WORKERS_PENDING, f"{counted}; the others are being scheduled or starting.")
+    reason = problem.reason if problem.reason in POD_START_PROBLEMS else WORKERS_PENDING
+    return Workers(running, False, reason, f"{counted}. {problem.message}")
+
+
 def observed(
     status: Mapping[str, Any],
     *,
@@ -149,8 +187,12 @@ def observed(
     pods: Sequence[Mapping[str, Any]],
     generation: int | None,
     now: datetime,
+    min_workers: int | None = None,
 ) -> dict[str, Any]:
-    """Status fields to patch, from the Job and its pods (None: the Job does not exist yet)."""
+    """Status fields to patch, from the Job and its pods (None: the Job does not exist yet).
+
+    `min_workers` is the fewest workers an elastic job trains with (None: every worker).
+    """
     conditions = Conditions(status.get("conditions", []), generation=generation, now=now)
     mark = conditions.mark
 
@@ -165,10 +207,12 @@ def observed(
 
     job_status = job.get("status", {})
     workers = job.get("spec", {}).get("parallelism") or 0
-    active, ready = job_status.get("active") or 0, job_status.get("ready") or 0
+    ready = job_status.get("ready") or 0
     restarts = sum(1 for pod in pods if pod.get("status", {}).get("phase") == "Failed")
     complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
     suspended = _job_condition(job, "Suspended")
+    running = workers_running(job, pods, min_workers)
+    started = running.started and bool(job_status.get("active"))
 
     mark(CREATED, True, JOB_CREATED, f"Job {job['metadata']['name']} runs {workers} worker pod(s).")
     if complete:
@@ -181,7 +225,9 @@ def observed(
         mark(FAILED, True, reason, detail)
     elif suspended:
         phase = "Suspended"
-    elif active:
+    elif started or status.get("phase") == "Running":
+        # A run that started stays Running while a worker is replaced (Restarting says so, and the
+        # Running condition why the replacement waits): it resumes from its checkpoint, it does not start anew.
         phase = "Running"
     else:
         phase = "Pending"
@@ -191,7 +237,10 @@ def observed(
     if not failed:
         mark(FAILED, False, NO_FAILURE)
     mark(SUSPENDED, bool(suspended), JOB_SUSPENDED if suspended else NOT_SUSPENDED)
-    mark(RUNNING, phase == "Running", WORKERS_RUNNING if phase == "Running" else phase, f"{ready}/{workers} ready.")
+    if finished or suspended:
+        mark(RUNNING, False, phase, f"{running.running}/{workers} workers running.")
+    else:
+        mark(RUNNING, started, running.reason, running.message)
     restarting = not finished and restarts > 0 and ready < workers
     mark(RESTARTING, restarting, WORKER_FAILED if restarting else NOT_RESTARTING, termination_message(pods))
 
