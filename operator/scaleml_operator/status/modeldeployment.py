@@ -29,6 +29,7 @@ from scaleml_api.v1alpha1.modeldeployment import (
     VERSION_HELD_BACK,
     VERSION_PROMOTED_BY_HAND,
 )
+from scaleml_operator.status import pods as pods_status
 from scaleml_operator.status.acceptance import applied_events
 from scaleml_operator.status.conditions import Conditions, Event, find_condition
 from scaleml_operator.status.promotion import Promotion
@@ -81,7 +82,7 @@ def server_failure(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
             message = (terminated.get("message") or "").strip()
             reason = MODEL_LOAD_FAILED if "failed to load" in message else SERVER_CRASHING
             detail = message[-MAX_REASON_CHARS:] or f"exit code {terminated.get('exitCode')}"
-            return reason, f"Pod {pod['metadata']['name']}: Triton exited ({detail})"
+            return reason, pods_status.about(pod, f"Triton exited ({detail})")
     return None
 
 
