@@ -116,8 +116,18 @@ def _failed_pod() -> dict[str, Any]:
     return {"status": {"phase": "Failed", "containerStatuses": [{"state": {"terminated": terminated}}]}}
 
 
-def training(job: dict[str, Any] | None, pods: list[dict[str, Any]] | None = None) -> Status:
-    status = accepted()
+def _unschedulable_pod() -> dict[str, Any]:
+    scheduled = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/5 nodes are available: 5 Insufficient nvidia.com/gpu.",
+    }
+    return {"metadata": {"name": "churn-1-x"}, "status": {"phase": "Pending", "conditions": [scheduled]}}
+
+
+def training(job: dict[str, Any] | None, pods: list[dict[str, Any]] | None = None, phase: str | None = None) -> Status:
+    status = patched(accepted(), {"phase": phase}) if phase else accepted()
     return patched(status, training_status.observed(status, job=job, pods=pods or [], generation=1, now=NOW))
 
 
@@ -128,9 +138,24 @@ def training(job: dict[str, Any] | None, pods: list[dict[str, Any]] | None = Non
         pytest.param(accepted(), "Progressing", "Waiting for the workers", id="accepted"),
         pytest.param(rejected(), "Degraded", "hiddenSizes[1]", id="invalid spec"),
         pytest.param(training(None), "Progressing", "Waiting for the workers", id="pending"),
-        pytest.param(training(_job(active=2, ready=2)), "Progressing", "2/2 ready", id="running"),
+        pytest.param(training(_job(active=2, ready=2)), "Progressing", "2/2 workers running", id="running"),
         pytest.param(
-            training(_job(active=2, ready=1), [_failed_pod()]), "Progressing", "illegal memory access", id="restarting"
+            training(_job(active=2), [_unschedulable_pod()]),
+            "Progressing",
+            "start: 0/2 workers running. Pod churn-1-x: Unschedulable: 0/5 nodes",
+            id="unschedulable",
+        ),
+        pytest.param(
+            training(_job(active=2, ready=1), [_failed_pod()], phase="Running"),
+            "Progressing",
+            "illegal memory access",
+            id="restarting",
+        ),
+        pytest.param(
+            training(_job(active=2, ready=1), [_unschedulable_pod()], phase="Running"),
+            "Progressing",
+            "Waiting for workers to run again: 1/2 workers running. Pod churn-1-x: Unschedulable",
+            id="replacement unschedulable",
         ),
         pytest.param(
             patched(training(_job(condition="Complete")), {"modelVersion": 4}), "Healthy", "version 4", id="succeeded"

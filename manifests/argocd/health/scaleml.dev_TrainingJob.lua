@@ -71,6 +71,10 @@ if phase == "Running" then
     return hs
   end
   local running = condition(status, "Running")
+  if running ~= nil and running.status == "False" then
+    hs.message = "Waiting for workers to run again: " .. (running.message or "")
+    return hs
+  end
   hs.message = "Training"
   if running ~= nil and running.message ~= nil then
     hs.message = hs.message .. ": " .. running.message
@@ -80,5 +84,10 @@ if phase == "Running" then
   end
   return hs
 end
+-- Pending: the Running condition says why the workers do not run (Unschedulable, ImagePullBackOff, ...).
+local waiting = condition(status, "Running")
 hs.message = "Waiting for the workers to start."
+if waiting ~= nil and waiting.message ~= nil and waiting.message ~= "" then
+  hs.message = "Waiting for the workers to start: " .. waiting.message
+end
 return hs
