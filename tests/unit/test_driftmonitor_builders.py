@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from scaleml_api import runtime
 from scaleml_api.conditions import Waiting
 from scaleml_api.runtime import MonitorRun
 from scaleml_api.v1alpha1 import DRIFT_MONITOR
@@ -263,6 +264,86 @@ def test_a_job_of_its_own_image_is_retrained_only_from_images_the_operator_allow
     # The operator's own image, named explicitly, is the operator's code.
     workload = merged(own, {"spec": {"image": "scaleml/workloads:0.1.0"}})
     assert _retrain(workload, {}, retraining.AllowedCode(workload_image="scaleml/workloads:0.1.0")).job is not None
+
+
+def _with_env(*env: dict[str, Any], image: str = "") -> dict[str, Any]:
+    spec: dict[str, Any] = {"env": list(env)} | ({"image": image} if image else {})
+    return merged(example("TrainingJob"), {"metadata": {"namespace": "ml"}, "spec": spec})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PYTHONUSERBASE",
+        "PYTHONPLATLIBDIR",
+        "PYTHONEXECUTABLE",
+        "PYTHONPYCACHEPREFIX",
+        "PYTHONBREAKPOINT",
+        "PYTHONINSPECT",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "LD_AUDIT",
+        "LD_ANYTHING_ELSE",
+        "GCONV_PATH",
+        "OPENSSL_CONF",
+        "NCCL_NET_PLUGIN",
+        "CXX",
+        "TRITON_PTXAS_PATH",
+    ],
+)
+def test_env_that_loads_code_into_the_operators_image_is_not_retrained(name: str) -> None:
+    # A sitecustomize.py on the data claim (PYTHONPATH), a preloaded library: the operator's image
+    # would run the source job's author's code on the say of whoever edits the DriftMonitor.
+    refused = _retrain(_with_env({"name": "SEED", "value": "1"}, {"name": name, "value": f"{runtime.DATA_DIR}/x"}), {})
+    assert (refused.job, refused.reason) == (None, "CustomModelNotAllowed")
+    assert f"spec.env {name}," in refused.message
+    assert "--retrain-image-prefix" in refused.message
+    # Whatever the value, or where it comes from.
+    from_config = _with_env({"name": name, "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}})
+    assert _retrain(from_config, {}).job is None
+    # The entrypoint allow-list allows a module, not a search path that can replace it.
+    allowed = retraining.AllowedCode(entrypoint_prefixes=("team",), workload_image="scaleml/workloads:0.1.0")
+    assert _retrain(_with_env({"name": name, "value": "x"}, image="scaleml/workloads:0.1.0"), {}, allowed).job is None
+
+
+def test_env_of_a_job_whose_image_the_operator_allows_is_retrained_as_written() -> None:
+    # The allow-list vouches for the image's jobs; how another image reads its env is not the operator's to know.
+    own = _with_env({"name": "PYTHONPATH", "value": "/data/tools"}, image="registry.example/ml/x:1")
+    allowed = _retrain(own, {}, retraining.AllowedCode(image_prefixes=("registry.example/ml/",)))
+    assert allowed.job is not None
+    assert allowed.job["spec"]["env"] == [{"name": "PYTHONPATH", "value": "/data/tools"}]
+
+
+def test_home_and_compile_caches_are_retrained_only_inside_the_pods_scratch_volume() -> None:
+    # Under HOME, user site-packages run their .pth files; the caches hold compiled code that is loaded back.
+    for name in ("HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "XDG_CACHE_HOME"):
+        for value in (runtime.SCRATCH_DIR, f"{runtime.SCRATCH_DIR}/inductor"):
+            assert _retrain(_with_env({"name": name, "value": value}), {}).job is not None, (name, value)
+        for value in (
+            f"{runtime.DATA_DIR}/home",
+            f"{runtime.SCRATCH_DIR}/../data",
+            f"{runtime.SCRATCH_DIR}x",
+            f"{runtime.SCRATCH_DIR}/$(ELSEWHERE)",
+            "",
+        ):
+            refused = _retrain(_with_env({"name": name, "value": value}), {})
+            assert (refused.job, refused.reason) == (None, "CustomModelNotAllowed"), (name, value)
+            assert f"spec.env {name}," in refused.message
+        secret = _with_env({"name": name, "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}})
+        assert _retrain(secret, {}).job is None
+
+
+def test_env_that_only_tunes_is_retrained() -> None:
+    tuning = _with_env(
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "PYTHONWARNINGS", "value": "ignore"},
+        {"name": "NCCL_DEBUG", "value": "INFO"},
+        {"name": "OMP_NUM_THREADS", "value": "4"},
+    )
+    assert _retrain(tuning, {}).job is not None
 
 
 def test_the_producer_of_the_served_version_is_found_among_retraining_jobs() -> None:

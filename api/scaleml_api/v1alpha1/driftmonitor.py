@@ -381,8 +381,9 @@ OVERRIDES_EXCEED_SOURCE: Final = VOCABULARY.reason(
 )
 CUSTOM_MODEL_NOT_ALLOWED: Final = VOCABULARY.reason(
     "CustomModelNotAllowed",
-    "Retraining is due, but the source job runs custom model code or an image of its own that the operator does "
-    "not retrain (scaleml operator --retrain-entrypoint-prefix, --retrain-image-prefix).",
+    "Retraining is due, but the source job runs custom model code, an image of its own, or env that loads code "
+    "from outside the operator's image, which the operator does not retrain (scaleml operator "
+    "--retrain-entrypoint-prefix, --retrain-image-prefix).",
     on=(RETRAINING,),
 )
 RETRAIN_REJECTED: Final = VOCABULARY.reason(

@@ -15,11 +15,13 @@ again, and the API server refuses a second job: one episode, at most one Trainin
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from scaleml_api import runtime
 from scaleml_api.base import API_VERSION, duration_seconds, quantity_value
 from scaleml_api.merge import merge_patch
 from scaleml_api.runtime import Lineage
@@ -44,6 +46,7 @@ from scaleml_api.v1alpha1.driftmonitor import (
     RetrainRule,
 )
 from scaleml_api.v1alpha1.modeldeployment import PROMOTED
+from scaleml_api.v1alpha1.pods import EnvVar
 from scaleml_api.v1alpha1.trainingjob import FINISHED_PHASES, TrainingJobSpec
 from scaleml_api.validation import InvalidSpecError, parse_spec
 from scaleml_operator.builders.modeldeployment import ModelSource
@@ -293,8 +296,93 @@ class AllowedCode:
     workload_image: str = ""
 
 
+# Variables that make the interpreter (CPython), the dynamic loader (glibc's ld.so) or what torch loads
+# and runs (NCCL's plugins, OpenSSL's modules, torch.compile's compilers, Triton) take code from
+# outside the image: a search path for modules or shared objects, a file or callable run at start-up,
+# a library to load, a program to run. In the operator's own image they would run the source job's
+# author's code on someone else's say. Named by what reads them, not by what they hold: a value from
+# a ConfigMap or Secret is not known here. Excluded on purpose: variables that only tune (PYTHONWARNINGS,
+# PYTHONIOENCODING, NCCL_DEBUG) or name modules the image's own path resolves once these are refused.
+CODE_LOADING_ENV: Final = frozenset(
+    {
+        # CPython, "Command line and environment": module search path, prefixes, start-up and user files.
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PYTHONUSERBASE",
+        "PYTHONPLATLIBDIR",
+        "PYTHONEXECUTABLE",
+        "PYTHONPYCACHEPREFIX",  # bytecode read back in place of the image's sources
+        "PYTHONBREAKPOINT",  # any callable, run by breakpoint()
+        "PYTHONINSPECT",  # runs what stdin holds after the program
+        # glibc: besides LD_* (below), loaders glibc itself ignores in secure-execution mode.
+        "GCONV_PATH",
+        "GLIBC_TUNABLES",
+        # OpenSSL (Python's ssl): a config file that loads engines and providers, and where they are.
+        "OPENSSL_CONF",
+        "OPENSSL_ENGINES",
+        "OPENSSL_MODULES",
+        # NCCL: a file of NCCL_* settings, and the shared objects it loads as plugins.
+        "NCCL_CONF_FILE",
+        "NCCL_NET_PLUGIN",
+        "NCCL_TUNER_PLUGIN",
+        "NCCL_PROFILER_PLUGIN",
+        "NCCL_ENV_PLUGIN",
+        # torch.compile: the compilers it runs and the headers and remote caches it compiles and loads.
+        "CC",
+        "CXX",
+        "TORCHINDUCTOR_CUTLASS_DIR",
+        "TORCHINDUCTOR_CK_DIR",
+        "TORCHINDUCTOR_REDIS_HOST",
+        "TORCHINDUCTOR_FX_GRAPH_REMOTE_CACHE",
+        "TORCHINDUCTOR_AUTOTUNE_REMOTE_CACHE",
+        "TORCHINDUCTOR_AUTOGRAD_REMOTE_CACHE",
+    }
+)
+# Every ld.so variable (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, ...), and Triton's knobs, which name
+# its compilers, libraries and caches.
+CODE_LOADING_PREFIXES: Final = ("LD_", "TRITON_")
+# Directories under which code is found and loaded back: user site-packages and their .pth files
+# under HOME, compiled kernels in the caches. Safe where the operator puts them, in the pod's scratch
+# volume, which every pod starts empty; anywhere else (a claim) someone may have left code there.
+CODE_DIRECTORY_ENV: Final = frozenset(
+    {
+        "HOME",
+        "XDG_CACHE_HOME",
+        "TORCHINDUCTOR_CACHE_DIR",
+        "TRITON_CACHE_DIR",
+        "TRITON_HOME",
+        "TORCH_EXTENSIONS_DIR",
+        "TORCH_HOME",
+        "CUDA_CACHE_PATH",
+    }
+)
+
+
+def _in_scratch(value: str) -> bool:
+    # No $(VAR): Kubernetes expands it when the pod starts, to anything.
+    path = posixpath.normpath(value)
+    return "$(" not in value and (path == runtime.SCRATCH_DIR or path.startswith(f"{runtime.SCRATCH_DIR}/"))
+
+
+def code_loading_env(env: Sequence[EnvVar]) -> str:
+    """The first variable of `env` that would load code from outside the image, or ""."""
+    for variable in env:
+        if variable.name in CODE_DIRECTORY_ENV:
+            if variable.value_from is not None or not _in_scratch(variable.value):
+                return variable.name
+        elif variable.name in CODE_LOADING_ENV or variable.name.startswith(CODE_LOADING_PREFIXES):
+            return variable.name
+    return ""
+
+
 def code_refused(spec: TrainingJobSpec, allowed: AllowedCode) -> str:
-    """Why retraining may not run `spec`'s code, or "" when it may."""
+    """Why retraining may not run `spec`'s code, or "" when it may.
+
+    An image the operator allows is retrained with its job's env as written: the operator cannot know
+    how another image reads its environment, and the allow-list vouches for the image's jobs. In the
+    operator's own image, env must not load code from elsewhere (CODE_LOADING_ENV).
+    """
     module = spec.model.entrypoint.split(":", 1)[0]
     if spec.model.architecture == "custom" and not any(
         module == prefix or module.startswith(f"{prefix}.") for prefix in allowed.entrypoint_prefixes
@@ -303,10 +391,17 @@ def code_refused(spec: TrainingJobSpec, allowed: AllowedCode) -> str:
             f"custom model code ({spec.model.entrypoint}), retrained only from modules the operator allows "
             "(--retrain-entrypoint-prefix)"
         )
-    if spec.image not in ("", allowed.workload_image) and not any(
-        spec.image.startswith(prefix) for prefix in allowed.image_prefixes
-    ):
-        return f"its own image ({spec.image}), retrained only from images the operator allows (--retrain-image-prefix)"
+    if spec.image not in ("", allowed.workload_image):
+        if not any(spec.image.startswith(prefix) for prefix in allowed.image_prefixes):
+            return (
+                f"its own image ({spec.image}), retrained only from images the operator allows (--retrain-image-prefix)"
+            )
+        return ""
+    if variable := code_loading_env(spec.env):
+        return (
+            f"the operator's image with spec.env {variable}, which loads code from outside the image; such env is "
+            "retrained only in images the operator allows (--retrain-image-prefix)"
+        )
     return ""
 
 
