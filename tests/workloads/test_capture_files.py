@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import stat
 import time
 import zipfile
@@ -247,6 +248,60 @@ def test_files_that_would_inflate_past_the_window_are_skipped_before_their_data_
 
     assert window.rows == 4
     assert sorted(skip.reason for skip in window.skipped) == ["too_large", "too_large"]
+
+
+def _stored_as(path: Path, column: str, stored: npt.DTypeLike, rows: int, width: int) -> None:
+    """A capture file whose metadata declares INPUT__0 FP64 of `width` values, with `column` stored as `stored`."""
+    metadata = {"version": 1, "tensors": [{"name": "INPUT__0", "role": "input", "datatype": "FP64", "shape": [width]}]}
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "timestamp": np.full(rows, 200.0),
+        "INPUT__0": np.zeros((rows, width)),
+    }
+    arrays[column] = arrays[column].astype(stored)
+    strings = {name: np.array([value] * rows) for name, value in [("model", "churn"), ("model_version", "1")]}
+    strings["request_id"] = np.array([""] * rows)
+    if path.suffix == ".npz":
+        np.savez_compressed(path, **arrays, **strings, **{METADATA_KEY: np.array(json.dumps(metadata))})
+        return
+    tensor = pa.FixedSizeListArray.from_arrays(pa.array(arrays["INPUT__0"].reshape(-1)), width)
+    table = pa.table({"timestamp": arrays["timestamp"], **strings, "INPUT__0": tensor})
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata)}), path)
+
+
+@pytest.mark.parametrize("file_format", ["parquet", "npz"])
+@pytest.mark.parametrize(
+    ("column", "stored"), [("INPUT__0", np.bool_), ("INPUT__0", np.float32), ("timestamp", np.uint8)]
+)
+def test_a_column_stored_narrower_than_declared_is_skipped_before_it_is_widened(
+    tmp_path: Path, file_format: str, column: str, stored: npt.DTypeLike
+) -> None:
+    # Counted as stored (a byte a bool), converted to the declared FP64 it would take eight times the budget.
+    rows, width, budget = 64, 1024, 256 * 1024
+    _complete_file(tmp_path, 100.0)
+    narrow = tmp_path / file_name(200.0, "narrow", 1, file_format)  # type: ignore[arg-type]
+    _stored_as(narrow, column, stored, rows, width)
+
+    window = read_window(tmp_path, newest_rows=1000, max_bytes=budget)
+
+    assert [(skip.path, skip.reason) for skip in window.skipped] == [(narrow, "unreadable")]
+    assert f"{column} is stored as " in window.skipped[0].detail
+    assert "not as its declared FP64" in window.skipped[0].detail
+    assert window.rows == 4
+    assert window.nbytes <= budget
+
+
+def test_an_npz_file_larger_than_what_is_left_is_skipped_before_it_is_opened(tmp_path: Path) -> None:
+    _complete_file(tmp_path, 100.0, "npz")
+    padded = tmp_path / file_name(200.0, "padded", 1, "npz")
+    (tmp_path / "valid").mkdir()
+    shutil.copyfile(_complete_file(tmp_path / "valid", 200.0, "npz"), padded)
+    with zipfile.ZipFile(padded, "a") as archive:
+        archive.writestr("padding", os.urandom(1 << 20))
+
+    window = read_window(tmp_path, newest_rows=100, max_bytes=512 * 1024)
+
+    assert [(skip.path, skip.reason) for skip in window.skipped] == [(padded, "too_large")]
+    assert window.rows == 4
 
 
 @pytest.mark.parametrize("file_format", ["parquet", "npz"])

@@ -83,6 +83,20 @@ def _fits(nbytes: int, budget: int | None, path: Path) -> None:
         raise TooLargeError(f"{path.name} holds {nbytes} bytes of columns, more than the {budget} left to read")
 
 
+def _stored_types(chosen: Sequence[TensorSpec]) -> dict[str, str]:
+    """The datatype each column must be stored in, by name: the timestamp's FP64 and each tensor's own.
+
+    A file stores exactly what its metadata declares, and the reader counts the bytes it may read
+    by what the file stores: a column stored narrower than declared (bool for FP64) would grow past
+    that count when converted, so it is refused instead.
+    """
+    return {TIMESTAMP: "FP64", **{spec.name: spec.datatype for spec in chosen}}
+
+
+def _mismatch(name: str, stored: str, datatype: str) -> ValueError:
+    return ValueError(f"{name} is stored as {stored}, not as its declared {datatype}")
+
+
 def _columns_to_read(chosen: Sequence[TensorSpec], strings: Sequence[str]) -> list[str]:
     return [TIMESTAMP, *strings, *(spec.name for spec in chosen)]
 
@@ -135,6 +149,8 @@ def _read_parquet(
     with pq.ParquetFile(path, read_dictionary=list(STRING_COLUMNS)) as parquet:
         chosen = _chosen(parse_metadata(parquet.schema_arrow.metadata[METADATA_KEY.encode()]), tensors)
         names = _columns_to_read(chosen, strings)
+        for name, datatype in _stored_types(chosen).items():
+            _check_arrow_type(name, parquet.schema_arrow.field(name).type, datatype)
         nbytes = _parquet_bytes(parquet, names)
         _fits(nbytes, budget, path)
         table = parquet.read(columns=names)
@@ -146,6 +162,25 @@ def _read_parquet(
         columns[name] = _strings(table[name], None if budget is None else budget - nbytes, path)
         nbytes += columns[name].nbytes
     return columns
+
+
+def _check_arrow_type(name: str, kind: pa.DataType, datatype: str) -> None:
+    """Refuse a Parquet column (a tensor's: a fixed-size list) whose values are not of `datatype`."""
+    values = kind.value_type if pa.types.is_fixed_size_list(kind) else kind
+    if datatype == BYTES:
+        if not (pa.types.is_binary(values) or pa.types.is_large_binary(values)):
+            raise _mismatch(name, str(values), datatype)
+    elif values != pa.from_numpy_dtype(DATATYPES[datatype]):
+        raise _mismatch(name, str(values), datatype)
+
+
+def _check_npy_dtype(name: str, dtype: np.dtype[Any], datatype: str) -> None:
+    """Refuse an npz array not stored as `datatype` (BYTES: fixed-width byte strings, as written)."""
+    if datatype == BYTES:
+        if dtype.kind != "S":
+            raise _mismatch(name, str(dtype), datatype)
+    elif dtype != DATATYPES[datatype]:
+        raise _mismatch(name, str(dtype), datatype)
 
 
 def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
@@ -173,16 +208,20 @@ def _npy(archive: zipfile.ZipFile, name: str) -> Array:
 def _read_npz(
     path: Path, tensors: Sequence[str] | None, budget: int | None, strings: Sequence[str]
 ) -> dict[str, Array]:
+    # Its members' headers bound what they inflate to; the file itself is bounded first, as a Parquet file is.
+    _fits(path.stat().st_size, budget, path)
     with zipfile.ZipFile(path) as archive:
         shape, dtype = _npy_header(archive, METADATA_KEY)
         if shape != () or dtype.itemsize > _MAX_METADATA_BYTES:
             raise ValueError(f"{METADATA_KEY} is not a short string")
         chosen = _chosen(parse_metadata(str(_npy(archive, METADATA_KEY))), tensors)
         names = _columns_to_read(chosen, strings)
-        datatypes = {spec.name: spec.datatype for spec in chosen}
+        datatypes = _stored_types(chosen)
         nbytes = 0
         for name in names:
             shape, dtype = _npy_header(archive, name)
+            if name in datatypes:
+                _check_npy_dtype(name, dtype, datatypes[name])
             count = math.prod(shape)
             nbytes += count * (dtype.itemsize + (OBJECT_BYTES if datatypes.get(name) == BYTES else 0))
         _fits(nbytes, budget, path)
