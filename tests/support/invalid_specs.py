@@ -126,6 +126,58 @@ CASES = (
         {"spec": {"podMetadata": {"labels": {"app.kubernetes.io/name": "mine"}}}},
         "spec.podMetadata.labels",
     ),
+    # Label and annotation keys: the name after the prefix is at most 63 characters, the prefix 253.
+    InvalidCase(
+        "node-selector-key-name-too-long",
+        TJ,
+        {"spec": {"scheduling": {"nodeSelector": {"node.example.com/" + "gpu-" * 17 + "a1": "true"}}}},
+        "spec.scheduling.nodeSelector",
+    ),
+    InvalidCase(
+        "pod-label-key-name-too-long",
+        TJ,
+        {"spec": {"podMetadata": {"labels": {"team.example.com/" + "cost-center-" * 6 + "x": "ml"}}}},
+        "spec.podMetadata.labels",
+    ),
+    InvalidCase(
+        "pod-annotation-key-prefix-too-long",
+        TJ,
+        {
+            "spec": {
+                "podMetadata": {"annotations": {"a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + "/x": ""}}
+            }
+        },
+        "spec.podMetadata.annotations",
+    ),
+    InvalidCase(
+        "toleration-key-name-too-long",
+        TJ,
+        {"spec": {"scheduling": {"tolerations": [{"key": "t" * 70, "operator": "Exists"}]}}},
+        "spec.scheduling.tolerations[0].key",
+    ),
+    InvalidCase(
+        "toleration-key-prefix-too-long",
+        TJ,
+        {
+            "spec": {
+                "scheduling": {"tolerations": [{"key": "a" * 63 + ("." + "b" * 63) * 3 + "/x", "operator": "Exists"}]}
+            }
+        },
+        "spec.scheduling.tolerations[0].key",
+    ),
+    InvalidCase(
+        "pod-label-value-too-long",
+        TJ,
+        {"spec": {"podMetadata": {"labels": {"team": "v" * 64}}}},
+        "spec.podMetadata.labels.team",
+    ),
+    # The API server refuses pods whose annotations take more than 256 KiB; 3 bytes a character here.
+    InvalidCase(
+        "pod-annotations-too-large",
+        TJ,
+        {"spec": {"podMetadata": {"annotations": {f"note-{i}": "\u20ac" * 4096 for i in range(21)}}}},
+        "spec.podMetadata.annotations",
+    ),
     InvalidCase("name-too-long", TJ, {"metadata": {"name": "a" * 60}}, "metadata.name"),
     InvalidCase(
         "two-model-sources",

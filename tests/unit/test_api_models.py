@@ -100,3 +100,42 @@ def test_several_problems_are_reported_together() -> None:
         parse_spec(TRAINING_JOB, manifest["spec"])
     assert "spec.precision" in str(error.value)
     assert "spec.resources.workers" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "n" * 63,
+        "example.com/" + "n" * 63,
+        "a" * 63 + ("." + "b" * 63) * 2 + "." + "c" * 61 + "/Name_1.x",
+        "kubernetes.io/hostname",
+    ],
+    ids=["name-of-63", "prefixed-name-of-63", "prefix-of-253", "well-known"],
+)
+def test_keys_at_kubernetes_limits_are_accepted_everywhere(key: str) -> None:
+    changes = {
+        "scheduling": {"nodeSelector": {key: "x"}, "tolerations": [{"key": key, "operator": "Exists"}]},
+        "podMetadata": {"labels": {key: "x"}, "annotations": {key: "x"}},
+    }
+    spec = parse_spec(TRAINING_JOB, merged(example("TrainingJob"), {"spec": changes})["spec"])
+    assert isinstance(spec, TrainingJobSpec)
+    assert key in spec.scheduling.node_selector
+    assert spec.scheduling.tolerations[0].key == key
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("n" * 64, "name of 64"),
+        ("example.com/" + "n" * 64, "prefixed name of 64"),
+        ("a" * 63 + ("." + "b" * 63) * 2 + "." + "c" * 62 + "/x", "prefix of 254"),
+        ("Example.com/x", "prefix not a DNS subdomain"),
+        ("a/b/c", "two slashes"),
+        ("/x", "empty prefix"),
+        ("x/", "empty name"),
+    ],
+)
+def test_label_keys_beyond_kubernetes_limits_are_refused_naming_the_map(key: str, why: str) -> None:
+    manifest = merged(example("TrainingJob"), {"spec": {"podMetadata": {"labels": {key: "x"}}}})
+    with pytest.raises(InvalidSpecError, match=r"spec\.podMetadata\.labels: key .* is not a qualified name"):
+        parse_spec(TRAINING_JOB, manifest["spec"])

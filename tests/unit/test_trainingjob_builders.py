@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from scaleml_api.runtime import EXIT_INTERRUPTED, TrainingRun
+from scaleml_api.v1alpha1.pods import ANNOTATIONS_MAX_BYTES
 from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import Owner
@@ -248,6 +249,19 @@ def test_run_policy_and_scheduling_reach_the_job() -> None:
     pod = job["spec"]["template"]["spec"]
     assert pod["priorityClassName"] == "high"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true", "pool": "a100"}
+
+
+def test_pod_annotations_fit_kubernetes_limit_when_the_user_takes_all_they_may() -> None:
+    # Kubernetes refuses a pod template whose annotations take more than 256 KiB of UTF-8.
+    per_entry = ANNOTATIONS_MAX_BYTES // 60
+    annotations = {f"k{i:02d}": "v" * (per_entry - 3) for i in range(60)}
+    spec = _spec(podMetadata={"annotations": annotations})
+    template = _by_kind(spec)["Job"]["spec"]["template"]
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in template["metadata"]["annotations"].items())
+    assert sum(len(k) + len(v) for k, v in annotations.items()) == ANNOTATIONS_MAX_BYTES
+    assert size <= 256 * 1024
+    # What ScaleML adds stays well inside the room left for it and for others' (webhooks, controllers).
+    assert size - ANNOTATIONS_MAX_BYTES < 1024
 
 
 def test_suspending_does_not_change_the_pod_template() -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+import re
+from typing import Annotated, Any, Final, Literal, TypeVar
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 from pydantic.config import JsonDict
 
 from scaleml_api.base import ApiModel, OptionalDnsLabel, OptionalObjectName, Rule
@@ -14,29 +15,108 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # Tolerates that taint, for pods that request GPUs.
 GPU_TOLERATION: Final = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
-# Kubernetes' own rules for label values and for label and annotation keys (qualified names).
+# Kubernetes' own rule for label values: at most 63 characters, alphanumerics at both ends.
 LabelValue = Annotated[str, StringConstraints(pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", max_length=63)]
-_QUALIFIED_NAME = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+# Kubernetes' rule for label and annotation keys (qualified names, IsQualifiedName in
+# k8s.io/apimachinery): an optional prefix, a DNS-1123 subdomain of at most 253 characters, and "/";
+# then a name of at most 63 characters. The pattern bounds the name; no pattern can bound the
+# prefix (a subdomain of any shape), so a second one finds a prefix that is too long.
+_NAME_PART = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_PREFIX_PART = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_QUALIFIED_NAME_BODY = f"({_PREFIX_PART}/)?{_NAME_PART}"
+_QUALIFIED_NAME = f"^{_QUALIFIED_NAME_BODY}$"
+_LONG_PREFIX = r"^[^/]{254,}/"
+QUALIFIED_NAME_RULE: Final = (
+    "a qualified name: an optional DNS subdomain prefix of at most 253 characters and '/', then a name of "
+    "at most 63 characters (alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric)"
 )
-LabelKey = Annotated[str, StringConstraints(pattern=_QUALIFIED_NAME, min_length=1, max_length=317)]
-# Map keys have no schema of their own in a CRD: the API server checks them with this rule.
-_KEYS_ARE_QUALIFIED_NAMES: JsonDict = {
+
+
+def is_qualified_name(key: str) -> bool:
+    """Whether `key` is a label or annotation key the API server accepts."""
+    return re.fullmatch(_QUALIFIED_NAME, key) is not None and re.match(_LONG_PREFIX, key) is None
+
+
+def _qualified_name_cel(var: str) -> str:
+    return f"{var}.matches(r'{_QUALIFIED_NAME}') && !{var}.matches(r'{_LONG_PREFIX}')"
+
+
+_V = TypeVar("_V")
+
+
+def _keys_are_qualified_names(mapping: dict[str, _V]) -> dict[str, _V]:
+    wrong = [key for key in mapping if not is_qualified_name(key)]
+    if wrong:
+        raise ValueError(f"key {wrong[0]!r} is not {QUALIFIED_NAME_RULE}")
+    return mapping
+
+
+def _qualified_name_or_empty(key: str) -> str:
+    if key and not is_qualified_name(key):
+        raise ValueError(f"must be {QUALIFIED_NAME_RULE}")
+    return key
+
+
+# Map keys have no schema of their own in a CRD: the API server checks them with this rule, the
+# models with the validator, so that both name the map.
+_KEY_RULE: JsonDict = {
+    "rule": f"self.all(k, {_qualified_name_cel('k')})",
+    "message": f"every key must be {QUALIFIED_NAME_RULE}",
+}
+_KEYS_ARE_QUALIFIED_NAMES: JsonDict = {"x-kubernetes-validations": [_KEY_RULE]}
+# Labels (node labels, pod labels): qualified names to label values.
+LabelMap = Annotated[dict[str, LabelValue], AfterValidator(_keys_are_qualified_names)]
+
+# Kubernetes refuses an object whose annotations, keys and values together, take more than 256 KiB
+# of UTF-8 (ValidateAnnotationsSize). The pods carry ScaleML's own annotations beside the user's, and
+# the Job controller and mutating webhooks (a service mesh's sidecar injector) add theirs: the user's
+# may take all but 16 KiB of it, which leaves ScaleML's (under 200 bytes) and theirs room to spare.
+# Bytes, not characters: the API server counts bytes, and a character takes up to four.
+ANNOTATIONS_MAX_BYTES: Final = 256 * 1024 - 16 * 1024
+
+
+def _annotations_fit(annotations: dict[str, str]) -> dict[str, str]:
+    size = sum(len(key.encode()) + len(value.encode()) for key, value in annotations.items())
+    if size > ANNOTATIONS_MAX_BYTES:
+        raise ValueError(f"keys and values take {size} bytes of UTF-8, more than {ANNOTATIONS_MAX_BYTES}")
+    return annotations
+
+
+_ANNOTATIONS_RULES: JsonDict = {
     "x-kubernetes-validations": [
+        _KEY_RULE,
         {
-            "rule": f"self.all(k, k.matches(r'{_QUALIFIED_NAME}') && size(k) <= 317)",
-            "message": "keys must be label keys",
-        }
+            "rule": f"self.map(k, size(k) + size(bytes(self[k]))).sum() <= {ANNOTATIONS_MAX_BYTES}",
+            "message": f"keys and values together must take at most {ANNOTATIONS_MAX_BYTES} bytes of UTF-8",
+        },
     ]
 }
+Annotations = Annotated[
+    dict[str, Annotated[str, StringConstraints(max_length=4096)]],
+    AfterValidator(_keys_are_qualified_names),
+    AfterValidator(_annotations_fit),
+]
 
 
 class Toleration(ApiModel):
     """Lets the pods schedule onto nodes with a matching taint (the core/v1 Toleration)."""
 
-    key: Annotated[str, StringConstraints(pattern=f"^$|{_QUALIFIED_NAME}", max_length=317)] = Field(
-        default="", description="Taint key; empty with operator Exists matches every taint."
-    )
+    key: Annotated[
+        str,
+        StringConstraints(pattern=f"^$|{_QUALIFIED_NAME}", max_length=317),
+        AfterValidator(_qualified_name_or_empty),
+        Field(
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {
+                        "rule": f"!self.matches(r'{_LONG_PREFIX}')",
+                        "message": "the prefix before '/' must be at most 253 characters",
+                    }
+                ]
+            }
+        ),
+    ] = Field(default="", description="Taint key; empty with operator Exists matches every taint.")
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
     value: LabelValue = Field(default="", description="Taint value to match when operator is Equal.")
     effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
@@ -75,17 +155,17 @@ _RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", "scaleml.dev/")
 class PodMetadata(ApiModel):
     """Extra labels and annotations for the pods (service mesh, cost allocation, log routing...)."""
 
-    labels: dict[LabelKey, LabelValue] = Field(
+    labels: LabelMap = Field(
         default={},
         max_length=64,
         description="Labels added to the pods; app.kubernetes.io/ and scaleml.dev/ are ours.",
         json_schema_extra=_KEYS_ARE_QUALIFIED_NAMES,
     )
-    annotations: dict[LabelKey, Annotated[str, StringConstraints(max_length=4096)]] = Field(
+    annotations: Annotations = Field(
         default={},
         max_length=64,
         description="Annotations added to the pods.",
-        json_schema_extra=_KEYS_ARE_QUALIFIED_NAMES,
+        json_schema_extra=_ANNOTATIONS_RULES,
     )
 
     rules = (
@@ -101,7 +181,7 @@ class PodMetadata(ApiModel):
 class Scheduling(ApiModel):
     """Where the pods may run and in which queue they wait."""
 
-    node_selector: dict[LabelKey, LabelValue] = Field(
+    node_selector: LabelMap = Field(
         default={},
         max_length=64,
         description="Node labels the pods require.",
