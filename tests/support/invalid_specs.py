@@ -115,6 +115,64 @@ CASES = (
         {"spec": {"env": [{"name": "TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "value": "0"}]}},
         "spec.env[0].name",
     ),
+    # env[].valueFrom is a core/v1 EnvVarSource: exactly one source, each checked as the Pod API does.
+    InvalidCase(
+        "env-value-from-empty", TJ, {"spec": {"env": [{"name": "TOKEN", "valueFrom": {}}]}}, "spec.env[0].valueFrom"
+    ),
+    InvalidCase(
+        "env-value-from-misspelt",
+        TJ,
+        {"spec": {"env": [{"name": "TOKEN", "valueFrom": {"secretRef": {"name": "hf", "key": "token"}}}]}},
+        "spec.env[0].valueFrom.secretRef",
+    ),
+    InvalidCase(
+        "env-value-from-two-sources",
+        TJ,
+        {
+            "spec": {
+                "env": [
+                    {
+                        "name": "TOKEN",
+                        "valueFrom": {
+                            "secretKeyRef": {"name": "hf", "key": "token"},
+                            "configMapKeyRef": {"name": "hf", "key": "token"},
+                        },
+                    }
+                ]
+            }
+        },
+        "spec.env[0].valueFrom",
+    ),
+    InvalidCase(
+        "env-secret-key-climbs",
+        TJ,
+        {"spec": {"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "..token"}}}]}},
+        "spec.env[0].valueFrom.secretKeyRef.key",
+    ),
+    InvalidCase(
+        "env-config-map-name-not-a-name",
+        TJ,
+        {"spec": {"env": [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "My_Config", "key": "mode"}}}]}},
+        "spec.env[0].valueFrom.configMapKeyRef.name",
+    ),
+    InvalidCase(
+        "env-field-ref-unsupported-path",
+        TJ,
+        {"spec": {"env": [{"name": "IMAGE", "valueFrom": {"fieldRef": {"fieldPath": "spec.containers[0].image"}}}]}},
+        "spec.env[0].valueFrom.fieldRef.fieldPath",
+    ),
+    InvalidCase(
+        "env-resource-ref-cpu-in-bytes",
+        TJ,
+        {
+            "spec": {
+                "env": [
+                    {"name": "CPUS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1Mi"}}}
+                ]
+            }
+        },
+        "spec.env[0].valueFrom.resourceFieldRef.divisor",
+    ),
     InvalidCase(
         "source-escapes-volume", TJ, {"spec": {"data": {"source": "churn/../../etc/passwd"}}}, "spec.data.source"
     ),

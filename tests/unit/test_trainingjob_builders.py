@@ -35,6 +35,21 @@ def test_a_users_variable_replaces_the_operators_default_of_that_name() -> None:
         assert {"name": "TORCHINDUCTOR_CACHE_DIR", "value": "/tmp/inductor"} in container["env"]
 
 
+def test_variables_from_other_sources_reach_the_containers_as_the_pod_api_spells_them() -> None:
+    sources = [
+        {"secretKeyRef": {"name": "hf", "key": "token", "optional": True}},
+        {"configMapKeyRef": {"name": "settings", "key": "mode"}},
+        {"fieldRef": {"fieldPath": "metadata.labels['team.example.com/owner']", "apiVersion": "v1"}},
+        {"fieldRef": {"fieldPath": "status.podIP"}},
+        {"resourceFieldRef": {"resource": "limits.memory", "containerName": "trainer", "divisor": "1Mi"}},
+    ]
+    env = [{"name": f"FROM_{i}", "valueFrom": source} for i, source in enumerate(sources)]
+    pod = _by_kind(_spec(env=env))["Job"]["spec"]["template"]["spec"]
+    for container in (*pod["initContainers"], *pod["containers"]):
+        passed = [variable for variable in container["env"] if variable["name"].startswith("FROM_")]
+        assert [{"name": v["name"], "valueFrom": v["valueFrom"]} for v in passed] == env
+
+
 def test_children_are_owned_labelled_and_the_job_comes_last() -> None:
     children = build.children(OWNER, _spec(), IMAGE).apply
     assert [c["kind"] for c in children] == ["ServiceAccount", "RoleBinding", "Service", "ConfigMap", "Job"]

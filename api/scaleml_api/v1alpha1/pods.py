@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, StringConstraints
 from pydantic.config import JsonDict
 
-from scaleml_api.base import ApiModel, OptionalDnsLabel, OptionalObjectName, Rule
+from scaleml_api.base import (
+    ApiModel,
+    DnsLabel,
+    ObjectName,
+    OptionalDnsLabel,
+    OptionalObjectName,
+    Rule,
+)
 
 # The extended resource NVIDIA's device plugin advertises, and the taint key of GPU node pools.
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -224,6 +231,137 @@ RESERVED_ENV_NAMES = (
 _RESERVED_CEL = "[" + ", ".join(f"'{name}'" for name in RESERVED_ENV_NAMES) + "]"
 
 
+# A key of a ConfigMap or Secret (IsConfigMapKey): at most 253 of [-._a-zA-Z0-9], neither "." nor
+# starting with "..".
+ConfigMapKey = Annotated[str, StringConstraints(pattern=r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$", max_length=253)]
+
+
+class SecretKeySelector(ApiModel):
+    """A key of a Secret in the job's namespace (the core/v1 SecretKeySelector)."""
+
+    name: ObjectName = Field(description="Name of the Secret.")
+    key: ConfigMapKey = Field(description="Key in the Secret.")
+    optional: bool | None = Field(default=None, description="Whether the Secret or its key may be missing.")
+
+
+class ConfigMapKeySelector(ApiModel):
+    """A key of a ConfigMap in the job's namespace (the core/v1 ConfigMapKeySelector)."""
+
+    name: ObjectName = Field(description="Name of the ConfigMap.")
+    key: ConfigMapKey = Field(description="Key in the ConfigMap.")
+    optional: bool | None = Field(default=None, description="Whether the ConfigMap or its key may be missing.")
+
+
+# The pod's fields a variable may hold (the Pod API's list), or one label or annotation.
+_POD_FIELDS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+)
+_POD_FIELD_PATH = (
+    "^("
+    + "|".join(re.escape(path) for path in _POD_FIELDS)
+    + rf"|metadata\.(labels|annotations)\['{_QUALIFIED_NAME_BODY}'\])$"
+)
+_SUBSCRIPT_LONG_PREFIX = r"\['[^/']{254,}/"
+
+
+def _subscript_prefix_fits(path: str) -> str:
+    if re.search(_SUBSCRIPT_LONG_PREFIX, path):
+        raise ValueError("the prefix of the label or annotation key must be at most 253 characters")
+    return path
+
+
+class ObjectFieldSelector(ApiModel):
+    """A field of the pod (the core/v1 ObjectFieldSelector)."""
+
+    field_path: Annotated[
+        str,
+        StringConstraints(pattern=_POD_FIELD_PATH, max_length=350),
+        AfterValidator(_subscript_prefix_fits),
+        Field(
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {
+                        "rule": f'!self.matches(r"{_SUBSCRIPT_LONG_PREFIX}")',
+                        "message": "the prefix of the label or annotation key must be at most 253 characters",
+                    }
+                ]
+            }
+        ),
+    ] = Field(
+        description="One of " + ", ".join(_POD_FIELDS) + ", metadata.labels['<key>'] or metadata.annotations['<key>']."
+    )
+    api_version: Literal["v1"] | None = Field(
+        default=None, description="Version of the schema fieldPath is written in; the API server's default is v1."
+    )
+
+
+# The divisors the Pod API takes: 1m and 1 for cpu; the others, and 1, for memory, ephemeral
+# storage and hugepages. Written as strings (an enum, so that the rule's cost stays bounded).
+Divisor = Literal["1m", "1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei"]
+
+
+def _divisor_fits(ref: ResourceFieldSelector) -> bool:
+    if ref.divisor is None:
+        return True
+    return ref.divisor in ("1m", "1") if ref.resource.endswith(".cpu") else ref.divisor != "1m"
+
+
+class ResourceFieldSelector(ApiModel):
+    """A resource request or limit of a container (the core/v1 ResourceFieldSelector)."""
+
+    resource: Annotated[
+        str,
+        StringConstraints(pattern=r"^(limits|requests)\.(cpu|memory|ephemeral-storage|hugepages-.+)$", max_length=128),
+    ] = Field(description="limits.cpu, requests.memory, limits.ephemeral-storage, requests.hugepages-2Mi, ...")
+    container_name: DnsLabel | None = Field(default=None, description="The container; by default, this one.")
+    divisor: Divisor | None = Field(
+        default=None, description="The value's unit: 1m or 1 for cpu; 1, 1Ki, 1Mi, ... else."
+    )
+
+    rules = (
+        Rule(
+            cel="!has(self.divisor) || "
+            "(self.resource.endsWith('.cpu') ? self.divisor in ['1m', '1'] : self.divisor != '1m')",
+            message="must be 1m or 1 for cpu; 1m is for cpu only",
+            check=_divisor_fits,
+            field_path=".divisor",
+        ),
+    )
+
+
+_SOURCES = ("secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef")
+
+
+class EnvVarSource(ApiModel):
+    """Where a variable's value comes from (the core/v1 EnvVarSource): exactly one of its fields."""
+
+    secret_key_ref: SecretKeySelector | None = Field(default=None, description="A key of a Secret.")
+    config_map_key_ref: ConfigMapKeySelector | None = Field(default=None, description="A key of a ConfigMap.")
+    field_ref: ObjectFieldSelector | None = Field(default=None, description="A field of the pod.")
+    resource_field_ref: ResourceFieldSelector | None = Field(
+        default=None, description="A resource request or limit of the container."
+    )
+
+    rules = (
+        Rule(
+            cel=" + ".join(f"(has(self.{source}) ? 1 : 0)" for source in _SOURCES) + " == 1",
+            message="must set exactly one of " + ", ".join(_SOURCES),
+            check=lambda s: (
+                [s.secret_key_ref, s.config_map_key_ref, s.field_ref, s.resource_field_ref].count(None)
+                == len(_SOURCES) - 1
+            ),
+        ),
+    )
+
+
 class EnvVar(ApiModel):
     """An environment variable for the workload container."""
 
@@ -233,9 +371,8 @@ class EnvVar(ApiModel):
     value: Annotated[str, StringConstraints(max_length=32768)] = Field(
         default="", description="Literal value. Use valueFrom for anything secret."
     )
-    value_from: dict[str, Any] | None = Field(
-        default=None,
-        description="A core/v1 EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef).",
+    value_from: EnvVarSource | None = Field(
+        default=None, description="Where the value comes from instead: a Secret, a ConfigMap, the pod or its resources."
     )
 
     rules = (
