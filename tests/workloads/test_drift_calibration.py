@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -77,8 +77,10 @@ def checks(
     levels: int = 0,
     mmd_rows: int = 1000,
     mmd_permutations: int = 500,
+    window_dtype: type[np.floating[Any]] = np.float32,
 ) -> list[DriftResult]:
-    """One check per trial, each against a fresh reference; windows as the capture files hold them (float32).
+    """One check per trial, each against a fresh reference; windows as the capture files hold them (float32),
+    or at `window_dtype`.
 
     `levels`: the features are categorical with that many categories, codes 0 to levels - 1; 0, numeric.
     """
@@ -97,7 +99,7 @@ def checks(
             mmd_rows=mmd_rows,
             mmd_permutations=mmd_permutations,
         )
-        results.append(detector.check({"INPUT__0": window(rng, window_rows, features).astype(np.float32)}))
+        results.append(detector.check({"INPUT__0": window(rng, window_rows, features).astype(window_dtype)}))
     return results
 
 
@@ -113,6 +115,11 @@ def assert_calibrated(alarms: int, tests: int, alpha: float) -> None:
     assert abs(alarms - expected) <= tolerance, (
         f"{alarms} false alarms in {tests} tests, expected {expected:.0f} ± {tolerance:.0f}"
     )
+
+
+def assert_within_rate(alarms: int, tests: int, alpha: float) -> None:
+    """No more false alarms than the rate allows (3.5 binomial standard deviations); fewer may be."""
+    assert alarms <= tests * alpha + 3.5 * math.sqrt(tests * alpha * (1 - alpha)), f"{alarms} false alarms in {tests}"
 
 
 KS = monitoring.Tests(numeric="ks", multivariate="none")
@@ -206,6 +213,78 @@ def test_distance_false_alarms_match_the_p_value_threshold_with_rare_categories_
     tests = monitoring.Tests(categorical=test, multivariate="none")
     results = checks(12, draw, draw, 10_000, 1000, tests, 0.05, features=5, levels=1000)
     assert_calibrated(*feature_alarms(results, 0.05), 0.05)
+
+
+PRICES = [9.99, 19.99, 29.99, 49.99]
+
+
+def prices(frequencies: Sequence[float], dtype: type[np.floating[Any]] = np.float64) -> Draw:
+    """Prices (decimals, which float32 and float64 hold as different numbers), held at `dtype`."""
+
+    def draw(rng: np.random.Generator, rows: int, features: int) -> Floats:
+        chosen = rng.choice(PRICES, size=(rows, features), p=frequencies)
+        return chosen.astype(dtype).astype(np.float64)
+
+    return draw
+
+
+def amounts(dtype: type[np.floating[Any]]) -> Draw:
+    """Amounts in cents (many distinct decimals), held at `dtype`."""
+    return lambda rng, rows, features: np.round(rng.gamma(2.0, 30.0, size=(rows, features)), 2).astype(dtype)
+
+
+# The same decimals held at float32 on one side and float64 on the other: compared as they were, every
+# tied value fell on the wrong side of the other side's steps and edges (prices: every feature at p ~1e-80).
+# A float64 reference against float32 windows (a reference built from float64 data, the monitor's captures)
+# and a reference of float32 values (a profile training made) against float64 windows (a CSV).
+@pytest.mark.parametrize(
+    "tests", [KS, JS, monitoring.Tests(numeric="psi", multivariate="none")], ids=["ks", "js", "psi"]
+)
+@pytest.mark.parametrize(
+    ("reference_dtype", "window_dtype"),
+    [(np.float64, np.float32), (np.float32, np.float64)],
+    ids=["f64-f32", "f32-f64"],
+)
+def test_decimals_at_float32_on_one_side_and_float64_on_the_other_are_no_drift(
+    tests: monitoring.Tests, reference_dtype: type[np.floating[Any]], window_dtype: type[np.floating[Any]]
+) -> None:
+    frequencies = [0.4, 0.3, 0.2, 0.1]
+    same = checks(
+        10,
+        prices(frequencies, reference_dtype),
+        prices(frequencies),
+        5000,
+        1000,
+        tests,
+        0.05,
+        features=10,
+        window_dtype=window_dtype,
+    )
+    assert_within_rate(*feature_alarms(same, 0.05), 0.05)
+    cents = checks(
+        10,
+        amounts(reference_dtype),
+        amounts(np.float64),
+        5000,
+        1000,
+        tests,
+        0.05,
+        features=10,
+        window_dtype=window_dtype,
+    )
+    assert_within_rate(*feature_alarms(cents, 0.05), 0.05)
+    moved = checks(
+        4,
+        prices(frequencies, reference_dtype),
+        prices([0.2, 0.3, 0.2, 0.3]),
+        5000,
+        1000,
+        tests,
+        0.01,
+        features=10,
+        window_dtype=window_dtype,
+    )
+    assert all(feature.drifted for result in moved for feature in result.features)
 
 
 def with_missing(share: float) -> Draw:

@@ -43,7 +43,7 @@ from torch import Tensor
 from scaleml_api.profile import DataProfile, FeatureProfile
 from scaleml_api.v1alpha1.driftmonitor import Tests, Thresholds
 from scaleml_workloads.drift.nulls import Nulls
-from scaleml_workloads.drift.prepared import UNSEEN, prepare_categorical, prepare_numeric
+from scaleml_workloads.drift.prepared import UNSEEN, PreparedNumeric, prepare_categorical, prepare_numeric
 from scaleml_workloads.drift.reference import Reference
 from scaleml_workloads.drift.registry import (
     CATEGORICAL_TESTS,
@@ -66,8 +66,10 @@ from scaleml_workloads.drift.results import (
 )
 from scaleml_workloads.drift.statistics import (
     SortedColumns,
+    float32_data,
     histogram_counts,
     mmd_test,
+    on_float32_grid,
     share,
     sort_columns,
     two_by_two,
@@ -196,8 +198,7 @@ class DriftDetector:
         if data is None or rows == 0:
             reason = "the window has no rows" if data is not None else "the window's input could not be read"
             return self._summary([self._without_result(f, reason) for f in self._features], None, rows, rows, messages)
-        numeric = read_numeric(data, self._numeric.reads, self.device)
-        current = sort_columns(numeric)
+        numeric, current = _at_one_precision(read_numeric(data, self._numeric.reads, self.device), self._numeric)
         codes = [read_codes(data, categorical.feature) for categorical in self._categorical]
         results = {**self._numeric_results(numeric, current), **self._categorical_results(codes)}
         for feature in self._features:
@@ -236,7 +237,7 @@ class DriftDetector:
         )
         reference_frequencies = current_frequencies.clone()
         for positions, edges, frequencies in reference.histograms:
-            counts = histogram_counts(SortedColumns(current.values[positions], finite[positions]), edges)
+            counts = histogram_counts(current.take(positions), edges)
             current_frequencies[positions, : counts.shape[1]] = share(counts, finite[positions])
             reference_frequencies[positions, : counts.shape[1]] = frequencies
         test = self.tests.numeric
@@ -455,6 +456,29 @@ class DriftDetector:
             gaps = [self._without_result(f, window.gaps[f.name]) for f in self._features]
             return self._summary(gaps, None, columns.rows, columns.rows, [*self._messages, *window.messages])
         return self._check({self.reference.input.name: window.values}, None, window.gaps, list(window.messages))
+
+
+def _at_one_precision(values: Tensor, reference: PreparedNumeric) -> tuple[Tensor, SortedColumns]:
+    """The window's numeric `values` (rows, features) and their sorted columns, each feature compared with the
+    reference at one precision: float32 when either side holds float32 data, float64 when neither does.
+
+    The same decimal value held at float32 on one side and at float64 on the other is two numbers
+    (float32(0.1) is 0.10000000149, float32(9.99) is 9.98999977), and compared as they are, every tied
+    value falls on the wrong side of the other side's steps and bin edges: prices in float32 windows against
+    a float64 reference drifted on every window (ks p ~1e-80). So the finer side is rounded to float32:
+    - the reference's values are float32 (a profile training made of float32 features; an integer
+      feature): the window's values, float64 here, are rounded to float32;
+    - else, the window's values are float32 (a capture, a float32 column): the reference's values and
+      bin edges are, where the window's are compared with them (`as_thresholds`); the reference's own
+      bin counts stay as they were made.
+    Values beyond float32's range, inf and NaN stay as they are (`on_float32_grid`).
+    """
+    window_float32 = float32_data(values)
+    rounded = reference.float32 & ~window_float32
+    if bool(rounded.any()):
+        columns = values.t()
+        values = torch.where(rounded.unsqueeze(1), on_float32_grid(columns), columns).t()
+    return values, sort_columns(values, at_float32=window_float32 & ~reference.float32)
 
 
 def _number(value: Tensor) -> float | None:

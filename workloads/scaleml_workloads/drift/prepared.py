@@ -24,7 +24,13 @@ from torch import Tensor
 from scaleml_api.profile import FeatureProfile, Histogram, NumericSummary
 from scaleml_workloads.drift.nulls import Unseen
 from scaleml_workloads.drift.reference import Reference
-from scaleml_workloads.drift.statistics import SortedColumns, quantile_bin_counts, share, sort_columns
+from scaleml_workloads.drift.statistics import (
+    SortedColumns,
+    float32_data,
+    quantile_bin_counts,
+    share,
+    sort_columns,
+)
 from scaleml_workloads.drift.window import Read, plan_reads
 
 UNSEEN: Final = "(unseen)"
@@ -39,6 +45,7 @@ class PreparedNumeric:
     reads: list[Read]  # how to read them from the input, in order
     values: Tensor  # (rows, features) raw values, for the multivariate test
     sorted: SortedColumns
+    float32: Tensor  # (features,) bool: every raw value is a float32 (see detector._at_one_precision)
     std: Tensor  # (features,) float64, NaN without values
     psi_edges: Tensor  # (features, 9) deciles, duplicates as +inf
     psi_reference: Tensor  # (features, 10) frequencies of the raw values in those bins
@@ -70,7 +77,9 @@ def prepare_numeric(reference: Reference, readable: list[FeatureProfile], device
     psi_reference = share(quantile_bin_counts(ordered, psi_edges), ordered.counts)
     labels = [_histogram_labels(summary.histogram.edges) if summary else [] for summary in summaries]
     histograms = _histograms(summaries, device)
-    return PreparedNumeric(features, reads, values, ordered, std, psi_edges, psi_reference, histograms, labels)
+    return PreparedNumeric(
+        features, reads, values, ordered, float32_data(values), std, psi_edges, psi_reference, histograms, labels
+    )
 
 
 def prepare_categorical(feature: FeatureProfile, device: torch.device) -> PreparedCategorical:

@@ -4,8 +4,15 @@ Data come as columns of features: a tensor shaped (rows, features) in which ever
 value (NaN, +inf, -inf) is missing, so each feature may have its own number of values. Tests on
 raw values read the columns sorted once (`sort_columns`); tests on bins read frequencies per bin
 (`quantile_bin_counts`, `histogram_counts` and `share`, or category counts the caller makes).
-The searches in sorted columns (`counts_at_most`, `counts_below`, `as_thresholds`) and the chunking
-of work arrays (`chunks`) serve the tests of the sibling modules.
+The searches in sorted columns (`counts_at_most`, `counts_below`, `as_thresholds`) and the
+chunking of work arrays (`chunks`) serve the tests of the sibling modules.
+
+Precision: the same value held at float32 on one side and at float64 on the other is two different
+numbers (float32(0.1) is 0.10000000149), and a comparison of the two would put every tied value on
+the wrong side of the other's steps and edges. `float32_data` tells which columns hold float32 values
+(at any dtype), `on_float32_grid` rounds values to float32 without changing their dtype, and columns
+marked `at_float32` are compared with thresholds rounded to float32 (`as_thresholds`). The detector
+decides which side is rounded (`detector._at_one_precision`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from torch import Tensor
 
 # Work arrays of (features, values) are cut into chunks of about this many elements.
 _CHUNK_ELEMENTS: Final = 1 << 24
+_FLOAT32_MAX: Final = float(torch.finfo(torch.float32).max)
 
 
 @dataclass(frozen=True)
@@ -28,14 +36,22 @@ class SortedColumns:
 
     values: Tensor  # (features, rows)
     counts: Tensor  # (features,) int64: the valid values at the start of each row
+    # (features,) bool, None for none: the features whose thresholds (`as_thresholds`) are taken from the
+    # other side's values rounded to float32, to compare float32 data at float32 (see the module).
+    at_float32: Tensor | None = None
 
     @property
     def features(self) -> int:
         return int(self.values.shape[0])
 
+    def take(self, features: slice | Tensor) -> SortedColumns:
+        """These columns' `features` (a slice, or positions)."""
+        at_float32 = None if self.at_float32 is None else self.at_float32[features]
+        return SortedColumns(self.values[features], self.counts[features], at_float32)
 
-def sort_columns(data: Tensor) -> SortedColumns:
-    """Each feature of `data` (rows, features) sorted, missing values last.
+
+def sort_columns(data: Tensor, at_float32: Tensor | None = None) -> SortedColumns:
+    """Each feature of `data` (rows, features) sorted, missing values last; `at_float32` as SortedColumns has it.
 
     Fastest when `data` is the transpose of a contiguous (features, rows) tensor.
     """
@@ -47,12 +63,12 @@ def sort_columns(data: Tensor) -> SortedColumns:
     largest = torch.full(
         (ordered.shape[0], 1), torch.finfo(ordered.dtype).max, dtype=ordered.dtype, device=ordered.device
     )
-    return SortedColumns(ordered, counts_at_most(whole, largest)[:, 0])
+    return SortedColumns(ordered, counts_at_most(whole, largest)[:, 0], at_float32)
 
 
 def quantile_bin_counts(columns: SortedColumns, edges: Tensor) -> Tensor:
     """Values per bin (-inf, e0], (e0, e1], ..., (e_last, inf); `edges` (features, E) ascending, +inf as padding."""
-    return _bins(columns, as_thresholds(edges, columns.values.dtype, strict=False))
+    return _bins(columns, as_thresholds(edges, columns, strict=False))
 
 
 def histogram_counts(columns: SortedColumns, edges: Tensor) -> Tensor:
@@ -60,8 +76,8 @@ def histogram_counts(columns: SortedColumns, edges: Tensor) -> Tensor:
 
     `edges` (features, E) ascending; the result has E + 1 bins, the first and last for values outside.
     """
-    below = as_thresholds(edges[:, :-1], columns.values.dtype, strict=True)
-    last = as_thresholds(edges[:, -1:], columns.values.dtype, strict=False)
+    below = as_thresholds(edges[:, :-1], columns, strict=True)
+    last = as_thresholds(edges[:, -1:], columns, strict=False)
     return _bins(columns, torch.cat([below, last], dim=1))
 
 
@@ -120,10 +136,29 @@ def _bins(columns: SortedColumns, thresholds: Tensor) -> Tensor:
     return torch.diff(cumulative, dim=1, prepend=zero, append=columns.counts.unsqueeze(1))
 
 
-def as_thresholds(values: Tensor, dtype: torch.dtype, *, strict: bool) -> Tensor:
-    """Thresholds t of `dtype` such that for every x of `dtype`: x <= t exactly when x < v (strict) or x <= v."""
+def as_thresholds(values: Tensor, columns: SortedColumns, *, strict: bool) -> Tensor:
+    """Thresholds t of the columns' dtype such that for every value x of theirs: x <= t exactly when x < v
+    (strict) or x <= v, for each v of `values` (features, queries); v rounded to float32 first for the
+    features the columns mark `at_float32`."""
+    dtype = columns.values.dtype
     wide = values.to(torch.float64)
+    if columns.at_float32 is not None:
+        wide = torch.where(columns.at_float32.unsqueeze(1), on_float32_grid(wide), wide)
     rounded = wide.to(dtype)
     too_high = rounded.to(torch.float64) >= wide if strict else rounded.to(torch.float64) > wide
     down = torch.nextafter(rounded, torch.full_like(rounded, -math.inf))
     return torch.where(too_high, down, rounded)
+
+
+def float32_data(data: Tensor) -> Tensor:
+    """Per feature of `data` (rows, features), whether each of its finite values is a float32 (always, at float32)."""
+    if data.dtype == torch.float32:
+        return torch.ones(data.shape[1], dtype=torch.bool, device=data.device)
+    return ((on_float32_grid(data) == data) | ~torch.isfinite(data)).all(dim=0)
+
+
+def on_float32_grid(values: Tensor) -> Tensor:
+    """`values` rounded to the nearest float32, in their own dtype; NaN, ±inf and values beyond float32's
+    range (which would round to ±inf, and are no float32 either way) as they are."""
+    within = values.abs() <= _FLOAT32_MAX
+    return torch.where(within, values.to(torch.float32).to(values.dtype), values)

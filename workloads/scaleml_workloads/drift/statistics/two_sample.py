@@ -58,14 +58,13 @@ def ks_statistic(reference: SortedColumns, current: SortedColumns) -> Tensor:
     n2 = current.counts.to(torch.float64).unsqueeze(1)
     statistic = torch.zeros(reference.features, dtype=torch.float64, device=reference.values.device)
     for chunk in chunks(reference.features, reference.values.shape[1]):
-        ref = SortedColumns(reference.values[chunk], reference.counts[chunk])
-        cur = SortedColumns(current.values[chunk], current.counts[chunk])
+        ref, cur = reference.take(chunk), current.take(chunk)
         # The difference F1 - F2 is extreme at the data points: at each reference value, the
         # reference's distribution function against the current's there, and just below it
         # against the current's at its largest value under it. Evaluated at every position of a
         # tied reference value, the positions before the last of the tie give smaller differences.
-        up_to = counts_at_most(cur, as_thresholds(ref.values, cur.values.dtype, strict=False))
-        below = counts_below(cur, up_to, as_thresholds(ref.values, cur.values.dtype, strict=True))
+        up_to = counts_at_most(cur, as_thresholds(ref.values, cur, strict=False))
+        below = counts_below(cur, up_to, as_thresholds(ref.values, cur, strict=True))
         at_most, below = up_to.to(torch.float64), below.to(torch.float64)
         position = torch.arange(1, ref.values.shape[1] + 1, dtype=torch.float64, device=ref.values.device)
         m1, m2 = n1[chunk], n2[chunk]
