@@ -38,11 +38,17 @@ def mmd_test(
     never below 1 / (1 + permutations), which is then a bound (`p_value_is_bound`), not an estimate.
     Raises ValueError when a sample has fewer than two complete rows.
     """
-    x = _subsample(reference[torch.isfinite(reference).all(dim=1)], max_rows, generator).to(torch.float64)
-    y = _subsample(current[torch.isfinite(current).all(dim=1)], max_rows, generator).to(torch.float64)
+    complete_reference = reference[torch.isfinite(reference).all(dim=1)]
+    complete_current = current[torch.isfinite(current).all(dim=1)]
+    # Counted before the subsampling: the rows the samples have, not the ones kept of them.
+    if min(complete_reference.shape[0], complete_current.shape[0]) < 2:
+        raise ValueError(
+            "the maximum mean discrepancy needs two complete rows per sample, "
+            f"not {complete_reference.shape[0]} and {complete_current.shape[0]}"
+        )
+    x = _subsample(complete_reference, max_rows, generator).to(torch.float64)
+    y = _subsample(complete_current, max_rows, generator).to(torch.float64)
     n, m = x.shape[0], y.shape[0]
-    if min(n, m) < 2:
-        raise ValueError(f"the maximum mean discrepancy needs two complete rows per sample, not {n} and {m}")
     # The standard deviation squares the values, which overflows near the largest float: scaled first by a
     # power of two to below 1 (exactly, and the standardised values are the same), they cannot.
     scale = torch.pow(2.0, -torch.frexp(x.abs().amax(dim=0)).exponent.clamp(min=0).to(torch.float64))
