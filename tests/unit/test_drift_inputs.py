@@ -205,6 +205,30 @@ def test_constant_columns_in_the_reference_or_the_window() -> None:
     assert "the reference is constant" in wasserstein.message
 
 
+def test_ks_tests_a_feature_with_few_distinct_values_on_its_counts_as_chi2() -> None:
+    rng = np.random.default_rng(11)
+    flag, rating = (rng.uniform(size=3000) < 0.1).astype(np.float64), rng.integers(1, 6, size=3000).astype(np.float64)
+    profile = profile_of(np.stack([flag, rating, rng.normal(size=3000)], axis=1).astype(np.float32), ["f", "r", "x"])
+    # Ratings of 6, which the reference never had, are a bucket of their own.
+    window_flag, window_rating = (rng.uniform(size=1000) < 0.1).astype(np.float64), rng.integers(1, 7, size=1000)
+    window = np.stack([window_flag, window_rating, rng.normal(size=1000)], axis=1).astype(np.float32)
+    result = detector(profile, numeric="ks").check({"INPUT__0": window})
+    for name, reference, current, values in [
+        ("f", flag, window_flag, [0, 1]),
+        ("r", rating, window_rating, range(1, 7)),
+    ]:
+        tested = feature(result, name)
+        assert (tested.test, tested.tests[0].test) == ("chi2", "chi2")
+        assert "few distinct values: tested as counts" in tested.message
+        table = [[int(np.sum(sample == value)) for value in values] for sample in (reference, current)]
+        expected = chi2_contingency(table, correction=False)
+        assert tested.statistic == pytest.approx(expected[0], rel=1e-9)
+        assert tested.p_value == pytest.approx(expected[1], rel=1e-6)
+    assert feature(result, "r").drifted
+    x = feature(result, "x")
+    assert (x.test, x.message) == ("ks", "")
+
+
 def test_heavy_tailed_values_tripled_drift_on_bins_of_equal_shares_and_older_profiles_still_load() -> None:
     rng = np.random.default_rng(8)
     amounts = rng.lognormal(0.0, 2.5, size=(20_000, 1)).astype(np.float32)

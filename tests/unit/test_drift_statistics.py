@@ -31,6 +31,7 @@ from scaleml_workloads.drift.statistics import (
     quantile_bin_counts,
     sort_columns,
     two_by_two,
+    value_counts,
     wasserstein,
 )
 
@@ -350,3 +351,13 @@ def test_constant_samples() -> None:
     assert float(ks_two_sample(same, other).statistic[0]) == 1.0
     assert float(wasserstein(same, other)[0]) == pytest.approx(1.0)
     assert math.isclose(float(wasserstein(same, same)[0]), 0.0)
+
+
+def test_value_counts_at_float32_count_each_value_once_and_the_others_apart() -> None:
+    window = torch.tensor([[0.1, 0.1, 0.2, 0.7]], dtype=torch.float32).t()
+    # Two float64 values of one float32, a third, padding.
+    levels = torch.tensor([[0.1, 0.1 + 1e-12, 0.2, math.inf]], dtype=torch.float64)
+    at_float32 = sort_columns(window, at_float32=torch.tensor([True]))
+    assert value_counts(at_float32, levels).tolist() == [[2, 0, 1, 0, 1]]
+    # Compared exactly, float32(0.1) is not 0.1: every value is one the levels do not hold.
+    assert value_counts(sort_columns(window), levels).tolist() == [[0, 0, 0, 0, 4]]

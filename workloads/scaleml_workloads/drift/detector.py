@@ -356,7 +356,7 @@ class DriftDetector:
             if statistic is not None and outcome.notes and outcome.notes[position]:
                 notes.append(outcome.notes[position])
             value = TestResult(
-                tested.test,
+                outcome.tests[position] if outcome.tests else tested.test,
                 statistic,
                 _number(outcome.p_value[position]) if statistic is not None else None,
                 tested.threshold,

@@ -6,7 +6,10 @@ window's verdict (`verdict`) corrects the p-values of all its tests together and
 with `Thresholds.p_value`. A distance also has to reach its threshold (`Thresholds`), the least
 effect that counts:
 
-- ks (numeric): Kolmogorov-Smirnov against the reference's raw values.
+- ks (numeric): Kolmogorov-Smirnov against the reference's raw values; a feature whose reference
+  sample takes at most `prepared.FEW_VALUES` distinct values is tested as chi2 tests categories instead,
+  on its counts of each value (values the reference never had in a bucket of their own), and says so:
+  Kolmogorov-Smirnov's null assumes no ties, and with few values it is far too conservative.
 - chi2 (categorical): chi-square of homogeneity of the category counts against the reference's
   counts; categories expected fewer than five times in either sample are pooled into one.
 - psi: population stability index on the reference's deciles (numeric: the reference's raw
@@ -37,19 +40,23 @@ from torch import Tensor
 from scaleml_api.v1alpha1.driftmonitor import Thresholds
 from scaleml_workloads.drift.nulls import Distance, Nulls, Unseen
 from scaleml_workloads.drift.prepared import PreparedNumeric
+from scaleml_workloads.drift.results import TestName
 from scaleml_workloads.drift.statistics import (
     SortedColumns,
     chi_square,
     jensen_shannon,
     ks_two_sample,
+    on_float32_grid,
     pool_rare,
     population_stability_index,
     quantile_bin_counts,
     share,
+    value_counts,
     wasserstein,
 )
 
 CONSTANT_REFERENCE: Final = "the reference is constant: the Wasserstein distance is in the feature's units"
+FEW_VALUES_NOTE: Final = "few distinct values: tested as counts"
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,8 @@ class Outcome:
     p_value: Tensor  # (features,) float64, NaN where there is none
     # Per feature, "" or what a reader of its statistic needs to know; said only with a statistic.
     notes: list[str] | None = None
+    # Per feature, the test that gave its statistic, where that is not always the one configured.
+    tests: list[TestName] | None = None
 
 
 SamplesT = TypeVar("SamplesT", NumericSamples, CategoricalSamples)
@@ -127,7 +136,28 @@ def _wasserstein(thresholds: Thresholds) -> float:
 
 def numeric_ks(samples: NumericSamples) -> Outcome:
     outcome = ks_two_sample(samples.reference.sorted, samples.current)
-    return Outcome(outcome.statistic, outcome.p_value)
+    few = samples.reference.few_values
+    if not bool(few.any()):
+        return Outcome(outcome.statistic, outcome.p_value)
+    counted = chi_square(*pool_rare(*_value_counts(samples.reference, samples.current.take(few))))
+    statistic, p_value = outcome.statistic.clone(), outcome.p_value.clone()
+    statistic[few], p_value[few] = counted.statistic, counted.p_value.to(p_value.device)
+    notes = [FEW_VALUES_NOTE if counts else "" for counts in few.tolist()]
+    tests: list[TestName] = ["chi2" if counts else "ks" for counts in few.tolist()]
+    return Outcome(statistic, p_value, notes=notes, tests=tests)
+
+
+def _value_counts(reference: PreparedNumeric, current: SortedColumns) -> tuple[Tensor, Tensor]:
+    """The counts of each of the reference's few distinct values (`levels`), in its sample and in the window,
+    then of the values it never had; compared as every test compares (detector._at_one_precision): where the
+    window's float32 values meet float64 ones, the reference's are rounded to float32."""
+    few = reference.few_values
+    levels, values = reference.levels[few], reference.sorted.values[few]
+    if current.at_float32 is not None:
+        rounded = current.at_float32.unsqueeze(1)
+        levels = torch.where(rounded, on_float32_grid(levels), levels)
+        values = torch.where(rounded, on_float32_grid(values), values)
+    return value_counts(SortedColumns(values, reference.sorted.counts[few]), levels), value_counts(current, levels)
 
 
 def numeric_psi(samples: NumericSamples) -> Outcome:

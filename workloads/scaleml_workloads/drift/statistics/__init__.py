@@ -27,6 +27,7 @@ from scaleml_workloads.drift.statistics.columns import (
     quantile_bin_counts,
     share,
     sort_columns,
+    value_counts,
 )
 from scaleml_workloads.drift.statistics.distances import (
     PSI_EPSILON,
@@ -73,5 +74,6 @@ __all__ = [
     "share",
     "sort_columns",
     "two_by_two",
+    "value_counts",
     "wasserstein",
 ]

@@ -4,8 +4,8 @@ Data come as columns of features: a tensor shaped (rows, features) in which ever
 value (NaN, +inf, -inf) is missing, so each feature may have its own number of values. Tests on
 raw values read the columns sorted once (`sort_columns`); tests on bins read frequencies per bin
 (`quantile_bin_counts`, `histogram_counts` and `share`, or category counts the caller makes).
-The searches in sorted columns (`counts_at_most`, `counts_below`, `as_thresholds`) and the
-chunking of work arrays (`chunks`) serve the tests of the sibling modules.
+The searches in sorted columns (`counts_at_most`, `counts_below`, `as_thresholds`, `value_counts`)
+and the chunking of work arrays (`chunks`) serve the tests of the sibling modules.
 
 Precision: the same value held at float32 on one side and at float64 on the other is two different
 numbers (float32(0.1) is 0.10000000149), and a comparison of the two would put every tied value on
@@ -79,6 +79,20 @@ def histogram_counts(columns: SortedColumns, edges: Tensor) -> Tensor:
     below = as_thresholds(edges[:, :-1], columns, strict=True)
     last = as_thresholds(edges[:, -1:], columns, strict=False)
     return _bins(columns, torch.cat([below, last], dim=1))
+
+
+def value_counts(columns: SortedColumns, levels: Tensor) -> Tensor:
+    """Per feature, its values equal to each of `levels` (features, L) ascending, +inf as padding; then those
+    equal to none: (features, L + 1).
+
+    Compared as `as_thresholds` compares; levels it makes equal (two float64 values of one float32) count
+    a value once, at the first of them.
+    """
+    at_most = counts_at_most(columns, as_thresholds(levels, columns, strict=False))
+    below = counts_at_most(columns, as_thresholds(levels, columns, strict=True))
+    before = torch.cat([torch.zeros_like(at_most[:, :1]), at_most[:, :-1]], dim=1)
+    equal = at_most - torch.maximum(below, before)
+    return torch.cat([equal, (columns.counts - equal.sum(dim=1)).unsqueeze(1)], dim=1)
 
 
 def share(counts: Tensor, totals: Tensor) -> Tensor:
