@@ -279,30 +279,12 @@ def test_decimals_at_float32_on_one_side_and_float64_on_the_other_are_no_drift(
     tests: monitoring.Tests, reference_dtype: type[np.floating[Any]], window_dtype: type[np.floating[Any]]
 ) -> None:
     frequencies = [0.4, 0.3, 0.2, 0.1]
-    same = checks(
-        10,
-        prices(frequencies, reference_dtype),
-        prices(frequencies),
-        5000,
-        1000,
-        tests,
-        0.05,
-        features=10,
-        window_dtype=window_dtype,
-    )
-    assert_within_rate(*feature_alarms(same, 0.05), 0.05)
-    cents = checks(
-        10,
-        amounts(reference_dtype),
-        amounts(np.float64),
-        5000,
-        1000,
-        tests,
-        0.05,
-        features=10,
-        window_dtype=window_dtype,
-    )
-    assert_within_rate(*feature_alarms(cents, 0.05), 0.05)
+    for reference, window in (
+        (prices(frequencies, reference_dtype), prices(frequencies)),
+        (amounts(reference_dtype), amounts(np.float64)),
+    ):
+        same = checks(10, reference, window, 5000, 1000, tests, 0.05, features=10, window_dtype=window_dtype)
+        assert_within_rate(*feature_alarms(same, 0.05), 0.05)
     moved = checks(
         4,
         prices(frequencies, reference_dtype),
@@ -336,9 +318,8 @@ def test_missing_values_false_alarms_stay_within_the_p_value_threshold_in_small_
     p_values = [test.p_value for result in results for feature in result.features for test in feature.tests[1:]]
     alarms, tests = sum(p is not None and p < 0.01 for p in p_values), len(p_values)
     assert tests == 120 * FEATURES
-    assert alarms <= tests * 0.01 + 3.5 * math.sqrt(tests * 0.01 * 0.99), f"{alarms} false alarms in {tests} tests"
-    share_drifted = 0.4
-    moved = checks(8, with_missing(0.02), with_missing(share_drifted), 10_000, 20, KS, 0.01)
+    assert_within_rate(alarms, tests, 0.01)
+    moved = checks(8, with_missing(0.02), with_missing(0.4), 10_000, 20, KS, 0.01)
     found = [feature.drifted and feature.test == "missing" for result in moved for feature in result.features]
     assert sum(found) / len(found) >= 0.9
 

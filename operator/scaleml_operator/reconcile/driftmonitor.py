@@ -17,13 +17,12 @@ from scaleml_api.conditions import Waiting
 from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_api.v1alpha1.driftmonitor import RETRAIN_REJECTED, DriftMonitorSpec
 from scaleml_operator.builders import driftmonitor as build
-from scaleml_operator.builders import modeldeployment as serving
 from scaleml_operator.builders import retraining
 from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
-from scaleml_operator.builders.modeldeployment import ModelSource
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.reconcile import cache
-from scaleml_operator.reconcile.loop import Applied, Context, Reconciler, controlled_by
+from scaleml_operator.reconcile import modeldeployment as serving
+from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
 from scaleml_operator.status import driftmonitor as status
 
 OWNER_LABEL: Final = "scaleml.dev/driftmonitor"
@@ -53,7 +52,9 @@ def read(owner: Owner, spec: DriftMonitorSpec, parent: Mapping[str, Any], contex
     # The namespace's TrainingJobs are listed only when the policy wants a job now.
     wanted = spec.retrain.enabled and retraining.decide(spec.retrain, current, last_job, now).create
     source = None
-    served = served_model(target, indexes)
+    served = None
+    if target is not None:
+        served = serving.served_model(target, serving.deployment_of(indexes, namespace, target["metadata"]["name"]))
     if wanted:
         jobs = {job["metadata"]["name"]: job for job in cache.in_namespace(indexes, training_jobs, namespace)}
         source = retraining.source_job(spec, target, jobs, served)
@@ -72,18 +73,6 @@ def read(owner: Owner, spec: DriftMonitorSpec, parent: Mapping[str, Any], contex
         model_deployment=target,
     )
     return Inputs(build.resolve_inputs(spec, target, training_job, served), deployment, verdict)
-
-
-def served_model(model_deployment: Mapping[str, Any] | None, indexes: Mapping[str, Any]) -> ModelSource | None:
-    """The model the ModelDeployment's own Deployment serves, if it has one."""
-    if model_deployment is None:
-        return None
-    meta = model_deployment["metadata"]
-    key = (meta.get("namespace", ""), serving.deployment_name(meta["name"]))
-    deployment = cache.one(indexes, cache.SERVING_DEPLOYMENTS, key)
-    if deployment is None or not controlled_by(deployment, meta.get("uid", "")):
-        return None
-    return serving.served_model(deployment)
 
 
 def children(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, config: OperatorConfig) -> Children:

@@ -83,10 +83,9 @@ def _source(
         training_job = cache.one(indexes, cache.PARENTS[TRAINING_JOB.kind], (namespace, spec.model.from_training_job))
         if training_job is not None:
             model = (training_job["spec"]["output"]["volumeClaim"], training_job["spec"]["output"]["modelName"])
-        elif deployment is not None and controlled_by(deployment, parent["metadata"].get("uid", "")):
+        elif (served := served_model(parent, deployment)) is not None:
             # Gone after its model served: the model is the one its Deployment serves.
-            served = build.served_model(deployment)
-            model = (served.volume_claim, served.model_name) if served else None
+            model = (served.volume_claim, served.model_name)
     newest = None
     if model is not None:
         exported: Mapping[tuple[str, str, str], Iterable[int]] = indexes[EXPORTS_INDEX]
@@ -108,10 +107,20 @@ def _source(
     return replace(source, version=promotion.version), promotion
 
 
+def deployment_of(indexes: Mapping[str, Any], namespace: str, name: str) -> Mapping[str, Any] | None:
+    """The Deployment of the ModelDeployment `name`, as the watch last saw it (whoever made it)."""
+    return cache.one(indexes, cache.SERVING_DEPLOYMENTS, (namespace, build.deployment_name(name)))
+
+
+def served_model(parent: Mapping[str, Any], deployment: Mapping[str, Any] | None) -> build.ModelSource | None:
+    """The model the ModelDeployment `parent`'s own Deployment serves (its annotations), if it has one."""
+    if deployment is None or not controlled_by(deployment, parent["metadata"].get("uid", "")):
+        return None
+    return build.served_model(deployment)
+
+
 def read(owner: Owner, spec: ModelDeploymentSpec, parent: Mapping[str, Any], context: Context) -> Inputs:
-    deployment = cache.one(
-        context.indexes, cache.SERVING_DEPLOYMENTS, (owner.namespace, build.deployment_name(owner.name))
-    )
+    deployment = deployment_of(context.indexes, owner.namespace, owner.name)
     source, promotion = _source(spec, parent, deployment, context.indexes)
     pods = cache.every(context.indexes, cache.SERVING_PODS, (owner.namespace, owner.name)) if deployment else []
     return Inputs(source, deployment, pods, promotion)
