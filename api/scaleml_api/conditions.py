@@ -105,6 +105,21 @@ SPEC_NOT_APPLIED: Final = SHARED.event(
     "SpecNotApplied", "Warning", "A child refused or kept back part of the spec (SpecApplied turned False)."
 )
 
+# Why a pod cannot start, in the scheduler's or the kubelet's own reason (which the operator reads in
+# the pod's status), and what it means for the pod. Each kind whose conditions pass them on declares
+# them in its own vocabulary, saying which pods and which conditions.
+POD_START_REASONS: Final = {
+    "Unschedulable": "no node can take it (node selector, affinity, GPUs, tolerations, quota).",
+    "SchedulingGated": "a scheduling gate holds it (a queue has not admitted it).",
+    "ErrImagePull": "the kubelet cannot pull its image (a wrong name or tag, a missing pull secret).",
+    "ImagePullBackOff": "the kubelet failed to pull its image and backs off before trying again.",
+    "InvalidImageName": "its image reference does not parse.",
+    "CreateContainerConfigError": "a Secret or ConfigMap its containers name is missing.",
+    "CreateContainerError": "the container runtime cannot create a container.",
+    "RunContainerError": "the container runtime cannot start a container.",
+    "CrashLoopBackOff": "a container keeps exiting and the kubelet backs off before restarting it.",
+}
+
 
 @dataclass(frozen=True)
 class Waiting:

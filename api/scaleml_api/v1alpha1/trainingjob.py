@@ -18,7 +18,7 @@ from scaleml_api.base import (
     VolumePath,
     not_above,
 )
-from scaleml_api.conditions import CREATING, Conditions, Vocabulary
+from scaleml_api.conditions import CREATING, POD_START_REASONS, Conditions, Vocabulary
 from scaleml_api.evaluation import EvaluationSummary
 from scaleml_api.kind import AGE_COLUMN, PHASE_COLUMN, Kind, PrinterColumn
 from scaleml_api.v1alpha1.architectures import Architecture, parse_params
@@ -421,17 +421,7 @@ POD_START_PROBLEMS: Final = {
         f"A worker pod cannot start: {meaning} The message names the pod and has the scheduler's or kubelet's words.",
         on=(RUNNING,),
     )
-    for reason, meaning in (
-        ("Unschedulable", "no node can take it (node selector, affinity, GPUs, tolerations, quota)."),
-        ("SchedulingGated", "a scheduling gate holds it (a queue has not admitted it)."),
-        ("ErrImagePull", "the kubelet cannot pull its image (a wrong name or tag, a missing pull secret)."),
-        ("ImagePullBackOff", "the kubelet failed to pull its image and backs off before trying again."),
-        ("InvalidImageName", "its image reference does not parse."),
-        ("CreateContainerConfigError", "a Secret or ConfigMap its containers name is missing."),
-        ("CreateContainerError", "the container runtime cannot create a container."),
-        ("RunContainerError", "the container runtime cannot start a container."),
-        ("CrashLoopBackOff", "a container keeps exiting and the kubelet backs off before restarting it."),
-    )
+    for reason, meaning in POD_START_REASONS.items()
 }
 # When the Job does not run, Running's reason is the phase ("Failed" also says why it did not succeed).
 for _phase in ("Succeeded", "Suspended"):
