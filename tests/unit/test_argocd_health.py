@@ -253,6 +253,19 @@ def held(status: Status) -> Status:
         pytest.param(serving(_deployment(updated=1, available=2)), "Progressing", "1 of 2", id="rolling out"),
         pytest.param(serving(_deployment(available=0)), "Progressing", "available", id="no replica ready yet"),
         pytest.param(
+            serving(_deployment(available=0), [_unschedulable_pod()]),
+            "Progressing",
+            "0 of 2 updated replicas are available. Pod churn-1-x: Unschedulable: 0/5 nodes",
+            id="pods that cannot be scheduled",
+        ),
+        pytest.param(
+            serving(_deployment(updated=1, available=2), [_unschedulable_pod()]),
+            "Progressing",
+            "The previous template's pods still serve; the newest template's cannot start. Pod churn-1-x: "
+            "Unschedulable",
+            id="a rollout whose new pods cannot be scheduled",
+        ),
+        pytest.param(
             serving(_deployment(updated=1, available=1), [_crashing_triton()]),
             "Degraded",
             "failed to load",

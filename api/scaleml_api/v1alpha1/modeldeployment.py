@@ -21,7 +21,7 @@ from scaleml_api.base import (
     not_above,
     quantity_value,
 )
-from scaleml_api.conditions import READY, Conditions, Vocabulary
+from scaleml_api.conditions import POD_START_REASONS, READY, Conditions, Vocabulary
 from scaleml_api.kind import AGE_COLUMN, PHASE_COLUMN, Kind, PrinterColumn
 from scaleml_api.v1alpha1.trainingjob import ModelName
 
@@ -526,6 +526,18 @@ NO_READY_REPLICA: Final = VOCABULARY.reason("NoReadyReplica", "No replica is rea
 REPLICAS_READY: Final = VOCABULARY.reason(
     "ReplicasReady", "At least one replica serves; the message says how many and which version.", on=(READY,)
 )
+# Why a Triton pod of the newest template cannot start, in the scheduler's or the kubelet's own reason:
+# Progressing gives it while the rollout waits for that pod, Ready too while no replica serves. Another
+# reason of theirs is not given as a reason; their words are in the message all the same.
+POD_START_PROBLEMS: Final = {
+    VOCABULARY.reason(
+        reason,
+        f"A Triton pod of the newest template cannot start: {meaning} The message names the pod and has the "
+        "scheduler's or kubelet's words (Ready has it only while no replica serves).",
+        on=(PROGRESSING, READY),
+    )
+    for reason, meaning in POD_START_REASONS.items()
+}
 
 MODEL_VERSION_SERVED: Final = VOCABULARY.event(
     "ModelVersionServed", "Normal", "Every ready replica serves a new version."
@@ -539,3 +551,10 @@ VERSION_PROMOTED_BY_HAND: Final = VOCABULARY.event(
 MODEL_DEPLOYMENT_READY: Final = VOCABULARY.event("ModelDeploymentReady", "Normal", "The phase became Ready.")
 for _failure in (MODEL_LOAD_FAILED, SERVER_CRASHING, PROGRESS_DEADLINE_EXCEEDED, FAILED_CREATE):
     VOCABULARY.event(_failure, "Warning", "The phase became Degraded or Failed for this reason (Degraded's).")
+for _problem in POD_START_REASONS:
+    VOCABULARY.event(
+        _problem,
+        "Warning",
+        "A Triton pod of the newest template cannot start, for this reason: posted when Progressing takes it after "
+        "no such reason (not again as the kubelet alternates between them); the message is Progressing's.",
+    )

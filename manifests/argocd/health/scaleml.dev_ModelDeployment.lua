@@ -68,6 +68,8 @@ if ready ~= nil and ready.reason == "ScaledToZero" then
   hs.message = said(ready, "Scaled to zero replicas.")
   return hs
 end
+-- A rollout: Progressing says what it waits for, a pod of the new template that cannot start included
+-- (its reason, name and the scheduler's or kubelet's words), and whether older pods still serve.
 if phase == "Progressing" then
   hs.message = said(condition(status, "Progressing"), "Rolling out.")
   return hs

@@ -17,6 +17,7 @@ from scaleml_api.v1alpha1.modeldeployment import (
     NO_FAILURE,
     NO_READY_REPLICA,
     NOT_GATED,
+    POD_START_PROBLEMS,
     PROGRESS_DEADLINE_EXCEEDED,
     PROGRESSING,
     PROMOTED,
@@ -48,6 +49,11 @@ def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event
     override = status.get("override") or {}
     if override.get("version") and override.get("version") != (previous.get("override") or {}).get("version"):
         posted.append(Event("Warning", VERSION_PROMOTED_BY_HAND, _condition(status, PROMOTED).get("message", "")))
+    progressing, before = _condition(status, PROGRESSING), _condition(previous, PROGRESSING)
+    if progressing.get("reason") in POD_START_PROBLEMS and before.get("reason") not in POD_START_PROBLEMS:
+        # When the pods stop starting as they should; not again as the kubelet's reasons alternate
+        # (ErrImagePull and ImagePullBackOff at each attempt to pull).
+        posted.append(Event("Warning", progressing["reason"], progressing.get("message", "")))
     version = status.get("servedVersion")
     if version and version != previous.get("servedVersion"):
         posted.append(Event("Normal", MODEL_VERSION_SERVED, f"Every ready replica serves model version {version}."))
@@ -100,10 +106,22 @@ def _rollout(deployment: Mapping[str, Any], version: int | None) -> tuple[bool, 
     if updated < desired:
         return False, f"{updated} of {desired} replicas run the newest template."
     if total > updated:
-        return False, f"{total - updated} replica(s) of the previous template are still terminating."
+        return False, f"{total - updated} replica(s) of the previous template remain."
     if available < updated:
         return False, f"{available} of {updated} updated replicas are available."
     return True, f"{available} replica(s) up to date and available."
+
+
+def _cannot_start(
+    problem: pods_status.Problem, ready: int, deployment_status: Mapping[str, Any], served: int | None
+) -> str:
+    """What a pod of the newest template that cannot start says, and, while replicas of an older template
+    still serve, that the service is up on them."""
+    older = (deployment_status.get("replicas") or 0) - (deployment_status.get("updatedReplicas") or 0)
+    if ready == 0 or older <= 0:
+        return problem.message
+    version = f" model version {served}" if served else ""
+    return f"The previous template's pods still serve{version}; the newest template's cannot start. {problem.message}"
 
 
 def promotion_status(
@@ -159,15 +177,24 @@ def observed(
     ready = deployment_status.get("readyReplicas") or 0
     desired = deployment.get("spec", {}).get("replicas", 1)
     complete, progress = _rollout(deployment, version)
+    # What the rollout waits for, in the words of a pod of the newest template that cannot start
+    # (the older templates' pods are on their way out).
+    problem = None if complete else pods_status.first_problem(pods_status.newest_template(pods))
     failure = server_failure(pods)
     stalled = _condition(deployment_status, "Progressing")
     replica_failure = _condition(deployment_status, "ReplicaFailure")
     if failure is None and stalled.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
-        failure = (PROGRESS_DEADLINE_EXCEEDED, stalled.get("message", ""))
+        # The deadline says that the rollout stalled; the pod that cannot start, why.
+        said = stalled.get("message", "")
+        failure = (PROGRESS_DEADLINE_EXCEEDED, f"{said} {problem.message}" if problem else said)
     if failure is None and replica_failure.get("status") == "True":
         failure = (replica_failure.get("reason") or "ReplicaFailure", replica_failure.get("message", ""))
+    cannot_start = _cannot_start(problem, ready, deployment_status, status.get("servedVersion")) if problem else ""
+    waits_on = problem.reason if problem and problem.reason in POD_START_PROBLEMS else None
+    if cannot_start:
+        progress = f"{progress} {cannot_start}"
 
-    mark(PROGRESSING, not complete, ROLLOUT_IN_PROGRESS if not complete else ROLLOUT_COMPLETE, progress)
+    mark(PROGRESSING, not complete, ROLLOUT_COMPLETE if complete else waits_on or ROLLOUT_IN_PROGRESS, progress)
     if failure:
         mark(DEGRADED, True, *failure)
     else:
@@ -177,11 +204,13 @@ def observed(
         mark(READY, False, SCALED_TO_ZERO, "The Deployment is scaled to zero replicas.")
     elif ready == 0:
         phase = "Failed" if failure else "Progressing"
-        mark(READY, False, failure[0] if failure else NO_READY_REPLICA, failure[1] if failure else progress)
+        reason, message = failure or (waits_on or NO_READY_REPLICA, progress)
+        mark(READY, False, reason, message)
     else:
         phase = "Degraded" if failure else ("Ready" if complete else "Progressing")
         serving = f" serving model version {version}" if version and complete else ""
-        mark(READY, True, REPLICAS_READY, f"{ready}/{desired} replicas ready{serving}.")
+        also = f" {cannot_start}" if cannot_start else ""
+        mark(READY, True, REPLICAS_READY, f"{ready}/{desired} replicas ready{serving}.{also}")
     patch.update(phase=phase, conditions=conditions.items, replicas=deployment_status.get("replicas") or 0)
     patch["readyReplicas"] = ready
     if complete and version is not None:

@@ -16,6 +16,8 @@ from typing import Any, Final, NamedTuple
 MAX_MESSAGE_CHARS: Final = 512
 # What a container waits for while it starts as it should.
 _STARTING: Final = frozenset({"ContainerCreating", "PodInitializing"})
+# The label the Deployment controller puts on the pods of each of its ReplicaSets: their template's hash.
+TEMPLATE_HASH_LABEL: Final = "pod-template-hash"
 
 
 class Problem(NamedTuple):
@@ -84,3 +86,26 @@ def first_problem(pods: Iterable[Mapping[str, Any]]) -> Problem | None:
         if (problem := start_problem(pod)) is not None:
             return problem
     return None
+
+
+def newest_template(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Of a Deployment's `pods`, those of its newest template (ReplicaSet), but for pods being deleted.
+
+    A pod names its template by hash only, not by revision, and the watches hold no ReplicaSets: the
+    newest template is the one whose oldest pod is the youngest. A ReplicaSet creates its pods once
+    it exists, after the older templates' first pods (a rollback's template scales up from none, so
+    its pods are young too). Only an older template all of whose pods were replaced after the newest
+    one's first pod was created looks newer (one replica, evicted during a rollout): its pods are read
+    then, and why the rollout waits is left to the Deployment's progress deadline.
+    """
+    templates: dict[str, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        meta = pod.get("metadata", {})
+        if not meta.get("deletionTimestamp"):
+            templates.setdefault((meta.get("labels") or {}).get(TEMPLATE_HASH_LABEL, ""), []).append(pod)
+
+    def first_created(template: str) -> tuple[str, str]:
+        # RFC 3339 times of one format compare as strings; the hash breaks a tie of the same second.
+        return min(str(pod.get("metadata", {}).get("creationTimestamp", "")) for pod in templates[template]), template
+
+    return templates[max(templates, key=first_created)] if templates else []
