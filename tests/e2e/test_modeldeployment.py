@@ -206,3 +206,49 @@ def test_a_child_the_api_server_refuses_is_reported_and_the_rest_still_applies(
     )
     wait_for(lambda: condition(_status(kubectl, ml_namespace), "SpecApplied").get("status") == "True", 60)
     assert kubectl.find("hpa", "churn", ml_namespace) is not None
+
+
+def test_pods_no_node_can_take_are_reported_long_before_the_deadline(kubectl: Kubectl, ml_namespace: str) -> None:
+    """No KWOK node has nine GPUs (each has eight). The Deployment would say so after its 10-minute
+    progress deadline; the ModelDeployment says it, in the scheduler's words, within seconds."""
+    training_job(kubectl, ml_namespace)
+    export(kubectl, ml_namespace, 1)
+    kubectl.apply(model_deployment(autoscaling=None, replicas=1, resources={"gpus": 9}), "-n", ml_namespace)
+
+    def reported(ready: str) -> dict[str, Any] | None:
+        status = _status(kubectl, ml_namespace)
+        unschedulable = condition(status, "Progressing").get("reason") == "Unschedulable"
+        return status if unschedulable and condition(status, "Ready").get("status") == ready else None
+
+    waiting = wait_for(partial(reported, "False"), 60, "the unschedulable pod to be reported")
+    (pod,) = kubectl.run(
+        "get", "pods", "-n", ml_namespace, "-l", "scaleml.dev/modeldeployment=churn", "-o", "name"
+    ).stdout.split()
+    ready = condition(waiting, "Ready")
+    assert ready["reason"] == "Unschedulable"
+    assert f"Pod {pod.removeprefix('pod/')}: Unschedulable: 0/" in ready["message"]
+    assert "Insufficient nvidia.com/gpu" in ready["message"]
+    assert waiting["phase"] == "Progressing"
+    assert condition(waiting, "Degraded")["status"] == "False"
+    kubectl.await_event_reasons(ml_namespace, "ModelDeployment", {"Unschedulable"})
+
+    def resources(gpus: int) -> None:
+        patch = json.dumps({"spec": {"resources": {"gpus": gpus}}})
+        kubectl.run("patch", "md", "churn", "-n", ml_namespace, "--type=merge", "-p", patch)
+
+    # One GPU fits: version 1 is served. Then a template that fits no node rolls out: the served pod stays.
+    resources(1)
+    wait_for(partial(_ready_with, kubectl, ml_namespace, 1), 90, "version 1 to be served")
+    resources(9)
+
+    rolling = wait_for(partial(reported, "True"), 60, "the rollout's unschedulable pod to be reported")
+    assert rolling["phase"] == "Progressing"
+    assert rolling["readyReplicas"] == 1
+    message = condition(rolling, "Ready")["message"]
+    assert message.startswith(
+        "1/1 replicas ready. The previous template's pods still serve model version 1; the newest template's "
+        "cannot start. Pod churn-triton-"
+    )
+    assert "Insufficient nvidia.com/gpu" in message
+    deployment = kubectl.get("deployment", "churn-triton", ml_namespace)
+    assert condition(deployment["status"], "Progressing")["reason"] != "ProgressDeadlineExceeded"
