@@ -179,10 +179,31 @@ Quantity = Annotated[
     ),
 ]
 
-# A Go-style duration made of whole units: "30s", "5m", "1h30m", "24h".
+# A Go-style duration of whole hours, minutes and seconds: "30s", "5m", "1h30m", "24h". Each unit
+# at most once, in that order, of at most 6 digits: CEL's duration() (a Go time.Duration) overflows
+# past 2562047h, and this bounds every Duration below 1016944h (999999h999999m999999s), where
+# repeated units ("999999h999999h999999h") would not be.
+_HOURS, _MINUTES, _SECONDS = (f"[0-9]{{1,6}}{unit}" for unit in "hms")
+DURATION_PATTERN: Final = f"^({_HOURS}({_MINUTES})?({_SECONDS})?|{_MINUTES}({_SECONDS})?|{_SECONDS})$"
+DURATION_FORMAT: Final = (
+    "a duration of whole hours, minutes and seconds (e.g. 90s, 1h30m), each unit at most once and in that "
+    "order, each of at most 6 digits"
+)
+
+
+def _duration(duration: str) -> str:
+    if re.fullmatch(DURATION_PATTERN, duration) is None:
+        raise ValueError(f"must be {DURATION_FORMAT}")
+    return duration
+
+
+# The pattern goes into the CRD; the models check it with the message above, rather than pydantic's
+# own, which would only print the pattern.
 Duration = Annotated[
     str,
-    StringConstraints(pattern=r"^([0-9]{1,6}(s|m|h))+$", max_length=32),
+    StringConstraints(max_length=21),
+    AfterValidator(_duration),
+    Field(json_schema_extra={"pattern": DURATION_PATTERN}),
 ]
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from scaleml_api import generated
-from scaleml_api.base import API_VERSION
+from scaleml_api.base import API_VERSION, DURATION_FORMAT, DURATION_PATTERN
 from scaleml_api.crdgen import openapi_schema
 from scaleml_api.kind import CATEGORY, NAME_MESSAGE, AnyKind
 from scaleml_api.v1alpha1 import KINDS
@@ -57,6 +57,8 @@ def _notes(node: dict[str, Any], required: bool) -> str:
     notes = ["**Required.**"] if required else []
     if bounds:
         notes.append(f"({', '.join(bounds)})")
+    if node.get("pattern") == DURATION_PATTERN:
+        notes.append(f"It must be {DURATION_FORMAT}.")
     notes += [f"Rule: {rule['message']}." for rule in node.get("x-kubernetes-validations", [])]
     return " ".join(notes)
 

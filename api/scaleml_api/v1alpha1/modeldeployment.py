@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic.alias_generators import to_snake
 
 from scaleml_api.base import (
+    DURATION_PATTERN,
     ApiModel,
     Duration,
     ObjectName,
@@ -183,7 +184,10 @@ def not_shorter(field: str, minimum: str, name: str = "") -> Rule:
     """The rule that the Duration field `field` (camelCase) is at least `minimum`, blaming it (as `name`)."""
     attribute = to_snake(field)
     return Rule(
-        cel=f"duration(self.{field}) >= duration('{minimum}')",
+        # The API server evaluates the rule even when the field fails its pattern, and duration() of
+        # such a value ("999999h999999h999999h") is an error blaming the section: the pattern's own
+        # error names the field.
+        cel=f"!self.{field}.matches('{DURATION_PATTERN}') || duration(self.{field}) >= duration('{minimum}')",
         message=f"{name or field} must be at least {minimum}",
         check=lambda model: duration_seconds(getattr(model, attribute)) >= duration_seconds(minimum),
         field_path=f".{field}",
