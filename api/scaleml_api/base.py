@@ -8,23 +8,30 @@ both sides reject the same manifests.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Final, Self
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StringConstraints,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapValidator,
     create_model,
     model_validator,
 )
 from pydantic.alias_generators import to_camel, to_snake
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 GROUP = "scaleml.dev"
 VERSION = "v1alpha1"
@@ -65,6 +72,46 @@ class NestedFieldError(ValueError):
     def __init__(self, problems: list[tuple[Location, str]]) -> None:
         super().__init__("; ".join(message for _, message in problems))
         self.problems = problems
+
+
+@dataclass(frozen=True)
+class ListType:
+    """A list field's x-kubernetes-list-type, declared once: it goes into the CRD, and the models check it.
+
+    Without keys, a set: no two items alike. With keys (camelCase), a map: no two items alike in
+    those fields. Either way the API server refuses a duplicate naming its index
+    (`spec.env[1]: Duplicate value: {"name":"A"}`), and so does the model.
+    """
+
+    keys: tuple[str, ...] = ()
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._unique, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["x-kubernetes-list-type"] = "map" if self.keys else "set"
+        if self.keys:
+            json_schema["x-kubernetes-list-map-keys"] = list(self.keys)
+        return json_schema
+
+    def _identity(self, item: Any) -> str:
+        value = {key: getattr(item, to_snake(key)) for key in self.keys} if self.keys else item
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def _unique(self, items: Sequence[Any]) -> Sequence[Any]:
+        seen: set[str] = set()
+        problems: list[tuple[Location, str]] = []
+        for index, item in enumerate(items):
+            identity = self._identity(item)
+            if identity in seen:
+                problems.append(((index,), f"Duplicate value: {identity}"))
+            seen.add(identity)
+        if problems:
+            raise NestedFieldError(problems)
+        return items
 
 
 def not_above(low: str, high: str) -> Rule:
@@ -115,53 +162,56 @@ _QUANTITY = re.compile(
 
 
 _SUFFIXES: Final = {
-    **{suffix: 1024.0**power for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), start=1)},
-    "n": 1e-9,
-    "u": 1e-6,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
+    **{suffix: Decimal(1024) ** power for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), start=1)},
+    **{suffix: Decimal(10) ** power for suffix, power in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6))},
+    **{suffix: Decimal(10) ** power for suffix, power in (("G", 9), ("T", 12), ("P", 15), ("E", 18))},
 }
+
+
+def _exact_quantity(quantity: str) -> Decimal:
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if quantity.endswith(suffix):
+            return Decimal(quantity[: -len(suffix)]) * _SUFFIXES[suffix]
+    return Decimal(quantity)
 
 
 def quantity_value(quantity: str) -> float:
     """A resource quantity as a number of its unit: "500m" is 0.5 (cores), "2Gi" 2147483648.0 (bytes), "1e3" 1000."""
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if quantity.endswith(suffix):
-            return float(quantity[: -len(suffix)]) * _SUFFIXES[suffix]
-    return float(quantity)
+    return float(_exact_quantity(quantity))
 
 
-# The largest quantity the API server holds exactly (int64); beyond it, arithmetic on it breaks.
-_QUANTITY_LIMIT: Final = 2.0**63
+# The API server holds a quantity in an int64, and its quantity() clamps one of 2^63 - 1 or more to
+# 2^63 - 1, which is then not below 8Ei: the bound is exact, so that no value near it passes here
+# and fails there (or the other way round).
+_QUANTITY_LIMIT: Final = 2**63 - 1
 _QUANTITY_BOUNDS: Final = "must be a quantity of at least 0 and below 2^63"
 
 
 def _bounded_quantity(quantity: str) -> str:
-    if not 0 <= quantity_value(quantity) < _QUANTITY_LIMIT:
+    if not 0 <= _exact_quantity(quantity) < _QUANTITY_LIMIT:
         raise ValueError(_QUANTITY_BOUNDS)
     return quantity
 
 
-def _quantity_to_str(value: object) -> object:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
+def _quantity(value: object, handler: ValidatorFunctionWrapHandler) -> str:
+    # An integer is taken as the CRD's int-or-string takes it, whose rule asks only that it be at
+    # least 0; anything else must be a quantity string. A fraction as a number (cpu: 0.5) is refused,
+    # as the API server refuses a number that is not whole for an int-or-string field.
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(_QUANTITY_BOUNDS)
         return str(value)
-    return value
+    quantity: str = handler(value)
+    return quantity
 
 
-# A resource quantity ("500m", "4", 16Gi), written as a string or a number, the way the Pod API
-# accepts it; the schema is the one Kubernetes' own types generate.
+# A resource quantity ("500m", "4", 16Gi), written as a string or a whole number; the schema is the
+# one Kubernetes' own types generate.
 Quantity = Annotated[
     str,
-    BeforeValidator(_quantity_to_str),
     StringConstraints(pattern=_QUANTITY.pattern, max_length=64),
     AfterValidator(_bounded_quantity),
+    WrapValidator(_quantity),
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
@@ -204,6 +254,22 @@ Duration = Annotated[
     StringConstraints(max_length=21),
     AfterValidator(_duration),
     Field(json_schema_extra={"pattern": DURATION_PATTERN}),
+]
+
+
+def _int_or_string(value: object, handler: ValidatorFunctionWrapHandler) -> int | str:
+    # One message at the field, rather than one per member of the union.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be an integer or a string")
+    result: int | str = handler(value)
+    return result
+
+
+# A field that takes a whole number or a string, as the CRD's x-kubernetes-int-or-string does.
+IntOrString = Annotated[
+    int | str,
+    WrapValidator(_int_or_string),
+    Field(json_schema_extra={"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}),
 ]
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

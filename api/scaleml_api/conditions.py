@@ -14,7 +14,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field, StringConstraints
 
-from scaleml_api.base import ApiModel
+from scaleml_api.base import ApiModel, ListType
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 EventType = Literal["Normal", "Warning"]
@@ -155,10 +155,10 @@ class Condition(ApiModel):
 
 Conditions = Annotated[
     list[Condition],
+    ListType(("type",)),
     Field(
         default=[],
         max_length=32,
         description="The latest observations of the object's state.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     ),
 ]

@@ -54,6 +54,10 @@ def _notes(node: dict[str, Any], required: bool) -> str:
         bounds.append(("<" if node.get("exclusiveMaximum") else "≤") + f" {_number(node['maximum'])}")
     if "maxItems" in node:
         bounds.append(f"at most {node['maxItems']} items")
+    if node.get("x-kubernetes-list-type") == "set":
+        bounds.append("no two alike")
+    if node.get("x-kubernetes-list-type") == "map":
+        bounds.append(f"no two with the same {' and '.join(node['x-kubernetes-list-map-keys'])}")
     notes = ["**Required.**"] if required else []
     if bounds:
         notes.append(f"({', '.join(bounds)})")

@@ -1,9 +1,17 @@
-"""Turning a spec from the API into a typed model, with errors that name the field."""
+"""Turning a spec from the API into a typed model, with errors that name the field.
+
+The parse is the API server's: the values it would store (`admitted`), checked in pydantic's
+strict mode, which takes JSON's types as the CRD's schema does (no "2" for an integer, no "true"
+for a boolean). So a spec that `scaleml local` accepts is one the API server accepts, and the
+other way round; the operator, which reads what the API server stored, sees the same.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
@@ -35,10 +43,43 @@ def describe(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+# The range of the integers the API server decodes from JSON (int64); a whole number beyond it is a float.
+_INT64: Final = range(-(2**63), 2**63)
+# Go's JSON encoder writes a float from 1e21 on with an exponent, which the API server reads as a float.
+_PLAIN_FLOAT_LIMIT: Final = 1e21
+
+
+def admitted(value: Any) -> Any:
+    """A JSON value as the API server takes it from a request, before its schema checks.
+
+    Objects lose their null fields, at any depth: the CRDs mark nothing nullable, so the API server
+    drops them (and then fills in the field's default), free-form maps included; a null in a list
+    stays, and is refused by the type of the list's items. Numbers are as the API server decodes
+    them: a whole number within int64 is an integer, however it was written (2.0 and 1e3 are
+    integers there), and any other number a float.
+    """
+    if isinstance(value, Mapping):
+        return {key: admitted(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list | tuple):
+        return [admitted(item) for item in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < _PLAIN_FLOAT_LIMIT:
+        value = int(value)
+    if isinstance(value, int):
+        return value if value in _INT64 else float(value)
+    return value
+
+
 def parse_spec(kind: Kind[SpecT, Any], spec: Mapping[str, Any]) -> SpecT:
     """The typed spec of an object of `kind`; InvalidSpecError says what is wrong and where."""
     try:
-        return kind.spec.model_validate(dict(spec))
+        # JSON, as the API server reads it; refuses NaN and infinities, which JSON cannot hold.
+        document = json.dumps(admitted(spec), allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidSpecError(f"spec: {error}") from error
+    try:
+        return kind.spec.model_validate_json(document, strict=True)
     except ValidationError as error:
         raise InvalidSpecError(describe(error)) from error
 

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from scaleml_api.v1alpha1 import KINDS, MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_api.kind import AnyKind
+from scaleml_api.v1alpha1 import DRIFT_MONITOR, KINDS, MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_api.validation import InvalidSpecError, parse_spec
 from tests.support.invalid_specs import CASES, InvalidCase
@@ -53,6 +54,88 @@ def test_quantities_accept_numbers_as_kubernetes_does() -> None:
     spec = parse_spec(TRAINING_JOB, merged(example("TrainingJob"), {"spec": {"resources": {"cpu": 4}}})["spec"])
     assert isinstance(spec, TrainingJobSpec)
     assert spec.resources.cpu == "4"
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"resources": {"workers": "2"}}, "spec.resources.workers: Input should be a valid integer"),
+        ({"runPolicy": {"suspend": "true"}}, "spec.runPolicy.suspend: Input should be a valid boolean"),
+        ({"hyperparameters": {"learningRate": "0.01"}}, "spec.hyperparameters.learningRate: Input should be a valid"),
+        ({"resources": {"workers": True}}, "spec.resources.workers: Input should be a valid integer"),
+        ({"resources": {"workers": 2.5}}, "spec.resources.workers: Input should be a valid integer"),
+        # The CRD's int-or-string takes a whole number or a string: a fraction must be a string ("0.5", "500m").
+        ({"resources": {"cpu": 0.5}}, "spec.resources.cpu: Input should be a valid string"),
+        ({"resources": {"cpu": -1}}, "spec.resources.cpu: must be a quantity of at least 0 and below 2^63"),
+        ({"checkpoint": {"volumeClaim": "c", "everySteps": 2**63}}, "spec.checkpoint.everySteps: Input should be"),
+    ],
+)
+def test_values_are_taken_with_the_types_the_crd_gives_them(changes: dict[str, Any], named: str) -> None:
+    with pytest.raises(InvalidSpecError) as error:
+        parse_spec(TRAINING_JOB, merged(example("TrainingJob"), {"spec": changes})["spec"])
+    assert named in str(error.value)
+
+
+def test_whole_numbers_are_integers_however_they_are_written() -> None:
+    changes = {"resources": {"workers": 2.0, "cpu": 2.0}, "hyperparameters": {"epochs": 1e3}}
+    spec = parse_spec(TRAINING_JOB, merged(example("TrainingJob"), {"spec": changes})["spec"])
+    assert isinstance(spec, TrainingJobSpec)
+    assert (spec.resources.workers, spec.resources.cpu, spec.hyperparameters.epochs) == (2, "2", 1000)
+
+
+@pytest.mark.parametrize("version", [2.5, True, [1]])
+def test_model_version_is_a_whole_number_or_a_string(version: Any) -> None:
+    spec = merged(example("ModelDeployment"), {"spec": {}})["spec"]
+    spec["model"]["version"] = version
+    with pytest.raises(InvalidSpecError, match=r"^spec\.model\.version: must be an integer or a string$"):
+        parse_spec(MODEL_DEPLOYMENT, spec)
+
+
+def test_nulls_are_dropped_from_objects_as_the_api_server_drops_them() -> None:
+    spec = example("TrainingJob")["spec"]
+    spec["resources"] = None
+    spec["elastic"] = None
+    spec["env"] = [{"name": "A", "value": None}]
+    spec["scheduling"]["nodeSelector"] = {"pool": None}
+    spec["model"]["params"]["dropout"] = None
+    parsed = parse_spec(TRAINING_JOB, spec)
+    assert isinstance(parsed, TrainingJobSpec)
+    assert (parsed.resources.workers, parsed.elastic, parsed.env[0].value) == (1, None, "")
+    assert parsed.scheduling.node_selector == {}
+    assert "dropout" not in parsed.model.params
+
+
+def test_a_null_in_a_list_is_refused_naming_its_index() -> None:
+    spec = example("TrainingJob")["spec"]
+    spec["data"]["features"] = ["age", None]
+    with pytest.raises(InvalidSpecError, match=r"spec\.data\.features\[1\]: Input should be a valid string"):
+        parse_spec(TRAINING_JOB, spec)
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes", "named"),
+    [
+        (
+            TRAINING_JOB,
+            {"env": [{"name": "A"}, {"name": "B"}, {"name": "A", "value": "x"}]},
+            'spec.env[2]: Duplicate value: {"name":"A"}',
+        ),
+        (TRAINING_JOB, {"data": {"features": ["age", "age"]}}, 'spec.data.features[1]: Duplicate value: "age"'),
+        (TRAINING_JOB, {"output": {"formats": ["onnx", "onnx"]}}, 'spec.output.formats[1]: Duplicate value: "onnx"'),
+        (
+            MODEL_DEPLOYMENT,
+            {"batching": {"preferredBatchSizes": [16, 16]}},
+            "spec.batching.preferredBatchSizes[1]: Duplicate value: 16",
+        ),
+        (DRIFT_MONITOR, {"features": ["a", "b", "a"]}, 'spec.features[2]: Duplicate value: "a"'),
+    ],
+)
+def test_list_sets_and_maps_refuse_a_duplicate_naming_its_index(
+    kind: AnyKind, changes: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(InvalidSpecError) as error:
+        parse_spec(kind, merged(example(kind.kind), {"spec": changes})["spec"])
+    assert named in str(error.value)
 
 
 @pytest.mark.parametrize(

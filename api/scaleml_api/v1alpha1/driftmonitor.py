@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
@@ -11,6 +11,7 @@ from scaleml_api.base import (
     ApiModel,
     ColumnName,
     Duration,
+    ListType,
     ObjectName,
     OptionalObjectName,
     OptionalVolumePath,
@@ -221,11 +222,10 @@ class DriftMonitorSpec(ApiModel):
 
     target: MonitorTarget = Field(description="What to monitor.")
     reference: ReferenceSource = Field(description="What to compare with.")
-    features: list[ColumnName] = Field(
+    features: Annotated[list[ColumnName], ListType()] = Field(
         default=[],
         max_length=4096,
         description="Features to test; empty: every feature of the reference profile.",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     tests: Tests = Field(default_factory=Tests, description="Statistical tests.")
     thresholds: Thresholds = Field(default_factory=Thresholds, description="Drift thresholds.")

@@ -13,6 +13,8 @@ from scaleml_api.base import (
     DURATION_PATTERN,
     ApiModel,
     Duration,
+    IntOrString,
+    ListType,
     ObjectName,
     OptionalImage,
     OptionalObjectName,
@@ -48,15 +50,9 @@ class ModelSource(ApiModel):
         default="", description="Serve what this TrainingJob (same namespace) exports."
     )
     repository: RepositoryRef | None = Field(default=None, description="Serve this repository instead.")
-    version: Annotated[
-        int | str,
-        Field(
-            json_schema_extra={
-                "anyOf": [{"type": "integer"}, {"type": "string"}],
-                "x-kubernetes-int-or-string": True,
-            }
-        ),
-    ] = Field(default="latest", description='"latest" (follow new versions) or a version number to pin.')
+    version: IntOrString = Field(
+        default="latest", description='"latest" (follow new versions) or a version number to pin.'
+    )
 
     rules = (
         Rule(
@@ -79,11 +75,10 @@ class Batching(ApiModel):
     max_batch_size: int = Field(
         default=64, ge=0, le=65536, description="Largest batch Triton forms; 0 turns batching off."
     )
-    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+    preferred_batch_sizes: Annotated[list[Annotated[int, Field(ge=1)]], ListType()] = Field(
         default=[],
         max_length=16,
         description="Batch sizes the scheduler aims for; each at most maxBatchSize.",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     max_queue_delay_microseconds: int = Field(
         default=500, ge=0, le=10_000_000, description="How long a request may wait for a batch to fill."

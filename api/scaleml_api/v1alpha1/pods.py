@@ -11,6 +11,7 @@ from pydantic.config import JsonDict
 from scaleml_api.base import (
     ApiModel,
     DnsLabel,
+    ListType,
     ObjectName,
     OptionalDnsLabel,
     OptionalObjectName,
@@ -392,11 +393,11 @@ class EnvVar(ApiModel):
 
 EnvList = Annotated[
     list[EnvVar],
+    ListType(("name",)),
     Field(
         default=[],
         max_length=128,
         description="Extra environment variables for the workload container. One named PYTHONUNBUFFERED, HOME or "
         "TORCHINDUCTOR_CACHE_DIR replaces the operator's default; the names torch.distributed needs are reserved.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     ),
 ]

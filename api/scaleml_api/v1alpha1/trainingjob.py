@@ -10,6 +10,7 @@ from pydantic import Field, StringConstraints, ValidationError, model_validator
 from scaleml_api.base import (
     ApiModel,
     ColumnName,
+    ListType,
     NestedFieldError,
     ObjectName,
     OptionalImage,
@@ -102,11 +103,10 @@ class DataSpec(ApiModel):
     volume_claim: ObjectName = Field(description="PersistentVolumeClaim that holds the data.")
     format: Literal["parquet", "csv", "npz"] = Field(default="parquet", description="parquet, csv or npz.")
     target: ColumnName = Field(description="Column (or npz array) to predict.")
-    features: list[ColumnName] = Field(
+    features: Annotated[list[ColumnName], ListType()] = Field(
         default=[],
         max_length=4096,
         description="Feature columns; empty means every column but the target.",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     validation_split: float = Field(
         default=0.1, ge=0.0, lt=1.0, description="Fraction of rows held out for validation, split by seed."
@@ -208,12 +208,11 @@ class OutputSpec(ApiModel):
 
     volume_claim: ObjectName = Field(description="PersistentVolumeClaim holding the Triton model repository.")
     model_name: ModelName = Field(description="Model directory in the repository; versions are numbered inside it.")
-    formats: list[ExportFormat] = Field(
+    formats: Annotated[list[ExportFormat], ListType()] = Field(
         default=["torchscript"],
         min_length=1,
         max_length=2,
         description="Serialised forms to export: torchscript and/or onnx.",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     profile_sample: ProfileSample = Field(
         default="rows",
@@ -245,14 +244,13 @@ class EvaluationSpec(ApiModel):
     versions on its validation rows; `sensitiveFeatures` adds a per-group audit of each.
     """
 
-    sensitive_features: list[ColumnName] = Field(
+    sensitive_features: Annotated[list[ColumnName], ListType()] = Field(
         default=[],
         max_length=8,
         description="Columns (or 1-D npz arrays) whose groups are audited: the task metric per group with a "
         "bootstrap interval and, for classification, the demographic parity difference, equal opportunity "
         "difference and disparate impact ratio. A column that is not among the features is read for the audit "
         "only, never fed to the model. Each value is a group (at most 100 per column: bin a numeric column first).",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     positive_label: Annotated[str, StringConstraints(max_length=256)] = Field(
         default="",
