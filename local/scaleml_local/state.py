@@ -26,7 +26,8 @@ import yaml
 from scaleml_api.base import API_VERSION
 from scaleml_api.kind import AnyKind
 from scaleml_api.v1alpha1 import KINDS
-from scaleml_api.validation import parse_spec
+from scaleml_api.validation import admitted, parse_spec
+from scaleml_local import kubectl_yaml
 from scaleml_operator.status import conditions
 from scaleml_workloads.kubeapi import StatusFile
 
@@ -35,6 +36,8 @@ PID_FILE: Final = "supervisor.pid"
 PROCESSES_FILE: Final = "processes.json"
 
 Manifest = dict[str, Any]
+# The fields of a custom resource; status is ignored on apply, as the status subresource has it.
+_OBJECT_FIELDS: Final = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 
 
 def running(pid: int) -> bool:
@@ -70,8 +73,18 @@ def timestamp(moment: datetime | None = None) -> str:
     return conditions.timestamp(moment or datetime.now(UTC))
 
 
+def _objects(document: Any) -> list[Manifest]:
+    """The objects of one document: a List's items (as kubectl applies them), or the document itself."""
+    if not isinstance(document, dict):
+        raise LocalError(f"a document must be an object with apiVersion and kind, not {document!r}")
+    items = document.get("items")
+    if str(document.get("kind", "")).endswith("List") and isinstance(items, list):
+        return [object for item in items for object in _objects(item)]
+    return [document]
+
+
 def read_manifests(paths: Iterable[Traversable]) -> list[Manifest]:
-    """Every document of the YAML files given, directories read non-recursively like `kubectl apply -f`.
+    """Every object in the files given, read as kubectl reads them (directories non-recursively).
 
     A path is a file or directory on disk, or inside an installed package (`importlib.resources`).
     """
@@ -79,14 +92,17 @@ def read_manifests(paths: Iterable[Traversable]) -> list[Manifest]:
     for path in paths:
         files = [path]
         if path.is_dir():
-            files = sorted((f for f in path.iterdir() if f.name.endswith((".yaml", ".yml"))), key=lambda f: f.name)
+            files = sorted(
+                (f for f in path.iterdir() if f.name.endswith((".yaml", ".yml", ".json"))), key=lambda f: f.name
+            )
         if not files:
             raise LocalError(f"{path} holds no YAML file")
         for file in files:
             try:
-                documents.extend(doc for doc in yaml.safe_load_all(file.read_text()) if doc)
-            except (OSError, yaml.YAMLError) as error:
+                loaded = kubectl_yaml.load_all(file.read_text())
+            except (OSError, yaml.YAMLError, kubectl_yaml.ConversionError) as error:
                 raise LocalError(f"cannot read {file}: {error}") from error
+            documents.extend(object for document in loaded for object in _objects(document))
     return documents
 
 
@@ -132,7 +148,10 @@ class State:
         return next((m for m in self.objects(kind) if m["metadata"]["name"] == name), None)
 
     def validate(self, manifest: Manifest) -> AnyKind | None:
-        """The kind of a valid ScaleML object, None for a volume claim; LocalError says what is wrong."""
+        """The kind of a valid ScaleML object, None for a volume claim; LocalError says what is wrong.
+
+        The spec is judged as the API server judges it (`parse_spec`), with its messages' field names.
+        """
         api_version, kind_name = manifest.get("apiVersion"), manifest.get("kind", "")
         name = (manifest.get("metadata") or {}).get("name", "")
         if api_version == "v1" and kind_name == "PersistentVolumeClaim":
@@ -140,10 +159,15 @@ class State:
         if api_version != API_VERSION:
             raise LocalError(f"{kind_name}/{name}: local mode runs {API_VERSION} objects and volume claims only")
         kind = kind_named(kind_name)
+        # kubectl decodes strictly: a field the object does not have is an error, not ignored.
+        if unknown := sorted(set(manifest) - _OBJECT_FIELDS):
+            raise LocalError(f'{kind.singular}/{name} is invalid: unknown field "{unknown[0]}"')
         if (wrong := kind.name_error(str(name))) is not None:
             raise LocalError(f"{kind.singular}/{name} is invalid: metadata.name {wrong}")
+        if manifest.get("spec") is None:
+            raise LocalError(f"{kind.singular}/{name} is invalid: spec: Required value")
         try:
-            parse_spec(kind, manifest.get("spec") or {})
+            parse_spec(kind, manifest["spec"])
         except ValueError as error:
             raise LocalError(f"{kind.singular}/{name} is invalid: {error}") from error
         return kind
@@ -161,7 +185,9 @@ class State:
             "uid": existing["metadata"]["uid"] if existing else str(uuid.uuid4()),
             "creationTimestamp": existing["metadata"]["creationTimestamp"] if existing else timestamp(),
         }
-        stored = {"apiVersion": API_VERSION, "kind": kind.kind, "metadata": metadata, "spec": manifest["spec"]}
+        # The spec as the API server would store it, but for the defaults it fills in.
+        spec = admitted(manifest["spec"])
+        stored = {"apiVersion": API_VERSION, "kind": kind.kind, "metadata": metadata, "spec": spec}
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
         temporary.write_text(yaml.safe_dump(stored, sort_keys=False))

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scaleml_api.merge import merge_patch
+from scaleml_local import kubectl_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "manifests" / "examples"
@@ -17,7 +16,8 @@ Manifest = dict[str, Any]
 
 
 def load_all(path: Path) -> list[Manifest]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    """The objects of a YAML file, as kubectl reads them."""
+    return [doc for doc in kubectl_yaml.load_all(path.read_text()) if doc]
 
 
 def example(kind: str) -> Manifest:

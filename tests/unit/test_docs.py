@@ -10,13 +10,13 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-import yaml
 
 from scaleml_api.base import API_VERSION
 from scaleml_api.reference import API_PAGE, REFERENCE_DIR, heading, pages
 from scaleml_api.v1alpha1 import KINDS, VOCABULARIES
 from scaleml_api.validation import InvalidSpecError, parse_spec
 from scaleml_api.vocabulary_reference import CONDITIONS_EVENTS_PAGE
+from scaleml_local import kubectl_yaml
 from tests.support.manifests import ROOT
 
 README = ROOT / "README.md"
@@ -187,12 +187,14 @@ def yaml_blocks(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def test_example_objects_are_valid() -> None:
-    """Every TrainingJob, ModelDeployment and DriftMonitor shown in the docs passes the operator's validation."""
+    """Every TrainingJob, ModelDeployment and DriftMonitor shown in the docs passes the operator's validation.
+
+    Read as kubectl reads it (`scaleml local` too): "1e-3" is a number there, a string to PyYAML."""
     kinds = {kind.kind: kind for kind in KINDS}
     checked, invalid = set(), []
     for path in markdown_files():
         for line, block in yaml_blocks(path):
-            for document in yaml.safe_load_all(block):
+            for document in kubectl_yaml.load_all(block):
                 if isinstance(document, dict) and document.get("apiVersion") == API_VERSION:
                     try:
                         parse_spec(kinds[document["kind"]], document["spec"])
