@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
-from scaleml_api.base import API_VERSION
+from scaleml_api.base import API_VERSION, ObjectName
 from scaleml_api.kind import AnyKind
 from scaleml_api.v1alpha1 import KINDS
 from scaleml_api.validation import admitted, parse_spec
@@ -38,6 +39,9 @@ PROCESSES_FILE: Final = "processes.json"
 Manifest = dict[str, Any]
 # The fields of a custom resource; status is ignored on apply, as the status subresource has it.
 _OBJECT_FIELDS: Final = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+# A claim's name is its folder's under volumes/: a DNS subdomain, as the API server requires, has no
+# "/" and no "..", so no claim can name a folder elsewhere.
+_CLAIM_NAME: Final = TypeAdapter(ObjectName)
 
 
 def running(pid: int) -> bool:
@@ -106,6 +110,16 @@ def read_manifests(paths: Iterable[Traversable]) -> list[Manifest]:
     return documents
 
 
+def _check_claim_name(claim: str) -> None:
+    try:
+        _CLAIM_NAME.validate_python(claim)
+    except ValidationError:
+        raise LocalError(
+            f"persistentvolumeclaim/{claim} is invalid: metadata.name must be a lowercase RFC 1123 subdomain "
+            "(lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253)"
+        ) from None
+
+
 class State:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -116,6 +130,7 @@ class State:
         return path
 
     def volume(self, claim: str) -> Path:
+        _check_claim_name(claim)
         return self.directory("volumes", claim)
 
     def _object_path(self, kind: AnyKind, name: str) -> Path:
@@ -155,6 +170,7 @@ class State:
         api_version, kind_name = manifest.get("apiVersion"), manifest.get("kind", "")
         name = (manifest.get("metadata") or {}).get("name", "")
         if api_version == "v1" and kind_name == "PersistentVolumeClaim":
+            _check_claim_name(str(name))
             return None
         if api_version != API_VERSION:
             raise LocalError(f"{kind_name}/{name}: local mode runs {API_VERSION} objects and volume claims only")

@@ -162,6 +162,17 @@ def test_local_apply_refuses_the_names_the_api_server_refuses(state: State, case
         state.apply(manifest)
 
 
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/absolute", "a/b", "..", "Claims"])
+def test_a_claim_name_cannot_reach_a_folder_outside_the_state(state: State, name: str) -> None:
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name}}
+    with pytest.raises(LocalError, match=r"metadata\.name"):
+        state.apply(claim)
+    # Nor through a spec that names it (the models refuse such names too; this is the folder's own check).
+    with pytest.raises(LocalError, match=r"metadata\.name"):
+        state.volume(name)
+    assert not (state.root.parent / "escaped").exists()
+
+
 def test_an_invalid_spec_is_reported_as_the_operator_does(state: State, supervisors: list[StandIns]) -> None:
     state.apply(_example("TrainingJob"))
     # A hand-edited object: `scaleml local apply` would have refused it.
