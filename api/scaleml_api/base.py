@@ -184,50 +184,67 @@ def quantity_value(quantity: str) -> float:
 # 2^63 - 1, which is then not below 8Ei: the bound is exact, so that no value near it passes here
 # and fails there (or the other way round).
 _QUANTITY_LIMIT: Final = 2**63 - 1
-_QUANTITY_BOUNDS: Final = "must be a quantity of at least 0 and below 2^63"
+_QUANTITY_MAX_LENGTH: Final = 64
 
 
-def _bounded_quantity(quantity: str) -> str:
-    if not 0 <= _exact_quantity(quantity) < _QUANTITY_LIMIT:
-        raise ValueError(_QUANTITY_BOUNDS)
-    return quantity
+def _quantity(*, positive: bool) -> tuple[Any, ...]:
+    """A quantity type's parts: its text, checked as Kubernetes' own types check it, and its bounds.
 
+    The schema is the one Kubernetes' types generate; the bounds are checked with its CEL quantity
+    library at admission, and here with the same numbers.
+    """
+    lowest = "above 0" if positive else "of at least 0"
+    message = f"must be a quantity {lowest} and below 2^63"
 
-def _quantity(value: object, handler: ValidatorFunctionWrapHandler) -> str:
-    # An integer is taken as the CRD's int-or-string takes it, whose rule asks only that it be at
-    # least 0; anything else must be a quantity string. A fraction as a number (cpu: 0.5) is refused,
-    # as the API server refuses a number that is not whole for an int-or-string field.
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(_QUANTITY_BOUNDS)
-        return str(value)
-    quantity: str = handler(value)
-    return quantity
+    def whole_or_text(value: object, handler: ValidatorFunctionWrapHandler) -> str:
+        # An integer is taken as the CRD's int-or-string takes it, whose rule asks only for its lower
+        # bound; anything else must be a quantity string. A fraction as a number (cpu: 0.5) is refused,
+        # as the API server refuses a number that is not whole for an int-or-string field.
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not (value > 0 if positive else value >= 0):
+                raise ValueError(message)
+            return str(value)
+        quantity: str = handler(value)
+        return quantity
+
+    def bounded(quantity: str) -> str:
+        value = _exact_quantity(quantity)
+        if not (value > 0 if positive else value >= 0) or value >= _QUANTITY_LIMIT:
+            raise ValueError(message)
+        return quantity
+
+    if positive:
+        whole, low = "self > 0", "quantity(self).isGreaterThan(quantity('0'))"
+    else:
+        whole, low = "self >= 0", "!quantity(self).isLessThan(quantity('0'))"
+    schema = {
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": _QUANTITY.pattern,
+        # Bounds the cost of the rule, which the API server estimates from the longest string.
+        "maxLength": _QUANTITY_MAX_LENGTH,
+        "x-kubernetes-int-or-string": True,
+        # 8Ei is 2^63.
+        "x-kubernetes-validations": [
+            {
+                "rule": f"type(self) == int ? {whole} : !isQuantity(self) || "
+                f"({low} && quantity(self).isLessThan(quantity('8Ei')))",
+                "message": message,
+            }
+        ],
+    }
+    return (
+        StringConstraints(pattern=_QUANTITY.pattern, max_length=_QUANTITY_MAX_LENGTH),
+        AfterValidator(bounded),
+        WrapValidator(whole_or_text),
+        WithJsonSchema(schema),
+    )
 
 
 # A resource quantity ("500m", "4", 16Gi), written as a string or a whole number; the schema is the
 # one Kubernetes' own types generate.
-Quantity = Annotated[
-    str,
-    StringConstraints(pattern=_QUANTITY.pattern, max_length=64),
-    AfterValidator(_bounded_quantity),
-    WrapValidator(_quantity),
-    WithJsonSchema(
-        {
-            "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": _QUANTITY.pattern,
-            "x-kubernetes-int-or-string": True,
-            # 8Ei is 2^63.
-            "x-kubernetes-validations": [
-                {
-                    "rule": "type(self) == int ? self >= 0 : !isQuantity(self) || "
-                    "(!quantity(self).isLessThan(quantity('0')) && quantity(self).isLessThan(quantity('8Ei')))",
-                    "message": _QUANTITY_BOUNDS,
-                }
-            ],
-        }
-    ),
-]
+Quantity = Annotated[str, *_quantity(positive=False)]
+# A quantity above 0, such as the target of an autoscaling metric (the HPA refuses 0 and below).
+PositiveQuantity = Annotated[str, *_quantity(positive=True)]
 
 # A Go-style duration of whole hours, minutes and seconds: "30s", "5m", "1h30m", "24h". Each unit
 # at most once, in that order, of at most 6 digits: CEL's duration() (a Go time.Duration) overflows

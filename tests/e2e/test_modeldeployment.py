@@ -180,34 +180,6 @@ def test_deleting_the_model_deployment_removes_every_child(kubectl: Kubectl, ml_
     wait_for(lambda: not kubectl.run("get", "pods", "-n", ml_namespace, "-o", "name").stdout.strip(), 90, "the pods")
 
 
-def test_a_child_the_api_server_refuses_is_reported_and_the_rest_still_applies(
-    kubectl: Kubectl, ml_namespace: str
-) -> None:
-    training_job(kubectl, ml_namespace)
-    export(kubectl, ml_namespace, 1)
-    # A Pods metric without its target passes the CRD (a metric's source is free-form) but not HPA validation.
-    broken = {"minReplicas": 1, "maxReplicas": 3, "metrics": [{"type": "Pods", "pods": {"metric": {"name": "queue"}}}]}
-    kubectl.apply(model_deployment(autoscaling=broken), "-n", ml_namespace)
-
-    def reported() -> dict[str, Any] | None:
-        conditions = _status(kubectl, ml_namespace).get("conditions", [])
-        return next((c for c in conditions if c["type"] == "SpecApplied" and c["status"] == "False"), None)
-
-    refused = wait_for(reported, 60, "the SpecApplied condition")
-    assert refused["reason"] == "ChildRejected"
-    assert "HorizontalPodAutoscaler churn" in refused["message"]
-    assert "spec.metrics[1].pods" in refused["message"]
-    wait_for(partial(_ready_with, kubectl, ml_namespace, 1), 90, "version 1 to be served all the same")
-    kubectl.await_event_reasons(ml_namespace, "ModelDeployment", {"SpecNotApplied"})
-
-    fixed = {"metrics": [], "minReplicas": 1, "maxReplicas": 3}
-    kubectl.run(
-        "patch", "md", "churn", "-n", ml_namespace, "--type=merge", "-p", json.dumps({"spec": {"autoscaling": fixed}})
-    )
-    wait_for(lambda: condition(_status(kubectl, ml_namespace), "SpecApplied").get("status") == "True", 60)
-    assert kubectl.find("hpa", "churn", ml_namespace) is not None
-
-
 def test_pods_no_node_can_take_are_reported_long_before_the_deadline(kubectl: Kubectl, ml_namespace: str) -> None:
     """No KWOK node has nine GPUs (each has eight). The Deployment would say so after its 10-minute
     progress deadline; the ModelDeployment says it, in the scheduler's words, within seconds."""

@@ -25,6 +25,24 @@ class InvalidCase:
 
 TJ, MD, DM = "TrainingJob", "ModelDeployment", "DriftMonitor"
 
+# A ModelDeployment's first autoscaling metric, and a source of it that is valid.
+_METRIC = "spec.autoscaling.metrics[0]"
+_QUEUE: Manifest = {"metric": {"name": "queue"}, "target": {"type": "AverageValue", "averageValue": "10"}}
+
+
+def _metric(metric: Manifest) -> Manifest:
+    return {"spec": {"autoscaling": {"metrics": [metric]}}}
+
+
+def _pods(source: Manifest | None = None, **parts: Manifest) -> Manifest:
+    """A Pods metric: `source` whole, or the valid one with `parts` (metric, target) in place of its own."""
+    return _metric({"type": "Pods", "pods": source if source is not None else {**_QUEUE, **parts}})
+
+
+def _external(**parts: Manifest) -> Manifest:
+    return _metric({"type": "External", "external": {**_QUEUE, **parts}})
+
+
 CASES = (
     InvalidCase(
         "toleration-without-key-or-exists",
@@ -49,17 +67,115 @@ CASES = (
         {"spec": {"autoscaling": {"targetCPUUtilization": 0, "metrics": []}}},
         "spec.autoscaling.targetCPUUtilization",
     ),
+    InvalidCase("hpa-object-metric", MD, _metric({"type": "Object", "pods": _QUEUE}), _METRIC + ".type"),
+    InvalidCase("hpa-metric-without-its-source", MD, _metric({"type": "Pods", "external": _QUEUE}), _METRIC + ".type"),
+    # Inside a metric: what the HPA's own validation refuses, or the HPA controller could not use.
+    InvalidCase("hpa-pods-without-target", MD, _pods({"metric": {"name": "queue"}}), _METRIC + ".pods.target"),
+    InvalidCase("hpa-target-without-type", MD, _pods(target={"averageValue": "1"}), _METRIC + ".pods.target.type"),
     InvalidCase(
-        "hpa-object-metric",
+        "hpa-pods-utilization",
         MD,
-        {"spec": {"autoscaling": {"metrics": [{"type": "Object", "pods": {"metric": {"name": "requests"}}}]}}},
-        "spec.autoscaling.metrics[0].type",
+        _pods(target={"type": "Utilization", "averageUtilization": 50}),
+        _METRIC + ".pods.target.type",
+    ),
+    InvalidCase("hpa-pods-value", MD, _pods(target={"type": "Value", "value": "5"}), _METRIC + ".pods.target.type"),
+    InvalidCase(
+        "hpa-external-utilization",
+        MD,
+        _external(target={"type": "Utilization", "averageUtilization": 50}),
+        _METRIC + ".external.target.type",
     ),
     InvalidCase(
-        "hpa-metric-without-its-source",
+        "hpa-target-type-without-its-value",
         MD,
-        {"spec": {"autoscaling": {"metrics": [{"type": "Pods", "external": {"metric": {"name": "queue"}}}]}}},
-        "spec.autoscaling.metrics[0].type",
+        _external(target={"type": "AverageValue", "value": "5"}),
+        _METRIC + ".external.target.averageValue",
+    ),
+    InvalidCase(
+        "hpa-target-two-values",
+        MD,
+        _external(target={"type": "Value", "value": "5", "averageValue": "1"}),
+        _METRIC + ".external.target.averageValue",
+    ),
+    InvalidCase(
+        "hpa-average-value-not-a-quantity",
+        MD,
+        _pods(target={"type": "AverageValue", "averageValue": "fast"}),
+        _METRIC + ".pods.target.averageValue",
+    ),
+    InvalidCase(
+        "hpa-average-value-zero",
+        MD,
+        _pods(target={"type": "AverageValue", "averageValue": 0}),
+        _METRIC + ".pods.target.averageValue",
+    ),
+    InvalidCase(
+        "hpa-value-negative",
+        MD,
+        _external(target={"type": "Value", "value": "-500m"}),
+        _METRIC + ".external.target.value",
+    ),
+    InvalidCase("hpa-metric-without-name", MD, _pods(metric={}), _METRIC + ".pods.metric.name"),
+    InvalidCase(
+        "hpa-metric-name-with-slash", MD, _external(metric={"name": "queue/depth"}), _METRIC + ".external.metric.name"
+    ),
+    InvalidCase("hpa-metric-name-dot-dot", MD, _pods(metric={"name": ".."}), _METRIC + ".pods.metric.name"),
+    InvalidCase(
+        "hpa-selector-bad-key",
+        MD,
+        _pods(metric={"name": "queue", "selector": {"matchLabels": {"model name": "churn"}}}),
+        _METRIC + ".pods.metric.selector.matchLabels",
+    ),
+    InvalidCase(
+        "hpa-selector-bad-value",
+        MD,
+        _external(metric={"name": "queue", "selector": {"matchLabels": {"queue": "churn requests"}}}),
+        _METRIC + ".external.metric.selector.matchLabels.queue",
+    ),
+    InvalidCase(
+        "hpa-selector-unknown-operator",
+        MD,
+        _pods(metric={"name": "queue", "selector": {"matchExpressions": [{"key": "model", "operator": "Equals"}]}}),
+        _METRIC + ".pods.metric.selector.matchExpressions[0].operator",
+    ),
+    InvalidCase(
+        "hpa-selector-in-without-values",
+        MD,
+        _pods(metric={"name": "queue", "selector": {"matchExpressions": [{"key": "model", "operator": "In"}]}}),
+        _METRIC + ".pods.metric.selector.matchExpressions[0].values",
+    ),
+    InvalidCase(
+        "hpa-selector-exists-with-values",
+        MD,
+        _external(
+            metric={
+                "name": "queue",
+                "selector": {"matchExpressions": [{"key": "model", "operator": "Exists", "values": ["churn"]}]},
+            }
+        ),
+        _METRIC + ".external.metric.selector.matchExpressions[0].values",
+    ),
+    InvalidCase(
+        "hpa-selector-bad-value-in-values",
+        MD,
+        _pods(
+            metric={
+                "name": "queue",
+                "selector": {"matchExpressions": [{"key": "model", "operator": "NotIn", "values": ["-churn"]}]},
+            }
+        ),
+        _METRIC + ".pods.metric.selector.matchExpressions[0].values[0]",
+    ),
+    InvalidCase(
+        "hpa-selector-key-with-long-prefix",
+        MD,
+        _pods(
+            metric={
+                "name": "queue",
+                "selector": {"matchExpressions": [{"key": "a" * 254 + "/model", "operator": "Exists"}]},
+            }
+        ),
+        _METRIC + ".pods.metric.selector.matchExpressions[0].key",
     ),
     InvalidCase("memory-beyond-int64", TJ, {"spec": {"resources": {"memory": "1e309"}}}, "spec.resources.memory"),
     InvalidCase("workers-zero", TJ, {"spec": {"resources": {"workers": 0}}}, "spec.resources.workers"),

@@ -18,6 +18,7 @@ from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from scaleml_operator.builders import modeldeployment as build
 from scaleml_operator.builders.meta import Owner
 from tests.support.manifests import example, merged
+from tests.support.metric_specs import VALID_METRICS, meaning
 
 OWNER = Owner("ModelDeployment", "churn", "ml", "5e1f-uid")
 IMAGES = ("registry.example/tritonserver:24.10-py3", "registry.example/scaleml/workloads:1")
@@ -243,6 +244,11 @@ def test_autoscaling_owns_the_replicas_and_lists_cpu_and_extra_metrics() -> None
     # Without a CPU target, on the extra metrics alone.
     queue_only = _spec(autoscaling={"targetCPUUtilization": 0, "metrics": [queue_time]})
     assert _kinds(queue_only)["HorizontalPodAutoscaler"]["spec"]["metrics"] == [queue_time]
+
+
+def test_every_kind_of_metric_reaches_the_autoscaler_as_written() -> None:
+    hpa = _kinds(_spec(autoscaling={"metrics": list(VALID_METRICS)}))["HorizontalPodAutoscaler"]["spec"]
+    assert [meaning(metric) for metric in hpa["metrics"][1:]] == [meaning(metric) for metric in VALID_METRICS]
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field
 from pydantic.alias_generators import to_snake
@@ -26,6 +26,7 @@ from scaleml_api.base import (
 )
 from scaleml_api.conditions import POD_START_REASONS, READY, Conditions, Vocabulary
 from scaleml_api.kind import AGE_COLUMN, PHASE_COLUMN, Kind, PrinterColumn
+from scaleml_api.v1alpha1.autoscaling import MetricSpec
 from scaleml_api.v1alpha1.trainingjob import ModelName
 
 Backend = Literal["pytorch", "onnx", "python"]
@@ -109,30 +110,6 @@ class ServingResources(ApiModel):
     gpus: int = Field(default=0, ge=0, le=16, description="nvidia.com/gpu per pod.")
     cpu: Quantity = Field(default="1", description="CPU request per pod (and limit).")
     memory: Quantity = Field(default="2Gi", description="Memory request (and limit) per pod.")
-
-
-# Not Object or ContainerResource: the HPA is made with the operator's rights on behalf of whoever
-# may edit the ModelDeployment, and those would have it read metrics of objects other than the
-# model's pods.
-class MetricSpec(ApiModel):
-    """An autoscaling/v2 MetricSpec of type Pods or External; the API server checks its source with the HPA."""
-
-    type: Literal["Pods", "External"] = Field(description="Pods (a metric of the Triton pods) or External.")
-    pods: dict[str, Any] | None = Field(
-        default=None, description="A PodsMetricSource (metric, target), with type Pods."
-    )
-    external: dict[str, Any] | None = Field(
-        default=None, description="An ExternalMetricSource (metric, target), with type External."
-    )
-
-    rules = (
-        Rule(
-            cel="self.type == 'Pods' ? has(self.pods) && !has(self.external) : has(self.external) && !has(self.pods)",
-            message="set the source its type names (pods or external), and only that one",
-            check=lambda m: (m.pods is not None, m.external is not None) == (m.type == "Pods", m.type == "External"),
-            field_path=".type",
-        ),
-    )
 
 
 class Autoscaling(ApiModel):

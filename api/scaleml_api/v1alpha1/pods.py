@@ -66,6 +66,29 @@ def _qualified_name_or_empty(key: str) -> str:
     return key
 
 
+# A single key (not a map's): its pattern bounds the name part, this rule the prefix.
+_PREFIX_FITS: JsonDict = {
+    "x-kubernetes-validations": [
+        {"rule": f"!self.matches(r'{_LONG_PREFIX}')", "message": "the prefix before '/' must be at most 253 characters"}
+    ]
+}
+# 253 for the prefix, 1 for "/", 63 for the name.
+_QUALIFIED_NAME_MAX: Final = 317
+# A label key (a taint's, a selector's), or empty where it is optional.
+QualifiedName = Annotated[
+    str,
+    StringConstraints(pattern=_QUALIFIED_NAME, max_length=_QUALIFIED_NAME_MAX),
+    AfterValidator(_qualified_name_or_empty),
+    Field(json_schema_extra=_PREFIX_FITS),
+]
+OptionalQualifiedName = Annotated[
+    str,
+    StringConstraints(pattern=f"^$|{_QUALIFIED_NAME}", max_length=_QUALIFIED_NAME_MAX),
+    AfterValidator(_qualified_name_or_empty),
+    Field(json_schema_extra=_PREFIX_FITS),
+]
+
+
 # Map keys have no schema of their own in a CRD: the API server checks them with this rule, the
 # models with the validator, so that both name the map.
 _KEY_RULE: JsonDict = {
@@ -107,24 +130,59 @@ Annotations = Annotated[
 ]
 
 
+_SET_OPERATORS: Final = ("In", "NotIn")
+
+
+class LabelSelectorRequirement(ApiModel):
+    """A requirement on one label (the meta/v1 LabelSelectorRequirement)."""
+
+    key: QualifiedName = Field(
+        description="The label key: an optional DNS subdomain prefix and '/', then a name of at most 63 characters."
+    )
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In or NotIn (the label's value is, or is not, one of values), Exists or DoesNotExist."
+    )
+    values: list[LabelValue] = Field(
+        default=[],
+        max_length=64,
+        description="Label values (as in matchLabels): at least one with operator In or NotIn, none with Exists or "
+        "DoesNotExist.",
+    )
+
+    # Kubernetes' own rules (ValidateLabelSelectorRequirement), so that a selector the consumer would
+    # refuse (or, where it does not check, fail to parse) is refused here, naming this field.
+    rules = (
+        Rule(
+            cel="(self.operator in ['In', 'NotIn']) == (size(self.values) > 0)",
+            message="values must name at least one value with operator In or NotIn, and none with Exists or "
+            "DoesNotExist",
+            check=lambda r: (r.operator in _SET_OPERATORS) == bool(r.values),
+            field_path=".values",
+        ),
+    )
+
+
+class LabelSelector(ApiModel):
+    """Labels to match (the meta/v1 LabelSelector): every one of matchLabels and of matchExpressions; empty: all."""
+
+    match_labels: LabelMap = Field(
+        default={},
+        max_length=64,
+        description="Labels that must have exactly these values (at most 63 characters: alphanumerics, '-', '_' and "
+        "'.', starting and ending with an alphanumeric; or empty). At most 64.",
+        json_schema_extra=_KEYS_ARE_QUALIFIED_NAMES,
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default=[], max_length=16, description="Requirements on labels, all of which must hold."
+    )
+
+
 class Toleration(ApiModel):
     """Lets the pods schedule onto nodes with a matching taint (the core/v1 Toleration)."""
 
-    key: Annotated[
-        str,
-        StringConstraints(pattern=f"^$|{_QUALIFIED_NAME}", max_length=317),
-        AfterValidator(_qualified_name_or_empty),
-        Field(
-            json_schema_extra={
-                "x-kubernetes-validations": [
-                    {
-                        "rule": f"!self.matches(r'{_LONG_PREFIX}')",
-                        "message": "the prefix before '/' must be at most 253 characters",
-                    }
-                ]
-            }
-        ),
-    ] = Field(default="", description="Taint key; empty with operator Exists matches every taint.")
+    key: OptionalQualifiedName = Field(
+        default="", description="Taint key; empty with operator Exists matches every taint."
+    )
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
     value: LabelValue = Field(default="", description="Taint value to match when operator is Equal.")
     effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
