@@ -77,7 +77,7 @@ CREATING: Final = SHARED.reason("Creating", "The child that does the work does n
 APPLIED: Final = SHARED.reason("Applied", "Every child was applied.", on=(SPEC_APPLIED,))
 CHILD_REJECTED: Final = SHARED.reason(
     "ChildRejected",
-    "The API server refused a child (for example an HPA metric it cannot parse); the others still applied.",
+    "The API server refused a child (for example a cluster's admission policy refusing it); the others still applied.",
     on=(SPEC_APPLIED,),
 )
 RESOURCE_EXISTS: Final = SHARED.reason(

@@ -21,6 +21,7 @@ from tests.e2e.test_trainingjob import _condition, _patch_spec, _phase, _trainin
 from tests.support.controlplane import ControlPlane
 from tests.support.kubectl import Kubectl
 from tests.support.operator_process import OperatorProcess, start_operator
+from tests.support.policies import refusal
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -40,45 +41,19 @@ def resyncing_operator(
 
 def _refusal(namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """A policy and its binding: in `namespace`, no TrainingJob status may say Succeeded."""
-    name = f"refuse-succeeded-{namespace}"
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {
-                "resourceRules": [
-                    {
-                        "apiGroups": ["scaleml.dev"],
-                        "apiVersions": ["*"],
-                        "operations": ["UPDATE"],
-                        "resources": ["trainingjobs/status"],
-                    }
-                ]
-            },
-            "validations": [
-                {
-                    "expression": "!has(object.status) || !has(object.status.phase)"
-                    " || object.status.phase != 'Succeeded'",
-                    "message": "refused by the test: the status may not say Succeeded yet",
-                }
-            ],
-        },
+    rule = {
+        "apiGroups": ["scaleml.dev"],
+        "apiVersions": ["*"],
+        "operations": ["UPDATE"],
+        "resources": ["trainingjobs/status"],
     }
-    binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            "matchResources": {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            },
-        },
-    }
-    return policy, binding
+    return refusal(
+        f"refuse-succeeded-{namespace}",
+        namespace,
+        rule,
+        "!has(object.status) || !has(object.status.phase) || object.status.phase != 'Succeeded'",
+        "refused by the test: the status may not say Succeeded yet",
+    )
 
 
 def _refused(kubectl: Kubectl, namespace: str) -> bool:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scaleml_api.conditions import Waiting
+from scaleml_operator.status.acceptance import applied
 from scaleml_operator.status.modeldeployment import events, observed, server_failure
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -355,3 +356,31 @@ def test_the_kubelets_alternating_pull_reasons_post_one_event() -> None:
     assert _conditions(backing_off)["Progressing"]["reason"] == "ImagePullBackOff"
     assert [e.reason for e in events(starting, failed)] == ["ErrImagePull"]
     assert events(failed, backing_off) == []
+
+
+def test_a_refused_autoscaler_leaves_the_replicas_serving_but_not_ready() -> None:
+    # What the reconcile records when the API server refuses the HPA: the other children applied.
+    refusal = 'HorizontalPodAutoscaler churn: HorizontalPodAutoscaler.autoscaling "churn" is invalid: spec.metrics[1]'
+    refused = {"conditions": applied({}, foreign=[], rejected=[refusal], kept_back="", generation=7, now=NOW)}
+    ready = _observe(_deployment(2))
+
+    # The Deployment, without its autoscaler, runs the one replica it defaults to.
+    patch = _observe(_deployment(2, replicas=1, updated=1, ready=1), status=refused)
+    assert patch["phase"] == "Degraded"
+    conditions = _conditions(patch)
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "SpecNotApplied")
+    assert conditions["Ready"]["message"].startswith("1/1 replicas ready serving model version 2, but a child")
+    assert refusal in conditions["Ready"]["message"]
+    assert (conditions["Degraded"]["status"], conditions["Degraded"]["message"]) == ("True", refusal)
+    # One Warning says it: the SpecApplied condition's, not a second one for the phase.
+    assert [(e.type, e.reason) for e in events(ready, patch)] == [("Warning", "SpecNotApplied")]
+
+    # Refreshes (the Deployment's status moving) keep it so until a full run applies every child.
+    assert _conditions(_observe(_deployment(2, replicas=1, updated=1, ready=1), status=patch))["Ready"]["status"] == (
+        "False"
+    )
+    fixed = {"conditions": applied(patch, foreign=[], rejected=[], kept_back="", generation=8, now=NOW)}
+    corrected = _observe(_deployment(2), status=fixed)
+    assert (corrected["phase"], _conditions(corrected)["Ready"]["status"]) == ("Ready", "True")
+    assert _conditions(corrected)["Degraded"]["status"] == "False"
+    assert [(e.type, e.reason) for e in events(patch, corrected)] == [("Normal", "ModelDeploymentReady")]

@@ -449,7 +449,9 @@ MODEL_DEPLOYMENT = Kind(
 VOCABULARY: Final = Vocabulary(MODEL_DEPLOYMENT.kind)
 
 PROGRESSING: Final = VOCABULARY.condition("Progressing", "A rollout is under way; the message says what it waits for.")
-DEGRADED: Final = VOCABULARY.condition("Degraded", "Triton fails on some or all replicas; the message has its log.")
+DEGRADED: Final = VOCABULARY.condition(
+    "Degraded", "Triton fails on some or all replicas (the message has its log), or a child is not applied."
+)
 PROMOTED: Final = VOCABULARY.condition(
     "Promoted", "The newest version passed the promotion gates (or was promoted by hand) and is the one to serve."
 )
@@ -496,6 +498,12 @@ NOT_GATED: Final = VOCABULARY.reason(
 )
 PROMOTED_BY_ANNOTATION: Final = VOCABULARY.reason(
     "PromotedByAnnotation", "The newest version failed a gate but the promote annotation names it.", on=(PROMOTED,)
+)
+CHILD_NOT_APPLIED: Final = VOCABULARY.reason(
+    "SpecNotApplied",
+    "A child is not as the spec asks: the API server refused it, or its name is taken (SpecApplied says which and "
+    "why). The replicas serve without it; without a refused autoscaler, at the replicas the Deployment has.",
+    on=(READY, DEGRADED),
 )
 SCALED_TO_ZERO: Final = VOCABULARY.reason("ScaledToZero", "The Deployment is scaled to zero replicas.", on=(READY,))
 NO_READY_REPLICA: Final = VOCABULARY.reason("NoReadyReplica", "No replica is ready yet.", on=(READY,))

@@ -36,7 +36,7 @@ if status.observedGeneration < (obj.metadata.generation or 0) then
   return hs
 end
 
--- SpecApplied is False when the API server refused a child (an autoscaler metric, say).
+-- SpecApplied is False when the API server refused a child (an autoscaler a cluster policy refuses, say).
 local invalid = refused(status, "Accepted", "The spec is invalid.")
   or refused(status, "SpecApplied", "The spec is not applied.")
 if invalid ~= nil then

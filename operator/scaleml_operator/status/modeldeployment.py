@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from scaleml_api.conditions import CREATING, READY, Waiting
+from scaleml_api.conditions import CREATING, READY, SPEC_APPLIED, Waiting
 from scaleml_api.v1alpha1.modeldeployment import (
+    CHILD_NOT_APPLIED,
     DEGRADED,
     GATE_FAILED,
     MODEL_DEPLOYMENT_READY,
@@ -58,10 +59,11 @@ def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event
     if version and version != previous.get("servedVersion"):
         posted.append(Event("Normal", MODEL_VERSION_SERVED, f"Every ready replica serves model version {version}."))
     if phase != previous.get("phase"):
+        degraded = _condition(status, DEGRADED)
         if phase == "Ready":
             posted.append(Event("Normal", MODEL_DEPLOYMENT_READY, _condition(status, READY).get("message", "")))
-        elif phase in ("Degraded", "Failed"):
-            degraded = _condition(status, DEGRADED)
+        # A child not applied was told when SpecApplied turned False (applied_events).
+        elif phase in ("Degraded", "Failed") and degraded.get("reason") != CHILD_NOT_APPLIED:
             posted.append(Event("Warning", degraded.get("reason", phase), degraded.get("message", "")))
     return posted
 
@@ -90,6 +92,12 @@ def server_failure(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
             detail = message[-MAX_REASON_CHARS:] or f"exit code {terminated.get('exitCode')}"
             return reason, pods_status.about(pod, f"Triton exited ({detail})")
     return None
+
+
+def _not_applied(status: Mapping[str, Any]) -> str | None:
+    """What SpecApplied says when a child is not as the spec asks (refused, or its name taken); None when all are."""
+    applied = _condition(status, SPEC_APPLIED)
+    return applied.get("message", "") if applied.get("status") == "False" else None
 
 
 def _rollout(deployment: Mapping[str, Any], version: int | None) -> tuple[bool, str]:
@@ -146,6 +154,16 @@ def promotion_status(
     return patch
 
 
+def _mark_degraded(conditions: Conditions, failure: tuple[str, str] | None, missing: str | None) -> None:
+    """Degraded: Triton failing comes first (it may stop serving); then a child that is not applied."""
+    if failure:
+        conditions.mark(DEGRADED, True, *failure)
+    elif missing is not None:
+        conditions.mark(DEGRADED, True, CHILD_NOT_APPLIED, missing)
+    else:
+        conditions.mark(DEGRADED, False, NO_FAILURE)
+
+
 def observed(
     status: Mapping[str, Any],
     *,
@@ -165,11 +183,14 @@ def observed(
 
     patch: dict[str, Any] = {"endpoints": dict(endpoints), "selector": selector}
     patch.update(promotion_status(status, conditions, promotion, now))
+    # A refused child (an HPA the API server would not take, say) leaves the replicas serving without
+    # it: not what the spec asks, so never Ready, and Degraded while they serve.
+    missing = _not_applied(status)
     if waiting is not None or deployment is None:
         reason, message = (waiting.reason, waiting.message) if waiting else (CREATING, "Creating the Deployment.")
         mark(READY, False, reason, message)
         mark(PROGRESSING, True, reason, message)
-        mark(DEGRADED, False, NO_FAILURE)
+        _mark_degraded(conditions, None, missing)
         patch.update(phase="Pending", conditions=conditions.items, replicas=0, readyReplicas=0)
         return patch
 
@@ -195,10 +216,7 @@ def observed(
         progress = f"{progress} {cannot_start}"
 
     mark(PROGRESSING, not complete, ROLLOUT_COMPLETE if complete else waits_on or ROLLOUT_IN_PROGRESS, progress)
-    if failure:
-        mark(DEGRADED, True, *failure)
-    else:
-        mark(DEGRADED, False, NO_FAILURE)
+    _mark_degraded(conditions, failure, missing)
     if desired == 0:
         phase = "Pending"
         mark(READY, False, SCALED_TO_ZERO, "The Deployment is scaled to zero replicas.")
@@ -207,10 +225,14 @@ def observed(
         reason, message = failure or (waits_on or NO_READY_REPLICA, progress)
         mark(READY, False, reason, message)
     else:
-        phase = "Degraded" if failure else ("Ready" if complete else "Progressing")
+        phase = "Degraded" if failure or missing is not None else ("Ready" if complete else "Progressing")
         serving = f" serving model version {version}" if version and complete else ""
-        also = f" {cannot_start}" if cannot_start else ""
-        mark(READY, True, REPLICAS_READY, f"{ready}/{desired} replicas ready{serving}.{also}")
+        if missing is not None:
+            message = f"{ready}/{desired} replicas ready{serving}, but a child is not as the spec asks: {missing}"
+            mark(READY, False, CHILD_NOT_APPLIED, message)
+        else:
+            also = f" {cannot_start}" if cannot_start else ""
+            mark(READY, True, REPLICAS_READY, f"{ready}/{desired} replicas ready{serving}.{also}")
     patch.update(phase=phase, conditions=conditions.items, replicas=deployment_status.get("replicas") or 0)
     patch["readyReplicas"] = ready
     if complete and version is not None:
