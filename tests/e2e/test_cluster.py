@@ -33,7 +33,12 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.controlplane import EXIT_CODE_ANNOTATION, ControlPlane
+from tests.support.controlplane import (
+    DISRUPTION_ANNOTATION,
+    EXIT_CODE_ANNOTATION,
+    EXIT_REASON_ANNOTATION,
+    ControlPlane,
+)
 from tests.support.fixtures import NamespaceFactory
 from tests.support.polling import wait_for
 
@@ -205,6 +210,26 @@ def test_job_pod_with_exit_code_annotation_fails_and_job_fails(k8s_client: ApiCl
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 3
     assert terminated["reason"] == "Error"
+
+
+def test_a_pod_annotated_so_ends_with_the_reason_and_disruption_condition_given(
+    k8s_client: ApiClient, namespace: str
+) -> None:
+    batch, core = BatchV1Api(k8s_client), CoreV1Api(k8s_client)
+    # What the kernel's OOM killer leaves in the container's status, and what the scheduler's
+    # preemption (the eviction API, the taint manager, the kubelet) sets on the pod.
+    ending = {
+        EXIT_CODE_ANNOTATION: "137",
+        EXIT_REASON_ANNOTATION: "OOMKilled",
+        DISRUPTION_ANNOTATION: "PreemptionByScheduler",
+    }
+    _finished_job(batch, namespace, "ended", "Failed", annotations=ending)
+    (pod,) = [_plain(p) for p in core.list_namespaced_pod(namespace, label_selector="app=ended").items]
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (137, "OOMKilled")
+    disruption = _condition(pod, "DisruptionTarget")
+    assert disruption is not None
+    assert (disruption["status"], disruption["reason"]) == ("True", "PreemptionByScheduler")
 
 
 def test_deleting_an_owner_garbage_collects_its_dependents(k8s_client: ApiClient, namespace: str) -> None:

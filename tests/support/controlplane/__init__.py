@@ -16,7 +16,7 @@ variable is set and the directory holds it (setup-envtest ships etcd, kube-apise
 otherwise from ``$SCALEML_CONTROL_PLANE_DIR/bin`` (default ``~/.cache/scaleml/control-plane/k8s-v1.36.3``,
 built by ``make control-plane``). KWOK's default stages are read from
 ``$SCALEML_CONTROL_PLANE_DIR/kwok-stages.yaml``. A pod annotated ``scaleml.dev/kwok-exit-code`` fails
-with that exit code (see `kwok`).
+with that exit code, with the reason and pod condition other annotations give (see `kwok`).
 
 By concern, one module each: `binaries` (locating them, the tiers), `pki` (certificates and
 kubeconfigs), `processes` (starting, waiting for and ending a component), `components` (each
@@ -37,7 +37,12 @@ from tests.support.controlplane.binaries import (
     control_plane_dir,
     find_binaries,
 )
-from tests.support.controlplane.kwok import EXIT_CODE_ANNOTATION, EXIT_CODE_STAGE
+from tests.support.controlplane.kwok import (
+    DISRUPTION_ANNOTATION,
+    EXIT_CODE_ANNOTATION,
+    EXIT_CODE_STAGE,
+    EXIT_REASON_ANNOTATION,
+)
 from tests.support.controlplane.pki import Pki, generate_pki
 from tests.support.controlplane.plane import ControlPlane
 from tests.support.controlplane.processes import ControlPlaneError, tail
@@ -45,8 +50,10 @@ from tests.support.controlplane.processes import ControlPlaneError, tail
 __all__ = [
     "API_TIER",
     "DEFAULT_CONTROL_PLANE_DIR",
+    "DISRUPTION_ANNOTATION",
     "EXIT_CODE_ANNOTATION",
     "EXIT_CODE_STAGE",
+    "EXIT_REASON_ANNOTATION",
     "KUBERNETES_VERSION",
     "NODES_TIER",
     "Binaries",

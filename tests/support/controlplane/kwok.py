@@ -12,7 +12,14 @@ code 0). To make a pod fail instead, give it (e.g. in a Job's pod template) the 
 
 A Running pod whose annotation holds a value other than ``"0"`` is turned ``Failed`` with every container
 terminated with that exit code (reason ``Error``); this works for any pod, owned by a Job or not. The value
-must be a decimal integer. Use ``restartPolicy: Never``: no kubelet restarts containers here. The stage
+must be a decimal integer. Use ``restartPolicy: Never``: no kubelet restarts containers here. Two more
+annotations shape how such a pod ends:
+
+    scaleml.dev/kwok-exit-reason: OOMKilled             # the containers' terminated reason instead of Error
+    scaleml.dev/kwok-disruption: PreemptionByScheduler  # the pod also gets DisruptionTarget=True, this reason
+
+the second as the scheduler (preemption), the eviction API, the taint manager or the kubelet (node
+shutdown, node pressure) mark a pod they are about to end, for a Job's pod failure policy to see. The stage
 (:data:`EXIT_CODE_STAGE`) has weight 1000000 while the default ``pod-complete`` stage has weight 0, and
 KWOK picks among matching stages by weight, skipping weight-0 stages whenever some matching stage has a
 positive weight (``Lifecycle.Match`` in sigs.k8s.io/kwok v0.8.0 ``pkg/utils/lifecycle``), so such a pod is
@@ -28,6 +35,8 @@ from typing import Any, Final
 from tests.support.controlplane.binaries import KUBERNETES_VERSION
 
 EXIT_CODE_ANNOTATION: Final = "scaleml.dev/kwok-exit-code"
+EXIT_REASON_ANNOTATION: Final = "scaleml.dev/kwok-exit-reason"
+DISRUPTION_ANNOTATION: Final = "scaleml.dev/kwok-disruption"
 
 #: The extra KWOK stage behind :data:`EXIT_CODE_ANNOTATION` (see the module docstring).
 EXIT_CODE_STAGE: Final = f"""\
@@ -60,6 +69,8 @@ spec:
     statusTemplate: |
       {{{{ $now := Now }}}}
       {{{{ $exitCode := index .metadata.annotations "{EXIT_CODE_ANNOTATION}" }}}}
+      {{{{ $reason := index .metadata.annotations "{EXIT_REASON_ANNOTATION}" }}}}
+      {{{{ $disruption := index .metadata.annotations "{DISRUPTION_ANNOTATION}" }}}}
       conditions:
       - lastTransitionTime: {{{{ $now | Quote }}}}
         status: "False"
@@ -69,6 +80,13 @@ spec:
         status: "False"
         reason: PodFailed
         type: ContainersReady
+      {{{{ if $disruption }}}}
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: "True"
+        reason: {{{{ $disruption | Quote }}}}
+        message: "Simulated by KWOK ({DISRUPTION_ANNOTATION})."
+        type: DisruptionTarget
+      {{{{ end }}}}
       containerStatuses:
       {{{{ range .spec.containers }}}}
       - image: {{{{ .image | Quote }}}}
@@ -80,7 +98,7 @@ spec:
           terminated:
             exitCode: {{{{ $exitCode }}}}
             finishedAt: {{{{ $now | Quote }}}}
-            reason: Error
+            reason: {{{{ if $reason }}}}{{{{ $reason | Quote }}}}{{{{ else }}}}Error{{{{ end }}}}
             startedAt: {{{{ $now | Quote }}}}
       {{{{ end }}}}
       phase: Failed
