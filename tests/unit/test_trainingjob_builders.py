@@ -235,10 +235,18 @@ def _action(rules: list[dict[str, Any]], exit_codes: dict[str, int], conditions:
         ({"check": 0, "trainer": EXIT_INTERRUPTED}, (), "Count"),
         # A crash of another kind: the same.
         ({"check": 0, "trainer": 139}, (), "Count"),
-        # Killed from outside, or disrupted (preempted, evicted, drained): retried for free.
-        ({"check": 0, "trainer": 137}, (), "Ignore"),
-        ({"check": 0, "trainer": 143}, (), "Ignore"),
+        # Killed: by the kernel's OOM killer (137, reason OOMKilled), or by someone deleting the pod.
+        # Counted: a worker that runs out of memory must not be retried for ever.
+        ({"check": 0, "trainer": 137}, (), "Count"),
+        ({"check": 137}, (), "Count"),
+        ({"check": 0, "trainer": 143}, (), "Count"),
+        # Disrupted (preempted, evicted, drained, its node shut down or lost): retried for free,
+        # whatever its program exited with as it was stopped.
+        ({"check": 0, "trainer": 143}, ("DisruptionTarget",), "Ignore"),
+        ({"check": 0, "trainer": 137}, ("DisruptionTarget",), "Ignore"),
         ({"check": 0, "trainer": EXIT_INTERRUPTED}, ("DisruptionTarget",), "Ignore"),
+        ({"check": 0, "trainer": 1}, ("DisruptionTarget",), "Ignore"),
+        ({"check": 2}, ("DisruptionTarget",), "Ignore"),
     ],
 )
 def test_exit_codes_decide_between_failing_now_and_retrying(
@@ -250,13 +258,38 @@ def test_exit_codes_decide_between_failing_now_and_retrying(
     assert _action(job["podFailurePolicy"]["rules"], exit_codes, conditions) == action
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"resources": {"workers": 1}, "elastic": None},
+        {"resources": {"workers": 5}, "elastic": None},
+        {"resources": {"workers": 512}, "elastic": None},
+        {"resources": {"workers": 4}, "elastic": {"minWorkers": 2, "maxWorkers": 8}},
+    ],
+    ids=["one-worker", "five-workers", "512-workers", "elastic"],
+)
+def test_the_backoff_limit_counts_each_workers_failures_whatever_the_size_of_the_group(
+    changes: dict[str, Any],
+) -> None:
+    job = _by_kind(_spec(runPolicy={"backoffLimit": 3}, **changes))["Job"]["spec"]
+    # A restart of the group costs each of its workers one failure (the peers of the worker that went
+    # exit 75), so three restarts are allowed however many workers there are; a worker that alone
+    # keeps failing (out of memory, say) fails the job on its fourth failure.
+    assert job["backoffLimitPerIndex"] == 3
+    # One worker out of retries fails the job at once: the group cannot finish without it.
+    assert job["maxFailedIndexes"] == 0
+    # No Job-wide count that a group of N would spend N-1 of on one preempted worker.
+    assert job["backoffLimit"] == 2**31 - 1
+    assert job["completionMode"] == "Indexed"
+
+
 def test_run_policy_and_scheduling_reach_the_job() -> None:
     spec = _spec(
         runPolicy={"backoffLimit": 5, "activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 30, "suspend": True},
         scheduling={"queueName": "gpu-queue", "priorityClassName": "high", "nodeSelector": {"pool": "a100"}},
     )
     job = _by_kind(spec)["Job"]
-    assert job["spec"]["backoffLimit"] == 5
+    assert job["spec"]["backoffLimitPerIndex"] == 5
     assert job["spec"]["activeDeadlineSeconds"] == 600
     assert job["spec"]["ttlSecondsAfterFinished"] == 30
     assert job["spec"]["suspend"] is True
@@ -290,17 +323,40 @@ def test_suspending_does_not_change_the_pod_template() -> None:
     [
         ({"hyperparameters": {"epochs": 99}}, "spec.template"),
         ({"resources": {"workers": 3}}, "spec.completions"),
+        # Kubernetes does not let a Job's per-index limit change.
+        ({"runPolicy": {"backoffLimit": 7}}, "spec.backoffLimitPerIndex"),
     ],
 )
 def test_a_started_job_keeps_what_cannot_change_and_says_so(change: dict[str, Any], kept: str) -> None:
     live = _by_kind(_spec())["Job"]
-    desired = _by_kind(_spec(runPolicy={"suspend": True}, **change))["Job"]
+    desired = _by_kind(_spec(**merged(change, {"runPolicy": {"suspend": True}})))["Job"]
     job, problem = build.job_to_apply(desired, live)
     assert job is not None
     assert job["spec"]["template"] == live["spec"]["template"]
     assert job["spec"]["completions"] == live["spec"]["completions"]
+    assert job["spec"]["backoffLimitPerIndex"] == live["spec"]["backoffLimitPerIndex"]
     assert job["spec"]["suspend"] is True  # what can change still does
     assert kept in problem
+
+
+def test_a_job_made_before_per_worker_limits_keeps_its_failure_policy_and_job_wide_limit() -> None:
+    desired = _by_kind(_spec(runPolicy={"suspend": True}))["Job"]
+    live = json.loads(json.dumps(_by_kind(_spec())["Job"]))
+    for name in ("backoffLimitPerIndex", "maxFailedIndexes"):
+        del live["spec"][name]
+    earlier_policy = {"rules": [{"action": "Ignore", "onExitCodes": {"operator": "In", "values": [137, 143]}}]}
+    live["spec"].update(backoffLimit=3, podFailurePolicy=earlier_policy)
+    job, problem = build.job_to_apply(desired, live)
+    assert job is not None
+    # The API server refuses a change of podFailurePolicy and backoffLimitPerIndex, and maxFailedIndexes
+    # without a per-index limit: the Job goes on as it was made, with its Job-wide limit.
+    assert job["spec"]["podFailurePolicy"] == earlier_policy
+    assert job["spec"]["backoffLimit"] == 3
+    assert "backoffLimitPerIndex" not in job["spec"]
+    assert "maxFailedIndexes" not in job["spec"]
+    assert job["spec"]["suspend"] is True
+    assert "spec.podFailurePolicy" in problem
+    assert "spec.backoffLimitPerIndex" in problem
 
 
 def test_an_unchanged_job_is_applied_as_desired_and_a_finished_one_left_alone() -> None:

@@ -227,7 +227,15 @@ class OutputSpec(ApiModel):
 class RunPolicy(ApiModel):
     """Lifecycle of the underlying batch Job."""
 
-    backoff_limit: int = Field(default=3, ge=0, le=100, description="Pod failures tolerated before the job fails.")
+    backoff_limit: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Times each worker may fail and be replaced before the job fails. Without elastic, one "
+        "worker's failure restarts the whole group (the others exit 75 and are replaced too): this is how many "
+        "times the group may fail and restart. A worker preempted, evicted or drained is not counted; exit "
+        "codes 1, 2, 126 and 127 fail the job at once. A started job keeps the value it started with.",
+    )
     active_deadline_seconds: int | None = Field(default=None, ge=1, description="Wall-clock limit for the whole job.")
     ttl_seconds_after_finished: int | None = Field(
         default=None,
@@ -427,8 +435,14 @@ for _phase in ("Succeeded", "Suspended"):
 VOCABULARY.reason("Failed", "Not running, and never will: the Job failed.", on=(RUNNING, SUCCEEDED))
 JOB_FAILED: Final = VOCABULARY.reason(
     "JobFailed",
-    "The Job failed without a reason of its own (else its controller's reason is given: "
-    "BackoffLimitExceeded, DeadlineExceeded, PodFailurePolicy).",
+    "The Job failed without a reason of its own (else its controller's reason is given: DeadlineExceeded, "
+    "PodFailurePolicy, or BackoffLimitExceeded).",
+    on=(FAILED,),
+)
+BACKOFF_LIMIT_EXCEEDED: Final = VOCABULARY.reason(
+    "BackoffLimitExceeded",
+    "A worker failed more times than runPolicy.backoffLimit allows; the message names the failure that "
+    "restarted the group last (an OOMKilled worker with its memory limit, a crash, a disruption).",
     on=(FAILED,),
 )
 NO_FAILURE: Final = VOCABULARY.reason("NoFailure", "Nothing failed.", on=(FAILED,))

@@ -1,7 +1,7 @@
 """TrainingJob -> ServiceAccount, RoleBinding, headless Service, run config and an Indexed batch Job.
 
 Why an Indexed Job rather than bare pods: the Job controller already gives stable per-index pod
-hostnames for rendezvous, retries with a backoff limit, a podFailurePolicy by exit code,
+hostnames for rendezvous, retries with a backoff limit per index (per worker), a podFailurePolicy,
 activeDeadlineSeconds and suspend (which Kueue uses to admit workloads).
 """
 
@@ -33,8 +33,10 @@ TEMPLATE_HASH: Final = "scaleml.dev/pod-template-hash"
 KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
 # Exit codes that mean "the program or its input is wrong": retrying cannot help.
 USER_ERROR_EXIT_CODES: Final = (1, runtime.EXIT_INVALID_INPUT, 126, 127)
-# SIGKILL and SIGTERM from outside (preemption, eviction, node drain): retry without counting.
-KILLED_EXIT_CODES: Final = (137, 143)
+# The Job-wide count of failed pods is not limited: each worker's own count (backoffLimitPerIndex)
+# decides. Kubernetes defaults it so next to a per-index limit; written out, the Job as it runs
+# matches the one desired.
+UNLIMITED_JOB_FAILURES: Final = 2**31 - 1
 SHM_SIZE: Final = "2Gi"
 
 
@@ -242,20 +244,30 @@ def batch_job(
         "completionMode": "Indexed",
         "completions": spec.resources.workers,
         "parallelism": spec.resources.workers,
-        "backoffLimit": spec.run_policy.backoff_limit,
+        # runPolicy.backoffLimit counts each worker's failures, not the Job's. Without elastic, one
+        # worker that goes ends the group: every other exits runtime.EXIT_INTERRUPTED and is replaced
+        # too, so a Job-wide count would spend N-1 on one preempted worker of N. Per worker, a restart
+        # of the group costs each worker one, whatever N; a worker that fails alone again and again
+        # (out of memory, say, while elastic peers restart in place) runs out of its own. And the Job
+        # controller then waits before replacing a worker by that worker's failures (10 s, doubling),
+        # not the whole Job's, which reach its 10-minute ceiling after one restart of eight workers.
+        "backoffLimitPerIndex": spec.run_policy.backoff_limit,
+        # One worker out of retries fails the Job: the group cannot finish without it.
+        "maxFailedIndexes": 0,
+        "backoffLimit": UNLIMITED_JOB_FAILURES,
         "suspend": spec.run_policy.suspend,
-        # A pod that no rule matches is retried and counted against backoffLimit (the action Count):
-        # so is runtime.EXIT_INTERRUPTED, a worker that lost a peer, its rendezvous or its store. No
-        # rule of its own: a started Job's policy cannot change, and running Jobs would keep theirs.
+        # A pod that no rule matches is retried and counted (the action Count): runtime.EXIT_INTERRUPTED,
+        # a crash, and 137 and 143, the codes of a container killed, among others by the kernel's OOM
+        # killer: ignored, a worker that runs out of memory would be retried for ever. What stops a pod
+        # from outside (preemption, eviction, a drain, taint-based eviction, node shutdown, a lost node)
+        # marks it DisruptionTarget, which no exit code needs to stand for.
         "podFailurePolicy": {
             "rules": [
+                # First, as the first rule that matches decides: whatever a disrupted pod's program
+                # exited with as it was stopped, the disruption ended it.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                 # No containerName: the rule covers the check init container too.
                 {"action": "FailJob", "onExitCodes": {"operator": "In", "values": list(USER_ERROR_EXIT_CODES)}},
-                {
-                    "action": "Ignore",
-                    "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": list(KILLED_EXIT_CODES)},
-                },
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]
         },
         "template": template,
@@ -310,8 +322,19 @@ def children(
     return meta.Children(apply=[*objects, *([job] if job is not None else [])], kept_back=kept_back)
 
 
-# Fields of a Job that the API server refuses to change once the Job exists.
-_IMMUTABLE_JOB_FIELDS: Final = ("template", "completions", "completionMode", "podFailurePolicy", "parallelism")
+# Fields of a Job that stay as they are once it exists. The API server refuses to change the first
+# six; the Job-wide limits go with the per-worker one they were made with (a Job made by an earlier
+# release has none, and counts failures Job-wide).
+_FIXED_JOB_FIELDS: Final = (
+    "template",
+    "completions",
+    "completionMode",
+    "parallelism",
+    "podFailurePolicy",
+    "backoffLimitPerIndex",
+    "maxFailedIndexes",
+    "backoffLimit",
+)
 
 
 def job_finished(job: Mapping[str, Any]) -> bool:
@@ -325,8 +348,9 @@ def job_finished(job: Mapping[str, Any]) -> bool:
 def job_to_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
     """The Job manifest to apply given the live Job, and what of the spec could not be applied.
 
-    A Job's pod template and size are fixed once it exists: such changes are kept out (and named),
-    while suspend, the deadline and the backoff limit still reach it. A finished Job is left alone.
+    A Job's pod template, size and failure policy (runPolicy.backoffLimit among it) are fixed once it
+    exists: such changes are kept out (and named), while suspend and the deadline still reach it. A
+    finished Job is left alone.
     """
     if live is None:
         return desired, ""
@@ -335,19 +359,25 @@ def job_to_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> tuple[
     live_hash = live.get("metadata", {}).get("annotations", {}).get(TEMPLATE_HASH)
     changed = [
         name
-        for name in _IMMUTABLE_JOB_FIELDS
+        for name in _FIXED_JOB_FIELDS
         if (name == "template" and live_hash != desired["metadata"]["annotations"][TEMPLATE_HASH])
         or (name != "template" and live["spec"].get(name) != desired["spec"].get(name))
     ]
     if not changed:
         return desired, ""
     kept = json.loads(json.dumps(desired))
-    for name in _IMMUTABLE_JOB_FIELDS:
+    for name in _FIXED_JOB_FIELDS:
         if name in live["spec"]:
             kept["spec"][name] = live["spec"][name]
+        elif name != "template":
+            # Absent from the running Job, absent from what is applied: a Job made before per-worker
+            # limits keeps counting Job-wide (and the API server refuses maxFailedIndexes without
+            # them). Not the template: the cache keeps Jobs without theirs (a run that applies reads
+            # the Job whole), and the desired one stands in.
+            kept["spec"].pop(name, None)
     kept["metadata"]["annotations"][TEMPLATE_HASH] = live_hash
     fields = ", ".join(f"spec.{name}" for name in changed)
     return kept, (
-        f"The running Job keeps its {fields}: a started Job's pods and size cannot change. "
+        f"The running Job keeps its {fields}: a started Job's pods, size and failure policy cannot change. "
         "Create a new TrainingJob to run with the new spec (model.initFrom warm-starts it from an exported version)."
     )
