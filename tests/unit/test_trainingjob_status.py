@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from scaleml_api.runtime import EXIT_INTERRUPTED
 from scaleml_operator.status.conditions import find_condition
 from scaleml_operator.status.trainingjob import (
     events,
@@ -30,11 +31,19 @@ def _job(*conditions: str, **status: Any) -> dict[str, Any]:
     }
 
 
-def _pod(phase: str, *, gpus: int = 0, start: str = "2026-01-01T10:00:00Z", **terminated: Any) -> dict[str, Any]:
+def _pod(
+    phase: str, *, gpus: int = 0, start: str = "2026-01-01T10:00:00Z", worker: int = 0, **terminated: Any
+) -> dict[str, Any]:
+    """Worker `worker`'s pod of Job churn, its trainer container ended as `terminated` says (else running)."""
     state = {"terminated": {"finishedAt": "2026-01-01T11:00:00Z", **terminated}} if terminated else {"running": {}}
+    limits = {"nvidia.com/gpu": gpus, "memory": "16Gi"}
     return {
-        "spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": gpus}}}]},
-        "status": {"phase": phase, "startTime": start, "containerStatuses": [{"state": state}]},
+        "metadata": {
+            "name": f"churn-{worker}-x",
+            "annotations": {"batch.kubernetes.io/job-completion-index": str(worker)},
+        },
+        "spec": {"containers": [{"name": "trainer", "resources": {"limits": limits}}]},
+        "status": {"phase": phase, "startTime": start, "containerStatuses": [{"name": "trainer", "state": state}]},
     }
 
 
@@ -85,7 +94,9 @@ def test_failed_job_carries_the_workers_last_words() -> None:
     failed = find_condition(patch["conditions"], "Failed")
     assert failed is not None
     assert failed["reason"] == "FailedReason"
-    assert failed["message"] == "exit code 2: column 'age' is missing from churn/train.parquet"
+    assert (
+        failed["message"] == "worker 0 (pod churn-0-x): exit code 2: column 'age' is missing from churn/train.parquet"
+    )
     assert failed["observedGeneration"] == 3
     assert patch["completionTime"] == "2026-01-01T11:00:00Z"
 
@@ -107,20 +118,80 @@ def test_gpu_hours_count_gpus_times_time_held() -> None:
 
 
 def test_termination_message_falls_back_to_the_exit_code() -> None:
-    assert termination_message([_pod("Failed", exitCode=137, reason="OOMKilled")]) == "exit code 137 (OOMKilled)"
+    assert (
+        termination_message([_pod("Failed", exitCode=139, reason="Error")])
+        == "worker 0 (pod churn-0-x): exit code 139 (Error)"
+    )
     assert termination_message([_pod("Running")]) == ""
+
+
+def test_a_worker_killed_out_of_memory_is_named_with_its_memory_limit() -> None:
+    said = termination_message([_pod("Failed", worker=3, exitCode=137, reason="OOMKilled")])
+    assert said == (
+        "worker 3 (pod churn-3-x): container trainer was OOMKilled (exit code 137): "
+        "out of memory at its memory limit of 16Gi (resources.memory)"
+    )
 
 
 def test_termination_message_is_the_failed_check_s_when_the_pod_ended_before_its_trainer() -> None:
     check = {"name": "check", "state": {"terminated": {"exitCode": 2, "message": "no column 'cancelled'\n"}}}
     waiting = {"name": "trainer", "state": {"waiting": {"reason": "PodInitializing"}}}
-    pod = {"status": {"phase": "Failed", "initContainerStatuses": [check], "containerStatuses": [waiting]}}
-    assert termination_message([pod]) == "exit code 2: no column 'cancelled'"
+    pod = {
+        "metadata": {"name": "churn-0-x"},
+        "status": {"phase": "Failed", "initContainerStatuses": [check], "containerStatuses": [waiting]},
+    }
+    assert termination_message([pod]) == "pod churn-0-x: exit code 2: no column 'cancelled'"
     # A check that passed says nothing: the trainer's failure is the story.
     passed = {"name": "check", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
     trainer = _pod("Failed", exitCode=137, reason="OOMKilled")
     trainer["status"]["initContainerStatuses"] = [passed]
-    assert termination_message([trainer]) == "exit code 137 (OOMKilled)"
+    assert "container trainer was OOMKilled" in termination_message([trainer])
+
+
+def _ended(pod: dict[str, Any], at: str) -> dict[str, Any]:
+    pod["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"] = at
+    return pod
+
+
+def test_the_failure_that_restarted_the_group_is_told_not_the_peers_it_interrupted() -> None:
+    # Worker 1 ran out of memory; its peers lost their group a moment later and exited 75.
+    oom = _ended(_pod("Failed", worker=1, exitCode=137, reason="OOMKilled"), "2026-01-01T11:00:00Z")
+    peers = [
+        _ended(
+            _pod("Failed", worker=worker, exitCode=EXIT_INTERRUPTED, message="lost their group"), "2026-01-01T11:00:05Z"
+        )
+        for worker in (0, 2)
+    ]
+    assert termination_message([*peers, oom]).startswith("worker 1 (pod churn-1-x): container trainer was OOMKilled")
+    # A preempted worker is the cause the same way, told as the disruption it was.
+    preempted = _ended(_pod("Failed", worker=1, exitCode=143, reason="Error"), "2026-01-01T11:00:00Z")
+    preempted["status"]["conditions"] = [
+        {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler", "message": "Preempted."}
+    ]
+    said = termination_message([*peers, preempted])
+    assert said == "worker 1 (pod churn-1-x) was disrupted: PreemptionByScheduler: Preempted."
+
+
+def test_a_cause_from_an_earlier_restart_does_not_speak_for_a_later_one() -> None:
+    # Worker 1 ran out of memory once; later the whole group lost its store (every worker interrupted).
+    early = _ended(_pod("Failed", worker=1, exitCode=137, reason="OOMKilled"), "2026-01-01T10:00:00Z")
+    later = [
+        _ended(
+            _pod("Failed", worker=worker, exitCode=EXIT_INTERRUPTED, message=f"lost ({worker})"),
+            f"2026-01-01T11:00:0{worker}Z",
+        )
+        for worker in (0, 1)
+    ]
+    assert termination_message([early, *later]) == f"worker 1 (pod churn-1-x): exit code {EXIT_INTERRUPTED}: lost (1)"
+
+
+def test_a_worker_out_of_retries_fails_the_training_job_as_its_backoff_limit_exceeded() -> None:
+    job = _job("Failed")
+    job["status"]["conditions"][0]["reason"] = "MaxFailedIndexesExceeded"
+    pods = [_pod("Failed", worker=1, exitCode=137, reason="OOMKilled")]
+    failed = _condition(observed({}, job=job, pods=pods, generation=1, now=NOW), "Failed")
+    assert failed["reason"] == "BackoffLimitExceeded"
+    assert "worker 1 (pod churn-1-x): container trainer was OOMKilled" in failed["message"]
 
 
 def test_model_version_comes_from_the_workers_last_words_when_the_patch_was_lost() -> None:

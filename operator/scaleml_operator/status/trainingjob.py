@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from scaleml_api.conditions import CREATING
+from scaleml_api.runtime import EXIT_INTERRUPTED
 from scaleml_api.v1alpha1.pods import GPU_RESOURCE
 from scaleml_api.v1alpha1.trainingjob import (
+    BACKOFF_LIMIT_EXCEEDED,
     COMPLETED,
     CREATED,
     FAILED,
@@ -108,24 +110,86 @@ def gpu_hours(pods: Iterable[Mapping[str, Any]], now: datetime) -> float:
     return round(total, 4)
 
 
-def termination_message(pods: Iterable[Mapping[str, Any]]) -> str:
-    """What the newest failed trainer container said on its way out."""
-    failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"]
-    failed.sort(key=lambda pod: _pod_end(pod) or datetime.min.replace(tzinfo=UTC))
-    for pod in reversed(failed):
-        # The data check runs as an init container: a missing column ends the pod there, before the trainer.
-        statuses = [
-            *(pod["status"].get("initContainerStatuses") or ()),
-            *(pod["status"].get("containerStatuses") or ()),
-        ]
-        for status in statuses:
-            terminated = status.get("state", {}).get("terminated", {})
-            if not terminated or terminated.get("exitCode") == 0:
-                continue
-            if terminated.get("message"):
-                return f"exit code {terminated.get('exitCode')}: {terminated['message'].strip()}"
-            return f"exit code {terminated.get('exitCode')} ({terminated.get('reason', 'Error')})"
+# Which worker a pod of the Indexed Job is: the Job controller's annotation, its index.
+COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"
+# The Job controller's reason when a worker (an index) failed more than its backoffLimitPerIndex.
+MAX_FAILED_INDEXES_EXCEEDED: Final = "MaxFailedIndexesExceeded"
+_EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
+
+
+def _worker(pod: Mapping[str, Any]) -> str | None:
+    """The worker (completion index) a pod of the Job runs, as the Job controller annotated it."""
+    index = (pod.get("metadata", {}).get("annotations") or {}).get(COMPLETION_INDEX)
+    return str(index) if index is not None else None
+
+
+def _exit(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The terminated state of the pod's first container that failed (its init containers first), or {}."""
+    status = pod.get("status", {})
+    # The data check runs as an init container: a missing column ends the pod there, before the trainer.
+    for container in (*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())):
+        terminated = container.get("state", {}).get("terminated") or {}
+        if terminated and terminated.get("exitCode") != 0:
+            return {"container": container.get("name", "?"), **terminated}
+    return {}
+
+
+def _disruption(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pod's DisruptionTarget condition, if whatever stopped it from outside set it."""
+    for condition in pod.get("status", {}).get("conditions") or ():
+        if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
+            return condition  # type: ignore[no-any-return]
+    return None
+
+
+def _memory_limit(pod: Mapping[str, Any], container: str) -> str:
+    spec = pod.get("spec", {})
+    for declared in (*(spec.get("initContainers") or ()), *(spec.get("containers") or ())):
+        if declared.get("name") == container:
+            return str(declared.get("resources", {}).get("limits", {}).get("memory", ""))
     return ""
+
+
+def failure(pod: Mapping[str, Any]) -> str:
+    """How a failed worker pod ended, naming the worker: its disruption, or the exit of the container that failed."""
+    index = _worker(pod)
+    worker = f"worker {index} (pod {worker_pods.name(pod)})" if index is not None else f"pod {worker_pods.name(pod)}"
+    if (disruption := _disruption(pod)) is not None:
+        why = disruption.get("message") or "stopped from outside"
+        return f"{worker} was disrupted: {disruption.get('reason') or 'DisruptionTarget'}: {why}"
+    terminated = _exit(pod)
+    if not terminated:
+        return ""
+    code = terminated.get("exitCode")
+    if terminated.get("reason") == "OOMKilled":
+        limit = _memory_limit(pod, terminated["container"])
+        at = f" at its memory limit of {limit} (resources.memory)" if limit else ""
+        return f"{worker}: container {terminated['container']} was OOMKilled (exit code {code}): out of memory{at}"
+    if terminated.get("message"):
+        return f"{worker}: exit code {code}: {terminated['message'].strip()}"
+    return f"{worker}: exit code {code} ({terminated.get('reason', 'Error')})"
+
+
+def termination_message(pods: Iterable[Mapping[str, Any]]) -> str:
+    """Why workers failed last: of each worker's newest failure, the newest cause, else the newest of all.
+
+    A worker that lost its group (EXIT_INTERRUPTED) is the effect of another's failure, whose story
+    (out of memory, a crash, a preemption) is the one to tell even when its peers ended after it. Each
+    worker's newest failure only, so that the cause of an earlier restart does not speak for a later
+    one whose workers were all interrupted.
+    """
+    newest: dict[str, Mapping[str, Any]] = {}
+    for pod in sorted(pods, key=lambda pod: _pod_end(pod) or _EARLIEST):
+        if pod.get("status", {}).get("phase") == "Failed":
+            newest[_worker(pod) or worker_pods.name(pod)] = pod
+
+    def cause_then_end(pod: Mapping[str, Any]) -> tuple[bool, datetime]:
+        cause = _disruption(pod) is not None or _exit(pod).get("exitCode") != EXIT_INTERRUPTED
+        return cause, _pod_end(pod) or _EARLIEST
+
+    return next(
+        (said for pod in sorted(newest.values(), key=cause_then_end, reverse=True) if (said := failure(pod))), ""
+    )
 
 
 def exported_version(pods: Iterable[Mapping[str, Any]]) -> int | None:
@@ -221,6 +285,10 @@ def observed(
     elif failed:
         phase = "Failed"
         reason = failed.get("reason") or JOB_FAILED
+        if reason == MAX_FAILED_INDEXES_EXCEEDED:
+            # runPolicy.backoffLimit exceeded, in the words of the TrainingJob's field and of a Job
+            # made by an earlier release, which counted failures Job-wide.
+            reason = BACKOFF_LIMIT_EXCEEDED
         detail = termination_message(pods) or failed.get("message", "")
         mark(FAILED, True, reason, detail)
     elif suspended:
