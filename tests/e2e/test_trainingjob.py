@@ -8,13 +8,17 @@ from typing import Any
 
 import pytest
 
+from scaleml_api.runtime import EXIT_INTERRUPTED
 from tests.support.access import can
-from tests.support.controlplane import EXIT_CODE_ANNOTATION
+from tests.support.controlplane import DISRUPTION_ANNOTATION, EXIT_CODE_ANNOTATION, EXIT_REASON_ANNOTATION
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import example, merged
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.e2e
+
+# A node label that no node has until a test gives it one: pods that need it wait, unscheduled.
+HOLD_LABEL = "scaleml.dev/e2e-hold"
 
 
 def _training_job(**changes: Any) -> dict[str, Any]:
@@ -84,6 +88,66 @@ def test_failing_workers_restart_then_fail_after_the_backoff_limit(kubectl: Kube
     condition = _condition(failed, "Failed")
     assert condition["reason"] == "BackoffLimitExceeded"
     assert "exit code 3" in condition["message"]
+
+
+def test_an_out_of_memory_worker_counts_and_the_failure_names_it(kubectl: Kubectl, ml_namespace: str) -> None:
+    oom = {EXIT_CODE_ANNOTATION: "137", EXIT_REASON_ANNOTATION: "OOMKilled"}
+    spec = _training_job(runPolicy={"backoffLimit": 1}, podMetadata={"annotations": oom})
+    kubectl.apply(merged(spec, {"spec": {"resources": {"workers": 1}, "elastic": None}}), "-n", ml_namespace)
+    failed = wait_for(lambda: _phase(kubectl, ml_namespace, "Failed"), 90, "the TrainingJob to fail")
+    # Counted and retried once (backoffLimit 1), like any crash: not ignored as a kill from outside.
+    assert failed["status"]["restarts"] == 2
+    condition = _condition(failed, "Failed")
+    assert condition["reason"] == "BackoffLimitExceeded"
+    for said in ("worker 0", "OOMKilled", "exit code 137", "memory limit of 16Gi"):
+        assert said in condition["message"], condition
+    kubectl.await_event_reasons(ml_namespace, "TrainingJob", {"TrainingFailed"})
+    posted = kubectl.run("get", "events", "-n", ml_namespace, "--field-selector", "reason=TrainingFailed", "-o", "json")
+    (event,) = json.loads(posted.stdout)["items"]
+    assert "OOMKilled" in event["message"], event["message"]
+
+
+def _pods_by_index(kubectl: Kubectl, namespace: str, count: int) -> dict[int, str] | None:
+    """The names of the Job's pods by completion index, once there are `count` of them."""
+    listed = kubectl.run("get", "pods", "-n", namespace, "-l", "job-name=churn", "-o", "json").stdout
+    pods = {
+        int(pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]): pod["metadata"]["name"]
+        for pod in json.loads(listed)["items"]
+    }
+    return pods if len(pods) == count else None
+
+
+def _finished(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
+    return _phase(kubectl, namespace, "Succeeded") or _phase(kubectl, namespace, "Failed")
+
+
+def test_a_preempted_worker_of_five_restarts_the_group_without_failing_the_job(
+    kubectl: Kubectl, ml_namespace: str
+) -> None:
+    # The pods wait for a node with the hold label, so that each is told how to end before it runs.
+    resources = {"workers": 5, "gpusPerWorker": 0, "cpu": "1", "memory": "2Gi"}
+    spec = _training_job(resources=resources, elastic=None, scheduling={"nodeSelector": {HOLD_LABEL: ml_namespace}})
+    kubectl.apply(spec, "-n", ml_namespace)
+    pods = wait_for(lambda: _pods_by_index(kubectl, ml_namespace, 5), 60, "the five worker pods")
+    # Worker 1 is preempted: the scheduler marks its pod DisruptionTarget and stops it (exit 143). Its
+    # four peers lose their group, and their launchers end them with 75 (interrupted).
+    preempted = {EXIT_CODE_ANNOTATION: "143", DISRUPTION_ANNOTATION: "PreemptionByScheduler"}
+    for index, name in pods.items():
+        outcome = preempted if index == 1 else {EXIT_CODE_ANNOTATION: str(EXIT_INTERRUPTED)}
+        kubectl.run("annotate", "pod", name, "-n", ml_namespace, *(f"{key}={value}" for key, value in outcome.items()))
+    node = kubectl.run("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}").stdout
+    kubectl.run("label", "node", node, f"{HOLD_LABEL}={ml_namespace}")
+    try:
+        done = wait_for(lambda: _finished(kubectl, ml_namespace), 120, "the TrainingJob to finish")
+    finally:
+        kubectl.run("label", "node", node, f"{HOLD_LABEL}-")
+    # The group restarted once: every worker was replaced, and the replacements finished the run.
+    assert done["status"]["phase"] == "Succeeded", done["status"]["conditions"]
+    assert done["status"]["restarts"] == 5
+    job = kubectl.get("job", "churn", ml_namespace)
+    # The four interrupted workers were counted, each against its own limit; the preempted one was not.
+    assert job["status"]["failed"] == 4, job["status"]
+    assert not job["status"].get("failedIndexes"), job["status"]
 
 
 def test_invalid_input_exit_code_fails_at_once_without_retries(kubectl: Kubectl, ml_namespace: str) -> None:
