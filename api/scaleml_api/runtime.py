@@ -44,9 +44,10 @@ EXIT_INVALID_INPUT: Final = 2
 # The run was interrupted by something outside the program: a peer worker went away (its pod was
 # deleted, preempted, drained or crashed), the rendezvous or the c10d store was lost, or torchrun
 # stopped the workers. torchrun reports all of these as 1, like a program error, which fails the job
-# at once; this code lets the Job retry the pod instead (counted against backoffLimit), and the
-# retry resumes from the newest checkpoint. 75 is EX_TEMPFAIL of sysexits.h ("try again later"), far
-# from the signal codes (128 + N). A pod that is itself stopped ends with 143, as any killed pod.
+# at once; this code lets the Job retry the pod instead (counted against its worker's backoffLimit),
+# and the retry resumes from the newest checkpoint. 75 is EX_TEMPFAIL of sysexits.h ("try again
+# later"), far from the signal codes (128 + N). A pod that is itself stopped ends with 143, as any
+# killed pod.
 EXIT_INTERRUPTED: Final = 75
 # Where the container writes the reason for its exit (the Pod's terminationMessagePath); tests and
 # local runs point it elsewhere with the variable.
