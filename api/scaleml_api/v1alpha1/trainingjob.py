@@ -449,7 +449,10 @@ NO_FAILURE: Final = VOCABULARY.reason("NoFailure", "Nothing failed.", on=(FAILED
 JOB_SUSPENDED: Final = VOCABULARY.reason("JobSuspended", "The Job is suspended.", on=(SUSPENDED,))
 NOT_SUSPENDED: Final = VOCABULARY.reason("NotSuspended", "The Job is not suspended.", on=(SUSPENDED,))
 WORKER_FAILED: Final = VOCABULARY.reason(
-    "WorkerFailed", "A worker pod failed; the message has its termination message.", on=(RESTARTING,)
+    "WorkerFailed",
+    "A worker pod failed; the message names the worker whose failure restarted the group, and why (its "
+    "termination message, OOMKilled with its memory limit, or its disruption).",
+    on=(RESTARTING,),
 )
 NOT_RESTARTING: Final = VOCABULARY.reason("NotRestarting", "No worker failed since the group formed.", on=(RESTARTING,))
 

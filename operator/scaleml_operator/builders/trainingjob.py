@@ -322,8 +322,9 @@ def children(
     return meta.Children(apply=[*objects, *([job] if job is not None else [])], kept_back=kept_back)
 
 
-# Fields of a Job that stay as they are once it exists. The API server refuses to change the first
-# six; the Job-wide limits go with the per-worker one they were made with (a Job made by an earlier
+# Fields of a Job that stay as they are once it exists: its pods and size (the API server refuses
+# a new template, and torchrun's group size is in it), its pod failure policy and per-worker limit
+# (refused too), and the Job-wide limits that go with the per-worker one (a Job made by an earlier
 # release has none, and counts failures Job-wide).
 _FIXED_JOB_FIELDS: Final = (
     "template",
