@@ -188,9 +188,13 @@ def test_pods_no_node_can_take_are_reported_long_before_the_deadline(kubectl: Ku
     kubectl.apply(model_deployment(autoscaling=None, replicas=1, resources={"gpus": 9}), "-n", ml_namespace)
 
     def reported(ready: str) -> dict[str, Any] | None:
+        # The scheduler's first words may be of the namespace's claims, not bound yet: its words on the
+        # GPUs follow as it tries the pod again, and the status with them.
         status = _status(kubectl, ml_namespace)
-        unschedulable = condition(status, "Progressing").get("reason") == "Unschedulable"
-        return status if unschedulable and condition(status, "Ready").get("status") == ready else None
+        progressing = condition(status, "Progressing")
+        unschedulable = progressing.get("reason") == "Unschedulable"
+        no_gpus = "Insufficient nvidia.com/gpu" in progressing.get("message", "")
+        return status if unschedulable and no_gpus and condition(status, "Ready").get("status") == ready else None
 
     waiting = wait_for(partial(reported, "False"), 60, "the unschedulable pod to be reported")
     (pod,) = kubectl.run(
