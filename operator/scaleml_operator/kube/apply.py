@@ -19,10 +19,12 @@ FIELD_MANAGER: Final = "scaleml-operator"
 # Holds a field the operator stops applying that must keep its value until another writer takes it
 # (a Deployment's replicas, when an autoscaler starts to own them): see Children.hand_over.
 HANDOVER_MANAGER: Final = "scaleml-operator-handover"
+HTTP_BAD_REQUEST: Final = 400
 HTTP_FORBIDDEN: Final = 403
 HTTP_NOT_FOUND: Final = 404
 HTTP_CONFLICT: Final = 409
 HTTP_UNPROCESSABLE: Final = 422
+HTTP_INTERNAL_ERROR: Final = 500
 # A list of objects' metadata only, not their bodies (falls back to JSON where a server lacks it).
 _METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 _PAGE: Final = 500
@@ -45,8 +47,57 @@ def _checked(name: str | None, namespace: str | None) -> None:
         raise InvalidNameError(f"not a namespace: {namespace!r}")
 
 
-class RejectedError(Exception):
+class RefusedError(Exception):
+    """The API server refused the object itself: its owner reports it, and its other children still apply."""
+
+
+class RejectedError(RefusedError):
     """The API server refused an object as invalid: applying it again cannot help until the spec changes."""
+
+
+class DeniedError(RefusedError):
+    """The cluster's admission denied an object for now (a ResourceQuota used up, a policy or webhook of the
+    cluster's admins): the same object may go through later, once the quota or the policy changes."""
+
+
+# How the API server words what its authorizers (RBAC and any other) refuse a request, after
+# `<resource> "<name>" is forbidden: `: the same for a patch and for the create a server-side apply
+# makes; and the two checks of the requester's own rights made in admission (the garbage collector's
+# OwnerReferencesPermissionEnforcement). These are the operator's rights missing, not the object's fault.
+_UNAUTHORIZED: Final = re.compile(
+    r'is forbidden: (User "[^"]*" cannot |cannot set blockOwnerDeletion if an ownerReference refers to a '
+    r"resource you can't set finalizers on|cannot set an ownerRef on a resource you can't delete)"
+)
+# An admission webhook's denial carries the code the webhook chose, 400 when it chose none (Kyverno's).
+_WEBHOOK_DENIED: Final = re.compile(r'admission webhook "[^"]*" denied the request')
+# A server-side apply of a field the kind's schema does not declare (one reaching an HPA through a
+# free-form field of the spec, say) is answered 500, although retrying cannot help.
+_UNTYPED: Final = "failed to create typed patch object"
+
+
+def refusal(error: ApiException) -> RefusedError | None:
+    """The API server's refusal of the object sent, as the error to raise; None when the answer is not
+    about the object: the operator's own rights missing (which must stay loud: a fault of the install,
+    retried, logged), the API server failing, a conflict.
+
+    A 403 is the operator's when its authorizers refused it, and the object's when admission did: a
+    quota (`exceeded quota: ...`), a ValidatingAdmissionPolicy (`ValidatingAdmissionPolicy '...' ...
+    denied request: ...`), a webhook (`admission webhook "..." denied the request: ...`).
+    """
+    if error.status == HTTP_UNPROCESSABLE:
+        return RejectedError(api_message(error))
+    # The others only as the API server words them: a 403 with no Status of its own came from something
+    # between the operator and the API server, and says nothing of the object.
+    message = _status_message(error)
+    if message is None:
+        return None
+    if error.status == HTTP_INTERNAL_ERROR and message.startswith(_UNTYPED):
+        return RejectedError(message)
+    if error.status == HTTP_FORBIDDEN and not _UNAUTHORIZED.search(message):
+        return DeniedError(message)
+    if error.status == HTTP_BAD_REQUEST and _WEBHOOK_DENIED.search(message):
+        return DeniedError(message)
+    return None
 
 
 class NotThatObjectError(Exception):
@@ -96,8 +147,8 @@ def apply(
             raise NamespaceTerminatingError(api_message(error)) from None
         if uid is not None and _uid_refused(error):
             raise NotThatObjectError(api_message(error)) from None
-        if error.status == HTTP_UNPROCESSABLE:
-            raise RejectedError(api_message(error)) from None
+        if refused := refusal(error):
+            raise refused from None
         raise
 
 
@@ -110,10 +161,15 @@ def _uid_refused(error: ApiException) -> bool:
 
 def api_message(error: ApiException) -> str:
     """What the API server said of a refusal (its Status's message), without the response's headers."""
+    message = _status_message(error)
+    return str(error.reason) if message is None else message
+
+
+def _status_message(error: ApiException) -> str | None:
     try:
         return str(json.loads(error.body or "")["message"])
     except (TypeError, ValueError, KeyError):
-        return str(error.reason)
+        return None
 
 
 def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
@@ -224,7 +280,7 @@ def create(manifest: Mapping[str, Any]) -> bool:
             raise NamespaceTerminatingError(api_message(error)) from None
         if error.status == HTTP_CONFLICT:
             return False
-        if error.status == HTTP_UNPROCESSABLE:
-            raise RejectedError(api_message(error)) from None
+        if refused := refusal(error):
+            raise refused from None
         raise
     return True

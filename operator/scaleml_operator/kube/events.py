@@ -16,7 +16,7 @@ from typing import Any, Final
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 
-from scaleml_operator.kube.apply import FIELD_MANAGER, NamespaceTerminatingError, RejectedError, create
+from scaleml_operator.kube.apply import FIELD_MANAGER, NamespaceTerminatingError, RefusedError, create
 from scaleml_operator.status.acceptance import event_message
 from scaleml_operator.status.conditions import Event
 
@@ -78,7 +78,7 @@ def post(involved: Mapping[str, Any], events: Iterable[Event]) -> None:
             create(body)
         except NamespaceTerminatingError:
             return  # the object goes with its namespace: no one is left to read the Event
-        except (ApiException, RejectedError) as error:
+        except (ApiException, RefusedError) as error:
             reason = error.reason if isinstance(error, ApiException) else str(error)
             log.warning("Could not post Event %s on %s: %s", event.reason, involved["metadata"]["name"], reason)
 
