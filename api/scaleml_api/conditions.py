@@ -77,7 +77,16 @@ CREATING: Final = SHARED.reason("Creating", "The child that does the work does n
 APPLIED: Final = SHARED.reason("Applied", "Every child was applied.", on=(SPEC_APPLIED,))
 CHILD_REJECTED: Final = SHARED.reason(
     "ChildRejected",
-    "The API server refused a child (for example a cluster's admission policy refusing it); the others still applied.",
+    "The API server refused a child as invalid (a field the child's schema does not declare, or an admission "
+    "policy of the cluster refusing it as Invalid); the others still applied. The child is applied again when the "
+    "spec changes.",
+    on=(SPEC_APPLIED,),
+)
+CHILD_DENIED: Final = SHARED.reason(
+    "ChildDenied",
+    "The cluster's admission denied a child for now: a ResourceQuota is used up, or an admission policy or "
+    "webhook of the cluster refused it (the message has the API server's words). The others still applied; "
+    "the operator tries the child again once per resync period, and the condition clears when it goes through.",
     on=(SPEC_APPLIED,),
 )
 RESOURCE_EXISTS: Final = SHARED.reason(

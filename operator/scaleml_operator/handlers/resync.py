@@ -7,6 +7,9 @@ refreshed, one after the other and spread evenly over the period (from a random 
 and restarts do not fall into step). A refresh reads only the caches and writes only what changed:
 when nothing did, a resync costs the API server no request.
 
+A child the cluster's admission denied (ChildDenied: a quota used up, a policy) is tried again here:
+the object's run in the resync is a full one, which applies every child again, once per period.
+
 Once per period too, the children the operator does not watch are swept for those deleted behind
 its back (reconcile.vanished), and their owners run in full, which applies them again. Children
 missing because their namespace is being deleted are not applied again: the first owner's run in
@@ -28,7 +31,9 @@ from scaleml_operator.config import OperatorConfig
 from scaleml_operator.handlers.loop import HANDLED, RECONCILERS, refresh_soon, run, run_now
 from scaleml_operator.handlers.pending import said
 from scaleml_operator.reconcile import cache, vanished
+from scaleml_operator.reconcile.own_writes import OWN_WRITES
 from scaleml_operator.reconcile.terminating import TERMINATING, created
+from scaleml_operator.status.acceptance import child_denied
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +52,24 @@ async def resync(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> 
             continue
         spacing = period / len(due)
         for reconciler, namespace, name in due:
+            retry_denied(indexes, reconciler.kind.kind, namespace, name)
             try:
                 await run(reconciler, name, namespace, memo, indexes)
             except Exception as error:
                 log.warning("Resync of %s %s/%s failed: %s", reconciler.kind.kind, namespace, name, said(error))
             await asyncio.sleep(spacing)
+
+
+def retry_denied(indexes: Mapping[str, Any], kind: str, namespace: str, name: str) -> None:
+    """Makes the object's next run a full one if its status says a child was denied for now (ChildDenied).
+
+    A quota raised, objects deleted that used it up, a policy changed: nothing about the object tells
+    the operator that the child may now go through, so it is applied again once per period, spread as
+    the resync is, until it does and the full run sets SpecApplied back to True.
+    """
+    parent = cache.one(indexes, cache.PARENTS[kind], (namespace, name))
+    if parent is not None and child_denied(OWN_WRITES.newest(parent).get("status") or {}):
+        HANDLED.forget(parent["metadata"]["uid"])
 
 
 async def sweep(memo: kopf.Memo, indexes: Mapping[str, Any], period: float) -> None:

@@ -76,6 +76,8 @@ class Applied:
     done: bool = False
     live: Mapping[tuple[str, str], Object] = field(default_factory=dict)
     rejected: Sequence[str] = ()
+    # Whether one of those refusals was a denial that may go through later as it is (kube.DeniedError).
+    denied: bool = False
     kept_back: str = ""
     # Names of the objects created (or found already there, created by an earlier run).
     created: Sequence[str] = ()
@@ -195,6 +197,7 @@ def _pass(
                     current,
                     foreign=list(done.foreign),
                     rejected=list(done.rejected),
+                    denied=done.denied,
                     kept_back=done.kept_back,
                     generation=generation,
                     now=now,
@@ -220,8 +223,9 @@ def apply_children(owner: Owner, children: Children, everything: bool, *, observ
     make it ours to garbage-collect. Nothing after it is applied either: children are listed in
     the order they depend on each other, and pods after a foreign ServiceAccount or RoleBinding
     would run with another team's rights. What the API server
-    refuses as invalid is collected, not raised: it cannot heal until the spec changes, and the
-    other children still apply.
+    refuses is collected, not raised, and the other children still apply: a child refused as invalid
+    cannot heal until the spec changes, and one the cluster's admission denied (a quota, a policy) is
+    tried again by the periodic resync (handlers.resync), not by a retry storm.
 
     Children that must be absent are looked for only once the parent was `observed_before`: what
     a parent's children are follows from its spec, so before its first status, every child an
@@ -229,6 +233,7 @@ def apply_children(owner: Owner, children: Children, everything: bool, *, observ
     """
     live: dict[tuple[str, str], Object] = {}
     rejected: list[str] = []
+    denied = False
     foreign: list[str] = []
     created: list[str] = []
     if everything:
@@ -238,8 +243,9 @@ def apply_children(owner: Owner, children: Children, everything: bool, *, observ
             kind, child = manifest["kind"], manifest["metadata"]["name"]
             try:
                 applied_child = _apply(owner, manifest)
-            except kube.RejectedError as error:
+            except kube.RefusedError as error:
                 rejected.append(f"{kind} {child}: {error}")
+                denied = denied or isinstance(error, kube.DeniedError)
                 continue
             if applied_child is None:
                 foreign.append(f"{kind} {child}")
@@ -251,8 +257,9 @@ def apply_children(owner: Owner, children: Children, everything: bool, *, observ
         kind, child = manifest["kind"], manifest["metadata"]["name"]
         try:
             fresh = kube.create(manifest)
-        except kube.RejectedError as error:
+        except kube.RefusedError as error:
             rejected.append(f"{kind} {child}: {error}")
+            denied = denied or isinstance(error, kube.DeniedError)
             continue
         # One that exists counts only if an earlier run made it for the same reason (same labels).
         existing = None if fresh else kube.get(manifest["apiVersion"], kind, child, owner.namespace)
@@ -260,7 +267,7 @@ def apply_children(owner: Owner, children: Children, everything: bool, *, observ
             created.append(child)
         else:
             foreign.append(f"{kind} {child}")
-    return Applied(everything, live, rejected, children.kept_back if everything else "", created, foreign)
+    return Applied(everything, live, rejected, denied, children.kept_back if everything else "", created, foreign)
 
 
 def _apply(owner: Owner, manifest: Mapping[str, Any]) -> Object | None:
@@ -286,6 +293,7 @@ def _apply(owner: Owner, manifest: Mapping[str, Any]) -> Object | None:
             # Refused, and nothing written: by the policy or by the API server's own validation (which
             # runs first, as for another's Deployment whose selector may not change). Something of that
             # name may be in the way; the read-first path below tells what, and reports it as it would.
+            # (A denial, kube.DeniedError, is the cluster's admission's whoever's object it is: reported.)
             pass
     existing = kube.get(manifest["apiVersion"], kind, name, owner.namespace)
     if existing is not None and not controlled_by(existing, owner.uid):
@@ -296,8 +304,10 @@ def _apply(owner: Owner, manifest: Mapping[str, Any]) -> Object | None:
 def _hand_over(manifest: Mapping[str, Any]) -> None:
     try:
         kube.apply(manifest, manager=kube.HANDOVER_MANAGER, force=False)
-    except kube.RejectedError:
-        pass  # the object went (its uid precondition failed), or was never whole: nothing to keep
+    except kube.RefusedError:
+        # The object went (its uid precondition failed), or was never whole, or admission denied the
+        # write: nothing to keep, and the child's own apply that follows reports what is refused.
+        pass
     except ApiException as error:
         # Conflict: another writer owns the field with another value, and keeps it.
         if error.status != kube.HTTP_CONFLICT:

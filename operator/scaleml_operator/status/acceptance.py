@@ -10,6 +10,7 @@ from typing import Any, Generic
 from scaleml_api.conditions import (
     ACCEPTED,
     APPLIED,
+    CHILD_DENIED,
     CHILD_REJECTED,
     IMMUTABLE_WHILE_RUNNING,
     INVALID_SPEC,
@@ -101,11 +102,16 @@ def applied(
     *,
     foreign: list[str],
     rejected: list[str],
+    denied: bool,
     kept_back: str,
     generation: int | None,
     now: datetime,
 ) -> list[dict[str, Any]]:
-    """The conditions with SpecApplied set: did the children take the spec as written?"""
+    """The conditions with SpecApplied set: did the children take the spec as written?
+
+    `denied`: one of the `rejected` was denied by the cluster's admission and may go through as it is;
+    its reason then says so, for the periodic resync to try again (`child_denied`).
+    """
     if foreign:
         value, reason = False, RESOURCE_EXISTS
         message = (
@@ -115,7 +121,7 @@ def applied(
         if rejected:
             message += f" Also refused: {' '.join(rejected)}"
     elif rejected:
-        value, reason, message = False, CHILD_REJECTED, " ".join(rejected)
+        value, reason, message = False, CHILD_DENIED if denied else CHILD_REJECTED, " ".join(rejected)
     elif kept_back:
         value, reason, message = False, IMMUTABLE_WHILE_RUNNING, kept_back
     else:
@@ -123,6 +129,12 @@ def applied(
     return Conditions(status.get("conditions", []), generation=generation, now=now).mark(
         SPEC_APPLIED, value, reason, message
     )
+
+
+def child_denied(status: Mapping[str, Any]) -> bool:
+    """Whether the status says a child was denied for now (ChildDenied), to be tried again as it is."""
+    applied_condition = find_condition(status.get("conditions") or (), SPEC_APPLIED) or {}
+    return applied_condition.get("status") == "False" and applied_condition.get("reason") == CHILD_DENIED
 
 
 def _changed(previous: Mapping[str, Any], status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
