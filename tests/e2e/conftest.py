@@ -32,9 +32,14 @@ CLAIMS = ("datasets", "checkpoints", "models", "captures")
 
 @pytest.fixture(scope="module")
 def operator(
-    cluster: ControlPlane, scaleml_installed: Kubectl, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    cluster: ControlPlane,
+    scaleml_installed: Kubectl,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[None]:
-    process = start_operator(cluster, tmp_path_factory, "e2e-operator")
+    """The operator of the test module, started with the flags in the module's OPERATOR_FLAGS, if any."""
+    flags: tuple[str, ...] = getattr(request.module, "OPERATOR_FLAGS", ())
+    process = start_operator(cluster, tmp_path_factory, "e2e-operator", *flags)
     yield
     process.stop()
     # (Not just "forbidden": namespaces other tests left terminating refuse new Events too.)

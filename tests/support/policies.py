@@ -7,10 +7,13 @@ from typing import Any
 Manifest = dict[str, Any]
 
 
-def refusal(name: str, namespace: str, rule: Manifest, expression: str, message: str) -> tuple[Manifest, Manifest]:
+def refusal(
+    name: str, namespace: str, rule: Manifest, expression: str, message: str, reason: str | None = None
+) -> tuple[Manifest, Manifest]:
     """A ValidatingAdmissionPolicy `name` and its binding: in `namespace`, a write that `rule` matches (a
     resourceRule: apiGroups, apiVersions, operations, resources) is refused with `message` unless the CEL
-    `expression` holds."""
+    `expression` holds, with the HTTP status of `reason` (by default Invalid: 422)."""
+    validation = {"expression": expression, "message": message, **({"reason": reason} if reason else {})}
     policy = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
@@ -18,7 +21,7 @@ def refusal(name: str, namespace: str, rule: Manifest, expression: str, message:
         "spec": {
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [rule]},
-            "validations": [{"expression": expression, "message": message}],
+            "validations": [validation],
         },
     }
     binding = {
