@@ -80,8 +80,8 @@ def _status(code: int, message: str, reason: str = "", **details: Any) -> ApiExc
             id="webhook with a 403",
         ),
         pytest.param(
-            _status(400, 'admission webhook "validate.kyverno.svc-fail" denied the request: policy require-team'),
-            'admission webhook "validate.kyverno.svc-fail" denied the request: policy require-team',
+            _status(400, 'admission webhook "policy.example.com" denied the request: policy require-team'),
+            'admission webhook "policy.example.com" denied the request: policy require-team',
             id="webhook that chose no code",
         ),
     ],

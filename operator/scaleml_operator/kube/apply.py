@@ -68,7 +68,7 @@ _UNAUTHORIZED: Final = re.compile(
     r'is forbidden: (User "[^"]*" cannot |cannot set blockOwnerDeletion if an ownerReference refers to a '
     r"resource you can't set finalizers on|cannot set an ownerRef on a resource you can't delete)"
 )
-# An admission webhook's denial carries the code the webhook chose, 400 when it chose none (Kyverno's).
+# An admission webhook's denial carries the code the webhook chose, and 400 when it chose none.
 _WEBHOOK_DENIED: Final = re.compile(r'admission webhook "[^"]*" denied the request')
 # A server-side apply of a field the kind's schema does not declare (one reaching an HPA through a
 # free-form field of the spec, say) is answered 500, although retrying cannot help.
