@@ -361,7 +361,9 @@ def test_the_kubelets_alternating_pull_reasons_post_one_event() -> None:
 def test_a_refused_autoscaler_leaves_the_replicas_serving_but_not_ready() -> None:
     # What the reconcile records when the API server refuses the HPA: the other children applied.
     refusal = 'HorizontalPodAutoscaler churn: HorizontalPodAutoscaler.autoscaling "churn" is invalid: spec.metrics[1]'
-    refused = {"conditions": applied({}, foreign=[], rejected=[refusal], kept_back="", generation=7, now=NOW)}
+    refused = {
+        "conditions": applied({}, foreign=[], rejected=[refusal], denied=False, kept_back="", generation=7, now=NOW)
+    }
     ready = _observe(_deployment(2))
 
     # The Deployment, without its autoscaler, runs the one replica it defaults to.
@@ -379,7 +381,7 @@ def test_a_refused_autoscaler_leaves_the_replicas_serving_but_not_ready() -> Non
     assert _conditions(_observe(_deployment(2, replicas=1, updated=1, ready=1), status=patch))["Ready"]["status"] == (
         "False"
     )
-    fixed = {"conditions": applied(patch, foreign=[], rejected=[], kept_back="", generation=8, now=NOW)}
+    fixed = {"conditions": applied(patch, foreign=[], rejected=[], denied=False, kept_back="", generation=8, now=NOW)}
     corrected = _observe(_deployment(2), status=fixed)
     assert (corrected["phase"], _conditions(corrected)["Ready"]["status"]) == ("Ready", "True")
     assert _conditions(corrected)["Degraded"]["status"] == "False"
