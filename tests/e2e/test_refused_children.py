@@ -42,7 +42,7 @@ def refuse(kubectl: Kubectl, ml_namespace: str) -> Iterator[Refuse]:
     def policy(
         probe: dict[str, Any], resource: str, message: str, reason: str | None = None, expression: str = "false"
     ) -> str:
-        name = f"no-{resource}-{ml_namespace}"[:63]
+        name = f"no-{resource}-{ml_namespace}"
         group = probe["apiVersion"].rpartition("/")[0]
         rule = {"apiGroups": [group], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": [resource]}
         made.append(name)
