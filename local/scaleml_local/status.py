@@ -121,7 +121,13 @@ def monitoring(
     condition = (active, reason, message)
     patch.update(
         driftmonitor.retrained(
-            {**current, **patch}, condition, created=created, generation=None, now=now, rule=retraining.rule
+            {**current, **patch},
+            condition,
+            created=created,
+            generation=None,
+            now=now,
+            rule=retraining.rule,
+            newest=retraining.newest,
         )
     )
     return patch

@@ -486,12 +486,17 @@ class Supervisor:
             log.error("%s: %s", key, problem)
         # The operator's retraining step, on the TrainingJobs of the state directory.
         now, current = datetime.now(UTC), self.state.status(DRIFT_MONITOR, name)
-        last = jobs.get(current.get("lastRetrainJob") or "") if spec.retrain.enabled else None
+        # Local jobs have no Job: each one's status says whether it finished.
+        past = retraining.retrained(
+            (job, None)
+            for job in jobs.values()
+            if (job["metadata"].get("labels") or {}).get(retraining.RETRAINED_BY_LABEL) == name
+        )
         source = retraining.source_job(spec, deployment, jobs)
         # Local mode runs no image, only its own Python: a job's image is no code of its own here.
         allowed = retraining.AllowedCode(image_prefixes=("",))
         verdict = retraining.retrain(
-            spec, monitor["metadata"], current, last, source, now, allowed=allowed, model_deployment=deployment
+            spec, monitor["metadata"], current, past, source, now, allowed=allowed, model_deployment=deployment
         )
         refused = self._create(name, verdict.job, jobs)
         self._write(

@@ -147,34 +147,38 @@ POLICY = RetrainPolicy(enabled=True, after=3, cooldown="2h")
 
 
 def test_retraining_waits_for_persistent_drift() -> None:
-    assert retraining.decide(POLICY, _status(2), None, NOW).reason == "DriftNotPersistent"
-    assert retraining.decide(POLICY, {"driftDetected": False}, None, NOW).reason == "NoDrift"
-    assert retraining.decide(POLICY.model_copy(update={"enabled": False}), _status(9), None, NOW).reason == "Disabled"
-    assert retraining.decide(POLICY, _status(3), None, NOW).create
+    assert retraining.decide(POLICY, _status(2), [], NOW).reason == "DriftNotPersistent"
+    assert retraining.decide(POLICY, {"driftDetected": False}, [], NOW).reason == "NoDrift"
+    assert retraining.decide(POLICY.model_copy(update={"enabled": False}), _status(9), [], NOW).reason == "Disabled"
+    assert retraining.decide(POLICY, _status(3), [], NOW).create
+
+
+def _retrained(created: datetime, *, finished: bool) -> retraining.Retrained:
+    metadata = {"name": "churn-retrain-1", "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return retraining.Retrained({"metadata": metadata}, finished)
 
 
 def test_no_retraining_while_one_runs_or_within_the_cooldown() -> None:
-    running = {"metadata": {"name": "churn-retrain-1"}, "status": {"phase": "Running"}}
+    running = [_retrained(NOW - timedelta(hours=5), finished=False)]
     assert retraining.decide(POLICY, _status(5), running, NOW).reason == "RetrainRunning"
-    finished = {"metadata": {"name": "churn-retrain-1"}, "status": {"phase": "Succeeded"}}
-    recent = (NOW - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    cooling = retraining.decide(POLICY, _status(5, lastRetrainTime=recent), finished, NOW)
+    recent = [_retrained(NOW - timedelta(minutes=30), finished=True)]
+    cooling = retraining.decide(POLICY, _status(5), recent, NOW)
     assert (cooling.create, cooling.reason) == (False, "CooldownActive")
     assert "ends at 2026-11-23T13:30:00Z" in cooling.message
     # The message does not change as time passes: each status write re-runs the decision.
-    assert (
-        retraining.decide(POLICY, _status(6, lastRetrainTime=recent), finished, NOW + timedelta(minutes=5)) == cooling
-    )
-    old = (NOW - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert retraining.decide(POLICY, _status(5, lastRetrainTime=old), finished, NOW).create
+    assert retraining.decide(POLICY, _status(6), recent, NOW + timedelta(minutes=5)) == cooling
+    # Nothing the monitor writes into the status moves the cooldown.
+    assert retraining.decide(POLICY, _status(5, lastRetrainTime="2026-01-01T00:00:00Z"), recent, NOW) == cooling
+    old = [_retrained(NOW - timedelta(hours=3), finished=True)]
+    assert retraining.decide(POLICY, _status(5), old, NOW).create
 
 
-def test_the_job_name_is_the_same_for_one_drift_and_fits_the_kind() -> None:
-    first = retraining.job_name("churn", "9c0d-uid", "2026-11-23T10:00:00Z")
-    assert first == retraining.job_name("churn", "9c0d-uid", "2026-11-23T10:00:00Z")
-    assert first != retraining.job_name("churn", "9c0d-uid", "2026-11-23T11:00:00Z")
-    assert first != retraining.job_name("churn", "other-uid", "2026-11-23T10:00:00Z")
-    long = retraining.job_name("a" * 48, "9c0d-uid", "x")
+def test_the_job_name_follows_the_last_job_and_fits_the_kind() -> None:
+    first = retraining.job_name("churn", "9c0d-uid", "")
+    assert first == retraining.job_name("churn", "9c0d-uid", "")
+    assert first != retraining.job_name("churn", "9c0d-uid", "uid-of-the-first")
+    assert first != retraining.job_name("churn", "other-uid", "")
+    long = retraining.job_name("a" * 52, "9c0d-uid", "x")
     assert len(long) <= retraining.TRAINING_JOB_MAX_NAME
     assert long.startswith("aaaa")
     assert "-retrain-" in long
@@ -210,7 +214,7 @@ def _retrain(
         {**example("DriftMonitor")["spec"], "retrain": {"enabled": True, "after": 1, "trainingJobOverrides": overrides}}
     )
     drifting = _status(3)
-    return retraining.retrain(spec, {"name": "churn", "uid": "9c0d"}, drifting, None, source, NOW, allowed=allowed)
+    return retraining.retrain(spec, {"name": "churn", "uid": "9c0d"}, drifting, [], source, NOW, allowed=allowed)
 
 
 def test_retraining_never_asks_for_more_resources_than_the_source_job() -> None:

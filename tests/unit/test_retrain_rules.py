@@ -38,57 +38,58 @@ def _status(drifted: int = 0, degraded: int = 0) -> dict[str, Any]:
 
 def test_drift_alone_is_the_default_and_ignores_degradation() -> None:
     assert DriftMonitorSpec.model_validate(example("DriftMonitor")["spec"]).retrain.when == "drift"
-    assert retraining.decide(_policy("drift"), _status(degraded=9), None, NOW).reason == "NoDrift"
-    due = retraining.decide(_policy("drift"), _status(drifted=3, degraded=9), None, NOW)
+    assert retraining.decide(_policy("drift"), _status(degraded=9), [], NOW).reason == "NoDrift"
+    due = retraining.decide(_policy("drift"), _status(drifted=3, degraded=9), [], NOW)
     assert (due.create, due.rule, due.since) == (True, "drift", DRIFT_SINCE)
 
 
 def test_degradation_counts_degraded_windows_only() -> None:
     policy = _policy("degradation")
-    assert retraining.decide(policy, _status(drifted=9), None, NOW).reason == "NotDegraded"
-    waiting = retraining.decide(policy, _status(drifted=9, degraded=2), None, NOW)
+    assert retraining.decide(policy, _status(drifted=9), [], NOW).reason == "NotDegraded"
+    waiting = retraining.decide(policy, _status(drifted=9, degraded=2), [], NOW)
     assert (waiting.create, waiting.reason) == (False, "DegradationNotPersistent")
     assert waiting.message == "2 of 3 degraded windows in a row."
-    due = retraining.decide(policy, _status(degraded=3), None, NOW)
+    due = retraining.decide(policy, _status(degraded=3), [], NOW)
     assert (due.create, due.rule, due.since) == (True, "degradation", DEGRADED_SINCE)
     assert due.message == "The estimated accuracy stayed degraded for 3 windows."
 
 
 def test_either_retrains_on_whichever_run_reaches_after_first() -> None:
     policy = _policy("either")
-    assert retraining.decide(policy, _status(drifted=3, degraded=1), None, NOW).rule == "drift"
-    assert retraining.decide(policy, _status(drifted=1, degraded=3), None, NOW).rule == "degradation"
-    waiting = retraining.decide(policy, _status(drifted=2, degraded=1), None, NOW)
+    assert retraining.decide(policy, _status(drifted=3, degraded=1), [], NOW).rule == "drift"
+    assert retraining.decide(policy, _status(drifted=1, degraded=3), [], NOW).rule == "degradation"
+    waiting = retraining.decide(policy, _status(drifted=2, degraded=1), [], NOW)
     assert (waiting.reason, waiting.message) == (
         "DriftNotPersistent",
         "2 of 3 drifted windows in a row; 1 of 3 degraded windows in a row.",
     )
-    assert retraining.decide(policy, _status(drifted=1, degraded=2), None, NOW).reason == "DegradationNotPersistent"
-    quiet = retraining.decide(policy, _status(), None, NOW)
+    assert retraining.decide(policy, _status(drifted=1, degraded=2), [], NOW).reason == "DegradationNotPersistent"
+    quiet = retraining.decide(policy, _status(), [], NOW)
     assert (quiet.reason, quiet.message) == ("NoDrift", "The last window neither drifted nor degraded.")
 
 
 def test_the_cooldown_names_the_rule_that_persists() -> None:
-    finished = {"metadata": {"name": "churn-retrain-1"}, "status": {"phase": "Succeeded"}}
-    recent = {**_status(degraded=5), "lastRetrainTime": "2026-11-23T11:30:00Z"}
-    cooling = retraining.decide(_policy("degradation"), recent, finished, NOW)
+    finished = {"metadata": {"name": "churn-retrain-1", "creationTimestamp": "2026-11-23T11:30:00Z"}}
+    cooling = retraining.decide(
+        _policy("degradation"), _status(degraded=5), [retraining.Retrained(finished, True)], NOW
+    )
     assert cooling.reason == "CooldownActive"
     assert cooling.message.startswith("The estimated accuracy stays degraded;")
 
 
-def test_a_degradation_retrain_is_named_from_its_run_and_every_report_says_which_rule() -> None:
+def test_a_degradation_retrain_records_its_run_and_every_report_says_which_rule() -> None:
     spec = DriftMonitorSpec.model_validate(
         merged(example("DriftMonitor"), {"spec": {"retrain": {"enabled": True, "after": 3, "when": "either"}}})["spec"]
     )
     source = merged(example("TrainingJob"), {"metadata": {"namespace": "ml"}})
     current = _status(drifted=1, degraded=3)
 
-    verdict = retraining.retrain(spec, {"name": "churn", "uid": "9c0d"}, current, None, source, NOW)
+    verdict = retraining.retrain(spec, {"name": "churn", "uid": "9c0d"}, current, [], source, NOW)
 
     assert verdict.job is not None
     assert verdict.rule == "degradation"
     metadata = verdict.job["metadata"]
-    assert metadata["name"] == retraining.job_name("churn", "9c0d", DEGRADED_SINCE)
+    assert metadata["name"] == retraining.job_name("churn", "9c0d", "")
     assert metadata["annotations"][retraining.RETRAIN_RULE_ANNOTATION] == "degradation"
     assert metadata["annotations"][retraining.DRIFT_SINCE_ANNOTATION] == DEGRADED_SINCE
     assert (verdict.reason, verdict.message) == (

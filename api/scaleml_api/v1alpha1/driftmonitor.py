@@ -365,6 +365,11 @@ RETRAIN_RUNNING: Final = VOCABULARY.reason("RetrainRunning", "The last retrainin
 COOLDOWN_ACTIVE: Final = VOCABULARY.reason(
     "CooldownActive", "Drift persists, but spec.retrain.cooldown has not passed since the last job.", on=(RETRAINING,)
 )
+EPISODE_RETRAINED: Final = VOCABULARY.reason(
+    "EpisodeRetrained",
+    "The run of drifted (or degraded) windows that persists already had its retraining job; the next run may retrain.",
+    on=(RETRAINING,),
+)
 TRAINING_JOB_RUNNING: Final = VOCABULARY.reason(
     "TrainingJobRunning", "The retraining TrainingJob runs (Retraining is True).", on=(RETRAINING,)
 )

@@ -7,16 +7,23 @@ due when its run reaches `spec.retrain.after`. With either, the rules count apar
 one triggers: a window that drifts without losing accuracy does not lengthen the run of degraded
 ones.
 
-The name is derived from the monitor's uid and the moment the triggering run began, so an operator
-restarted at any point (even between creating the job and recording it) derives the same name
-again, and the API server refuses a second job: one episode, at most one TrainingJob.
+Nothing of the decision is taken from the monitor's status beyond the runs of windows: any pod of the
+namespace may run as the monitor's ServiceAccount and write that status. Whether a retraining job
+still runs and when the last one was made come from the retraining TrainingJobs themselves (their
+metadata, which the operator wrote, and their workers' Jobs, which the Job controller reports on).
+A forged run of windows can call for a job; at most one follows per cooldown, and none while one runs.
+
+A job's name is derived from the monitor's uid and the job made before it, so each job has at most
+one successor: an operator restarted at any point (even between creating the job and recording it),
+a cache that does not show the newest job yet, or two operators at once derive the same name again,
+and the API server refuses a second job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -32,6 +39,7 @@ from scaleml_api.v1alpha1.driftmonitor import (
     DEGRADATION_NOT_PERSISTENT,
     DISABLED,
     DRIFT_NOT_PERSISTENT,
+    EPISODE_RETRAINED,
     INVALID_OVERRIDES,
     NO_DRIFT,
     NO_SOURCE_TRAINING_JOB,
@@ -50,6 +58,7 @@ from scaleml_api.v1alpha1.pods import EnvVar
 from scaleml_api.v1alpha1.trainingjob import FINISHED_PHASES, TrainingJobSpec
 from scaleml_api.validation import InvalidSpecError, parse_spec
 from scaleml_operator.builders.modeldeployment import ModelSource
+from scaleml_operator.builders.trainingjob import job_finished
 
 RETRAINED_BY_LABEL: Final = "scaleml.dev/retrained-by"
 RETRAIN_OF_LABEL: Final = "scaleml.dev/retrain-of"
@@ -122,9 +131,10 @@ def lineage(metadata: Mapping[str, Any]) -> Lineage | None:
     )
 
 
-def job_name(source: str, monitor_uid: str, drift_since: str) -> str:
-    digest = hashlib.sha256(f"{monitor_uid}/{drift_since}".encode()).hexdigest()[:_DIGEST_CHARS]
-    base = source[: TRAINING_JOB_MAX_NAME - len(_SUFFIX) - _DIGEST_CHARS].rstrip("-.")
+def job_name(monitor: str, monitor_uid: str, after: str) -> str:
+    """The name of the monitor's retraining job that follows the job of uid `after` ("": its first)."""
+    digest = hashlib.sha256(f"{monitor_uid}/{after}".encode()).hexdigest()[:_DIGEST_CHARS]
+    base = monitor[: TRAINING_JOB_MAX_NAME - len(_SUFFIX) - _DIGEST_CHARS].rstrip("-.")
     return f"{base}{_SUFFIX}{digest}"
 
 
@@ -133,25 +143,87 @@ def _parse(value: str) -> datetime:
 
 
 def running(training_job: Mapping[str, Any]) -> bool:
-    """Whether a TrainingJob has yet to finish (it neither succeeded nor failed)."""
+    """Whether a TrainingJob has yet to finish (it neither succeeded nor failed), as its status says."""
     return (training_job.get("status") or {}).get("phase") not in FINISHED_PHASES
 
 
-def decide(
-    policy: RetrainPolicy, status: Mapping[str, Any], last_job: Mapping[str, Any] | None, now: datetime
-) -> Decision:
+@dataclass(frozen=True)
+class Retrained:
+    """A retraining TrainingJob of the monitor's, and whether it ran to its end.
+
+    Both come from what no pod writes: the TrainingJob's metadata (its creation time, and the labels
+    and annotations the operator gave it) and its workers' Job, whose conditions the Job controller
+    sets. The TrainingJob's status is written by its trainer pods too, which any pod of the namespace
+    may impersonate; it says whether the job finished only while the job has no Job, and then the
+    operator makes none for it either.
+    """
+
+    job: Mapping[str, Any]
+    finished: bool
+
+    @property
+    def name(self) -> str:
+        return str(self.job["metadata"]["name"])
+
+    @property
+    def uid(self) -> str:
+        return str(self.job["metadata"].get("uid") or "")
+
+    @property
+    def created(self) -> str:
+        return str(self.job["metadata"].get("creationTimestamp") or "")
+
+    @property
+    def rule(self) -> str:
+        return str((self.job["metadata"].get("annotations") or {}).get(RETRAIN_RULE_ANNOTATION, "drift"))
+
+    def retrains(self, run: Run) -> bool:
+        """Whether this job was made for `run` (the same rule's run of windows, begun at the same moment)."""
+        since = (self.job["metadata"].get("annotations") or {}).get(DRIFT_SINCE_ANNOTATION)
+        return (since, self.rule) == (run.since, run.rule)
+
+
+def retrained(jobs: Iterable[tuple[Mapping[str, Any], Mapping[str, Any] | None]]) -> list[Retrained]:
+    """The monitor's retraining TrainingJobs, each given with its workers' Job (None: it has none), newest first."""
+    past = [Retrained(job, job_finished(workers) if workers is not None else not running(job)) for job, workers in jobs]
+    return sorted(past, key=lambda job: (job.created, job.name), reverse=True)
+
+
+def successor(monitor: Mapping[str, Any], past: Sequence[Retrained]) -> str:
+    """The name of the monitor's next retraining job: the successor of the newest one that has none yet.
+
+    Newest by creation, but a job whose successor exists is never the newest: two made in one second
+    (the timestamps' precision) are still told apart.
+    """
+    names = {job.name for job in past}
+    newest = next((job for job in past if job_name(monitor["name"], monitor["uid"], job.uid) not in names), None)
+    return job_name(monitor["name"], monitor["uid"], newest.uid if newest is not None else "")
+
+
+def decide(policy: RetrainPolicy, status: Mapping[str, Any], past: Sequence[Retrained], now: datetime) -> Decision:
     """Create a TrainingJob after `policy.after` windows in a row of what `policy.when` counts, unless one
-    runs or the cooldown holds."""
+    runs, the run of windows already had its job, or the cooldown holds.
+
+    `status` gives the runs of windows (the monitor's report), `past` the monitor's retraining jobs,
+    newest first (see `retrained`): how long ago and whether one runs are never taken from the status.
+    """
     if not policy.enabled:
         return Decision(False, DISABLED, "spec.retrain.enabled is false.")
     runs = [Run.of(rule, status) for rule in _COUNTED[policy.when]]
     due = next((run for run in runs if run.active and run.windows >= policy.after), None)
     if due is None:
         return _not_due(runs, policy.after)
-    if last_job is not None and running(last_job):
-        return Decision(False, RETRAIN_RUNNING, f"TrainingJob {last_job['metadata']['name']} is still running.")
-    if last := status.get("lastRetrainTime"):
-        until = _parse(last) + timedelta(seconds=duration_seconds(policy.cooldown))
+    if (busy := next((job for job in past if not job.finished), None)) is not None:
+        return Decision(False, RETRAIN_RUNNING, f"TrainingJob {busy.name} is still running.")
+    if (done := next((job for job in past if job.retrains(due)), None)) is not None:
+        return Decision(
+            False,
+            EPISODE_RETRAINED,
+            f"TrainingJob {done.name} retrained for this run of windows (since {due.since}); the next run may "
+            "retrain again.",
+        )
+    if past and past[0].created:
+        until = _parse(past[0].created) + timedelta(seconds=duration_seconds(policy.cooldown))
         if now < until:
             # A stable message: each status write re-runs this, and a changing one would write again.
             what = "Drift persists" if due.rule == "drift" else "The estimated accuracy stays degraded"
@@ -199,9 +271,15 @@ def retraining_job(
 
     It writes the next version of the same model, which the ModelDeployment then rolls to. Not owned
     by the monitor: deleting a monitor must not delete the record of what trained a served model.
+    It is also the record of the cooldown: a time to live (ttlSecondsAfterFinished) shorter than the
+    cooldown is raised to it, so the job is there until the cooldown it starts has passed.
     """
     meta = source["metadata"]
     spec = merge_patch(source["spec"], policy.training_job_overrides.to_wire())
+    run_policy = spec.get("runPolicy") or {}
+    if (ttl := run_policy.get("ttlSecondsAfterFinished")) is not None:
+        cooldown = duration_seconds(policy.cooldown)
+        spec = {**spec, "runPolicy": {**run_policy, "ttlSecondsAfterFinished": max(int(ttl), cooldown)}}
     return {
         "apiVersion": API_VERSION,
         "kind": "TrainingJob",
@@ -264,6 +342,8 @@ class Retraining:
     job: dict[str, Any] | None = None
     # What persisted to call for `job`.
     rule: RetrainRule | None = None
+    # The newest retraining job there is (name, creation time, rule), for the status to report.
+    newest: tuple[str, str, str] | None = None
 
 
 def exceeding(source: TrainingJobSpec, retrained: TrainingJobSpec) -> list[str]:
@@ -424,7 +504,7 @@ def retrain(
     spec: DriftMonitorSpec,
     monitor: Mapping[str, Any],
     status: Mapping[str, Any],
-    last_job: Mapping[str, Any] | None,
+    past: Sequence[Retrained],
     source: Mapping[str, Any] | None,
     now: datetime,
     *,
@@ -433,32 +513,37 @@ def retrain(
 ) -> Retraining:
     """The whole retraining step of a DriftMonitor (`monitor` is its metadata), pure.
 
-    `last_job` is the TrainingJob it created last, `source` the one to retrain (see `source_job`;
-    needed only when `decide` says create). The job's name derives from the monitor and the start
-    of the drift, so a restart that repeats the step finds the job it created instead of a second.
-    The job is the source job with the allowed overrides, never more resources, and code that is not
-    the operator's only where `allowed` (the operator's settings) says so.
+    `past` are the retraining TrainingJobs it made, newest first (see `retrained`), `source` the one
+    to retrain (see `source_job`; needed only when `decide` says create). The job is named as the
+    successor of the newest in `past`, so a step repeated on the same jobs (a restart, a cache that
+    lags) finds the job it created instead of making a second. The job is the source job with the
+    allowed overrides, never more resources, and code that is not the operator's only where
+    `allowed` (the operator's settings) says so.
     """
     if not spec.retrain.enabled:
         return Retraining(False, DISABLED, "spec.retrain.enabled is false.")
-    decision = decide(spec.retrain, status, last_job, now)
+    decision = decide(spec.retrain, status, past, now)
     job = None
     if decision.create:
-        decision, job = _build(decision, spec, monitor, source, allowed)
-        if job is not None:
-            last_job = job
-    if last_job is not None and running(last_job):
-        origin = (last_job["metadata"].get("labels") or {}).get(RETRAIN_OF_LABEL, "its source")
-        rule = (last_job["metadata"].get("annotations") or {}).get(RETRAIN_RULE_ANNOTATION, "drift")
+        decision, job = _build(decision, spec, monitor, source, allowed, successor(monitor, past))
+    last = job if job is not None else (past[0].job if past else None)
+    busy = job if job is not None else next((done.job for done in past if not done.finished), None)
+    if busy is not None:
+        origin = (busy["metadata"].get("labels") or {}).get(RETRAIN_OF_LABEL, "its source")
+        rule = (busy["metadata"].get("annotations") or {}).get(RETRAIN_RULE_ANNOTATION, "drift")
         active, reason = True, TRAINING_JOB_RUNNING
-        message = f"TrainingJob {last_job['metadata']['name']} retrains {origin} ({rule} persisted)."
+        message = f"TrainingJob {busy['metadata']['name']} retrains {origin} ({rule} persisted)."
     else:
         active, reason, message = False, decision.reason, decision.message
-    if held := held_back(last_job, model_deployment):
+    if held := held_back(last, model_deployment):
         message += f" {held}"
     if spec.retrain.use_captured_data:
         message += f" {CAPTURED_DATA_NOTE}"
-    return Retraining(active, reason, message, job, decision.rule if job is not None else None)
+    # What the status reports as the last job: the newest made since this monitor was (a monitor
+    # re-created under the name of a deleted one inherits its cooldown, not its record).
+    born = str(monitor.get("creationTimestamp") or "")
+    newest = next(((done.name, done.created, done.rule) for done in past if done.created >= born), None)
+    return Retraining(active, reason, message, job, decision.rule if job is not None else None, newest)
 
 
 def _build(
@@ -467,12 +552,12 @@ def _build(
     monitor: Mapping[str, Any],
     source: Mapping[str, Any] | None,
     allowed: AllowedCode,
+    name: str,
 ) -> tuple[Decision, dict[str, Any] | None]:
-    """The retraining TrainingJob that `due` calls for, or the decision that says why there is none."""
+    """The retraining TrainingJob (of `name`) that `due` calls for, or the decision that says why there is none."""
     if source is None:
         return Decision(False, NO_SOURCE_TRAINING_JOB, "The served model's TrainingJob is gone."), None
     origin = source["metadata"]["name"]
-    name = job_name(origin, monitor["uid"], due.since)
     candidate = retraining_job(
         source, spec.retrain, name=name, monitor=monitor["name"], drift_since=due.since, rule=due.rule or "drift"
     )

@@ -16,7 +16,8 @@ from typing import Any
 import kopf
 
 from scaleml_api.kind import AnyKind
-from scaleml_api.v1alpha1 import KINDS
+from scaleml_api.v1alpha1 import KINDS, TRAINING_JOB
+from scaleml_operator.builders.retraining import RETRAINED_BY_LABEL
 from scaleml_operator.handlers.loop import HANDLED
 from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile import driftmonitor as monitoring
@@ -63,12 +64,26 @@ kopf.index("apps", "v1", "deployments", labels=MONITORING, id=cache.MONITOR_DEPL
 )
 
 
-def _by_owner(label: str) -> Index:
+def _by_owner(label: str, project: Callable[[kopf.Body], Any]) -> Index:
     async def index(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[cache.Key, Any]:
-        return {(namespace or "", labels[label]): cache.pod_summary(body)}
+        return {(namespace or "", labels[label]): project(body)}
 
     return index
 
 
-kopf.index("", "v1", "pods", labels=TRAINING, id=cache.TRAINING_PODS)(_by_owner(training.OWNER_LABEL))
-kopf.index("", "v1", "pods", labels=SERVING, id=cache.SERVING_PODS)(_by_owner(serving.OWNER_LABEL))
+kopf.index("", "v1", "pods", labels=TRAINING, id=cache.TRAINING_PODS)(
+    _by_owner(training.OWNER_LABEL, cache.pod_summary)
+)
+kopf.index("", "v1", "pods", labels=SERVING, id=cache.SERVING_PODS)(_by_owner(serving.OWNER_LABEL, cache.pod_summary))
+
+
+def _name(body: kopf.Body) -> str:
+    return str(body["metadata"]["name"])
+
+
+# A DriftMonitor's retraining jobs, by name only: the TrainingJobs themselves are in their own index.
+# The retraining step reads them on every window the monitor reports, and these few keys spare it
+# a walk over every TrainingJob.
+kopf.index(*TRAINING_JOB.group_version, labels={RETRAINED_BY_LABEL: kopf.PRESENT}, id=cache.RETRAININGS)(
+    _by_owner(RETRAINED_BY_LABEL, _name)
+)

@@ -15,7 +15,8 @@ from typing import Any, Final
 from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
 
 Object = Mapping[str, Any]
-# (namespace, name) of an object, or (namespace, owner's name) of the pods of one owner.
+# (namespace, name) of an object, (namespace, owner's name) of the pods of one owner, or (namespace,
+# monitor's name) of the TrainingJobs a DriftMonitor made.
 Key = tuple[str, str]
 
 # The operator's own objects by kind, and the children it watches, by the index ids kopf knows them by.
@@ -25,6 +26,8 @@ SERVING_DEPLOYMENTS: Final = "serving_deployments_by_name"
 MONITOR_DEPLOYMENTS: Final = "monitor_deployments_by_name"
 TRAINING_PODS: Final = "training_pods_by_owner"
 SERVING_PODS: Final = "serving_pods_by_owner"
+# (namespace, DriftMonitor) -> the names of the retraining TrainingJobs labelled as that monitor's.
+RETRAININGS: Final = "retrainings_by_monitor"
 
 # kopf's bookkeeping annotation, a copy of the whole spec, is still on objects that earlier releases
 # handled (they wrote it; this one writes nothing but status): nothing a read needs.
@@ -85,8 +88,8 @@ def one(indexes: Mapping[str, Any], index: str, key: Key) -> Object | None:
     return None
 
 
-def every(indexes: Mapping[str, Any], index: str, key: Key) -> list[Object]:
-    """The objects of `key` in `index` (the pods of one owner)."""
+def every(indexes: Mapping[str, Any], index: str, key: Key) -> list[Any]:
+    """The values of `key` in `index` (the pods of one owner, the names of a monitor's TrainingJobs)."""
     return list(indexes[index].get(key, ()))
 
 

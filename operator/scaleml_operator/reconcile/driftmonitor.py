@@ -22,7 +22,7 @@ from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile import modeldeployment as serving
-from scaleml_operator.reconcile.loop import Applied, Context, Reconciler
+from scaleml_operator.reconcile.loop import Applied, Context, Reconciler, controlled_by
 from scaleml_operator.status import driftmonitor as status
 
 OWNER_LABEL: Final = "scaleml.dev/driftmonitor"
@@ -46,11 +46,10 @@ def read(owner: Owner, spec: DriftMonitorSpec, parent: Mapping[str, Any], contex
     if spec.reference.from_training_job:
         training_job = cache.one(indexes, training_jobs, (namespace, spec.reference.from_training_job))
     deployment = cache.one(indexes, cache.MONITOR_DEPLOYMENTS, (namespace, build.monitor_name(owner.name)))
-    last_name = current.get("lastRetrainJob") if spec.retrain.enabled else None
-    last_job = cache.one(indexes, training_jobs, (namespace, last_name)) if last_name else None
+    past = retrained(indexes, namespace, owner.name) if spec.retrain.enabled else []
     now = datetime.now(UTC)
     # The namespace's TrainingJobs are listed only when the policy wants a job now.
-    wanted = spec.retrain.enabled and retraining.decide(spec.retrain, current, last_job, now).create
+    wanted = spec.retrain.enabled and retraining.decide(spec.retrain, current, past, now).create
     source = None
     served = None
     if target is not None:
@@ -62,7 +61,7 @@ def read(owner: Owner, spec: DriftMonitorSpec, parent: Mapping[str, Any], contex
         spec,
         parent["metadata"],
         current,
-        last_job,
+        past,
         source,
         now,
         allowed=retraining.AllowedCode(
@@ -73,6 +72,19 @@ def read(owner: Owner, spec: DriftMonitorSpec, parent: Mapping[str, Any], contex
         model_deployment=target,
     )
     return Inputs(build.resolve_inputs(spec, target, training_job, served), deployment, verdict)
+
+
+def retrained(indexes: Mapping[str, Any], namespace: str, monitor: str) -> list[retraining.Retrained]:
+    """The TrainingJobs labelled as the monitor's retraining jobs, newest first, with their workers' Jobs (cached)."""
+    jobs = []
+    for name in set(cache.every(indexes, cache.RETRAININGS, (namespace, monitor))):
+        job = cache.one(indexes, cache.PARENTS[TRAINING_JOB.kind], (namespace, name))
+        if job is None:
+            continue
+        workers = cache.one(indexes, cache.JOBS, (namespace, name))
+        # A Job of the name that another object controls (a predecessor's, going) says nothing of this one.
+        jobs.append((job, workers if workers is not None and controlled_by(workers, job["metadata"]["uid"]) else None))
+    return retraining.retrained(jobs)
 
 
 def children(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, config: OperatorConfig) -> Children:
@@ -116,7 +128,13 @@ def observed(
     condition = (active, reason, message)
     patch.update(
         status.retrained(
-            {**current, **patch}, condition, created=created, generation=generation, now=now, rule=verdict.rule
+            {**current, **patch},
+            condition,
+            created=created,
+            generation=generation,
+            now=now,
+            rule=verdict.rule,
+            newest=verdict.newest,
         )
     )
     return patch

@@ -78,25 +78,29 @@ def retrained(
     generation: int | None,
     now: datetime,
     rule: str | None = None,
+    newest: tuple[str, str, str] | None = None,
 ) -> dict[str, Any]:
-    """The retraining step's part of the status: Retraining and DriftDetected, and lastRetrain* for a new job.
+    """The retraining step's part of the status: Retraining and DriftDetected, and lastRetrain* for the last job.
 
     `verdict` is the Retraining condition (active, reason, message); `created` the retraining
     TrainingJob that exists now (made this time or by an earlier step), and `rule` what persisted
-    to call for it (drift or degradation).
+    to call for it (drift or degradation); else `newest` is the newest retraining job there is
+    (name, creation time, rule). The lastRetrain* fields report that job, written back whatever
+    else they were: the monitor's pod may write them too, and nothing reads them back.
     """
     active, reason, message = verdict
     conditions = retraining(status, active=active, reason=reason, message=message, generation=generation, now=now)
     patch: dict[str, Any] = {
         "conditions": drift_condition({**status, "conditions": conditions}, generation=generation, now=now)
     }
-    if created and status.get("lastRetrainJob") != created:
-        patch.update(
-            lastRetrainJob=created,
-            lastRetrainTime=timestamp(now),
-            retrainsTriggered=int(status.get("retrainsTriggered") or 0) + 1,
-            lastRetrainRule=rule or "drift",
-        )
+    last = (created, timestamp(now), rule or "drift") if created else newest
+    if last is not None:
+        name, time, last_rule = last
+        report = {"lastRetrainJob": name, "lastRetrainTime": time, "lastRetrainRule": last_rule}
+        if status.get("lastRetrainJob") != name:
+            patch.update(report, retrainsTriggered=int(status.get("retrainsTriggered") or 0) + 1)
+        elif any(status.get(field) != value for field, value in report.items()):
+            patch.update(report)
     return patch
 
 
