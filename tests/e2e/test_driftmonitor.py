@@ -182,3 +182,53 @@ def test_persistent_drift_creates_exactly_one_training_job_and_the_cooldown_hold
     assert "cooldown of 1h" in condition(cooling, "Retraining")["message"]
     assert len(retrain_jobs(kubectl, ml_namespace)) == 1
     assert _monitor(kubectl, ml_namespace)["retrainsTriggered"] == 1
+
+
+def test_a_forged_monitor_status_retrains_once_per_cooldown(kubectl: Kubectl, ml_namespace: str) -> None:
+    # Whoever may create pods in the namespace may run one as churn-monitor, and write this whole
+    # status: a run of drifted windows of its choosing, and no record of a last job.
+    retrain = {"enabled": True, "after": 1, "cooldown": "1h", "trainingJobOverrides": {"runPolicy": {"suspend": False}}}
+    serving(kubectl, ml_namespace, retrain=retrain)
+    wait_for(lambda: condition(_monitor(kubectl, ml_namespace), "Ready").get("status") == "True", 90)
+
+    def forge(hour: int) -> None:
+        drifted(kubectl, ml_namespace, 3, f"2026-11-23T{hour:02d}:00:00Z")
+        patch_status(
+            kubectl,
+            "driftmonitor",
+            "churn",
+            ml_namespace,
+            {"lastRetrainJob": None, "lastRetrainTime": None},
+            MONITOR_ACCOUNT,
+        )
+        # The operator records its last job again (a new one, or the one there is).
+        wait_for(lambda: _monitor(kubectl, ml_namespace).get("lastRetrainJob"), 30, "the forged window taken up")
+
+    for hour in range(5):
+        forge(hour)
+    (job,) = retrain_jobs(kubectl, ml_namespace)
+    name = job["metadata"]["name"]
+    assert _monitor(kubectl, ml_namespace)["lastRetrainJob"] == name
+
+    # Once the job has run (KWOK completes it), the cooldown still holds, whatever the status says.
+    wait_for(lambda: status(kubectl, "trainingjob", name, ml_namespace).get("phase") == "Succeeded", 120)
+    for hour in range(5, 10):
+        forge(hour)
+    assert [j["metadata"]["name"] for j in retrain_jobs(kubectl, ml_namespace)] == [name]
+    retraining = condition(_monitor(kubectl, ml_namespace), "Retraining")
+    assert (retraining["reason"], "cooldown of 1h" in retraining["message"]) == ("CooldownActive", True)
+
+    # The monitor's owner may shorten the cooldown: the run of windows reported last retrains, once.
+    kubectl.apply(drift_monitor(retrain={**retrain, "cooldown": "0s"}), "-n", ml_namespace)
+    second = wait_for(
+        lambda: [j for j in retrain_jobs(kubectl, ml_namespace) if j["metadata"]["name"] != name],
+        60,
+        "the second retraining job",
+    )[0]["metadata"]["name"]
+    wait_for(lambda: status(kubectl, "trainingjob", second, ml_namespace).get("phase") == "Succeeded", 120)
+    wait_for(
+        lambda: condition(_monitor(kubectl, ml_namespace), "Retraining").get("reason") == "EpisodeRetrained",
+        30,
+        "the run of windows that had its job",
+    )
+    assert len(retrain_jobs(kubectl, ml_namespace)) == 2
