@@ -202,7 +202,9 @@ class RetrainPolicy(ApiModel):
         le=1000,
         description="Consecutive windows, drifted or degraded as `when` says, before retraining.",
     )
-    cooldown: Duration = Field(default="24h", description="Least time between two retraining jobs.")
+    cooldown: Duration = Field(
+        default="24h", description="Least time between two retraining jobs, from the newest one's creation."
+    )
     use_captured_data: bool = Field(
         default=False,
         description="Not applied: captured requests hold the model's own outputs, never true labels. Retraining "
@@ -298,8 +300,13 @@ class DriftMonitorStatus(ApiModel):
     degraded_since: datetime | None = Field(
         default=None, description="When the current run of degraded windows began; empty while there is none."
     )
-    retrains_triggered: int | None = Field(default=None, ge=0, description="TrainingJobs created so far.")
-    last_retrain_job: ObjectName | None = Field(default=None, description="Name of the last TrainingJob created.")
+    retrains_triggered: int | None = Field(
+        default=None, ge=0, description="TrainingJobs created so far, counted as each is recorded in lastRetrainJob."
+    )
+    last_retrain_job: ObjectName | None = Field(
+        default=None,
+        description="Name of the newest retraining TrainingJob, written back from the job whenever it differs.",
+    )
     last_retrain_time: datetime | None = Field(default=None, description="When it was created.")
     last_retrain_rule: RetrainRule | None = Field(
         default=None, description="What persisted to create it: drift, or degraded estimated accuracy."
