@@ -22,8 +22,15 @@ PART_OF = {"app.kubernetes.io/part-of": "scaleml"}
 SERVED = "scaleml-workloads"
 # Components that add to any set-up; the others change what a set-up is (namespace-scoped), or are for the
 # tenants' namespaces (network-policies), or are part of an overlay already (operator-network-policy).
-ADD_ONS = ("grafana", "prometheus")
-COMPONENT_NAMES = ["grafana", "namespace-scoped", "network-policies", "operator-network-policy", "prometheus"]
+ADD_ONS = ("grafana", "pod-service-accounts", "prometheus")
+COMPONENT_NAMES = [
+    "grafana",
+    "namespace-scoped",
+    "network-policies",
+    "operator-network-policy",
+    "pod-service-accounts",
+    "prometheus",
+]
 # What the operator binds its pods' ServiceAccounts to, in their namespaces.
 POD_CLUSTER_ROLES = (trainingjob.STATUS_ROLE, driftmonitor.STATUS_ROLE)
 # Cluster-scoped kinds the install holds.
@@ -253,6 +260,24 @@ def test_every_set_up_holds_the_operators_writes_to_the_admission_policy(
         ]
         # ... so the operator relies on it to refuse others' objects, and applies new children unread.
         assert guards(_operator_account(objects), policy, binding)
+
+
+def test_the_pod_service_accounts_policy_lets_the_operator_of_every_set_up_write_its_pods(
+    tmp_path: Path,
+    base: list[Manifest],
+    development: list[Manifest],
+    production: list[Manifest],
+    namespaced: list[Manifest],
+) -> None:
+    objects = build(overlay(tmp_path, [], [COMPONENTS / "pod-service-accounts"]))
+    policy = find(objects, "ValidatingAdmissionPolicy", "scaleml-pod-service-accounts")
+    assert find(objects, "ValidatingAdmissionPolicyBinding", "scaleml-pod-service-accounts")["spec"] == {
+        "policyName": "scaleml-pod-service-accounts",
+        "validationActions": ["Deny", "Audit"],
+    }
+    (operator,) = [v["expression"] for v in policy["spec"]["variables"] if v["name"] == "operator"]
+    for install in (base, development, production, namespaced):
+        assert operator == f"'{_operator_account(install)}'"
 
 
 # What a namespace-scoped operator may still touch beyond its served namespaces: cluster-scoped objects

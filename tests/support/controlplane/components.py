@@ -80,6 +80,9 @@ def controller_manager_args(kubeconfig: Path, port: int, workdir: Path, pki: Pki
         f"--cert-dir={workdir / 'kube-controller-manager'}",
         "--leader-elect=false",
         "--controllers=*",
+        # Each controller acts as its own ServiceAccount in kube-system, as kubeadm sets it up: admission
+        # then sees which controller makes a pod (manifests/components/pod-service-accounts).
+        "--use-service-account-credentials=true",
         # Token controller (ServiceAccount token Secrets, kube-root-ca.crt ConfigMaps).
         f"--service-account-private-key-file={pki.service_account_key}",
         f"--root-ca-file={pki.ca_cert}",
