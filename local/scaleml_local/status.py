@@ -119,15 +119,6 @@ def monitoring(
     if refused:
         active, reason, message = False, RETRAIN_REJECTED, refused
     condition = (active, reason, message)
-    patch.update(
-        driftmonitor.retrained(
-            {**current, **patch},
-            condition,
-            created=created,
-            generation=None,
-            now=now,
-            rule=retraining.rule,
-            newest=retraining.newest,
-        )
-    )
+    last = (created, timestamp(now), retraining.rule or "drift") if created else retraining.newest
+    patch.update(driftmonitor.retrained({**current, **patch}, condition, last=last, generation=None, now=now))
     return patch

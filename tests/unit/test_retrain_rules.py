@@ -99,10 +99,9 @@ def test_a_degradation_retrain_records_its_run_and_every_report_says_which_rule(
     patch = status.retrained(
         current,
         (verdict.active, verdict.reason, verdict.message),
-        created=metadata["name"],
+        last=(metadata["name"], "2026-11-23T12:00:00Z", verdict.rule or "drift"),
         generation=1,
         now=NOW,
-        rule=verdict.rule,
     )
     assert patch["lastRetrainRule"] == "degradation"
     (event,) = [e for e in status.events(current, {**current, **patch}) if e.reason == "RetrainTriggered"]

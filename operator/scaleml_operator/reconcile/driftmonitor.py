@@ -24,6 +24,7 @@ from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile import modeldeployment as serving
 from scaleml_operator.reconcile.loop import Applied, Context, Reconciler, controlled_by
 from scaleml_operator.status import driftmonitor as status
+from scaleml_operator.status.conditions import timestamp
 
 OWNER_LABEL: Final = "scaleml.dev/driftmonitor"
 MONITOR_SELECTOR: Final = {"app.kubernetes.io/name": build.COMPONENT, "app.kubernetes.io/managed-by": MANAGED_BY}
@@ -126,17 +127,8 @@ def observed(
         refused = [problem for problem in applied.rejected if job["metadata"]["name"] in problem]
         active, reason, message = False, RETRAIN_REJECTED, " ".join(refused)
     condition = (active, reason, message)
-    patch.update(
-        status.retrained(
-            {**current, **patch},
-            condition,
-            created=created,
-            generation=generation,
-            now=now,
-            rule=verdict.rule,
-            newest=verdict.newest,
-        )
-    )
+    last = (created, timestamp(now), verdict.rule or "drift") if created else verdict.newest
+    patch.update(status.retrained({**current, **patch}, condition, last=last, generation=generation, now=now))
     return patch
 
 

@@ -26,7 +26,7 @@ from scaleml_api.v1alpha1.driftmonitor import (
     RETRAINING,
 )
 from scaleml_operator.status.acceptance import applied_events
-from scaleml_operator.status.conditions import Conditions, Event, find_condition, timestamp
+from scaleml_operator.status.conditions import Conditions, Event, find_condition
 
 # Retraining reasons that need a person: the policy wants a job and cannot make one.
 _REFUSED = frozenset(
@@ -74,18 +74,15 @@ def retrained(
     status: Mapping[str, Any],
     verdict: tuple[bool, str, str],
     *,
-    created: str | None,
+    last: tuple[str, str, str] | None,
     generation: int | None,
     now: datetime,
-    rule: str | None = None,
-    newest: tuple[str, str, str] | None = None,
 ) -> dict[str, Any]:
     """The retraining step's part of the status: Retraining and DriftDetected, and lastRetrain* for the last job.
 
-    `verdict` is the Retraining condition (active, reason, message); `created` the retraining
-    TrainingJob that exists now (made this time or by an earlier step), and `rule` what persisted
-    to call for it (drift or degradation); else `newest` is the newest retraining job there is
-    (name, creation time, rule). The lastRetrain* fields report that job, written back whatever
+    `verdict` is the Retraining condition (active, reason, message); `last` the newest retraining
+    TrainingJob there is (name, creation time, and what persisted to call for it: drift or
+    degradation), made this time or before. The lastRetrain* fields report it, written back whatever
     else they were: the monitor's pod may write them too, and nothing reads them back.
     """
     active, reason, message = verdict
@@ -93,10 +90,9 @@ def retrained(
     patch: dict[str, Any] = {
         "conditions": drift_condition({**status, "conditions": conditions}, generation=generation, now=now)
     }
-    last = (created, timestamp(now), rule or "drift") if created else newest
     if last is not None:
-        name, time, last_rule = last
-        report = {"lastRetrainJob": name, "lastRetrainTime": time, "lastRetrainRule": last_rule}
+        name, created, rule = last
+        report = {"lastRetrainJob": name, "lastRetrainTime": created, "lastRetrainRule": rule}
         if status.get("lastRetrainJob") != name:
             patch.update(report, retrainsTriggered=int(status.get("retrainsTriggered") or 0) + 1)
         elif any(status.get(field) != value for field, value in report.items()):
