@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Final
 
 from pydantic import Field
 
 from scaleml_api.base import ApiModel, ObjectName
+from scaleml_api.kind import NAME_PATTERN
 from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
 from scaleml_api.v1alpha1.modeldeployment import Capture, ModelDeploymentSpec
 from scaleml_api.v1alpha1.trainingjob import ModelName, TrainingJobSpec
@@ -102,6 +104,7 @@ class TrainingRun(ApiModel):
 # Serving pods: where the model agent finds the exported versions and builds Triton's repository.
 REPOSITORY_DIR: Final = "/repository"
 SERVING_DIR: Final = "/serving"
+# Where a ModelDeployment's capture claim is mounted, in its serving pods and in its monitors' pods.
 CAPTURE_DIR: Final = "/captures"
 TRITON_HTTP_PORT: Final = 8000
 TRITON_GRPC_PORT: Final = 8001
@@ -189,6 +192,18 @@ def trace_options(capture: Capture, directory: str) -> list[str]:
     ]
 
 
+def capture_dir(model_deployment: str) -> str:
+    """Where the ModelDeployment `model_deployment` keeps its captures: a directory of its own on the claim.
+
+    Several ModelDeployments may share a capture claim; each one's converters write, sweep and its
+    monitors read only that directory, so one's retention or traffic never reaches another's. The
+    name is a DNS-1035 label (the API admits no other): checked again, as it becomes a path.
+    """
+    if not re.fullmatch(NAME_PATTERN, model_deployment):
+        raise ValueError(f"{model_deployment!r} is not a ModelDeployment's name, and no directory of captures")
+    return f"{CAPTURE_DIR}/{model_deployment}"
+
+
 def capture_options(capture: Capture) -> list[str]:
     """The options of the capture converter that carry a ModelDeployment's spec.capture, in a pod or locally."""
     options = [
@@ -244,7 +259,18 @@ class MonitorRun(ApiModel):
     spec: DriftMonitorSpec = Field(description="The DriftMonitor's spec, as accepted by the operator.")
     profile_path: str = Field(description="The reference profile (profile.json) the operator resolved.")
     model_version: int | None = Field(default=None, description="The served model version the profile belongs to.")
-    captures_dir: str = Field(default=CAPTURE_DIR, description="Where the capture converters write (read only).")
+    model_name: ModelName | None = Field(
+        default=None,
+        description="The model the target serves, as the captures' `model` column names it: rows of other models are "
+        "left out. None: rows of every model.",
+    )
+    captures_dir: str = Field(description="The target ModelDeployment's directory of captures (read only).")
+    legacy_captures_dir: str | None = Field(
+        default=None,
+        description="The capture claim's root, where captures were written before each ModelDeployment had a "
+        "directory of its own: its files are read too (rows of `model_name` only) until retention has deleted "
+        "them. None: not read.",
+    )
     reports_dir: str = Field(default=REPORTS_DIR, description="Where the HTML reports go.")
     metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 turns it off.")
     report_port: int = Field(default=REPORT_PORT, ge=0, le=65535, description="Report and health port; 0: none.")

@@ -126,15 +126,17 @@ def serving_run(
     )
 
 
-def capture_command(state: State, spec: ModelDeploymentSpec, traces: Path) -> list[str]:
-    """The capture converter of a local ModelDeployment, whose Triton traces into `traces`."""
+def capture_command(state: State, name: str, spec: ModelDeploymentSpec, traces: Path) -> list[str]:
+    """The capture converter of the local ModelDeployment `name`, whose Triton traces into `traces`."""
+    claim = state.volume(spec.capture.volume_claim)
     return [
         PYTHON,
         "-m",
         "scaleml_workloads.capture",
         f"--traces={traces}",
         "--metrics-port=0",
-        f"--directory={state.volume(spec.capture.volume_claim)}",
+        f"--directory={_mounted(runtime.capture_dir(name), runtime.CAPTURE_DIR, claim)}",
+        f"--legacy-directory={claim}",
         *runtime.capture_options(spec.capture),
         f"--seconds-per-file={CAPTURE_SECONDS_PER_FILE}",
     ]
@@ -144,10 +146,13 @@ def monitor_run(
     state: State, monitor: Mapping[str, Any], spec: DriftMonitorSpec, inputs: driftmonitor.Inputs
 ) -> runtime.MonitorRun:
     run = driftmonitor.monitor_run(owner(monitor), spec, inputs)
+    captures = state.volume(inputs.captures_claim)
+    legacy = _mounted(run.legacy_captures_dir, runtime.CAPTURE_DIR, captures) if run.legacy_captures_dir else None
     return run.model_copy(
         update={
             "profile_path": _mounted(run.profile_path, runtime.REFERENCE_DIR, state.volume(inputs.reference_claim)),
-            "captures_dir": str(state.volume(inputs.captures_claim)),
+            "captures_dir": _mounted(run.captures_dir, runtime.CAPTURE_DIR, captures),
+            "legacy_captures_dir": legacy,
             "reports_dir": str(reports_dir(state, run.name)),
             "metrics_port": 0,
             "report_port": 0,

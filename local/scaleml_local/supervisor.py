@@ -463,7 +463,7 @@ class Supervisor:
             )
         log.info("%s: started triton (pid %d, log %s)", key, group.processes["triton"].pid, path)
         if spec.capture.enabled:
-            command = runs.capture_command(self.state, spec, traces)
+            command = runs.capture_command(self.state, name, spec, traces)
             # Capture files are named after the pod; here the ModelDeployment names them.
             group.processes["capture"] = self._spawn(key, "capture", command, {"POD_NAME": name})
 

@@ -97,7 +97,7 @@ def _children(namespace: str) -> list[Manifest]:
         *driftmonitor.children(
             Owner("DriftMonitor", "churn", namespace, "uid-3"),
             monitor,
-            driftmonitor.Inputs("captures", "models", "churn/1/profile.json", 1),
+            driftmonitor.Inputs("captures", "models", "churn/1/profile.json", 1, "churn"),
             "img",
         ).apply,
     ]

@@ -84,7 +84,12 @@ def test_the_monitor_gets_its_children_and_reads_the_served_versions_profile(
     # The run config is a file from a ConfigMap of the monitor's own, named on the command line.
     assert container["command"][-2:] == ["--config", "/etc/scaleml/run.json"]
     assert [v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v] == ["churn-monitor"]
-    assert _monitor_run(kubectl, ml_namespace)["profilePath"] == "/reference/churn/1/profile.json"
+    run = _monitor_run(kubectl, ml_namespace)
+    assert run["profilePath"] == "/reference/churn/1/profile.json"
+    # It reads where its target's converters write, the target's own directory on a claim others may share.
+    serving_pod = kubectl.get("deployment", "churn-triton", ml_namespace)["spec"]["template"]["spec"]
+    assert f"--directory={run['capturesDir']}" in serving_pod["initContainers"][1]["command"]
+    assert (run["capturesDir"], run["modelName"], run["legacyCapturesDir"]) == ("/captures/churn", "churn", "/captures")
     rolled_from = deployment["spec"]["template"]["metadata"]["annotations"]["scaleml.dev/config-hash"]
     claims = {v["name"]: v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {

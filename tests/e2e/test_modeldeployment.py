@@ -78,6 +78,7 @@ def test_a_deployment_waits_for_its_training_job_then_serves_it(kubectl: Kubectl
     assert (capture["name"], capture["restartPolicy"]) == ("capture", "Always")
     assert "--trace-config=rate=10" in triton["command"]
     assert "--traces=/traces" in capture["command"]
+    assert "--directory=/captures/churn" in capture["command"]
     claims = {
         v["name"]: v["persistentVolumeClaim"]["claimName"]
         for v in pod["spec"]["volumes"]

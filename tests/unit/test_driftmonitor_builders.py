@@ -13,8 +13,10 @@ from scaleml_api.conditions import Waiting
 from scaleml_api.runtime import MonitorRun
 from scaleml_api.v1alpha1 import DRIFT_MONITOR
 from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec, RetrainPolicy
+from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from scaleml_api.validation import InvalidSpecError, parse_spec
 from scaleml_operator.builders import driftmonitor as build
+from scaleml_operator.builders import modeldeployment as md_build
 from scaleml_operator.builders import retraining
 from scaleml_operator.builders.meta import Owner
 from scaleml_operator.builders.modeldeployment import ModelSource
@@ -43,7 +45,7 @@ TRAINING_JOB = {"spec": {"output": {"volumeClaim": "models", "modelName": "churn
 
 def test_the_reference_is_the_profile_of_the_served_version() -> None:
     inputs = build.resolve_inputs(_spec(), _deployment(served=2), TRAINING_JOB)
-    assert inputs == build.Inputs("captures", "models", "churn/2/profile.json", 2)
+    assert inputs == build.Inputs("captures", "models", "churn/2/profile.json", 2, "churn")
     # Nothing served yet: the TrainingJob's newest export.
     assert build.resolve_inputs(_spec(), _deployment(served=None), TRAINING_JOB).reference_version == 3  # type: ignore[union-attr]
 
@@ -51,7 +53,7 @@ def test_the_reference_is_the_profile_of_the_served_version() -> None:
 def test_the_reference_is_the_served_versions_profile_when_the_training_job_is_gone() -> None:
     served = ModelSource("models", "churn", 2)
     assert build.resolve_inputs(_spec(), _deployment(served=3), None, served) == build.Inputs(
-        "captures", "models", "churn/3/profile.json", 3
+        "captures", "models", "churn/3/profile.json", 3, "churn"
     )
     assert build.resolve_inputs(_spec(), _deployment(served=None), None, served).reference_version == 2  # type: ignore[union-attr]
 
@@ -59,8 +61,44 @@ def test_the_reference_is_the_served_versions_profile_when_the_training_job_is_g
 def test_a_profile_given_by_path_is_read_from_its_claim() -> None:
     spec = _spec(reference={"fromTrainingJob": "", "path": "profiles/churn.json", "volumeClaim": "refs"})
     assert build.resolve_inputs(spec, _deployment(), None) == build.Inputs(
-        "captures", "refs", "profiles/churn.json", None
+        "captures", "refs", "profiles/churn.json", None, None
     )
+
+
+def test_with_a_profile_by_path_the_monitor_keeps_to_the_model_the_target_serves() -> None:
+    spec = _spec(reference={"fromTrainingJob": "", "path": "profiles/churn.json", "volumeClaim": "refs"})
+    deployment = merged(_deployment(), {"spec": {"model": {"repository": {"volumeClaim": "m", "modelName": "fraud"}}}})
+    assert build.resolve_inputs(spec, deployment, None).model_name == "fraud"  # type: ignore[union-attr]
+    served = ModelSource("models", "churn", 2)
+    assert build.resolve_inputs(spec, _deployment(), None, served).model_name == "churn"  # type: ignore[union-attr]
+
+
+def test_the_monitor_reads_the_directory_its_target_s_converters_write_and_only_its_model_s_rows() -> None:
+    """Two ModelDeployments, churn and fraud, share the claim `captures`: churn's monitor reads churn's directory."""
+    target = Owner("ModelDeployment", "churn", "ml", "md-uid")
+    md_spec = ModelDeploymentSpec.model_validate(example("ModelDeployment")["spec"])
+    serving = md_build.pod_template(target, md_spec, ModelSource("models", "churn", 2), ("triton", "img"))["spec"]
+    writes = next(o for o in serving["initContainers"][1]["command"] if o.startswith("--directory="))
+    inputs = build.resolve_inputs(_spec(), _deployment(served=2), TRAINING_JOB)
+    assert isinstance(inputs, build.Inputs)
+    *_, config_map, deployment = build.children(OWNER, _spec(), inputs, "img").apply
+    run = MonitorRun.model_validate_json(config_map["data"]["run.json"])
+    assert f"--directory={run.captures_dir}" == writes == "--directory=/captures/churn"
+    assert (run.model_name, run.model_version) == ("churn", 2)
+    # Until retention has deleted them, the files the layout before wrote at the claim's root are read too.
+    assert run.legacy_captures_dir == "/captures"
+    pod = deployment["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["captures"] == {"name": "captures", "mountPath": "/captures", "readOnly": True}
+    claims = {v["name"]: v for v in pod["volumes"]}
+    assert claims["captures"]["persistentVolumeClaim"] == {"claimName": "captures", "readOnly": True}
+
+
+def test_without_a_model_to_go_by_the_monitor_leaves_the_claim_s_root_unread() -> None:
+    """Rows of every model are at the root: only the model column tells the target's apart."""
+    inputs = build.Inputs("captures", "refs", "profiles/churn.json", None, None)
+    run = build.monitor_run(OWNER, _spec(), inputs)
+    assert (run.captures_dir, run.legacy_captures_dir, run.model_name) == ("/captures/churn", None, None)
 
 
 @pytest.mark.parametrize(
@@ -86,7 +124,7 @@ def test_the_monitor_waits_for_what_it_needs(
 
 
 def test_the_monitor_pod_is_restricted_reads_read_only_and_reports_as_itself() -> None:
-    inputs = build.Inputs("captures", "models", "churn/2/profile.json", 2)
+    inputs = build.Inputs("captures", "models", "churn/2/profile.json", 2, "churn")
     *_, config_map, deployment = build.children(OWNER, _spec(), inputs, "img").apply
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
@@ -107,7 +145,7 @@ def test_the_monitor_pod_is_restricted_reads_read_only_and_reports_as_itself() -
 
 
 def _monitor_template(**changes: Any) -> dict[str, Any]:
-    inputs = build.Inputs("captures", "models", "churn/2/profile.json", 2)
+    inputs = build.Inputs("captures", "models", "churn/2/profile.json", 2, "churn")
     template: dict[str, Any] = build.deployment(OWNER, _spec(**changes), inputs, "img")["spec"]["template"]
     return template
 
@@ -123,7 +161,7 @@ def _monitor_template(**changes: Any) -> dict[str, Any]:
 )
 def test_the_retraining_policy_does_not_restart_the_monitor(retrain: dict[str, Any]) -> None:
     """Only the operator reads spec.retrain; a restart of the (Recreate) monitor would leave a gap."""
-    inputs = build.Inputs("captures", "models", "churn/2/profile.json", 2)
+    inputs = build.Inputs("captures", "models", "churn/2/profile.json", 2, "churn")
     assert _monitor_template(retrain=retrain) == _monitor_template()
     config = build.run_config(OWNER, _spec(retrain=retrain), inputs).config_map(OWNER, build.COMPONENT)
     assert MonitorRun.model_validate_json(config["data"]["run.json"]).spec.retrain == RetrainPolicy()

@@ -335,6 +335,35 @@ def test_with_capture_triton_traces_the_sample_and_the_converter_gets_the_captur
     assert "--request-ids" not in default
 
 
+def _options(container: dict[str, Any]) -> dict[str, str]:
+    return dict(option.split("=", 1) for option in container["command"] if option.startswith("--") and "=" in option)
+
+
+def test_model_deployments_that_share_a_capture_claim_each_write_into_a_directory_of_their_own() -> None:
+    """The shipped example names its claim `captures`: two of them may well share it."""
+    pods = {
+        name: build.pod_template(Owner("ModelDeployment", name, "ml", f"{name}-uid"), _spec(), SOURCE, IMAGES)["spec"]
+        for name in ("churn", "fraud")
+    }
+    claims = {name: {v["name"]: v for v in pod["volumes"]}["captures"] for name, pod in pods.items()}
+    assert (
+        claims["churn"] == claims["fraud"] == {"name": "captures", "persistentVolumeClaim": {"claimName": "captures"}}
+    )
+    converters = {name: _options(pod["initContainers"][1]) for name, pod in pods.items()}
+    assert {name: options["--directory"] for name, options in converters.items()} == {
+        "churn": "/captures/churn",
+        "fraud": "/captures/fraud",
+    }
+    # What the layout before this one left at the claim's root is still swept, as it was.
+    assert converters["churn"]["--legacy-directory"] == converters["fraud"]["--legacy-directory"] == "/captures"
+
+
+@pytest.mark.parametrize("name", ["", "..", "a/b", "a.b", "Churn", "7up"])
+def test_a_directory_of_captures_is_named_after_a_dns_1035_label_only(name: str) -> None:
+    with pytest.raises(ValueError, match="not a ModelDeployment's name"):
+        runtime.capture_dir(name)
+
+
 def test_with_explanations_the_converter_leaves_their_requests_out() -> None:
     spec = _spec(explain={"enabled": True})
     converter = _kinds(spec)["Deployment"]["spec"]["template"]["spec"]["initContainers"][1]

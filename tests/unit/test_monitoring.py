@@ -170,7 +170,7 @@ def _pods() -> dict[str, dict[str, Any]]:
         driftmonitor.pod_template(
             Owner("DriftMonitor", "churn", "ml", "uid-3"),
             monitoring,
-            driftmonitor.Inputs("captures", "models", "churn/3/profile.json", 3),
+            driftmonitor.Inputs("captures", "models", "churn/3/profile.json", 3, "churn"),
             "workloads",
         ),
     ]

@@ -132,7 +132,7 @@ def _triton(capture: bool = True) -> Pod:
 
 def _monitor() -> Pod:
     spec = DriftMonitorSpec.model_validate(example("DriftMonitor")["spec"])
-    inputs = driftmonitor.Inputs("captures", "models", "churn/1/profile.json", 1)
+    inputs = driftmonitor.Inputs("captures", "models", "churn/1/profile.json", 1, "churn")
     return _pod(driftmonitor.pod_template(Owner("DriftMonitor", "churn", TENANT, "uid"), spec, inputs, "img"))
 
 

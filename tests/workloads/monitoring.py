@@ -34,10 +34,11 @@ def write_window(
     batch: int = 50,
     outputs: npt.NDArray[np.float32] | None = None,
     model_version: str = "1",
+    model: str = "churn",
 ) -> None:
     """Captures of `inputs` in requests of `batch` rows from time `start` on, in one complete file.
 
-    The answers are `outputs` (the model's, row for row), or zeros, given by `model_version`.
+    The answers are `outputs` (the model's, row for row), or zeros, given by `model` at `model_version`.
     """
     directory.mkdir(parents=True, exist_ok=True)
     files = CaptureFiles(directory, "parquet", rows_per_file=len(inputs), seconds_per_file=3600)
@@ -47,7 +48,7 @@ def write_window(
         files.add(
             Sample(
                 timestamp=start + offset / 1000,
-                model="churn",
+                model=model,
                 model_version=model_version,
                 request_id="",
                 inputs=(Tensor("INPUT__0", "FP32", part),),

@@ -21,12 +21,17 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
-from scaleml_api.v1alpha1.modeldeployment import CaptureFormat
+from scaleml_api import runtime
+from scaleml_api.v1alpha1.modeldeployment import CaptureFormat, ModelDeploymentSpec
+from scaleml_operator.builders import modeldeployment as build
+from scaleml_operator.builders.meta import Owner
 from scaleml_workloads.capture.__main__ import parser
 from scaleml_workloads.capture.files import (
     DATATYPES,
+    DIRECTORY_MODE,
     FILE_MODE,
     METADATA_KEY,
+    MODEL,
     MODEL_VERSION,
     CaptureFiles,
     Sample,
@@ -40,6 +45,8 @@ from scaleml_workloads.capture.files import (
     this_instance,
 )
 from scaleml_workloads.capture.retention import Retention, sweep
+from tests.support.manifests import example, merged
+from tests.support.polling import wait_for
 from tests.workloads.runs import MODEL_NAME
 from tests.workloads.serving import feature_batch
 from tests.workloads.test_capture import converter
@@ -139,10 +146,10 @@ def test_retention_options_are_checked_as_the_api_checks_them(
 # Reading: nothing in a file fails a window, and a window is bounded in bytes.
 
 
-def _sample(timestamp: float, rows: int = 4, width: int = 5, version: str = "1") -> Sample:
+def _sample(timestamp: float, rows: int = 4, width: int = 5, version: str = "1", model: str = "churn") -> Sample:
     inputs = (Tensor("INPUT__0", "FP32", np.full((rows, width), timestamp, np.float32)),)
     outputs = (Tensor("OUTPUT__0", "FP32", np.zeros((rows, 2), np.float32)),)
-    return Sample(timestamp, "churn", version, "", inputs, outputs)
+    return Sample(timestamp, model, version, "", inputs, outputs)
 
 
 def _complete_file(directory: Path, timestamp: float, file_format: str = "parquet", rows: int = 4) -> Path:
@@ -326,6 +333,87 @@ def test_a_window_of_one_model_version_leaves_out_and_counts_the_rows_of_others(
     assert MODEL_VERSION not in window.columns
 
 
+def test_a_window_of_one_model_leaves_out_the_rows_of_others_before_comparing_layouts(tmp_path: Path) -> None:
+    """The probe's case: fraud's newer rows, five columns wide, beside churn's eight at the claim's root."""
+    root, own = tmp_path, tmp_path / "churn"
+    for directory, sample in (
+        (root, _sample(100.0, rows=3000, width=8)),
+        (root, _sample(200.0, rows=100, width=5, model="fraud")),
+        (own, _sample(300.0, rows=2000, width=8)),
+    ):
+        files = CaptureFiles(directory, "parquet", rows_per_file=10**6, seconds_per_file=60)
+        files.add(sample)
+        files.flush()
+
+    window = read_window([own, root], newest_rows=5000, strings=False, model="churn", model_version="1")
+
+    assert np.unique(window.columns["INPUT__0"]).tolist() == [100.0, 300.0]
+    assert (window.rows, window.columns["INPUT__0"].shape[1:], window.other_models, window.skipped) == (
+        5000,
+        (8,),
+        100,
+        (),
+    )
+    assert MODEL not in window.columns
+    # Alone, churn's directory holds churn's rows only.
+    assert read_window(own, newest_rows=5000, model="churn").rows == 2000
+
+
+def test_a_writer_makes_its_directory_for_the_group_whatever_the_umask(tmp_path: Path, umask: None) -> None:
+    files = CaptureFiles(tmp_path / "churn", "parquet", rows_per_file=1, seconds_per_file=60)
+
+    [flushed] = files.add(churn_sample(1))
+
+    assert flushed.path is not None
+    assert flushed.path.parent == tmp_path / "churn"
+    assert stat.S_IMODE((tmp_path / "churn").stat().st_mode) == DIRECTORY_MODE == 0o750
+
+
+def _rendered_converter(name: str, max_age: str, claim: Path) -> tuple[Path, list[str]]:
+    """The directory and options of the capture converter the operator renders for the ModelDeployment `name`, its
+    claim mounted at `claim`; without --traces and --metrics-port, which the test's `converter` sets."""
+    spec = ModelDeploymentSpec.model_validate(
+        merged(example("ModelDeployment"), {"spec": {"capture": {"retention": {"maxAge": max_age}}}})["spec"]
+    )
+    owner = Owner("ModelDeployment", name, "ml", f"{name}-uid")
+    pod = build.pod_template(owner, spec, build.ModelSource("models", name, 1), ("triton", "workloads"))["spec"]
+    mounted = [
+        option.replace(f"={runtime.CAPTURE_DIR}", f"={claim}", 1)
+        for option in pod["initContainers"][1]["command"][3:]
+        if not option.startswith(("--traces=", "--metrics-port="))
+    ]
+    directory = next(option.removeprefix("--directory=") for option in mounted if option.startswith("--directory="))
+    return Path(directory), mounted
+
+
+def test_the_retention_of_one_model_deployment_never_deletes_another_s_captures(tmp_path: Path) -> None:
+    """churn keeps its captures 168h, fraud 5m, on one claim (the probe's case): fraud's converter runs."""
+    claim, traces = tmp_path / "claim", tmp_path / "traces"
+    traces.mkdir()
+    churn, _ = _rendered_converter("churn", "168h", claim)
+    fraud, options = _rendered_converter("fraud", "5m", claim)
+    for directory in (churn, fraud):
+        directory.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    churns = _write(churn, now - 600, "churn-triton-6d5f7b9c4-abc12", 1, 100)
+    frauds = _write(fraud, now - 600, "fraud-triton-7c9d8f6b5-xyz34", 1, 100)
+    # The layout before: every ModelDeployment's files at the root, which every converter of the claim sweeps, by
+    # its own retention as before, until none is left.
+    legacy_old = _write(claim, now - 600, "churn-triton-5b8c7d6f4-abc11", 1, 100)
+    legacy_new = _write(claim, now - 60, "churn-triton-5b8c7d6f4-abc11", 2, 100)
+
+    with converter(traces, fraud, tmp_path, *options) as running:
+        wait_for(
+            lambda: running.metric("scaleml_capture_files_deleted_total", reason="max_age") >= 2.0,
+            timeout=30,
+            message="fraud's first sweep",
+        )
+        assert running.stop() == 0
+
+    assert [churns.exists(), legacy_new.exists()] == [True, True]
+    assert [frauds.exists(), legacy_old.exists()] == [False, False]
+
+
 def test_a_window_ends_before_the_file_that_would_take_it_past_its_bytes(tmp_path: Path) -> None:
     for n in range(5):
         _complete_file(tmp_path, float(n), rows=100)
@@ -360,7 +448,7 @@ def test_a_file_is_completed_once_it_holds_max_bytes_of_tensor_data(tmp_path: Pa
 
 def test_files_are_written_again_once_the_volume_is_back(tmp_path: Path) -> None:
     volume = tmp_path / "not-yet-mounted"
-    files = CaptureFiles(volume, "parquet", rows_per_file=2, seconds_per_file=60)
+    files = CaptureFiles(volume / "churn", "parquet", rows_per_file=2, seconds_per_file=60)
 
     [lost] = files.add(churn_sample(2))
     volume.mkdir()
@@ -369,7 +457,8 @@ def test_files_are_written_again_once_the_volume_is_back(tmp_path: Path) -> None
     assert isinstance(lost.error, FileNotFoundError)
     assert (lost.samples, lost.rows, lost.path) == (1, 2, None)
     assert written.error is None
-    assert capture_files(volume) == [written.path]
+    # The writer makes its own directory on the volume, never the volume.
+    assert capture_files(volume / "churn") == [written.path]
 
 
 def _values(datatype: str, shape: tuple[int, ...], seed: int) -> npt.NDArray[Any]:

@@ -20,7 +20,7 @@ from PIL import Image
 from prometheus_client import REGISTRY
 
 from scaleml_api.profile import DataProfile, DataSample, TensorSpec
-from scaleml_api.runtime import CONFIG_ENV, TERMINATION_LOG_ENV, MonitorRun
+from scaleml_api.runtime import CAPTURE_DIR, CONFIG_ENV, TERMINATION_LOG_ENV, MonitorRun
 from scaleml_api.v1alpha1 import driftmonitor as monitoring
 from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_operator.builders import driftmonitor as build
@@ -145,6 +145,43 @@ def test_a_window_holds_only_the_rows_the_reference_version_answered(exported_mo
     assert not result.drift_detected, result.drifted_features
     assert result.rows == WINDOW
     assert any(message.startswith("400 captured rows were left out") for message in result.messages)
+
+
+def test_a_monitor_reads_its_target_s_directory_and_of_the_claim_s_root_only_its_model_s_rows(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    """churn and fraud share a capture claim; fraud's rows are newer and five columns wide (the probe's case)."""
+    claim = tmp_path / "claim"
+    inputs = build.Inputs("captures", "models", "churn/1/profile.json", 1, "churn")
+    rendered = build.monitor_run(
+        Owner("DriftMonitor", "churn", "ml", "dm-uid"), _run(exported_model, tmp_path).spec, inputs
+    )
+    assert rendered.legacy_captures_dir is not None
+
+    def mounted(path: str) -> Path:
+        return Path(path.replace(CAPTURE_DIR, str(claim), 1))
+
+    run = _run(exported_model, tmp_path).model_copy(
+        update={
+            "captures_dir": str(mounted(rendered.captures_dir)),
+            "legacy_captures_dir": str(mounted(rendered.legacy_captures_dir)),
+            "model_name": rendered.model_name,
+        }
+    )
+    profile = _profile(run)
+    fraud = np.ones((300, 5), dtype=np.float32)
+    # Before each ModelDeployment had a directory: churn's older rows, then fraud's, at the root.
+    write_window(claim, model_inputs(profile, churn_table(WINDOW // 2, seed=41)), start=1000.0)
+    write_window(claim, fraud, start=2000.0, model="fraud")
+    write_window(claim / "churn", model_inputs(profile, churn_table(WINDOW // 2, seed=42)), start=3000.0)
+    write_window(claim / "fraud", fraud, start=4000.0, model="fraud")
+
+    result = _monitor(run).check()
+
+    assert result is not None
+    assert (result.rows, result.drift_detected) == (WINDOW, False), result.messages
+    assert "300 captured rows were left out: another model than churn answered them" in result.messages
+    assert not [message for message in result.messages if "capture files were left out" in message]
 
 
 def _plans_moved(table: pa.Table) -> pa.Table:

@@ -204,7 +204,11 @@ def test_with_capture_the_rendered_triton_traces_and_the_rendered_converter_writ
                 process.wait(timeout=30)
         print((tmp_path / "converter.log").read_text()[-3000:])
 
-    captured = read_captures(tmp_path / "captures", newest_rows=100)
+    # The claim may be shared: the ModelDeployment's files are in its own directory on it, made by the converter.
+    assert [path.name for path in (tmp_path / "captures").iterdir()] == [OWNER.name]
+    own = tmp_path / "captures" / OWNER.name
+    captured = read_captures(own, newest_rows=100)
     # One request in every two.
     assert len(captured["timestamp"]) == 10
-    assert [path.name.split("-")[2:4] for path in capture_files(tmp_path / "captures")] == [["churn", "abc"]]
+    assert set(captured["model"]) == {MODEL_NAME}
+    assert [path.name.split("-")[2:4] for path in capture_files(own)] == [["churn", "abc"]]

@@ -45,12 +45,14 @@ RESOURCES: Final = {
 
 @dataclass(frozen=True)
 class Inputs:
-    """What the monitor reads: the captures' claim, and the reference profile's claim, path and model version."""
+    """What the monitor reads: the captures' claim, the reference profile's claim, path and model version, and the
+    model whose captured rows it reads (None: every model's)."""
 
     captures_claim: str
     reference_claim: str
     profile_path: str
     reference_version: int | None
+    model_name: str | None
 
 
 def monitor_name(name: str) -> str:
@@ -69,6 +71,9 @@ def resolve_inputs(
     The reference follows the served model: a retrained version was trained on other data, so live
     traffic is compared with that version's profile once it serves. When the TrainingJob is gone
     (its ttlSecondsAfterFinished ran out), the profile is the served version's, beside it.
+
+    The monitor reads the rows of the reference's model (the one whose profile it is); with a
+    reference by path, of the model the target serves, when that is known yet.
     """
     target = spec.target.model_deployment
     if model_deployment is None:
@@ -77,7 +82,9 @@ def resolve_inputs(
     if not capture.get("enabled") or not capture.get("volumeClaim"):
         return Waiting(CAPTURE_DISABLED, f"ModelDeployment {target} does not capture requests (spec.capture).")
     if not spec.reference.from_training_job:
-        return Inputs(capture["volumeClaim"], spec.reference.volume_claim, spec.reference.path, None)
+        repository = model_deployment["spec"].get("model", {}).get("repository") or {}
+        model_name = repository.get("modelName") or (served.model_name if served is not None else None)
+        return Inputs(capture["volumeClaim"], spec.reference.volume_claim, spec.reference.path, None, model_name)
     name = spec.reference.from_training_job
     serving = (model_deployment.get("status") or {}).get("servedVersion")
     if training_job is not None:
@@ -90,7 +97,7 @@ def resolve_inputs(
         return Waiting(TRAINING_JOB_NOT_FOUND, f"TrainingJob {name} does not exist (yet).")
     if not version:
         return Waiting(WAITING_FOR_MODEL, f"Neither ModelDeployment {target} nor TrainingJob {name} has a version yet.")
-    return Inputs(capture["volumeClaim"], claim, f"{model}/{version}/{PROFILE_FILE}", int(version))
+    return Inputs(capture["volumeClaim"], claim, f"{model}/{version}/{PROFILE_FILE}", int(version), model)
 
 
 def monitor_run(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs) -> runtime.MonitorRun:
@@ -98,6 +105,10 @@ def monitor_run(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs) -> runtime
 
     A change to the retraining policy then leaves the config, and so the pod, as it was: the
     Deployment recreates its pod, and a restart would leave a gap in the monitoring.
+
+    The monitor reads its target's own directory of captures, and, while files of the layout
+    before it are left at the claim's root, those too: the rows of its model only, which tell
+    them apart from other models' there (without a model to go by, it leaves them out).
     """
     return runtime.MonitorRun(
         namespace=owner.namespace,
@@ -105,6 +116,9 @@ def monitor_run(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs) -> runtime
         spec=spec.model_copy(update={"retrain": RetrainPolicy()}),
         profile_path=f"{runtime.REFERENCE_DIR}/{inputs.profile_path}",
         model_version=inputs.reference_version,
+        model_name=inputs.model_name,
+        captures_dir=runtime.capture_dir(spec.target.model_deployment),
+        legacy_captures_dir=runtime.CAPTURE_DIR if inputs.model_name else None,
     )
 
 

@@ -3,7 +3,8 @@
 Each pod runs three containers: the model agent (a native sidecar that builds Triton's repository
 from the exported versions and holds Triton back until a version is there), Triton itself, and,
 with capture on, the capture converter (a native sidecar too, which stops after Triton and turns
-the traces of the requests Triton sampled into capture files). Clients call Triton directly
+the traces of the requests Triton sampled into capture files, in the ModelDeployment's own
+directory on the capture claim, which others may share). Clients call Triton directly
 either way. The version to serve is part of the pod template: a new version rolls the
 Deployment, one pod at a time, never below the desired number of ready pods.
 """
@@ -155,7 +156,7 @@ def _agent(spec: ModelDeploymentSpec, owner: Owner, source: ModelSource, image: 
     }
 
 
-def _capture(spec: ModelDeploymentSpec, source: ModelSource, image: str) -> dict[str, Any]:
+def _capture(spec: ModelDeploymentSpec, owner: Owner, source: ModelSource, image: str) -> dict[str, Any]:
     return {
         "name": CAPTURE_CONTAINER,
         "image": image,
@@ -167,7 +168,10 @@ def _capture(spec: ModelDeploymentSpec, source: ModelSource, image: str) -> dict
             "scaleml_workloads.capture",
             f"--traces={runtime.TRACE_DIR}",
             f"--metrics-port={runtime.CAPTURE_METRICS_PORT}",
-            f"--directory={runtime.CAPTURE_DIR}",
+            # The claim may be shared: this ModelDeployment's files go into a directory of its own.
+            f"--directory={runtime.capture_dir(owner.name)}",
+            # Files of the layout before that, at the claim's root, are swept as they were until none is left.
+            f"--legacy-directory={runtime.CAPTURE_DIR}",
             *runtime.capture_options(spec.capture),
             # Triton traces every model it serves: requests for explanations are no traffic to monitor.
             *([f"--skip-model={source.model_name}{EXPLAIN_SUFFIX}"] if spec.explain.enabled else []),
@@ -281,7 +285,7 @@ def pod_template(
         {"name": "scratch", "emptyDir": {}},
     ]
     if spec.capture.enabled:
-        sidecars.append(_capture(spec, source, workload_image))
+        sidecars.append(_capture(spec, owner, source, workload_image))
         volumes += [
             {"name": "captures", "persistentVolumeClaim": {"claimName": spec.capture.volume_claim}},
             # Triton's trace files until the converter has read them; it keeps them under --max-backlog-mib.

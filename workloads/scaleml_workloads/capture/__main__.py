@@ -1,6 +1,6 @@
 """`python -m scaleml_workloads.capture`: the capture converter, a sidecar beside a ModelDeployment's Triton.
 
-    python -m scaleml_workloads.capture --traces /traces --directory /captures --format parquet
+    python -m scaleml_workloads.capture --traces /traces --directory /captures/churn --format parquet
 
 Triton traces a sample of its requests itself (one in every round(1/sampleRate), with their
 input and output tensors) and writes each trace into a file of its own in --traces; clients call
@@ -11,7 +11,8 @@ trace it cannot read, a full or read-only volume, a backlog past --max-backlog-m
 the metrics port and never touches a request.
 
 Captured requests are user data: files older than --max-age, then the oldest beyond
---max-bytes, are deleted; request ids are kept only with --request-ids.
+--max-bytes, are deleted (in --directory, and in --legacy-directory); request ids are kept only
+with --request-ids.
 
 SIGTERM (or SIGINT) converts what is left and writes the open capture file: in a pod the
 converter stops after Triton, whose last traces it still reads.
@@ -100,7 +101,15 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path(CAPTURE_DIR),
         metavar="DIR",
-        help="where capture files go: the capture volume's mount (default: %(default)s)",
+        help="where capture files go: the ModelDeployment's own directory on the capture volume, made if need be "
+        "(default: %(default)s)",
+    )
+    capture.add_argument(
+        "--legacy-directory",
+        type=Path,
+        metavar="DIR",
+        help="also apply the retention to the capture files in DIR, which nothing writes any more: the capture "
+        "volume's root, where files went before each ModelDeployment had a directory of its own (default: none)",
     )
     capture.add_argument(
         "--format",
@@ -176,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         request_ids=args.request_ids,
         skip_models=frozenset(args.skip_model),
         retention=Retention(float(duration_seconds(retention.max_age)), retention.max_byte_count),
+        legacy_directory=args.legacy_directory,
     )
     if args.metrics_port:
         start_http_server(args.metrics_port)

@@ -10,7 +10,10 @@ the pod. The converter, a sidecar:
 - keeps the trace directory bounded: a file larger than `max_trace_file_bytes` is deleted unread,
   and so are the oldest files while all of them take more than `max_backlog_bytes` (the converter
   fell behind); both are counted;
-- applies the retention to the captures directory, when it starts and every RETENTION_SECONDS.
+- applies the retention to the captures directory, when it starts and every RETENTION_SECONDS, and
+  to the capture files of the layout before each ModelDeployment had a directory of its own, left
+  at the claim's root (`legacy_directory`): nothing writes there any more, and what is left goes
+  by the rule it was written under, every converter of the claim sweeping it.
 
 Nothing here is on the path of a request: Triton answers whether the converter runs or not, and a
 trace file Triton cannot write (a full volume) costs Triton a log line. What the converter loses
@@ -94,7 +97,7 @@ class TraceConverter:
     """Turns the trace files in `traces` into capture files through `files`; `run` until `stop` is set.
 
     Request ids are written only with `request_ids`; `retention`, when given, is applied to the
-    captures directory. Samples of the `skip_models` are left out.
+    captures directory and to `legacy_directory`. Samples of the `skip_models` are left out.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class TraceConverter:
         request_ids: bool = False,
         retention: Retention | None = None,
         skip_models: frozenset[str] = frozenset(),
+        legacy_directory: Path | None = None,
     ) -> None:
         self.traces = traces
         self.files = files
@@ -116,6 +120,7 @@ class TraceConverter:
         # Models Triton traces that are not the served one: the explanation model, whose outputs are
         # attributions and whose requests a drift monitor must not count as traffic.
         self.skip_models = skip_models
+        self.swept = (files.directory, *([legacy_directory] if legacy_directory is not None else []))
         self._log = _ThrottledLog()
         self._model_counts: dict[str, dict[str, int]] = {}
 
@@ -176,19 +181,21 @@ class TraceConverter:
     def sweep(self) -> None:
         if self.retention is None:
             return
-        swept = sweep(self.files.directory, self.retention)
-        metrics.FILES_DELETED.labels("max_age").inc(swept.by_age)
-        metrics.FILES_DELETED.labels("max_bytes").inc(swept.by_size)
-        if swept.by_age or swept.by_size:
-            log.info(
-                "retention: deleted %d capture files older than the maximum age and %d beyond the maximum size; "
-                "%d bytes kept",
-                swept.by_age,
-                swept.by_size,
-                swept.kept_bytes,
-            )
-        for error in swept.errors:
-            self._log.warning("retention", f"cannot apply the capture retention in {self.files.directory}: {error}")
+        for directory in self.swept:
+            swept = sweep(directory, self.retention)
+            metrics.FILES_DELETED.labels("max_age").inc(swept.by_age)
+            metrics.FILES_DELETED.labels("max_bytes").inc(swept.by_size)
+            if swept.by_age or swept.by_size:
+                log.info(
+                    "retention: deleted %d capture files older than the maximum age and %d beyond the maximum size "
+                    "in %s; %d bytes kept",
+                    swept.by_age,
+                    swept.by_size,
+                    directory,
+                    swept.kept_bytes,
+                )
+            for error in swept.errors:
+                self._log.warning("retention", f"cannot apply the capture retention in {directory}: {error}")
 
     def _bound_backlog(self, files: list[tuple[Path, os.stat_result]]) -> list[tuple[Path, os.stat_result]]:
         """Deletes the oldest trace files, unread, while all of them take more than `max_backlog_bytes`."""

@@ -1,8 +1,9 @@
 """Retention of captured requests: what the capture converter deletes from its captures directory.
 
 Captured inputs and outputs are user data, kept no longer than a ModelDeployment's
-`spec.capture.retention` says. Every capture converter sweeps the whole directory (pods that share
-the volume sweep each other's files too; whoever deletes a file first wins):
+`spec.capture.retention` says. Every capture converter sweeps its ModelDeployment's own directory
+on the claim, never another's (the pods of one ModelDeployment sweep each other's files too;
+whoever deletes a file first wins):
 
 - a complete file whose first row (the time in its name) is older than `max_age` is deleted, so
   no row is kept longer than that;
@@ -62,6 +63,8 @@ def sweep(directory: Path, retention: Retention, now: float | None = None) -> Sw
     by_age = 0
     try:
         entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return Swept()  # nothing captured there yet
     except OSError as error:
         return Swept(errors=[error])
     for entry in entries:

@@ -162,11 +162,15 @@ class Monitor:
         started = time.monotonic()
         # Rows another version answered come from another model, often with other category codes: never the reference's.
         version = None if self.run.model_version is None else str(self.run.model_version)
+        # Files of the layout before each ModelDeployment had a directory, at the claim's root, until they are gone;
+        # other models' rows there (or in the directory, should any get in) are no traffic of the target's.
+        legacy = [self.run.legacy_captures_dir] if self.run.legacy_captures_dir else []
         read = read_window(
-            self.run.captures_dir,
+            [self.run.captures_dir, *legacy],
             self.run.spec.window.size,
             max_bytes=self.window_max_bytes,
             strings=False,
+            model=self.run.model_name,
             model_version=version,
         )
         self._count_skipped(read)
@@ -179,7 +183,11 @@ class Monitor:
         )
         if newest is None:
             metrics.CHECKS.labels("no_data").inc()
-            others = f" ({read.other_versions} rows of other model versions left out)" if read.other_versions else ""
+            others = "".join(
+                f" ({count} rows of other {what} left out)"
+                for count, what in ((read.other_models, "models"), (read.other_versions, "model versions"))
+                if count
+            )
             log.info("no captured rows in %s yet%s", self.run.captures_dir, others)
             return None
         if newest == self.last_tested:
@@ -261,6 +269,11 @@ class Monitor:
             notes.append(
                 f"the window holds {read.rows} rows ({read.nbytes} bytes): the next older capture file would have "
                 f"taken it past {self.window_max_bytes} bytes"
+            )
+        if read.other_models:
+            notes.append(
+                f"{read.other_models} captured rows were left out: another model than {self.run.model_name} "
+                "answered them"
             )
         if read.other_versions:
             notes.append(

@@ -1,6 +1,7 @@
 """Capture files: what the capture converter writes and the drift monitor reads.
 
-A captures directory (the volume of a ModelDeployment's `spec.capture`) holds complete files named
+A captures directory (a ModelDeployment's own, `<claim>/<name>`, on the claim of its `spec.capture`,
+which other ModelDeployments may share) holds complete files named
 
     captures-<UTC time of the first row>-<instance>-<sequence>.<parquet|npz>
     e.g. captures-20250101T120000.123456Z-churn-7d9f8c-x2x4q-000003.parquet
@@ -9,8 +10,9 @@ so that names sort by time; <instance> is the writer's pod ($POD_NAME, else the 
 <sequence> counts the files of one writer process from 000001. A file is written under its name
 with a leading dot, synced, and renamed into place once complete: readers ignore hidden files, and
 a writer that starts removes the hidden files its pod left behind. Files are created with mode
-0640 whatever the umask: captured requests are user data, for the pods' group (the fsGroup of
-the serving and monitor pods) and nobody else. `retention` deletes them again.
+0640 whatever the umask, and the directory, when the writer makes it, with 0750: captured requests
+are user data, for the pods' group (the fsGroup of the serving and monitor pods) and nobody else.
+`retention` deletes them again.
 
 One row per row of a captured request's batch (the first dimension of its tensors), in the order
 the requests were sampled:
@@ -44,9 +46,10 @@ data (a request's batch is never split, so one larger batch makes a larger file)
 first row is `seconds_per_file` old.
 
 `read_captures` returns the newest rows of a directory as NumPy arrays by column name, and
-`read_window` the same with what it skipped: it reads at most `max_bytes` of columns, checked
-against each file's metadata before its data is read, and skips (and names) any file it cannot
-read, whatever it holds.
+`read_window` the same, of one directory or several, with what it skipped: it reads at most
+`max_bytes` of columns, checked against each file's metadata before its data is read, skips (and
+names) any file it cannot read, whatever it holds, and can keep only the rows of one model and
+version.
 
 This package is that format's API, its names imported from here; they live in `layout` (the
 columns, datatypes and samples, and the metadata), `names` (file names, listing a directory),
@@ -81,12 +84,19 @@ from scaleml_workloads.capture.files.names import (
 )
 from scaleml_workloads.capture.files.reading import TooLargeError, read_capture_file, read_layout
 from scaleml_workloads.capture.files.window import CaptureWindow, Skipped, SkipReason, read_captures, read_window
-from scaleml_workloads.capture.files.writing import DEFAULT_MAX_FILE_BYTES, FILE_MODE, CaptureFiles, Flushed
+from scaleml_workloads.capture.files.writing import (
+    DEFAULT_MAX_FILE_BYTES,
+    DIRECTORY_MODE,
+    FILE_MODE,
+    CaptureFiles,
+    Flushed,
+)
 
 __all__ = [
     "BYTES",
     "DATATYPES",
     "DEFAULT_MAX_FILE_BYTES",
+    "DIRECTORY_MODE",
     "FILE_MODE",
     "INSTANCE_ENV",
     "METADATA_KEY",

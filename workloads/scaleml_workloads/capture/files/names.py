@@ -51,6 +51,8 @@ def capture_files(directory: Path) -> list[Path]:
     """The complete capture files in `directory`, oldest first; none when it cannot be listed."""
     try:
         names = sorted(entry.name for entry in os.scandir(directory) if entry.is_file())
+    except FileNotFoundError:
+        return []  # nothing captured yet: the converter makes the directory with its first file
     except OSError as error:
         log.warning("cannot list the captures in %s: %s", directory, error)
         return []

@@ -1,4 +1,4 @@
-"""The newest rows of a captures directory: newest file first, within a bound in bytes, past what cannot be read."""
+"""The newest rows of captures directories: newest file first, within a bound in bytes, past what cannot be read."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from typing import Literal
 
 import numpy as np
 
-from scaleml_workloads.capture.files.layout import MODEL_VERSION, RESERVED_NAMES, STRING_COLUMNS, TIMESTAMP, Array
+from scaleml_workloads.capture.files.layout import (
+    MODEL,
+    MODEL_VERSION,
+    RESERVED_NAMES,
+    STRING_COLUMNS,
+    TIMESTAMP,
+    Array,
+)
 from scaleml_workloads.capture.files.names import capture_files
 from scaleml_workloads.capture.files.reading import TooLargeError, columns_nbytes, read_capture_file
 
@@ -30,7 +37,7 @@ class Skipped:
 
 @dataclass(frozen=True)
 class CaptureWindow:
-    """The newest rows of a captures directory, by column, with what was left out."""
+    """The newest rows of captures directories, by column, with what was left out."""
 
     columns: dict[str, Array]
     skipped: tuple[Skipped, ...] = ()
@@ -39,6 +46,8 @@ class CaptureWindow:
     nbytes: int = 0
     # Rows of the files read left out because another model version than the one asked for answered them.
     other_versions: int = 0
+    # Rows of the files read left out because another model than the one asked for answered them.
+    other_models: int = 0
 
     @property
     def rows(self) -> int:
@@ -46,19 +55,22 @@ class CaptureWindow:
 
 
 def read_window(
-    directory: Path | str,
+    directories: Path | str | Sequence[Path | str],
     newest_rows: int,
     tensors: Sequence[str] | None = None,
     *,
     max_bytes: int | None = None,
     strings: bool = True,
+    model: str | None = None,
     model_version: str | None = None,
 ) -> CaptureWindow:
-    """The newest `newest_rows` rows (fewer when there are not that many) of the complete files in `directory`.
+    """The newest `newest_rows` rows (fewer when there are not that many) of the complete files in `directories`
+    (one, or several whose files are taken together, by time).
 
-    With `model_version`, only the rows that version answered: the others are read (and count
-    against `max_bytes`) but left out and counted in `other_versions`; a file without a row of that
-    version is never compared with the others' tensors.
+    With `model`, only the rows that model answered, and with `model_version`, only those of that
+    version: the others are read (and count against `max_bytes`) but left out and counted in
+    `other_models` and `other_versions`; a file without a row kept is never compared with the
+    others' tensors.
 
     Reads the newest files first until it has enough rows, and returns the rows in time order as
     `read_capture_file` does, with `tensors` (default: those of the newest file read). At most
@@ -72,10 +84,13 @@ def read_window(
         raise ValueError(f"newest_rows must be at least 1, not {newest_rows}")
     parts: list[dict[str, Array]] = []
     skipped: list[Skipped] = []
-    rows = used = other_versions = 0
+    rows = used = other_models = other_versions = 0
     limited = False
-    read_strings = STRING_COLUMNS if strings else (MODEL_VERSION,) if model_version is not None else ()
-    for path in reversed(capture_files(Path(directory))):
+    wanted = {column: value for column, value in ((MODEL, model), (MODEL_VERSION, model_version)) if value is not None}
+    read_strings = STRING_COLUMNS if strings else tuple(wanted)
+    listed = [directories] if isinstance(directories, Path | str) else directories
+    paths = sorted((path for directory in listed for path in capture_files(Path(directory))), key=lambda p: p.name)
+    for path in reversed(paths):
         if rows >= newest_rows:
             break
         left = None if max_bytes is None else max_bytes - used
@@ -91,9 +106,10 @@ def read_window(
             skipped.append(Skipped(path, "unreadable", f"{type(error).__name__}: {error}"))
         else:
             used += columns_nbytes(part)
-            if model_version is not None:
-                part, left_out = _of_version(part, model_version, keep_column=strings)
-                other_versions += left_out
+            if wanted:
+                part, left_out = _answered_by(part, wanted, keep_columns=strings)
+                other_models += left_out[MODEL]
+                other_versions += left_out[MODEL_VERSION]
                 if not len(part[TIMESTAMP]):
                     continue
             if parts and not _same_layout(parts[0], part):
@@ -106,9 +122,9 @@ def read_window(
     for skip in skipped:
         log.warning("skipping capture file %s (%s): %s", skip.path, skip.reason, skip.detail)
     if not parts:
-        return CaptureWindow({}, tuple(skipped), limited, 0, other_versions)
+        return CaptureWindow({}, tuple(skipped), limited, 0, other_versions, other_models)
     columns = {name: np.concatenate([part[name] for part in reversed(parts)])[-newest_rows:] for name in parts[0]}
-    return CaptureWindow(columns, tuple(skipped), limited, columns_nbytes(columns), other_versions)
+    return CaptureWindow(columns, tuple(skipped), limited, columns_nbytes(columns), other_versions, other_models)
 
 
 def read_captures(directory: Path | str, newest_rows: int, tensors: Sequence[str] | None = None) -> dict[str, Array]:
@@ -116,12 +132,17 @@ def read_captures(directory: Path | str, newest_rows: int, tensors: Sequence[str
     return read_window(directory, newest_rows, tensors).columns
 
 
-def _of_version(part: dict[str, Array], version: str, *, keep_column: bool) -> tuple[dict[str, Array], int]:
-    """The rows of `part` that `version` answered (without the model_version column unless `keep_column`), and how
-    many others it holds."""
-    kept = part[MODEL_VERSION] == version
-    chosen = {name: array[kept] for name, array in part.items() if keep_column or name != MODEL_VERSION}
-    return chosen, int(kept.size - np.count_nonzero(kept))
+def _answered_by(
+    part: dict[str, Array], wanted: dict[str, str], *, keep_columns: bool
+) -> tuple[dict[str, Array], dict[str, int]]:
+    """The rows of `part` whose `model` and `model_version` columns hold what `wanted` says of them (without those
+    columns unless `keep_columns`), and how many were left out: by model, then, of the model's rows, by version."""
+    rows = len(part[TIMESTAMP])
+    of_model = part[MODEL] == wanted[MODEL] if MODEL in wanted else np.ones(rows, dtype=bool)
+    kept = of_model & (part[MODEL_VERSION] == wanted[MODEL_VERSION]) if MODEL_VERSION in wanted else of_model
+    chosen = {name: array[kept] for name, array in part.items() if keep_columns or name not in wanted}
+    left_model = rows - int(np.count_nonzero(of_model))
+    return chosen, {MODEL: left_model, MODEL_VERSION: rows - left_model - int(np.count_nonzero(kept))}
 
 
 def _same_layout(reference: dict[str, Array], other: dict[str, Array]) -> bool:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_FILE_BYTES: Final = 32 * 1024 * 1024
 # Owner and group read (the group is the pods' fsGroup), owner writes, others nothing.
 FILE_MODE: Final = 0o640
+# The directory of a ModelDeployment's files: the group (the monitors' pods) lists it too.
+DIRECTORY_MODE: Final = 0o750
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,9 @@ class Flushed:
 class CaptureFiles:
     """Turns samples into rotated capture files in one directory; every method returns what it flushed.
 
-    Writing never raises: a file that cannot be written (volume full, read-only, gone) is reported
-    in its `Flushed.error`, its samples are lost, and the next file is tried afresh.
+    The directory is made with the first file, if need be. Writing never raises: a file that cannot
+    be written (volume full, read-only, gone) is reported in its `Flushed.error`, its samples are
+    lost, and the next file is tried afresh.
     """
 
     def __init__(
@@ -87,6 +91,8 @@ class CaptureFiles:
                 if temporary_writer(entry.name) == self.instance:
                     os.unlink(entry.path)
                     log.info("removed %s, left by an interrupted writer", entry.path)
+        except FileNotFoundError:
+            return  # no file written yet
         except OSError as error:
             log.warning("cannot clean up %s: %s", self.directory, error)
 
@@ -122,11 +128,22 @@ class CaptureFiles:
         self._sequence += 1
         name = file_name(samples[0].timestamp, self.instance, self._sequence, self.format)
         try:
+            _make_directory(self.directory)
             path = _write_atomically(self.directory / name, _WRITERS[self.format], samples)
         # The volume, or encoding these rows: whatever fails costs this file's samples, not the writer.
         except Exception as error:
             return [Flushed(len(samples), rows, error=error)]
         return [Flushed(len(samples), rows, path=path)]
+
+
+def _make_directory(directory: Path) -> None:
+    """Makes `directory` with DIRECTORY_MODE whatever the umask, unless it exists; never its parent, the volume."""
+    try:
+        directory.mkdir(mode=DIRECTORY_MODE)
+    except FileExistsError:
+        return
+    # The setgid bit a volume with an fsGroup gives its directories stays: files made inside keep that group.
+    os.chmod(directory, DIRECTORY_MODE | (directory.stat().st_mode & stat.S_ISGID))
 
 
 def _write_atomically(path: Path, write: Callable[[IO[bytes], list[Sample]], None], samples: list[Sample]) -> Path:
