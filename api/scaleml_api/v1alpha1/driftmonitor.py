@@ -27,7 +27,10 @@ from scaleml_api.v1alpha1.trainingjob import DataSpec, Hyperparameters, ModelSpe
 class MonitorTarget(ApiModel):
     """The deployment whose captured traffic is monitored."""
 
-    model_deployment: ObjectName = Field(description="ModelDeployment (same namespace) with capture enabled.")
+    model_deployment: ObjectName = Field(
+        description="ModelDeployment (same namespace) with capture enabled: the monitor reads the captures in its "
+        "directory on the capture claim (<claim>/<name>/), of the model it serves only."
+    )
 
 
 class ReferenceSource(ApiModel):

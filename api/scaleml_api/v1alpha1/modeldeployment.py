@@ -177,9 +177,10 @@ class CaptureRetention(ApiModel):
     )
     max_bytes: Quantity = Field(
         default="10Gi",
-        description="The capture files together take at most about this much (a whole number with an optional "
-        "suffix, e.g. 10Gi, 500M): past it the oldest are deleted (within a minute; pods sharing the volume may "
-        "exceed it by the files they write meanwhile). Keep it below the volume's size.",
+        description="The ModelDeployment's capture files together take at most about this much (a whole number with "
+        "an optional suffix, e.g. 10Gi, 500M): past it the oldest are deleted (within a minute; its pods may exceed "
+        "it by the files they write meanwhile). Keep the sum over the ModelDeployments that share a claim below the "
+        "volume's size.",
     )
 
     rules = (
@@ -200,11 +201,12 @@ class CaptureRetention(ApiModel):
 class Capture(ApiModel):
     """Capture of a sample of live requests and responses, for drift monitoring.
 
-    The captured inputs and outputs are user data. They stay on the capture volume for at most
-    `retention.maxAge` and `retention.maxBytes`. To erase them: lower `retention.maxAge` (the capture
-    converters delete older files within a minute), or delete the files `captures-*` on the volume (a
-    name starts with the UTC time of its first row, so a time range is a range of names), or delete
-    the PersistentVolumeClaim (its data goes with it when the volume's reclaim policy is Delete).
+    The captured inputs and outputs are user data. They stay on the capture volume, in the directory
+    named after the ModelDeployment, for at most `retention.maxAge` and `retention.maxBytes`. To
+    erase them: lower `retention.maxAge` (the capture converters delete older files within a
+    minute), or delete the files `captures-*` in that directory (a name starts with the UTC time of
+    its first row, so a time range is a range of names), or delete the PersistentVolumeClaim (its
+    data goes with it when the volume's reclaim policy is Delete).
     """
 
     enabled: bool = Field(
@@ -221,16 +223,19 @@ class Capture(ApiModel):
     )
     volume_claim: OptionalObjectName = Field(
         default="",
-        description="PersistentVolumeClaim for captured samples. The files are user data (inputs and outputs of "
-        "live requests), readable by the pods' group only; deleting the claim (reclaim policy Delete) erases them "
-        "all, as does deleting the files captures-* on it.",
+        description="PersistentVolumeClaim for captured samples. Several ModelDeployments may share it: each one's "
+        "files go into a directory named after it (<claim>/<metadata.name>/), which only its own converters write "
+        "and sweep and its DriftMonitors read. The files are user data (inputs and outputs of live requests), "
+        "readable by the pods' group only; deleting the claim (reclaim policy Delete) erases them all, as does "
+        "deleting the files captures-* in that directory.",
     )
     format: CaptureFormat = Field(default="parquet", description="File format: parquet or npz.")
     retention: CaptureRetention = Field(
         default_factory=CaptureRetention,
-        description="How long and how much is kept: older files, then the oldest beyond the size, are deleted. "
-        "To erase captures by age, lower maxAge; to erase them all, delete the files captures-* on the claim "
-        "(or the claim itself).",
+        description="How long and how much is kept of this ModelDeployment's captures (its directory on the claim, "
+        "whoever else shares the claim): older files, then the oldest beyond the size, are deleted. To erase "
+        "captures by age, lower maxAge; to erase them all, delete the files captures-* in that directory (or the "
+        "claim itself).",
     )
     request_ids: bool = Field(
         default=False,
