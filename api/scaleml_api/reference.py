@@ -32,6 +32,14 @@ def _type(node: dict[str, Any]) -> str:
     if "enum" in node:
         return " \\| ".join(f"`{value}`" for value in node["enum"])
     kind = node.get("type", "")
+    if not kind and node.get("x-kubernetes-preserve-unknown-fields"):
+        # An untyped value: what its bounds leave of JSON's types (a bound of 0 rules a shape out).
+        shapes = ["scalar"]
+        if node.get("maxItems") != 0:
+            shapes.append(f"list of {_type(node['items'])}s" if "items" in node else "list")
+        if node.get("maxProperties") != 0:
+            shapes.append("map")
+        return " or ".join(shapes)
     if kind == "array":
         return f"list of {_type(node['items'])}"
     if kind == "object" and "properties" not in node:
@@ -58,6 +66,8 @@ def _notes(node: dict[str, Any], required: bool) -> str:
         bounds.append("no two alike")
     if node.get("x-kubernetes-list-type") == "map":
         bounds.append(f"no two with the same {' and '.join(node['x-kubernetes-list-map-keys'])}")
+    if "maxProperties" in node:
+        bounds.append(f"at most {node['maxProperties']} entries")
     notes = ["**Required.**"] if required else []
     if bounds:
         notes.append(f"({', '.join(bounds)})")

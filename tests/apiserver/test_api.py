@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from scaleml_api.base import API_VERSION
+from scaleml_local.demo.scenario import MANIFESTS
+from tests.support.docs import example_objects
 from tests.support.invalid_specs import CASES, InvalidCase
 from tests.support.kubectl import Kubectl
-from tests.support.manifests import EXAMPLES, example, merged
+from tests.support.manifests import EXAMPLES, ROOT, Manifest, example, load_all, merged
 
 pytestmark = pytest.mark.apiserver
 
@@ -41,6 +48,54 @@ def test_sections_that_change_only_what_is_set_come_back_as_written(scaleml_inst
     assert "maxGroupGap" not in gates, gates
     overrides = scaleml_installed.get("dm", "churn", namespace)["spec"]["retrain"]["trainingJobOverrides"]
     assert overrides["data"] == {"checks": {"minRows": 500}}
+
+
+def _shipped_objects() -> Iterator[tuple[str, Manifest]]:
+    """Every ScaleML object the repository ships: the examples, local mode's demo and the docs' examples."""
+    for path in (*sorted(EXAMPLES.glob("*.yaml")), *sorted(Path(str(MANIFESTS)).glob("*.yaml"))):
+        for document in load_all(path):
+            if document["apiVersion"] == API_VERSION:
+                yield f"{path.relative_to(ROOT)}: {document['metadata']['name']}", document
+    for path, line, document in example_objects():
+        yield f"{path.relative_to(ROOT)}:{line}", document
+
+
+def test_every_shipped_object_is_accepted(scaleml_installed: Kubectl, namespace: str) -> None:
+    refused = []
+    for where, document in _shipped_objects():
+        manifest = merged(document, {"metadata": {"namespace": None}})
+        result = scaleml_installed.apply(manifest, "-n", namespace, "--dry-run=server", check=False)
+        if result.returncode:
+            refused.append(f"{where}: {result.stderr}")
+    assert refused == []
+
+
+def _training_job_with_extra_params(value: str) -> str:
+    """The example TrainingJob with model.params.extra set to the JSON text `value`, as JSON text."""
+    job = example("TrainingJob")
+    job["spec"]["model"]["params"]["extra"] = "@@"
+    return json.dumps(job).replace('"@@"', value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Nested as deep as the API server stores anything (it refuses 10,000 levels in all).
+        '{"a":' * 9_990 + "1" + "}" * 9_990,
+        # 1.4 MB: fifty of these once took the operator past its memory limit.
+        json.dumps([0] * 700_000),
+        json.dumps("x" * 1_000_000),
+    ],
+    ids=["nested-9990-levels", "list-of-700000", "string-of-1000000"],
+)
+def test_deep_or_large_model_params_are_refused_naming_the_field(
+    value: str, scaleml_installed: Kubectl, namespace: str
+) -> None:
+    result = scaleml_installed.run(
+        "create", "-n", namespace, "-f", "-", stdin=_training_job_with_extra_params(value), check=False
+    )
+    assert result.returncode != 0
+    assert "spec.model.params.extra" in result.stderr, result.stderr[:2000]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.kind}-{c.id}")

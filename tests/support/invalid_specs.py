@@ -193,6 +193,38 @@ CASES = (
         "spec.elastic.minWorkers",
     ),
     InvalidCase("unknown-architecture", TJ, {"spec": {"model": {"architecture": "lstm"}}}, "spec.model.architecture"),
+    # model.params: scalars and lists of scalars, bounded (the API server's own names for the field
+    # end in [0] where it blames a list's item; the operator's name the parameter).
+    InvalidCase(
+        "params-nested-map",
+        TJ,
+        {"spec": {"model": {"params": {"extra": {"a": {"a": {"a": 1}}}}}}},
+        "spec.model.params.extra",
+    ),
+    InvalidCase(
+        "params-list-of-lists",
+        TJ,
+        {"spec": {"model": {"params": {"hiddenSizes": [[64]]}}}},
+        "spec.model.params.hiddenSizes",
+    ),
+    InvalidCase(
+        "params-list-too-long",
+        TJ,
+        {"spec": {"model": {"params": {"hiddenSizes": [64] * 65}}}},
+        "spec.model.params.hiddenSizes",
+    ),
+    InvalidCase(
+        "params-string-too-long",
+        TJ,
+        {"spec": {"model": {"params": {"activation": "x" * 257}}}},
+        "spec.model.params.activation",
+    ),
+    InvalidCase(
+        "params-too-many",
+        TJ,
+        {"spec": {"model": {"params": {f"p{i}": 1 for i in range(33)}}}},
+        "spec.model.params",
+    ),
     InvalidCase(
         "custom-without-entrypoint", TJ, {"spec": {"model": {"architecture": "custom"}}}, "spec.model.entrypoint"
     ),

@@ -37,11 +37,15 @@ def _schema(kind: AnyKind) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
 def test_schema_is_structural(kind: AnyKind) -> None:
-    """Every node has a type (or is int-or-string) and none uses JSON-Schema-only keywords."""
+    """Every node has a type (or is int-or-string, or a free-form value) and none uses JSON-Schema-only keywords."""
     for path, node in _nodes(_schema(kind)):
         for keyword in ("$ref", "title", "const"):
             assert keyword not in node, f"{kind.kind}{path} has {keyword}"
-        assert node.get("type") or node.get("x-kubernetes-int-or-string"), f"{kind.kind}{path} has no type"
+        assert (
+            node.get("type")
+            or node.get("x-kubernetes-int-or-string")
+            or node.get("x-kubernetes-preserve-unknown-fields")
+        ), f"{kind.kind}{path} has no type"
         if "anyOf" in node:
             assert node.get("x-kubernetes-int-or-string"), f"{kind.kind}{path}: only int-or-string may use anyOf"
         if isinstance(node.get("exclusiveMinimum"), float | int) and not isinstance(node["exclusiveMinimum"], bool):
@@ -63,6 +67,25 @@ def test_strings_and_lists_are_bounded_so_cel_cost_is_bounded(kind: AnyKind) -> 
             assert "maxLength" in node, f"{kind.kind}{path} has no maxLength"
         if node.get("type") == "array":
             assert "maxItems" in node, f"{kind.kind}{path} has no maxItems"
+
+
+# Left free-form: the HPA metric sources of a ModelDeployment, which the operator hands on to its HPA as written.
+HANDED_ON = {"ModelDeployment.spec.autoscaling.metrics[].pods", "ModelDeployment.spec.autoscaling.metrics[].external"}
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
+def test_free_form_values_are_bounded_in_size_and_depth(kind: AnyKind) -> None:
+    # A value of no type may be a string, a list or a map: each of the three is bounded, and a map or
+    # list in it only as deep as its own schema goes (a bound of 0 where it ends).
+    for path, node in _nodes(_schema(kind)):
+        if not node.get("x-kubernetes-preserve-unknown-fields"):
+            continue
+        if node.get("type") == "object":
+            assert f"{kind.kind}{path}" in HANDED_ON, f"{kind.kind}{path} is a free-form object"
+            continue
+        assert {"maxLength", "maxItems", "maxProperties"} <= node.keys(), f"{kind.kind}{path} is unbounded"
+        assert node["maxItems"] == 0 or "items" in node, f"{kind.kind}{path}: its lists' items are unbounded"
+        assert node["maxProperties"] == 0, f"{kind.kind}{path}: its maps' values are unbounded"
 
 
 def test_cross_field_rules_of_the_issue_are_in_the_schema() -> None:

@@ -11,19 +11,15 @@ from urllib.parse import unquote
 
 import pytest
 
-from scaleml_api.base import API_VERSION
 from scaleml_api.reference import API_PAGE, REFERENCE_DIR, heading, pages
 from scaleml_api.v1alpha1 import KINDS, VOCABULARIES
 from scaleml_api.validation import InvalidSpecError, parse_spec
 from scaleml_api.vocabulary_reference import CONDITIONS_EVENTS_PAGE
-from scaleml_local import kubectl_yaml
+from tests.support.docs import DOCS, FENCE, README, example_objects, markdown_files
 from tests.support.manifests import ROOT
 
-README = ROOT / "README.md"
-DOCS = ROOT / "docs"
 GENERATED = ROOT / REFERENCE_DIR
 
-FENCE = re.compile(r"^\s*(```|~~~)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
 # [text](target) and ![alt](target), with an optional "title".
@@ -31,10 +27,6 @@ LINK = re.compile(r"\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*
 # [label]: target
 DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s+<?(\S+?)>?(?:\s+\"[^\"]*\")?\s*$")
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
-
-
-def markdown_files() -> list[Path]:
-    return [README, *sorted(DOCS.rglob("*.md"))]
 
 
 def _prose(path: Path) -> Iterator[tuple[int, str]]:
@@ -172,34 +164,15 @@ def test_every_docs_page_is_reachable_from_the_readme() -> None:
 # ---- examples
 
 
-def yaml_blocks(path: Path) -> Iterator[tuple[int, str]]:
-    """The ```yaml blocks of `path`, with the line each starts on."""
-    block: list[str] | None = None
-    start = 0
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if block is None and re.match(r"^\s*```ya?ml\s*$", line):
-            block, start = [], number
-        elif block is not None and FENCE.match(line):
-            yield start, "\n".join(block)
-            block = None
-        elif block is not None:
-            block.append(line)
-
-
 def test_example_objects_are_valid() -> None:
-    """Every TrainingJob, ModelDeployment and DriftMonitor shown in the docs passes the operator's validation.
-
-    Read as kubectl reads it (`scaleml local` too): "1e-3" is a number there, a string to PyYAML."""
+    """Every TrainingJob, ModelDeployment and DriftMonitor shown in the docs passes the operator's validation."""
     kinds = {kind.kind: kind for kind in KINDS}
     checked, invalid = set(), []
-    for path in markdown_files():
-        for line, block in yaml_blocks(path):
-            for document in kubectl_yaml.load_all(block):
-                if isinstance(document, dict) and document.get("apiVersion") == API_VERSION:
-                    try:
-                        parse_spec(kinds[document["kind"]], document["spec"])
-                    except InvalidSpecError as error:
-                        invalid.append(f"{path.relative_to(ROOT)}:{line}: {document['kind']}: {error}")
-                    checked.add((path, document["kind"]))
+    for path, line, document in example_objects():
+        try:
+            parse_spec(kinds[document["kind"]], document["spec"])
+        except InvalidSpecError as error:
+            invalid.append(f"{path.relative_to(ROOT)}:{line}: {document['kind']}: {error}")
+        checked.add((path, document["kind"]))
     assert invalid == []
     assert {kind for path, kind in checked if path == README} == set(kinds), "the README's example shows every kind"

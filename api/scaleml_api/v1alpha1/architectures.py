@@ -7,9 +7,9 @@ hyperparameter is an InvalidSpec condition rather than a crash inside a GPU pod.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema, model_validator
 
 from scaleml_api.base import ApiModel
 
@@ -80,6 +80,55 @@ ARCHITECTURE_PARAMS: dict[str, type[ApiModel]] = {
     "resnet": ResNetParams,
     "transformer": TransformerParams,
 }
+
+
+# The shape of `model.params`: what the built-in architectures take (numbers, names, flags, lists of
+# numbers: the longest, mlp's hiddenSizes, has up to 32), and so what a custom entrypoint's keyword
+# arguments may be too. Bounded so that one object stays small in the API server and in the
+# operator's memory, and shallow, so that no reader of it recurses deep.
+MAX_PARAMS: Final = 32
+MAX_PARAM_ITEMS: Final = 64
+MAX_PARAM_CHARS: Final = 256
+PARAM_SHAPE: Final = (
+    f"a number, a string of at most {MAX_PARAM_CHARS} characters, true, false or null, "
+    f"or a list of at most {MAX_PARAM_ITEMS} of those"
+)
+
+
+def _is_scalar(value: object) -> bool:
+    return (
+        value is None
+        or isinstance(value, bool | int | float)
+        or (isinstance(value, str) and len(value) <= MAX_PARAM_CHARS)
+    )
+
+
+def _param_value(value: object) -> object:
+    items = value if isinstance(value, list) else [value]
+    if len(items) > MAX_PARAM_ITEMS or not all(_is_scalar(item) for item in items):
+        raise ValueError(f"must be {PARAM_SHAPE}")
+    return value
+
+
+# A structural schema gives each value one type, and a value here may be any scalar: so the values
+# are untyped, and bounded by what JSON Schema checks of whichever type a value has. maxProperties 0
+# keeps maps out, and a list's items may be neither maps nor lists (maxItems 0). CEL cannot help: the
+# API server gives its rules no view of untyped values, nor so of this map's keys, which the operator
+# checks.
+_SCALAR_SCHEMA: Final = {
+    "x-kubernetes-preserve-unknown-fields": True,
+    "maxLength": MAX_PARAM_CHARS,
+    "maxItems": 0,
+    "maxProperties": 0,
+}
+ParamValue = Annotated[
+    Any,
+    AfterValidator(_param_value),
+    WithJsonSchema({**_SCALAR_SCHEMA, "maxItems": MAX_PARAM_ITEMS, "items": _SCALAR_SCHEMA}),
+]
+# A keyword argument's name.
+ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+Params = Annotated[dict[ParamName, ParamValue], Field(max_length=MAX_PARAMS)]
 
 
 def parse_params(architecture: Architecture, params: dict[str, Any]) -> ApiModel | dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Final, Literal, Self
 
 from pydantic import Field, StringConstraints, ValidationError, model_validator
 
@@ -22,7 +22,7 @@ from scaleml_api.base import (
 from scaleml_api.conditions import CREATING, POD_START_REASONS, Conditions, Vocabulary
 from scaleml_api.evaluation import EvaluationSummary
 from scaleml_api.kind import AGE_COLUMN, PHASE_COLUMN, Kind, PrinterColumn
-from scaleml_api.v1alpha1.architectures import Architecture, parse_params
+from scaleml_api.v1alpha1.architectures import PARAM_SHAPE, Architecture, Params, parse_params
 from scaleml_api.v1alpha1.pods import EnvList, PodMetadata, Scheduling
 
 ExportFormat = Literal["torchscript", "onnx"]
@@ -41,10 +41,12 @@ class ModelSpec(ApiModel):
         default="classification",
         description="classification (cross-entropy over the target's classes) or regression (MSE).",
     )
-    params: dict[str, Any] = Field(
+    params: Params = Field(
         default={},
         description="Architecture parameters, e.g. {hiddenSizes: [64, 64], dropout: 0.1} for mlp; "
-        "keyword arguments of the entrypoint for custom. Checked by the operator before any pod starts.",
+        "keyword arguments of the entrypoint for custom. Each is named like a Python identifier (at most 64 "
+        f"characters) and is {PARAM_SHAPE}. Checked against the architecture by the operator before any pod "
+        "starts.",
     )
     entrypoint: Annotated[
         str,
