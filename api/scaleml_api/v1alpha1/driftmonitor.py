@@ -268,7 +268,7 @@ class DriftMonitorStatus(ApiModel):
     reference_version: int | None = Field(
         default=None, ge=1, description="The model version whose training-data profile is the reference."
     )
-    drifted_features: list[str] = Field(
+    drifted_features: list[ColumnName] = Field(
         default=[], max_length=4096, description="Features that drifted in the last window."
     )
     verdict: str | None = Field(

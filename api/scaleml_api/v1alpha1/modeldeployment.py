@@ -401,8 +401,8 @@ DeploymentPhase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed
 class Endpoints(ApiModel):
     """In-cluster URLs of the inference service."""
 
-    http: str = Field(default="", description="KServe v2 HTTP endpoint.")
-    grpc: str = Field(default="", description="KServe v2 gRPC endpoint.")
+    http: str = Field(default="", max_length=256, description="KServe v2 HTTP endpoint.")
+    grpc: str = Field(default="", max_length=256, description="KServe v2 gRPC endpoint.")
 
 
 class Override(ApiModel):
@@ -410,7 +410,8 @@ class Override(ApiModel):
 
     version: int = Field(ge=1, description="The version the annotation promoted.")
     time: datetime = Field(description="When the operator first served it on the annotation's word.")
-    failed: str = Field(default="", description="What the gates said of it.")
+    # Part of the Promoted condition's message, and so within its bound.
+    failed: str = Field(default="", max_length=32768, description="What the gates said of it.")
 
 
 class ModelDeploymentStatus(ApiModel):
@@ -427,7 +428,9 @@ class ModelDeploymentStatus(ApiModel):
     )
     override: Override | None = Field(default=None, description="The last version promoted by the annotation.")
     endpoints: Endpoints | None = Field(default=None, description="Where to send inference requests.")
-    selector: str | None = Field(default=None, description="Label selector of the pods (for the scale subresource).")
+    selector: str | None = Field(
+        default=None, max_length=1024, description="Label selector of the pods (for the scale subresource)."
+    )
 
 
 MODEL_DEPLOYMENT = Kind(
