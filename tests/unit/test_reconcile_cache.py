@@ -8,17 +8,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scaleml_api.v1alpha1 import MODEL_DEPLOYMENT, TRAINING_JOB
-from scaleml_api.v1alpha1.modeldeployment import ModelDeploymentSpec
+from scaleml_api.v1alpha1.modeldeployment import MODEL_VERSION_ANNOTATION, PROMOTE_ANNOTATION, ModelDeploymentSpec
 from scaleml_api.v1alpha1.trainingjob import TrainingJobSpec
 from scaleml_api.validation import parse_spec
 from scaleml_operator.builders import modeldeployment, trainingjob
 from scaleml_operator.builders.meta import Owner
+from scaleml_operator.builders.retraining import (
+    DRIFT_SINCE_ANNOTATION,
+    RETRAIN_OF_LABEL,
+    RETRAIN_RULE_ANNOTATION,
+    RETRAINED_BY_LABEL,
+    lineage,
+)
+from scaleml_operator.builders.trainingjob import TEMPLATE_HASH
 from scaleml_operator.reconcile.cache import pod_summary, slim, without_template
 from scaleml_operator.status.modeldeployment import observed as observed_serving
 from scaleml_operator.status.trainingjob import observed as observed_training
 
 
-def test_slim_drops_managed_fields_and_kopfs_copy_of_the_spec_and_keeps_the_rest() -> None:
+def test_slim_drops_managed_fields_and_the_annotations_no_read_uses_and_keeps_the_rest() -> None:
     body: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -30,7 +38,8 @@ def test_slim_drops_managed_fields_and_kopfs_copy_of_the_spec_and_keeps_the_rest
             "managedFields": [{"manager": "scaleml-operator", "fieldsV1": {"f:spec": {}}}],
             "annotations": {
                 "scaleml.dev/last-handled-configuration": '{"spec": {}}',
-                "scaleml.dev/template-hash": "abc",
+                "kubectl.kubernetes.io/last-applied-configuration": '{"spec": {}}',
+                TEMPLATE_HASH: "abc",
             },
         },
         "spec": {"parallelism": 2},
@@ -42,7 +51,7 @@ def test_slim_drops_managed_fields_and_kopfs_copy_of_the_spec_and_keeps_the_rest
 
     assert body == original  # the event's own object is not changed
     assert "managedFields" not in slimmed["metadata"]
-    assert slimmed["metadata"]["annotations"] == {"scaleml.dev/template-hash": "abc"}
+    assert slimmed["metadata"]["annotations"] == {TEMPLATE_HASH: "abc"}
     assert {key: slimmed["metadata"][key] for key in ("name", "uid", "resourceVersion", "ownerReferences")} == {
         key: body["metadata"][key] for key in ("name", "uid", "resourceVersion", "ownerReferences")
     }
@@ -53,6 +62,46 @@ def test_slim_drops_managed_fields_and_kopfs_copy_of_the_spec_and_keeps_the_rest
 def test_slim_leaves_no_empty_annotations_behind() -> None:
     body = {"metadata": {"name": "a", "annotations": {"scaleml.dev/last-handled-configuration": "{}"}}}
     assert slim(body) == {"metadata": {"name": "a"}}
+
+
+def test_a_pods_annotations_that_no_read_uses_are_not_cached() -> None:
+    # A tenant who may create pods can give them the labels the operator's pod watch selects, with
+    # as many annotations as the API server allows; the cache must not hold them.
+    tenants = {f"example.com/a{i}": "y" * 1000 for i in range(250)}
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "fake-0",
+            "namespace": "ml",
+            "labels": {"app.kubernetes.io/name": "scaleml-triton", "scaleml.dev/modeldeployment": "churn"},
+            "annotations": {**tenants, MODEL_VERSION_ANNOTATION: "3"},
+        },
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        "status": {"phase": "Running"},
+    }
+
+    cached = pod_summary(pod)
+
+    assert cached["metadata"]["annotations"] == {MODEL_VERSION_ANNOTATION: "3"}
+    assert cached["metadata"]["labels"] == pod["metadata"]["labels"]
+    assert len(json.dumps(cached)) < 1000
+
+
+def test_the_annotations_the_reads_use_are_cached() -> None:
+    # A ModelDeployment's promote annotation and a retraining job's record of its drift episode are
+    # read from the cached parents.
+    promoted = {"metadata": {"name": "churn", "annotations": {PROMOTE_ANNOTATION: "4", "team": "x" * 4096}}}
+    retrained = {
+        "metadata": {
+            "name": "churn-retrain-1",
+            "labels": {RETRAINED_BY_LABEL: "churn", RETRAIN_OF_LABEL: "churn"},
+            "annotations": {DRIFT_SINCE_ANNOTATION: "2026-12-05T10:00:00Z", RETRAIN_RULE_ANNOTATION: "drift"},
+        }
+    }
+
+    assert slim(promoted)["metadata"]["annotations"] == {PROMOTE_ANNOTATION: "4"}
+    assert lineage(slim(retrained)["metadata"]) == lineage(retrained["metadata"]) is not None
 
 
 # The children as the operator renders them, with a status as the API server would report it: the

@@ -13,6 +13,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
+from scaleml_api.v1alpha1.modeldeployment import MODEL_ANNOTATION, MODEL_VERSION_ANNOTATION, PROMOTE_ANNOTATION
+from scaleml_operator.builders.driftmonitor import REFERENCE_ANNOTATION
+from scaleml_operator.builders.retraining import DRIFT_SINCE_ANNOTATION, RETRAIN_RULE_ANNOTATION
+from scaleml_operator.builders.trainingjob import TEMPLATE_HASH
 
 Object = Mapping[str, Any]
 # (namespace, name) of an object, (namespace, owner's name) of the pods of one owner, or (namespace,
@@ -29,21 +33,34 @@ SERVING_PODS: Final = "serving_pods_by_owner"
 # (namespace, DriftMonitor) -> the names of the retraining TrainingJobs labelled as that monitor's.
 RETRAININGS: Final = "retrainings_by_monitor"
 
-# kopf's bookkeeping annotation, a copy of the whole spec, is still on objects that earlier releases
-# handled (they wrote it; this one writes nothing but status): nothing a read needs.
-_KOPF_ANNOTATION_SUFFIX: Final = "/last-handled-configuration"
+# The annotations the reads use, of whichever object the caches hold it on. Every other one is left
+# out: kubectl's and kopf's copies of the whole object (last-applied-configuration, and kopf's
+# last-handled-configuration on objects that earlier releases handled), which can be most of its
+# size, and whatever else anyone wrote there, up to 256 KiB an object. A tenant who may create pods
+# can give them the labels the operator's pod watch selects, so that these caches would otherwise
+# hold as much of the tenant's as the tenant likes.
+READ_ANNOTATIONS: Final = frozenset(
+    {
+        PROMOTE_ANNOTATION,  # ModelDeployment: serve a held-back version (status.promotion)
+        DRIFT_SINCE_ANNOTATION,  # retraining TrainingJob: the drift episode it records (builders.retraining)
+        RETRAIN_RULE_ANNOTATION,  # retraining TrainingJob: what persisted (builders.retraining)
+        TEMPLATE_HASH,  # training Job: the pod template it runs (builders.trainingjob)
+        MODEL_ANNOTATION,  # serving Deployment: the model it serves (builders.modeldeployment)
+        MODEL_VERSION_ANNOTATION,  # serving Deployment: the version it serves (status.modeldeployment)
+        REFERENCE_ANNOTATION,  # monitor Deployment: the reference profile it reads (reconcile.driftmonitor)
+    }
+)
 
 
 def slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The object as the reads need it: without managedFields and kopf's copy of the spec, which can
-    be most of its size, so that a thousand of them stay small in memory."""
+    """The object as the reads need it: without managedFields and the annotations no read uses, which
+    can be most of its size, so that a thousand of them stay small in memory."""
     return {**body, "metadata": _slim_metadata(body)}
 
 
 def _slim_metadata(body: Mapping[str, Any]) -> dict[str, Any]:
     meta = body.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    annotations = {key: value for key, value in annotations.items() if not key.endswith(_KOPF_ANNOTATION_SUFFIX)}
+    annotations = {key: value for key, value in (meta.get("annotations") or {}).items() if key in READ_ANNOTATIONS}
     slimmed = {key: value for key, value in meta.items() if key not in ("managedFields", "annotations")}
     if annotations:
         slimmed["annotations"] = annotations
