@@ -25,7 +25,7 @@ def _operator(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     import scaleml_operator.handlers  # noqa: F401  (registers the handlers)
-    from scaleml_operator import memory
+    from scaleml_operator import decoding, memory
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -38,6 +38,8 @@ def _operator(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.bind_address)
+    # An object nested deeper than json decodes must not stop the watches (and the operator) for everyone.
+    decoding.install()
     failed = asyncio.run(_serve(args))
     if not failed and memory.REPLACEMENT.asked:
         memory.REPLACEMENT.replace()

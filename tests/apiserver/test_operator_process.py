@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import json
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -12,7 +15,7 @@ import pytest
 from scaleml_operator.handlers.background import RELEASE_CHECK_SECONDS, REPLACING
 from tests.support.controlplane import ControlPlane
 from tests.support.kubectl import Kubectl
-from tests.support.manifests import example, merged
+from tests.support.manifests import CRDS, example, load_all, merged
 from tests.support.operator_process import OperatorProcess
 from tests.support.polling import wait_for
 
@@ -134,3 +137,80 @@ def test_a_process_left_large_by_deleted_objects_replaces_itself_and_serves_on(
     wait_for(partial(_accepted, scaleml_installed, "trainingjob", "after", namespace), 30, "the second accepted")
     # The new process ran its start-up, and logged on to the same stream.
     assert operator.output().count("Activity 'start_workers' succeeded") == 2, operator.output()
+
+
+# model.params as the CRD had it before its values were bounded: free-form, so as deep as the API
+# server stores anything (10,000 levels).
+_FREE_FORM = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+DEEP = 9_990
+
+
+@contextlib.contextmanager
+def _params_free_form(kubectl: Kubectl) -> Iterator[None]:
+    """The TrainingJob CRD with model.params free-form, as an older release installed it, while in use.
+
+    Both applied server-side as the install is (same field manager), so the install's own fields stay its own.
+    """
+    (bounded,) = load_all(CRDS / "trainingjobs.scaleml.dev.yaml")
+    loose = copy.deepcopy(bounded)
+    loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["model"][
+        "properties"
+    ]["params"] = _FREE_FORM
+    kubectl.apply(loose, "--server-side", "--force-conflicts")
+    try:
+        yield
+    finally:
+        kubectl.apply(bounded, "--server-side", "--force-conflicts")
+
+
+def _deep_job(name: str) -> str:
+    """A TrainingJob whose model.params.extra is nested DEEP levels, as JSON (Python could not dump it)."""
+    job = merged(example("TrainingJob"), {"metadata": {"name": name}})
+    job["spec"]["model"]["params"]["extra"] = "@@"
+    return json.dumps(job).replace('"@@"', '{"a":' * DEEP + "1" + "}" * DEEP)
+
+
+def _accepted_condition(kubectl: Kubectl, name: str, namespace: str) -> dict[str, str] | None:
+    # Its status only: the object itself is too deep for json (and kubectl) to decode.
+    jsonpath = "-o=jsonpath={.status.conditions[?(@.type=='Accepted')]}"
+    out = kubectl.run("get", "trainingjob", name, "-n", namespace, jsonpath).stdout
+    return json.loads(out) if out else None
+
+
+def test_an_object_nested_too_deep_for_json_is_reported_and_the_operator_serves_on(
+    start_operator: StartOperator, scaleml_installed: Kubectl, namespace: str
+) -> None:
+    """One tenant's object nested 9,990 levels deep, stored before the schema bounded model.params, neither
+    stops the operator's watch (it used to end, and the operator with it, on every restart) nor others' objects."""
+    kubectl = scaleml_installed
+    operator = start_operator("--standalone", f"--namespace={namespace}")
+    try:
+        with _params_free_form(kubectl):
+            # The API server takes the looser schema a moment after the CRD changes.
+            wait_for(
+                lambda: (
+                    kubectl.run("create", "-n", namespace, "-f", "-", stdin=_deep_job("deep"), check=False).returncode
+                    == 0
+                ),
+                30,
+                "the deep TrainingJob stored",
+            )
+
+        # Seen on the operator's watch: read, and refused as any invalid spec is, naming the field.
+        accepted = wait_for(lambda: _accepted_condition(kubectl, "deep", namespace), 30, "the deep job's Accepted")
+        assert (accepted["status"], accepted["reason"]) == ("False", "InvalidSpec"), accepted
+        assert "spec.model.params.extra" in accepted["message"], accepted
+        kubectl.await_event_reasons(namespace, "TrainingJob", {"InvalidSpec"})
+        kubectl.apply(merged(example("TrainingJob"), {"metadata": {"name": "next"}}), "-n", namespace)
+        wait_for(partial(_accepted, kubectl, "trainingjob", "next", namespace), 30, "the next job accepted")
+
+        # Read again in a new operator's first listing, where the old one stopped on every restart.
+        assert operator.stop() == 0, operator.output()
+        restarted = start_operator("--standalone", f"--namespace={namespace}")
+        kubectl.apply(merged(example("TrainingJob"), {"metadata": {"name": "after"}}), "-n", namespace)
+        wait_for(partial(_accepted, kubectl, "trainingjob", "after", namespace), 30, "a job accepted after a restart")
+        assert restarted.process.poll() is None, restarted.output()
+        assert "RecursionError" not in operator.output() + restarted.output()
+    finally:
+        # Nothing else in the session has to read it.
+        kubectl.run("delete", "trainingjob", "deep", "-n", namespace, "--ignore-not-found")
