@@ -23,6 +23,7 @@ from scaleml_operator.builders.retraining import (
 from scaleml_operator.builders.trainingjob import TEMPLATE_HASH
 from scaleml_operator.reconcile.cache import pod_summary, slim, without_template
 from scaleml_operator.status.modeldeployment import observed as observed_serving
+from scaleml_operator.status.trainingjob import COMPLETION_INDEX
 from scaleml_operator.status.trainingjob import observed as observed_training
 
 
@@ -130,6 +131,13 @@ def _pod_of(template: dict[str, Any], name: str, status: dict[str, Any]) -> dict
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"], "status": status}
 
 
+def _worker(template: dict[str, Any], index: int, status: dict[str, Any]) -> dict[str, Any]:
+    """A pod of the training Job as the Job controller makes it: annotated with its worker's index."""
+    pod = _pod_of(template, f"churn-{index}", status)
+    pod["metadata"]["annotations"] = {**pod["metadata"].get("annotations", {}), COMPLETION_INDEX: str(index)}
+    return pod
+
+
 def _terminated(phase: str, exit_code: int, message: str) -> dict[str, Any]:
     state = {"terminated": {"exitCode": exit_code, "message": message, "finishedAt": "2026-12-05T11:00:00Z"}}
     return {"phase": phase, "startTime": "2026-12-05T10:00:00Z", "containerStatuses": [{"name": "w", "state": state}]}
@@ -140,14 +148,18 @@ def test_a_training_jobs_status_reads_the_same_from_the_cached_job_and_pods_as_f
     job = _child(trainingjob.children(_OWNER, spec, "scaleml/workloads:1").apply, "Job")
     template = job["spec"]["template"]
     for job_status, pods in (
-        ({"active": 2}, [_pod_of(template, "churn-0", {"phase": "Running", "startTime": "2026-12-05T10:00:00Z"})]),
+        ({"active": 2}, [_worker(template, 0, {"phase": "Running", "startTime": "2026-12-05T10:00:00Z"})]),
         (
             {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]},
-            [_pod_of(template, "churn-0", _terminated("Failed", 2, "data.target: no column 'label'"))],
+            [_worker(template, 1, _terminated("Failed", 2, "data.target: no column 'label'"))],
+        ),
+        (
+            {"failed": 2, "conditions": [{"type": "Failed", "status": "True", "reason": "MaxFailedIndexesExceeded"}]},
+            [_worker(template, 1, _terminated("Failed", 139, "")), _worker(template, 0, _terminated("Failed", 75, ""))],
         ),
         (
             {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]},
-            [_pod_of(template, f"churn-{i}", _terminated("Succeeded", 0, '{"modelVersion": 4}')) for i in range(2)],
+            [_worker(template, i, _terminated("Succeeded", 0, '{"modelVersion": 4}')) for i in range(2)],
         ),
     ):
         whole = {**job, "status": job_status}
