@@ -148,8 +148,11 @@ def test_train_serve_monitor_retrain_and_roll_in_real_pods(
     # 2. Triton serves version 1 behind the Service, capturing every request; the monitor watches.
     capture = {"enabled": True, "sampleRate": 1.0, "volumeClaim": "captures"}
     kubectl.apply(model_deployment(capture=capture), "-n", namespace)
-    kubectl.apply(_drift_monitor(), "-n", namespace)
     ready = wait_for(partial(served, kubectl, namespace, 1), 300, "version 1 to be served")
+    # The monitor only once Triton's pod mounted the capture claim: the kubelet gives a local volume to
+    # the pod's fsGroup at its first mount on the node only, and the monitor mounts it read-only, which
+    # gives it to no group (the converter then cannot write: "Permission denied").
+    kubectl.apply(_drift_monitor(), "-n", namespace)
     assert ready["readyReplicas"] == 1
 
     version_1 = volumes["models"] / "churn" / "1"
