@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Final
 
 from pydantic import Field
 
 from scaleml_api.base import ApiModel, ObjectName
-from scaleml_api.kind import NAME_PATTERN
 from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
-from scaleml_api.v1alpha1.modeldeployment import Capture, ModelDeploymentSpec
+from scaleml_api.v1alpha1.modeldeployment import MODEL_DEPLOYMENT, Capture, ModelDeploymentSpec
 from scaleml_api.v1alpha1.trainingjob import ModelName, TrainingJobSpec
 
 # The run config of a serving pod's model agent; the other workloads read it when given no --config.
@@ -199,7 +197,7 @@ def capture_dir(model_deployment: str) -> str:
     monitors read only that directory, so one's retention or traffic never reaches another's. The
     name is a DNS-1035 label (the API admits no other): checked again, as it becomes a path.
     """
-    if not re.fullmatch(NAME_PATTERN, model_deployment):
+    if MODEL_DEPLOYMENT.name_error(model_deployment) is not None:
         raise ValueError(f"{model_deployment!r} is not a ModelDeployment's name, and no directory of captures")
     return f"{CAPTURE_DIR}/{model_deployment}"
 
