@@ -87,11 +87,18 @@ def test_a_service_answers_by_its_dns_name(
     )
     kubectl.run("wait", "-n", namespace, "--for=condition=Ready", "pod/web", "--timeout=60s")
 
-    # busybox's wget -T crashes; `timeout` bounds it instead.
-    client = restricted_pod("client", f"timeout 5 wget -qO- http://web.{namespace}.svc.cluster.local/")
-    done = run_to_end(kubectl, namespace, client)
+    # A Service routes once kube-proxy has programmed the pod's endpoint, which can trail the pod's
+    # readiness by seconds on a busy host; until then its rule refuses ("No route to host"), so the
+    # client retries as any client of a fresh rollout would. busybox's wget -T crashes; `timeout`
+    # bounds each try instead.
+    url = f"http://web.{namespace}.svc.cluster.local/"
+    client = restricted_pod(
+        "client", f"for try in $(seq 30); do timeout 5 wget -qO- {url} && exit 0; sleep 1; done; exit 1"
+    )
+    done = run_to_end(kubectl, namespace, client, timeout=240)
     assert done["status"]["phase"] == "Succeeded", kubectl.run("logs", "client", "-n", namespace, check=False).stdout
-    assert kubectl.run("logs", "client", "-n", namespace).stdout.strip() == "hello-from-web"
+    # Tries refused before the route existed leave their errors above the page.
+    assert kubectl.run("logs", "client", "-n", namespace).stdout.splitlines()[-1] == "hello-from-web"
 
 
 def test_the_node_leaves_the_host_as_it_found_it(node_run: NodeRun, kubectl: Kubectl) -> None:
