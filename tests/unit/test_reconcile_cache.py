@@ -21,8 +21,9 @@ from scaleml_operator.builders.retraining import (
     lineage,
 )
 from scaleml_operator.builders.trainingjob import TEMPLATE_HASH
-from scaleml_operator.reconcile.cache import pod_summary, slim, without_template
+from scaleml_operator.reconcile.cache import MAX_CONTAINERS, pod_summary, slim, without_template
 from scaleml_operator.status.modeldeployment import observed as observed_serving
+from scaleml_operator.status.pods import TEMPLATE_HASH_LABEL
 from scaleml_operator.status.trainingjob import COMPLETION_INDEX
 from scaleml_operator.status.trainingjob import observed as observed_training
 
@@ -85,8 +86,50 @@ def test_a_pods_annotations_that_no_read_uses_are_not_cached() -> None:
     cached = pod_summary(pod)
 
     assert cached["metadata"]["annotations"] == {MODEL_VERSION_ANNOTATION: "3"}
-    assert cached["metadata"]["labels"] == pod["metadata"]["labels"]
     assert len(json.dumps(cached)) < 1000
+
+
+def test_a_pods_labels_references_and_containers_beyond_what_the_reads_use_are_not_cached() -> None:
+    # Labels, owner references and containers are as free to the pod's creator as its annotations.
+    controller = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "churn-7f", "uid": "rs-1", "controller": True}
+    others = [{"apiVersion": "v1", "kind": "ConfigMap", "name": f"c{i}", "uid": f"u{i}"} for i in range(2000)]
+    containers = [
+        {"name": f"c{i}", "image": "busybox", "resources": {"limits": {"memory": "1Gi", f"example.com/r{i}": "1"}}}
+        for i in range(1000)
+    ]
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "fake-0",
+            "namespace": "ml",
+            "labels": {
+                "app.kubernetes.io/name": "scaleml-triton",
+                "scaleml.dev/modeldeployment": "churn",
+                TEMPLATE_HASH_LABEL: "7f",
+                **{f"example.com/l{i}": "y" * 63 for i in range(2000)},
+            },
+            "ownerReferences": [*others[:1000], controller, *others[1000:]],
+        },
+        "spec": {"initContainers": containers, "containers": containers},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [{"name": f"c{i}", "ready": True} for i in range(1000)],
+            "initContainerStatuses": [{"name": f"c{i}", "ready": True} for i in range(1000)],
+        },
+    }
+
+    cached = pod_summary(pod)
+
+    assert cached["metadata"]["labels"] == {TEMPLATE_HASH_LABEL: "7f"}
+    assert cached["metadata"]["ownerReferences"] == [controller]
+    for key in ("initContainers", "containers"):
+        assert len(cached["spec"][key]) == MAX_CONTAINERS
+        assert cached["spec"][key][0] == {"name": "c0", "resources": {"limits": {"memory": "1Gi"}}}
+    assert [len(cached["status"][key]) for key in ("containerStatuses", "initContainerStatuses")] == [
+        MAX_CONTAINERS
+    ] * 2
+    assert len(json.dumps(cached)) < 3000
 
 
 def test_the_annotations_the_reads_use_are_cached() -> None:
@@ -143,6 +186,17 @@ def _terminated(phase: str, exit_code: int, message: str) -> dict[str, Any]:
     return {"phase": phase, "startTime": "2026-12-05T10:00:00Z", "containerStatuses": [{"name": "w", "state": state}]}
 
 
+def _init_oom_killed(template: dict[str, Any]) -> dict[str, Any]:
+    """A worker whose data check (its init container) ran out of memory."""
+    (check,) = template["spec"]["initContainers"]
+    state = {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2026-12-05T11:00:00Z"}}
+    return {
+        "phase": "Failed",
+        "startTime": "2026-12-05T10:00:00Z",
+        "initContainerStatuses": [{"name": check["name"], "state": state}],
+    }
+
+
 def test_a_training_jobs_status_reads_the_same_from_the_cached_job_and_pods_as_from_whole_ones() -> None:
     spec: TrainingJobSpec = parse_spec(TRAINING_JOB, _TRAINING)
     job = _child(trainingjob.children(_OWNER, spec, "scaleml/workloads:1").apply, "Job")
@@ -156,6 +210,10 @@ def test_a_training_jobs_status_reads_the_same_from_the_cached_job_and_pods_as_f
         (
             {"failed": 2, "conditions": [{"type": "Failed", "status": "True", "reason": "MaxFailedIndexesExceeded"}]},
             [_worker(template, 1, _terminated("Failed", 139, "")), _worker(template, 0, _terminated("Failed", 75, ""))],
+        ),
+        (
+            {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]},
+            [_worker(template, 0, _init_oom_killed(template))],
         ),
         (
             {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]},

@@ -14,9 +14,11 @@ from typing import Any, Final
 
 from scaleml_api.v1alpha1 import DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
 from scaleml_api.v1alpha1.modeldeployment import MODEL_ANNOTATION, MODEL_VERSION_ANNOTATION, PROMOTE_ANNOTATION
+from scaleml_api.v1alpha1.pods import GPU_RESOURCE
 from scaleml_operator.builders.driftmonitor import REFERENCE_ANNOTATION
 from scaleml_operator.builders.retraining import DRIFT_SINCE_ANNOTATION, RETRAIN_RULE_ANNOTATION
 from scaleml_operator.builders.trainingjob import TEMPLATE_HASH
+from scaleml_operator.status.pods import TEMPLATE_HASH_LABEL
 from scaleml_operator.status.trainingjob import COMPLETION_INDEX
 
 Object = Mapping[str, Any]
@@ -54,18 +56,42 @@ READ_ANNOTATIONS: Final = frozenset(
 )
 
 
+# The labels the reads use of a child (a Job, a Deployment, a pod); the indexes take their keys from
+# the event's labels before the projection. The selector labels that bring a child into a watch are
+# on every object of it, and whoever may create pods may add as many more as the API server allows.
+READ_LABELS: Final = frozenset({TEMPLATE_HASH_LABEL})  # serving pod: its ReplicaSet (status.pods)
+# Of each container list of a pod, the first ones: the operator's pods have at most three. A pod may
+# list thousands, and a tenant's pod that carries the selector labels is cached too.
+MAX_CONTAINERS: Final = 8
+_CONTAINER_STATUSES: Final = ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses")
+# The limits the reads use of a container: its memory (an OOM kill's message) and GPUs (GPU hours).
+READ_LIMITS: Final = frozenset({"memory", GPU_RESOURCE})
+
+
 def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     """The object as the reads need it: without managedFields and the annotations no read uses, which
-    can be most of its size, so that a thousand of them stay small in memory."""
-    return {**body, "metadata": _slim_metadata(body)}
+    can be most of its size, so that a thousand of them stay small in memory. It keeps its labels:
+    reads use a parent's own (a retraining job's lineage), and they count in its size the API server
+    bounds."""
+    return {**body, "metadata": _slim_metadata(body, child=False)}
 
 
-def _slim_metadata(body: Mapping[str, Any]) -> dict[str, Any]:
+def _slim_metadata(body: Mapping[str, Any], *, child: bool) -> dict[str, Any]:
     meta = body.get("metadata") or {}
     annotations = {key: value for key, value in (meta.get("annotations") or {}).items() if key in READ_ANNOTATIONS}
     slimmed = {key: value for key, value in meta.items() if key not in ("managedFields", "annotations")}
     if annotations:
         slimmed["annotations"] = annotations
+    if child:
+        labels = {key: value for key, value in (meta.get("labels") or {}).items() if key in READ_LABELS}
+        slimmed.pop("labels", None)
+        if labels:
+            slimmed["labels"] = labels
+        # Whose the child is: its controller, the one reference that counts (reconcile.loop.controlled_by).
+        controllers = [ref for ref in meta.get("ownerReferences") or () if ref.get("controller")][:1]
+        slimmed.pop("ownerReferences", None)
+        if controllers:
+            slimmed["ownerReferences"] = controllers
     return slimmed
 
 
@@ -81,22 +107,28 @@ def without_template(body: Mapping[str, Any]) -> dict[str, Any]:
     itself reads the object whole (reconcile.trainingjob).
     """
     spec = {key: value for key, value in (body.get("spec") or {}).items() if key != "template"}
-    return {**body, "metadata": _slim_metadata(body), "spec": spec}
+    return {**body, "metadata": _slim_metadata(body, child=True), "spec": spec}
 
 
 def pod_summary(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A pod as the reads need it: slim metadata, its containers' names and resources, and its status."""
-    spec = body.get("spec") or {}
-    containers = [
-        {"name": container.get("name"), "resources": container.get("resources") or {}}
-        for container in spec.get("containers") or ()
-    ]
+    """A pod as the reads need it: slim metadata, its (init) containers' names and limits, and its status."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+
+    def containers(key: str) -> list[dict[str, Any]]:
+        kept = []
+        for container in (spec.get(key) or ())[:MAX_CONTAINERS]:
+            limits = (container.get("resources") or {}).get("limits") or {}
+            read = {name: amount for name, amount in limits.items() if name in READ_LIMITS}
+            kept.append({"name": container.get("name"), "resources": {"limits": read}})
+        return kept
+
+    bounded = {key: (status.get(key) or [])[:MAX_CONTAINERS] for key in _CONTAINER_STATUSES if key in status}
     return {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": _slim_metadata(body),
-        "spec": {"containers": containers},
-        "status": body.get("status") or {},
+        "metadata": _slim_metadata(body, child=True),
+        "spec": {"initContainers": containers("initContainers"), "containers": containers("containers")},
+        "status": {**status, **bounded},
     }
 
 
