@@ -58,3 +58,23 @@ def test_a_field_the_childs_schema_does_not_declare_is_reported_and_the_next_chi
     assert not done.denied
     assert kubectl.find("hpa", "churn", namespace) is None
     assert kubectl.find("configmap", "churn-after", namespace) is not None
+
+
+def test_an_object_to_create_that_is_refused_is_reported_apart_from_the_spec_s_children(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    # What a kind creates follows from what it observed (a DriftMonitor's retraining job), not from
+    # its spec: its refusal is the kind's to report, and says nothing of whether the spec was applied.
+    owner = Owner("DriftMonitor", "churn", namespace, str(uuid.uuid4()))
+    child = RunConfig("churn-config", "{}").config_map(owner, "scaleml-drift-monitor")
+    refused = RunConfig("churn-job", "{}").config_map(owner, "scaleml-drift-monitor")
+    refused["data"] = {"not a key!": "x"}
+
+    done = apply_children(owner, Children(apply=[child], create=[refused]), True)
+
+    assert done.rejected == ()
+    assert len(done.not_created) == 1
+    assert done.not_created[0].startswith("ConfigMap churn-job: ")
+    assert "not a key!" in done.not_created[0]
+    assert done.created == []
+    assert kubectl.find("configmap", "churn-config", namespace) is not None

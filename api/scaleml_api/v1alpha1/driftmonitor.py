@@ -354,6 +354,12 @@ WAITING_FOR_MODEL: Final = VOCABULARY.reason(
 )
 MONITOR_RUNNING: Final = VOCABULARY.reason("MonitorRunning", "The monitor's pod is available.", on=(READY,))
 MONITOR_STARTING: Final = VOCABULARY.reason("MonitorStarting", "The monitor's pod is not ready yet.", on=(READY,))
+CHILD_NOT_APPLIED: Final = VOCABULARY.reason(
+    "SpecNotApplied",
+    "A child of the monitor is not as the spec asks: the API server refused it, or its name is taken (SpecApplied "
+    "says which and why). A monitor that runs goes on without it.",
+    on=(READY,),
+)
 NOT_CHECKED: Final = VOCABULARY.reason("NotChecked", "No window has been tested yet.", on=(DRIFT_DETECTED,))
 DRIFT_FOUND: Final = VOCABULARY.reason(
     "DriftDetected", "The message names the drifted features, the score and the run of windows.", on=(DRIFT_DETECTED,)

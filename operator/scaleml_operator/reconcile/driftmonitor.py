@@ -124,12 +124,22 @@ def observed(
     active, reason, message = verdict.active, verdict.reason, verdict.message
     created = job["metadata"]["name"] if job is not None and job["metadata"]["name"] in applied.created else None
     if job is not None and created is None:
-        refused = [problem for problem in applied.rejected if job["metadata"]["name"] in problem]
-        active, reason, message = False, RETRAIN_REJECTED, " ".join(refused)
+        active, reason, message = False, RETRAIN_REJECTED, _not_created(job["metadata"]["name"], applied)
     condition = (active, reason, message)
     last = (created, timestamp(now), verdict.rule or "drift") if created else verdict.newest
     patch.update(status.retrained({**current, **patch}, condition, last=last, generation=generation, now=now))
     return patch
+
+
+def _not_created(name: str, applied: Applied) -> str:
+    """Why the retraining job `name` was not created."""
+    if applied.not_created:
+        return " ".join(applied.not_created)
+    if f"TrainingJob {name}" in applied.foreign:
+        return f"TrainingJob {name} exists and this monitor did not make it: it is left untouched."
+    return (
+        f"TrainingJob {name} waits until the monitor's own children are applied (SpecApplied says what is in the way)."
+    )
 
 
 RECONCILER: Final = Reconciler(

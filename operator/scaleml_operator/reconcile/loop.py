@@ -81,6 +81,9 @@ class Applied:
     kept_back: str = ""
     # Names of the objects created (or found already there, created by an earlier run).
     created: Sequence[str] = ()
+    # The objects to create that the API server refused: what the spec asks of the children is in
+    # `rejected`; these follow from what the kind observed (a retraining job), which says so itself.
+    not_created: Sequence[str] = ()
     # "Kind name" of objects in the way that this parent does not control: left untouched.
     foreign: Sequence[str] = ()
 
@@ -236,6 +239,7 @@ def apply_children(owner: Owner, children: Children, everything: bool, *, observ
     denied = False
     foreign: list[str] = []
     created: list[str] = []
+    not_created: list[str] = []
     if everything:
         for manifest in children.hand_over:
             _hand_over(manifest)
@@ -258,8 +262,7 @@ def apply_children(owner: Owner, children: Children, everything: bool, *, observ
         try:
             fresh = kube.create(manifest)
         except kube.RefusedError as error:
-            rejected.append(f"{kind} {child}: {error}")
-            denied = denied or isinstance(error, kube.DeniedError)
+            not_created.append(f"{kind} {child}: {error}")
             continue
         # One that exists counts only if an earlier run made it for the same reason (same labels).
         existing = None if fresh else kube.get(manifest["apiVersion"], kind, child, owner.namespace)
@@ -267,7 +270,8 @@ def apply_children(owner: Owner, children: Children, everything: bool, *, observ
             created.append(child)
         else:
             foreign.append(f"{kind} {child}")
-    return Applied(everything, live, rejected, denied, children.kept_back if everything else "", created, foreign)
+    kept_back = children.kept_back if everything else ""
+    return Applied(everything, live, rejected, denied, kept_back, created, foreign, not_created)
 
 
 def _apply(owner: Owner, manifest: Mapping[str, Any]) -> Object | None:

@@ -131,6 +131,12 @@ def applied(
     )
 
 
+def not_applied(status: Mapping[str, Any]) -> str | None:
+    """What SpecApplied says when a child is not as the spec asks (refused, or its name taken); None when all are."""
+    applied_condition = find_condition(status.get("conditions") or (), SPEC_APPLIED) or {}
+    return applied_condition.get("message", "") if applied_condition.get("status") == "False" else None
+
+
 def child_denied(status: Mapping[str, Any]) -> bool:
     """Whether the status says a child was denied for now (ChildDenied), to be tried again as it is."""
     applied_condition = find_condition(status.get("conditions") or (), SPEC_APPLIED) or {}

@@ -11,6 +11,7 @@ from typing import Any
 
 from scaleml_api.conditions import CREATING, READY, ConditionStatus, Waiting
 from scaleml_api.v1alpha1.driftmonitor import (
+    CHILD_NOT_APPLIED,
     CUSTOM_MODEL_NOT_ALLOWED,
     DRIFT_DETECTED,
     DRIFT_FOUND,
@@ -25,7 +26,7 @@ from scaleml_api.v1alpha1.driftmonitor import (
     RETRAIN_TRIGGERED,
     RETRAINING,
 )
-from scaleml_operator.status.acceptance import applied_events
+from scaleml_operator.status.acceptance import applied_events, not_applied
 from scaleml_operator.status.conditions import Conditions, Event, find_condition
 
 # Retraining reasons that need a person: the policy wants a job and cannot make one.
@@ -44,11 +45,18 @@ def observed(
     now: datetime,
 ) -> dict[str, Any]:
     """Status fields to patch from the monitor's Deployment (None: not created yet)."""
+    # A refused child (its Deployment, or the Service Prometheus scrapes) leaves the monitor short of
+    # what the spec asks: never Ready so, whether or not its pod runs.
+    missing = not_applied(status)
+    running = deployment is not None and bool((deployment.get("status") or {}).get("availableReplicas"))
     if waiting is not None:
         ready, reason, message = False, waiting.reason, waiting.message
+    elif missing is not None:
+        now_ = "The monitor is running" if running else "The monitor is not running"
+        ready, reason, message = False, CHILD_NOT_APPLIED, f"{now_}, and a child is not as the spec asks: {missing}"
     elif deployment is None:
         ready, reason, message = False, CREATING, "Creating the monitor's Deployment."
-    elif (deployment.get("status") or {}).get("availableReplicas"):
+    elif running:
         ready, reason, message = True, MONITOR_RUNNING, "The monitor is running."
     else:
         ready, reason, message = False, MONITOR_STARTING, "The monitor's pod is not ready yet."

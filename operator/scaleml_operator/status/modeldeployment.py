@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from scaleml_api.conditions import CREATING, READY, SPEC_APPLIED, Waiting
+from scaleml_api.conditions import CREATING, READY, Waiting
 from scaleml_api.v1alpha1.modeldeployment import (
     CHILD_NOT_APPLIED,
     DEGRADED,
@@ -32,7 +32,7 @@ from scaleml_api.v1alpha1.modeldeployment import (
     VERSION_PROMOTED_BY_HAND,
 )
 from scaleml_operator.status import pods as pods_status
-from scaleml_operator.status.acceptance import applied_events
+from scaleml_operator.status.acceptance import applied_events, not_applied
 from scaleml_operator.status.conditions import Conditions, Event, find_condition
 from scaleml_operator.status.promotion import Promotion
 
@@ -92,12 +92,6 @@ def server_failure(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
             detail = message[-MAX_REASON_CHARS:] or f"exit code {terminated.get('exitCode')}"
             return reason, pods_status.about(pod, f"Triton exited ({detail})")
     return None
-
-
-def _not_applied(status: Mapping[str, Any]) -> str | None:
-    """What SpecApplied says when a child is not as the spec asks (refused, or its name taken); None when all are."""
-    applied = _condition(status, SPEC_APPLIED)
-    return applied.get("message", "") if applied.get("status") == "False" else None
 
 
 def _rollout(deployment: Mapping[str, Any], version: int | None) -> tuple[bool, str]:
@@ -185,7 +179,7 @@ def observed(
     patch.update(promotion_status(status, conditions, promotion, now))
     # A refused child (an HPA the API server would not take, say) leaves the replicas serving without
     # it: not what the spec asks, so never Ready, and Degraded while they serve.
-    missing = _not_applied(status)
+    missing = not_applied(status)
     if waiting is not None or deployment is None:
         reason, message = (waiting.reason, waiting.message) if waiting else (CREATING, "Creating the Deployment.")
         mark(READY, False, reason, message)
