@@ -142,6 +142,9 @@ CAN_I: list[Case] = [
     (True, "delete", "poddisruptionbudgets.policy", "", None),
     (True, "watch", "pods", "", None),
     (True, "create", "events", "", None),
+    # Events are read (a Job's FailedCreate), never watched: one list, narrowed, when a Job lacks pods.
+    (True, "list", "events", "", None),
+    (False, "watch", "events", "", None),
     # Its admission policy, read to know it is in force; no other, and nothing written.
     (True, "get", "validatingadmissionpolicies.admissionregistration.k8s.io", "", None, "scaleml-operator"),
     (True, "get", "validatingadmissionpolicybindings.admissionregistration.k8s.io", "", None, "scaleml-operator"),

@@ -445,6 +445,7 @@ NAMESPACED_CAN_I: list[Case] = [
     (True, "create", "rolebindings.rbac.authorization.k8s.io", "", SERVED, ""),
     (True, "bind", "clusterroles.rbac.authorization.k8s.io", "", SERVED, "scaleml-trainer-status"),
     (True, "create", "events", "", SERVED, ""),
+    (True, "list", "events", "", SERVED, ""),
     (True, "patch", "configmaps", "", SERVED, ""),
     # Listed (metadata, its own) to find those deleted by hand; never watched.
     (True, "list", "configmaps", "", SERVED, ""),
@@ -458,6 +459,7 @@ NAMESPACED_CAN_I: list[Case] = [
     (False, "watch", "trainingjobs.scaleml.dev", "", None, ""),
     (False, "patch", "deployments.apps", "", "kube-system", ""),
     (False, "create", "events", "", "default", ""),
+    (False, "list", "events", "", "default", ""),
     (False, "create", "rolebindings.rbac.authorization.k8s.io", "", "default", ""),
     (False, "bind", "clusterroles.rbac.authorization.k8s.io", "", "default", "scaleml-trainer-status"),
     # Its own namespace is not served either.

@@ -188,6 +188,45 @@ def test_a_service_over_quota_is_reported_the_rest_applied_and_it_is_made_once_t
     assert len(_warnings(kubectl, ml_namespace, owned.kind)) == 1
 
 
+def _running(kubectl: Kubectl, namespace: str, reason: str) -> dict[str, Any] | None:
+    running = condition(status(kubectl, "trainingjob", "churn", namespace), "Running")
+    return running if running.get("reason") == reason else None
+
+
+def test_workers_over_the_namespace_s_cpu_quota_are_reported_and_start_once_the_quota_allows(
+    kubectl: Kubectl, ml_namespace: str
+) -> None:
+    # A quota on CPU refuses the pods, not the Job: the Job controller's FailedCreate Events are all
+    # that says why, and the TrainingJob says it with them.
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "compute"}}
+    kubectl.apply({**quota, "spec": {"hard": {"requests.cpu": "1"}}}, "-n", ml_namespace)
+    wait_for(
+        lambda: (
+            "requests.cpu"
+            in ((kubectl.find("resourcequota", "compute", ml_namespace) or {}).get("status") or {}).get("used", {})
+        ),
+        60,
+        "the quota to be counted",
+    )
+    training_job(kubectl, ml_namespace, runPolicy={"suspend": False})
+
+    refused = wait_for(partial(_running, kubectl, ml_namespace, "FailedCreate"), 90, "Running=False FailedCreate")
+    assert refused["status"] == "False"
+    assert refused["message"].startswith("0/2 workers running. The Job cannot create worker pods: pods "), refused
+    assert "exceeded quota: compute, requested: requests.cpu=4" in refused["message"]
+    assert status(kubectl, "trainingjob", "churn", ml_namespace)["phase"] == "Pending"
+    kubectl.await_event_reasons(ml_namespace, "TrainingJob", {"FailedCreate"})
+
+    # The quota goes: the Job controller tries again, and the workers run to their end.
+    kubectl.run("delete", "resourcequota", "compute", "-n", ml_namespace)
+    wait_for(
+        lambda: status(kubectl, "trainingjob", "churn", ml_namespace).get("phase") == "Succeeded", 180, "Succeeded"
+    )
+    selector = "reason=FailedCreate,involvedObject.kind=TrainingJob"
+    told = kubectl.run("get", "events", "-n", ml_namespace, "--field-selector", selector, "-o", "name").stdout.split()
+    assert len(told) == 1
+
+
 def test_a_child_a_policy_forbids_is_reported_the_rest_applied_and_made_once_the_policy_goes(
     kubectl: Kubectl, ml_namespace: str, refuse: Refuse
 ) -> None:

@@ -1,17 +1,20 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scaleml_api.runtime import EXIT_INTERRUPTED
-from scaleml_operator.status.conditions import find_condition
+from scaleml_operator.status.conditions import find_condition, timestamp
 from scaleml_operator.status.trainingjob import (
+    NOT_CREATED_AFTER,
     events,
     exported_version,
     gpu_hours,
+    not_created,
     observed,
     phase_event,
     termination_message,
+    workers_missing,
 )
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -393,3 +396,72 @@ def test_a_long_message_is_one_line_and_cut() -> None:
     assert "\n" not in message
     assert len(message) < 600
     assert message.endswith("…")
+
+
+QUOTA = (
+    'pods "churn-0-x" is forbidden: exceeded quota: compute, requested: requests.cpu=4, used: requests.cpu=0, '
+    "limited: requests.cpu=2"
+)
+
+
+def _failed_create(message: str, at: str) -> dict[str, Any]:
+    """A FailedCreate Event of the Job controller's, as the API server lists it."""
+    return {"reason": "FailedCreate", "type": "Warning", "message": message, "lastTimestamp": at, "count": 3}
+
+
+def _made(seconds_ago: float, **status: Any) -> dict[str, Any]:
+    job = _job(**status)
+    job["metadata"]["creationTimestamp"] = timestamp(NOW - timedelta(seconds=seconds_ago))
+    return job
+
+
+def test_a_job_lacking_pods_for_more_than_a_moment_is_asked_why() -> None:
+    assert workers_missing(_made(60, active=0), [], NOW)
+    assert workers_missing(_made(60, active=1), [], NOW)  # one of two created
+    # Just made: its pods are on their way.
+    assert not workers_missing(_made(NOT_CREATED_AFTER.total_seconds() - 1, active=0), [], NOW)
+    # Every pod it runs for exists (the Job's count may lag its pods), or it has nothing left to run.
+    assert not workers_missing(_made(60, active=0), [_pod("Pending", worker=0), _pod("Running", worker=1)], NOW)
+    assert not workers_missing(_made(60, active=2), [], NOW)
+    assert not workers_missing(_made(60, active=0, succeeded=2), [], NOW)
+    finished = _made(60, active=0)
+    finished["status"]["conditions"] = [{"type": "Failed", "status": "True"}]
+    suspended = _made(60, active=0)
+    suspended["spec"]["suspend"] = True
+    assert not workers_missing(finished, [], NOW)
+    assert not workers_missing(suspended, [], NOW)
+
+
+def test_the_newest_recent_failed_create_says_why_and_an_old_one_says_nothing() -> None:
+    older = _failed_create('pods "churn-0-a" is forbidden: an older refusal', "2026-01-01T11:58:00Z")
+    newest = _failed_create(QUOTA + "\n", "2026-01-01T11:59:30Z")
+    assert not_created([newest, older], NOW) == QUOTA
+    stale = _failed_create(QUOTA, timestamp(NOW - timedelta(hours=1)))
+    assert not_created([stale], NOW) is None
+    assert not_created([], NOW) is None
+    # events.k8s.io writers report a repeated Event as a series.
+    series = {"reason": "FailedCreate", "message": "by series", "series": {"lastObservedTime": "2026-01-01T11:59:59Z"}}
+    assert not_created([newest, series], NOW) == "by series"
+
+
+def test_workers_the_job_cannot_create_are_pending_with_the_api_servers_words_and_one_warning() -> None:
+    patch = observed({}, job=_made(60, active=0), pods=[], generation=1, now=NOW, refused=QUOTA)
+    assert patch["phase"] == "Pending"
+    running = _condition(patch, "Running")
+    assert (running["status"], running["reason"]) == ("False", "FailedCreate")
+    assert running["message"] == f"0/2 workers running. The Job cannot create worker pods: {QUOTA}"
+    told = events({"phase": "Pending"}, patch)
+    assert [(event.type, event.reason, event.message) for event in told] == [
+        ("Warning", "FailedCreate", running["message"])
+    ]
+    # Not again while it stays so.
+    assert events(patch, observed(patch, job=_made(90, active=0), pods=[], generation=1, now=NOW, refused=QUOTA)) == []
+
+
+def test_a_running_job_that_cannot_replace_a_worker_says_so_while_training_goes_on() -> None:
+    job = _made(600, active=1, ready=1)
+    job["spec"]["parallelism"] = 3
+    patch = observed({}, job=job, pods=[_running_pod("churn-0-x")], generation=1, now=NOW, min_workers=1, refused=QUOTA)
+    running = _condition(patch, "Running")
+    assert (running["status"], running["reason"]) == ("True", "WorkersRunning")
+    assert running["message"] == f"1/3 workers running. The Job cannot create worker pods: {QUOTA}"

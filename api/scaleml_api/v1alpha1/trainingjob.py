@@ -421,6 +421,13 @@ WORKERS_PENDING: Final = VOCABULARY.reason(
     "their image or run the `check` init container. The message counts them.",
     on=(RUNNING,),
 )
+WORKERS_NOT_CREATED: Final = VOCABULARY.reason(
+    "FailedCreate",
+    "The Job controller cannot create worker pods: a ResourceQuota of the namespace (CPU, memory, GPUs, pods), a "
+    "LimitRange or an admission policy refuses them. The message has the API server's words, from the Job's "
+    "FailedCreate Events; the Job keeps trying, and the workers start once the pods are allowed.",
+    on=(RUNNING,),
+)
 # Why a worker pod cannot start, in the scheduler's or the kubelet's own reason; the message names the pod
 # and has their words. Another reason of theirs is given as WorkersPending, with it in the message.
 POD_START_PROBLEMS: Final = {
@@ -470,3 +477,8 @@ TRAINING_SUCCEEDED: Final = VOCABULARY.event(
 )
 TRAINING_FAILED: Final = VOCABULARY.event("TrainingFailed", "Warning", "Training failed; the message says why.")
 TRAINING_SUSPENDED: Final = VOCABULARY.event("TrainingSuspended", "Normal", "The Job was suspended.")
+WORKERS_NOT_CREATED_EVENT: Final = VOCABULARY.event(
+    WORKERS_NOT_CREATED,
+    "Warning",
+    "The Job controller cannot create worker pods (the Running condition's FailedCreate): posted when it starts.",
+)

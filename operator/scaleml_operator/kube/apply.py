@@ -40,7 +40,8 @@ class InvalidNameError(ValueError):
     """A name or namespace that is not one; no request was made."""
 
 
-def _checked(name: str | None, namespace: str | None) -> None:
+def checked(name: str | None, namespace: str | None) -> None:
+    """Raises InvalidNameError unless `name` and `namespace` (where given) are valid as such."""
     if name is not None and (len(name) > 253 or not _NAME.fullmatch(name)):
         raise InvalidNameError(f"not an object name: {name!r}")
     if namespace and (len(namespace) > 63 or not _NAMESPACE.fullmatch(namespace)):
@@ -129,7 +130,7 @@ def apply(
     NotThatObjectError when it is not (gone, or replaced by another of the same name).
     """
     meta = manifest["metadata"]
-    _checked(meta["name"], meta.get("namespace"))
+    checked(meta["name"], meta.get("namespace"))
     body = dict(manifest)
     if uid is not None:
         body["metadata"] = {**meta, "uid": uid}
@@ -174,7 +175,7 @@ def _status_message(error: ApiException) -> str | None:
 
 def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
     """The live object, or None."""
-    _checked(name, namespace)
+    checked(name, namespace)
     try:
         return request("GET", resource(api_version, kind).path(name=name, namespace=namespace))
     except ApiException as error:
@@ -189,7 +190,7 @@ def uids(api_version: str, kind: str, namespace: str | None, label_selector: str
     Read as metadata only (a PartialObjectMetadataList), a page at a time: a sweep of a thousand
     children then costs the API server and this process a fraction of their full bodies.
     """
-    _checked(None, namespace)
+    checked(None, namespace)
     path = resource(api_version, kind).path(namespace=namespace)
     selected = [("labelSelector", label_selector), ("limit", str(_PAGE))]
     found: set[str] = set()
@@ -206,7 +207,7 @@ def uids(api_version: str, kind: str, namespace: str | None, label_selector: str
 def delete(api_version: str, kind: str, name: str, namespace: str, uid: str | None = None) -> bool:
     """Deletes the object (its dependents in the background); False when it was gone already, or when
     `uid` is given and the object of that name is another one."""
-    _checked(name, namespace)
+    checked(name, namespace)
     body: dict[str, Any] = {"propagationPolicy": "Background"}
     if uid is not None:
         body["preconditions"] = {"uid": uid}
@@ -233,7 +234,7 @@ def patch_status(
     Returns the object's new resourceVersion; None when the object is gone (deleted while it was
     reconciled: nothing left to report on).
     """
-    _checked(name, namespace)
+    checked(name, namespace)
     path = resource(api_version, kind).subresources["status"].path(name=name, namespace=namespace)
     try:
         written = request(
@@ -271,7 +272,7 @@ def create(manifest: Mapping[str, Any]) -> bool:
     """Creates the object; False when one of that name exists already (the caller chose the name to mean
     that). A manifest with a generateName instead of a name gets a new name each time."""
     namespace = manifest["metadata"].get("namespace")
-    _checked(manifest["metadata"].get("name"), namespace)
+    checked(manifest["metadata"].get("name"), namespace)
     path = resource(manifest["apiVersion"], manifest["kind"]).path(namespace=namespace)
     try:
         request("POST", path, query=[("fieldManager", FIELD_MANAGER)], body=dict(manifest))

@@ -1,4 +1,5 @@
-"""Posting Events on the objects the operator reconciles: the one way every Event goes out.
+"""Posting Events on the objects the operator reconciles (the one way every Event goes out), and
+reading a controller's about a child.
 
 Core v1 Events, as `kubectl describe` and `kubectl get events` show them, with the operator as
 their reporting component. A failure to post is logged and swallowed: an Event is a notice, and
@@ -8,6 +9,7 @@ losing one must not undo or repeat the reconcile that caused it.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -16,13 +18,18 @@ from typing import Any, Final
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 
-from scaleml_operator.kube.apply import FIELD_MANAGER, NamespaceTerminatingError, RefusedError, create
+from scaleml_operator.kube.apply import FIELD_MANAGER, NamespaceTerminatingError, RefusedError, checked, create
+from scaleml_operator.kube.client import request, resource
 from scaleml_operator.status.acceptance import event_message
 from scaleml_operator.status.conditions import Event
 
 log = logging.getLogger(__name__)
 
 NAME_PREFIX: Final = "scaleml-"
+# An object's uid, as the API server makes them: the only form let into a field selector.
+_UID: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# A controller repeats an Event as a count on one object, so a few are all there is to read.
+_READ_AT_MOST: Final = 20
 # Alerts key on these: a version held back by a gate, a failed job, a refused retraining.
 WARNINGS = Counter(
     "scaleml_operator_warning_events_total",
@@ -85,3 +92,21 @@ def post(involved: Mapping[str, Any], events: Iterable[Event]) -> None:
 
 def _one_line(message: str) -> str:
     return message if message.isprintable() else repr(message)
+
+
+def about(namespace: str, uid: str, reason: str) -> list[dict[str, Any]]:
+    """The Events of `reason` about the object `uid` in `namespace`, whoever posted them.
+
+    One request, narrowed by the API server's field selectors. A read the operator may not make (an
+    older install's rights) or that fails is none: the Events explain, and the status goes on without.
+    """
+    checked(None, namespace)
+    if not _UID.match(uid) or not reason.isalnum():
+        raise ValueError(f"not a uid and a reason: {uid!r}, {reason!r}")
+    query = [("fieldSelector", f"involvedObject.uid={uid},reason={reason}"), ("limit", str(_READ_AT_MOST))]
+    try:
+        found = request("GET", resource("v1", "Event").path(namespace=namespace), query=query)
+    except ApiException as error:
+        log.warning("Could not read the %s Events of %s in %s: %s", reason, uid, namespace, error.reason)
+        return []
+    return list(found.get("items") or ())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from scaleml_api.runtime import Lineage
@@ -15,23 +15,28 @@ from scaleml_operator.builders import trainingjob as build
 from scaleml_operator.builders.meta import MANAGED_BY, Children, Owner
 from scaleml_operator.config import OperatorConfig
 from scaleml_operator.kube import apply as kube
+from scaleml_operator.kube import events as kube_events
 from scaleml_operator.reconcile import cache
 from scaleml_operator.reconcile.loop import Applied, Context, Reconciler, controlled_by
 from scaleml_operator.status import trainingjob as status
 
 OWNER_LABEL: Final = "scaleml.dev/trainingjob"
+# The Job controller's Event reason when the API server refuses a pod it creates.
+FAILED_CREATE: Final = "FailedCreate"
 WORKER_SELECTOR: Final = {"app.kubernetes.io/name": build.COMPONENT, "app.kubernetes.io/managed-by": MANAGED_BY}
 
 
 @dataclass(frozen=True)
 class Inputs:
     """The Job as it runs (None before it is created), its pods, the drift episode that created the
-    job, and whether the TrainingJob already ran to its end."""
+    job, whether the TrainingJob already ran to its end, and why the Job cannot create the pods it
+    lacks (None: nothing says it cannot)."""
 
     job: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]]
     lineage: Lineage | None = None
     finished: bool = False
+    refused: str | None = None
 
 
 def selector(name: str) -> str:
@@ -58,7 +63,13 @@ def read(owner: Owner, spec: TrainingJobSpec, parent: Mapping[str, Any], context
             if controlled_by(pod, job["metadata"]["uid"])
         ]
     finished = (parent.get("status") or {}).get("phase") in FINISHED_PHASES
-    return Inputs(job, pods, retraining.lineage(parent["metadata"]), finished)
+    refused = None
+    now = datetime.now(UTC)
+    if job is not None and status.workers_missing(job, pods, now):
+        # A pod the API server refuses (a quota, a policy) never exists: only the Job controller's
+        # Events say why. Read only for a Job that lacks pods beyond a moment, so not per reconcile.
+        refused = status.not_created(kube_events.about(owner.namespace, job["metadata"]["uid"], FAILED_CREATE), now)
+    return Inputs(job, pods, retraining.lineage(parent["metadata"]), finished, refused)
 
 
 def children(owner: Owner, spec: TrainingJobSpec, inputs: Inputs, config: OperatorConfig) -> Children:
@@ -84,7 +95,15 @@ def observed(
 ) -> dict[str, Any]:
     job = applied.get("Job", owner.name, inputs.job)
     min_workers = spec.elastic.min_workers if spec.elastic else None
-    return status.observed(current, job=job, pods=inputs.pods, generation=generation, now=now, min_workers=min_workers)
+    return status.observed(
+        current,
+        job=job,
+        pods=inputs.pods,
+        generation=generation,
+        now=now,
+        min_workers=min_workers,
+        refused=inputs.refused,
+    )
 
 
 RECONCILER: Final = Reconciler(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 from scaleml_api.conditions import CREATING
@@ -33,17 +33,23 @@ from scaleml_api.v1alpha1.trainingjob import (
     TRAINING_SUCCEEDED,
     TRAINING_SUSPENDED,
     WORKER_FAILED,
+    WORKERS_NOT_CREATED,
+    WORKERS_NOT_CREATED_EVENT,
     WORKERS_PENDING,
     WORKERS_RUNNING,
 )
 from scaleml_operator.status import pods as worker_pods
 from scaleml_operator.status.acceptance import applied_events
-from scaleml_operator.status.conditions import Conditions, Event, timestamp
+from scaleml_operator.status.conditions import Conditions, Event, find_condition, timestamp
 
 
 def events(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
     """The Events to post when a TrainingJob's status moves from `previous` to `status`."""
     posted = applied_events(previous, status)
+    running = find_condition(status.get("conditions") or (), RUNNING) or {}
+    running_before = find_condition(previous.get("conditions") or (), RUNNING) or {}
+    if running.get("reason") == WORKERS_NOT_CREATED and running_before.get("reason") != WORKERS_NOT_CREATED:
+        posted.append(Event("Warning", WORKERS_NOT_CREATED_EVENT, running.get("message", "")))
     phase, before = status.get("phase"), previous.get("phase")
     if not phase or phase == before:
         return posted
@@ -219,25 +225,67 @@ class Workers(NamedTuple):
     message: str
 
 
-def workers_running(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], min_workers: int | None) -> Workers:
+# A Job lacks pods for a moment after it is made and while it backs off after a failure; beyond
+# this, a Job that still lacks them is asked why (its FailedCreate Events).
+NOT_CREATED_AFTER: Final = timedelta(seconds=10)
+# FailedCreate Events older than this tell of an earlier refusal, not of why pods are missing now:
+# the Job controller tries again at least every few minutes (its backoff's cap), and says so again.
+_RECENT: Final = timedelta(minutes=10)
+
+
+def workers_missing(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: datetime) -> bool:
+    """Whether a Job that should run has had fewer worker pods than it runs for longer than NOT_CREATED_AFTER."""
+    spec, job_status = job.get("spec", {}), job.get("status", {})
+    if spec.get("suspend") or _job_condition(job, "Complete") or _job_condition(job, "Failed"):
+        return False
+    created = _parse(job.get("metadata", {}).get("creationTimestamp"))
+    if created is None or now - created < NOT_CREATED_AFTER:
+        return False
+    wanted = (spec.get("parallelism") or 0) - (job_status.get("succeeded") or 0)
+    alive = sum(1 for pod in pods if pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"))
+    return max(job_status.get("active") or 0, alive) < wanted
+
+
+def not_created(events: Iterable[Mapping[str, Any]], now: datetime) -> str | None:
+    """The API server's words in the newest recent FailedCreate Event of a Job, or None."""
+
+    def when(event: Mapping[str, Any]) -> datetime:
+        series = (event.get("series") or {}).get("lastObservedTime")
+        said = series or event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp")
+        return _parse(said) or _EARLIEST
+
+    recent = [event for event in events if now - when(event) <= _RECENT]
+    if not recent:
+        return None
+    newest = max(recent, key=when)
+    return worker_pods.one_line(str(newest.get("message") or "no message"))
+
+
+def workers_running(
+    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], min_workers: int | None, refused: str | None = None
+) -> Workers:
     """Whether enough workers run for training to go on, and if not, why.
 
     Training goes on when every worker runs (torchrun's rendezvous waits for all `--nnodes`), or with
     `elastic`, at least `min_workers`. A Job's `active` counts pods still waiting to be scheduled or to
     start, so the pods themselves say whether they run, and if not, why (the scheduler's or the kubelet's
     reason and words, for the first pod by name that has one). The Job's `ready` covers pods the cache
-    has not caught up with.
+    has not caught up with. `refused` is why the Job controller cannot create the pods it lacks (see
+    `not_created`): before a pod exists, nothing else says why.
     """
     workers = job.get("spec", {}).get("parallelism") or 0
     running = max(job.get("status", {}).get("ready") or 0, sum(1 for pod in pods if worker_pods.running(pod)))
     needed = max(1, min(min_workers or workers, workers))
     counted = f"{running}/{workers} workers running"
     problem = worker_pods.first_problem(pods) if running < workers else None
+    cannot_create = f"The Job cannot create worker pods: {refused}" if refused else ""
     if running >= needed:
-        waiting = f" {problem.message}" if problem else ""
-        return Workers(running, True, WORKERS_RUNNING, f"{counted}.{waiting}")
+        waiting = " ".join(said for said in (problem.message if problem else "", cannot_create) if said)
+        return Workers(running, True, WORKERS_RUNNING, f"{counted}. {waiting}".rstrip())
     if needed < workers:
         counted += f" (training needs {needed})"
+    if problem is None and cannot_create:
+        return Workers(running, False, WORKERS_NOT_CREATED, f"{counted}. {cannot_create}")
     if problem is None:
         return Workers(running, False, WORKERS_PENDING, f"{counted}; the others are being scheduled or starting.")
     reason = problem.reason if problem.reason in POD_START_PROBLEMS else WORKERS_PENDING
@@ -252,10 +300,12 @@ def observed(
     generation: int | None,
     now: datetime,
     min_workers: int | None = None,
+    refused: str | None = None,
 ) -> dict[str, Any]:
     """Status fields to patch, from the Job and its pods (None: the Job does not exist yet).
 
-    `min_workers` is the fewest workers an elastic job trains with (None: every worker).
+    `min_workers` is the fewest workers an elastic job trains with (None: every worker); `refused`,
+    why the Job cannot create the pods it lacks (None: nothing says it cannot).
     """
     conditions = Conditions(status.get("conditions", []), generation=generation, now=now)
     mark = conditions.mark
@@ -275,7 +325,7 @@ def observed(
     restarts = sum(1 for pod in pods if pod.get("status", {}).get("phase") == "Failed")
     complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
     suspended = _job_condition(job, "Suspended")
-    running = workers_running(job, pods, min_workers)
+    running = workers_running(job, pods, min_workers, refused)
     started = running.started and bool(job_status.get("active"))
 
     mark(CREATED, True, JOB_CREATED, f"Job {job['metadata']['name']} runs {workers} worker pod(s).")
