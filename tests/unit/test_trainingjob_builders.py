@@ -359,6 +359,45 @@ def test_a_job_made_before_per_worker_limits_keeps_its_failure_policy_and_job_wi
     assert "spec.backoffLimitPerIndex" in problem
 
 
+def _job_at(generation: int | None, image: str = IMAGE, **changes: Any) -> dict[str, Any]:
+    owner = Owner(OWNER.kind, OWNER.name, OWNER.namespace, OWNER.uid, generation)
+    (job,) = [m for m in build.children(owner, _spec(**changes), image).apply if m["kind"] == "Job"]
+    return job
+
+
+def test_a_job_the_operator_now_renders_otherwise_for_the_same_spec_runs_on_with_nothing_to_report() -> None:
+    # An upgrade of the operator (or another --workload-image) changes the template of every running
+    # Job: the spec was applied, and the running Job finishes as it started.
+    live = _job_at(3)
+    job, problem = build.job_to_apply(_job_at(3, image="registry.example/scaleml/workloads:2"), live)
+    assert problem == ""
+    assert job is not None
+    assert job["spec"]["template"] == live["spec"]["template"]
+    assert job["metadata"]["annotations"] == live["metadata"]["annotations"]
+    # A Job of a release that did not record the generation was made from the first spec.
+    earlier = json.loads(json.dumps(_job_at(1)))
+    del earlier["metadata"]["annotations"][build.SPEC_GENERATION]
+    job, problem = build.job_to_apply(_job_at(1, image="registry.example/scaleml/workloads:2"), earlier)
+    assert problem == ""
+    assert job is not None
+    assert build.SPEC_GENERATION not in job["metadata"]["annotations"]
+
+
+def test_a_spec_changed_since_the_job_was_made_is_kept_back_and_stays_so_through_an_upgrade() -> None:
+    live = _job_at(1)
+    changed = _job_at(2, hyperparameters={"epochs": 99})
+    job, problem = build.job_to_apply(changed, live)
+    assert "spec.template" in problem
+    assert job is not None
+    # The kept Job says which spec it was made from, so that the next run (the same generation) says so too.
+    assert job["metadata"]["annotations"][build.SPEC_GENERATION] == "1"
+    upgraded = _job_at(2, image="registry.example/scaleml/workloads:2", hyperparameters={"epochs": 99})
+    assert "spec.template" in build.job_to_apply(upgraded, job)[1]
+    earlier = json.loads(json.dumps(live))
+    del earlier["metadata"]["annotations"][build.SPEC_GENERATION]
+    assert "spec.template" in build.job_to_apply(changed, earlier)[1]
+
+
 def test_an_unchanged_job_is_applied_as_desired_and_a_finished_one_left_alone() -> None:
     desired = _by_kind(_spec())["Job"]
     assert build.job_to_apply(desired, None) == (desired, "")

@@ -33,12 +33,14 @@ CONTAINER_SECURITY_CONTEXT: Final = {
 
 @dataclass(frozen=True)
 class Owner:
-    """The ScaleML object that owns a child."""
+    """The ScaleML object that owns a child, at the generation of its spec the children are made for
+    (None where no spec is at hand)."""
 
     kind: str
     name: str
     namespace: str
     uid: str
+    generation: int | None = None
 
     @property
     def reference(self) -> dict[str, Any]:

@@ -30,6 +30,10 @@ CONTAINER: Final = "trainer"
 STATUS_ROLE: Final = "scaleml-trainer-status"
 CHECK_CONTAINER: Final = "check"
 TEMPLATE_HASH: Final = "scaleml.dev/pod-template-hash"
+# The generation of the TrainingJob's spec the Job's fixed fields were made from: when they differ
+# from what the operator renders now for the same generation, the operator changed (an upgrade, a
+# new --workload-image), not the spec, and the running Job keeping its own is no refusal of the spec.
+SPEC_GENERATION: Final = "scaleml.dev/spec-generation"
 KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
 # Exit codes that mean "the program or its input is wrong": retrying cannot help.
 USER_ERROR_EXIT_CODES: Final = (1, runtime.EXIT_INVALID_INPUT, 126, 127)
@@ -238,6 +242,8 @@ def batch_job(
     template = pod_template(owner, spec, image, lineage)
     meta = metadata(owner, owner.name, COMPONENT)
     meta["annotations"] = {TEMPLATE_HASH: template_hash(template)}
+    if owner.generation is not None:
+        meta["annotations"][SPEC_GENERATION] = str(owner.generation)
     if spec.scheduling.queue_name:
         meta["labels"][KUEUE_QUEUE_LABEL] = spec.scheduling.queue_name
     job_spec: dict[str, Any] = {
@@ -350,8 +356,10 @@ def job_to_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> tuple[
     """The Job manifest to apply given the live Job, and what of the spec could not be applied.
 
     A Job's pod template, size and failure policy (runPolicy.backoffLimit among it) are fixed once it
-    exists: such changes are kept out (and named), while suspend and the deadline still reach it. A
-    finished Job is left alone.
+    exists: such changes are kept out, while suspend and the deadline still reach it. A finished Job
+    is left alone. What is kept out is named when the spec changed since the Job was made; when the
+    spec is the one the Job was made from, the operator renders it differently now (a new release,
+    another workload image), and the running Job finishes as it started, with nothing to report.
     """
     if live is None:
         return desired, ""
@@ -376,9 +384,24 @@ def job_to_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> tuple[
             # them). Not the template: the cache keeps Jobs without theirs (a run that applies reads
             # the Job whole), and the desired one stands in.
             kept["spec"].pop(name, None)
-    kept["metadata"]["annotations"][TEMPLATE_HASH] = live_hash
+    annotations = kept["metadata"]["annotations"]
+    annotations[TEMPLATE_HASH] = live_hash
+    made_for = live.get("metadata", {}).get("annotations", {}).get(SPEC_GENERATION)
+    # The generation the fixed fields were made from stays with them (a Job of an earlier release has none).
+    annotations.pop(SPEC_GENERATION, None)
+    if made_for is not None:
+        annotations[SPEC_GENERATION] = made_for
+    if _same_spec(made_for, desired):
+        return kept, ""
     fields = ", ".join(f"spec.{name}" for name in changed)
     return kept, (
         f"The running Job keeps its {fields}: a started Job's pods, size and failure policy cannot change. "
         "Create a new TrainingJob to run with the new spec (model.initFrom warm-starts it from an exported version)."
     )
+
+
+def _same_spec(made_for: str | None, desired: Mapping[str, Any]) -> bool:
+    """Whether the spec the Job was made from is the TrainingJob's current one. A Job made before the
+    generation was recorded was made from the first when the spec never changed (generation 1)."""
+    now = desired["metadata"]["annotations"].get(SPEC_GENERATION)
+    return now is not None and (made_for or "1") == now

@@ -17,7 +17,7 @@ from scaleml_api.v1alpha1.modeldeployment import MODEL_ANNOTATION, MODEL_VERSION
 from scaleml_api.v1alpha1.pods import GPU_RESOURCE
 from scaleml_operator.builders.driftmonitor import REFERENCE_ANNOTATION
 from scaleml_operator.builders.retraining import DRIFT_SINCE_ANNOTATION, RETRAIN_RULE_ANNOTATION
-from scaleml_operator.builders.trainingjob import TEMPLATE_HASH
+from scaleml_operator.builders.trainingjob import SPEC_GENERATION, TEMPLATE_HASH
 from scaleml_operator.status.pods import TEMPLATE_HASH_LABEL
 from scaleml_operator.status.trainingjob import COMPLETION_INDEX
 
@@ -48,6 +48,7 @@ READ_ANNOTATIONS: Final = frozenset(
         DRIFT_SINCE_ANNOTATION,  # retraining TrainingJob: the drift episode it records (builders.retraining)
         RETRAIN_RULE_ANNOTATION,  # retraining TrainingJob: what persisted (builders.retraining)
         TEMPLATE_HASH,  # training Job: the pod template it runs (builders.trainingjob)
+        SPEC_GENERATION,  # training Job: the spec it was made from (builders.trainingjob)
         COMPLETION_INDEX,  # training pod: the worker it runs, as the Job controller numbers them (status.trainingjob)
         MODEL_ANNOTATION,  # serving Deployment: the model it serves (builders.modeldeployment)
         MODEL_VERSION_ANNOTATION,  # serving Deployment: the version it serves (status.modeldeployment)

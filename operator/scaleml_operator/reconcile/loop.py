@@ -183,7 +183,7 @@ def _pass(
             return rejection.over(status)
 
     else:
-        owner = Owner(kind.kind, name, namespace, parent["metadata"]["uid"])
+        owner = Owner(kind.kind, name, namespace, parent["metadata"]["uid"], parent["metadata"].get("generation"))
         inputs = reconciler.read(owner, spec, parent, context)
         done = apply_children(
             owner,
