@@ -72,7 +72,7 @@ def test_an_object_to_create_that_is_refused_is_reported_apart_from_the_spec_s_c
 
     done = apply_children(owner, Children(apply=[child], create=[refused]), True)
 
-    assert done.rejected == ()
+    assert not done.rejected
     assert len(done.not_created) == 1
     assert done.not_created[0].startswith("ConfigMap churn-job: ")
     assert "not a key!" in done.not_created[0]

@@ -271,7 +271,9 @@ def apply_children(owner: Owner, children: Children, everything: bool, *, observ
         else:
             foreign.append(f"{kind} {child}")
     kept_back = children.kept_back if everything else ""
-    return Applied(everything, live, rejected, denied, kept_back, created, foreign, not_created)
+    return Applied(
+        everything, live, rejected, denied, kept_back, created=created, foreign=foreign, not_created=not_created
+    )
 
 
 def _apply(owner: Owner, manifest: Mapping[str, Any]) -> Object | None:
