@@ -465,3 +465,31 @@ def test_a_running_job_that_cannot_replace_a_worker_says_so_while_training_goes_
     running = _condition(patch, "Running")
     assert (running["status"], running["reason"]) == ("True", "WorkersRunning")
     assert running["message"] == f"1/3 workers running. The Job cannot create worker pods: {QUOTA}"
+
+
+def test_restarts_count_the_workers_that_failed_on_their_own_not_the_peers_they_interrupted() -> None:
+    # One of five preempted: its four peers lost their group and ended interrupted. One restart.
+    preempted = _pod("Failed", worker=1, exitCode=143)
+    preempted["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": "Preemption"}]
+    interrupted = [_pod("Failed", worker=i, exitCode=EXIT_INTERRUPTED) for i in (0, 2, 3, 4)]
+    replacements = [_pod("Running", worker=i) for i in range(5)]
+    job = _job(active=5, ready=5)
+    assert observed({}, job=job, pods=[preempted, *interrupted, *replacements], generation=1, now=NOW)["restarts"] == 1
+    # Two crashes, one after the other: two restarts; with the preempted pod gone, its peers' still count one.
+    crashes = [_pod("Failed", worker=0, exitCode=1), _pod("Failed", worker=0, exitCode=1), *replacements]
+    assert observed({}, job=job, pods=crashes, generation=1, now=NOW)["restarts"] == 2
+    assert observed({}, job=job, pods=[*interrupted, *replacements], generation=1, now=NOW)["restarts"] == 1
+
+
+def test_the_failure_that_failed_the_job_is_no_restart() -> None:
+    crashes = [_pod("Failed", exitCode=3), _pod("Failed", exitCode=3)]
+    failed = _job("Failed", active=0)
+    failed["status"]["conditions"][0]["reason"] = "BackoffLimitExceeded"
+    assert observed({}, job=failed, pods=crashes, generation=1, now=NOW)["restarts"] == 1
+    refused = _job("Failed", active=0)
+    refused["status"]["conditions"][0]["reason"] = "PodFailurePolicy"
+    assert observed({}, job=refused, pods=crashes[:1], generation=1, now=NOW)["restarts"] == 0
+    # A deadline ends the run from outside: every worker failure before it did restart the group.
+    late = _job("Failed", active=0)
+    late["status"]["conditions"][0]["reason"] = "DeadlineExceeded"
+    assert observed({}, job=late, pods=crashes, generation=1, now=NOW)["restarts"] == 2

@@ -360,7 +360,13 @@ class TrainingJobStatus(ApiModel):
     conditions: Conditions
     observed_generation: int | None = Field(default=None, ge=0, description="Generation last acted on.")
     progress: Progress | None = Field(default=None, description="Training progress.")
-    restarts: int | None = Field(default=None, ge=0, description="Times the process group restarted.")
+    restarts: int | None = Field(
+        default=None,
+        ge=0,
+        description="Times the process group restarted: each worker that failed on its own (a crash, OOMKilled, a "
+        "preemption) counts once, the peers it interrupted not at all, and a failure that failed the job is no "
+        "restart.",
+    )
     model_version: int | None = Field(default=None, ge=1, description="Version directory written on success.")
     evaluation: EvaluationSummary | None = Field(
         default=None,

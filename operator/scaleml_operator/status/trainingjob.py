@@ -156,6 +156,11 @@ def _memory_limit(pod: Mapping[str, Any], container: str) -> str:
     return ""
 
 
+def _caused(pod: Mapping[str, Any]) -> bool:
+    """Whether a failed worker failed on its own (or was disrupted), rather than lost its group to another's failure."""
+    return _disruption(pod) is not None or _exit(pod).get("exitCode") != EXIT_INTERRUPTED
+
+
 def failure(pod: Mapping[str, Any]) -> str:
     """How a failed worker pod ended, naming the worker: its disruption, or the exit of the container that failed."""
     index = _worker(pod)
@@ -190,8 +195,7 @@ def termination_message(pods: Iterable[Mapping[str, Any]]) -> str:
             newest[_worker(pod) or worker_pods.name(pod)] = pod
 
     def cause_then_end(pod: Mapping[str, Any]) -> tuple[bool, datetime]:
-        cause = _disruption(pod) is not None or _exit(pod).get("exitCode") != EXIT_INTERRUPTED
-        return cause, _pod_end(pod) or _EARLIEST
+        return _caused(pod), _pod_end(pod) or _EARLIEST
 
     return next(
         (said for pod in sorted(newest.values(), key=cause_then_end, reverse=True) if (said := failure(pod))), ""
@@ -213,6 +217,23 @@ def exported_version(pods: Iterable[Mapping[str, Any]]) -> int | None:
             if isinstance(version, int):
                 return version
     return None
+
+
+# The Job controller's reasons for failing a Job because of a worker's failure (not its deadline):
+# that failure ended the run instead of restarting the group.
+_ENDED_BY_A_WORKER: Final = frozenset({"BackoffLimitExceeded", MAX_FAILED_INDEXES_EXCEEDED, "PodFailurePolicy"})
+
+
+def group_restarts(pods: Iterable[Mapping[str, Any]], *, ended_by_a_worker: bool) -> int:
+    """Times the group restarted: the workers' failures, each worker that failed on its own counted
+    once and the peers it interrupted (EXIT_INTERRUPTED) not at all, less the one that failed the run.
+
+    Peers that ended interrupted with no failed worker among the pods (its pod was deleted, say)
+    count as one restart.
+    """
+    failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"]
+    causes = sum(1 for pod in failed if _caused(pod)) or min(1, len(failed))
+    return max(0, causes - 1) if ended_by_a_worker else causes
 
 
 class Workers(NamedTuple):
@@ -322,8 +343,8 @@ def observed(
     job_status = job.get("status", {})
     workers = job.get("spec", {}).get("parallelism") or 0
     ready = job_status.get("ready") or 0
-    restarts = sum(1 for pod in pods if pod.get("status", {}).get("phase") == "Failed")
     complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
+    restarts = group_restarts(pods, ended_by_a_worker=bool(failed) and failed.get("reason") in _ENDED_BY_A_WORKER)
     suspended = _job_condition(job, "Suspended")
     running = workers_running(job, pods, min_workers, refused)
     started = running.started and bool(job_status.get("active"))
