@@ -202,8 +202,9 @@ class Capture(ApiModel):
     """Capture of a sample of live requests and responses, for drift monitoring.
 
     The captured inputs and outputs are user data. They stay on the capture volume, in the directory
-    named after the ModelDeployment, for at most `retention.maxAge` and `retention.maxBytes`. To
-    erase them: lower `retention.maxAge` (the capture converters delete older files within a
+    named after the ModelDeployment, for at most `retention.maxAge` and `retention.maxBytes` while it
+    exists (deleting it leaves the directory as it is: its converters, which apply the retention, go
+    with its pods). To erase them: lower `retention.maxAge` (the capture converters delete older files within a
     minute), or delete the files `captures-*` in that directory (a name starts with the UTC time of
     its first row, so a time range is a range of names), or delete the PersistentVolumeClaim (its
     data goes with it when the volume's reclaim policy is Delete).
