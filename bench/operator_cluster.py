@@ -91,15 +91,8 @@ class Cluster:
         flags, log = apiserver_flags(directory, OPERATOR_USER)
         binaries = find_binaries()
         binaries.require(NODES_TIER)
-        # The controllers act with the controller-manager's own credentials here: with each as its own
-        # ServiceAccount, the namespace controller left the objects of the second run's deleted namespace
-        # in place (for 10 minutes and more), and the bench deletes its namespaces between runs. What it
-        # measures does not depend on which identity the Job controller makes pods with.
         self.plane = ControlPlane(
-            binaries,
-            workdir=directory / "control-plane",
-            apiserver_flags=[*flags, SERVICE_IP_RANGE],
-            controllers_as_service_accounts=False,
+            binaries, workdir=directory / "control-plane", apiserver_flags=[*flags, SERVICE_IP_RANGE]
         )
         self.audit = AuditLog(log, OPERATOR_USER)
         self._api: Api | None = None

@@ -72,9 +72,7 @@ def apiserver_args(etcd_url: str, port: int, workdir: Path, pki: Pki) -> list[st
     ]
 
 
-def controller_manager_args(
-    kubeconfig: Path, port: int, workdir: Path, pki: Pki, *, as_service_accounts: bool = True
-) -> list[str]:
+def controller_manager_args(kubeconfig: Path, port: int, workdir: Path, pki: Pki) -> list[str]:
     return [
         *_component_kubeconfig_args(kubeconfig),
         "--bind-address=127.0.0.1",
@@ -84,7 +82,7 @@ def controller_manager_args(
         "--controllers=*",
         # Each controller acts as its own ServiceAccount in kube-system, as kubeadm sets it up: admission
         # then sees which controller makes a pod (manifests/components/pod-service-accounts).
-        f"--use-service-account-credentials={'true' if as_service_accounts else 'false'}",
+        "--use-service-account-credentials=true",
         # Token controller (ServiceAccount token Secrets, kube-root-ca.crt ConfigMaps).
         f"--service-account-private-key-file={pki.service_account_key}",
         f"--root-ca-file={pki.ca_cert}",

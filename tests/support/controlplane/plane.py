@@ -74,7 +74,6 @@ class ControlPlane:
         timeout: float = 120.0,
         node_capacity: Mapping[str, str] | None = None,
         apiserver_flags: Sequence[str] = (),
-        controllers_as_service_accounts: bool = True,
     ) -> None:
         self.binaries = binaries if binaries is not None else find_binaries()
         self.timeout = timeout
@@ -91,8 +90,6 @@ class ControlPlane:
         )
         #: Added to kube-apiserver's command line after the suite's own (an audit policy, say).
         self.apiserver_flags = tuple(apiserver_flags)
-        #: Whether each controller of kube-controller-manager acts as its own ServiceAccount (kubeadm's way).
-        self.controllers_as_service_accounts = controllers_as_service_accounts
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="scaleml-cp-")) if workdir is None else workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -284,9 +281,7 @@ class ControlPlane:
         kcm = self._spawn(
             "kube-controller-manager",
             self.binaries.path("kube-controller-manager"),
-            components.controller_manager_args(
-                self.kubeconfig, port, self.workdir, pki, as_service_accounts=self.controllers_as_service_accounts
-            ),
+            components.controller_manager_args(self.kubeconfig, port, self.workdir, pki),
         )
         self._wait(
             kcm,
