@@ -14,10 +14,10 @@ import os
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from operator_api import Api, collection
 from operator_audit import AuditLog, apiserver_flags
@@ -169,12 +169,25 @@ class Cluster:
         return len(claims) == len(CLAIMS) and all(c.get("status", {}).get("phase") == "Bound" for c in claims)
 
     def delete_namespace(self, name: str) -> None:
-        """Deletes the namespace and everything in it, and waits until it is gone."""
+        """Deletes the namespace and everything in it, once its Jobs have finished, and waits until it is gone.
+
+        A namespace is emptied of its pods before anything else (ordered namespace deletion). A pod the
+        Job controller creates as the deletion starts cannot be bound any more, and it keeps the Job
+        controller's tracking finalizer: the namespace then waited for it, with every other object
+        in place, for as long as anyone looked. The plain runs end as soon as their Jobs exist, with
+        the Job controller still making pods, so the Jobs are let finish first.
+        """
         api = self.api
+        _wait(lambda: all(_finished(job) for job in api.items("batch/v1", "jobs", name)), f"the Jobs of {name}")
         api.delete(f"{collection('v1', 'namespaces')}/{name}")
         _wait(lambda: not api.exists(f"{collection('v1', 'namespaces')}/{name}"), f"namespace {name} to go")
         for claim in CLAIMS:
             api.delete(f"{collection('v1', 'persistentvolumes')}/{volume_name(name, claim)}")
+
+
+def _finished(job: Mapping[str, Any]) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or ()
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout: float = NAMESPACE_TIMEOUT) -> None:
