@@ -344,7 +344,7 @@ def observed(
     workers = job.get("spec", {}).get("parallelism") or 0
     ready = job_status.get("ready") or 0
     complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
-    restarts = group_restarts(pods, ended_by_a_worker=bool(failed) and failed.get("reason") in _ENDED_BY_A_WORKER)
+    restarts = group_restarts(pods, ended_by_a_worker=failed is not None and failed.get("reason") in _ENDED_BY_A_WORKER)
     suspended = _job_condition(job, "Suspended")
     running = workers_running(job, pods, min_workers, refused)
     started = running.started and bool(job_status.get("active"))
