@@ -52,8 +52,8 @@ def observed(
     if waiting is not None:
         ready, reason, message = False, waiting.reason, waiting.message
     elif missing is not None:
-        now_ = "The monitor is running" if running else "The monitor is not running"
-        ready, reason, message = False, CHILD_NOT_APPLIED, f"{now_}, and a child is not as the spec asks: {missing}"
+        state = "The monitor is running" if running else "The monitor is not running"
+        ready, reason, message = False, CHILD_NOT_APPLIED, f"{state}, and a child is not as the spec asks: {missing}"
     elif deployment is None:
         ready, reason, message = False, CREATING, "Creating the monitor's Deployment."
     elif running:
