@@ -410,16 +410,20 @@ def _failed_create(message: str, at: str) -> dict[str, Any]:
 
 
 def _made(seconds_ago: float, **status: Any) -> dict[str, Any]:
-    job = _job(**status)
-    job["metadata"]["creationTimestamp"] = timestamp(NOW - timedelta(seconds=seconds_ago))
+    """A Job the Job controller started `seconds_ago` (made at least a minute before that)."""
+    job = _job(startTime=timestamp(NOW - timedelta(seconds=seconds_ago)), **status)
+    job["metadata"]["creationTimestamp"] = timestamp(NOW - timedelta(seconds=seconds_ago + 60))
     return job
 
 
 def test_a_job_lacking_pods_for_more_than_a_moment_is_asked_why() -> None:
     assert workers_missing(_made(60, active=0), [], NOW)
     assert workers_missing(_made(60, active=1), [], NOW)  # one of two created
-    # Just made: its pods are on their way.
+    # Just started: its pods are on their way. Not started yet (the Job controller has a backlog): not its turn.
     assert not workers_missing(_made(NOT_CREATED_AFTER.total_seconds() - 1, active=0), [], NOW)
+    waiting = _made(60, active=0)
+    del waiting["status"]["startTime"]
+    assert not workers_missing(waiting, [], NOW)
     # Every pod it runs for exists (the Job's count may lag its pods), or it has nothing left to run.
     assert not workers_missing(_made(60, active=0), [_pod("Pending", worker=0), _pod("Running", worker=1)], NOW)
     assert not workers_missing(_made(60, active=2), [], NOW)

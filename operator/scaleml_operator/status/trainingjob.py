@@ -246,8 +246,10 @@ class Workers(NamedTuple):
     message: str
 
 
-# A Job lacks pods for a moment after it is made and while it backs off after a failure; beyond
-# this, a Job that still lacks them is asked why (its FailedCreate Events).
+# A Job lacks pods for a moment once the Job controller has started it (it creates them in the same
+# pass) and while it backs off after a failure; beyond this, a Job that still lacks them is asked why
+# (its FailedCreate Events). Counted from the Job's startTime, not its creation: a Job controller
+# with a backlog (a thousand Jobs made at once) starts a Job late, and then makes its pods at once.
 NOT_CREATED_AFTER: Final = timedelta(seconds=10)
 # FailedCreate Events older than this tell of an earlier refusal, not of why pods are missing now:
 # the Job controller tries again at least every few minutes (its backoff's cap), and says so again.
@@ -255,12 +257,13 @@ _RECENT: Final = timedelta(minutes=10)
 
 
 def workers_missing(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: datetime) -> bool:
-    """Whether a Job that should run has had fewer worker pods than it runs for longer than NOT_CREATED_AFTER."""
+    """Whether a Job that should run has had fewer worker pods than it runs for longer than NOT_CREATED_AFTER
+    since the Job controller started it."""
     spec, job_status = job.get("spec", {}), job.get("status", {})
     if spec.get("suspend") or _job_condition(job, "Complete") or _job_condition(job, "Failed"):
         return False
-    created = _parse(job.get("metadata", {}).get("creationTimestamp"))
-    if created is None or now - created < NOT_CREATED_AFTER:
+    started = _parse(job_status.get("startTime"))
+    if started is None or now - started < NOT_CREATED_AFTER:
         return False
     wanted = (spec.get("parallelism") or 0) - (job_status.get("succeeded") or 0)
     alive = sum(1 for pod in pods if pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"))
