@@ -14,14 +14,15 @@ import os
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from operator_api import Api, collection
 from operator_audit import AuditLog, apiserver_flags
 
+from scaleml_operator.builders.trainingjob import job_finished
 from tests.support.controlplane import NODES_TIER, ControlPlane, find_binaries
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import ROOT
@@ -178,16 +179,11 @@ class Cluster:
         the Job controller still making pods, so the Jobs are let finish first.
         """
         api = self.api
-        _wait(lambda: all(_finished(job) for job in api.items("batch/v1", "jobs", name)), f"the Jobs of {name}")
+        _wait(lambda: all(job_finished(job) for job in api.items("batch/v1", "jobs", name)), f"the Jobs of {name}")
         api.delete(f"{collection('v1', 'namespaces')}/{name}")
         _wait(lambda: not api.exists(f"{collection('v1', 'namespaces')}/{name}"), f"namespace {name} to go")
         for claim in CLAIMS:
             api.delete(f"{collection('v1', 'persistentvolumes')}/{volume_name(name, claim)}")
-
-
-def _finished(job: Mapping[str, Any]) -> bool:
-    conditions = (job.get("status") or {}).get("conditions") or ()
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout: float = NAMESPACE_TIMEOUT) -> None:
