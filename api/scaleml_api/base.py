@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    PlainSerializer,
     StringConstraints,
     ValidatorFunctionWrapHandler,
     WithJsonSchema,
@@ -180,6 +181,39 @@ def quantity_value(quantity: str) -> float:
     return float(_exact_quantity(quantity))
 
 
+_BINARY_SUFFIXES: Final = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+_DECIMAL_SUFFIXES: Final = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}
+
+
+def canonical_quantity(quantity: str, *, scale: int = -9) -> str:
+    """The quantity as the API server writes it back: "8192Mi" is "8Gi", "0.5" "500m", "1000m" "1".
+
+    What the operator renders (a pod's resources, a run config, a command line) is then a function
+    of the amount, not of how it was written: rewriting `memory: 8Gi` as `8192Mi` rolls no pod and
+    is no change to a running Job. The format is kept, as Kubernetes keeps it (a binary suffix stays
+    binary, unless the amount is a fraction or below 1024), so what the operator applies is what the
+    API server stores; tests/apiserver/test_quantities.py holds it to the API server's own answers.
+    """
+    value = _exact_quantity(quantity.lstrip("+"))
+    # Kubernetes keeps nanounits at most, rounding up; and milliunits in the amounts of a pod or a
+    # quota (a ResourceList: `scale` -3).
+    unit = Decimal(10) ** scale
+    value = (value / unit).to_integral_value(rounding="ROUND_CEILING") * unit
+    binary = quantity.endswith(_BINARY_SUFFIXES[1:])
+    if binary and abs(value) >= 1024 and value == value.to_integral_value():
+        amount, power = int(value), 0
+        while amount % 1024 == 0 and power < len(_BINARY_SUFFIXES) - 1:
+            amount, power = amount // 1024, power + 1
+        return f"{amount}{_BINARY_SUFFIXES[power]}"
+    if value == 0:
+        return "0"
+    exponent = max(e for e in _DECIMAL_SUFFIXES if value % Decimal(10) ** e == 0)
+    mantissa = int(value / Decimal(10) ** exponent)
+    if re.search(r"[eE][-+]?[0-9.]", quantity):
+        return f"{mantissa}e{exponent}" if exponent else str(mantissa)
+    return f"{mantissa}{_DECIMAL_SUFFIXES[exponent]}"
+
+
 # The API server holds a quantity in an int64, and its quantity() clamps one of 2^63 - 1 or more to
 # 2^63 - 1, which is then not below 8Ei: the bound is exact, so that no value near it passes here
 # and fails there (or the other way round).
@@ -237,6 +271,9 @@ def _quantity(*, positive: bool) -> tuple[Any, ...]:
         AfterValidator(bounded),
         WrapValidator(whole_or_text),
         WithJsonSchema(schema),
+        # Run configs and the objects the operator writes carry the amount, not its spelling; the
+        # model keeps the text as written, which the rules (as CEL's) judge.
+        PlainSerializer(canonical_quantity, when_used="json"),
     )
 
 
@@ -264,6 +301,22 @@ def _duration(duration: str) -> str:
     return duration
 
 
+_MOST_HOURS: Final = 999_999
+
+
+def canonical_duration(duration: str) -> str:
+    """The duration in its shortest spelling: "300s" is "5m", "90m" "1h30m", "0h" "0s".
+
+    A run config then changes (and its pod restarts) when the span does, not its spelling. A span
+    past the pattern's 999999 hours keeps its own spelling, which the pattern accepted.
+    """
+    seconds = duration_seconds(duration)
+    hours, minutes, rest = seconds // 3600, seconds % 3600 // 60, seconds % 60
+    if hours > _MOST_HOURS:
+        return duration
+    return "".join(f"{amount}{unit}" for amount, unit in ((hours, "h"), (minutes, "m"), (rest, "s")) if amount) or "0s"
+
+
 # The pattern goes into the CRD; the models check it with the message above, rather than pydantic's
 # own, which would only print the pattern.
 Duration = Annotated[
@@ -271,6 +324,7 @@ Duration = Annotated[
     StringConstraints(max_length=21),
     AfterValidator(_duration),
     Field(json_schema_extra={"pattern": DURATION_PATTERN}),
+    PlainSerializer(canonical_duration, when_used="json"),
 ]
 
 

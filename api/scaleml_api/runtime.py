@@ -17,7 +17,7 @@ from typing import Final
 
 from pydantic import Field
 
-from scaleml_api.base import ApiModel, ObjectName
+from scaleml_api.base import ApiModel, ObjectName, canonical_duration, canonical_quantity
 from scaleml_api.v1alpha1.driftmonitor import DriftMonitorSpec
 from scaleml_api.v1alpha1.modeldeployment import MODEL_DEPLOYMENT, Capture, ModelDeploymentSpec
 from scaleml_api.v1alpha1.trainingjob import ModelName, TrainingJobSpec
@@ -206,8 +206,8 @@ def capture_options(capture: Capture) -> list[str]:
     """The options of the capture converter that carry a ModelDeployment's spec.capture, in a pod or locally."""
     options = [
         f"--format={capture.format}",
-        f"--max-age={capture.retention.max_age}",
-        f"--max-bytes={capture.retention.max_bytes}",
+        f"--max-age={canonical_duration(capture.retention.max_age)}",
+        f"--max-bytes={canonical_quantity(capture.retention.max_bytes)}",
     ]
     if capture.request_ids:
         options.append("--request-ids")

@@ -172,6 +172,11 @@ def test_what_the_monitor_reads_restarts_it() -> None:
     assert _monitor_template(thresholds={"pValue": 0.05}) != _monitor_template()
 
 
+def test_the_same_interval_spelled_otherwise_does_not_restart_the_monitor() -> None:
+    assert _monitor_template(window={"every": "300s"}) == _monitor_template(window={"every": "5m"})
+    assert _monitor_template(window={"every": "90m"}) == _monitor_template(window={"every": "1h30m"})
+
+
 def _status(windows: int, **extra: Any) -> dict[str, Any]:
     return {
         "driftDetected": True,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from scaleml_api.base import DURATION_PATTERN, duration_seconds
+from scaleml_api.base import DURATION_PATTERN, canonical_duration, duration_seconds
 from scaleml_api.crdgen import openapi_schema
 from scaleml_api.kind import AnyKind
 from scaleml_api.v1alpha1 import KINDS
@@ -66,3 +67,19 @@ def test_a_duration_beyond_a_go_duration_or_out_of_form_is_refused_naming_the_fi
 @pytest.mark.parametrize("value", [LONGEST, "1h30m", "90s", "24h", "1h1s", "0h5m"])
 def test_durations_in_form_are_accepted(kind: AnyKind, path: tuple[str, ...], value: str) -> None:
     parse_spec(kind, _spec(kind, path, value))
+
+
+@pytest.mark.parametrize(
+    ("spelling", "shortest"),
+    [("300s", "5m"), ("90m", "1h30m"), ("3600s", "1h"), ("0h5m", "5m"), ("0s", "0s"), ("0h", "0s"), ("1h1s", "1h1s")],
+)
+def test_a_duration_is_written_in_its_shortest_spelling(spelling: str, shortest: str) -> None:
+    """What the pods read changes with the span, not with how it is written."""
+    assert canonical_duration(spelling) == shortest
+    assert duration_seconds(shortest) == duration_seconds(spelling)
+
+
+def test_a_span_too_long_for_the_pattern_in_hours_keeps_its_spelling() -> None:
+    # 1,016,942 hours and change: seven digits of hours would not pass the pattern the pods check.
+    assert canonical_duration(LONGEST) == LONGEST
+    assert re.fullmatch(DURATION_PATTERN, canonical_duration("999999h59m60s")) is not None

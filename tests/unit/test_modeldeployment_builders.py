@@ -141,6 +141,19 @@ def test_what_the_serving_pods_read_rolls_them() -> None:
     assert _template(build.ModelSource("models", "churn", 4)) != _template()
 
 
+def test_the_same_amounts_spelled_otherwise_roll_no_pod() -> None:
+    """Argo CD or a colleague may rewrite 8Gi as 8192Mi: the API server stores both as 8Gi."""
+    written = _template(
+        resources={"cpu": "2", "memory": "8Gi"}, capture={"retention": {"maxAge": "168h", "maxBytes": "10Gi"}}
+    )
+    spelled = {"cpu": "2000m", "memory": "8192Mi"}
+    assert _template(resources=spelled, capture={"retention": {"maxAge": "10080m", "maxBytes": "10240Mi"}}) == written
+    triton = _kinds(_spec(resources=spelled))["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert (triton["resources"]["limits"]["cpu"], triton["resources"]["limits"]["memory"]) == ("2", "8Gi")
+    # Another amount is another template.
+    assert _template(resources={"memory": "8193Mi"}) != _template()
+
+
 def test_triton_runs_the_spec_options_with_gpus_and_drains_before_it_stops() -> None:
     deployment = _kinds(_spec())["Deployment"]
     pod = deployment["spec"]["template"]["spec"]

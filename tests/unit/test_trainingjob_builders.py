@@ -398,6 +398,18 @@ def test_a_spec_changed_since_the_job_was_made_is_kept_back_and_stays_so_through
     assert "spec.template" in build.job_to_apply(changed, earlier)[1]
 
 
+def test_the_same_amounts_spelled_otherwise_are_no_change_to_a_running_job() -> None:
+    live = _job_at(1, resources={"cpu": "4", "memory": "16Gi"})
+    respelled = _job_at(2, resources={"cpu": "4000m", "memory": "16384Mi"})
+    job, problem = build.job_to_apply(respelled, live)
+    assert problem == ""
+    assert job is not None
+    limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert (limits["cpu"], limits["memory"]) == ("4", "16Gi")
+    # More memory is a change the running Job cannot take.
+    assert "spec.template" in build.job_to_apply(_job_at(2, resources={"memory": "16385Mi"}), live)[1]
+
+
 def test_an_unchanged_job_is_applied_as_desired_and_a_finished_one_left_alone() -> None:
     desired = _by_kind(_spec())["Job"]
     assert build.job_to_apply(desired, None) == (desired, "")

@@ -9,7 +9,8 @@ from typing import Any, Final
 from pydantic import BaseModel
 
 from scaleml_api import runtime
-from scaleml_api.base import API_VERSION
+from scaleml_api.base import API_VERSION, canonical_quantity
+from scaleml_api.v1alpha1.pods import GPU_RESOURCE
 
 MANAGED_BY: Final = "scaleml-operator"
 CONFIG_HASH_ANNOTATION: Final = "scaleml.dev/config-hash"
@@ -71,6 +72,16 @@ class Children:
     # manager stops applying: a Deployment's replicas would drop to 1 the moment an autoscaler
     # is turned on, until the autoscaler's first sync. One that someone else owns already stays theirs.
     hand_over: list[dict[str, Any]] = field(default_factory=list)
+
+
+def guaranteed(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
+    """A container's resources, requests equal to limits (the Guaranteed class): how fast it runs should
+    not depend on what its neighbours do. Amounts as the API server writes them back, so that how a
+    spec spells them is no change."""
+    amounts: dict[str, Any] = {"cpu": canonical_quantity(cpu, scale=-3), "memory": canonical_quantity(memory, scale=-3)}
+    if gpus:
+        amounts[GPU_RESOURCE] = gpus
+    return {"requests": amounts, "limits": dict(amounts)}
 
 
 def labels(owner: Owner, component: str) -> dict[str, str]:

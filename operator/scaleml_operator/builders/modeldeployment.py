@@ -29,7 +29,7 @@ from scaleml_api.v1alpha1.modeldeployment import (
     ModelDeploymentSpec,
     Promotion,
 )
-from scaleml_api.v1alpha1.pods import GPU_RESOURCE, GPU_TOLERATION
+from scaleml_api.v1alpha1.pods import GPU_TOLERATION
 from scaleml_operator.builders import meta
 from scaleml_operator.builders.meta import (
     CONTAINER_SECURITY_CONTEXT,
@@ -123,14 +123,6 @@ def _http_probe(path: str, port: str, period: int, failures: int) -> dict[str, A
         "failureThreshold": failures,
         "timeoutSeconds": 2,
     }
-
-
-def _triton_resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
-    amounts: dict[str, Any] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
-    if spec.resources.gpus:
-        amounts[GPU_RESOURCE] = spec.resources.gpus
-    # Requests equal limits: latency should not depend on what neighbours do.
-    return {"requests": amounts, "limits": dict(amounts)}
 
 
 def _agent(spec: ModelDeploymentSpec, owner: Owner, source: ModelSource, image: str) -> dict[str, Any]:
@@ -265,7 +257,7 @@ def _triton(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
         "livenessProbe": _http_probe("/v2/health/live", "http", 10, 3),
         # Requests already routed here still arrive for a moment after the pod starts terminating.
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
-        "resources": _triton_resources(spec),
+        "resources": meta.guaranteed(spec.resources.cpu, spec.resources.memory, spec.resources.gpus),
         "volumeMounts": mounts,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePolicy": "FallbackToLogsOnError",

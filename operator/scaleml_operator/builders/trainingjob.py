@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from scaleml_api import runtime
-from scaleml_api.v1alpha1.pods import GPU_RESOURCE, GPU_TOLERATION, TORCHRUN_ENV
+from scaleml_api.v1alpha1.pods import GPU_TOLERATION, TORCHRUN_ENV
 from scaleml_api.v1alpha1.trainingjob import RunPolicy, TrainingJobSpec
 from scaleml_operator.builders import meta
 from scaleml_operator.builders.meta import (
@@ -94,11 +94,7 @@ def training_run(owner: Owner, spec: TrainingJobSpec, lineage: runtime.Lineage |
 
 
 def _resources(spec: TrainingJobSpec, *, gpus: bool = True) -> dict[str, Any]:
-    amounts: dict[str, Any] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
-    if gpus and spec.resources.gpus_per_worker:
-        amounts[GPU_RESOURCE] = spec.resources.gpus_per_worker
-    # Requests equal limits: training throughput should not depend on what neighbours do.
-    return {"requests": amounts, "limits": dict(amounts)}
+    return meta.guaranteed(spec.resources.cpu, spec.resources.memory, spec.resources.gpus_per_worker if gpus else 0)
 
 
 def _volumes(spec: TrainingJobSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
