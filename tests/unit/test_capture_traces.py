@@ -197,6 +197,49 @@ def test_a_request_id_that_writes_entries_forges_no_sample(forged_id: int) -> No
     assert {sample.timestamp for sample in read.samples} == {1.0}
 
 
+def _forged_trace(trace_id: int) -> str:
+    forged = trace(trace_id, {"INPUT__0": ("7,7,7", "1,3", "FP32")}, {"OUTPUT__0": ("1,0", "1,2", "FP32")})
+    return forged.replace("1000000000", "10000000000000000000")
+
+
+# A BYTES element is written raw between \\" and \\": one can end its own tensor, write a whole trace,
+# and end on an entry that Triton's own end of the element completes: a tensor of a trace of its own,
+# or (before timestamps were read by their exact form) timestamps that run on to the end of the real trace.
+_TENSOR_END = '\\"","shape":"1,1","dtype":"BYTES"}},'
+_BYTES_FORGERIES = {
+    "ends-on-a-trace-of-its-own": _TENSOR_END
+    + _forged_trace(4242)
+    + ',{"id":4243,"activity":"TENSOR_QUEUE_INPUT","tensor":{"name":"Z","data":"\\"',
+    "ends-on-open-timestamps": _TENSOR_END + _forged_trace(4242) + ',{"id":4242,"timestamps":[',
+}
+
+
+@pytest.mark.parametrize("element", _BYTES_FORGERIES.values(), ids=_BYTES_FORGERIES.keys())
+def test_a_bytes_element_that_writes_a_trace_forges_no_sample(element: str) -> None:
+    text = {"TEXT": ('\\"' + element + '\\"', "1,1", "BYTES")}
+    read = read_trace_file(trace_file(churn(1), trace(2, text, {"OUTPUT__0": ("1", "1,1", "FP32")}), churn(3)), _wall)
+
+    assert [sample.rows for sample in read.samples] == [2, 2], "only the honest traces"
+    assert {sample.timestamp for sample in read.samples} == {1.0}
+
+
+def test_a_request_id_that_writes_a_trace_and_one_to_end_on_forges_no_sample() -> None:
+    request_id = 'x"},' + _forged_trace(4242) + ',{"id":4243,"model_name":"churn","model_version":3,"request_id":"y'
+    read = read_trace_file(trace_file(churn(1), churn(2, request_id=request_id), churn(3)), _wall)
+
+    assert [sample.rows for sample in read.samples] == [2, 2], "only the honest traces"
+    assert {4242, 2} <= set(read.unreadable)
+
+
+def test_a_trace_dated_after_the_file_was_read_is_no_sample() -> None:
+    """Whatever else forged it: a sample in the future would be the newest for ever, and the monitor
+    would never see a new window."""
+    read = read_trace_file(trace_file(churn(1), churn(2, start_ns=9_000_000_000)), _wall, read_at=5.0)
+
+    assert [sample.timestamp for sample in read.samples] == [1.0]
+    assert read.unreadable == {2: "a REQUEST_START after the file was read"}
+
+
 def test_a_second_request_start_or_tensor_of_one_name_drops_the_trace() -> None:
     twice = churn(2) + ',{"id":2,"timestamps":[{"name":"REQUEST_START","ns":5}]}'
     again = (

@@ -219,7 +219,7 @@ class TraceConverter:
             return
         offset = time.time_ns() - time.monotonic_ns()
         try:
-            read = read_trace_file(data, lambda ns: (ns + offset) / 1e9, self.request_ids)
+            read = read_trace_file(data, lambda ns: (ns + offset) / 1e9, self.request_ids, read_at=time.time())
         # Whatever a trace file holds, it costs its own samples and never the converter.
         except Exception as error:
             self._drop(path, "unreadable", f"{type(error).__name__}: {error}")

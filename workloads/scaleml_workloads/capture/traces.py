@@ -62,7 +62,12 @@ _MODEL: Final = re.compile(
     rb'(?:,"request_id":"(.{0,%d}?)")?(?:,"parent_id":(\d+))?\}' % MAX_RAW_ID_BYTES + _ENTRY_END,
     re.DOTALL,
 )
-_TIMESTAMPS: Final = re.compile(rb'\{"id":(\d+),"timestamps":\[([^\]]*)\]\}' + _ENTRY_END)
+# Each timestamp exactly as Triton writes it: a looser form (any text up to a bracket) would let an
+# entry forged in a BYTES element swallow the rest of the real trace it was cut into.
+_TIMESTAMP: Final = rb'\{"name":"[A-Z0-9_]+","ns":\d+\}'
+_TIMESTAMPS: Final = re.compile(
+    rb'\{"id":(\d+),"timestamps":\[((?:%s(?:,%s)*)?)\]\}' % (_TIMESTAMP, _TIMESTAMP) + _ENTRY_END
+)
 # A tensor entry is its head, its raw data, and its tail, which is where the data ends: the first
 # place after the head where a tail matches (found by `_Tails`).
 _TENSOR_HEAD: Final = re.compile(rb'\{"id":(\d+),"activity":"([A-Z_]+)","tensor":\{"name":"([^"\\]*)","data":"')
@@ -109,12 +114,16 @@ class TraceFile:
     untraced: Counter[str] = field(default_factory=Counter)
 
 
-def read_trace_file(data: bytes, wall_time: Callable[[int], float], request_ids: bool = False) -> TraceFile:
+def read_trace_file(
+    data: bytes, wall_time: Callable[[int], float], request_ids: bool = False, read_at: float = math.inf
+) -> TraceFile:
     """The samples of one trace file's `data`.
 
     `wall_time` turns Triton's monotonic nanoseconds into epoch seconds. Request ids are kept (at
     most MAX_ID_CHARS) only with `request_ids`. A file cut off before its closing bracket yields the
-    traces whose entries are all there.
+    traces whose entries are all there. A trace that says it started after `read_at` (the epoch
+    second the file was read) was not written by Triton: a sample dated in the future would stay the
+    newest, and keep the drift monitor from seeing a new window, until that time came.
     """
     traces: dict[int, _Trace] = {}
     body = data.strip()
@@ -132,6 +141,7 @@ def read_trace_file(data: bytes, wall_time: Callable[[int], float], request_ids:
         position = reading.entry(body, position)
         if body[position : position + 1] == b",":
             position += 1
+    reading.drop_nested()
     if not complete and traces:
         # Traces are written whole, one after the other: only the last can be missing entries.
         traces[next(reversed(traces))].broken = "cut off at the end of an incomplete file"
@@ -150,6 +160,9 @@ def read_trace_file(data: bytes, wall_time: Callable[[int], float], request_ids:
             result.unreadable[trace_id] = (
                 f"only {'/'.join(sorted(set(trace.untraced)))} tensors, not in Triton's traces"
             )
+            continue
+        if wall_time(trace.started_ns) > read_at:
+            result.unreadable[trace_id] = "a REQUEST_START after the file was read"
             continue
         try:
             sample = Sample(
@@ -191,15 +204,32 @@ class _Reading:
     ended: set[int] = field(default_factory=set)
     # Per trace, the (activity, name) of its tensors, and whether its REQUEST_START came.
     tensors: dict[int, set[tuple[bytes, bytes]]] = field(default_factory=dict)
+    # Per trace, its place in the file; and the spans of places (from, to) inside a trace's text.
+    order: dict[int, int] = field(default_factory=dict)
+    nested: list[tuple[int, int]] = field(default_factory=list)
+
+    def drop_nested(self) -> None:
+        """Marks every trace inside another's text, in one pass however many spans overlap."""
+        steps = [0] * (len(self.traces) + 1)
+        for start, end in self.nested:
+            steps[start] += 1
+            steps[end] -= 1
+        depth = 0
+        for step, trace in zip(steps, self.traces.values(), strict=False):
+            depth += step
+            if depth:
+                trace.broken = trace.broken or _OUT_OF_RUN
 
     def trace(self, trace_id: int) -> _Trace:
         """The trace an entry of `trace_id` adds to; an entry apart from its trace's run breaks both traces."""
+        if trace_id not in self.traces:
+            self.order[trace_id] = len(self.traces)
         trace = self.traces.setdefault(trace_id, _Trace())
         if trace_id != self.current:
             if trace_id in self.ended:
-                trace.broken = _OUT_OF_RUN
-                if self.current is not None:
-                    self.traces[self.current].broken = _OUT_OF_RUN
+                # Every trace that began since this one did lies inside its text (a request id, or a
+                # BYTES element, can write whole traces, and one more to end on): all are dropped.
+                self.nested.append((self.order[trace_id], len(self.traces)))
             if self.current is not None:
                 self.ended.add(self.current)
             self.current = trace_id
