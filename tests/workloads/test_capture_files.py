@@ -55,6 +55,8 @@ pytestmark = pytest.mark.workloads
 
 HOUR = 3600.0
 
+MIB = 1024 * 1024
+
 
 @pytest.fixture
 def umask() -> Iterator[None]:
@@ -444,6 +446,29 @@ def test_a_file_is_completed_once_it_holds_max_bytes_of_tensor_data(tmp_path: Pa
     flushed = [outcome.rows for _ in range(5) for outcome in files.add(sample)] + [o.rows for o in files.flush()]
 
     assert flushed == [6, 6, 3]
+
+
+def _text_sample(timestamp: float, lengths: list[int]) -> Sample:
+    elements = np.array([b"x" * length for length in lengths], dtype=object).reshape(1, len(lengths))
+    return Sample(timestamp, MODEL_NAME, "1", "", (Tensor("TEXT", "BYTES", elements),), ())
+
+
+def test_an_npz_file_counts_its_text_at_the_width_of_the_longest_element(tmp_path: Path) -> None:
+    """npz stores BYTES at one width: 4,000 elements and one of 256 KiB would take 1 GiB as it is written."""
+    files = CaptureFiles(tmp_path, "npz", rows_per_file=1000, seconds_per_file=60, max_bytes=MIB)
+    [refused] = files.add(_text_sample(1.0, [256 * 1024] + [1] * 3_999))
+    assert (refused.samples, refused.path) == (1, None)
+    assert "width of the longest" in str(refused.error)
+    # Short texts fill a file as their lengths say; a long one that would widen them all starts the next.
+    assert files.add(_text_sample(2.0, [100] * 1000)) == []
+    [first] = files.add(_text_sample(3.0, [2000] * 10))
+    assert first.path is not None
+    assert first.samples == 1
+    [second] = files.flush()
+    assert second.samples == 1
+    # Parquet stores each element at its own length: the same request is one small file.
+    parquet = CaptureFiles(tmp_path / "parquet", "parquet", rows_per_file=1000, seconds_per_file=60, max_bytes=MIB)
+    assert parquet.add(_text_sample(1.0, [256 * 1024] + [1] * 3_999)) == []
 
 
 def test_files_are_written_again_once_the_volume_is_back(tmp_path: Path) -> None:

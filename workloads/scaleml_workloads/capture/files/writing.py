@@ -80,7 +80,7 @@ class CaptureFiles:
         self._clock = clock
         self._samples: list[Sample] = []
         self._rows = 0
-        self._bytes = 0
+        self._size = _Size()
         self._opened = 0.0
         self._sequence = 0
 
@@ -98,18 +98,24 @@ class CaptureFiles:
 
     def add(self, sample: Sample) -> list[Flushed]:
         flushed: list[Flushed] = []
+        alone = _Size().adding(sample, self.format)
+        if alone.total > self.max_bytes and self.format == "npz" and alone.total > alone.stored:
+            # One element of a BYTES tensor widens every element of the file to its length: a client's
+            # request of a few hundred KiB would take a GiB as it is written, and the converter with it.
+            why = f"its BYTES elements take {alone.total} bytes at the width of the longest, more than {self.max_bytes}"
+            return [Flushed(1, sample.rows, error=ValueError(f"not written in an npz file: {why}"))]
         if self._samples and (
             sample.layout != self._samples[0].layout
             or self._rows + sample.rows > self.rows_per_file
-            or self._bytes + sample.nbytes > self.max_bytes
+            or self._size.adding(sample, self.format).total > self.max_bytes
         ):
             flushed += self.flush()
         if not self._samples:
             self._opened = self._clock()
         self._samples.append(sample)
         self._rows += sample.rows
-        self._bytes += sample.nbytes
-        if self._rows >= self.rows_per_file or self._bytes >= self.max_bytes:
+        self._size = self._size.adding(sample, self.format)
+        if self._rows >= self.rows_per_file or self._size.total >= self.max_bytes:
             flushed += self.flush()
         return flushed
 
@@ -124,7 +130,7 @@ class CaptureFiles:
         if not self._samples:
             return []
         samples, rows = self._samples, self._rows
-        self._samples, self._rows, self._bytes = [], 0, 0
+        self._samples, self._rows, self._size = [], 0, _Size()
         self._sequence += 1
         name = file_name(samples[0].timestamp, self.instance, self._sequence, self.format)
         try:
@@ -134,6 +140,32 @@ class CaptureFiles:
         except Exception as error:
             return [Flushed(len(samples), rows, error=error)]
         return [Flushed(len(samples), rows, path=path)]
+
+
+@dataclass(frozen=True)
+class _Size:
+    """What an open file's samples take as the file is written: `stored`, their data (BYTES: the
+    elements' lengths); `total`, that with an npz file's BYTES elements each at the width of the longest."""
+
+    stored: int = 0
+    elements: int = 0
+    lengths: int = 0
+    widest: int = 0
+
+    def adding(self, sample: Sample, format: CaptureFormat) -> _Size:
+        lengths = [len(e) for t in sample.inputs + sample.outputs if t.datatype == BYTES for e in t.array.flat]
+        if format != "npz" or not lengths:
+            return _Size(self.stored + sample.nbytes, self.elements, self.lengths, self.widest)
+        return _Size(
+            self.stored + sample.nbytes,
+            self.elements + len(lengths),
+            self.lengths + sum(lengths),
+            max(self.widest, *lengths),
+        )
+
+    @property
+    def total(self) -> int:
+        return self.stored - self.lengths + self.elements * self.widest
 
 
 def _make_directory(directory: Path) -> None:
