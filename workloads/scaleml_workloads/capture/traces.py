@@ -24,11 +24,12 @@ Triton prints tensor data as text, which is where this reader is careful:
 So entries are matched by their exact form rather than parsed as JSON, raw data is cut out by the
 lengths the shape implies, and an entry that cannot be read costs its own trace, never the file.
 
-A request's id is the client's, and Triton writes it unescaped: an id holding `"},{"id":...` can
-write entries of its own. So a trace whose entries do not look as Triton writes them is dropped:
-its entries are one run (Triton writes a trace whole), with one model entry, one REQUEST_START and
-one tensor of each name and activity; a second run of an id, text between entries that is none,
-or an id longer than MAX_RAW_ID_BYTES, and the traces around it are dropped, so an id can forge
+A request's id and its BYTES elements are the client's, and Triton writes them unescaped: an id
+holding `"},{"id":...` can write entries of its own, whole traces even. So a trace whose entries
+do not look as Triton writes them is dropped: its entries are one run (Triton writes a trace
+whole), with one model entry, one REQUEST_START and one tensor of each name and activity; a second
+run of an id drops it with every trace that began inside its run, and text between entries that
+is none, or an id longer than MAX_RAW_ID_BYTES, drops the traces around it, so a client can forge
 no sample. Reading is linear in the file's size, whatever its text: where a tensor's data ends
 is looked up among the places where one can end, found in one pass.
 """
