@@ -130,6 +130,7 @@ def test_the_monitor_pod_is_restricted_reads_read_only_and_reports_as_itself() -
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert all("sizeLimit" in volume["emptyDir"] for volume in pod["volumes"] if "emptyDir" in volume)
     assert all(m["readOnly"] for m in container["volumeMounts"] if m["name"] in ("captures", "reference"))
     assert container["command"][-2:] == ["--config", "/etc/scaleml/run.json"]
     run = MonitorRun.model_validate_json(config_map["data"]["run.json"])

@@ -92,6 +92,8 @@ def test_every_container_meets_the_restricted_pod_security_standard() -> None:
         assert context["allowPrivilegeEscalation"] is False
         assert context["capabilities"] == {"drop": ["ALL"]}
         assert context["readOnlyRootFilesystem"] is True
+    # What the pod may write takes a bounded share of the node's disk: a client's requests make traces.
+    assert all("sizeLimit" in volume["emptyDir"] for volume in pod["volumes"] if "emptyDir" in volume)
 
 
 def test_the_model_agent_gets_the_version_and_the_spec_but_not_the_replica_count() -> None:
@@ -342,7 +344,7 @@ def test_with_capture_triton_traces_the_sample_and_the_converter_gets_the_captur
         {"name": "captures", "mountPath": "/captures"},
         {"name": "traces", "mountPath": "/traces"},
     ]
-    assert {"name": "traces", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "traces", "emptyDir": {"sizeLimit": build.TRACES_SIZE}} in pod["volumes"]
     default = _kinds(_spec())["Deployment"]["spec"]["template"]["spec"]["initContainers"][1]["command"]
     assert {"--max-age=168h", "--max-bytes=10Gi"} <= set(default)
     assert "--request-ids" not in default

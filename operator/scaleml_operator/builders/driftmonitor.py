@@ -174,7 +174,7 @@ def pod_template(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, image: st
                     "persistentVolumeClaim": {"claimName": inputs.reference_claim, "readOnly": True},
                 },
                 {"name": "reports", "emptyDir": {"sizeLimit": "1Gi"}},
-                {"name": "scratch", "emptyDir": {}},
+                {"name": "scratch", "emptyDir": {"sizeLimit": meta.SCRATCH_SIZE}},
                 config.volume,
             ],
         },

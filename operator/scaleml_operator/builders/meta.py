@@ -15,6 +15,11 @@ from scaleml_api.v1alpha1.pods import GPU_RESOURCE
 MANAGED_BY: Final = "scaleml-operator"
 CONFIG_HASH_ANNOTATION: Final = "scaleml.dev/config-hash"
 PART_OF: Final = "scaleml"
+# What the scratch volume (home, caches, temporary files) of a pod the operator runs its own code in
+# may take of the node's disk; the root filesystem is read-only. Past it the kubelet evicts that pod,
+# rather than other tenants' pods once the node's disk runs short. A TrainingJob's scratch holds what
+# the user's code writes, which no bound of ours can know.
+SCRATCH_SIZE: Final = "2Gi"
 
 # Pods meet the "restricted" Pod Security Standard.
 POD_SECURITY_CONTEXT: Final = {

@@ -40,6 +40,11 @@ from scaleml_operator.builders.meta import (
 )
 
 COMPONENT: Final = "scaleml-triton"
+# Triton's repository of links and configs; and the trace files a client's requests make, four times
+# what the converter lets wait (--max-backlog-mib), for the time the converter is restarting. Both
+# bounded as meta.SCRATCH_SIZE is.
+SERVING_SIZE: Final = "1Gi"
+TRACES_SIZE: Final = "1Gi"
 AGENT_CONTAINER: Final = "model-agent"
 CAPTURE_CONTAINER: Final = "capture"
 # Endpoints controllers and load balancers need a moment to stop sending to a terminating pod.
@@ -272,16 +277,16 @@ def pod_template(
     sidecars = [_agent(spec, owner, source, workload_image)]
     volumes: list[dict[str, Any]] = [
         {"name": "repository", "persistentVolumeClaim": {"claimName": source.volume_claim, "readOnly": True}},
-        {"name": "serving", "emptyDir": {}},
+        {"name": "serving", "emptyDir": {"sizeLimit": SERVING_SIZE}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
-        {"name": "scratch", "emptyDir": {}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": meta.SCRATCH_SIZE}},
     ]
     if spec.capture.enabled:
         sidecars.append(_capture(spec, owner, source, workload_image))
         volumes += [
             {"name": "captures", "persistentVolumeClaim": {"claimName": spec.capture.volume_claim}},
             # Triton's trace files until the converter has read them; it keeps them under --max-backlog-mib.
-            {"name": "traces", "emptyDir": {}},
+            {"name": "traces", "emptyDir": {"sizeLimit": TRACES_SIZE}},
         ]
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
