@@ -124,11 +124,20 @@ _Loader.add_constructor(_PLAIN_TAG, lambda _, node: scalar(node.value))
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda _, node: node.value)
 
 
-def _jsonable(value: Any) -> Any:
+# go-yaml refuses a document whose aliases expand it past a bound ("excessive aliasing"): a few
+# hundred bytes of nested aliases would otherwise expand to gigabytes. Far more values than any
+# manifest holds.
+MAX_VALUES: Final = 1_000_000
+
+
+def _jsonable(value: Any, budget: list[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConversionError(f"document contains excessive aliasing: more than {MAX_VALUES} values once expanded")
     if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
+        return {key: _jsonable(item, budget) for key, item in value.items()}
     if isinstance(value, list):
-        return [_jsonable(item) for item in value]
+        return [_jsonable(item, budget) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
         raise ConversionError(f"unsupported value: {value}")
     if isinstance(value, bytes):  # !!binary: Go keeps the bytes as a string
@@ -143,4 +152,6 @@ def load_all(text: str) -> list[Any]:
 
     Raises yaml.YAMLError for YAML that does not parse, ConversionError for YAML without a JSON form.
     """
-    return [_jsonable(document) for document in yaml.load_all(text, Loader=_Loader) if document is not None]
+    return [
+        _jsonable(document, [MAX_VALUES]) for document in yaml.load_all(text, Loader=_Loader) if document is not None
+    ]

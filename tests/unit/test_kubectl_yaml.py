@@ -74,6 +74,14 @@ def test_merge_keys_and_anchors_are_followed() -> None:
     assert kubectl_yaml.load_all("base: &b {x: 1}\nm: {<<: *b, z: 2}") == [{"base": {"x": 1}, "m": {"x": 1, "z": 2}}]
 
 
+def test_aliases_that_expand_past_any_manifest_are_refused_before_they_take_the_memory() -> None:
+    # 466 bytes that expand to 10^8 values (gigabytes, and minutes) if followed to the end.
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 8)]
+    with pytest.raises(kubectl_yaml.ConversionError, match="excessive aliasing"):
+        kubectl_yaml.load_all("\n".join(levels))
+
+
 def test_local_apply_reads_a_manifest_as_kubectl_does(tmp_path: Path) -> None:
     """A value that is a number to kubectl is one to local mode, and a boolean one to both."""
     manifest = (EXAMPLES / "trainingjob-churn.yaml").read_text()
