@@ -7,6 +7,7 @@ never a silent verdict. The statistics are checked against SciPy's on the same c
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def test_new_categories_are_unseen_and_missing_values_are_missing() -> None:
     assert plan.current_frequencies[-1] == pytest.approx(150 / 990)
     assert plan.missing_fraction == pytest.approx(10 / 1000)
     assert plan.drifted
-    assert "150 values (15.2%) are categories the reference does not list" in plan.message
+    assert "150 values (15.2%) are not among the categories the reference lists" in plan.message
     assert feature(result, "age").missing_fraction == pytest.approx(20 / 1000)
     assert feature(result, "age").rows == 980
 
@@ -139,24 +140,48 @@ def test_a_feature_of_categories_each_too_rare_to_list_says_so() -> None:
     assert "the reference lists none of this feature's categories: each is too rare in it" in user.message
 
 
-def test_numbers_for_a_categorical_feature_are_its_values_or_else_its_codes() -> None:
+def test_numbers_for_a_categorical_feature_are_the_categories_of_their_values() -> None:
     rng = np.random.default_rng(7)
     # Read as strings in the reference, as integers in the window: the same categories by value.
-    levels = {"level": [str(value) for value in rng.choice([1, 2, 10], size=3000)]}
-    as_numbers = {"level": rng.choice([1, 2, 10], size=1000)}
+    levels = {"level": [str(value) for value in rng.choice([0, 1, 2, 10], size=3000)]}
+    as_numbers = {"level": rng.choice([0, 1, 2, 10], size=1000)}
     as_strings = {"level": [str(value) for value in as_numbers["level"]]}
     by_value = compare(levels, as_numbers, tests=PER_FEATURE)
     assert statistics(by_value) == statistics(compare(levels, as_strings, tests=PER_FEATURE))
     assert by_value.messages == []
-    # Categories that are not numbers: numbers are the codes the model sees (sorted categories).
-    plans = {"plan": churn(3000, seed=0)["plan"]}
-    codes = rng.choice(3, size=1000, p=(0.5, 0.3, 0.2))
-    as_codes = compare(plans, {"plan": codes}, tests=PER_FEATURE)
-    named = compare(plans, {"plan": [PLANS[code] for code in codes]}, tests=PER_FEATURE)
-    assert statistics(as_codes) == statistics(named)
-    assert as_codes.messages == [
-        "column 'plan' holds numbers for a categorical feature: they are read as the model's codes of its categories"
+    # -0.0 is the category "0", as its text is.
+    negative_zero = {"level": np.where(as_numbers["level"] == 0, -0.0, as_numbers["level"].astype(float))}
+    assert statistics(compare(levels, negative_zero, tests=PER_FEATURE)) == statistics(by_value)
+    # Grades 1-5 and a rare "U": a CSV window without a "U" is read as integers. Each is still its grade,
+    # not the model's code of a category (1 was "2", 5 "U": every window drifted).
+    grades = [*"12345", "U"]
+    shares = (0.2, 0.2, 0.2, 0.2, 0.195, 0.005)
+    reference = {"grade": rng.choice(grades, size=20_000, p=shares).tolist()}
+    window = rng.choice(grades[:5], size=2000, p=np.array(shares[:5]) / sum(shares[:5]))
+    as_integers = compare(reference, {"grade": window.astype(int)}, tests=PER_FEATURE)
+    assert statistics(as_integers) == statistics(compare(reference, {"grade": window.tolist()}, tests=PER_FEATURE))
+    assert not as_integers.drift_detected
+    assert as_integers.messages == [
+        "column 'grade' holds numbers for a categorical feature: each is read as the category of its value"
     ]
+
+
+def test_decimals_are_the_numbers_their_text_says() -> None:
+    """Arrow's decimal cast makes 0.35 0.35000000000000003: the same prices as text would drift."""
+    prices = [Decimal(f"{cents / 100:.2f}") for cents in np.random.default_rng(3).integers(1, 2000, 3000)]
+    as_decimals = pa.table({"price": pa.array(prices, pa.decimal128(10, 2))})
+    as_floats = {"price": [float(str(price)) for price in prices]}
+    result = compare(as_floats, as_decimals, tests=PER_FEATURE)
+    assert feature(result, "price").statistic == 0
+    wider = pa.table({"price": pa.array(prices, pa.decimal128(18, 4))})
+    assert feature(compare(as_decimals, wider, tests=PER_FEATURE), "price").statistic == 0
+
+
+def test_columns_of_the_reference_left_out_of_the_test_are_ignored_silently() -> None:
+    reference, current = churn(3000, seed=0), churn(1000, seed=9)
+    result = compare(reference, {**current, "churned": ["no"] * 1000}, features=["age"], tests=PER_FEATURE)
+    assert [f.name for f in result.features] == ["age"]
+    assert result.messages == ["columns the reference has no feature for are ignored: churned"]
 
 
 def test_a_training_profile_is_a_reference_too() -> None:

@@ -73,6 +73,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     strings = calm.set_column(calm.column_names.index("c"), "c", pa.array(words))
     write_csv(root / "c_as_strings.csv", strings)
     (root / "garbage.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    (root / "semicolons.csv").write_text("a;b;c\n1;2;3\n")
+    (root / "latin1.csv").write_bytes("a,b,c,town\n1,2,3,Montr\u00e9al\n".encode("latin-1"))
     return root
 
 
@@ -127,6 +129,14 @@ def test_an_extra_column_is_ignored_with_a_note(files: Path) -> None:
             "c_as_strings.csv: column 'c' holds strings, but the reference's 'c'",
         ),
         ("reference.csv", "calm.csv", ("--features", "a,d"), "reference.csv: there is no column 'd'"),
+        (
+            "reference.csv",
+            "semicolons.csv",
+            (),
+            "there is no column 'a' (the file's one column is named 'a;b;c': a CSV file is separated by commas",
+        ),
+        ("latin1.csv", "calm.csv", ("--features", "town"), "latin1.csv: column 'town' holds text that is not UTF-8"),
+        ("reference.csv", "calm.csv", ("--html", "/nonexistent/report.html"), "/nonexistent/report.html: No such"),
         ("reference.csv", "calm.csv", ("--p-value", "2"), "--p-value: Input should be less than 1"),
         ("reference.csv", "calm.csv", ("--tests", "numeric=t"), "numeric: Input should be 'ks'"),
     ],

@@ -106,7 +106,7 @@ def _compare(args: argparse.Namespace) -> int:
         result = compare_files(args.reference, args.current, args.features, args.tests, thresholds, args.save_profile)
     except BadInputError as error:
         return _bad_input(str(error))
-    print(as_json(result) if args.format == "json" else as_table(result))
+    # The report first: a path it cannot be written to is bad input, and bad input prints no result.
     if args.html is not None:
         page = render(
             result,
@@ -119,6 +119,7 @@ def _compare(args: argparse.Namespace) -> int:
             args.html.write_text(page)
         except OSError as error:
             return _bad_input(f"{args.html}: {error.strerror or error}")
+    print(as_json(result) if args.format == "json" else as_table(result))
     return EXIT_DRIFT if result.drift_detected else EXIT_NO_DRIFT
 
 

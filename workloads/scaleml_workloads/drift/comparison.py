@@ -51,8 +51,10 @@ def compare(
     Never raises on the tables' content: a column that is absent, unreadable or of the wrong kind
     is a feature without a statistic and a message (`FeatureResult.message`, `DriftResult.messages`).
     """
+    if not isinstance(reference, DataProfile):
+        reference = read_columns(reference)
     detector, notes = detector_for(reference, features or (), tests or Tests(), thresholds or Thresholds())
-    return _checked(detector, notes, current)
+    return _checked(detector, notes, current, reference.names if isinstance(reference, Columns) else ())
 
 
 def compare_files(
@@ -79,12 +81,14 @@ def compare_files(
             raise BadInputError(f"{reference}: the profile has no feature {', '.join(map(repr, unknown))}")
         detector, notes = profile_detector(profile, tests, thresholds, features)
         tested = [known[name] for name in names]
+        untested: Sequence[str] = ()
     else:
         columns = read_columns(read_table(reference, kind))
         if left_out := absent(columns, list(features) or list(columns.names)):
             raise BadInputError("\n".join(f"{reference}: {why}" for why in left_out.values()))
         detector, notes = table_detector(columns, features, tests, thresholds)
         tested = list(detector.reference.features)
+        untested = columns.names
         if save_profile is not None:
             _save_profile(save_profile, reference, kind, columns, [feature.name for feature in tested])
     if (current_kind := file_format(current)) == "profile":
@@ -92,7 +96,7 @@ def compare_files(
     window = read_columns(read_table(current, current_kind))
     if gaps := window_gaps(window, tested):
         raise BadInputError("\n".join(f"{current}: {why}" for why in gaps.values()))
-    return _checked(detector, notes, window)
+    return _checked(detector, notes, window, untested)
 
 
 def detector_for(
@@ -126,8 +130,8 @@ def table_detector(
     return DriftDetector(Reference.from_arrays(table, kept, categories), tests, thresholds), notes
 
 
-def _checked(detector: DriftDetector, notes: list[str], current: object) -> DriftResult:
-    result = detector.check_table(current)
+def _checked(detector: DriftDetector, notes: list[str], current: object, known: Sequence[str]) -> DriftResult:
+    result = detector.check_table(current, known)
     return replace(result, messages=[*notes, *result.messages]) if notes else result
 
 

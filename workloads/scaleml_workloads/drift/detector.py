@@ -31,7 +31,7 @@ The results (`results`) are named here too, where the monitor imports them from.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TypedDict, Unpack
 
@@ -442,15 +442,17 @@ class DriftDetector:
     ) -> DriftResult:
         return summarise(features, multivariate, rows, rows_rejected, messages, self.thresholds, self._importances)
 
-    def check_table(self, table: object) -> DriftResult:
+    def check_table(self, table: object, known: Collection[str] = ()) -> DriftResult:
         """Test one window of named columns (a pandas DataFrame, a pyarrow Table, a dict of arrays or lists).
 
         Each feature is read from the column of its name, in any order, encoded as the model input
         holds it (`tables`); extra columns are ignored, and a feature whose column is absent or of
-        the wrong kind has no statistic and says why. Nothing in the table raises.
+        the wrong kind has no statistic and says why. Nothing in the table raises. Columns that are
+        neither the reference's features nor `known` (a reference table's columns not tested) are
+        ignored with a note.
         """
         columns = read_columns(table)
-        known = [feature.name for feature in self.reference.features]
+        known = [*known, *(feature.name for feature in self.reference.features)]
         window = encode_window(columns, self._features, self.reference.input, known)
         if window.values is None:
             gaps = [self._without_result(f, window.gaps[f.name]) for f in self._features]
@@ -504,7 +506,7 @@ def _categorical_gap(feature: FeatureProfile, observed: Observed) -> str:
 def _unseen_note(unseen: float, observed: Observed) -> list[str]:
     """What a categorical feature's values in the unseen bin call for: nothing, or how many there are."""
     if unseen and observed.valid:
-        return [f"{unseen:.0f} values ({unseen / observed.valid:.1%}) are categories the reference does not list"]
+        return [f"{unseen:.0f} values ({unseen / observed.valid:.1%}) are not among the categories the reference lists"]
     return []
 
 

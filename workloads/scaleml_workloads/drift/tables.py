@@ -14,8 +14,9 @@ the codes of its distinct strings in sorted order, as training encodes them. A w
 (`encode_window`) becomes the detector's input by the reference's features: each from the column
 of its name; categorical strings become the reference's codes, and strings it does not list a code
 past them all (the detector's unseen bin); missing values NaN. Numbers given for a categorical
-feature are its categories' values when every category the reference lists is a number (a
-column read as integers on one side and as strings on the other), otherwise the model's codes.
+feature are the categories of their values (a column read as integers on one side and as strings
+on the other, as a CSV column is when it holds no category that is not a number): 3 is the
+category "3", and a number no category is falls in the unseen bin.
 A feature whose column is absent or of the wrong kind has a gap (`window_gaps`): the detector
 reports it without a statistic, never as missing values, which would read as drift.
 """
@@ -97,7 +98,10 @@ def read_columns(table: object) -> Columns:
         except (pa.ArrowException, TypeError, ValueError) as error:
             problems[name] = f"column {name!r} cannot be read as one column of values: {error}"
             continue
-        if _kind(column.type) is None:
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            # What pyarrow makes of a CSV column in another encoding (Latin-1, say).
+            problems[name] = f"column {name!r} holds text that is not UTF-8: write the file as UTF-8"
+        elif _kind(column.type) is None:
             problems[name] = f"column {name!r} has type {column.type}, which is neither numeric nor a string"
         else:
             arrays[name] = column
@@ -110,9 +114,16 @@ def read_columns(table: object) -> Columns:
 
 def absent(columns: Columns, names: Sequence[str]) -> dict[str, str]:
     """Why each of `names` that is not a readable column is not."""
-    return {
-        name: columns.problems.get(name, f"there is no column {name!r}") for name in names if name not in columns.arrays
-    }
+    missing = f"there is no column {{!r}}{_separator_hint(columns.names)}"
+    return {name: columns.problems.get(name, missing.format(name)) for name in names if name not in columns.arrays}
+
+
+def _separator_hint(names: Sequence[str]) -> str:
+    """What a table of one column named like "a;b" most likely is: a file of another separator."""
+    if len(names) == 1 and (separator := next((s for s in ";\t|" if s in names[0]), None)):
+        shown = "tab" if separator == "\t" else repr(separator)
+        return f" (the file's one column is named {names[0]!r}: a CSV file is separated by commas, not {shown})"
+    return ""
 
 
 def reference_values(columns: Columns, names: Sequence[str]) -> tuple[Floats, dict[str, list[str]], dict[str, str]]:
@@ -152,7 +163,7 @@ def encode_window(
 ) -> Window:
     """The window as the detector's input (see the module) for the `features` tested, NaN where no feature is.
 
-    `known`: the names of all the reference's features; other columns are ignored, with a message.
+    `known`: the names of all the reference's columns or features; other columns are ignored, with a message.
     """
     gaps = window_gaps(columns, features)
     messages = list(columns.messages)
@@ -233,8 +244,18 @@ def _decoded_type(kind: pa.DataType) -> pa.DataType:
 
 
 def _floats(column: pa.ChunkedArray) -> Floats:
+    return np.asarray(_float_column(column).to_numpy(), dtype=np.float64)
+
+
+def _float_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    decoded = _decoded(column)
+    if pa.types.is_decimal(decoded.type):
+        # Arrow's decimal cast is not correctly rounded (0.35 becomes 0.35000000000000003): the same
+        # prices as a CSV's text, or as another decimal type, would be other numbers, and drift.
+        # Through their text they are the nearest floats, as Python's and Arrow's parsers make them.
+        decoded = pc.cast(decoded, pa.string())
     # Unsafe: integers beyond 2**53 round to the nearest float rather than fail.
-    return np.asarray(pc.cast(_decoded(column), pa.float64(), safe=False).to_numpy(), dtype=np.float64)
+    return pc.cast(decoded, pa.float64(), safe=False)
 
 
 def _strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -259,23 +280,32 @@ def _codes(column: pa.ChunkedArray, kind: Kind, feature: FeatureProfile, message
     if kind == "categorical":
         positions = _positions(_strings(column), [category.value for category in listed], len(listed))
     else:
-        numbers = _numbers([category.value for category in listed])
-        if numbers is None:
+        # A number is the category of its value: one file holds the column as text, the other as
+        # numbers when it happens to hold no category that is not one (grades 1-5 without "U").
+        # A category that is no number matches no number.
+        numbers = [(place, _number(category.value)) for place, category in enumerate(listed)]
+        numbered = [(place, number) for place, number in numbers if number is not None]
+        # + 0.0 makes -0.0 the category "0", which it is as text.
+        values = pc.add(_float_column(column), 0.0)
+        found = _positions(values, [number for _, number in numbered], len(numbered))
+        places = np.array([place for place, _ in numbered] + [len(listed)], dtype=np.float64)
+        positions = np.full(len(found), np.nan)
+        positions[np.isfinite(found)] = places[found[np.isfinite(found)].astype(np.int64)]
+        if len(numbered) < len(listed):
             messages.append(
-                f"column {feature.name!r} holds numbers for a categorical feature: they are read as the model's "
-                "codes of its categories"
+                f"column {feature.name!r} holds numbers for a categorical feature: each is read as the category "
+                "of its value"
             )
-            return _floats(column)
-        positions = _positions(pc.cast(_decoded(column), pa.float64(), safe=False), numbers, len(listed))
     finite = np.isfinite(positions)
     encoded = np.full(len(positions), np.nan)
     encoded[finite] = codes[positions[finite].astype(np.int64)]
     return encoded
 
 
-def _numbers(values: Sequence[str]) -> list[float] | None:
-    """The categories as numbers, or None when any of them is not one."""
+def _number(value: str) -> float | None:
+    """The category as a finite number, or None when it is not one."""
     try:
-        return [float(value) for value in values]
+        number = float(value)
     except ValueError:
         return None
+    return number + 0.0 if math.isfinite(number) else None
