@@ -242,7 +242,11 @@ def _quantity(*, positive: bool) -> tuple[Any, ...]:
         return quantity
 
     def bounded(quantity: str) -> str:
-        value = _exact_quantity(quantity)
+        try:
+            value = _exact_quantity(quantity)
+        # What the pattern lets through and Kubernetes' parser refuses: a fractional exponent (1e1.5).
+        except ArithmeticError:
+            raise ValueError(message) from None
         if not (value > 0 if positive else value >= 0) or value >= _QUANTITY_LIMIT:
             raise ValueError(message)
         return quantity
@@ -260,8 +264,8 @@ def _quantity(*, positive: bool) -> tuple[Any, ...]:
         # 8Ei is 2^63.
         "x-kubernetes-validations": [
             {
-                "rule": f"type(self) == int ? {whole} : !isQuantity(self) || "
-                f"({low} && quantity(self).isLessThan(quantity('8Ei')))",
+                "rule": f"type(self) == int ? {whole} : isQuantity(self) && "
+                f"{low} && quantity(self).isLessThan(quantity('8Ei'))",
                 "message": message,
             }
         ],

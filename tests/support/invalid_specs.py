@@ -250,6 +250,14 @@ CASES = (
     ),
     InvalidCase("validation-split-one", TJ, {"spec": {"data": {"validationSplit": 1.0}}}, "spec.data.validationSplit"),
     InvalidCase("memory-not-a-quantity", TJ, {"spec": {"resources": {"memory": "lots"}}}, "spec.resources.memory"),
+    # The documented grammar allows a fractional exponent; Kubernetes' parser does not.
+    InvalidCase("cpu-fractional-exponent", TJ, {"spec": {"resources": {"cpu": "1e1.5"}}}, "spec.resources.cpu"),
+    InvalidCase(
+        "memory-exponent-overflow",
+        TJ,
+        {"spec": {"resources": {"memory": "1e9999999999999999999"}}},
+        "spec.resources.memory",
+    ),
     InvalidCase(
         "procs-differ-from-gpus",
         TJ,
