@@ -250,6 +250,12 @@ CASES = (
     ),
     InvalidCase("validation-split-one", TJ, {"spec": {"data": {"validationSplit": 1.0}}}, "spec.data.validationSplit"),
     InvalidCase("memory-not-a-quantity", TJ, {"spec": {"resources": {"memory": "lots"}}}, "spec.resources.memory"),
+    InvalidCase(
+        "ttl-past-int32",
+        TJ,
+        {"spec": {"runPolicy": {"ttlSecondsAfterFinished": 2**31}}},
+        "spec.runPolicy.ttlSecondsAfterFinished",
+    ),
     # The documented grammar allows a fractional exponent; Kubernetes' parser does not.
     InvalidCase("cpu-fractional-exponent", TJ, {"spec": {"resources": {"cpu": "1e1.5"}}}, "spec.resources.cpu"),
     InvalidCase(

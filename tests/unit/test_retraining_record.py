@@ -195,5 +195,7 @@ def test_a_retraining_job_lives_at_least_through_its_cooldown() -> None:
 
     assert ttl(600, "24h") == 86400
     assert ttl(172800, "24h") == 172800
+    # The Job's field is an int32: a cooldown of 999999h (3.6e9 s) keeps the job as long as a Job can say.
+    assert ttl(3600, "999999h") == 2**31 - 1
     # No time to live: kept until deleted by hand, as the source job.
     assert ttl(None, "24h") is None

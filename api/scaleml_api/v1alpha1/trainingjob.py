@@ -226,6 +226,10 @@ class OutputSpec(ApiModel):
     )
 
 
+# The Job's ttlSecondsAfterFinished is an int32: a larger value would pass here and be refused with the Job.
+MAX_TTL_SECONDS: Final = 2**31 - 1
+
+
 class RunPolicy(ApiModel):
     """Lifecycle of the underlying batch Job."""
 
@@ -242,6 +246,7 @@ class RunPolicy(ApiModel):
     ttl_seconds_after_finished: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_TTL_SECONDS,
         description="Delete the finished TrainingJob, and with it its pods, after this many seconds.",
     )
     suspend: bool = Field(default=False, description="Suspend the job: running pods are stopped, none are created.")

@@ -55,7 +55,7 @@ from scaleml_api.v1alpha1.driftmonitor import (
 )
 from scaleml_api.v1alpha1.modeldeployment import PROMOTED
 from scaleml_api.v1alpha1.pods import EnvVar
-from scaleml_api.v1alpha1.trainingjob import FINISHED_PHASES, TrainingJobSpec
+from scaleml_api.v1alpha1.trainingjob import FINISHED_PHASES, MAX_TTL_SECONDS, TrainingJobSpec
 from scaleml_api.validation import InvalidSpecError, parse_spec
 from scaleml_operator.builders.modeldeployment import ModelSource
 from scaleml_operator.builders.trainingjob import job_finished
@@ -279,7 +279,8 @@ def retraining_job(
     run_policy = spec.get("runPolicy") or {}
     if (ttl := run_policy.get("ttlSecondsAfterFinished")) is not None:
         cooldown = duration_seconds(policy.cooldown)
-        spec = {**spec, "runPolicy": {**run_policy, "ttlSecondsAfterFinished": max(int(ttl), cooldown)}}
+        kept = min(max(int(ttl), cooldown), MAX_TTL_SECONDS)
+        spec = {**spec, "runPolicy": {**run_policy, "ttlSecondsAfterFinished": kept}}
     return {
         "apiVersion": API_VERSION,
         "kind": "TrainingJob",
