@@ -131,6 +131,8 @@ def test_the_monitor_pod_is_restricted_reads_read_only_and_reports_as_itself() -
     (container,) = pod["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert all("sizeLimit" in volume["emptyDir"] for volume in pod["volumes"] if "emptyDir" in volume)
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert (env["NVIDIA_VISIBLE_DEVICES"], env["CUDA_VISIBLE_DEVICES"]) == ("void", "")
     assert all(m["readOnly"] for m in container["volumeMounts"] if m["name"] in ("captures", "reference"))
     assert container["command"][-2:] == ["--config", "/etc/scaleml/run.json"]
     run = MonitorRun.model_validate_json(config_map["data"]["run.json"])

@@ -177,10 +177,15 @@ def test_triton_runs_the_spec_options_with_gpus_and_drains_before_it_stops() -> 
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
 
+    assert not {"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"} & {e["name"] for e in triton["env"]}
+
     cpu_only = _kinds(_spec(resources={"gpus": 0}, instances={"kind": "auto"}))["Deployment"]
     cpu_pod = cpu_only["spec"]["template"]["spec"]
     assert "tolerations" not in cpu_pod
     assert "nvidia.com/gpu" not in cpu_pod["containers"][0]["resources"]["limits"]
+    # A CUDA image on a GPU node would otherwise see every GPU: none is this pod's.
+    env = {e["name"]: e["value"] for e in cpu_pod["containers"][0]["env"]}
+    assert (env["NVIDIA_VISIBLE_DEVICES"], env["CUDA_VISIBLE_DEVICES"]) == ("void", "")
 
 
 def test_triton_runs_a_copy_of_the_python_backend_it_may_make_executable(tmp_path: Path) -> None:

@@ -145,6 +145,11 @@ def test_cpu_workers_request_no_gpus() -> None:
     container = pod["spec"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
     assert "tolerations" not in pod["spec"]["template"]["spec"]
+    # On a GPU node (a toleration of everything, say) a CUDA image would see every GPU and train with NCCL.
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["NVIDIA_VISIBLE_DEVICES"], env["CUDA_VISIBLE_DEVICES"]) == ("void", "")
+    gpu = _by_kind(_spec(resources={"gpusPerWorker": 1}))["Job"]["spec"]["template"]["spec"]["containers"][0]
+    assert not {"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"} & {e["name"] for e in gpu["env"]}
 
 
 def test_pods_meet_restricted_pod_security_with_writable_volumes() -> None:

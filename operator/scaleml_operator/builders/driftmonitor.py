@@ -136,6 +136,8 @@ def pod_template(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, image: st
         "env": [
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "HOME", "value": runtime.SCRATCH_DIR},
+            # The monitor computes on CPU, and requests no GPU.
+            *({"name": name, "value": value} for name, value in meta.NO_GPUS.items()),
         ],
         "ports": [
             {"name": "metrics", "containerPort": runtime.METRICS_PORT},

@@ -79,6 +79,12 @@ class Children:
     hand_over: list[dict[str, Any]] = field(default_factory=list)
 
 
+# A container that requests no GPU sees none. An image made for CUDA (PyTorch's, Triton's) sets
+# NVIDIA_VISIBLE_DEVICES=all, and on a GPU node the NVIDIA runtime then hands it every GPU, outside
+# the scheduler's count: other pods' GPUs, trained on with NCCL or held by Triton's memory pools.
+NO_GPUS: Final = {"NVIDIA_VISIBLE_DEVICES": "void", "CUDA_VISIBLE_DEVICES": ""}
+
+
 def guaranteed(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
     """A container's resources, requests equal to limits (the Guaranteed class): how fast it runs should
     not depend on what its neighbours do. Amounts as the API server writes them back, so that how a

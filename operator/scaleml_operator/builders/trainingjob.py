@@ -161,6 +161,8 @@ def pod_template(
         # The root filesystem is read-only: caches and home go to the scratch volume.
         "HOME": runtime.SCRATCH_DIR,
         "TORCHINDUCTOR_CACHE_DIR": f"{runtime.SCRATCH_DIR}/inductor",
+        # Workers without GPUs train on CPU (gloo), whatever the node has.
+        **({} if spec.resources.gpus_per_worker else meta.NO_GPUS),
     }
     # The user's value of a default replaces it: a name twice in a container's env is refused.
     for variable in spec.env:
