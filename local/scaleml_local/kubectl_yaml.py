@@ -124,6 +124,20 @@ _Loader.add_constructor(_PLAIN_TAG, lambda _, node: scalar(node.value))
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda _, node: node.value)
 
 
+def _untagged(loader: _Loader, _: str, node: yaml.Node) -> Any:
+    """A value under a tag go-yaml does not know (`!generated 12`): a scalar is its text ("12"), as go-yaml
+    resolves no tag it does not know; a list or map is read as if untagged."""
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return str(node.value)
+
+
+# Local tags only: "tag:yaml.org,2002:" ones PyYAML does not construct (!!set, !!omap, ...) stay refused.
+_Loader.add_multi_constructor("!", _untagged)
+
+
 # go-yaml refuses a document whose aliases expand it past a bound ("excessive aliasing"): a few
 # hundred bytes of nested aliases would otherwise expand to gigabytes. Far more values than any
 # manifest holds.

@@ -74,6 +74,12 @@ def test_merge_keys_and_anchors_are_followed() -> None:
     assert kubectl_yaml.load_all("base: &b {x: 1}\nm: {<<: *b, z: 2}") == [{"base": {"x": 1}, "m": {"x": 1, "z": 2}}]
 
 
+def test_a_tag_kubectl_does_not_know_is_ignored_as_kubectl_ignores_it() -> None:
+    # As sigs.k8s.io/yaml reads it: a scalar under an unknown tag is its text, a list or map as untagged.
+    text = "a: !generated churn\nb: !x [1, y]\nc: !m {k: 2}\nd: !n 12\ne: !n true"
+    assert kubectl_yaml.load_all(text) == [{"a": "churn", "b": [1, True], "c": {"k": 2}, "d": "12", "e": "true"}]
+
+
 def test_aliases_that_expand_past_any_manifest_are_refused_before_they_take_the_memory() -> None:
     # 466 bytes that expand to 10^8 values (gigabytes, and minutes) if followed to the end.
     levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
