@@ -8,6 +8,7 @@ other way round; the operator, which reads what the API server stored, sees the 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Mapping
@@ -47,6 +48,24 @@ def describe(error: ValidationError) -> str:
 _INT64: Final = range(-(2**63), 2**63)
 # Go's JSON encoder writes a float from 1e21 on with an exponent, which the API server reads as a float.
 _PLAIN_FLOAT_LIMIT: Final = 1e21
+
+
+def defaulted(schema: Mapping[str, Any], value: Any) -> Any:
+    """`value` as the API server stores it under the structural `schema`: each absent property that
+    has a default gets it (and that default its own properties' defaults), in every object there is,
+    list items and map values included."""
+    if isinstance(value, Mapping):
+        properties = schema.get("properties", {})
+        filled = {key: copy.deepcopy(child["default"]) for key, child in properties.items() if "default" in child}
+        filled.update(value)
+        extra = schema.get("additionalProperties")
+        return {
+            key: defaulted(properties.get(key) or (extra if isinstance(extra, Mapping) else {}), item)
+            for key, item in filled.items()
+        }
+    if isinstance(value, list):
+        return [defaulted(schema.get("items", {}), item) for item in value]
+    return value
 
 
 def admitted(value: Any) -> Any:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
@@ -77,15 +79,27 @@ def _value(manifest: Manifest, column: PrinterColumn) -> Any:
 
 
 def age(moment: str, now: datetime) -> str:
-    """kubectl's short form: 42s, 3m12s, 2h5m, 3d."""
+    """kubectl's short form (apimachinery's HumanDuration): 42s, 3m12s, 65m, 5h30m, 3d4h, 2y70d."""
     seconds = int((now - datetime.fromisoformat(moment.replace("Z", "+00:00"))).total_seconds())
-    if seconds < 120:
-        return f"{max(seconds, 0)}s"
-    if seconds < 600:
-        return f"{seconds // 60}m{seconds % 60}s"
-    if seconds < 3 * 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60}m" if seconds >= 3600 else f"{seconds // 60}m"
-    return f"{seconds // 3600}h" if seconds < 2 * 86400 else f"{seconds // 86400}d"
+    if seconds < -1:
+        return "<invalid>"
+    minutes, hours = seconds // 60, seconds // 3600
+    days, years = hours // 24, hours // (24 * 365)
+    steps = [
+        (seconds < 120, f"{max(seconds, 0)}s"),
+        (minutes < 10, _units(minutes, "m", seconds % 60, "s")),
+        (minutes < 3 * 60, f"{minutes}m"),
+        (hours < 8, _units(hours, "h", minutes % 60, "m")),
+        (hours < 48, f"{hours}h"),
+        (hours < 8 * 24, _units(days, "d", hours % 24, "h")),
+        (hours < 2 * 365 * 24, f"{days}d"),
+        (hours < 8 * 365 * 24, _units(years, "y", days % 365, "d")),
+    ]
+    return next((text for due, text in steps if due), f"{years}y")
+
+
+def _units(whole: int, unit: str, rest: int, smaller: str) -> str:
+    return f"{whole}{unit}{rest}{smaller}" if rest else f"{whole}{unit}"
 
 
 def cell(value: Any, column: PrinterColumn, now: datetime) -> str:
@@ -96,8 +110,25 @@ def cell(value: Any, column: PrinterColumn, now: datetime) -> str:
     if column.type == "boolean":
         return "true" if value else "false"
     if column.type == "number" and isinstance(value, float):
-        return f"{value:.4g}"
+        return go_number(value)
     return str(value)
+
+
+def go_number(value: float) -> str:
+    """A JSON number as kubectl prints it: a whole one as an integer (the API machinery decodes it as one),
+    any other as Go's %v does, its shortest digits, with an exponent from 1e-5 down and 1e6 up."""
+    if not math.isfinite(value):
+        return {math.inf: "+Inf", -math.inf: "-Inf"}.get(value, "NaN")
+    if value.is_integer() and abs(value) < 2**63:
+        return str(int(value))
+    digits = repr(value).lstrip("-")
+    sign = "-" if value < 0 else ""
+    mantissa = Decimal(digits).normalize()
+    exponent = mantissa.adjusted()
+    if -4 <= exponent < 6:
+        return sign + format(mantissa, "f")
+    coefficient = str(mantissa.scaleb(-exponent))
+    return f"{sign}{coefficient}e{'+' if exponent >= 0 else '-'}{abs(exponent):02d}"
 
 
 def rows(state: State, kind: AnyKind, now: datetime | None = None) -> tuple[list[str], list[list[str]]]:

@@ -25,9 +25,10 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from scaleml_api.base import API_VERSION, ObjectName
+from scaleml_api.crdgen import openapi_schema
 from scaleml_api.kind import AnyKind
 from scaleml_api.v1alpha1 import KINDS
-from scaleml_api.validation import admitted, parse_spec
+from scaleml_api.validation import admitted, defaulted, parse_spec
 from scaleml_local import kubectl_yaml
 from scaleml_operator.status import conditions
 from scaleml_workloads.kubeapi import StatusFile
@@ -201,8 +202,8 @@ class State:
             "uid": existing["metadata"]["uid"] if existing else str(uuid.uuid4()),
             "creationTimestamp": existing["metadata"]["creationTimestamp"] if existing else timestamp(),
         }
-        # The spec as the API server would store it, but for the defaults it fills in.
-        spec = admitted(manifest["spec"])
+        # The spec as the API server would store it, with the defaults of the CRD's schema filled in.
+        spec = defaulted(openapi_schema(kind.spec), admitted(manifest["spec"]))
         stored = {"apiVersion": API_VERSION, "kind": kind.kind, "metadata": metadata, "spec": spec}
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from scaleml_api.v1alpha1.modeldeployment import (
 )
 from scaleml_api.v1alpha1.trainingjob import FAILED, JOB_FAILED, RUNNING, SUCCEEDED, SUSPENDED
 from scaleml_local import status
+from scaleml_local.commands import age, go_number, rows
 from scaleml_local.demo import MANIFESTS
 from scaleml_local.state import LocalError, Manifest, State, read_manifests
 from scaleml_local.supervisor import Supervisor
@@ -270,3 +271,39 @@ def test_the_status_models_refuse_a_field_they_do_not_have() -> None:
     # What the check above rests on: a field of no status model (local mode once wrote `message`) is refused.
     with pytest.raises(ValidationError, match="message"):
         TRAINING_JOB.status.model_validate({"phase": "Running", "message": "2 processes on the CPU."})
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    # What kubectl get prints (apimachinery's HumanDuration), at each change of form.
+    [
+        *[(0, "0s"), (119, "119s"), (180, "3m"), (599, "9m59s"), (3900, "65m"), (10800, "3h"), (19800, "5h30m")],
+        *[(28800, "8h"), (273600, "3d4h"), (691200, "8d"), (800 * 86400, "2y70d"), (9 * 365 * 86400, "9y")],
+    ],
+)
+def test_ages_are_printed_as_kubectl_prints_them(seconds: int, shown: str) -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    assert age((now - timedelta(seconds=seconds)).isoformat(), now) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    # Go's %v of a float64, and a whole number as the integer the API machinery decodes it as.
+    [
+        *[(2.0, "2"), (0.123456789, "0.123456789"), (1234567.5, "1.2345675e+06"), (0.00001234, "1.234e-05")],
+        *[(999999.5, "999999.5"), (1e21, "1e+21"), (-0.75, "-0.75")],
+    ],
+)
+def test_numbers_are_printed_as_kubectl_prints_them(value: float, shown: str) -> None:
+    assert go_number(value) == shown
+
+
+def test_an_object_is_stored_with_the_defaults_the_api_server_fills_in(state: State) -> None:
+    manifest = _example("TrainingJob")
+    del manifest["spec"]["resources"]
+    state.apply(manifest)
+    stored = state.get(TRAINING_JOB, manifest["metadata"]["name"])
+    assert stored is not None
+    assert (stored["spec"]["resources"]["workers"], stored["spec"]["runPolicy"]["backoffLimit"]) == (1, 3)
+    header, body = rows(state, TRAINING_JOB)
+    assert body[0][header.index("WORKERS")] == "1"
