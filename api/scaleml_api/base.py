@@ -8,6 +8,7 @@ both sides reject the same manifests.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -185,6 +186,8 @@ _BINARY_SUFFIXES: Final = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 _DECIMAL_SUFFIXES: Final = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}
 
 
+# Every render of every object asks again for the same few amounts; bounded, as specs are anyone's text.
+@functools.lru_cache(maxsize=4096)
 def canonical_quantity(quantity: str, *, scale: int = -9) -> str:
     """The quantity as the API server writes it back: "8192Mi" is "8Gi", "0.5" "500m", "1000m" "1".
 

@@ -222,7 +222,8 @@ class _Reading:
                 trace.broken = trace.broken or _OUT_OF_RUN
 
     def trace(self, trace_id: int) -> _Trace:
-        """The trace an entry of `trace_id` adds to; an entry apart from its trace's run breaks both traces."""
+        """The trace an entry of `trace_id` adds to; an entry apart from its trace's run breaks that trace and
+        every trace since (`drop_nested`)."""
         if trace_id not in self.traces:
             self.order[trace_id] = len(self.traces)
         trace = self.traces.setdefault(trace_id, _Trace())

@@ -98,8 +98,8 @@ class CaptureFiles:
 
     def add(self, sample: Sample) -> list[Flushed]:
         flushed: list[Flushed] = []
-        alone = _Size().adding(sample, self.format)
-        if alone.total > self.max_bytes and self.format == "npz" and alone.total > alone.stored:
+        alone = _Size.of(sample, self.format)
+        if alone.total > self.max_bytes and alone.total > alone.stored:
             # One element of a BYTES tensor widens every element of the file to its length: a client's
             # request of a few hundred KiB would take a GiB as it is written, and the converter with it.
             why = f"its BYTES elements take {alone.total} bytes at the width of the longest, more than {self.max_bytes}"
@@ -107,14 +107,14 @@ class CaptureFiles:
         if self._samples and (
             sample.layout != self._samples[0].layout
             or self._rows + sample.rows > self.rows_per_file
-            or self._size.adding(sample, self.format).total > self.max_bytes
+            or (self._size + alone).total > self.max_bytes
         ):
             flushed += self.flush()
         if not self._samples:
             self._opened = self._clock()
         self._samples.append(sample)
         self._rows += sample.rows
-        self._size = self._size.adding(sample, self.format)
+        self._size += alone
         if self._rows >= self.rows_per_file or self._size.total >= self.max_bytes:
             flushed += self.flush()
         return flushed
@@ -152,15 +152,19 @@ class _Size:
     lengths: int = 0
     widest: int = 0
 
-    def adding(self, sample: Sample, format: CaptureFormat) -> _Size:
+    @classmethod
+    def of(cls, sample: Sample, format: CaptureFormat) -> _Size:
         lengths = [len(e) for t in sample.inputs + sample.outputs if t.datatype == BYTES for e in t.array.flat]
         if format != "npz" or not lengths:
-            return _Size(self.stored + sample.nbytes, self.elements, self.lengths, self.widest)
+            return cls(sample.nbytes)
+        return cls(sample.nbytes, len(lengths), sum(lengths), max(lengths))
+
+    def __add__(self, other: _Size) -> _Size:
         return _Size(
-            self.stored + sample.nbytes,
-            self.elements + len(lengths),
-            self.lengths + sum(lengths),
-            max(self.widest, *lengths),
+            self.stored + other.stored,
+            self.elements + other.elements,
+            self.lengths + other.lengths,
+            max(self.widest, other.widest),
         )
 
     @property
