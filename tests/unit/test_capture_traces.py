@@ -180,12 +180,17 @@ def test_the_steps_of_an_ensemble_are_not_samples() -> None:
     assert read.unreadable == {}
 
 
-def _forging(trace_id: int) -> str:
-    """A request id that writes a whole trace of its own (inputs and outputs chosen, a time far ahead) and
-    opens a model entry of that trace for the real end of the id to close: the id is written raw."""
+def _forged_trace(trace_id: int) -> str:
     forged = trace(trace_id, {"INPUT__0": ("7,7,7", "1,3", "FP32")}, {"OUTPUT__0": ("1,0", "1,2", "FP32")})
-    forged = forged.replace("1000000000", "10000000000000000000")
-    return 'x"},' + forged + f',{{"id":{trace_id},"model_name":"churn","model_version":3,"request_id":"y'
+    return forged.replace("1000000000", "10000000000000000000")
+
+
+def _forging(trace_id: int, ends_on: int | None = None) -> str:
+    """A request id that writes a whole trace of its own (inputs and outputs chosen, a time far ahead) and
+    opens a model entry of that trace (or of `ends_on`, a trace of its own to end on) for the real end
+    of the id to close: the id is written raw."""
+    opened = trace_id if ends_on is None else ends_on
+    return 'x"},' + _forged_trace(trace_id) + f',{{"id":{opened},"model_name":"churn","model_version":3,"request_id":"y'
 
 
 @pytest.mark.parametrize("forged_id", [4242, 2], ids=["another-id", "its-own-id"])
@@ -195,11 +200,6 @@ def test_a_request_id_that_writes_entries_forges_no_sample(forged_id: int) -> No
     assert [sample.rows for sample in read.samples] == [2, 2], "only the honest traces"
     assert 2 in read.unreadable
     assert {sample.timestamp for sample in read.samples} == {1.0}
-
-
-def _forged_trace(trace_id: int) -> str:
-    forged = trace(trace_id, {"INPUT__0": ("7,7,7", "1,3", "FP32")}, {"OUTPUT__0": ("1,0", "1,2", "FP32")})
-    return forged.replace("1000000000", "10000000000000000000")
 
 
 # A BYTES element is written raw between \\" and \\": one can end its own tensor, write a whole trace,
@@ -224,8 +224,7 @@ def test_a_bytes_element_that_writes_a_trace_forges_no_sample(element: str) -> N
 
 
 def test_a_request_id_that_writes_a_trace_and_one_to_end_on_forges_no_sample() -> None:
-    request_id = 'x"},' + _forged_trace(4242) + ',{"id":4243,"model_name":"churn","model_version":3,"request_id":"y'
-    read = read_trace_file(trace_file(churn(1), churn(2, request_id=request_id), churn(3)), _wall)
+    read = read_trace_file(trace_file(churn(1), churn(2, request_id=_forging(4242, ends_on=4243)), churn(3)), _wall)
 
     assert [sample.rows for sample in read.samples] == [2, 2], "only the honest traces"
     assert {4242, 2} <= set(read.unreadable)

@@ -137,7 +137,7 @@ def pod_template(owner: Owner, spec: DriftMonitorSpec, inputs: Inputs, image: st
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "HOME", "value": runtime.SCRATCH_DIR},
             # The monitor computes on CPU, and requests no GPU.
-            *({"name": name, "value": value} for name, value in meta.NO_GPUS.items()),
+            *meta.env(meta.NO_GPUS),
         ],
         "ports": [
             {"name": "metrics", "containerPort": runtime.METRICS_PORT},

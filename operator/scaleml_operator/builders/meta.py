@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -83,6 +84,11 @@ class Children:
 # NVIDIA_VISIBLE_DEVICES=all, and on a GPU node the NVIDIA runtime then hands it every GPU, outside
 # the scheduler's count: other pods' GPUs, trained on with NCCL or held by Triton's memory pools.
 NO_GPUS: Final = {"NVIDIA_VISIBLE_DEVICES": "void", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def env(variables: Mapping[str, str]) -> list[dict[str, str]]:
+    """A container's env of literal values."""
+    return [{"name": name, "value": value} for name, value in variables.items()]
 
 
 def guaranteed(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:

@@ -251,7 +251,7 @@ def _triton(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
         "env": [
             {"name": "HOME", "value": runtime.SCRATCH_DIR},
             {"name": "OMP_NUM_THREADS", "value": str(threads_per_instance(spec))},
-            *({"name": name, "value": value} for name, value in ({} if spec.resources.gpus else meta.NO_GPUS).items()),
+            *meta.env({} if spec.resources.gpus else meta.NO_GPUS),
         ],
         "ports": [
             {"name": "http", "containerPort": runtime.TRITON_HTTP_PORT},

@@ -168,7 +168,7 @@ def pod_template(
     for variable in spec.env:
         defaults.pop(variable.name, None)
     env = [
-        *({"name": name, "value": value} for name, value in {**defaults, **TORCHRUN_ENV}.items()),
+        *meta.env({**defaults, **TORCHRUN_ENV}),
         *(e.to_wire() for e in spec.env),
     ]
     pod_spec: dict[str, Any] = {
